@@ -1,0 +1,44 @@
+# corral — the two commands of the quick start, and the pieces behind them.
+#   make serve   install missing packages, build, serve examples/models on 127.0.0.1:8766
+#   make test    install missing packages, build (plain and ASan+UBSan), run every test
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+# Debian's interpreter: it has python3-pytest and python3-numpy.
+PYTHON     ?= /usr/bin/python3
+HOST       ?= 127.0.0.1
+PORT       ?= 8766
+
+.PHONY: all deps build asan serve test test-unit test-sdk test-blackbox clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCORRAL_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j$(JOBS)
+
+serve: build
+	./$(BUILD)/corral serve --models examples/models --host $(HOST) --port $(PORT)
+
+# Unit tests run in both builds; the black-box suite runs against the
+# sanitizer build of the daemon, so a memory error anywhere on a real
+# request path fails the run. Leak checking is left to the unit tests: a
+# daemon stopped by a signal legitimately exits with live allocations.
+test: build asan
+	ctest --test-dir $(BUILD) --output-on-failure
+	ctest --test-dir $(ASAN_BUILD) --output-on-failure
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/sdk
+	CORRAL_BIN=$(CURDIR)/$(ASAN_BUILD)/corral ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/blackbox
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs the Debian packages corral needs to build, serve and test, and only
+# those that are missing, so a second run does nothing. Needs root (or sudo).
+set -eu
+
+PKGS="build-essential cmake pkg-config libuv1-dev libh2o-dev libssl-dev libjansson-dev libyaml-dev
+libcurl4-openssl-dev libespeak-ng-dev espeak-ng-data python3 python3-pytest python3-numpy python3-requests"
+
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+echo "deps: installing$missing"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing

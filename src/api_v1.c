@@ -1,0 +1,176 @@
+/*
+ * api_v1 — corral's own endpoints: model status with per-instance detail,
+ * free-form generate, scaling and the workers' logs.
+ */
+#include "api.h"
+
+#include "http.h"
+#include "proto.h"
+#include "sb.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SEG_IS(p, i, lit) ((p)->n > (i) && h2o_memis((p)->seg[i].base, (p)->seg[i].len, H2O_STRLIT(lit)))
+#define METHOD_IS(req, lit) h2o_memis((req)->method.base, (req)->method.len, H2O_STRLIT(lit))
+
+static int wrong_method(h2o_req_t *req, const char *allowed)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allowed, strlen(allowed));
+    http_error(req, 405, 0, "method %.*s not allowed here; use %s", (int)req->method.len, req->method.base, allowed);
+    return 0;
+}
+
+static void generate_respond(api_pending *p, int status, const char *msg, uint8_t *body, size_t len)
+{
+    h2o_req_t *req = p->req;
+    if (status != 200) {
+        http_error(req, status, status == 503 ? 1 : 0, "%s", msg);
+        return;
+    }
+    http_own(req, body);
+    const char *metap;
+    size_t meta_len, data_len;
+    const uint8_t *data;
+    json_t *meta = NULL;
+    const char *ct;
+    if (proto_split_body(body, len, &metap, &meta_len, &data, &data_len) < 0 ||
+        !(meta = json_loadb(metap, meta_len, 0, NULL)) ||
+        !(ct = json_string_value(json_object_get(meta, "content_type"))) || !*ct || strpbrk(ct, "\r\n")) {
+        json_decref(meta);
+        http_error(req, 502, 0, "model '%s' sent a malformed GENERATE_RESULT", model_name(p->model));
+        return;
+    }
+    h2o_iovec_t ctv = h2o_strdup(&req->pool, ct, strlen(ct));
+    json_decref(meta);
+    http_send(req, 200, ctv.base, data, data_len);
+}
+
+static void handle_generate(h2o_req_t *req, model *m)
+{
+    if (api_draining) {
+        http_error(req, 503, 1, "corral is shutting down");
+        return;
+    }
+    const h2o_iovec_t *ctype = NULL;
+    ssize_t ci = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (ci >= 0)
+        ctype = &req->headers.entries[ci].value;
+    const char *ct = "application/octet-stream";
+    size_t ct_len = strlen(ct);
+    if (ctype) {
+        ct = ctype->base;
+        ct_len = ctype->len;
+    }
+    int priority = 0;
+    /* A JSON body must parse: the model should not have to report our client's syntax errors. */
+    if (ct_len >= 16 && strncmp(ct, "application/json", 16) == 0) {
+        json_error_t jerr;
+        json_t *root = json_loadb(req->entity.base ? req->entity.base : "", req->entity.len, 0, &jerr);
+        if (!root) {
+            http_error(req, 400, 0, "malformed JSON body for model '%s': %s (line %d, column %d)", model_name(m),
+                       jerr.text, jerr.line, jerr.column);
+            return;
+        }
+        json_t *prio = json_object_get(json_object_get(root, "parameters"), "priority");
+        if (json_is_integer(prio) && json_integer_value(prio) > 0)
+            priority = (int)json_integer_value(prio);
+        json_decref(root);
+    }
+    sb meta;
+    sb_init(&meta, 128);
+    sb_adds(&meta, "{\"id\":\"\",\"content_type\":");
+    sb_json_str(&meta, ct, ct_len);
+    sb_addc(&meta, '}');
+    size_t total = 4 + meta.len + req->entity.len;
+    if (total > PROTO_MAX_BODY) {
+        sb_free(&meta);
+        http_error(req, 413, 0, "request body is larger than the protocol's 1 GiB frame limit");
+        return;
+    }
+    api_pending *p = api_pending_new(req, m);
+    p->respond = generate_respond;
+    job *j = job_new(m, PROTO_GENERATE, priority);
+    uint8_t *frame = malloc(PROTO_HEADER_SIZE + total);
+    if (!frame)
+        abort();
+    proto_header_encode(frame, PROTO_GENERATE, j->id, (uint32_t)total);
+    proto_put_u32(frame + PROTO_HEADER_SIZE, (uint32_t)meta.len);
+    memcpy(frame + PROTO_HEADER_SIZE + 4, meta.p, meta.len);
+    if (req->entity.len)
+        memcpy(frame + PROTO_HEADER_SIZE + 4 + meta.len, req->entity.base, req->entity.len);
+    sb_free(&meta);
+    j->frame = frame;
+    j->frame_len = PROTO_HEADER_SIZE + total;
+    api_submit(p, j);
+}
+
+static void handle_scale(h2o_req_t *req, model *m)
+{
+    json_t *root = json_loadb(req->entity.base ? req->entity.base : "", req->entity.len, 0, NULL);
+    json_t *n = json_object_get(root, "instances");
+    if (!json_is_integer(n)) {
+        json_decref(root);
+        http_error(req, 400, 0, "scale request body must be {\"instances\": N}");
+        return;
+    }
+    json_int_t count = json_integer_value(n);
+    json_decref(root);
+    char msg[1200];
+    int status = model_scale(m, count < 0 || count > 1024 ? -1 : (int)count, msg, sizeof msg);
+    if (status)
+        http_error(req, status, 1, "%s", msg);
+    else
+        http_send_json(req, 200, model_to_json(m));
+}
+
+int api_v1(h2o_req_t *req, const api_path *p)
+{
+    int get = METHOD_IS(req, "GET") || METHOD_IS(req, "HEAD");
+    int post = METHOD_IS(req, "POST");
+    if (!SEG_IS(p, 1, "models"))
+        return -1;
+    if (p->n == 2) {
+        if (!get)
+            return wrong_method(req, "GET");
+        json_t *list = json_array();
+        for (model *m = model_next(NULL); m; m = model_next(m))
+            json_array_append_new(list, model_to_json(m));
+        http_send_json(req, 200, json_pack("{s:o}", "models", list));
+        return 0;
+    }
+    if (p->n > 4)
+        return -1;
+    if (p->n == 4 && !SEG_IS(p, 3, "generate") && !SEG_IS(p, 3, "scale") && !SEG_IS(p, 3, "logs"))
+        return -1;
+    model *m = api_model_or_error(req, p->seg[2]);
+    if (!m)
+        return 0;
+    if (p->n == 3) {
+        if (!get)
+            return wrong_method(req, "GET");
+        http_send_json(req, 200, model_to_json(m));
+    } else if (SEG_IS(p, 3, "generate")) {
+        if (!post)
+            return wrong_method(req, "POST");
+        handle_generate(req, m);
+    } else if (SEG_IS(p, 3, "scale")) {
+        if (!post)
+            return wrong_method(req, "POST");
+        handle_scale(req, m);
+    } else {
+        if (!get)
+            return wrong_method(req, "GET");
+        size_t len, cut;
+        const char *logs = model_logs(m, &len, &cut);
+        char start[32];
+        int n = snprintf(start, sizeof start, "%zu", cut);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-corral-log-start"), 0, "X-Corral-Log-Start",
+                              h2o_strdup(&req->pool, start, (size_t)n).base, (size_t)n);
+        char *copy = malloc(len + 1);
+        memcpy(copy, logs, len);
+        http_send_owned(req, 200, "text/plain; charset=utf-8", copy, len);
+    }
+    return 0;
+}

@@ -1,0 +1,432 @@
+/*
+ * cli — client verbs over libcurl; see cli.h.
+ *
+ * Output is a table for people, or the daemon's JSON with --json. Any
+ * failure prints one line, "corral: <reason>", and exits non-zero.
+ */
+#include "cli.h"
+
+#include "sb.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct response {
+    long status;
+    sb body;
+    char content_type[128];
+    long long log_start;
+} response;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    sb_add(&((response *)ud)->body, p, size * n);
+    return size * n;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    response *r = ud;
+    size_t len = size * n;
+    if (len > 13 && strncasecmp(p, "content-type:", 13) == 0) {
+        size_t i = 13;
+        while (i < len && p[i] == ' ')
+            i++;
+        size_t end = len;
+        while (end > i && (p[end - 1] == '\r' || p[end - 1] == '\n'))
+            end--;
+        snprintf(r->content_type, sizeof r->content_type, "%.*s", (int)(end - i), p + i);
+    } else if (len > 19 && strncasecmp(p, "x-corral-log-start:", 19) == 0) {
+        r->log_start = atoll(p + 19);
+    }
+    return len;
+}
+
+static const char *base_url(void)
+{
+    const char *u = getenv("CORRAL_URL");
+    return u && *u ? u : "http://127.0.0.1:8766";
+}
+
+/* Performs a request; returns 0 or prints why it could not and returns -1. */
+static int request(const char *method, const char *path, const char *content_type, const void *body, size_t len,
+                   response *r)
+{
+    memset(r, 0, sizeof *r);
+    sb_init(&r->body, 4096);
+    char url[4096];
+    const char *base = base_url();
+    size_t blen = strlen(base);
+    while (blen && base[blen - 1] == '/')
+        blen--;
+    snprintf(url, sizeof url, "%.*s%s", (int)blen, base, path);
+    CURL *c = curl_easy_init();
+    struct curl_slist *headers = NULL;
+    if (content_type) {
+        char h[256];
+        snprintf(h, sizeof h, "Content-Type: %s", content_type);
+        headers = curl_slist_append(headers, h);
+    }
+    headers = curl_slist_append(headers, "Expect:");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "POST") == 0) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK) {
+        fprintf(stderr, "corral: cannot reach %s: %s\n", base, curl_easy_strerror(rc));
+        sb_free(&r->body);
+        return -1;
+    }
+    sb_reserve(&r->body, 0);
+    r->body.p[r->body.len] = 0;
+    return 0;
+}
+
+/* Prints the daemon's {"error"} for a failed status; returns 1. */
+static int report_failure(response *r)
+{
+    json_t *j = json_loadb(r->body.p, r->body.len, 0, NULL);
+    const char *msg = json_string_value(json_object_get(j, "error"));
+    fprintf(stderr, "corral: HTTP %ld: %s\n", r->status, msg ? msg : r->body.len ? r->body.p : "no message");
+    json_decref(j);
+    sb_free(&r->body);
+    return 1;
+}
+
+static int call_json(const char *method, const char *path, const char *body, json_t **out)
+{
+    response r;
+    if (request(method, path, body ? "application/json" : NULL, body, body ? strlen(body) : 0, &r) < 0)
+        return 1;
+    if (r.status < 200 || r.status > 299)
+        return report_failure(&r);
+    json_error_t err;
+    *out = json_loadb(r.body.p, r.body.len, 0, &err);
+    sb_free(&r.body);
+    if (!*out) {
+        fprintf(stderr, "corral: the daemon answered with malformed JSON: %s\n", err.text);
+        return 1;
+    }
+    return 0;
+}
+
+static int has_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return 1;
+    return 0;
+}
+
+static void print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2));
+    puts(s);
+    free(s);
+}
+
+static void human_size(double bytes, char *buf, size_t len)
+{
+    const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (bytes >= 1024 && u < 4) {
+        bytes /= 1024;
+        u++;
+    }
+    snprintf(buf, len, u ? "%.1f%s" : "%.0f%s", bytes, units[u]);
+}
+
+static int cmd_ls(int argc, char **argv)
+{
+    json_t *j;
+    if (call_json("GET", "/v1/models", NULL, &j))
+        return 1;
+    if (has_flag(argc, argv, "--json")) {
+        print_json(j);
+    } else {
+        printf("%-24s %-10s %-9s %-6s %s\n", "NAME", "STATE", "INSTANCES", "QUEUE", "REASON");
+        size_t i;
+        json_t *m;
+        json_array_foreach(json_object_get(j, "models"), i, m) {
+            const char *reason = json_string_value(json_object_get(m, "reason"));
+            printf("%-24s %-10s %-9zu %-6lld %s\n", json_string_value(json_object_get(m, "name")),
+                   json_string_value(json_object_get(m, "state")), json_array_size(json_object_get(m, "instances")),
+                   (long long)json_integer_value(json_object_get(m, "queue")), reason ? reason : "");
+        }
+    }
+    json_decref(j);
+    return 0;
+}
+
+static int cmd_ps(int argc, char **argv)
+{
+    json_t *j;
+    if (call_json("GET", "/v1/models", NULL, &j))
+        return 1;
+    if (has_flag(argc, argv, "--json")) {
+        print_json(j);
+        json_decref(j);
+        return 0;
+    }
+    printf("%-24s %-4s %-8s %-9s %-10s %-9s %-8s %s\n", "MODEL", "ID", "PID", "STATE", "UPTIME", "REQUESTS",
+           "RESTARTS", "RSS");
+    size_t i, k;
+    json_t *m, *in;
+    json_array_foreach(json_object_get(j, "models"), i, m) {
+        json_array_foreach(json_object_get(m, "instances"), k, in) {
+            char rss[32];
+            human_size((double)json_integer_value(json_object_get(in, "rss_bytes")), rss, sizeof rss);
+            printf("%-24s %-4lld %-8lld %-9s %-10.1f %-9lld %-8lld %s\n", json_string_value(json_object_get(m, "name")),
+                   (long long)json_integer_value(json_object_get(in, "id")),
+                   (long long)json_integer_value(json_object_get(in, "pid")),
+                   json_string_value(json_object_get(in, "state")),
+                   json_number_value(json_object_get(in, "uptime_s")),
+                   (long long)json_integer_value(json_object_get(in, "requests")),
+                   (long long)json_integer_value(json_object_get(in, "restarts")), rss);
+        }
+    }
+    json_decref(j);
+    return 0;
+}
+
+static int need_name(int argc, char **argv, const char *usage)
+{
+    if (argc < 2 || argv[1][0] == '-') {
+        fprintf(stderr, "corral: usage: corral %s\n", usage);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmd_load(int argc, char **argv)
+{
+    if (need_name(argc, argv, "load NAME [--instances N]") < 0)
+        return 2;
+    char body[64] = "";
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--instances") == 0 && i + 1 < argc) {
+            int n = atoi(argv[++i]);
+            if (n < 1) {
+                fprintf(stderr, "corral: --instances needs a positive integer\n");
+                return 2;
+            }
+            snprintf(body, sizeof body, "{\"instances\":%d}", n);
+        } else {
+            fprintf(stderr, "corral: unknown argument '%s' for load\n", argv[i]);
+            return 2;
+        }
+    }
+    char path[512];
+    snprintf(path, sizeof path, "/v2/repository/models/%s/load", argv[1]);
+    json_t *j;
+    if (call_json("POST", path, body[0] ? body : NULL, &j))
+        return 1;
+    json_decref(j);
+    printf("loaded %s\n", argv[1]);
+    return 0;
+}
+
+static int cmd_unload(int argc, char **argv)
+{
+    if (need_name(argc, argv, "unload NAME") < 0)
+        return 2;
+    char path[512];
+    snprintf(path, sizeof path, "/v2/repository/models/%s/unload", argv[1]);
+    json_t *j;
+    if (call_json("POST", path, NULL, &j))
+        return 1;
+    json_decref(j);
+    printf("unloaded %s\n", argv[1]);
+    return 0;
+}
+
+static int cmd_scale(int argc, char **argv)
+{
+    if (argc < 3 || need_name(argc, argv, "scale NAME N") < 0) {
+        fprintf(stderr, "corral: usage: corral scale NAME N\n");
+        return 2;
+    }
+    char path[512], body[64];
+    snprintf(path, sizeof path, "/v1/models/%s/scale", argv[1]);
+    snprintf(body, sizeof body, "{\"instances\":%d}", atoi(argv[2]));
+    json_t *j;
+    if (call_json("POST", path, body, &j))
+        return 1;
+    if (has_flag(argc, argv, "--json"))
+        print_json(j);
+    else
+        printf("scaled %s to %d instances\n", argv[1], atoi(argv[2]));
+    json_decref(j);
+    return 0;
+}
+
+/* A body given as literal text, @FILE, or - for standard input. */
+static char *read_body(const char *arg, size_t *len)
+{
+    sb b;
+    sb_init(&b, 4096);
+    if (strcmp(arg, "-") == 0 || arg[0] == '@') {
+        FILE *f = strcmp(arg, "-") == 0 ? stdin : fopen(arg + 1, "rb");
+        if (!f) {
+            fprintf(stderr, "corral: cannot open %s: %s\n", arg + 1, strerror(errno));
+            sb_free(&b);
+            return NULL;
+        }
+        size_t n;
+        while ((n = fread(sb_reserve(&b, 65536), 1, 65536, f)) > 0)
+            b.len += n;
+        if (f != stdin)
+            fclose(f);
+    } else {
+        sb_adds(&b, arg);
+    }
+    return sb_take(&b, len);
+}
+
+static int cmd_infer(int argc, char **argv)
+{
+    if (argc < 3 || need_name(argc, argv, "infer NAME JSON|@FILE|-") < 0) {
+        fprintf(stderr, "corral: usage: corral infer NAME JSON|@FILE|-   (a v2 inference request)\n");
+        return 2;
+    }
+    size_t len;
+    char *body = read_body(argv[2], &len);
+    if (!body)
+        return 1;
+    char path[512];
+    snprintf(path, sizeof path, "/v2/models/%s/infer", argv[1]);
+    response r;
+    int rc = request("POST", path, "application/json", body, len, &r);
+    free(body);
+    if (rc < 0)
+        return 1;
+    if (r.status != 200)
+        return report_failure(&r);
+    json_t *j = json_loadb(r.body.p, r.body.len, 0, NULL);
+    if (j)
+        print_json(j);
+    else
+        fwrite(r.body.p, 1, r.body.len, stdout);
+    json_decref(j);
+    sb_free(&r.body);
+    return 0;
+}
+
+static int cmd_generate(int argc, char **argv)
+{
+    const char *out = NULL, *text = NULL, *input = NULL;
+    for (int i = 2; i < argc; i++) {
+        if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) && i + 1 < argc)
+            out = argv[++i];
+        else if (strcmp(argv[i], "--text") == 0 && i + 1 < argc)
+            text = argv[++i];
+        else if (!input)
+            input = argv[i];
+        else {
+            fprintf(stderr, "corral: unknown argument '%s' for generate\n", argv[i]);
+            return 2;
+        }
+    }
+    if (argc < 2 || argv[1][0] == '-' || (!input && !text)) {
+        fprintf(stderr, "corral: usage: corral generate NAME (JSON|@FILE|- | --text TEXT) [-o FILE]\n");
+        return 2;
+    }
+    size_t len;
+    char *body;
+    if (text) {
+        json_t *j = json_pack("{s:s}", "text", text);
+        body = json_dumps(j, JSON_COMPACT);
+        len = strlen(body);
+        json_decref(j);
+    } else if (!(body = read_body(input, &len))) {
+        return 1;
+    }
+    char path[512];
+    snprintf(path, sizeof path, "/v1/models/%s/generate", argv[1]);
+    response r;
+    int rc = request("POST", path, "application/json", body, len, &r);
+    free(body);
+    if (rc < 0)
+        return 1;
+    if (r.status != 200)
+        return report_failure(&r);
+    FILE *f = out ? fopen(out, "wb") : stdout;
+    if (!f) {
+        fprintf(stderr, "corral: cannot write %s: %s\n", out, strerror(errno));
+        sb_free(&r.body);
+        return 1;
+    }
+    fwrite(r.body.p, 1, r.body.len, f);
+    if (out) {
+        fclose(f);
+        fprintf(stderr, "wrote %zu bytes (%s) to %s\n", r.body.len, r.content_type, out);
+    }
+    sb_free(&r.body);
+    return 0;
+}
+
+static int cmd_logs(int argc, char **argv)
+{
+    if (need_name(argc, argv, "logs NAME [-f]") < 0)
+        return 2;
+    int follow = has_flag(argc, argv, "-f") || has_flag(argc, argv, "--follow");
+    char path[512];
+    snprintf(path, sizeof path, "/v1/models/%s/logs", argv[1]);
+    long long printed = 0; /* bytes of the whole log stream printed so far */
+    for (;;) {
+        response r;
+        if (request("GET", path, NULL, NULL, 0, &r) < 0)
+            return 1;
+        if (r.status != 200)
+            return report_failure(&r);
+        long long end = r.log_start + (long long)r.body.len;
+        long long from = printed > r.log_start ? printed - r.log_start : 0;
+        if (end > printed) {
+            fwrite(r.body.p + from, 1, r.body.len - (size_t)from, stdout);
+            fflush(stdout);
+            printed = end;
+        }
+        sb_free(&r.body);
+        if (!follow)
+            return 0;
+        usleep(500000);
+    }
+}
+
+int cli_main(int argc, char **argv)
+{
+    static const struct {
+        const char *verb;
+        int (*fn)(int, char **);
+    } verbs[] = {{"ls", cmd_ls},       {"ps", cmd_ps},         {"load", cmd_load},
+                 {"unload", cmd_unload}, {"scale", cmd_scale}, {"infer", cmd_infer},
+                 {"generate", cmd_generate}, {"logs", cmd_logs}};
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
+        if (strcmp(argv[0], verbs[i].verb) == 0) {
+            curl_global_init(CURL_GLOBAL_DEFAULT);
+            int rc = verbs[i].fn(argc, argv);
+            curl_global_cleanup();
+            return rc;
+        }
+    }
+    fprintf(stderr, "corral: unknown command '%s' (try corral --help)\n", argv[0]);
+    return 2;
+}

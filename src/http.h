@@ -1,0 +1,31 @@
+/*
+ * http — response helpers over h2o shared by the API handlers.
+ *
+ * Every response here is complete (content-length set, one h2o_send with
+ * H2O_SEND_STATE_FINAL). Buffers handed to http_send_owned are freed when
+ * h2o disposes the request's pool, so a body built elsewhere (a worker's
+ * result frame) is sent without copying.
+ */
+#ifndef CORRAL_HTTP_H
+#define CORRAL_HTTP_H
+
+#include <h2o.h>
+#include <jansson.h>
+
+/* Sends body (which must stay valid until the request is disposed). */
+void http_send(h2o_req_t *req, int status, const char *content_type, const void *body, size_t len);
+/* Like http_send, but body is malloc'ed and freed with the request. */
+void http_send_owned(h2o_req_t *req, int status, const char *content_type, void *body, size_t len);
+/* Sends iovecs (their memory tied to the request's lifetime by the caller). */
+void http_sendv(h2o_req_t *req, int status, const char *content_type, h2o_iovec_t *bufs, size_t n);
+/* Serialises obj (reference stolen) and sends it as application/json. */
+void http_send_json(h2o_req_t *req, int status, json_t *obj);
+/* {"error": "..."}; a 503 carries Retry-After (retry_after seconds, at least 1). */
+void http_error(h2o_req_t *req, int status, int retry_after, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Frees p (malloc'ed) when the request's pool is disposed. */
+void http_own(h2o_req_t *req, void *p);
+/* A request header's value by lower-case name, or NULL. */
+const h2o_iovec_t *http_header(h2o_req_t *req, const char *name);
+
+#endif

@@ -1,0 +1,760 @@
+/*
+ * inst — worker processes; see inst.h and docs/worker-protocol.md.
+ *
+ * Every worker is started through the daemon's own binary in a hidden
+ * "__shim" mode that sets PR_SET_PDEATHSIG(SIGKILL) and then execs the real
+ * worker, so a worker dies with the daemon even when the daemon is
+ * SIGKILLed (libuv offers no hook between fork and exec). libuv's
+ * UV_PROCESS_DETACHED gives each worker its own session and process group,
+ * which is what stop and kill signal.
+ *
+ * Reading: frames are parsed from a staging buffer; once a large frame's
+ * header is known its body buffer is allocated whole and the socket reads
+ * straight into it, so a big tensor is copied once (kernel to body).
+ * Writing: uv_try_write first (no request allocation, no copy in the common
+ * case), uv_write for whatever the socket did not take.
+ */
+#include "inst.h"
+
+#include "log.h"
+#include "model.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STAGE_SIZE (64 * 1024)
+#define LINE_MAX_LEN 4096
+
+static char self_exe[4096];
+
+uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+const char *inst_state_name(inst_state s)
+{
+    switch (s) {
+    case INST_IDLE: return "stopped";
+    case INST_STARTING: return "starting";
+    case INST_READY: return "ready";
+    case INST_STOPPING: return "stopping";
+    }
+    return "unknown";
+}
+
+void inst_exit_text(const inst *in, char *buf, size_t len)
+{
+    if (in->term_signal)
+        snprintf(buf, len, "killed by signal %d (SIG%s)", in->term_signal, sigabbrev_np(in->term_signal)
+                 ? sigabbrev_np(in->term_signal) : "?");
+    else
+        snprintf(buf, len, "exited with status %d", in->exit_status);
+}
+
+uint64_t inst_rss(const inst *in)
+{
+    if (in->state == INST_IDLE || in->pid <= 0)
+        return 0;
+    char path[64], text[128];
+    snprintf(path, sizeof path, "/proc/%d/statm", in->pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = 0;
+    unsigned long long size, resident;
+    if (sscanf(text, "%llu %llu", &size, &resident) != 2)
+        return 0;
+    return resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev, int id)
+{
+    memset(in, 0, sizeof *in);
+    in->loop = loop;
+    in->model = m;
+    in->ev = ev;
+    in->id = id;
+    uv_timer_init(loop, &in->timer);
+    in->timer.data = in;
+    uv_timer_init(loop, &in->restart_timer);
+    in->restart_timer.data = in;
+}
+
+int inst_busy(const inst *in)
+{
+    return in->handles_open > 0;
+}
+
+/* ---- writing ---- */
+
+typedef struct wreq {
+    uv_write_t req;
+    uint8_t *owned; /* freed when the write completes */
+} wreq;
+
+static void on_write(uv_write_t *req, int status)
+{
+    wreq *w = (wreq *)req;
+    inst *in = req->data;
+    free(w->owned);
+    free(w);
+    if (status < 0 && status != UV_ECANCELED && in->state != INST_IDLE && !in->exited)
+        inst_kill(in, "the protocol socket failed on write");
+}
+
+/*
+ * Writes len bytes. When owned, data is the caller's malloc'ed buffer and is
+ * freed here once written; otherwise whatever cannot be written now is
+ * copied.
+ */
+static void write_bytes(inst *in, uint8_t *data, size_t len, int owned)
+{
+    if (in->exited || in->chan_eof) {
+        if (owned)
+            free(data);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&in->chan, &b, 1);
+    if (n >= 0 && (size_t)n == len) {
+        if (owned)
+            free(data);
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        if (owned)
+            free(data);
+        inst_kill(in, "the protocol socket failed on write");
+        return;
+    }
+    size_t done = n < 0 ? 0 : (size_t)n;
+    wreq *w = malloc(sizeof *w);
+    if (!w)
+        abort();
+    if (owned) {
+        w->owned = data;
+        b = uv_buf_init((char *)data + done, (unsigned)(len - done));
+    } else {
+        w->owned = malloc(len - done);
+        if (!w->owned)
+            abort();
+        memcpy(w->owned, data + done, len - done);
+        b = uv_buf_init((char *)w->owned, (unsigned)(len - done));
+    }
+    w->req.data = in;
+    if (uv_write(&w->req, (uv_stream_t *)&in->chan, &b, 1, on_write) < 0) {
+        free(w->owned);
+        free(w);
+        inst_kill(in, "the protocol socket failed on write");
+    }
+}
+
+static void send_small(inst *in, uint8_t type, uint64_t id, const char *body, size_t len)
+{
+    uint8_t *frame = malloc(PROTO_HEADER_SIZE + len);
+    if (!frame)
+        abort();
+    proto_header_encode(frame, type, id, (uint32_t)len);
+    if (len)
+        memcpy(frame + PROTO_HEADER_SIZE, body, len);
+    write_bytes(in, frame, PROTO_HEADER_SIZE + len, 1);
+}
+
+void inst_send(inst *in, job *j)
+{
+    j->inst = in;
+    j->next = in->inflight_head;
+    j->prev = NULL;
+    if (in->inflight_head)
+        in->inflight_head->prev = j;
+    in->inflight_head = j;
+    in->inflight++;
+    uint8_t *frame = j->frame;
+    j->frame = NULL;
+    write_bytes(in, frame, j->frame_len, 1);
+}
+
+/* ---- stopping ---- */
+
+static void signal_group(inst *in, int sig)
+{
+    if (in->pid > 0 && kill(-in->pid, sig) < 0 && errno == ESRCH)
+        kill(in->pid, sig);
+}
+
+static void on_stop_timer(uv_timer_t *t)
+{
+    inst *in = t->data;
+    if (in->state == INST_STARTING) {
+        char why[256];
+        snprintf(why, sizeof why, "did not become ready within its load_timeout");
+        inst_kill(in, why);
+        return;
+    }
+    if (in->state != INST_STOPPING)
+        return;
+    if (in->stop_stage == 1) {
+        log_info("model %s instance %d (pid %d): no exit after SHUTDOWN; sending SIGTERM", model_name(in->model),
+                 in->id, in->pid);
+        signal_group(in, SIGTERM);
+        in->stop_stage = 2;
+        uv_timer_start(&in->timer, on_stop_timer, (uint64_t)t->repeat ? t->repeat : 2000, 0);
+    } else if (in->stop_stage == 2) {
+        log_warn("model %s instance %d (pid %d): no exit after SIGTERM; sending SIGKILL", model_name(in->model),
+                 in->id, in->pid);
+        signal_group(in, SIGKILL);
+        in->stop_stage = 3;
+    }
+}
+
+void inst_stop(inst *in, int64_t grace_ms)
+{
+    if (in->state == INST_IDLE || in->exited || in->stop_stage)
+        return;
+    in->state = INST_STOPPING;
+    in->stop_stage = 1;
+    send_small(in, PROTO_SHUTDOWN, 0, NULL, 0);
+    uint64_t g = grace_ms > 0 ? (uint64_t)grace_ms : 1;
+    uv_timer_start(&in->timer, on_stop_timer, g, 0);
+    in->timer.repeat = g; /* remembered for the SIGTERM stage; the timer itself does not repeat */
+}
+
+void inst_kill(inst *in, const char *why)
+{
+    if (in->state == INST_IDLE || in->exited)
+        return;
+    log_warn("model %s instance %d (pid %d): %s; killing it", model_name(in->model), in->id, in->pid, why);
+    if (!in->load_error) {
+        snprintf(in->last_line, sizeof in->last_line, "%s", why);
+    }
+    in->state = INST_STOPPING;
+    in->stop_stage = 3;
+    uv_timer_stop(&in->timer);
+    signal_group(in, SIGKILL);
+}
+
+/* ---- reading ---- */
+
+static void protocol_error(inst *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void protocol_error(inst *in, const char *fmt, ...)
+{
+    char why[256];
+    int n = snprintf(why, sizeof why, "broke the protocol: ");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why + n, sizeof why - (size_t)n, fmt, ap);
+    va_end(ap);
+    inst_kill(in, why);
+}
+
+static job *take_inflight(inst *in, uint64_t id)
+{
+    for (job *j = in->inflight_head; j; j = j->next) {
+        if (j->id != id)
+            continue;
+        if (j->prev)
+            j->prev->next = j->next;
+        else
+            in->inflight_head = j->next;
+        if (j->next)
+            j->next->prev = j->prev;
+        j->next = j->prev = NULL;
+        in->inflight--;
+        return j;
+    }
+    return NULL;
+}
+
+static void finish_error(inst *in, job *j, const uint8_t *body, size_t len)
+{
+    json_t *e = json_loadb((const char *)body, len, 0, NULL);
+    const char *type = json_string_value(json_object_get(e, "type"));
+    const char *message = json_string_value(json_object_get(e, "message"));
+    json_int_t status = json_integer_value(json_object_get(e, "status"));
+    char msg[2048];
+    if (!e || !message) {
+        snprintf(msg, sizeof msg, "model '%s' instance %d (pid %d) sent a malformed ERROR", model_name(in->model),
+                 in->id, in->pid);
+        status = 500;
+    } else if (status == 400) {
+        snprintf(msg, sizeof msg, "model '%s' rejected the input: %s", model_name(in->model), message);
+    } else {
+        status = 500;
+        snprintf(msg, sizeof msg, "model '%s' raised %s", model_name(in->model), message);
+        (void)type;
+    }
+    json_decref(e);
+    j->done(j, (int)status, msg, 0, NULL, 0);
+}
+
+static void on_frame(inst *in, const proto_header *h, uint8_t *body)
+{
+    switch (h->type) {
+    case PROTO_HELLO:
+        if (in->hello || h->id)
+            protocol_error(in, "unexpected HELLO");
+        in->hello = 1;
+        break;
+    case PROTO_READY:
+        if (in->state != INST_STARTING || !in->hello) {
+            if (in->state == INST_STARTING || in->state == INST_READY)
+                protocol_error(in, "READY before HELLO or twice");
+            break;
+        }
+        json_decref(in->metadata);
+        in->metadata = h->length ? json_loadb((const char *)body, h->length, 0, NULL) : NULL;
+        if (h->length && !json_is_object(in->metadata)) {
+            json_decref(in->metadata);
+            in->metadata = NULL;
+            protocol_error(in, "READY body is not a JSON object");
+            break;
+        }
+        uv_timer_stop(&in->timer);
+        in->state = INST_READY;
+        in->ready_ms = now_ms();
+        log_info("model %s instance %d (pid %d) ready in %llu ms", model_name(in->model), in->id, in->pid,
+                 (unsigned long long)(in->ready_ms - in->started_ms));
+        in->ev->ready(in);
+        break;
+    case PROTO_ERROR:
+        if (h->id == 0) {
+            if (in->state != INST_STARTING) {
+                protocol_error(in, "ERROR with id 0 after start-up");
+                break;
+            }
+            json_t *e = json_loadb((const char *)body, h->length, 0, NULL);
+            const char *message = json_string_value(json_object_get(e, "message"));
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", message ? message : "load failed (malformed ERROR)");
+            json_decref(e);
+            in->load_error = 1;
+            snprintf(in->last_line, sizeof in->last_line, "load raised %s", msg);
+            uv_timer_stop(&in->timer);
+            in->ev->load_failed(in, msg);
+            inst_stop(in, 2000);
+            break;
+        }
+        /* an error answer to a request */
+        __attribute__((fallthrough));
+    case PROTO_INFER_RESULT:
+    case PROTO_GENERATE_RESULT: {
+        job *j = take_inflight(in, h->id);
+        if (!j) {
+            protocol_error(in, "%s for unknown request id %llu", proto_type_name(h->type),
+                           (unsigned long long)h->id);
+            break;
+        }
+        in->requests++;
+        if (h->type == PROTO_ERROR) {
+            finish_error(in, j, body, h->length);
+        } else if ((h->type == PROTO_INFER_RESULT) != (j->kind == PROTO_INFER)) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "model '%s' instance %d (pid %d) answered with the wrong message type %s",
+                     model_name(in->model), in->id, in->pid, proto_type_name(h->type));
+            j->done(j, 502, msg, 0, NULL, 0);
+        } else {
+            j->done(j, 200, NULL, h->type, body, h->length);
+            body = NULL; /* ownership passed */
+        }
+        job_free(j);
+        in->ev->job_finished(in);
+        break;
+    }
+    case PROTO_PONG:
+        break;
+    default:
+        protocol_error(in, "unexpected %s frame", proto_type_name(h->type));
+        break;
+    }
+    free(body);
+}
+
+/* Parses every complete frame in the staging buffer; returns -1 after a fatal error. */
+static int parse_stage(inst *in)
+{
+    size_t off = 0;
+    while (!in->exited || in->state != INST_IDLE) {
+        if (!in->have_header) {
+            int rc = proto_header_decode(in->stage + off, in->stage_len - off, PROTO_MAX_BODY, &in->cur);
+            if (rc == -EAGAIN)
+                break;
+            if (rc < 0) {
+                protocol_error(in, rc == -EMSGSIZE ? "frame larger than 1 GiB" : "bad frame header (type %u, version %u)",
+                               in->stage[off + 5], in->stage[off + 4]);
+                in->stage_len = 0;
+                return -1;
+            }
+            off += PROTO_HEADER_SIZE;
+            in->have_header = 1;
+            in->body_got = 0;
+            in->body = in->cur.length ? malloc(in->cur.length) : NULL;
+            if (in->cur.length && !in->body)
+                abort();
+        }
+        size_t want = in->cur.length - in->body_got;
+        size_t avail = in->stage_len - off;
+        size_t take = want < avail ? want : avail;
+        if (take) {
+            memcpy(in->body + in->body_got, in->stage + off, take);
+            in->body_got += take;
+            off += take;
+        }
+        if (in->body_got < in->cur.length)
+            break;
+        in->have_header = 0;
+        uint8_t *body = in->body;
+        in->body = NULL;
+        on_frame(in, &in->cur, body);
+        if (in->state == INST_STOPPING && in->stop_stage == 3)
+            break;
+    }
+    if (off) {
+        memmove(in->stage, in->stage + off, in->stage_len - off);
+        in->stage_len -= off;
+    }
+    return 0;
+}
+
+static void chan_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    inst *in = h->data;
+    if (in->have_header && in->body_got < in->cur.length && in->stage_len == 0) {
+        /* Mid-body with nothing staged: read straight into the frame's buffer. */
+        buf->base = (char *)in->body + in->body_got;
+        buf->len = in->cur.length - in->body_got;
+        return;
+    }
+    if (!in->stage) {
+        in->stage_cap = STAGE_SIZE;
+        in->stage = malloc(in->stage_cap);
+        if (!in->stage)
+            abort();
+    }
+    buf->base = (char *)in->stage + in->stage_len;
+    buf->len = in->stage_cap - in->stage_len;
+}
+
+static void chan_consume(inst *in, const char *base, ssize_t n)
+{
+    if (in->have_header && base == (char *)in->body + in->body_got) {
+        in->body_got += (size_t)n;
+        if (in->body_got == in->cur.length) {
+            in->have_header = 0;
+            uint8_t *body = in->body;
+            in->body = NULL;
+            on_frame(in, &in->cur, body);
+        }
+        return;
+    }
+    in->stage_len += (size_t)n;
+    parse_stage(in);
+}
+
+static void handle_closed(uv_handle_t *h);
+
+static void chan_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    inst *in = s->data;
+    if (n > 0) {
+        chan_consume(in, buf->base, n);
+        return;
+    }
+    if (n == 0)
+        return;
+    uv_read_stop(s);
+    in->chan_eof = 1;
+    if (!in->exited && in->state != INST_STOPPING)
+        inst_kill(in, "closed its protocol socket");
+}
+
+/* ---- output capture ---- */
+
+static void emit_line(inst *in, int stream, const char *line, size_t len)
+{
+    if (len && line[len - 1] == '\r')
+        len--;
+    size_t keep = len < sizeof in->last_line - 1 ? len : sizeof in->last_line - 1;
+    if (stream == 2 && keep && !in->load_error) {
+        memcpy(in->last_line, line, keep);
+        in->last_line[keep] = 0;
+    }
+    in->ev->log_line(in, stream, line, len);
+}
+
+static void output_consume(inst *in, int stream, const char *p, size_t n)
+{
+    int k = stream - 1;
+    while (n) {
+        const char *nl = memchr(p, '\n', n);
+        size_t seg = nl ? (size_t)(nl - p) : n;
+        if (!in->linebuf[k])
+            in->linebuf[k] = malloc(LINE_MAX_LEN);
+        size_t room = LINE_MAX_LEN - in->linelen[k];
+        size_t take = seg < room ? seg : room;
+        memcpy(in->linebuf[k] + in->linelen[k], p, take);
+        in->linelen[k] += take;
+        if (nl || in->linelen[k] == LINE_MAX_LEN) {
+            emit_line(in, stream, in->linebuf[k], in->linelen[k]);
+            in->linelen[k] = 0;
+        }
+        if (nl) {
+            p += seg + 1;
+            n -= seg + 1;
+        } else {
+            p += take;
+            n -= take;
+        }
+    }
+}
+
+static void output_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    static char scratch[65536]; /* consumed synchronously in output_read */
+    (void)suggested;
+    buf->base = scratch;
+    buf->len = sizeof scratch;
+}
+
+static void output_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    inst *in = s->data;
+    int stream = s == (uv_stream_t *)&in->out ? 1 : 2;
+    if (n > 0)
+        output_consume(in, stream, buf->base, (size_t)n);
+    else if (n < 0)
+        uv_read_stop(s);
+}
+
+/* Reads what a dead process left in a pipe, so its last words are not lost. */
+static void drain_fd(inst *in, uv_stream_t *s, int is_chan)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)s, &fd) < 0)
+        return;
+    for (int rounds = 0; rounds < 4096; rounds++) {
+        uv_buf_t b;
+        if (is_chan)
+            chan_alloc((uv_handle_t *)s, 0, &b);
+        else
+            output_alloc((uv_handle_t *)s, 0, &b);
+        ssize_t n = read(fd, b.base, b.len);
+        if (n <= 0)
+            break;
+        if (is_chan)
+            chan_consume(in, b.base, n);
+        else
+            output_consume(in, s == (uv_stream_t *)&in->out ? 1 : 2, b.base, (size_t)n);
+    }
+}
+
+/* ---- exit ---- */
+
+static void maybe_release(inst *in);
+
+static void handle_closed(uv_handle_t *h)
+{
+    inst *in = h->data;
+    in->handles_open--;
+    maybe_release(in);
+}
+
+static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
+{
+    inst *in = p->data;
+    in->exited = 1;
+    in->exit_status = (int)status;
+    in->term_signal = term_signal;
+    uv_timer_stop(&in->timer);
+    /* Results written just before the exit are still in the socket. */
+    if (!in->chan_eof)
+        drain_fd(in, (uv_stream_t *)&in->chan, 1);
+    drain_fd(in, (uv_stream_t *)&in->out, 0);
+    drain_fd(in, (uv_stream_t *)&in->err, 0);
+    for (int k = 0; k < 2; k++) {
+        if (in->linelen[k]) {
+            emit_line(in, k + 1, in->linebuf[k], in->linelen[k]);
+            in->linelen[k] = 0;
+        }
+    }
+    /* Sweep the process group: nothing the worker started may outlive it. */
+    signal_group(in, SIGKILL);
+
+    char how[128];
+    inst_exit_text(in, how, sizeof how);
+    int level_quiet = in->stop_stage == 1 && !term_signal && status == 0;
+    if (level_quiet)
+        log_info("model %s instance %d (pid %d) %s", model_name(in->model), in->id, in->pid, how);
+    else
+        log_warn("model %s instance %d (pid %d) %s%s%s", model_name(in->model), in->id, in->pid, how,
+                 in->last_line[0] ? ": " : "", in->last_line);
+
+    uv_close((uv_handle_t *)&in->chan, handle_closed);
+    uv_close((uv_handle_t *)&in->out, handle_closed);
+    uv_close((uv_handle_t *)&in->err, handle_closed);
+    uv_close((uv_handle_t *)&in->proc, handle_closed);
+    free(in->body);
+    in->body = NULL;
+    in->have_header = 0;
+    in->stage_len = 0;
+
+    char msg[768];
+    snprintf(msg, sizeof msg, "model '%s' instance %d (pid %d) %s while holding the request%s%s",
+             model_name(in->model), in->id, in->pid, how, in->last_line[0] ? ": " : "", in->last_line);
+    while (in->inflight_head) {
+        job *j = take_inflight(in, in->inflight_head->id);
+        j->done(j, 502, msg, 0, NULL, 0);
+        job_free(j);
+    }
+    in->state = INST_IDLE;
+    in->ev->exited(in);
+}
+
+/* ---- start ---- */
+
+static const char *exe_path(void)
+{
+    if (!self_exe[0]) {
+        size_t len = sizeof self_exe;
+        if (uv_exepath(self_exe, &len) < 0)
+            snprintf(self_exe, sizeof self_exe, "/proc/self/exe");
+    }
+    return self_exe;
+}
+
+int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
+{
+    if (in->state != INST_IDLE || in->handles_open) {
+        snprintf(err, errlen, "instance %d is still running", in->id);
+        return -EBUSY;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        snprintf(err, errlen, "socketpair: %s", strerror(errno));
+        return -errno;
+    }
+    size_t argc = 0;
+    while (sp->argv[argc])
+        argc++;
+    char ppid[32];
+    snprintf(ppid, sizeof ppid, "%d", (int)getpid());
+    char **args = calloc(argc + 5, sizeof *args);
+    args[0] = (char *)exe_path();
+    args[1] = "__shim";
+    args[2] = ppid;
+    args[3] = (char *)sp->file;
+    for (size_t i = 0; i < argc; i++)
+        args[4 + i] = sp->argv[i];
+
+    uv_pipe_init(in->loop, &in->chan, 0);
+    uv_pipe_init(in->loop, &in->out, 0);
+    uv_pipe_init(in->loop, &in->err, 0);
+    in->chan.data = in->out.data = in->err.data = in->proc.data = in;
+    in->handles_open = 3;
+
+    uv_stdio_container_t stdio[4];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *)&in->out;
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *)&in->err;
+    stdio[3].flags = UV_INHERIT_FD;
+    stdio[3].data.fd = sv[1];
+
+    uv_process_options_t opt;
+    memset(&opt, 0, sizeof opt);
+    opt.file = args[0];
+    opt.args = args;
+    opt.env = sp->env;
+    opt.cwd = sp->cwd;
+    opt.exit_cb = on_process_exit;
+    opt.flags = UV_PROCESS_DETACHED;
+    opt.stdio = stdio;
+    opt.stdio_count = 4;
+
+    int rc = uv_spawn(in->loop, &in->proc, &opt);
+    free(args);
+    close(sv[1]);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot spawn %s: %s", sp->file, uv_strerror(rc));
+        close(sv[0]);
+        uv_close((uv_handle_t *)&in->chan, handle_closed);
+        uv_close((uv_handle_t *)&in->out, handle_closed);
+        uv_close((uv_handle_t *)&in->err, handle_closed);
+        /* libuv initialised proc as a handle even though the spawn failed */
+        in->handles_open++;
+        uv_close((uv_handle_t *)&in->proc, handle_closed);
+        return rc;
+    }
+    in->handles_open++;
+    uv_pipe_open(&in->chan, sv[0]);
+    in->pid = in->proc.pid;
+    in->state = INST_STARTING;
+    in->exited = 0;
+    in->chan_eof = 0;
+    in->hello = 0;
+    in->stop_stage = 0;
+    in->load_error = 0;
+    in->exit_status = in->term_signal = 0;
+    in->last_line[0] = 0;
+    in->started_ms = now_ms();
+    in->ready_ms = 0;
+    json_decref(in->metadata);
+    in->metadata = NULL;
+    uv_read_start((uv_stream_t *)&in->chan, chan_alloc, chan_read);
+    uv_read_start((uv_stream_t *)&in->out, output_alloc, output_read);
+    uv_read_start((uv_stream_t *)&in->err, output_alloc, output_read);
+    send_small(in, PROTO_LOAD, 0, sp->load_json, strlen(sp->load_json));
+    uv_timer_start(&in->timer, on_stop_timer, (uint64_t)sp->load_timeout_ms, 0);
+    log_info("model %s instance %d started (pid %d)", model_name(in->model), in->id, in->pid);
+    return 0;
+}
+
+/* ---- release ---- */
+
+/* The slot's memory may go only when its timers and its process's handles are all closed. */
+static void maybe_release(inst *in)
+{
+    if (!in->on_closed || in->freeing > 0 || in->handles_open > 0)
+        return;
+    free(in->stage);
+    free(in->linebuf[0]);
+    free(in->linebuf[1]);
+    json_decref(in->metadata);
+    in->stage = NULL;
+    in->linebuf[0] = in->linebuf[1] = NULL;
+    in->metadata = NULL;
+    void (*cb)(inst *) = in->on_closed;
+    in->on_closed = NULL;
+    cb(in);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    inst *in = h->data;
+    in->freeing--;
+    maybe_release(in);
+}
+
+void inst_close(inst *in, void (*on_closed)(inst *in))
+{
+    in->on_closed = on_closed;
+    in->freeing = 2;
+    uv_close((uv_handle_t *)&in->timer, timer_closed);
+    uv_close((uv_handle_t *)&in->restart_timer, timer_closed);
+}

@@ -1,0 +1,136 @@
+/*
+ * inst — one worker process of a model: spawning it behind the protocol
+ * socket, talking the worker protocol, capturing its output, stopping it and
+ * noticing its exit.
+ *
+ * An inst is a slot that outlives its processes: after an exit the model
+ * (model.c) may start the same slot again, so its id, request count and
+ * restart count persist. inst never decides policy (restart, fail, unload):
+ * it reports to its owner through inst_events and the owner decides.
+ * Loop thread only.
+ */
+#ifndef CORRAL_INST_H
+#define CORRAL_INST_H
+
+#include "proto.h"
+#include "sched.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef enum inst_state {
+    INST_IDLE,     /* no process: never started, exited, or waiting to restart */
+    INST_STARTING, /* spawned; waiting for READY */
+    INST_READY,    /* serving requests */
+    INST_STOPPING, /* SHUTDOWN sent or signalled; waiting for the exit */
+} inst_state;
+
+typedef struct inst inst;
+
+typedef struct inst_events {
+    void (*ready)(inst *in);
+    /* The worker answered LOAD with ERROR: the model's load raised. */
+    void (*load_failed)(inst *in, const char *msg);
+    /* The process is gone and every job it held has been answered. */
+    void (*exited)(inst *in);
+    /* A job finished (answered by the worker); the slot may take more work. */
+    void (*job_finished)(inst *in);
+    /* A line (without newline) the worker wrote on stdout or stderr. */
+    void (*log_line)(inst *in, int stream, const char *line, size_t len);
+} inst_events;
+
+/* What to run: the owner fills this from the manifest. */
+typedef struct inst_spawn {
+    const char *file;  /* program to exec (PATH lookup when it has no '/') */
+    char **argv;       /* NULL-terminated, argv[0] included */
+    char **env;        /* NULL-terminated full environment */
+    const char *cwd;
+    const char *load_json; /* the LOAD body */
+    int64_t load_timeout_ms;
+} inst_spawn;
+
+struct inst {
+    struct model *model; /* owner; not owned */
+    const inst_events *ev;
+    int id;
+    inst_state state;
+    int pid;
+    uint64_t started_ms; /* when the current process was spawned */
+    uint64_t ready_ms;
+    uint64_t requests;   /* answered by this slot, all processes together */
+    int restarts;        /* processes started after the first */
+    int inflight;
+    job *inflight_head;  /* jobs sent to the worker, in no particular order */
+    int exit_status, term_signal; /* of the last process */
+    int load_error;      /* the last process's load raised */
+    int retire;          /* stop once idle; the owner removes the slot after exit */
+    char last_line[256]; /* last line of output, for exit messages */
+    json_t *metadata;    /* READY body; owned */
+    uint64_t backoff_ms; /* the owner's bookkeeping for restarts */
+    uv_timer_t restart_timer; /* the owner's: delays restarts */
+
+    /* private */
+    uv_loop_t *loop;
+    uv_process_t proc;
+    uv_pipe_t chan, out, err;
+    uv_timer_t timer;    /* load timeout, then stop grace */
+    int handles_open;    /* libuv handles not yet closed for the current process */
+    int chan_eof;
+    int exited;          /* exit seen for the current process */
+    int hello;
+    int stop_stage;      /* 0 none, 1 SHUTDOWN sent, 2 SIGTERM sent, 3 SIGKILL sent */
+    uint8_t *stage;      /* read staging buffer */
+    size_t stage_len, stage_cap;
+    proto_header cur;    /* frame being read, when have_header */
+    int have_header;
+    uint8_t *body;
+    size_t body_got;
+    char *linebuf[2];    /* partial output lines */
+    size_t linelen[2];
+    int freeing;         /* timers still closing in inst_close */
+    void (*on_closed)(inst *in);
+};
+
+/* Initialises a slot; nothing is started. */
+void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev, int id);
+
+/*
+ * Spawns a process into an idle slot. Returns 0, or a negative errno with
+ * the reason in err (the slot stays idle; nothing was started).
+ */
+int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen);
+
+/*
+ * Sends a job to a ready instance. The job's frame passes to the write path
+ * (freed once written); the job is answered through job->done.
+ */
+void inst_send(inst *in, job *j);
+
+/*
+ * Stops the process: SHUTDOWN, then SIGTERM to its process group after
+ * grace_ms, then SIGKILL after another grace_ms. No-op when idle.
+ */
+void inst_stop(inst *in, int64_t grace_ms);
+
+/* SIGKILL to the process group now (hung, broken or over budget). */
+void inst_kill(inst *in, const char *why);
+
+/* Whether the slot has libuv handles still closing (it may not start yet). */
+int inst_busy(const inst *in);
+
+/* Releases the slot's resources once idle; on_closed runs when it may be freed. */
+void inst_close(inst *in, void (*on_closed)(inst *in));
+
+const char *inst_state_name(inst_state s);
+
+/* "exited with status 3" / "killed by signal 9 (SIGKILL)" for the last process. */
+void inst_exit_text(const inst *in, char *buf, size_t len);
+
+/* Resident memory of the process in bytes from /proc, 0 when unknown. */
+uint64_t inst_rss(const inst *in);
+
+/* Milliseconds on a monotonic clock. */
+uint64_t now_ms(void);
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * manifest — parsing and validation of a model's model.yaml (SPEC section 2).
+ *
+ * manifest_load never aborts on bad input: it returns an error message that
+ * names the file, the key and the reason, and the caller marks only that
+ * model unavailable. The parsed manifest is immutable once returned.
+ */
+#ifndef CORRAL_MANIFEST_H
+#define CORRAL_MANIFEST_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum manifest_runtime { RUNTIME_PYTHON, RUNTIME_EXEC };
+
+typedef struct manifest {
+    char *name; /* from the manifest, or the directory name */
+    enum manifest_runtime runtime;
+    char *entrypoint; /* as written, relative to the model directory */
+    char *python;     /* interpreter for RUNTIME_PYTHON */
+    char **args;      /* NULL-terminated */
+    char **env;       /* NULL-terminated "KEY=VALUE" strings */
+    int instances;
+    int max_instances;
+    int concurrency;
+    int load_eager;
+    int64_t keep_alive_ms; /* -1: never unload */
+    int64_t timeout_ms;
+    int64_t load_timeout_ms;
+    int max_queue;
+    int priority_levels;
+    int default_priority;
+    int max_batch_size; /* 0: batching off */
+    int64_t max_queue_delay_ms;
+    int max_restarts;
+    int64_t restart_window_ms;
+    int64_t backoff_min_ms;
+    int64_t backoff_max_ms;
+    int64_t health_interval_ms;
+    int64_t health_timeout_ms;
+    int64_t memory_limit; /* bytes, 0: none */
+    json_t *parameters;   /* object, never NULL */
+    json_t *inputs;       /* array or NULL */
+    json_t *outputs;      /* array or NULL */
+    uint64_t digest;      /* of the file's bytes, to notice changes */
+} manifest;
+
+/*
+ * Parses the manifest at path for the model directory named dirname.
+ * Returns 0 and *out, or a negative code with a message in err
+ * ("<path>: key 'instances': must be an integer from 1 to 1024").
+ */
+int manifest_load(const char *path, const char *dirname, manifest **out, char *err, size_t errlen);
+void manifest_free(manifest *m);
+
+/* "250ms", "30s", "5m", "1h", "2.5s", "100us"; a bare number is seconds. Returns 0 or -EINVAL. */
+int parse_duration_ms(const char *s, int64_t *ms);
+/* "512MiB", "2GiB", "100MB", "4096"; a bare number is bytes. Returns 0 or -EINVAL. */
+int parse_size(const char *s, int64_t *bytes);
+
+/* Whether s (n bytes, not NUL-terminated) is a valid model name:
+ * [A-Za-z0-9][A-Za-z0-9._-]{0,127}. Checked before any filesystem access. */
+int model_name_valid(const char *s, size_t n);
+
+/* FNV-1a over a byte range; used to notice changed manifests. */
+uint64_t manifest_digest(const void *data, size_t len);
+
+#endif

@@ -1,0 +1,110 @@
+/*
+ * model — the model registry and each model's lifecycle: lazy and explicit
+ * load, unload, scaling, supervision of its instances, and dispatch of its
+ * queued jobs to idle instances.
+ *
+ * State machine (docs/supervision.md):
+ *   unloaded -> loading -> ready -> unloading -> unloaded
+ *   loading|ready -> failed (load raised, or restarts exhausted)
+ *   failed -> loading (explicit load only)
+ * One function, model_set_state, performs and logs every transition.
+ * Loop thread only; everything here is owned by the registry.
+ */
+#ifndef CORRAL_MODEL_H
+#define CORRAL_MODEL_H
+
+#include "inst.h"
+#include "manifest.h"
+#include "sched.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef enum model_state {
+    MODEL_UNLOADED,
+    MODEL_LOADING,
+    MODEL_READY,
+    MODEL_UNLOADING,
+    MODEL_FAILED,
+} model_state;
+
+typedef struct model model;
+
+/* A caller waiting for a load or unload to finish: status 200, or an error with msg. */
+typedef struct lifecycle_waiter {
+    void (*done)(void *ctx, int status, const char *msg);
+    void *ctx;
+    struct lifecycle_waiter *next;
+} lifecycle_waiter;
+
+typedef struct registry_config {
+    const char *models_dir;
+    const char *external_dir; /* NULL: none */
+    const char *python_sdk_dir;
+    int64_t stop_grace_ms;    /* SHUTDOWN to SIGTERM, and SIGTERM to SIGKILL */
+} registry_config;
+
+/* Initialises the registry and scans the repository once; starts eager models. */
+int registry_init(uv_loop_t *loop, const registry_config *cfg);
+
+/*
+ * Rescans the repository (links external models first): new models appear,
+ * changed manifests are noted (and used from the next load), vanished
+ * unloaded models disappear. Returns 0 or a negative errno.
+ */
+int registry_rescan(void);
+
+/* Stops every instance; done runs once no worker process is left. */
+void registry_shutdown(void (*done)(void));
+
+/* Frees everything; call after the loop has stopped. */
+void registry_free(void);
+
+model *model_find(const char *name, size_t len);
+/* Iteration in name order: pass NULL to start. */
+model *model_next(model *m);
+
+const char *model_name(const model *m);
+model_state model_get_state(const model *m);
+const char *model_state_name(model_state s);
+/* Reason for failed, or NULL. */
+const char *model_reason(const model *m);
+/* The manifest the model runs (or would load) with; NULL when broken. */
+const manifest *model_manifest(const model *m);
+
+/*
+ * Accepts a job: queues it (loading the model first when unloaded) and
+ * dispatches what it can. Returns 0, or an HTTP status (404, 503) with msg
+ * filled, in which case the caller still owns the job. retry_after is set
+ * in seconds for 503.
+ */
+int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after);
+
+/* Withdraws a queued job whose client went away; returns 1 when it was still queued. */
+int model_cancel(job *j);
+
+/*
+ * Loads the model with instances (0: the manifest's count) and calls w->done
+ * when every instance has started or given up. Returns 0, or 409 when the
+ * model is unloading, with msg.
+ */
+int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t msglen);
+
+/* Unloads; w->done runs once every worker has exited. Returns 0 or 409. */
+int model_unload(model *m, lifecycle_waiter *w, char *msg, size_t msglen);
+
+/* Sets the instance count of a loaded model. Returns 0, 400 or 409 with msg. */
+int model_scale(model *m, int instances, char *msg, size_t msglen);
+
+/* Removes a waiter whose client went away. */
+void model_forget_waiter(model *m, lifecycle_waiter *w);
+
+/* /v1 view of a model (state, queue, instances). */
+json_t *model_to_json(model *m);
+/* v2 metadata: inputs and outputs from the manifest, else from the worker. */
+json_t *model_metadata_json(model *m);
+/* The captured worker output (the newest part that fits the log buffer). */
+const char *model_logs(model *m, size_t *len, size_t *start_cut);
+
+#endif

@@ -1,0 +1,85 @@
+/*
+ * proto — framing of the corral worker protocol (docs/worker-protocol.md).
+ *
+ * Pure functions over byte buffers: no I/O, no allocation. Shared by the
+ * daemon and the C SDK so that both sides frame messages identically.
+ * Errors are negative errno-style codes.
+ */
+#ifndef CORRAL_PROTO_H
+#define CORRAL_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_VERSION 1
+#define PROTO_HEADER_SIZE 16
+#define PROTO_MAX_BODY (1u << 30)
+
+enum proto_type {
+    PROTO_HELLO = 0x01,
+    PROTO_LOAD = 0x02,
+    PROTO_READY = 0x03,
+    PROTO_INFER = 0x10,
+    PROTO_INFER_RESULT = 0x11,
+    PROTO_GENERATE = 0x12,
+    PROTO_GENERATE_RESULT = 0x13,
+    PROTO_CHUNK = 0x14,  /* reserved: streamed chunk */
+    PROTO_END = 0x15,    /* reserved: end of stream */
+    PROTO_CANCEL = 0x16, /* reserved: cancel a request */
+    PROTO_BATCH = 0x17,  /* reserved: batched INFER */
+    PROTO_ERROR = 0x1f,
+    PROTO_PING = 0x20,
+    PROTO_PONG = 0x21,
+    PROTO_SHUTDOWN = 0x22,
+    PROTO_SHM = 0x30, /* reserved: shared-memory tensors */
+};
+
+typedef struct proto_header {
+    uint32_t length; /* body bytes after the header */
+    uint8_t version;
+    uint8_t type;
+    uint16_t flags;
+    uint64_t id;
+} proto_header;
+
+/* Writes the 16-byte header for a frame into out. */
+void proto_header_encode(uint8_t out[PROTO_HEADER_SIZE], uint8_t type, uint64_t id, uint32_t length);
+
+/*
+ * Decodes a header from the first len bytes of buf.
+ * Returns 0 with *h filled, -EAGAIN when fewer than 16 bytes are present,
+ * -EPROTO for a wrong version, non-zero flags or an unknown type, and
+ * -EMSGSIZE when length exceeds max_body (pass PROTO_MAX_BODY for the default).
+ */
+int proto_header_decode(const uint8_t *buf, size_t len, uint32_t max_body, proto_header *h);
+
+/* Whether type is a known message of protocol version 1 (reserved ones included). */
+int proto_type_known(uint8_t type);
+
+/* Whether type is reserved (numbered but not implemented in version 1). */
+int proto_type_reserved(uint8_t type);
+
+/* Short upper-case name of a type, "UNKNOWN" for others. */
+const char *proto_type_name(uint8_t type);
+
+/*
+ * Splits a tensor or free-form body into its JSON meta and the data after it.
+ * Returns 0, or -EPROTO when the meta length runs past the body.
+ */
+int proto_split_body(const uint8_t *body, size_t len, const char **meta, size_t *meta_len, const uint8_t **data,
+                     size_t *data_len);
+
+static inline void proto_put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static inline uint32_t proto_get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * sched — a model's request queue: priority levels, FIFO within a level.
+ *
+ * A job is one accepted request on its way to a worker. The queue is
+ * intrusive (jobs carry their links), so push, pop and remove are O(1) and
+ * allocate nothing; a bitmap of non-empty levels makes pop independent of
+ * the number of levels in practice. Loop thread only.
+ */
+#ifndef CORRAL_SCHED_H
+#define CORRAL_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SCHED_MAX_LEVELS 128
+
+struct model;
+struct inst;
+typedef struct job job;
+
+/*
+ * Completion of a job: called exactly once. status is 200 with the worker's
+ * result (type INFER_RESULT or GENERATE_RESULT, body owned by the callee,
+ * who frees it with free()), or an HTTP error status with msg (body NULL).
+ * The job itself is freed by the caller of done right after it returns.
+ */
+typedef void (*job_done_fn)(job *j, int status, const char *msg, uint8_t type, uint8_t *body, size_t len);
+
+struct job {
+    uint64_t id;          /* protocol request id, unique for the daemon's life */
+    struct model *model;  /* not owned */
+    struct inst *inst;    /* instance running it; NULL while queued; not owned */
+    uint8_t kind;         /* PROTO_INFER or PROTO_GENERATE */
+    uint8_t queued;       /* 1 while linked into a sched_queue */
+    int priority;         /* 1 is served first */
+    uint8_t *frame;       /* owned until sent: the whole frame, header included */
+    size_t frame_len;
+    uint64_t enqueued_ms;
+    job *next, *prev;     /* queue level, or the instance's in-flight list */
+    job_done_fn done;
+    void *ctx;            /* the caller's; not owned */
+};
+
+typedef struct sched_queue {
+    job *head[SCHED_MAX_LEVELS + 1]; /* index = priority level, 1..levels */
+    job *tail[SCHED_MAX_LEVELS + 1];
+    uint64_t nonempty[2];            /* bit l set when level l has jobs */
+    int levels;
+    size_t count;
+} sched_queue;
+
+void sched_init(sched_queue *q, int levels);
+/* Appends j at its priority (clamped to 1..levels). */
+void sched_push(sched_queue *q, job *j);
+/* Removes and returns the oldest job of the highest non-empty level, or NULL. */
+job *sched_pop(sched_queue *q);
+/* Unlinks a queued job. */
+void sched_remove(sched_queue *q, job *j);
+
+/* A new job with a fresh id; free with job_free. */
+job *job_new(struct model *m, uint8_t kind, int priority);
+void job_free(job *j);
+
+#endif

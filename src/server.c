@@ -1,0 +1,148 @@
+/*
+ * server — daemon set-up and stop; see server.h.
+ *
+ * Stop order on SIGTERM/SIGINT: stop accepting, mark the API draining
+ * (new work gets 503), let the registry stop every worker, give h2o a
+ * moment to flush the last responses, then leave the loop. A second signal
+ * exits at once; the workers die with us through PR_SET_PDEATHSIG.
+ */
+#include "server.h"
+
+#include "api.h"
+#include "log.h"
+#include "model.h"
+
+#include <h2o.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+static struct {
+    uv_loop_t *loop;
+    h2o_globalconf_t config;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    uv_tcp_t listener;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t poll_timer, flush_timer;
+    int stopping;
+    int exit_code;
+} S;
+
+static void on_accept(uv_stream_t *listener, int status)
+{
+    if (status < 0)
+        return;
+    uv_tcp_t *conn = malloc(sizeof *conn);
+    if (!conn)
+        return;
+    uv_tcp_init(listener->loop, conn);
+    if (uv_accept(listener, (uv_stream_t *)conn) < 0) {
+        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+        return;
+    }
+    uv_tcp_nodelay(conn, 1);
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
+    h2o_accept(&S.accept_ctx, sock);
+}
+
+static void on_flushed(uv_timer_t *t)
+{
+    (void)t;
+    uv_stop(S.loop);
+}
+
+static void on_workers_stopped(void)
+{
+    log_info("every worker has exited; stopping");
+    h2o_context_request_shutdown(&S.ctx);
+    uv_timer_start(&S.flush_timer, on_flushed, 200, 0);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    (void)h;
+    if (S.stopping) {
+        log_warn("second %s: exiting now", strsignal(signum));
+        exit(1);
+    }
+    S.stopping = 1;
+    log_info("%s: stopping", strsignal(signum));
+    api_draining = 1;
+    uv_close((uv_handle_t *)&S.listener, NULL);
+    uv_timer_stop(&S.poll_timer);
+    registry_shutdown(on_workers_stopped);
+}
+
+static void on_poll(uv_timer_t *t)
+{
+    (void)t;
+    registry_rescan();
+}
+
+static int listen_on(const server_config *cfg)
+{
+    struct sockaddr_storage addr;
+    int rc = strchr(cfg->host, ':') ? uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr)
+                                    : uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr);
+    if (rc < 0) {
+        log_error("invalid --host '%s': %s", cfg->host, uv_strerror(rc));
+        return rc;
+    }
+    uv_tcp_init(S.loop, &S.listener);
+    if ((rc = uv_tcp_bind(&S.listener, (struct sockaddr *)&addr, 0)) < 0 ||
+        (rc = uv_listen((uv_stream_t *)&S.listener, 1024, on_accept)) < 0) {
+        log_error("cannot listen on %s:%d: %s", cfg->host, cfg->port, uv_strerror(rc));
+        return rc;
+    }
+    struct sockaddr_storage bound;
+    int len = sizeof bound;
+    uv_tcp_getsockname(&S.listener, (struct sockaddr *)&bound, &len);
+    int port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                                           : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    log_info("listening on http://%s%s%s:%d", strchr(cfg->host, ':') ? "[" : "", cfg->host,
+             strchr(cfg->host, ':') ? "]" : "", port);
+    return 0;
+}
+
+int server_run(const server_config *cfg)
+{
+    signal(SIGPIPE, SIG_IGN);
+    S.loop = uv_default_loop();
+
+    h2o_config_init(&S.config);
+    S.config.max_request_entity_size = (size_t)cfg->max_body;
+    h2o_hostconf_t *host = h2o_config_register_host(&S.config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    h2o_handler_t *handler = h2o_create_handler(path, sizeof *handler);
+    handler->on_req = api_handle;
+    h2o_context_init(&S.ctx, S.loop, &S.config);
+    S.accept_ctx.ctx = &S.ctx;
+    S.accept_ctx.hosts = S.config.hosts;
+
+    registry_config rc = {.models_dir = cfg->models_dir,
+                          .external_dir = cfg->external_dir,
+                          .python_sdk_dir = cfg->python_sdk_dir,
+                          .stop_grace_ms = cfg->stop_grace_ms};
+    if (registry_init(S.loop, &rc) < 0)
+        return 1;
+    if (listen_on(cfg) < 0) {
+        registry_shutdown(NULL);
+        return 1;
+    }
+    uv_signal_init(S.loop, &S.sigterm);
+    uv_signal_start(&S.sigterm, on_signal, SIGTERM);
+    uv_signal_init(S.loop, &S.sigint);
+    uv_signal_start(&S.sigint, on_signal, SIGINT);
+    uv_timer_init(S.loop, &S.flush_timer);
+    uv_timer_init(S.loop, &S.poll_timer);
+    if (cfg->poll_s > 0) {
+        uint64_t ms = (uint64_t)(cfg->poll_s * 1000);
+        uv_timer_start(&S.poll_timer, on_poll, ms, ms);
+    }
+    uv_run(S.loop, UV_RUN_DEFAULT);
+    log_info("stopped");
+    return S.exit_code;
+}

@@ -1,0 +1,24 @@
+/*
+ * server — the daemon: the libuv loop, h2o's HTTP/1.1 and HTTP/2 on a TCP
+ * listener, signals, periodic rescans, and an orderly stop.
+ */
+#ifndef CORRAL_SERVER_H
+#define CORRAL_SERVER_H
+
+#include <stdint.h>
+
+typedef struct server_config {
+    const char *host;
+    int port;                 /* 0: an ephemeral port, logged once bound */
+    const char *models_dir;
+    const char *external_dir; /* NULL: none */
+    const char *python_sdk_dir;
+    double poll_s;            /* 0: rescan only on request */
+    int64_t max_body;         /* bytes */
+    int64_t stop_grace_ms;
+} server_config;
+
+/* Runs until SIGTERM or SIGINT; returns the process exit status. */
+int server_run(const server_config *cfg);
+
+#endif

@@ -1,0 +1,388 @@
+/*
+ * tensor — v2 datatypes and JSON <-> raw conversion; see tensor.h.
+ *
+ * The raw layout is little-endian; corral only builds on little-endian hosts
+ * (checked below), which lets fixed-size elements be copied with memcpy.
+ */
+#include "tensor.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "corral's raw tensor layout assumes a little-endian host"
+#endif
+
+static const struct {
+    const char *name;
+    size_t size;
+} dtypes[] = {
+    [DT_INVALID] = {"INVALID", 0}, [DT_BOOL] = {"BOOL", 1},     [DT_UINT8] = {"UINT8", 1},
+    [DT_UINT16] = {"UINT16", 2},   [DT_UINT32] = {"UINT32", 4}, [DT_UINT64] = {"UINT64", 8},
+    [DT_INT8] = {"INT8", 1},       [DT_INT16] = {"INT16", 2},   [DT_INT32] = {"INT32", 4},
+    [DT_INT64] = {"INT64", 8},     [DT_FP16] = {"FP16", 2},     [DT_FP32] = {"FP32", 4},
+    [DT_FP64] = {"FP64", 8},       [DT_BF16] = {"BF16", 2},     [DT_BYTES] = {"BYTES", 0},
+};
+
+dtype dtype_from_name(const char *s, size_t n)
+{
+    for (int t = DT_BOOL; t <= DT_BYTES; t++)
+        if (strlen(dtypes[t].name) == n && memcmp(dtypes[t].name, s, n) == 0)
+            return (dtype)t;
+    return DT_INVALID;
+}
+
+const char *dtype_name(dtype t)
+{
+    return dtypes[t].name;
+}
+
+size_t dtype_size(dtype t)
+{
+    return dtypes[t].size;
+}
+
+int64_t shape_count(const int64_t *shape, int ndim)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return -1;
+        if (shape[i] != 0 && n > INT64_MAX / shape[i])
+            return -1;
+        n *= shape[i];
+    }
+    return n;
+}
+
+float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else { /* subnormal: renormalise */
+            exp = 127 - 15 + 1;
+            while (!(mant & 0x400)) {
+                mant <<= 1;
+                exp--;
+            }
+            bits = sign | exp << 23 | (mant & 0x3ff) << 13;
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000 | mant << 13;
+    } else {
+        bits = sign | (exp + 127 - 15) << 23 | mant << 13;
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t float_to_half(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    int32_t exp = (int32_t)((x >> 23) & 0xff) - 127 + 15;
+    uint32_t mant = x & 0x7fffff;
+    if (((x >> 23) & 0xff) == 0xff)
+        return (uint16_t)(sign | 0x7c00 | (mant ? 0x200 : 0));
+    if (exp >= 31)
+        return (uint16_t)(sign | 0x7c00);
+    if (exp <= 0) {
+        if (exp < -10)
+            return sign;
+        mant |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - exp);
+        uint32_t half = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1);
+        uint32_t mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1)))
+            half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = (uint32_t)exp << 10 | mant >> 13;
+    uint32_t rem = mant & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (half & 1)))
+        half++; /* may carry into the exponent, which is the right rounding */
+    return (uint16_t)(sign | half);
+}
+
+static uint16_t float_to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffff) > 0x7f800000)
+        return (uint16_t)((x >> 16) | 0x40);
+    x += 0x7fff + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+
+static float bf16_to_float(uint16_t b)
+{
+    uint32_t x = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+typedef struct flatten {
+    dtype t;
+    int64_t want;
+    int64_t seen;
+    sb *out;
+    char *err;
+    size_t errlen;
+} flatten;
+
+static int put_element(flatten *fl, json_t *v)
+{
+    int64_t idx = fl->seen++;
+    if (idx >= fl->want) {
+        snprintf(fl->err, fl->errlen, "has more elements than its shape (%lld)", (long long)fl->want);
+        return -EINVAL;
+    }
+    uint8_t buf[8];
+    dtype t = fl->t;
+    if (t == DT_BYTES) {
+        if (!json_is_string(v)) {
+            snprintf(fl->err, fl->errlen, "element %lld is not a string", (long long)idx);
+            return -EINVAL;
+        }
+        size_t n = json_string_length(v);
+        uint32_t len32 = (uint32_t)n;
+        sb_add(fl->out, &len32, 4);
+        sb_add(fl->out, json_string_value(v), n);
+        return 0;
+    }
+    if (t == DT_BOOL) {
+        if (json_is_boolean(v))
+            buf[0] = json_is_true(v);
+        else if (json_is_integer(v) && (json_integer_value(v) == 0 || json_integer_value(v) == 1))
+            buf[0] = (uint8_t)json_integer_value(v);
+        else {
+            snprintf(fl->err, fl->errlen, "element %lld is not a boolean", (long long)idx);
+            return -EINVAL;
+        }
+        sb_add(fl->out, buf, 1);
+        return 0;
+    }
+    if (t == DT_FP16 || t == DT_FP32 || t == DT_FP64 || t == DT_BF16) {
+        if (!json_is_number(v)) {
+            snprintf(fl->err, fl->errlen, "element %lld is not a number", (long long)idx);
+            return -EINVAL;
+        }
+        double d = json_number_value(v);
+        if (t == DT_FP64) {
+            sb_add(fl->out, &d, 8);
+        } else if (t == DT_FP32) {
+            float f = (float)d;
+            sb_add(fl->out, &f, 4);
+        } else {
+            uint16_t h = t == DT_FP16 ? float_to_half((float)d) : float_to_bf16((float)d);
+            sb_add(fl->out, &h, 2);
+        }
+        return 0;
+    }
+    /* Integers: jansson holds them as long long, so UINT64 above INT64_MAX cannot arrive as JSON. */
+    if (!json_is_integer(v)) {
+        snprintf(fl->err, fl->errlen, "element %lld is not an integer", (long long)idx);
+        return -EINVAL;
+    }
+    long long i = json_integer_value(v);
+    long long lo, hi;
+    switch (t) {
+    case DT_UINT8: lo = 0; hi = UINT8_MAX; break;
+    case DT_UINT16: lo = 0; hi = UINT16_MAX; break;
+    case DT_UINT32: lo = 0; hi = UINT32_MAX; break;
+    case DT_UINT64: lo = 0; hi = INT64_MAX; break;
+    case DT_INT8: lo = INT8_MIN; hi = INT8_MAX; break;
+    case DT_INT16: lo = INT16_MIN; hi = INT16_MAX; break;
+    case DT_INT32: lo = INT32_MIN; hi = INT32_MAX; break;
+    default: lo = INT64_MIN; hi = INT64_MAX; break;
+    }
+    if (i < lo || i > hi) {
+        snprintf(fl->err, fl->errlen, "element %lld (%lld) is out of range for %s", (long long)idx, i,
+                 dtype_name(t));
+        return -EINVAL;
+    }
+    memcpy(buf, &i, 8); /* little-endian: the low bytes come first */
+    sb_add(fl->out, buf, dtype_size(t));
+    return 0;
+}
+
+static int flatten_value(flatten *fl, json_t *v, int depth)
+{
+    if (!json_is_array(v))
+        return put_element(fl, v);
+    if (depth > TENSOR_MAX_DIMS) {
+        snprintf(fl->err, fl->errlen, "is nested more than %d deep", TENSOR_MAX_DIMS);
+        return -EINVAL;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) {
+        if (flatten_value(fl, e, depth + 1) < 0)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+int tensor_from_json(json_t *data, dtype t, int64_t nelem, sb *out, char *err, size_t errlen)
+{
+    flatten fl = {.t = t, .want = nelem, .out = out, .err = err, .errlen = errlen};
+    if (!json_is_array(data)) {
+        snprintf(err, errlen, "data must be an array");
+        return -EINVAL;
+    }
+    if (dtype_size(t))
+        sb_reserve(out, (size_t)nelem * dtype_size(t));
+    if (flatten_value(&fl, data, 0) < 0)
+        return -EINVAL;
+    if (fl.seen != nelem) {
+        snprintf(err, errlen, "has %lld elements but its shape holds %lld", (long long)fl.seen, (long long)nelem);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int tensor_check_raw(dtype t, const uint8_t *data, size_t size, int64_t nelem)
+{
+    if (t != DT_BYTES)
+        return (uint64_t)nelem * dtype_size(t) == size ? 0 : -EINVAL;
+    size_t off = 0;
+    for (int64_t i = 0; i < nelem; i++) {
+        if (size - off < 4)
+            return -EINVAL;
+        uint32_t n;
+        memcpy(&n, data + off, 4);
+        off += 4;
+        if (n > size - off)
+            return -EINVAL;
+        off += n;
+    }
+    return off == size ? 0 : -EINVAL;
+}
+
+/* Appends a JSON string for bytes that may not be UTF-8; invalid bytes become \u00XX. */
+static void json_bytes(sb *out, const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    for (; i < n; i++)
+        if (s[i] >= 0x80)
+            break;
+    if (i == n) {
+        sb_json_str(out, (const char *)s, n);
+        return;
+    }
+    sb_addc(out, '"');
+    i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        int ok = len > 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; k++)
+            ok = (s[i + k] & 0xc0) == 0x80;
+        if (!ok) {
+            sb_printf(out, "\\u%04x", c);
+            i++;
+            continue;
+        }
+        if (len == 1) {
+            if (c == '"' || c == '\\')
+                sb_printf(out, "\\%c", c);
+            else if (c < 0x20)
+                sb_printf(out, "\\u%04x", c);
+            else
+                sb_addc(out, (char)c);
+        } else {
+            sb_add(out, s + i, len);
+        }
+        i += len;
+    }
+    sb_addc(out, '"');
+}
+
+static void put_double(sb *out, double d, int digits)
+{
+    if (isnan(d))
+        sb_adds(out, "NaN");
+    else if (isinf(d))
+        sb_adds(out, d > 0 ? "Infinity" : "-Infinity");
+    else {
+        char *p = sb_reserve(out, 32);
+        int n = snprintf(p, 32, "%.*g", digits, d);
+        out->len += (size_t)n;
+    }
+}
+
+void tensor_to_json(sb *out, dtype t, const uint8_t *data, size_t size, int64_t nelem)
+{
+    (void)size;
+    sb_addc(out, '[');
+    size_t off = 0;
+    for (int64_t i = 0; i < nelem; i++) {
+        if (i)
+            sb_addc(out, ',');
+        char *p;
+        switch (t) {
+        case DT_BOOL: sb_adds(out, data[i] ? "true" : "false"); break;
+        case DT_UINT8: p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%u", data[i]); break;
+        case DT_INT8: p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%d", (int8_t)data[i]); break;
+        case DT_UINT16: {
+            uint16_t v; memcpy(&v, data + 2 * i, 2);
+            p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%u", v); break;
+        }
+        case DT_INT16: {
+            int16_t v; memcpy(&v, data + 2 * i, 2);
+            p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%d", v); break;
+        }
+        case DT_UINT32: {
+            uint32_t v; memcpy(&v, data + 4 * i, 4);
+            p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%u", v); break;
+        }
+        case DT_INT32: {
+            int32_t v; memcpy(&v, data + 4 * i, 4);
+            p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%d", v); break;
+        }
+        case DT_UINT64: {
+            uint64_t v; memcpy(&v, data + 8 * i, 8);
+            p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%llu", (unsigned long long)v); break;
+        }
+        case DT_INT64: {
+            int64_t v; memcpy(&v, data + 8 * i, 8);
+            p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%lld", (long long)v); break;
+        }
+        case DT_FP16: {
+            uint16_t v; memcpy(&v, data + 2 * i, 2);
+            put_double(out, half_to_float(v), 5); break;
+        }
+        case DT_BF16: {
+            uint16_t v; memcpy(&v, data + 2 * i, 2);
+            put_double(out, bf16_to_float(v), 4); break;
+        }
+        case DT_FP32: {
+            float v; memcpy(&v, data + 4 * i, 4);
+            put_double(out, v, 9); break;
+        }
+        case DT_FP64: {
+            double v; memcpy(&v, data + 8 * i, 8);
+            put_double(out, v, 17); break;
+        }
+        case DT_BYTES: {
+            uint32_t n; memcpy(&n, data + off, 4);
+            json_bytes(out, data + off + 4, n);
+            off += 4 + n;
+            break;
+        }
+        default: break;
+        }
+    }
+    sb_addc(out, ']');
+}
