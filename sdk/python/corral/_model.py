@@ -1,0 +1,220 @@
+"""
+The objects a model author sees: Model, Context, Request, Response, BadRequest.
+
+None of these touch the socket; the worker loop (_worker.py) builds Context and
+Request from protocol messages and turns what the model returns into replies.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Union
+
+JSON_CONTENT_TYPE = "application/json"
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+BINARY_CONTENT_TYPE = "application/octet-stream"
+NDJSON_CONTENT_TYPE = "application/x-ndjson"
+
+
+class BadRequest(Exception):
+    """Raise to reject a request's input: the client gets HTTP 400 with this text.
+
+    Any other exception raised by model code becomes a 500 whose message holds
+    the exception's type and text. Either way the instance keeps serving.
+    """
+
+
+def is_json_content_type(content_type: Optional[str]) -> bool:
+    """Whether a content type is JSON (``application/json`` or any ``+json`` type)."""
+    if not content_type:
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == JSON_CONTENT_TYPE or mime.endswith("+json")
+
+
+@dataclass
+class Context:
+    """What ``Model.load`` learns about the instance it is loading into.
+
+    Attributes:
+        name: the model's name.
+        model_dir: absolute path of the model directory (also the working directory).
+        parameters: the manifest's free-form ``parameters`` map (empty when none).
+        instance_id: this instance's number (0, 1, ...).
+        device: the device the daemon assigned, e.g. ``"cpu"``.
+        concurrency: how many requests this instance may be handed at once.
+    """
+
+    name: str
+    model_dir: str
+    parameters: Dict[str, Any] = field(default_factory=dict)
+    instance_id: int = 0
+    device: str = "cpu"
+    concurrency: int = 1
+
+
+class Request:
+    """One request handed to ``Model.infer`` or ``Model.generate``.
+
+    Attributes:
+        id: the client's request id (``""`` when it gave none).
+        inputs: input name -> tensor, in the order the client sent them. With
+            numpy, each is a ``numpy.ndarray`` of the exact dtype and shape
+            (a read-write view of the received bytes; BYTES tensors are object
+            arrays of ``bytes``). Without numpy, each is a ``corral.Tensor``.
+            BF16 tensors are always ``corral.Tensor`` (numpy has no bfloat16).
+            Empty for ``generate``.
+        parameters: the request's ``parameters`` object (empty when none).
+        outputs: output names the client asked for, or None for all (infer only).
+        body: the raw request body (``generate`` only; ``b""`` for infer).
+        content_type: the body's content type (``generate`` only; None for infer).
+        json: the parsed body when ``content_type`` is JSON, else None (read on
+            first access; a body that is not valid JSON raises BadRequest).
+    """
+
+    __slots__ = ("id", "inputs", "parameters", "outputs", "body", "content_type", "_json", "_json_parsed")
+
+    def __init__(
+        self,
+        id: str = "",
+        inputs: Optional[Dict[str, Any]] = None,
+        parameters: Optional[Dict[str, Any]] = None,
+        outputs: Optional[List[str]] = None,
+        body: bytes = b"",
+        content_type: Optional[str] = None,
+    ) -> None:
+        self.id = id
+        self.inputs: Dict[str, Any] = inputs if inputs is not None else {}
+        self.parameters: Dict[str, Any] = parameters if parameters is not None else {}
+        self.outputs = outputs
+        self.body = body
+        self.content_type = content_type
+        self._json: Any = None
+        self._json_parsed = False
+
+    @property
+    def json(self) -> Any:
+        """The parsed JSON body, or None when the content type is not JSON or the body is empty."""
+        if not self._json_parsed:
+            if is_json_content_type(self.content_type) and self.body.strip():
+                try:
+                    self._json = _json.loads(self.body)
+                except ValueError as err:
+                    raise BadRequest(f"request body is not valid JSON: {err}") from None
+            self._json_parsed = True
+        return self._json
+
+    def __repr__(self) -> str:
+        return (
+            f"Request(id={self.id!r}, inputs={list(self.inputs)!r}, parameters={self.parameters!r}, "
+            f"content_type={self.content_type!r}, body={len(self.body)} bytes)"
+        )
+
+
+class Response:
+    """A ``generate`` result with an explicit content type.
+
+    ``body`` may be bytes-like, ``str`` (sent as UTF-8) or a dict/list (sent as
+    JSON). Without ``content_type`` the type follows the body: bytes ->
+    ``application/octet-stream``, str -> ``text/plain; charset=utf-8``,
+    dict/list -> ``application/json``.
+    """
+
+    __slots__ = ("body", "content_type")
+
+    def __init__(self, body: Union[bytes, bytearray, memoryview, str, dict, list], content_type: Optional[str] = None) -> None:
+        if isinstance(body, str):
+            data: bytes = body.encode("utf-8")
+            default_type = TEXT_CONTENT_TYPE
+        elif isinstance(body, (dict, list)):
+            data = dumps_json(body).encode("utf-8")
+            default_type = JSON_CONTENT_TYPE
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            data = bytes(body)
+            default_type = BINARY_CONTENT_TYPE
+        else:
+            raise TypeError(f"Response body must be bytes, str, dict or list, not {type(body).__name__}")
+        self.body: bytes = data
+        self.content_type: str = content_type or default_type
+
+    def __repr__(self) -> str:
+        return f"Response({len(self.body)} bytes, content_type={self.content_type!r})"
+
+
+def _json_default(value: Any) -> Any:
+    """Lets numpy values and corral.Tensor appear in JSON results."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):  # numpy arrays and scalars, corral.Tensor
+        return tolist()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps_json(value: Any) -> str:
+    """JSON for results: compact, strictly valid (no NaN), numpy-aware."""
+    return _json.dumps(value, separators=(",", ":"), allow_nan=False, default=_json_default)
+
+
+class Model:
+    """Base class of a Python model; subclass it and pass the class to ``corral.run``.
+
+    The worker creates one instance per process, calls ``load`` once, then
+    ``infer`` / ``generate`` for each request (on worker threads, at most
+    ``ctx.concurrency`` at a time), and ``unload`` on a graceful stop.
+
+    Optional class attributes ``inputs`` and ``outputs`` (lists of
+    ``{"name", "datatype", "shape"}`` dicts) are reported to the daemon as the
+    model's tensor metadata when the manifest declares none.
+    """
+
+    inputs: ClassVar[Optional[List[Dict[str, Any]]]] = None
+    outputs: ClassVar[Optional[List[Dict[str, Any]]]] = None
+
+    def load(self, ctx: Context) -> None:
+        """Loads weights and prepares state; runs once per instance and may take minutes."""
+
+    def infer(self, request: Request) -> Mapping[str, Any]:
+        """Answers a KServe v2 tensor request: returns output name -> tensor.
+
+        A tensor may be a numpy array (datatype from its dtype), a
+        ``corral.Tensor``, a nested list of bool/int/float (BOOL, INT64, FP64),
+        of bytes/str (BYTES), or a single such value (shape ``[1]``).
+        Models that only define ``infer_batch`` get it called with one request.
+        """
+        raise BadRequest("model does not implement infer")
+
+    def infer_batch(self, requests: List[Request]) -> List[Mapping[str, Any]]:
+        """Answers several tensor requests at once; returns one output dict per request, in order."""
+        return [self.infer(request) for request in requests]
+
+    def generate(self, request: Request) -> Any:
+        """Answers a free-form request (``request.json`` / ``request.body``).
+
+        Return a ``corral.Response``, bytes (``application/octet-stream``), str
+        (``text/plain; charset=utf-8``) or a dict/list (``application/json``);
+        or yield chunks: bytes are concatenated, str concatenated as text, and
+        dicts/lists sent as newline-delimited JSON (``application/x-ndjson``).
+        """
+        raise BadRequest("model does not implement generate")
+
+    def unload(self) -> None:
+        """Releases resources on a graceful stop; the process exits right after."""
+
+
+def overrides(model: Any, method: str) -> bool:
+    """Whether model's class defines method itself rather than inheriting Model's default."""
+    impl = getattr(type(model), method, None)
+    if impl is None:
+        return False
+    return impl is not getattr(Model, method, None)
+
+
+def iter_chunks(result: Any) -> Optional[Iterable[Any]]:
+    """result as an iterable of chunks when it is a generator or iterator, else None."""
+    if isinstance(result, (bytes, bytearray, memoryview, str, dict, list, Response)) or result is None:
+        return None
+    if hasattr(result, "__next__") and hasattr(result, "__iter__"):
+        return result
+    return None

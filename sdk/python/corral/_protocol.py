@@ -1,0 +1,209 @@
+"""
+Framing of the corral worker protocol, version 1 (docs/worker-protocol.md).
+
+A frame is a 16-byte little-endian header (length u32, version u8, type u8,
+flags u16, id u64) and `length` bytes of body. Channel reads frames on one
+thread and writes them from any thread under a lock, so frames never
+interleave. Large frames are written with sendmsg straight from the callers'
+buffers: the header, the meta and each tensor's memory, without joining them.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+VERSION = 1
+MAX_BODY = 1 << 30
+HEADER = struct.Struct("<IBBHQ")
+U32 = struct.Struct("<I")
+
+HELLO = 0x01
+LOAD = 0x02
+READY = 0x03
+INFER = 0x10
+INFER_RESULT = 0x11
+GENERATE = 0x12
+GENERATE_RESULT = 0x13
+CHUNK = 0x14
+END = 0x15
+CANCEL = 0x16
+BATCH = 0x17
+ERROR = 0x1F
+PING = 0x20
+PONG = 0x21
+SHUTDOWN = 0x22
+SHM = 0x30
+
+TYPE_NAMES = {
+    HELLO: "HELLO",
+    LOAD: "LOAD",
+    READY: "READY",
+    INFER: "INFER",
+    INFER_RESULT: "INFER_RESULT",
+    GENERATE: "GENERATE",
+    GENERATE_RESULT: "GENERATE_RESULT",
+    CHUNK: "CHUNK",
+    END: "END",
+    CANCEL: "CANCEL",
+    BATCH: "BATCH",
+    ERROR: "ERROR",
+    PING: "PING",
+    PONG: "PONG",
+    SHUTDOWN: "SHUTDOWN",
+    SHM: "SHM",
+}
+
+# Below this size a frame is joined and sent with one sendall; above it, the
+# pieces go to sendmsg as they are, so large tensors are not copied.
+_JOIN_LIMIT = 64 * 1024
+# sendmsg takes at most IOV_MAX (1024 on Linux) buffers per call.
+_IOV_BATCH = 512
+
+
+class ProtocolError(Exception):
+    """The daemon sent something version 1 does not allow; the connection is unusable."""
+
+
+class ConnectionLost(Exception):
+    """The socket reached end-of-file or failed: the daemon is gone."""
+
+
+def type_name(frame_type: int) -> str:
+    """Upper-case name of a message type, for messages and logs."""
+    return TYPE_NAMES.get(frame_type, f"0x{frame_type:02x}")
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON for protocol metadata."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def split_body(body: memoryview) -> Tuple[Dict[str, Any], memoryview]:
+    """A tensor or free-form body -> (meta object, the data after it)."""
+    if len(body) < 4:
+        raise ProtocolError(f"body of {len(body)} bytes is too short for its meta length")
+    (meta_len,) = U32.unpack_from(body)
+    if meta_len > len(body) - 4:
+        raise ProtocolError(f"meta length {meta_len} runs past a body of {len(body)} bytes")
+    meta = parse_json_object(body[4 : 4 + meta_len])
+    return meta, body[4 + meta_len :]
+
+
+def parse_json_object(raw: Any) -> Dict[str, Any]:
+    """Raw JSON bytes that must hold an object (empty means {})."""
+    data = bytes(raw)
+    if not data.strip():
+        return {}
+    try:
+        obj = json.loads(data)
+    except ValueError as err:
+        raise ProtocolError(f"meta is not valid JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("meta is not a JSON object")
+    return obj
+
+
+def meta_parts(meta: Dict[str, Any]) -> List[bytes]:
+    """The leading parts of a tensor or free-form body: u32 meta length, meta."""
+    encoded = dumps(meta)
+    return [U32.pack(len(encoded)), encoded]
+
+
+def _byte_view(part: Any) -> memoryview:
+    view = part if isinstance(part, memoryview) else memoryview(part)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+class Channel:
+    """The worker's end of the protocol socket.
+
+    read_frame is called by one thread only (the reader); send may be called
+    from any thread and writes each frame whole.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._write_lock = threading.Lock()
+        self._header = bytearray(HEADER.size)
+
+    def _recv_exact(self, buf: memoryview) -> bool:
+        """Fills buf; False on end-of-file before the first byte. Raises ConnectionLost on a torn frame."""
+        got = 0
+        total = len(buf)
+        while got < total:
+            try:
+                n = self._sock.recv_into(buf[got:])
+            except InterruptedError:
+                continue
+            except OSError as err:
+                raise ConnectionLost(f"read failed: {err}") from None
+            if n == 0:
+                if got == 0:
+                    return False
+                raise ConnectionLost("end-of-file inside a frame")
+            got += n
+        return True
+
+    def read_frame(self) -> Optional[Tuple[int, int, memoryview]]:
+        """The next frame as (type, id, body), or None at end-of-file.
+
+        The body is a view of a fresh bytearray, so views into it stay valid
+        and writable after the next read.
+        """
+        if not self._recv_exact(memoryview(self._header)):
+            return None
+        length, version, frame_type, flags, frame_id = HEADER.unpack(self._header)
+        if version != VERSION:
+            raise ProtocolError(f"frame of version {version}, this worker speaks {VERSION}")
+        if flags != 0:
+            raise ProtocolError(f"frame with non-zero flags 0x{flags:04x}")
+        if frame_type not in TYPE_NAMES:
+            raise ProtocolError(f"frame of unknown type 0x{frame_type:02x}")
+        if length > MAX_BODY:
+            raise ProtocolError(f"frame body of {length} bytes exceeds the {MAX_BODY}-byte limit")
+        body = memoryview(bytearray(length))
+        if length and not self._recv_exact(body):
+            raise ConnectionLost("end-of-file inside a frame")
+        return frame_type, frame_id, body
+
+    def send(self, frame_type: int, frame_id: int, parts: Iterable[Any] = ()) -> None:
+        """Writes one frame whose body is the concatenation of parts (bytes-like objects).
+
+        Raises ValueError when the body exceeds the frame limit (nothing is
+        written) and ConnectionLost when the socket fails.
+        """
+        views = [_byte_view(part) for part in parts]
+        length = sum(view.nbytes for view in views)
+        if length > MAX_BODY:
+            raise ValueError(f"message of {length} bytes exceeds the {MAX_BODY}-byte frame limit")
+        header = HEADER.pack(length, VERSION, frame_type, 0, frame_id)
+        try:
+            with self._write_lock:
+                if length <= _JOIN_LIMIT:
+                    self._sock.sendall(header + b"".join(views))
+                else:
+                    self._sendmsg_all([memoryview(header)] + [view for view in views if view.nbytes])
+        except OSError as err:
+            raise ConnectionLost(f"write failed: {err}") from None
+
+    def _sendmsg_all(self, views: List[memoryview]) -> None:
+        first = 0
+        while first < len(views):
+            try:
+                sent = self._sock.sendmsg(views[first : first + _IOV_BATCH])
+            except InterruptedError:
+                continue
+            while sent:
+                size = views[first].nbytes
+                if sent >= size:
+                    sent -= size
+                    first += 1
+                else:
+                    views[first] = views[first][sent:]
+                    sent = 0

@@ -1,0 +1,415 @@
+"""
+The worker loop: runs one model in this process for the corral daemon.
+
+Threads:
+  - main: sends HELLO, waits for LOAD, runs Model.load, sends READY, then
+    waits for SHUTDOWN and runs the graceful stop (drain, unload, exit 0);
+  - reader: reads every frame, answers PING itself and hands requests to the
+    executor, so a busy model never delays a health check;
+  - executor: `concurrency` threads (from LOAD) that decode requests, run
+    model code and write the replies.
+
+What must stay true: model code never runs on the reader thread; a frame is
+written whole under Channel's lock; the process exits as soon as the daemon
+is gone (end-of-file or a socket error), without waiting for model code.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Mapping, NoReturn, Optional, Sequence, Set, Tuple, Type, Union
+
+from . import _protocol as proto
+from ._model import (
+    BINARY_CONTENT_TYPE,
+    NDJSON_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
+    BadRequest,
+    Context,
+    Model,
+    Request,
+    Response,
+    dumps_json,
+    iter_chunks,
+    overrides,
+)
+from ._tensor import decode_inputs, encode_output
+
+SDK_VERSION = "0.1.0"
+
+# Exit statuses, so the daemon's log of a worker exit says why; the same as
+# the C SDK's (CORRAL_EXIT_* in sdk/c/corral_worker.h).
+EXIT_OK = 0  # SHUTDOWN handled, or end-of-file: the daemon is gone
+EXIT_FAILURE = 1  # load raised (ERROR id 0 was sent), not started by corral, or an SDK bug
+EXIT_PROTOCOL = 2  # the daemon broke the protocol, or the socket failed
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # the log pipe may be gone with the daemon
+            pass
+
+
+def _exit_now(status: int) -> NoReturn:
+    """Leaves at once: threads still inside model code are not waited for."""
+    _flush_stdio()
+    os._exit(status)
+
+
+def _log(message: str) -> None:
+    try:
+        print(f"corral: {message}", file=sys.stderr, flush=True)
+    except Exception:
+        pass
+
+
+def error_body(err: BaseException) -> Dict[str, Any]:
+    """The ERROR message for an exception raised by model code."""
+    if isinstance(err, BadRequest):
+        return {"type": "BadRequest", "message": str(err), "status": 400}
+    kind = type(err).__name__
+    text = str(err)
+    return {"type": kind, "message": f"{kind}: {text}" if text else kind, "status": 500}
+
+
+class Worker:
+    """One model served over one protocol socket; see the module comment for threads."""
+
+    def __init__(self, model: Union[Type[Model], Model], sock: socket.socket) -> None:
+        self._model_factory = model
+        self._channel = proto.Channel(sock)
+        self._model: Any = None
+        self._ctx: Optional[Context] = None
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._loaded = threading.Event()
+        self._control_lock = threading.Lock()
+        self._control_ready = threading.Condition(self._control_lock)
+        self._load_meta: Optional[Dict[str, Any]] = None
+        self._shutdown_requested = False
+        self._inflight: Set[int] = set()
+        self._inflight_lock = threading.Lock()
+
+    # ------------------------------------------------------------ writing
+
+    def _send(self, frame_type: int, frame_id: int, parts: Sequence[Any] = ()) -> None:
+        try:
+            self._channel.send(frame_type, frame_id, parts)
+        except proto.ConnectionLost as err:
+            if self._shutdown_requested:
+                return  # the daemon may close early after SHUTDOWN; finish unloading
+            _log(f"daemon connection lost ({err}); exiting")
+            _exit_now(EXIT_PROTOCOL)
+
+    def _send_json(self, frame_type: int, frame_id: int, obj: Dict[str, Any]) -> None:
+        self._send(frame_type, frame_id, [proto.dumps(obj)])
+
+    # ------------------------------------------------------------ main thread
+
+    def run(self) -> NoReturn:
+        """Serves until SHUTDOWN or the daemon goes away; never returns."""
+        try:
+            self._run()
+        except BaseException:  # a bug here must not leave a half-alive worker
+            traceback.print_exc()
+            _exit_now(EXIT_FAILURE)
+
+    def _run(self) -> NoReturn:
+        self._send_json(proto.HELLO, 0, {"protocol": proto.VERSION, "sdk": "python", "sdk_version": SDK_VERSION, "pid": os.getpid()})
+        reader = threading.Thread(target=self._read_loop, name="corral-reader", daemon=True)
+        reader.start()
+        with self._control_lock:
+            while self._load_meta is None and not self._shutdown_requested:
+                self._control_ready.wait()
+            load_meta = self._load_meta
+        if load_meta is not None:
+            self._load(load_meta)
+        with self._control_lock:
+            while not self._shutdown_requested:
+                self._control_ready.wait()
+        self._stop()
+
+    def _load(self, meta: Dict[str, Any]) -> None:
+        env = os.environ
+        parameters = meta.get("parameters")
+        try:
+            self._ctx = Context(
+                name=str(meta.get("model") or env.get("CORRAL_MODEL", "")),
+                model_dir=str(meta.get("model_dir") or env.get("CORRAL_MODEL_DIR") or os.getcwd()),
+                parameters=parameters if isinstance(parameters, dict) else {},
+                instance_id=int(meta.get("instance_id", env.get("CORRAL_INSTANCE", 0)) or 0),
+                device=str(meta.get("device") or "cpu"),
+                concurrency=self._concurrency(meta),
+            )
+            factory = self._model_factory
+            model = factory() if isinstance(factory, type) else factory
+            model.load(self._ctx)
+            ready: Dict[str, Any] = {}
+            for key in ("inputs", "outputs"):
+                value = getattr(model, key, None)
+                if isinstance(value, list):
+                    ready[key] = value
+            ready_body = proto.dumps(ready)
+        except BaseException as err:  # load failures of every kind become ERROR id 0
+            traceback.print_exc()
+            body = error_body(err)
+            if body["status"] == 400:
+                body["status"] = 500  # a load failure is never the client's fault
+            self._send_json(proto.ERROR, 0, body)
+            _exit_now(EXIT_FAILURE)
+        self._model = model
+        self._loaded.set()
+        self._send(proto.READY, 0, [ready_body])
+
+    def _stop(self) -> NoReturn:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)  # let requests in flight finish and reply
+        if self._model is not None:
+            try:
+                self._model.unload()
+            except BaseException:
+                traceback.print_exc()
+        _exit_now(EXIT_OK)
+
+    @staticmethod
+    def _concurrency(meta: Dict[str, Any]) -> int:
+        value = meta.get("concurrency", 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return 1
+        return value
+
+    # ------------------------------------------------------------ reader thread
+
+    def _read_loop(self) -> None:
+        try:
+            self._read_frames()
+        except proto.ProtocolError as err:
+            _log(f"protocol error: {err}; closing")
+            _exit_now(EXIT_PROTOCOL)
+        except proto.ConnectionLost as err:
+            if not self._shutdown_requested:
+                _log(f"daemon connection lost ({err}); exiting")
+                _exit_now(EXIT_PROTOCOL)
+        except BaseException:
+            traceback.print_exc()
+            _exit_now(EXIT_FAILURE)
+
+    def _read_frames(self) -> None:
+        while True:
+            frame = self._channel.read_frame()
+            if frame is None:
+                if self._shutdown_requested:
+                    return  # the main thread is finishing the graceful stop
+                _exit_now(EXIT_OK)  # end-of-file: the daemon is gone
+            frame_type, frame_id, body = frame
+            if frame_type in (proto.PING, proto.SHUTDOWN) and len(body):
+                raise proto.ProtocolError(f"{proto.type_name(frame_type)} with a {len(body)}-byte body")
+            if frame_type == proto.PING:
+                self._send(proto.PONG, frame_id)
+            elif frame_type in (proto.INFER, proto.GENERATE):
+                self._accept_request(frame_type, frame_id, body)
+            elif frame_type == proto.LOAD:
+                self._accept_load(body)
+            elif frame_type == proto.SHUTDOWN:
+                with self._control_lock:
+                    self._shutdown_requested = True
+                    self._control_ready.notify_all()
+            else:
+                raise proto.ProtocolError(f"unexpected {proto.type_name(frame_type)} frame from the daemon")
+
+    def _accept_load(self, body: memoryview) -> None:
+        meta = proto.parse_json_object(body)
+        with self._control_lock:
+            if self._load_meta is not None:
+                raise proto.ProtocolError("second LOAD")
+            if self._shutdown_requested:
+                return
+            self._executor = ThreadPoolExecutor(max_workers=self._concurrency(meta), thread_name_prefix="corral-request")
+            self._load_meta = meta
+            self._control_ready.notify_all()
+
+    def _accept_request(self, frame_type: int, frame_id: int, body: memoryview) -> None:
+        name = proto.type_name(frame_type)
+        if frame_id == 0:
+            raise proto.ProtocolError(f"{name} with id 0")
+        if self._executor is None:
+            raise proto.ProtocolError(f"{name} before LOAD")
+        meta, data = proto.split_body(body)
+        with self._inflight_lock:
+            if frame_id in self._inflight:
+                raise proto.ProtocolError(f"{name} reuses id {frame_id} of a request in flight")
+            self._inflight.add(frame_id)
+        if self._shutdown_requested:
+            self._finish(frame_id, proto.ERROR, [proto.dumps({"type": "ShuttingDown", "message": "the instance is shutting down", "status": 503})])
+            return
+        self._executor.submit(self._serve, frame_type, frame_id, meta, data)
+
+    # ------------------------------------------------------------ executor threads
+
+    def _finish(self, frame_id: int, frame_type: int, parts: List[Any]) -> None:
+        with self._inflight_lock:
+            self._inflight.discard(frame_id)
+        self._send(frame_type, frame_id, parts)
+
+    def _serve(self, frame_type: int, frame_id: int, meta: Dict[str, Any], data: memoryview) -> None:
+        self._loaded.wait()
+        try:
+            if frame_type == proto.INFER:
+                reply_type, parts = proto.INFER_RESULT, self._infer(meta, data)
+            else:
+                reply_type, parts = proto.GENERATE_RESULT, self._generate(meta, data)
+            length = sum(memoryview(part).nbytes for part in parts)
+            if length > proto.MAX_BODY:
+                raise ValueError(f"result of {length} bytes exceeds the {proto.MAX_BODY}-byte frame limit")
+        except BaseException as err:
+            body = error_body(err)
+            if body["status"] == 500:
+                traceback.print_exc()
+            reply_type, parts = proto.ERROR, [proto.dumps(body)]
+        self._finish(frame_id, reply_type, parts)
+
+    def _not_implemented(self, method: str) -> BadRequest:
+        name = self._ctx.name if self._ctx is not None else "?"
+        return BadRequest(f"model {name} does not implement {method}")
+
+    def _infer(self, meta: Dict[str, Any], data: memoryview) -> List[Any]:
+        requested = meta.get("outputs")
+        if requested is not None and (not isinstance(requested, list) or not all(isinstance(n, str) for n in requested)):
+            raise BadRequest("'outputs' must be a list of names")
+        parameters = meta.get("parameters")
+        request = Request(
+            id=str(meta.get("id") or ""),
+            inputs=decode_inputs(meta.get("inputs"), data),
+            parameters=parameters if isinstance(parameters, dict) else {},
+            outputs=requested or None,
+        )
+        model = self._model
+        if overrides(model, "infer"):
+            result = model.infer(request)
+        elif overrides(model, "infer_batch"):
+            results = model.infer_batch([request])
+            if not isinstance(results, (list, tuple)) or len(results) != 1:
+                raise TypeError("infer_batch must return a list with one result per request")
+            result = results[0]
+        else:
+            raise self._not_implemented("infer")
+        if not isinstance(result, Mapping):
+            raise TypeError(f"infer must return a dict of output name to tensor, not {type(result).__name__}")
+        if request.outputs:
+            missing = [name for name in request.outputs if name not in result]
+            if missing:
+                raise BadRequest(f"requested output {missing[0]!r} is not produced by the model (it produces {sorted(map(str, result))})")
+            selected = [(name, result[name]) for name in request.outputs]
+        else:
+            selected = list(result.items())
+        specs: List[Dict[str, Any]] = []
+        buffers: List[Any] = []
+        for name, value in selected:
+            try:
+                datatype, shape, raw = encode_output(value)
+            except (TypeError, ValueError, OverflowError) as err:
+                raise type(err)(f"output {name!r}: {err}") from err
+            raw_view = memoryview(raw)
+            specs.append({"name": str(name), "datatype": datatype, "shape": shape, "size": raw_view.nbytes})
+            buffers.append(raw_view)
+        return proto.meta_parts({"outputs": specs}) + buffers
+
+    def _generate(self, meta: Dict[str, Any], data: memoryview) -> List[Any]:
+        parameters = meta.get("parameters")
+        content_type = meta.get("content_type")
+        request = Request(
+            id=str(meta.get("id") or ""),
+            parameters=parameters if isinstance(parameters, dict) else {},
+            body=bytes(data),
+            content_type=str(content_type) if content_type else None,
+        )
+        if not overrides(self._model, "generate"):
+            raise self._not_implemented("generate")
+        content_type, body = _generate_result(self._model.generate(request))
+        return proto.meta_parts({"content_type": content_type}) + [body]
+
+
+def _generate_result(result: Any) -> Tuple[str, Any]:
+    """What generate returned -> (content type, body bytes)."""
+    chunks = iter_chunks(result)
+    if chunks is None:
+        if result is None:
+            return BINARY_CONTENT_TYPE, b""
+        response = result if isinstance(result, Response) else Response(result)
+        return response.content_type, response.body
+    # Streaming is not on the wire yet (CHUNK is reserved): collect the chunks.
+    pieces: List[bytes] = []
+    kinds: Set[str] = set()
+    content_type: Optional[str] = None
+    for chunk in chunks:
+        if isinstance(chunk, Response):
+            kinds.add("bytes")
+            content_type = content_type or chunk.content_type
+            pieces.append(chunk.body)
+        elif isinstance(chunk, (bytes, bytearray, memoryview)):
+            kinds.add("bytes")
+            pieces.append(bytes(chunk))
+        elif isinstance(chunk, str):
+            kinds.add("text")
+            pieces.append(chunk.encode("utf-8"))
+        elif isinstance(chunk, (dict, list)):
+            kinds.add("json")
+            pieces.append(dumps_json(chunk).encode("utf-8") + b"\n")
+        elif chunk is None:
+            continue
+        else:
+            raise TypeError(f"generate yielded a {type(chunk).__name__}; chunks must be bytes, str or dict")
+        if len(kinds) > 1:
+            raise TypeError("generate yielded chunks of mixed kinds (bytes, str, dict)")
+    kind = kinds.pop() if kinds else "bytes"
+    if kind == "json":
+        content_type = NDJSON_CONTENT_TYPE
+    elif kind == "text":
+        content_type = TEXT_CONTENT_TYPE
+    return content_type or BINARY_CONTENT_TYPE, b"".join(pieces)
+
+
+def _open_socket(fd: Optional[int]) -> socket.socket:
+    if fd is None:
+        raw = os.environ.get("CORRAL_FD")
+        if raw is None:
+            _log("CORRAL_FD is not set: this program is a corral worker and must be started by the corral daemon")
+            _exit_now(EXIT_FAILURE)
+        try:
+            fd = int(raw)
+        except ValueError:
+            _log(f"CORRAL_FD={raw!r} is not a file descriptor number")
+            _exit_now(EXIT_FAILURE)
+    protocol = os.environ.get("CORRAL_PROTOCOL")
+    if protocol not in (None, "", str(proto.VERSION)):
+        _log(f"the daemon speaks protocol {protocol}, this SDK speaks {proto.VERSION}")
+    try:
+        return socket.socket(fileno=fd)
+    except OSError as err:
+        _log(f"CORRAL_FD={fd} is not a usable socket: {err}")
+        _exit_now(EXIT_FAILURE)
+
+
+def run(model: Union[Type[Model], Model], *, fd: Optional[int] = None) -> NoReturn:
+    """Serves model (a Model subclass, or an instance) as a corral worker; never returns.
+
+    The protocol socket is the inherited descriptor named by ``CORRAL_FD``
+    (or ``fd``). The class is instantiated when LOAD arrives. The process exits
+    0 after SHUTDOWN or at end-of-file (the daemon is gone); 1 when ``load``
+    raised or the process was not started by corral; 2 when the daemon broke
+    the protocol or the socket failed.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(line_buffering=True)  # logs reach the daemon as they are written
+            except Exception:
+                pass
+    Worker(model, _open_socket(fd)).run()

@@ -1,0 +1,206 @@
+"""Black-box test harness: a real corral daemon on an ephemeral port.
+
+Every test gets `corral`, a factory that builds a model repository in the
+test's tmp_path from fixture models (tests/models/*, examples/models/*) or
+inline manifests, starts `corral serve --port 0` on it, and parses the port
+from the daemon's log. Teardown stops every daemon it started (SIGTERM, then
+SIGKILL) and fails the test if any process is left whose working directory
+is inside the test's repository: every worker runs in its model directory,
+so this finds orphans without knowing their pids.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import time
+from typing import Iterable
+
+import pytest
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("CORRAL_BIN", str(ROOT / "build" / "corral"))
+FIXTURES = ROOT / "tests" / "models"
+EXAMPLES = ROOT / "examples" / "models"
+
+
+def processes_under(path: pathlib.Path) -> list[int]:
+    """Pids of live processes whose working directory is inside path."""
+    found = []
+    root = str(path.resolve())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (cwd == root or cwd.startswith(root + "/")):
+            found.append(int(entry))
+    return found
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Polls predicate until it returns a truthy value; fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Daemon:
+    """One `corral serve` process and a requests session to it."""
+
+    def __init__(self, repo: pathlib.Path, external: pathlib.Path | None, args: Iterable[str], env: dict | None):
+        self.repo = repo
+        self.log_path = repo.parent / f"corral-{int(time.monotonic() * 1000)}.log"
+        cmd = [BIN, "serve", "--models", str(repo), "--port", "0", "--stop-grace", "1s", *args]
+        if external is not None:
+            cmd += ["--external-models", str(external)]
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.log_file = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT, env=full_env,
+                                     stdin=subprocess.DEVNULL)
+        port = wait_for(self._port, timeout=15, what="the daemon to listen")
+        self.base = f"http://127.0.0.1:{port}"
+        self.http = requests.Session()
+
+    def _port(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log())
+        return int(m.group(1)) if m else None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def get(self, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 30)
+        return self.http.get(self.url(path), **kw)
+
+    def post(self, path: str, json_body=None, **kw) -> requests.Response:
+        kw.setdefault("timeout", 60)
+        if json_body is not None:
+            kw["json"] = json_body
+        return self.http.post(self.url(path), **kw)
+
+    def infer(self, model: str, inputs: list, **extra) -> requests.Response:
+        body = {"inputs": inputs, **extra}
+        return self.post(f"/v2/models/{model}/infer", body)
+
+    def model(self, name: str) -> dict:
+        r = self.get(f"/v1/models/{name}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def worker_pids(self, name: str) -> list[int]:
+        return [i["pid"] for i in self.model(name)["instances"] if i["pid"]]
+
+    def wait_state(self, name: str, state: str, timeout: float = 20.0) -> dict:
+        return wait_for(lambda: (lambda m: m if m["state"] == state else None)(self.model(name)),
+                        timeout=timeout, what=f"model {name} to be {state}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signals the daemon and waits for its exit; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                raise AssertionError(f"daemon did not exit within {timeout}s of signal {sig}")
+        self.log_file.close()
+        self.http.close()
+        return self.proc.returncode
+
+
+class Corral:
+    """The `corral` fixture: builds repositories and starts daemons."""
+
+    def __init__(self, tmp_path: pathlib.Path):
+        self.tmp = tmp_path
+        self.daemons: list[Daemon] = []
+        self.repo = tmp_path / "models"
+        self.repo.mkdir()
+        self.external = tmp_path / "external_models"
+
+    def add(self, name: str, source: str | None = None, manifest: str | None = None,
+            files: dict[str, str] | None = None, external: bool = False) -> pathlib.Path:
+        """Adds a model directory: a copy of tests/models/<source> or examples/models/<source>,
+        with model.yaml replaced by manifest and extra files written, if given."""
+        base = self.external if external else self.repo
+        base.mkdir(exist_ok=True)
+        dest = base / name
+        if source:
+            src = FIXTURES / source
+            if not src.exists():
+                src = EXAMPLES / source
+            shutil.copytree(src, dest, symlinks=True)
+        else:
+            dest.mkdir()
+        if manifest is not None:
+            (dest / "model.yaml").write_text(manifest)
+        for fname, text in (files or {}).items():
+            (dest / fname).write_text(text)
+        return dest
+
+    def start(self, *args: str, external: bool = False, env: dict | None = None) -> Daemon:
+        d = Daemon(self.repo, self.external if external else None, args, env)
+        self.daemons.append(d)
+        return d
+
+    def close(self):
+        for d in self.daemons:
+            try:
+                d.stop(signal.SIGTERM, timeout=20)
+            except AssertionError:
+                pass
+        # Workers get SIGTERM/SIGKILL from the stopping daemon; give the kernel a moment.
+        left = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            left = processes_under(self.tmp)
+            if not left:
+                break
+            time.sleep(0.05)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        assert not left, f"processes outlived the daemon: {left}"
+
+
+@pytest.fixture
+def corral(tmp_path):
+    c = Corral(tmp_path)
+    yield c
+    c.close()
+
+
+def tensor(name: str, datatype: str, shape: list[int], data) -> dict:
+    return {"name": name, "datatype": datatype, "shape": shape, "data": data}
+
+
+def pytest_configure(config):
+    if not os.path.exists(BIN):
+        raise pytest.UsageError(f"corral binary not found at {BIN}; run `make build` or set CORRAL_BIN")
+
+
+__all__ = ["Daemon", "Corral", "wait_for", "processes_under", "tensor", "json"]
