@@ -1,0 +1,95 @@
+/*
+ * Unit tests of sched: priority order, FIFO within a level, removal from
+ * anywhere, and a large queue.
+ */
+#include "check.h"
+#include "sched.h"
+
+#include <stdlib.h>
+
+static void priority_then_fifo(void)
+{
+    sched_queue q;
+    sched_init(&q, 3);
+    job *jobs[9];
+    int prio[9] = {3, 1, 2, 1, 3, 2, 0, 9, 1}; /* 0 and 9 clamp to 1 and 3 */
+    for (int i = 0; i < 9; i++) {
+        jobs[i] = job_new(NULL, 0, prio[i]);
+        sched_push(&q, jobs[i]);
+    }
+    CHECK(q.count == 9);
+    int want[9] = {1, 3, 6, 8, 2, 5, 0, 4, 7};
+    for (int i = 0; i < 9; i++) {
+        job *j = sched_pop(&q);
+        CHECK(j == jobs[want[i]]);
+        job_free(j);
+    }
+    CHECK(sched_pop(&q) == NULL && q.count == 0);
+}
+
+static void remove_anywhere(void)
+{
+    sched_queue q;
+    sched_init(&q, 2);
+    job *a = job_new(NULL, 0, 1), *b = job_new(NULL, 0, 1), *c = job_new(NULL, 0, 1), *d = job_new(NULL, 0, 2);
+    sched_push(&q, a);
+    sched_push(&q, b);
+    sched_push(&q, c);
+    sched_push(&q, d);
+    sched_remove(&q, b); /* middle */
+    CHECK(!b->queued);
+    sched_remove(&q, a); /* head */
+    sched_remove(&q, d); /* only one of its level */
+    CHECK(q.count == 1);
+    CHECK(sched_pop(&q) == c);
+    CHECK(sched_pop(&q) == NULL);
+    CHECK(a->id != b->id && b->id != c->id);
+    job_free(a);
+    job_free(b);
+    job_free(c);
+    job_free(d);
+}
+
+static void many_levels(void)
+{
+    sched_queue q;
+    sched_init(&q, SCHED_MAX_LEVELS);
+    job *hi = job_new(NULL, 0, 100), *lo = job_new(NULL, 0, 127), *top = job_new(NULL, 0, 64);
+    sched_push(&q, lo);
+    sched_push(&q, hi);
+    sched_push(&q, top);
+    CHECK(sched_pop(&q) == top);
+    CHECK(sched_pop(&q) == hi);
+    CHECK(sched_pop(&q) == lo);
+    job_free(hi);
+    job_free(lo);
+    job_free(top);
+}
+
+static void large_queue(void)
+{
+    enum { N = 100000 };
+    sched_queue q;
+    sched_init(&q, 3);
+    job **jobs = malloc(N * sizeof *jobs);
+    for (int i = 0; i < N; i++) {
+        jobs[i] = job_new(NULL, 0, 1 + i % 3);
+        sched_push(&q, jobs[i]);
+    }
+    CHECK(q.count == N);
+    int last_level = 1, ordered = 1;
+    uint64_t last_id = 0;
+    for (int i = 0; i < N; i++) {
+        job *j = sched_pop(&q);
+        if (j->priority < last_level || (j->priority == last_level && j->id < last_id))
+            ordered = 0;
+        last_level = j->priority;
+        last_id = j->id;
+        job_free(j);
+    }
+    CHECK(ordered);
+    CHECK(q.count == 0);
+    free(jobs);
+}
+
+CHECK_MAIN(CASE(priority_then_fifo), CASE(remove_anywhere), CASE(many_levels), CASE(large_queue))

@@ -1,0 +1,157 @@
+/*
+ * Unit tests of tensor: datatype names, JSON to raw and back for every
+ * datatype, half-precision conversion, BYTES framing checks.
+ */
+#include "check.h"
+#include "tensor.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+static char *to_json(dtype t, const sb *raw, int64_t n)
+{
+    sb out;
+    sb_init(&out, 64);
+    tensor_to_json(&out, t, (const uint8_t *)raw->p, raw->len, n);
+    return sb_take(&out, NULL);
+}
+
+/* Parses json_text as data for n elements of t and renders it back. */
+static char *roundtrip(dtype t, const char *json_text, int64_t n, int *rc)
+{
+    json_t *data = json_loads(json_text, 0, NULL);
+    sb raw;
+    sb_init(&raw, 16);
+    char err[256] = "";
+    *rc = tensor_from_json(data, t, n, &raw, err, sizeof err);
+    json_decref(data);
+    char *out = *rc == 0 ? to_json(t, &raw, n) : strdup(err);
+    sb_free(&raw);
+    return out;
+}
+
+static void expect_roundtrip(dtype t, const char *in, int64_t n, const char *want)
+{
+    int rc;
+    char *out = roundtrip(t, in, n, &rc);
+    CHECK(rc == 0);
+    if (strcmp(out, want) != 0) {
+        fprintf(stderr, "  %s %s -> %s, want %s\n", dtype_name(t), in, out, want);
+        CHECK(0);
+    }
+    free(out);
+}
+
+static void expect_error(dtype t, const char *in, int64_t n, const char *reason)
+{
+    int rc;
+    char *out = roundtrip(t, in, n, &rc);
+    CHECK(rc == -EINVAL);
+    CHECK_STR_CONTAINS(out, reason);
+    free(out);
+}
+
+static void names(void)
+{
+    for (int t = DT_BOOL; t <= DT_BYTES; t++) {
+        const char *n = dtype_name((dtype)t);
+        CHECK(dtype_from_name(n, strlen(n)) == (dtype)t);
+    }
+    CHECK(dtype_from_name("FP33", 4) == DT_INVALID);
+    CHECK(dtype_from_name("fp32", 4) == DT_INVALID);
+    CHECK(dtype_size(DT_FP64) == 8 && dtype_size(DT_BYTES) == 0 && dtype_size(DT_BOOL) == 1);
+}
+
+static void every_datatype(void)
+{
+    expect_roundtrip(DT_BOOL, "[true, false, 1, 0]", 4, "[true,false,true,false]");
+    expect_roundtrip(DT_UINT8, "[0, 255]", 2, "[0,255]");
+    expect_roundtrip(DT_UINT16, "[0, 65535]", 2, "[0,65535]");
+    expect_roundtrip(DT_UINT32, "[4294967295]", 1, "[4294967295]");
+    expect_roundtrip(DT_UINT64, "[9223372036854775807]", 1, "[9223372036854775807]");
+    expect_roundtrip(DT_INT8, "[-128, 127]", 2, "[-128,127]");
+    expect_roundtrip(DT_INT16, "[-32768, 32767]", 2, "[-32768,32767]");
+    expect_roundtrip(DT_INT32, "[-2147483648, 2147483647]", 2, "[-2147483648,2147483647]");
+    expect_roundtrip(DT_INT64, "[-9223372036854775808, 5]", 2, "[-9223372036854775808,5]");
+    expect_roundtrip(DT_FP16, "[1.5, -2, 0.0009765625, 65504]", 4, "[1.5,-2,0.00097656,65504]");
+    expect_roundtrip(DT_BF16, "[1.5, -2, 256]", 3, "[1.5,-2,256]");
+    expect_roundtrip(DT_FP32, "[1.5, 0.1, -3]", 3, "[1.5,0.100000001,-3]");
+    expect_roundtrip(DT_FP64, "[0.1, 1e300]", 2, "[0.10000000000000001,1.0000000000000001e+300]");
+    expect_roundtrip(DT_BYTES, "[\"ab\", \"\", \"h\\u00e9\\\"\"]", 3, "[\"ab\",\"\",\"h\xc3\xa9\\\"\"]");
+}
+
+static void nested_and_empty(void)
+{
+    expect_roundtrip(DT_INT32, "[[1, 2, 3], [4, 5, 6]]", 6, "[1,2,3,4,5,6]");
+    expect_roundtrip(DT_FP32, "[]", 0, "[]");
+    expect_roundtrip(DT_BYTES, "[[\"a\"], [\"b\"]]", 2, "[\"a\",\"b\"]");
+}
+
+static void bad_data(void)
+{
+    expect_error(DT_INT8, "[128]", 1, "out of range for INT8");
+    expect_error(DT_UINT8, "[-1]", 1, "out of range");
+    expect_error(DT_INT32, "[1.5]", 1, "element 0 is not an integer");
+    expect_error(DT_FP32, "[\"x\"]", 1, "not a number");
+    expect_error(DT_BOOL, "[2]", 1, "not a boolean");
+    expect_error(DT_BYTES, "[1]", 1, "not a string");
+    expect_error(DT_INT32, "[1, 2, 3]", 2, "more elements than its shape");
+    expect_error(DT_INT32, "[1]", 2, "has 1 elements but its shape holds 2");
+    expect_error(DT_INT32, "{\"a\": 1}", 1, "data must be an array");
+}
+
+static void half_precision(void)
+{
+    CHECK(half_to_float(0x3c00) == 1.0f);
+    CHECK(half_to_float(0xc000) == -2.0f);
+    CHECK(half_to_float(0x7bff) == 65504.0f);
+    CHECK(half_to_float(0x0001) == ldexpf(1, -24)); /* smallest subnormal */
+    CHECK(isinf(half_to_float(0x7c00)));
+    CHECK(isnan(half_to_float(0x7e00)));
+    CHECK(float_to_half(1.0f) == 0x3c00);
+    CHECK(float_to_half(65504.0f) == 0x7bff);
+    CHECK(float_to_half(1e6f) == 0x7c00); /* overflow to infinity */
+    CHECK(float_to_half(ldexpf(1, -24)) == 0x0001);
+    CHECK(float_to_half(ldexpf(1, -30)) == 0x0000);
+    CHECK((float_to_half(NAN) & 0x7c00) == 0x7c00 && (float_to_half(NAN) & 0x3ff));
+    for (uint32_t h = 0; h < 0x7c00; h++) /* every finite positive half survives the round trip */
+        if (float_to_half(half_to_float((uint16_t)h)) != h) {
+            CHECK(0);
+            break;
+        }
+}
+
+static void raw_checks(void)
+{
+    uint8_t bytes[] = {2, 0, 0, 0, 'h', 'i', 0, 0, 0, 0};
+    CHECK(tensor_check_raw(DT_BYTES, bytes, sizeof bytes, 2) == 0);
+    CHECK(tensor_check_raw(DT_BYTES, bytes, sizeof bytes, 1) == -EINVAL);      /* trailing bytes */
+    CHECK(tensor_check_raw(DT_BYTES, bytes, sizeof bytes, 3) == -EINVAL);      /* runs out */
+    bytes[0] = 200;                                                            /* length past the end */
+    CHECK(tensor_check_raw(DT_BYTES, bytes, sizeof bytes, 2) == -EINVAL);
+    CHECK(tensor_check_raw(DT_FP32, bytes, 8, 2) == 0);
+    CHECK(tensor_check_raw(DT_FP32, bytes, 7, 2) == -EINVAL);
+    int64_t shape[] = {2, 3, 4};
+    CHECK(shape_count(shape, 3) == 24);
+    CHECK(shape_count(shape, 0) == 1);
+    int64_t huge[] = {INT64_MAX, 2};
+    CHECK(shape_count(huge, 2) == -1);
+}
+
+static void invalid_utf8_bytes(void)
+{
+    uint8_t raw[] = {3, 0, 0, 0, 0xff, 'a', 0xc3};
+    sb out;
+    sb_init(&out, 16);
+    tensor_to_json(&out, DT_BYTES, raw, sizeof raw, 1);
+    char *s = sb_take(&out, NULL);
+    CHECK(strcmp(s, "[\"\\u00ffa\\u00c3\"]") == 0);
+    json_t *parsed = json_loads(s, 0, NULL); /* still valid JSON */
+    CHECK(parsed != NULL);
+    json_decref(parsed);
+    free(s);
+}
+
+CHECK_MAIN(CASE(names), CASE(every_datatype), CASE(nested_and_empty), CASE(bad_data), CASE(half_precision),
+           CASE(raw_checks), CASE(invalid_utf8_bytes))
