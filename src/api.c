@@ -76,8 +76,14 @@ void api_submit(api_pending *p, job *j)
 model *api_model_or_error(h2o_req_t *req, h2o_iovec_t name)
 {
     if (!model_name_valid(name.base, name.len)) {
-        http_error(req, 400, 0, "invalid model name '%.*s': names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}",
-                   (int)(name.len > 200 ? 200 : name.len), name.base);
+        /* Shown with control bytes (NUL included) as '?', at most 200 bytes. */
+        char shown[201];
+        size_t n = name.len < 200 ? name.len : 200;
+        for (size_t i = 0; i < n; i++)
+            shown[i] = (unsigned char)name.base[i] < 0x20 || name.base[i] == 0x7f ? '?' : name.base[i];
+        shown[n] = 0;
+        http_error(req, 400, 0, "invalid model name '%s%s': names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", shown,
+                   name.len > 200 ? "..." : "");
         return NULL;
     }
     model *m = model_find(name.base, name.len);
@@ -86,8 +92,19 @@ model *api_model_or_error(h2o_req_t *req, h2o_iovec_t name)
     return m;
 }
 
-/* Splits "/a/b/c" into segments; returns -1 when there are too many. */
-static int split_path(h2o_iovec_t path, api_path *out)
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/*
+ * Splits the raw path ("/a/b%2Fc") into percent-decoded segments allocated
+ * in pool. The raw path is used, not h2o's normalised one, so that "..",
+ * "%2F" or "%00" inside a model name reach the name check (and get 400)
+ * instead of being resolved into another path. Returns -1 on too many
+ * segments, -2 on malformed percent-encoding.
+ */
+static int split_path(h2o_mem_pool_t *pool, h2o_iovec_t path, api_path *out)
 {
     out->n = 0;
     size_t i = 0;
@@ -101,7 +118,26 @@ static int split_path(h2o_iovec_t path, api_path *out)
             i++;
         if (out->n == (int)(sizeof out->seg / sizeof out->seg[0]))
             return -1;
-        out->seg[out->n++] = h2o_iovec_init(path.base + start, i - start);
+        const char *raw = path.base + start;
+        size_t len = i - start;
+        if (!memchr(raw, '%', len)) {
+            out->seg[out->n++] = h2o_iovec_init(raw, len);
+            continue;
+        }
+        char *dec = h2o_mem_alloc_pool(pool, len);
+        size_t n = 0;
+        for (size_t k = 0; k < len; k++) {
+            if (raw[k] != '%') {
+                dec[n++] = raw[k];
+                continue;
+            }
+            int hi = k + 2 < len ? hexval(raw[k + 1]) : -1, lo = k + 2 < len ? hexval(raw[k + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return -2;
+            dec[n++] = (char)(hi << 4 | lo);
+            k += 2;
+        }
+        out->seg[out->n++] = h2o_iovec_init(dec, n);
     }
     return 0;
 }
@@ -110,8 +146,15 @@ int api_handle(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
     api_path p;
-    h2o_iovec_t path = req->path_normalized;
-    if (split_path(path, &p) == 0 && p.n >= 1) {
+    h2o_iovec_t path = req->path;
+    if (req->query_at != SIZE_MAX)
+        path.len = req->query_at;
+    int rc = split_path(&req->pool, path, &p);
+    if (rc == -2) {
+        http_error(req, 400, 0, "malformed percent-encoding in the request path");
+        return 0;
+    }
+    if (rc == 0 && p.n >= 1) {
         if (h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("v2")) && api_v2(req, &p) == 0)
             return 0;
         if (h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("v1")) && api_v1(req, &p) == 0)

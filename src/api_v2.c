@@ -446,8 +446,10 @@ static void handle_load(h2o_req_t *req, h2o_iovec_t name)
         api_model_or_error(req, name);
         return;
     }
-    if (!model_find(name.base, name.len))
-        registry_rescan(); /* as Triton does: a load looks for models added since the last scan */
+    /* As Triton does, a load reads the repository again: a model added since
+     * the last scan appears, and an unloaded or failed model loads from its
+     * manifest as it is on disk now. */
+    registry_rescan();
     model *m = api_model_or_error(req, name);
     if (!m)
         return;

@@ -52,6 +52,14 @@ const char *inst_state_name(inst_state s)
     return "unknown";
 }
 
+void inst_exit_reason(const inst *in, char *buf, size_t len)
+{
+    char how[128];
+    inst_exit_text(in, how, sizeof how);
+    snprintf(buf, len, "%s%s%s%s%s%s", how, in->last_line[0] ? ": " : "", in->last_line, in->fault[0] ? " (" : "",
+             in->fault, in->fault[0] ? ")" : "");
+}
+
 void inst_exit_text(const inst *in, char *buf, size_t len)
 {
     if (in->term_signal)
@@ -214,8 +222,8 @@ static void on_stop_timer(uv_timer_t *t)
         in->stop_stage = 2;
         uv_timer_start(&in->timer, on_stop_timer, (uint64_t)t->repeat ? t->repeat : 2000, 0);
     } else if (in->stop_stage == 2) {
-        log_warn("model %s instance %d (pid %d): no exit after SIGTERM; sending SIGKILL", model_name(in->model),
-                 in->id, in->pid);
+        log_warn("model %s instance %d (pid %d): still running%s%s; sending SIGKILL", model_name(in->model), in->id,
+                 in->pid, in->fault[0] ? " after it " : " after SIGTERM", in->fault);
         signal_group(in, SIGKILL);
         in->stop_stage = 3;
     }
@@ -238,9 +246,7 @@ void inst_kill(inst *in, const char *why)
     if (in->state == INST_IDLE || in->exited)
         return;
     log_warn("model %s instance %d (pid %d): %s; killing it", model_name(in->model), in->id, in->pid, why);
-    if (!in->load_error) {
-        snprintf(in->last_line, sizeof in->last_line, "%s", why);
-    }
+    snprintf(in->fault, sizeof in->fault, "%s", why);
     in->state = INST_STOPPING;
     in->stop_stage = 3;
     uv_timer_stop(&in->timer);
@@ -342,7 +348,7 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
             snprintf(msg, sizeof msg, "%s", message ? message : "load failed (malformed ERROR)");
             json_decref(e);
             in->load_error = 1;
-            snprintf(in->last_line, sizeof in->last_line, "load raised %s", msg);
+            snprintf(in->fault, sizeof in->fault, "load raised %s", msg);
             uv_timer_stop(&in->timer);
             in->ev->load_failed(in, msg);
             inst_stop(in, 2000);
@@ -478,8 +484,14 @@ static void chan_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     uv_read_stop(s);
     in->chan_eof = 1;
-    if (!in->exited && in->state != INST_STOPPING)
-        inst_kill(in, "closed its protocol socket");
+    if (!in->exited && in->state != INST_STOPPING && in->state != INST_IDLE) {
+        /* Usually the worker is exiting: let its exit status tell why, and
+         * kill it only if it lingers without its socket. */
+        snprintf(in->fault, sizeof in->fault, "closed its protocol socket");
+        in->state = INST_STOPPING;
+        in->stop_stage = 2;
+        uv_timer_start(&in->timer, on_stop_timer, 500, 0);
+    }
 }
 
 /* ---- output capture ---- */
@@ -489,7 +501,7 @@ static void emit_line(inst *in, int stream, const char *line, size_t len)
     if (len && line[len - 1] == '\r')
         len--;
     size_t keep = len < sizeof in->last_line - 1 ? len : sizeof in->last_line - 1;
-    if (stream == 2 && keep && !in->load_error) {
+    if (keep) {
         memcpy(in->last_line, line, keep);
         in->last_line[keep] = 0;
     }
@@ -595,14 +607,12 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     /* Sweep the process group: nothing the worker started may outlive it. */
     signal_group(in, SIGKILL);
 
-    char how[128];
-    inst_exit_text(in, how, sizeof how);
-    int level_quiet = in->stop_stage == 1 && !term_signal && status == 0;
-    if (level_quiet)
-        log_info("model %s instance %d (pid %d) %s", model_name(in->model), in->id, in->pid, how);
+    char why[600];
+    inst_exit_reason(in, why, sizeof why);
+    if (in->stop_stage == 1 && !term_signal && status == 0)
+        log_info("model %s instance %d (pid %d) %s", model_name(in->model), in->id, in->pid, why);
     else
-        log_warn("model %s instance %d (pid %d) %s%s%s", model_name(in->model), in->id, in->pid, how,
-                 in->last_line[0] ? ": " : "", in->last_line);
+        log_warn("model %s instance %d (pid %d) %s", model_name(in->model), in->id, in->pid, why);
 
     uv_close((uv_handle_t *)&in->chan, handle_closed);
     uv_close((uv_handle_t *)&in->out, handle_closed);
@@ -614,8 +624,8 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     in->stage_len = 0;
 
     char msg[768];
-    snprintf(msg, sizeof msg, "model '%s' instance %d (pid %d) %s while holding the request%s%s",
-             model_name(in->model), in->id, in->pid, how, in->last_line[0] ? ": " : "", in->last_line);
+    snprintf(msg, sizeof msg, "model '%s' instance %d (pid %d) %s while holding the request", model_name(in->model),
+             in->id, in->pid, why);
     while (in->inflight_head) {
         job *j = take_inflight(in, in->inflight_head->id);
         j->done(j, 502, msg, 0, NULL, 0);
@@ -712,6 +722,7 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
     in->load_error = 0;
     in->exit_status = in->term_signal = 0;
     in->last_line[0] = 0;
+    in->fault[0] = 0;
     in->started_ms = now_ms();
     in->ready_ms = 0;
     json_decref(in->metadata);

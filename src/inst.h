@@ -65,7 +65,8 @@ struct inst {
     int exit_status, term_signal; /* of the last process */
     int load_error;      /* the last process's load raised */
     int retire;          /* stop once idle; the owner removes the slot after exit */
-    char last_line[256]; /* last line of output, for exit messages */
+    char last_line[256]; /* the worker's last line of output, for exit messages */
+    char fault[160];     /* the daemon's own diagnosis (protocol error, timeout), or empty */
     json_t *metadata;    /* READY body; owned */
     uint64_t backoff_ms; /* the owner's bookkeeping for restarts */
     uv_timer_t restart_timer; /* the owner's: delays restarts */
@@ -126,6 +127,13 @@ const char *inst_state_name(inst_state s);
 
 /* "exited with status 3" / "killed by signal 9 (SIGKILL)" for the last process. */
 void inst_exit_text(const inst *in, char *buf, size_t len);
+
+/*
+ * Why the last process ended, for messages: its exit text, then the
+ * worker's last line of output, then the daemon's diagnosis when it had one:
+ * "exited with status 1: SyntaxError: invalid syntax".
+ */
+void inst_exit_reason(const inst *in, char *buf, size_t len);
 
 /* Resident memory of the process in bytes from /proc, 0 when unknown. */
 uint64_t inst_rss(const inst *in);

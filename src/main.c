@@ -30,6 +30,7 @@ static const char usage[] =
     "  --max-body SIZE         largest request body, e.g. 512MiB (default 1GiB)\n"
     "  --stop-grace DURATION   wait after SHUTDOWN before SIGTERM, and after SIGTERM\n"
     "                          before SIGKILL (default 5s)\n"
+    "  --drain-timeout DURATION  on SIGTERM, how long requests in flight may finish (default 30s)\n"
     "  --python-sdk DIR        the Python SDK put on workers' PYTHONPATH\n"
     "  --log-level LEVEL       error, warn, info or debug (default info)\n"
     "\n"
@@ -70,7 +71,8 @@ static int serve(int argc, char **argv)
                          .python_sdk_dir = getenv("CORRAL_PYTHON_SDK") ? getenv("CORRAL_PYTHON_SDK")
                                                                         : CORRAL_SDK_PYTHON_DIR,
                          .max_body = 1LL << 30,
-                         .stop_grace_ms = 5000};
+                         .stop_grace_ms = 5000,
+                         .drain_timeout_ms = 30000};
     for (int i = 2; i < argc; i++) {
         const char *opt = argv[i];
         if (strcmp(opt, "--help") == 0 || strcmp(opt, "-h") == 0) {
@@ -110,6 +112,11 @@ static int serve(int argc, char **argv)
         } else if (strcmp(opt, "--stop-grace") == 0) {
             if (parse_duration_ms(val, &cfg.stop_grace_ms) < 0) {
                 fprintf(stderr, "corral: --stop-grace must be a duration such as 5s\n");
+                return 2;
+            }
+        } else if (strcmp(opt, "--drain-timeout") == 0) {
+            if (parse_duration_ms(val, &cfg.drain_timeout_ms) < 0) {
+                fprintf(stderr, "corral: --drain-timeout must be a duration such as 30s\n");
                 return 2;
             }
         } else if (strcmp(opt, "--python-sdk") == 0)

@@ -64,6 +64,8 @@ static struct {
     model *head;
     int shutting_down;
     void (*shutdown_done)(void);
+    int64_t drain_timeout_ms;
+    uv_timer_t drain_timer;
 } R;
 
 static void on_ready(inst *in);
@@ -116,7 +118,7 @@ const char *model_state_name(model_state s)
 
 static void model_set_state(model *m, model_state s, const char *reason)
 {
-    if (reason)
+    if (reason && reason != m->reason)
         snprintf(m->reason, sizeof m->reason, "%s", reason);
     if (m->state == s)
         return;
@@ -270,6 +272,8 @@ int registry_init(uv_loop_t *loop, const registry_config *cfg)
     R.external_dir = cfg->external_dir ? strdup(cfg->external_dir) : NULL;
     R.python_sdk_dir = strdup(cfg->python_sdk_dir);
     R.stop_grace_ms = cfg->stop_grace_ms > 0 ? cfg->stop_grace_ms : 5000;
+    R.drain_timeout_ms = cfg->drain_timeout_ms > 0 ? cfg->drain_timeout_ms : 30000;
+    uv_timer_init(loop, &R.drain_timer);
     int rc = registry_rescan();
     if (rc < 0)
         return rc;
@@ -553,13 +557,11 @@ static void on_exited(inst *in)
     for (int i = 0; i < m->nrestarts; i++)
         if (now - m->restarts_at[i] <= (uint64_t)mf->restart_window_ms)
             recent++;
-    char how[128];
-    inst_exit_text(in, how, sizeof how);
     if (recent >= mf->max_restarts) {
-        char reason[1024];
-        snprintf(reason, sizeof reason, "instance %d (pid %d) %s%s%s; %d restarts within %lld ms exhausted the budget",
-                 in->id, in->pid, how, in->last_line[0] ? ": " : "", in->last_line, recent,
-                 (long long)mf->restart_window_ms);
+        char why[600], reason[1024];
+        inst_exit_reason(in, why, sizeof why);
+        snprintf(reason, sizeof reason, "instance %d (pid %d) %s; %d restarts within %lld ms exhausted the budget",
+                 in->id, in->pid, why, recent, (long long)mf->restart_window_ms);
         model_fail(m, reason);
         return;
     }
@@ -704,10 +706,8 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
         snprintf(msg, msglen, "model '%s' is unavailable: %s", m->name, m->broken ? m->broken : "no manifest");
         return 503;
     }
-    if (m->nslots) { /* slots of a failed load still closing */
-        snprintf(msg, msglen, "model '%s' is still stopping its instances; try again shortly", m->name);
-        return 409;
-    }
+    /* Slots of a failed load may still be stopping: they are retired and go
+     * on their own, so the new instances start alongside them. */
     m->nrestarts = 0;
     m->reason[0] = 0;
     m->target = instances > 0 ? instances : m->mf->instances;
@@ -746,7 +746,7 @@ int model_unload(model *m, lifecycle_waiter *w, char *msg, size_t msglen)
         w->next = m->unload_waiters;
         m->unload_waiters = w;
     }
-    if (m->state == MODEL_UNLOADING || m->state == MODEL_FAILED)
+    if (m->state == MODEL_UNLOADING)
         return 0;
     model_set_state(m, MODEL_UNLOADING, NULL);
     char why[256];
@@ -810,7 +810,7 @@ static void dispatch(model *m)
         int concurrency = m->mf ? m->mf->concurrency : 1;
         for (int k = 0; k < m->nslots; k++) {
             inst *in = m->slots[(m->rr + k) % m->nslots];
-            if (in->state != INST_READY || in->retire || in->inflight >= concurrency)
+            if (in->state != INST_READY || in->exited || in->retire || in->inflight >= concurrency)
                 continue;
             if (!best || in->inflight < best->inflight)
                 best = in;
@@ -959,12 +959,24 @@ static void check_shutdown_done(void)
                 return;
     void (*done)(void) = R.shutdown_done;
     R.shutdown_done = NULL;
+    uv_timer_stop(&R.drain_timer);
     done();
+}
+
+/* Requests still running at the drain timeout are cut short: their workers are stopped. */
+static void drain_expired(uv_timer_t *t)
+{
+    (void)t;
+    log_warn("drain timeout: stopping workers with requests still in flight");
+    for (model *m = R.head; m; m = m->next)
+        for (int i = 0; i < m->nslots; i++)
+            inst_stop(m->slots[i], R.stop_grace_ms);
 }
 
 void registry_shutdown(void (*done)(void))
 {
     R.shutting_down = 1;
+    uv_timer_start(&R.drain_timer, drain_expired, (uint64_t)R.drain_timeout_ms, 0);
     R.shutdown_done = done;
     for (model *m = R.head; m; m = m->next) {
         uv_timer_stop(&m->idle_timer);

@@ -43,6 +43,7 @@ typedef struct registry_config {
     const char *external_dir; /* NULL: none */
     const char *python_sdk_dir;
     int64_t stop_grace_ms;    /* SHUTDOWN to SIGTERM, and SIGTERM to SIGKILL */
+    int64_t drain_timeout_ms; /* on shutdown, how long requests in flight may finish */
 } registry_config;
 
 /* Initialises the registry and scans the repository once; starts eager models. */
@@ -55,7 +56,10 @@ int registry_init(uv_loop_t *loop, const registry_config *cfg);
  */
 int registry_rescan(void);
 
-/* Stops every instance; done runs once no worker process is left. */
+/*
+ * Stops every instance: queued requests get 503, requests in flight may
+ * finish within the drain timeout. done runs once no worker process is left.
+ */
 void registry_shutdown(void (*done)(void));
 
 /* Frees everything; call after the loop has stopped. */

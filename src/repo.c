@@ -62,9 +62,22 @@ int repo_link_external(const char *models_dir, const char *external_dir)
     return made;
 }
 
+/* Whether the entry's directory is named like the model: the natural owner of the name. */
+static int owns_name(const repo_entry *e)
+{
+    const char *base = strrchr(e->dir, '/');
+    return strcmp(base ? base + 1 : e->dir, e->name) == 0;
+}
+
+/* By name; for one name, the directory of that name first, then by directory. */
 static int entry_cmp(const void *a, const void *b)
 {
-    return strcmp(((const repo_entry *)a)->name, ((const repo_entry *)b)->name);
+    const repo_entry *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    if (c)
+        return c;
+    c = owns_name(y) - owns_name(x);
+    return c ? c : strcmp(x->dir, y->dir);
 }
 
 int repo_scan(const char *models_dir, repo_entry **out, size_t *n)
@@ -116,17 +129,43 @@ int repo_scan(const char *models_dir, repo_entry **out, size_t *n)
     }
     closedir(d);
     qsort(v, count, sizeof *v, entry_cmp);
-    /* Two directories claiming one name: the later one (by directory) is an error. */
-    for (size_t i = 1; i < count; i++) {
-        if (strcmp(v[i].name, v[i - 1].name) == 0 && !v[i].error) {
+    /*
+     * Two directories claiming one name: the first in entry_cmp order keeps
+     * it; the others are listed under their directory's name with the
+     * conflict as their error, or dropped with a log line when that name is
+     * taken too.
+     */
+    size_t kept = 0;
+    ssize_t winner = -1; /* in the compacted prefix: the last entry that kept its own name */
+    for (size_t i = 0; i < count; i++) {
+        if (winner >= 0 && strcmp(v[i].name, v[winner].name) == 0) {
+            const char *base = strrchr(v[i].dir, '/') + 1;
             char err[PATH_MAX * 2 + 128];
             snprintf(err, sizeof err, "%s/model.yaml: key 'name': '%s' is already used by %s", v[i].dir, v[i].name,
-                     v[i - 1].dir);
+                     v[winner].dir);
+            int taken = !model_name_valid(base, strlen(base));
+            for (size_t k = 0; k < count && !taken; k++)
+                taken = k != i && v[k].name && strcmp(v[k].name, base) == 0;
+            log_error("model repository: %s%s", err, taken ? "; skipped" : "");
             manifest_free(v[i].mf);
             v[i].mf = NULL;
+            free(v[i].error);
+            free(v[i].name);
+            v[i].name = NULL;
+            if (taken) {
+                free(v[i].dir);
+                continue;
+            }
+            v[i].name = strdup(base);
             v[i].error = strdup(err);
+            v[kept++] = v[i];
+            continue;
         }
+        winner = (ssize_t)kept;
+        v[kept++] = v[i];
     }
+    count = kept;
+    qsort(v, count, sizeof *v, entry_cmp);
     *out = v;
     *n = count;
     return 0;

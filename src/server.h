@@ -16,6 +16,7 @@ typedef struct server_config {
     double poll_s;            /* 0: rescan only on request */
     int64_t max_body;         /* bytes */
     int64_t stop_grace_ms;
+    int64_t drain_timeout_ms;
 } server_config;
 
 /* Runs until SIGTERM or SIGINT; returns the process exit status. */
