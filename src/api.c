@@ -34,7 +34,8 @@ static void pending_dispose(void *ptr)
         p->waiting = 0;
     }
     json_decref(p->binary_outputs);
-    p->binary_outputs = NULL;
+    json_decref(p->requested);
+    p->binary_outputs = p->requested = NULL;
 }
 
 api_pending *api_pending_new(h2o_req_t *req, model *m)

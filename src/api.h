@@ -28,6 +28,7 @@ struct api_pending {
     int has_id;
     int binary_all; /* parameters.binary_data_output */
     json_t *binary_outputs; /* names of outputs asked for as binary; owned */
+    json_t *requested;      /* names of the outputs asked for, or NULL for all; owned */
 };
 
 /* Allocated in req's pool; cleaned up when the pool is disposed. */

@@ -18,6 +18,8 @@
 #include "tensor.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +34,76 @@ static int method_not_allowed(h2o_req_t *req, const char *allowed)
 }
 
 /* ---- inference request ---- */
+
+/* A 400 for an inference request: every message names the model. */
+static void bad_request(h2o_req_t *req, const char *model, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void bad_request(h2o_req_t *req, const char *model, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    http_error(req, 400, 0, "model '%s': %s", model, msg);
+}
+
+/*
+ * jansson holds integers as long long, so a UINT64 element above INT64_MAX
+ * (or any integer beyond the 64-bit range) fails to parse. Such integer
+ * tokens are quoted here, outside strings, and tensor_from_json reads a
+ * quoted run of digits as an integer: exact for UINT64, out of range for
+ * everything else. Returns a malloc'ed copy, or NULL when nothing changed.
+ */
+static char *quote_big_integers(const char *text, size_t len, size_t *out_len)
+{
+    sb out;
+    sb_init(&out, len + 64);
+    int in_string = 0, changed = 0;
+    size_t i = 0;
+    while (i < len) {
+        char c = text[i];
+        if (in_string) {
+            sb_addc(&out, c);
+            if (c == '\\' && i + 1 < len)
+                sb_addc(&out, text[++i]);
+            else if (c == '"')
+                in_string = 0;
+            i++;
+            continue;
+        }
+        if (c == '"') {
+            in_string = 1;
+            sb_addc(&out, c);
+            i++;
+            continue;
+        }
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t start = i, digits = 0, j = i + (c == '-');
+            while (j < len && text[j] >= '0' && text[j] <= '9') {
+                j++;
+                digits++;
+            }
+            int integer = j >= len || (text[j] != '.' && text[j] != 'e' && text[j] != 'E');
+            if (integer && digits >= 19) {
+                sb_addc(&out, '"');
+                sb_add(&out, text + start, j - start);
+                sb_addc(&out, '"');
+                changed = 1;
+            } else {
+                sb_add(&out, text + start, j - start);
+            }
+            i = j;
+            continue;
+        }
+        sb_addc(&out, c);
+        i++;
+    }
+    if (!changed) {
+        sb_free(&out);
+        return NULL;
+    }
+    return sb_take(&out, out_len);
+}
 
 typedef struct segment {
     const uint8_t *ptr; /* binary data in the request, or NULL: at off in the converted data */
@@ -66,11 +138,20 @@ static int build_infer_frame(h2o_req_t *req, api_pending *p, job *j)
     const uint8_t *bin = (const uint8_t *)body.base + json_len;
     size_t bin_len = body.len - json_len, bin_used = 0;
 
+    const char *model = model_name(p->model);
     json_error_t jerr;
     json_t *root = json_loadb(body.base ? body.base : "", json_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root && strstr(jerr.text, "too big integer")) {
+        size_t qlen;
+        char *quoted = quote_big_integers(body.base, json_len, &qlen);
+        if (quoted) {
+            root = json_loadb(quoted, qlen, JSON_REJECT_DUPLICATES, &jerr);
+            free(quoted);
+        }
+    }
     if (!root) {
-        http_error(req, 400, 0, "malformed JSON in inference request: %s (line %d, column %d)", jerr.text, jerr.line,
-                   jerr.column);
+        bad_request(req, model, "malformed JSON in inference request: %s (line %d, column %d)", jerr.text, jerr.line,
+                    jerr.column);
         return -1;
     }
     sb meta, data;
@@ -79,16 +160,15 @@ static int build_infer_frame(h2o_req_t *req, api_pending *p, job *j)
     segment segs[MAX_INPUTS];
     int nsegs = 0;
     char err[512];
-    const char *model = model_name(p->model);
     const manifest *mf = model_manifest(p->model);
 #define BAD(...)                                                                                                      \
     do {                                                                                                              \
-        http_error(req, 400, 0, __VA_ARGS__);                                                                         \
+        bad_request(req, model, __VA_ARGS__);                                                                         \
         goto fail;                                                                                                    \
     } while (0)
 
     if (!json_is_object(root))
-        BAD("inference request for model '%s' must be a JSON object", model);
+        BAD("an inference request must be a JSON object");
     json_t *id = json_object_get(root, "id");
     if (id && !json_is_string(id))
         BAD("'id' must be a string");
@@ -100,8 +180,7 @@ static int build_infer_frame(h2o_req_t *req, api_pending *p, job *j)
     if (prio) {
         int levels = mf ? mf->priority_levels : 1;
         if (!json_is_integer(prio) || json_integer_value(prio) < 0 || json_integer_value(prio) > levels)
-            BAD("parameters.priority must be an integer from 0 (the model's default) to %d for model '%s'", levels,
-                model);
+            BAD("parameters.priority must be an integer from 0 (the model's default) to %d", levels);
         priority = (int)json_integer_value(prio);
     }
     json_t *timeout = json_object_get(params, "timeout");
@@ -215,6 +294,9 @@ static int build_infer_frame(h2o_req_t *req, api_pending *p, job *j)
             json_t *bd = json_object_get(json_object_get(o, "parameters"), "binary_data");
             if (bd && !json_is_boolean(bd))
                 BAD("outputs[%zu].parameters.binary_data must be a boolean", i);
+            if (!p->requested)
+                p->requested = json_array();
+            json_array_append(p->requested, name);
             if (json_is_true(bd)) {
                 if (!p->binary_outputs)
                     p->binary_outputs = json_array();
@@ -233,7 +315,7 @@ static int build_infer_frame(h2o_req_t *req, api_pending *p, job *j)
     for (int k = 0; k < nsegs; k++)
         total += segs[k].len;
     if (total > PROTO_MAX_BODY)
-        BAD("inference request for model '%s' is larger than the protocol's 1 GiB frame limit", model);
+        BAD("the inference request is larger than the protocol's 1 GiB frame limit");
     uint8_t *frame = malloc(PROTO_HEADER_SIZE + total);
     if (!frame)
         BAD("cannot allocate %zu bytes for the request", total);
@@ -359,6 +441,23 @@ static void infer_respond(api_pending *p, int status, const char *msg, uint8_t *
         off += sz;
     }
     sb_adds(&out, "]}");
+    /* Every output the client asked for must have come back, as Triton requires. */
+    size_t r;
+    json_t *want;
+    json_array_foreach(p->requested, r, want) {
+        int found = 0;
+        json_array_foreach(json_object_get(meta, "outputs"), i, o) {
+            const char *name = json_string_value(json_object_get(o, "name"));
+            if (name && strcmp(name, json_string_value(want)) == 0)
+                found = 1;
+        }
+        if (!found) {
+            sb_free(&out);
+            json_decref(meta);
+            http_error(req, 400, 0, "model '%s' has no output '%s'", model, json_string_value(want));
+            return;
+        }
+    }
     json_decref(meta);
     size_t json_len;
     char *json = sb_take(&out, &json_len);
@@ -412,7 +511,7 @@ static api_pending *waiter_for(h2o_req_t *req, model *m)
 }
 
 /* Instances from {"instances": N} or Triton-style {"parameters": {"instances": N}}; 0 when absent. */
-static int load_instances(h2o_req_t *req, int *instances)
+static int load_instances(h2o_req_t *req, const char *model, int *instances)
 {
     *instances = 0;
     if (req->entity.len == 0)
@@ -421,7 +520,7 @@ static int load_instances(h2o_req_t *req, int *instances)
     json_t *root = json_loadb(req->entity.base, req->entity.len, 0, &jerr);
     if (!json_is_object(root)) {
         json_decref(root);
-        http_error(req, 400, 0, "load request body must be a JSON object");
+        http_error(req, 400, 0, "model '%s': a load request body must be a JSON object", model);
         return -1;
     }
     json_t *n = json_object_get(root, "instances");
@@ -430,7 +529,7 @@ static int load_instances(h2o_req_t *req, int *instances)
     int rc = 0;
     if (n) {
         if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > 1024) {
-            http_error(req, 400, 0, "instances must be an integer from 1 to 1024");
+            http_error(req, 400, 0, "model '%s': instances must be an integer from 1 to 1024", model);
             rc = -1;
         } else {
             *instances = (int)json_integer_value(n);
@@ -454,7 +553,7 @@ static void handle_load(h2o_req_t *req, h2o_iovec_t name)
     if (!m)
         return;
     int instances;
-    if (load_instances(req, &instances) < 0)
+    if (load_instances(req, model_name(m), &instances) < 0)
         return;
     api_pending *p = waiter_for(req, m);
     char msg[1200];

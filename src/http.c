@@ -90,3 +90,66 @@ void http_error(h2o_req_t *req, int status, int retry_after, const char *fmt, ..
     }
     http_send_json(req, status, json_pack("{s:s}", "error", msg));
 }
+
+/* ---- JSON bodies for the errors h2o answers itself ---- */
+
+/*
+ * h2o answers some errors before any handler runs (413 for a body over the
+ * limit, 400 for a request it cannot parse) with a text/plain body. This
+ * filter turns them into the {"error": ...} form every corral error has.
+ */
+typedef struct error_ostream {
+    h2o_ostream_t super;
+    h2o_iovec_t json;
+    int sent;
+} error_ostream;
+
+static size_t max_body_limit;
+
+static void error_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt,
+                          h2o_send_state_t state)
+{
+    error_ostream *o = (error_ostream *)self;
+    (void)bufs;
+    if (o->sent || bufcnt == 0) {
+        h2o_ostream_send_next(self, req, NULL, 0, state);
+        return;
+    }
+    o->sent = 1;
+    h2o_ostream_send_next(self, req, &o->json, 1, state);
+}
+
+static void error_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    (void)self;
+    ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (req->res.status >= 400 && ct >= 0 &&
+        h2o_memis(req->res.headers.entries[ct].value.base, req->res.headers.entries[ct].value.len,
+                  H2O_STRLIT("text/plain; charset=utf-8"))) {
+        char msg[256];
+        if (req->res.status == 413)
+            snprintf(msg, sizeof msg, "request body is larger than the daemon's limit (--max-body %zu bytes)",
+                     max_body_limit);
+        else
+            snprintf(msg, sizeof msg, "%s", req->res.reason ? req->res.reason : "error");
+        json_t *j = json_pack("{s:s}", "error", msg);
+        char *text = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        error_ostream *o = (error_ostream *)h2o_add_ostream(req, sizeof *o, slot);
+        o->json = h2o_strdup(&req->pool, text, strlen(text));
+        o->sent = 0;
+        free(text);
+        o->super.do_send = error_do_send;
+        req->res.content_length = o->json.len;
+        req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
+        slot = &o->super.next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
+void http_install_error_filter(h2o_pathconf_t *pathconf, size_t max_body)
+{
+    max_body_limit = max_body;
+    h2o_filter_t *f = h2o_create_filter(pathconf, sizeof *f);
+    f->on_setup_ostream = error_setup_ostream;
+}

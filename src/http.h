@@ -28,4 +28,10 @@ void http_own(h2o_req_t *req, void *p);
 /* A request header's value by lower-case name, or NULL. */
 const h2o_iovec_t *http_header(h2o_req_t *req, const char *name);
 
+/*
+ * Installs the filter that rewrites h2o's own text/plain error answers (413
+ * over --max-body, 400 unparsable request) as {"error": ...} JSON.
+ */
+void http_install_error_filter(h2o_pathconf_t *pathconf, size_t max_body);
+
 #endif

@@ -9,6 +9,7 @@
 #include "server.h"
 
 #include "api.h"
+#include "http.h"
 #include "log.h"
 #include "model.h"
 
@@ -118,6 +119,8 @@ int server_run(const server_config *cfg)
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof *handler);
     handler->on_req = api_handle;
+    http_install_error_filter(path, (size_t)cfg->max_body);
+    http_install_error_filter(&host->fallback_path, (size_t)cfg->max_body);
     h2o_context_init(&S.ctx, S.loop, &S.config);
     S.accept_ctx.ctx = &S.ctx;
     S.accept_ctx.hosts = S.config.hosts;

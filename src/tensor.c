@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -190,7 +191,30 @@ static int put_element(flatten *fl, json_t *v)
         }
         return 0;
     }
-    /* Integers: jansson holds them as long long, so UINT64 above INT64_MAX cannot arrive as JSON. */
+    /*
+     * Integers. jansson holds them as long long; the API quotes integer
+     * tokens beyond that range, so a quoted run of digits is one of those.
+     */
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v);
+        int digits = n > 0 && n <= 21 && strspn(s + (s[0] == '-'), "0123456789") == n - (s[0] == '-');
+        if (digits && t == DT_UINT64 && s[0] != '-') {
+            char *end;
+            errno = 0;
+            unsigned long long u = strtoull(s, &end, 10);
+            if (!errno) {
+                memcpy(buf, &u, 8);
+                sb_add(fl->out, buf, 8);
+                return 0;
+            }
+        }
+        if (digits) {
+            snprintf(fl->err, fl->errlen, "element %lld (%s) is out of range for %s", (long long)idx, s,
+                     dtype_name(t));
+            return -EINVAL;
+        }
+    }
     if (!json_is_integer(v)) {
         snprintf(fl->err, fl->errlen, "element %lld is not an integer", (long long)idx);
         return -EINVAL;
