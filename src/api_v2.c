@@ -128,9 +128,10 @@ static int build_infer_frame(h2o_req_t *req, api_pending *p, job *j)
         tmp[n] = 0;
         char *end;
         unsigned long long v = strtoull(tmp, &end, 10);
-        if (end == tmp || *end || v > body.len) {
-            http_error(req, 400, 0, "Inference-Header-Content-Length '%s' is not a length within the body (%zu bytes)",
-                       tmp, body.len);
+        if (end == tmp || *end || tmp[0] == '-' || v > body.len) {
+            bad_request(req, model_name(p->model),
+                        "Inference-Header-Content-Length '%s' is not a length within the body (%zu bytes)", tmp,
+                        body.len);
             return -1;
         }
         json_len = (size_t)v;

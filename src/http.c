@@ -3,6 +3,8 @@
  */
 #include "http.h"
 
+#include "manifest.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,9 +129,22 @@ static void error_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_
         h2o_memis(req->res.headers.entries[ct].value.base, req->res.headers.entries[ct].value.len,
                   H2O_STRLIT("text/plain; charset=utf-8"))) {
         char msg[256];
-        if (req->res.status == 413)
-            snprintf(msg, sizeof msg, "request body is larger than the daemon's limit (--max-body %zu bytes)",
-                     max_body_limit);
+        if (req->res.status == 413) {
+            /* Name the model when the path has one: /v2/models/NAME/... or /v1/models/NAME/... */
+            const char *p = req->path.base, *end = req->path.base + req->path.len, *name = NULL;
+            size_t name_len = 0;
+            if (req->path.len > 11 && (memcmp(p, "/v2/models/", 11) == 0 || memcmp(p, "/v1/models/", 11) == 0)) {
+                name = p + 11;
+                while (name + name_len < end && name[name_len] != '/' && name[name_len] != '?')
+                    name_len++;
+            }
+            if (name_len && model_name_valid(name, name_len))
+                snprintf(msg, sizeof msg, "model '%.*s': request body is larger than the daemon's limit (--max-body %zu bytes)",
+                         (int)name_len, name, max_body_limit);
+            else
+                snprintf(msg, sizeof msg, "request body is larger than the daemon's limit (--max-body %zu bytes)",
+                         max_body_limit);
+        }
         else
             snprintf(msg, sizeof msg, "%s", req->res.reason ? req->res.reason : "error");
         json_t *j = json_pack("{s:s}", "error", msg);

@@ -180,6 +180,12 @@ static int put_element(flatten *fl, json_t *v)
             return -EINVAL;
         }
         double d = json_number_value(v);
+        double limit = t == DT_FP16 ? 65504.0 : t == DT_FP64 ? INFINITY : 3.4028234663852886e38;
+        if (fabs(d) > limit) {
+            snprintf(fl->err, fl->errlen, "element %lld (%g) is out of range for %s", (long long)idx, d,
+                     dtype_name(t));
+            return -EINVAL;
+        }
         if (t == DT_FP64) {
             sb_add(fl->out, &d, 8);
         } else if (t == DT_FP32) {
@@ -335,10 +341,8 @@ static void json_bytes(sb *out, const uint8_t *s, size_t n)
 
 static void put_double(sb *out, double d, int digits)
 {
-    if (isnan(d))
-        sb_adds(out, "NaN");
-    else if (isinf(d))
-        sb_adds(out, d > 0 ? "Infinity" : "-Infinity");
+    if (!isfinite(d))
+        sb_adds(out, "null"); /* JSON has no NaN or Infinity; binary outputs keep them exactly */
     else {
         char *p = sb_reserve(out, 32);
         int n = snprintf(p, 32, "%.*g", digits, d);

@@ -56,7 +56,11 @@ int tensor_from_json(json_t *data, dtype t, int64_t nelem, sb *out, char *err, s
  */
 int tensor_check_raw(dtype t, const uint8_t *data, size_t size, int64_t nelem);
 
-/* Appends raw data as a flat JSON array; the data must pass tensor_check_raw. */
+/*
+ * Appends raw data as a flat JSON array; the data must pass
+ * tensor_check_raw. NaN and infinities become null, since JSON cannot
+ * carry them.
+ */
 void tensor_to_json(sb *out, dtype t, const uint8_t *data, size_t size, int64_t nelem);
 
 float half_to_float(uint16_t h);

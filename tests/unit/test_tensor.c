@@ -99,6 +99,9 @@ static void bad_data(void)
     expect_error(DT_INT32, "[1, 2, 3]", 2, "more elements than its shape");
     expect_error(DT_INT32, "[1]", 2, "has 1 elements but its shape holds 2");
     expect_error(DT_INT32, "{\"a\": 1}", 1, "data must be an array");
+    expect_error(DT_FP16, "[1e6]", 1, "out of range for FP16");
+    expect_error(DT_FP32, "[-1e39]", 1, "out of range for FP32");
+    expect_error(DT_BF16, "[1e39]", 1, "out of range for BF16");
 }
 
 static void half_precision(void)
@@ -153,5 +156,14 @@ static void invalid_utf8_bytes(void)
     free(s);
 }
 
-CHECK_MAIN(CASE(names), CASE(every_datatype), CASE(nested_and_empty), CASE(bad_data), CASE(half_precision),
+static void non_finite_is_null(void)
+{
+    float v[3] = {NAN, INFINITY, 1.0f};
+    sb raw = {(char *)v, sizeof v, sizeof v};
+    char *s = to_json(DT_FP32, &raw, 3);
+    CHECK(strcmp(s, "[null,null,1]") == 0);
+    free(s);
+}
+
+CHECK_MAIN(CASE(non_finite_is_null), CASE(names), CASE(every_datatype), CASE(nested_and_empty), CASE(bad_data), CASE(half_precision),
            CASE(raw_checks), CASE(invalid_utf8_bytes))
