@@ -1,0 +1,201 @@
+/*
+ * corral_internal.h — what the C SDK's modules share and users never see:
+ * the socket channel (corral_chan.c), request parsing (corral_request.c),
+ * response encoding (corral_response.c), the load context (corral_ctx.c) and
+ * small helpers (corral_util.c). corral_worker.c ties them together.
+ * Internal names use the `corral__` prefix.
+ */
+#ifndef CORRAL_INTERNAL_H
+#define CORRAL_INTERNAL_H
+
+#include "corral_worker.h"
+#include "proto.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <sys/uio.h>
+
+/* Tensor data and generate bodies in received frames start on this boundary. */
+#define CORRAL__ALIGN 64
+
+/* Longest error message sent; longer ones are cut (the daemon logs them). */
+#define CORRAL__MAX_MESSAGE 16384
+
+/* ---- corral_util.c ---- */
+
+/* printf into a new string, cut at CORRAL__MAX_MESSAGE and made valid UTF-8
+ * (jansson refuses anything else). NULL only when out of memory. */
+char *corral__vformat(const char *fmt, va_list ap);
+/* Writes a fatal message to stderr and ends the process without unwinding. */
+_Noreturn void corral__die(int status, const char *fmt, ...) CORRAL_PRINTF(2, 3);
+/* Product of shape into *count; -EINVAL on a negative dimension or overflow. */
+int corral__shape_count(const int64_t *shape, int ndim, int64_t *count);
+/* Checks that data holds exactly count BYTES elements; 0 or -EINVAL. */
+int corral__bytes_check(const uint8_t *data, size_t size, int64_t count);
+/* {"name", "datatype", "shape"[, "size"]} for metadata and result meta. size < 0 omits it. */
+json_t *corral__tensor_json(const char *name, corral_dtype dtype, const int64_t *shape, int ndim, int64_t size);
+
+/* ---- corral_chan.c: the protocol socket ---- */
+
+typedef struct corral__frame {
+    proto_header h;
+    void *alloc;   /* owned; free() */
+    uint8_t *body; /* h.length bytes inside alloc; NULL when empty */
+} corral__frame;
+
+/*
+ * Reading belongs to the reader thread alone. Writing is shared: a writer
+ * claims the socket (writing = 1) for a whole frame so frames never
+ * interleave. PONGs asked for while another thread writes are parked in
+ * pending_pongs and sent by that writer when its frame is done, so the
+ * reader thread never waits behind a large result.
+ */
+typedef struct corral__chan {
+    int fd;
+    int wake_rd, wake_wr; /* self-pipe: makes a blocked reader return -ECANCELED */
+
+    uint8_t *rbuf;
+    size_t rstart, rend;
+    char what[160]; /* detail of the last bad header */
+
+    pthread_mutex_t wmu;
+    pthread_cond_t wcond;
+    int writing;
+    int peer_may_close; /* after SHUTDOWN: a closed peer drops frames instead of exiting */
+    int peer_closed;    /* touched only by the thread holding writing */
+    uint64_t pending_pongs[64];
+    size_t npending;
+} corral__chan;
+
+/* Takes fd over (closed by corral__chan_close) only when it returns 0. */
+int corral__chan_init(corral__chan *ch, int fd);
+void corral__chan_close(corral__chan *ch);
+/*
+ * Reads the next frame. Returns 0; 1 on end-of-file; -ECANCELED when woken by
+ * corral__chan_wake; -EPROTO or -EMSGSIZE for a bad header (*what says why);
+ * -ENOMEM when the body could not be allocated (it was read and dropped; the
+ * header is valid); another negative errno when reading failed.
+ */
+int corral__chan_read(corral__chan *ch, corral__frame *f, const char **what);
+/*
+ * Sends one frame whose body is the concatenation of iov (at most 2^30
+ * bytes; the caller checks). A peer that is gone ends the process (status 0)
+ * unless corral__chan_peer_may_close was called; any other failure ends it
+ * with CORRAL_EXIT_PROTOCOL.
+ */
+void corral__chan_send(corral__chan *ch, uint8_t type, uint64_t id, const struct iovec *iov, int iovcnt);
+/* Sends obj as a JSON frame body. */
+void corral__chan_send_json(corral__chan *ch, uint8_t type, uint64_t id, const json_t *obj);
+void corral__chan_pong(corral__chan *ch, uint64_t nonce);
+void corral__chan_wake(corral__chan *ch);
+void corral__chan_peer_may_close(corral__chan *ch);
+
+/* ---- corral_request.c ---- */
+
+struct corral_request {
+    uint64_t frame_id;
+    uint8_t type;     /* PROTO_INFER or PROTO_GENERATE */
+    void *alloc;      /* owned: the frame body's allocation */
+    const uint8_t *body; /* the frame body, inside alloc */
+    size_t body_len;
+    const uint8_t *data; /* after the meta: tensor data or generate body (inside alloc) */
+    size_t data_len;
+
+    json_t *meta;           /* owned: parsed meta */
+    json_t *parameters;     /* owned reference */
+    const char *client_id;  /* owned by meta */
+    const json_t *wanted;   /* owned by meta: requested output names, or NULL for all */
+    const char *content_type; /* owned by meta, or a literal */
+
+    corral_tensor *inputs; /* owned */
+    size_t ninputs;
+    void **copies; /* owned: realigned copies of input data, NULL where data points into alloc */
+
+    json_t *body_json; /* owned: lazily parsed generate body */
+    int body_json_parsed;
+
+    char what[256]; /* why parsing failed, for -EPROTO */
+    corral_request *next; /* queue link; the queue owns queued requests */
+};
+
+/* Takes over f's allocation; the meta is not parsed yet. NULL when out of memory (f is left intact). */
+corral_request *corral__request_new(corral__frame *f);
+void corral__request_free(corral_request *req);
+/*
+ * Parses the meta and, for INFER, the tensors. Returns 0; -EPROTO when the
+ * body is malformed (*what says why; the daemon broke the protocol); or
+ * -EINVAL after recording a 400 in res (the request's content is at fault).
+ */
+int corral__request_parse(corral_request *req, corral_response *res, const char **what);
+
+/* ---- corral_response.c ---- */
+
+typedef struct corral__output {
+    char *name; /* owned */
+    corral_dtype dtype;
+    int ndim;
+    int64_t shape[CORRAL_MAX_DIMS];
+    const void *data; /* borrowed, or owned via owned */
+    size_t size;
+    void *owned; /* freed with the response */
+} corral__output;
+
+struct corral_response {
+    uint8_t type; /* PROTO_INFER or PROTO_GENERATE: what it answers */
+    corral__output *outputs;
+    size_t noutputs, cap;
+
+    char *content_type; /* owned */
+    const void *body;
+    size_t body_len;
+    void *body_owned;
+
+    int status; /* 0 until an error is recorded */
+    char *error_type;    /* owned */
+    char *error_message; /* owned */
+};
+
+/* A frame ready to send: iov[0] is prefix (the meta length), iov[1] the meta. */
+typedef struct corral__encoded {
+    uint8_t type;
+    uint8_t prefix[4];
+    char *meta;        /* owned */
+    struct iovec *iov; /* small, or owned when more pieces are needed */
+    int iovcnt;
+    struct iovec small[3];
+} corral__encoded;
+
+void corral__response_init(corral_response *res, uint8_t request_type);
+void corral__response_close(corral_response *res);
+/* Records an error without formatting (message copied). */
+void corral__response_set_error(corral_response *res, int status, const char *type, const char *message);
+/*
+ * Encodes the reply to req: INFER_RESULT, GENERATE_RESULT or ERROR. A result
+ * that cannot be encoded (too large, out of memory) becomes an ERROR 500.
+ * res must stay alive until the frame is sent (iov borrows its data).
+ */
+void corral__response_encode(corral_response *res, const corral_request *req, corral__encoded *enc);
+void corral__encoded_free(corral__encoded *enc);
+
+/* ---- corral_ctx.c ---- */
+
+struct corral_ctx {
+    char *model_name; /* owned */
+    char *model_dir;  /* owned */
+    char *device;     /* owned */
+    int instance_id;
+    int concurrency;
+    json_t *parameters; /* owned */
+    json_t *inputs;     /* owned: metadata arrays */
+    json_t *outputs;
+    char *error_type;    /* owned; set by corral_ctx_error */
+    char *error_message; /* owned */
+};
+
+/* Builds the context from the LOAD message, falling back to the CORRAL_* environment. */
+corral_ctx *corral__ctx_new(const json_t *load);
+void corral__ctx_free(corral_ctx *ctx);
+/* READY body: {"inputs": [...], "outputs": [...]} as declared, or {}. New reference. */
+json_t *corral__ctx_ready_body(const corral_ctx *ctx);
+
+#endif

@@ -1,0 +1,451 @@
+/*
+ * corral_worker.c — corral_run(): the worker's life from HELLO to exit, and
+ * its threads.
+ *
+ *   main thread    HELLO, waits for LOAD, runs load, READY, waits for
+ *                  SHUTDOWN, joins the workers, runs unload, returns.
+ *   reader thread  reads every frame; answers PING at once; queues INFER and
+ *                  GENERATE; never runs model code, so PONG is never late
+ *                  because a model is busy.
+ *   worker threads `concurrency` of them; each takes a request from the
+ *                  queue, runs infer/generate and sends the reply.
+ *
+ * Invariants: a request id is in `inflight` from the moment the reader
+ * queues it until just before its reply is written, so a duplicate id from
+ * the daemon is caught without racing the daemon's reuse of a finished id.
+ * After SHUTDOWN nothing is queued; requests already queued are still
+ * answered, then the workers exit.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "corral_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct worker {
+    const corral_model_ops *ops; /* owned by the caller of corral_run */
+    corral__chan chan;
+
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t main_cond; /* LOAD arrived, or stopping */
+    pthread_cond_t work_cond; /* queue grew, or stopping */
+    json_t *load_msg;         /* owned until the main thread takes it */
+    int load_seen;
+    int stopping;
+    corral_request *head, *tail; /* owned: requests not yet started */
+    uint64_t *inflight;          /* owned: ids queued or running */
+    size_t ninflight, inflight_cap;
+
+    corral_ctx *ctx; /* owned; set before the workers start, read-only after */
+    void *state;     /* the model's; set before the workers start */
+} worker;
+
+static const char *kind_name(uint8_t type)
+{
+    return type == PROTO_INFER ? "infer" : "generate";
+}
+
+/* ---- replies ---- */
+
+static void inflight_remove(worker *w, uint64_t id)
+{
+    pthread_mutex_lock(&w->mu);
+    for (size_t i = 0; i < w->ninflight; i++) {
+        if (w->inflight[i] == id) {
+            w->inflight[i] = w->inflight[--w->ninflight];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Encodes and sends the reply to req (which may be NULL for an error reply). */
+static void send_reply(worker *w, uint64_t id, const corral_request *req, corral_response *res)
+{
+    corral__encoded enc;
+    corral__response_encode(res, req, &enc);
+    inflight_remove(w, id);
+    corral__chan_send(&w->chan, enc.type, id, enc.iov, enc.iovcnt);
+    corral__encoded_free(&enc);
+}
+
+static void send_error(worker *w, uint64_t id, uint8_t type, int status, const char *err_type, const char *message)
+{
+    corral_response res;
+    corral__response_init(&res, type);
+    corral__response_set_error(&res, status, err_type, message);
+    send_reply(w, id, NULL, &res);
+    corral__response_close(&res);
+}
+
+/* ---- worker threads ---- */
+
+static void handle_request(worker *w, corral_request *req)
+{
+    corral_response res;
+    const char *what;
+    corral__response_init(&res, req->type);
+
+    int rc = corral__request_parse(req, &res, &what);
+    if (rc == -EPROTO)
+        corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: %s %llu: %s", proto_type_name(req->type),
+                    (unsigned long long)req->frame_id, what);
+    if (rc == 0) {
+        int (*cb)(void *, const corral_request *, corral_response *) =
+            req->type == PROTO_INFER ? w->ops->infer : w->ops->generate;
+        if (!cb) {
+            corral_response_error(&res, CORRAL_STATUS_BAD_REQUEST, "NotImplemented",
+                                  "model '%s' does not implement %s", w->ctx->model_name, kind_name(req->type));
+        } else {
+            rc = cb(w->state, req, &res);
+            if (rc != 0 && res.status == 0)
+                corral_response_error(&res, CORRAL_STATUS_INTERNAL, "ModelError", "%s returned %d%s%s%s",
+                                      kind_name(req->type), rc, rc < 0 ? " (" : "", rc < 0 ? strerror(-rc) : "",
+                                      rc < 0 ? ")" : "");
+        }
+    }
+    send_reply(w, req->frame_id, req, &res);
+    corral__response_close(&res);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->head && !w->stopping)
+            pthread_cond_wait(&w->work_cond, &w->mu);
+        corral_request *req = w->head;
+        if (!req) {
+            pthread_mutex_unlock(&w->mu);
+            return NULL;
+        }
+        w->head = req->next;
+        if (!w->head)
+            w->tail = NULL;
+        pthread_mutex_unlock(&w->mu);
+        handle_request(w, req);
+        corral__request_free(req);
+    }
+}
+
+/* ---- reader thread ---- */
+
+static void on_request(worker *w, corral__frame *f)
+{
+    if (f->h.id == 0)
+        corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: %s with id 0", proto_type_name(f->h.type));
+
+    pthread_mutex_lock(&w->mu);
+    if (w->stopping) {
+        pthread_mutex_unlock(&w->mu);
+        send_error(w, f->h.id, f->h.type, 503, "ShuttingDown", "the worker is shutting down");
+        return;
+    }
+    for (size_t i = 0; i < w->ninflight; i++)
+        if (w->inflight[i] == f->h.id)
+            corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: request id %llu is already in flight",
+                        (unsigned long long)f->h.id);
+    corral_request *req = NULL;
+    if (w->ninflight == w->inflight_cap) {
+        size_t cap = w->inflight_cap ? w->inflight_cap * 2 : 16;
+        uint64_t *grown = realloc(w->inflight, cap * sizeof *grown);
+        if (grown) {
+            w->inflight = grown;
+            w->inflight_cap = cap;
+        }
+    }
+    if (w->ninflight < w->inflight_cap)
+        req = corral__request_new(f);
+    if (!req) {
+        pthread_mutex_unlock(&w->mu);
+        send_error(w, f->h.id, f->h.type, 500, "MemoryError", "out of memory queueing the request");
+        return;
+    }
+    w->inflight[w->ninflight++] = req->frame_id;
+    if (w->tail)
+        w->tail->next = req;
+    else
+        w->head = req;
+    w->tail = req;
+    pthread_cond_signal(&w->work_cond);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void on_load(worker *w, const corral__frame *f)
+{
+    json_error_t err;
+    json_t *msg = json_loadb((const char *)f->body, f->h.length, 0, &err);
+    if (!json_is_object(msg))
+        corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: LOAD body is not a JSON object");
+    pthread_mutex_lock(&w->mu);
+    if (w->load_seen)
+        corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: a second LOAD");
+    w->load_seen = 1;
+    w->load_msg = msg;
+    pthread_cond_signal(&w->main_cond);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void on_shutdown(worker *w)
+{
+    corral__chan_peer_may_close(&w->chan);
+    pthread_mutex_lock(&w->mu);
+    w->stopping = 1;
+    pthread_cond_broadcast(&w->main_cond);
+    pthread_cond_broadcast(&w->work_cond);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void dispatch(worker *w, corral__frame *f)
+{
+    switch (f->h.type) {
+    case PROTO_PING:
+    case PROTO_SHUTDOWN:
+        if (f->h.length != 0)
+            corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: %s with a %u-byte body",
+                        proto_type_name(f->h.type), f->h.length);
+        if (f->h.type == PROTO_PING)
+            corral__chan_pong(&w->chan, f->h.id);
+        else
+            on_shutdown(w);
+        break;
+    case PROTO_LOAD:
+        on_load(w, f);
+        break;
+    case PROTO_INFER:
+    case PROTO_GENERATE:
+        on_request(w, f);
+        break;
+    default:
+        corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: unexpected %s frame from the daemon%s",
+                    proto_type_name(f->h.type),
+                    proto_type_reserved(f->h.type) ? " (reserved, not part of protocol version 1)" : "");
+    }
+}
+
+static void *reader_main(void *arg)
+{
+    worker *w = arg;
+    for (;;) {
+        corral__frame f;
+        const char *what;
+        int rc = corral__chan_read(&w->chan, &f, &what);
+        if (rc == -ECANCELED)
+            return NULL;
+        if (rc == 1) {
+            /* The daemon is gone. Exit now, whatever the model is doing,
+             * unless a graceful stop is already under way. */
+            pthread_mutex_lock(&w->mu);
+            int stopping = w->stopping;
+            pthread_mutex_unlock(&w->mu);
+            if (!stopping)
+                _exit(0);
+            return NULL;
+        }
+        if (rc == -ENOMEM && (f.h.type == PROTO_INFER || f.h.type == PROTO_GENERATE) && f.h.id != 0) {
+            send_error(w, f.h.id, f.h.type, 500, "MemoryError", "out of memory receiving the request");
+            continue;
+        }
+        if (rc < 0)
+            corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: %s", what ? what : strerror(-rc));
+        dispatch(w, &f);
+        free(f.alloc);
+    }
+}
+
+/* ---- start-up ---- */
+
+static int protocol_fd(void)
+{
+    const char *fd_text = getenv("CORRAL_FD");
+    const char *version = getenv("CORRAL_PROTOCOL");
+    struct stat st;
+    char *end;
+
+    if (!fd_text || !*fd_text) {
+        corral_log("corral: CORRAL_FD is not set; this program is a corral worker and is started by the daemon");
+        return -EINVAL;
+    }
+    long fd = strtol(fd_text, &end, 10);
+    if (*end || fd < 0 || fd > 65535) {
+        corral_log("corral: CORRAL_FD=%s is not a file descriptor number", fd_text);
+        return -EINVAL;
+    }
+    if (fstat((int)fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+        corral_log("corral: CORRAL_FD=%ld is not an open socket", fd);
+        return -EBADF;
+    }
+    if (version && *version && strcmp(version, "1") != 0) {
+        corral_log("corral: the daemon speaks protocol %s; this SDK speaks 1", version);
+        return -EPROTONOSUPPORT;
+    }
+    return (int)fd;
+}
+
+static void send_hello(worker *w)
+{
+    json_t *hello = json_pack("{s:i,s:s,s:s,s:I}", "protocol", PROTO_VERSION, "sdk", "c", "sdk_version",
+                              CORRAL_SDK_VERSION, "pid", (json_int_t)getpid());
+    if (!hello)
+        corral__die(CORRAL_EXIT_FAILURE, "corral: out of memory");
+    corral__chan_send_json(&w->chan, PROTO_HELLO, 0, hello);
+    json_decref(hello);
+}
+
+/* Tells the daemon that load failed (ERROR with id 0). */
+static void send_load_error(worker *w, const char *type, const char *message)
+{
+    json_t *body = json_pack("{s:s,s:s,s:i}", "type", type, "message", message, "status", 500);
+    if (!body)
+        corral__die(CORRAL_EXIT_FAILURE, "corral: load failed (%s: %s), and out of memory reporting it", type,
+                    message);
+    corral__chan_send_json(&w->chan, PROTO_ERROR, 0, body);
+    json_decref(body);
+}
+
+static void set_stopping(worker *w)
+{
+    corral__chan_peer_may_close(&w->chan);
+    pthread_mutex_lock(&w->mu);
+    w->stopping = 1;
+    pthread_cond_broadcast(&w->work_cond);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Runs load and answers READY or ERROR; 0 when the model is ready. */
+static int load_model(worker *w, json_t *load_msg)
+{
+    w->ctx = corral__ctx_new(load_msg);
+    if (!w->ctx) {
+        send_load_error(w, "MemoryError", "out of memory reading LOAD");
+        return -ENOMEM;
+    }
+    int rc = w->ops->load ? w->ops->load(w->ctx, &w->state) : 0;
+    if (rc != 0) {
+        char fallback[64];
+        snprintf(fallback, sizeof fallback, "load returned %d", rc);
+        const char *message = w->ctx->error_message ? w->ctx->error_message : fallback;
+        const char *type = w->ctx->error_type ? w->ctx->error_type : "LoadError";
+        corral_log("corral: model '%s' failed to load: %s: %s", w->ctx->model_name, type, message);
+        set_stopping(w); /* the daemon may close the socket as soon as it reads the error */
+        send_load_error(w, type, message);
+        return -EIO;
+    }
+    return 0;
+}
+
+static void worker_free(worker *w)
+{
+    while (w->head) {
+        corral_request *next = w->head->next;
+        corral__request_free(w->head);
+        w->head = next;
+    }
+    json_decref(w->load_msg);
+    free(w->inflight);
+    corral__ctx_free(w->ctx);
+    corral__chan_close(&w->chan);
+    pthread_cond_destroy(&w->work_cond);
+    pthread_cond_destroy(&w->main_cond);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+int corral_run(const corral_model_ops *ops)
+{
+    static const corral_model_ops no_ops;
+    pthread_t reader, *threads = NULL;
+    int nthreads = 0, status = CORRAL_EXIT_FAILURE;
+
+    int fd = protocol_fd();
+    if (fd < 0)
+        return CORRAL_EXIT_FAILURE;
+    worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return CORRAL_EXIT_FAILURE;
+    w->ops = ops ? ops : &no_ops;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->main_cond, NULL);
+    pthread_cond_init(&w->work_cond, NULL);
+    int rc = corral__chan_init(&w->chan, fd);
+    if (rc < 0) {
+        corral_log("corral: cannot use CORRAL_FD=%d: %s", fd, strerror(-rc));
+        pthread_cond_destroy(&w->work_cond);
+        pthread_cond_destroy(&w->main_cond);
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return CORRAL_EXIT_FAILURE;
+    }
+
+    send_hello(w);
+    rc = pthread_create(&reader, NULL, reader_main, w);
+    if (rc != 0) {
+        corral_log("corral: cannot start the reader thread: %s", strerror(rc));
+        worker_free(w);
+        return CORRAL_EXIT_FAILURE;
+    }
+
+    pthread_mutex_lock(&w->mu);
+    while (!w->load_msg && !w->stopping)
+        pthread_cond_wait(&w->main_cond, &w->mu);
+    json_t *load_msg = w->load_msg;
+    w->load_msg = NULL;
+    pthread_mutex_unlock(&w->mu);
+    if (!load_msg) { /* SHUTDOWN before LOAD */
+        status = 0;
+        goto stop;
+    }
+    rc = load_model(w, load_msg);
+    json_decref(load_msg);
+    if (rc < 0)
+        goto stop;
+
+    pthread_mutex_lock(&w->mu);
+    int stopping = w->stopping;
+    pthread_mutex_unlock(&w->mu);
+    if (!stopping) {
+        json_t *ready = corral__ctx_ready_body(w->ctx);
+        if (!ready)
+            corral__die(CORRAL_EXIT_FAILURE, "corral: out of memory");
+        corral__chan_send_json(&w->chan, PROTO_READY, 0, ready);
+        json_decref(ready);
+    }
+
+    threads = calloc((size_t)w->ctx->concurrency, sizeof *threads);
+    for (int i = 0; threads && i < w->ctx->concurrency; i++, nthreads++) {
+        rc = pthread_create(&threads[i], NULL, worker_main, w);
+        if (rc != 0) {
+            corral_log("corral: started %d of %d worker threads: %s", i, w->ctx->concurrency, strerror(rc));
+            break;
+        }
+    }
+    if (nthreads == 0)
+        corral__die(CORRAL_EXIT_FAILURE, "corral: cannot start any worker thread");
+
+    pthread_mutex_lock(&w->mu);
+    while (!w->stopping)
+        pthread_cond_wait(&w->main_cond, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    for (int i = 0; i < nthreads; i++)
+        pthread_join(threads[i], NULL);
+    free(threads);
+    if (w->ops->unload)
+        w->ops->unload(w->state);
+    status = 0;
+
+stop:
+    /* From here an end-of-file from the daemon is expected, not a reason to _exit. */
+    set_stopping(w);
+    corral__chan_wake(&w->chan);
+    pthread_join(reader, NULL);
+    worker_free(w);
+    return status;
+}

@@ -1,0 +1,298 @@
+/*
+ * corral_worker.h — the corral C SDK: write a model that corral runs with
+ * `runtime: exec`.
+ *
+ * A model is four callbacks (corral_model_ops) handed to corral_run(). The
+ * SDK owns everything else: the inherited protocol socket (CORRAL_FD), the
+ * HELLO / LOAD / READY start-up, the frame loop, PING/PONG, ERROR replies,
+ * SHUTDOWN and end-of-file. The protocol is documented in
+ * docs/worker-protocol.md; a model author never needs to read it.
+ *
+ *     static int echo_infer(void *state, const corral_request *req, corral_response *res)
+ *     {
+ *         const corral_tensor *in = corral_request_input(req, "INPUT0");
+ *         if (!in)
+ *             return corral_bad_request(res, "INPUT0 is required");
+ *         return corral_response_add_output(res, "OUTPUT0", in->dtype, in->shape, in->ndim,
+ *                                           in->data, in->size, CORRAL_BORROW);
+ *     }
+ *     int main(void)
+ *     {
+ *         static const corral_model_ops ops = {.infer = echo_infer};
+ *         return corral_run(&ops);
+ *     }
+ *
+ * Threads. corral_run() starts a reader thread that answers PING and reads
+ * requests, and N worker threads that run infer/generate, where N is the
+ * model's `concurrency` (from LOAD; default 1). With N > 1 the callbacks run
+ * concurrently and must be thread-safe. load and unload run on the thread
+ * that called corral_run(), never concurrently with infer/generate. A request
+ * and its response belong to the one callback invocation they are passed to.
+ *
+ * Errors. Functions return 0 (or a pointer) on success and a negative errno
+ * value (or NULL) on failure; only corral_log prints, and none exits. A callback
+ * returns 0 for success. To reject a request it records an error with
+ * corral_bad_request() / corral_response_error() (load: corral_ctx_error())
+ * and returns their (negative) result; the SDK sends the ERROR frame. A
+ * callback that returns non-zero without recording an error becomes a 500
+ * whose message names the returned code; a recorded error is sent even if
+ * the callback returns 0. The worker survives every per-request error.
+ *
+ * Memory. Request data (tensors, body, JSON) is owned by the SDK and valid
+ * until the callback returns. Outputs and bodies are attached with a
+ * corral_mem mode: CORRAL_BORROW (the caller keeps ownership; the data must
+ * stay valid until the callback returns — request memory qualifies, so an
+ * echo copies nothing), CORRAL_COPY (the SDK copies now) or CORRAL_TAKE (the
+ * SDK takes a malloc()ed block and free()s it once sent — also when the call
+ * fails, so error paths need no cleanup).
+ *
+ * Process exit. corral_run() returns the process exit status: 0 after a
+ * graceful SHUTDOWN (unload has run), CORRAL_EXIT_FAILURE when load failed or
+ * the environment is wrong. Two events end the process at once with _exit()
+ * from the reader thread, because model threads cannot be interrupted:
+ * end-of-file on the socket (the daemon is gone; status 0) and a protocol
+ * violation by the peer (a message on stderr; status CORRAL_EXIT_PROTOCOL).
+ */
+#ifndef CORRAL_WORKER_H
+#define CORRAL_WORKER_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CORRAL_API __attribute__((visibility("default")))
+#define CORRAL_PRINTF(fmt_index, first_arg) __attribute__((format(printf, fmt_index, first_arg)))
+#else
+#define CORRAL_API
+#define CORRAL_PRINTF(fmt_index, first_arg)
+#endif
+
+#define CORRAL_SDK_VERSION "0.1.0"
+
+/* Most dimensions a tensor may have; requests with more are rejected (400). */
+#define CORRAL_MAX_DIMS 16
+
+#define CORRAL_STATUS_BAD_REQUEST 400
+#define CORRAL_STATUS_INTERNAL 500
+
+#define CORRAL_EXIT_FAILURE 1  /* load failed, or not started by corral */
+#define CORRAL_EXIT_PROTOCOL 2 /* the daemon broke the protocol, or the socket failed */
+
+/* KServe v2 datatypes. */
+typedef enum corral_dtype {
+    CORRAL_INVALID = 0,
+    CORRAL_BOOL,
+    CORRAL_UINT8,
+    CORRAL_UINT16,
+    CORRAL_UINT32,
+    CORRAL_UINT64,
+    CORRAL_INT8,
+    CORRAL_INT16,
+    CORRAL_INT32,
+    CORRAL_INT64,
+    CORRAL_FP16,
+    CORRAL_FP32,
+    CORRAL_FP64,
+    CORRAL_BF16,
+    CORRAL_BYTES, /* each element: u32 little-endian length, then the bytes */
+} corral_dtype;
+
+/* Who owns memory handed to a response; see "Memory" above. */
+typedef enum corral_mem {
+    CORRAL_BORROW,
+    CORRAL_COPY,
+    CORRAL_TAKE,
+} corral_mem;
+
+typedef struct corral_ctx corral_ctx;           /* the model's load context */
+typedef struct corral_request corral_request;   /* one INFER or GENERATE */
+typedef struct corral_response corral_response; /* what the callback answers */
+
+/*
+ * An input tensor. data is row-major, little-endian, as the v2 binary tensor
+ * extension lays it out, and aligned for its datatype: the SDK points into
+ * the received frame when the layout allows and copies otherwise.
+ */
+typedef struct corral_tensor {
+    const char *name;
+    corral_dtype dtype;
+    int ndim;
+    int64_t shape[CORRAL_MAX_DIMS];
+    const void *data;
+    size_t size; /* bytes of data */
+} corral_tensor;
+
+/*
+ * The model. Every member may be NULL: a model without load keeps a NULL
+ * state; a request for a missing infer/generate is answered 400.
+ *
+ * load     once, before any request; may take minutes (PINGs are answered
+ *          meanwhile). Sets *state. On failure it returns non-zero, ideally
+ *          after corral_ctx_error(), and must free what it allocated: unload
+ *          is not called after a failed load. ctx stays valid until unload
+ *          returns, so state may keep it.
+ * infer    tensors in (corral_request_input*), tensors out
+ *          (corral_response_add_output and friends).
+ * generate free-form body in (corral_request_body/json), body out
+ *          (corral_response_set_body).
+ * unload   on SHUTDOWN, after every request in progress has been answered.
+ */
+typedef struct corral_model_ops {
+    int (*load)(corral_ctx *ctx, void **state);
+    int (*infer)(void *state, const corral_request *req, corral_response *res);
+    int (*generate)(void *state, const corral_request *req, corral_response *res);
+    void (*unload)(void *state);
+} corral_model_ops;
+
+/*
+ * Runs the worker: reads CORRAL_FD (and CORRAL_PROTOCOL) from the
+ * environment, sends HELLO, loads the model on LOAD, answers READY and serves
+ * requests until SHUTDOWN. Requests received before SHUTDOWN are still
+ * answered; later ones get ERROR 503 "ShuttingDown"; then unload runs.
+ * Returns the exit status for main() to return. Call it once per process.
+ */
+CORRAL_API int corral_run(const corral_model_ops *ops);
+
+/* ---- load context ------------------------------------------------------ */
+
+CORRAL_API const char *corral_ctx_model_name(const corral_ctx *ctx);
+CORRAL_API const char *corral_ctx_model_dir(const corral_ctx *ctx); /* absolute; also the cwd */
+CORRAL_API int corral_ctx_instance_id(const corral_ctx *ctx);
+CORRAL_API const char *corral_ctx_device(const corral_ctx *ctx); /* "cpu" unless told */
+CORRAL_API int corral_ctx_concurrency(const corral_ctx *ctx);
+
+/* The manifest's `parameters` map (an object, possibly empty; owned by ctx). */
+CORRAL_API const json_t *corral_ctx_parameters(const corral_ctx *ctx);
+/* Shorthands for corral_param_*(corral_ctx_parameters(ctx), key, def). */
+CORRAL_API const char *corral_ctx_param_string(const corral_ctx *ctx, const char *key, const char *def);
+CORRAL_API int64_t corral_ctx_param_int(const corral_ctx *ctx, const char *key, int64_t def);
+CORRAL_API double corral_ctx_param_double(const corral_ctx *ctx, const char *key, double def);
+CORRAL_API int corral_ctx_param_bool(const corral_ctx *ctx, const char *key, int def);
+
+/*
+ * Declares an input or output for the model metadata sent with READY (used
+ * when the manifest declares none). Use -1 for a variable dimension.
+ * Returns 0, -EINVAL or -ENOMEM.
+ */
+CORRAL_API int corral_ctx_add_input(corral_ctx *ctx, const char *name, corral_dtype dtype, const int64_t *shape,
+                                    int ndim);
+CORRAL_API int corral_ctx_add_output(corral_ctx *ctx, const char *name, corral_dtype dtype, const int64_t *shape,
+                                     int ndim);
+
+/* Records why load failed (sent as ERROR id 0). Returns -EIO so load can `return corral_ctx_error(...)`. */
+CORRAL_API int corral_ctx_error(corral_ctx *ctx, const char *type, const char *fmt, ...) CORRAL_PRINTF(3, 4);
+
+/* ---- parameters (any JSON object: ctx or request parameters) ----------- */
+
+/*
+ * Look up key in obj. A missing key, or a value of the wrong kind, gives def.
+ * Numbers written as strings ("175") are accepted by the numeric getters,
+ * since manifests often quote them; bool accepts true/false, 0/1 and
+ * "true"/"false"/"yes"/"no". The returned string is owned by obj.
+ */
+CORRAL_API const char *corral_param_string(const json_t *obj, const char *key, const char *def);
+CORRAL_API int64_t corral_param_int(const json_t *obj, const char *key, int64_t def);
+CORRAL_API double corral_param_double(const json_t *obj, const char *key, double def);
+CORRAL_API int corral_param_bool(const json_t *obj, const char *key, int def);
+
+/* ---- requests ------------------------------------------------------------ */
+
+/* The client's request id ("" when it gave none). */
+CORRAL_API const char *corral_request_id(const corral_request *req);
+/* Request parameters (an object, possibly empty; owned by req). */
+CORRAL_API const json_t *corral_request_parameters(const corral_request *req);
+
+/* infer: inputs in the order the client sent them. */
+CORRAL_API size_t corral_request_ninputs(const corral_request *req);
+CORRAL_API const corral_tensor *corral_request_input_at(const corral_request *req, size_t index);
+/* The input called name, or NULL. */
+CORRAL_API const corral_tensor *corral_request_input(const corral_request *req, const char *name);
+/*
+ * Whether the client asked for output name (true when it named none).
+ * Outputs it did not ask for are dropped by the SDK anyway; this lets a
+ * model skip computing them.
+ */
+CORRAL_API int corral_request_output_wanted(const corral_request *req, const char *name);
+
+/* generate: the HTTP body exactly as received, and its content type. */
+CORRAL_API const void *corral_request_body(const corral_request *req, size_t *len);
+CORRAL_API const char *corral_request_content_type(const corral_request *req); /* never NULL */
+/*
+ * The body parsed as a JSON object or array, whatever the content type (curl
+ * -d sends JSON as a form), or NULL when it is not JSON. Owned by req.
+ */
+CORRAL_API const json_t *corral_request_json(const corral_request *req);
+
+/* ---- tensors and datatypes ------------------------------------------------ */
+
+CORRAL_API const char *corral_dtype_name(corral_dtype dtype); /* "FP32"; "INVALID" */
+CORRAL_API corral_dtype corral_dtype_from_name(const char *name); /* CORRAL_INVALID if unknown */
+CORRAL_API size_t corral_dtype_size(corral_dtype dtype);          /* bytes per element; 0 for BYTES */
+
+/* Number of elements (product of the shape; 1 for a scalar). */
+CORRAL_API int64_t corral_tensor_count(const corral_tensor *t);
+
+/*
+ * Iterates over the elements of a BYTES tensor. Start with *offset = 0; each
+ * call sets *elem and *len to the next element and returns 1, or returns 0 at the
+ * end. Input tensors are validated on receipt, so no error is possible.
+ */
+CORRAL_API int corral_bytes_next(const corral_tensor *t, size_t *offset, const void **elem, uint32_t *len);
+
+/* Whether len bytes at data are valid UTF-8 (handy for BYTES text inputs). */
+CORRAL_API int corral_utf8_valid(const void *data, size_t len);
+
+/* ---- responses ------------------------------------------------------------ */
+
+/*
+ * Adds an output tensor. shape is copied. For fixed-size datatypes size must
+ * equal the element count times the element size; for BYTES, data must hold
+ * exactly that many length-prefixed elements. Returns 0, -EINVAL (bad name,
+ * datatype, shape or size), -EEXIST (name already added) or -ENOMEM.
+ */
+CORRAL_API int corral_response_add_output(corral_response *res, const char *name, corral_dtype dtype,
+                                          const int64_t *shape, int ndim, const void *data, size_t size,
+                                          corral_mem mem);
+/*
+ * Adds an output of a fixed-size datatype whose data the model writes in
+ * place: returns a buffer of count * element-size bytes (zeroed, aligned for
+ * any datatype) owned by the response, or NULL (bad arguments, no memory).
+ */
+CORRAL_API void *corral_response_alloc_output(corral_response *res, const char *name, corral_dtype dtype,
+                                              const int64_t *shape, int ndim);
+/* Adds a BYTES output from count = product(shape) elements, copied. */
+CORRAL_API int corral_response_add_bytes(corral_response *res, const char *name, const int64_t *shape, int ndim,
+                                         const void *const *elems, const size_t *lens);
+
+/* Sets the generate result: its content type (NULL: application/octet-stream) and body. */
+CORRAL_API int corral_response_set_body(corral_response *res, const char *content_type, const void *data,
+                                        size_t len, corral_mem mem);
+
+/*
+ * Records the request's error: status (400 when the input is at fault, 500
+ * otherwise; other 4xx/5xx codes pass through, anything else becomes 500),
+ * type (an exception-like name, e.g. "BadRequest"; NULL picks one from the
+ * status) and a printf-style message. Outputs or a body already set are
+ * discarded. Returns -EINVAL for a 4xx status and -EIO otherwise, so a
+ * callback can `return corral_response_error(...)`.
+ */
+CORRAL_API int corral_response_error(corral_response *res, int status, const char *type, const char *fmt, ...)
+    CORRAL_PRINTF(4, 5);
+/* corral_response_error(res, 400, "BadRequest", fmt, ...). */
+CORRAL_API int corral_bad_request(corral_response *res, const char *fmt, ...) CORRAL_PRINTF(2, 3);
+
+/* ---- logging ----------------------------------------------------------------- */
+
+/* Writes one line to stderr (the instance log) in a single write, so lines of concurrent threads never mix. */
+CORRAL_API void corral_log(const char *fmt, ...) CORRAL_PRINTF(1, 2);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

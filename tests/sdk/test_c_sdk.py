@@ -1,0 +1,610 @@
+"""Tests of the C SDK (sdk/c) through its two example models.
+
+Each test starts a built worker binary (examples/models/echo-c/echo-c,
+examples/models/tts-espeak/tts-espeak) with one end of a socketpair as fd 3
+and plays the daemon's part of docs/worker-protocol.md by hand: frames are
+written and read here, byte by byte, so the tests check the wire format and
+not just a client library. Every test bounds its time and kills the processes
+it started.
+
+Run: /usr/bin/python3 -m pytest -q tests/sdk/test_c_sdk.py
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+import wave
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ECHO_DIR = ROOT / "examples" / "models" / "echo-c"
+TTS_DIR = ROOT / "examples" / "models" / "tts-espeak"
+# Overridable to test other builds (sanitized, valgrind) without touching the tree's binaries.
+ECHO_BIN = Path(os.environ.get("CORRAL_ECHO_C_BIN", ECHO_DIR / "echo-c"))
+TTS_BIN = Path(os.environ.get("CORRAL_TTS_ESPEAK_BIN", TTS_DIR / "tts-espeak"))
+
+HEADER = struct.Struct("<IBBHQ")
+HELLO, LOAD, READY = 0x01, 0x02, 0x03
+INFER, INFER_RESULT, GENERATE, GENERATE_RESULT = 0x10, 0x11, 0x12, 0x13
+CHUNK = 0x14
+ERROR, PING, PONG, SHUTDOWN = 0x1F, 0x20, 0x21, 0x22
+
+TIMEOUT = 10.0  # seconds any single frame may take to arrive
+
+
+def _need(binary: Path) -> None:
+    if not binary.exists():
+        pytest.skip(f"{binary} is not built (build the project with CMake first)")
+
+
+def tensor_body(meta: dict, data: bytes = b"") -> bytes:
+    m = json.dumps(meta).encode()
+    return struct.pack("<I", len(m)) + m + data
+
+
+def split_body(body: bytes) -> tuple[dict, bytes]:
+    (mlen,) = struct.unpack_from("<I", body)
+    return json.loads(body[4 : 4 + mlen]), body[4 + mlen :]
+
+
+def encode_bytes(items: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(x)) + x for x in items)
+
+
+def decode_bytes(data: bytes) -> list[bytes]:
+    out, off = [], 0
+    while off < len(data):
+        (n,) = struct.unpack_from("<I", data, off)
+        out.append(data[off + 4 : off + 4 + n])
+        off += 4 + n
+    return out
+
+
+class Worker:
+    """One worker process and the daemon's end of its protocol socket."""
+
+    def __init__(self, binary: Path, model_dir: Path, env: Optional[dict] = None, fd_env: Optional[str] = "3"):
+        _need(binary)
+        self.model_dir = model_dir
+        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(TIMEOUT)
+        self.stderr = tempfile.TemporaryFile()
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+        full_env.update(CORRAL_PROTOCOL="1", CORRAL_MODEL=model_dir.name, CORRAL_INSTANCE="0",
+                        CORRAL_MODEL_DIR=str(model_dir))
+        if fd_env is not None:
+            full_env["CORRAL_FD"] = fd_env
+        full_env.update(env or {})
+        child_fd = child.fileno()
+
+        def put_socket_on_fd3() -> None:
+            # Python's descriptors are close-on-exec; only fd 3 survives exec.
+            if child_fd == 3:
+                os.set_inheritable(3, True)
+            else:
+                os.dup2(child_fd, 3, inheritable=True)
+
+        # e.g. CORRAL_SDK_TEST_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite"
+        wrapper = shlex.split(os.environ.get("CORRAL_SDK_TEST_WRAPPER", ""))
+        self.proc = subprocess.Popen(wrapper + [str(binary)], cwd=model_dir, env=full_env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self.stderr, close_fds=False,
+                                     preexec_fn=put_socket_on_fd3, start_new_session=True)
+        child.close()
+        self.next_id = 1
+
+    # -- frames --
+    def send(self, type_: int, id_: int = 0, body: bytes = b"", version: int = 1, flags: int = 0,
+             length: Optional[int] = None) -> None:
+        n = len(body) if length is None else length
+        self.sock.sendall(HEADER.pack(n, version, type_, flags, id_) + body)
+
+    def _recv_exact(self, n: int) -> bytes:
+        chunks, left = [], n
+        while left:
+            chunk = self.sock.recv(min(left, 1 << 20))
+            if not chunk:
+                raise EOFError("worker closed the socket")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def recv(self) -> tuple[int, int, bytes]:
+        length, version, type_, flags, id_ = HEADER.unpack(self._recv_exact(HEADER.size))
+        assert version == 1 and flags == 0, (version, flags)
+        return type_, id_, self._recv_exact(length)
+
+    def expect(self, want_type: int, want_id: Optional[int] = None) -> bytes:
+        type_, id_, body = self.recv()
+        assert type_ == want_type, f"expected 0x{want_type:02x}, got 0x{type_:02x}: {body[:300]!r}"
+        if want_id is not None:
+            assert id_ == want_id
+        return body
+
+    # -- start-up --
+    def hello(self) -> dict:
+        return json.loads(self.expect(HELLO, 0))
+
+    def start(self, concurrency: int = 1, parameters: Optional[dict] = None) -> dict:
+        """HELLO, LOAD, READY: returns READY's metadata."""
+        hello = self.hello()
+        assert hello["protocol"] == 1 and hello["sdk"] == "c" and hello["pid"] == self.proc.pid
+        self.load(concurrency, parameters)
+        return json.loads(self.expect(READY, 0))
+
+    def load(self, concurrency: int = 1, parameters: Optional[dict] = None) -> None:
+        msg = {"model": "test", "model_dir": str(self.model_dir), "instance_id": 0,
+               "device": "cpu", "concurrency": concurrency, "parameters": parameters or {}}
+        self.send(LOAD, 0, json.dumps(msg).encode())
+
+    # -- requests --
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def send_infer(self, inputs: list[tuple[str, str, list[int], bytes]], outputs: Optional[list[str]] = None,
+                   parameters: Optional[dict] = None, id_: Optional[int] = None) -> int:
+        id_ = id_ or self.new_id()
+        meta: dict = {"id": f"req-{id_}", "parameters": parameters or {},
+                      "inputs": [{"name": n, "datatype": d, "shape": s, "size": len(b)} for n, d, s, b in inputs]}
+        if outputs is not None:
+            meta["outputs"] = outputs
+        self.send(INFER, id_, tensor_body(meta, b"".join(b for *_, b in inputs)))
+        return id_
+
+    def send_generate(self, body: bytes, content_type: str = "application/json", id_: Optional[int] = None) -> int:
+        id_ = id_ or self.new_id()
+        self.send(GENERATE, id_, tensor_body({"id": "", "content_type": content_type}, body))
+        return id_
+
+    def infer(self, *args, **kwargs) -> dict[str, tuple[str, list[int], bytes]]:
+        id_ = self.send_infer(*args, **kwargs)
+        meta, data = split_body(self.expect(INFER_RESULT, id_))
+        out, off = {}, 0
+        for t in meta["outputs"]:
+            out[t["name"]] = (t["datatype"], t["shape"], data[off : off + t["size"]])
+            off += t["size"]
+        assert off == len(data)
+        return out
+
+    def error(self, id_: int) -> dict:
+        err = json.loads(self.expect(ERROR, id_))
+        assert set(err) >= {"type", "message", "status"}
+        return err
+
+    # -- ending --
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stderr_text(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=TIMEOUT)
+        self.sock.close()
+
+
+@pytest.fixture
+def spawn() -> Iterator:
+    started: list[Worker] = []
+
+    def make(binary: Path = ECHO_BIN, **kwargs) -> Worker:
+        w = Worker(binary, ECHO_DIR if binary == ECHO_BIN else TTS_DIR, **kwargs)
+        started.append(w)
+        return w
+
+    yield make
+    reports = []
+    for w in started:
+        w.close()
+        text = w.stderr_text()
+        # A build with CORRAL_SANITIZE=ON, or CORRAL_SDK_TEST_WRAPPER="valgrind -q ...", reports here.
+        if re.search(r"AddressSanitizer|LeakSanitizer|runtime error:|^==\d+== ", text, re.M):
+            reports.append(text)
+        w.stderr.close()
+    assert not reports, "\n".join(reports)
+
+
+@pytest.fixture(autouse=True)
+def _bounded_time():
+    """Every test gets at most 60 s, whatever it waits on."""
+    def expired(signum, frame):
+        raise TimeoutError("test ran past 60 s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+# ---------------------------------------------------------------- echo-c
+
+
+def test_hello_load_ready(spawn):
+    w = spawn()
+    hello = w.hello()
+    assert hello == {"protocol": 1, "sdk": "c", "sdk_version": hello["sdk_version"], "pid": w.proc.pid}
+    w.load()
+    assert json.loads(w.expect(READY, 0)) == {}
+
+
+def test_infer_fp32_int64_bytes_round_trip(spawn):
+    w = spawn()
+    w.start()
+    fp32 = struct.pack("<6f", 1.5, -2.0, 3.25, 0.0, 1e30, -7.5)
+    int64 = struct.pack("<2q", -(2**62), 2**40 + 3)
+    strings = [b"hello", "w\u00f6rld".encode(), b"", b"\x00\xffbinary"]
+    odd = b"\x01\x02\x03"  # 3 bytes first: the FP32 after it is misaligned in the frame
+    out = w.infer([("EXTRA", "UINT8", [3], odd), ("INPUT0", "FP32", [2, 3], fp32), ("INPUT1", "INT64", [2], int64),
+                   ("INPUT2", "BYTES", [2, 2], encode_bytes(strings))])
+    assert list(out) == ["EXTRA", "OUTPUT0", "OUTPUT1", "OUTPUT2"]
+    assert out["EXTRA"] == ("UINT8", [3], odd)
+    assert out["OUTPUT0"] == ("FP32", [2, 3], fp32)
+    assert out["OUTPUT1"] == ("INT64", [2], int64)
+    assert out["OUTPUT2"][:2] == ("BYTES", [2, 2])
+    assert decode_bytes(out["OUTPUT2"][2]) == strings
+
+
+def test_infer_large_tensor_and_scalar(spawn):
+    w = spawn()
+    w.start()
+    big = os.urandom(8 << 20)  # 8 MiB: many partial reads and writes on the socket
+    out = w.infer([("INPUT0", "FP64", [len(big) // 8], big), ("INPUT1", "BOOL", [], b"\x01")])
+    assert out["OUTPUT0"] == ("FP64", [len(big) // 8], big)
+    assert out["OUTPUT1"] == ("BOOL", [], b"\x01")
+
+
+def test_infer_only_requested_outputs(spawn):
+    w = spawn()
+    w.start()
+    a, b = struct.pack("<2i", 1, 2), struct.pack("<2i", 3, 4)
+    out = w.infer([("INPUT0", "INT32", [2], a), ("INPUT1", "INT32", [2], b)], outputs=["OUTPUT1"])
+    assert out == {"OUTPUT1": ("INT32", [2], b)}
+
+
+def test_generate_echoes_body_and_content_type(spawn):
+    w = spawn()
+    w.start()
+    for body, ctype in [(b'{"text": "hi"}', "application/json"), (os.urandom(3 << 20), "application/x-thing"),
+                        (b"", "text/plain")]:
+        id_ = w.send_generate(body, ctype)
+        meta, data = split_body(w.expect(GENERATE_RESULT, id_))
+        assert meta == {"content_type": ctype}
+        assert data == body
+
+
+def test_bad_input_is_400_and_worker_survives(spawn):
+    w = spawn()
+    w.start()
+    cases = [
+        ([], {}),  # nothing to echo
+        ([("INPUT0", "FP32", [2, 3], b"\x00" * 20)], {}),  # 20 bytes for 6 FP32
+        ([("INPUT0", "FP33", [1], b"\x00" * 4)], {}),  # unknown datatype
+        ([("INPUT0", "BYTES", [2], encode_bytes([b"one"]))], {}),  # 1 element for shape [2]
+        ([("INPUT0", "BYTES", [1], b"\x09\x00\x00\x00abc")], {}),  # element runs past the tensor
+        ([("INPUT0", "INT8", [-1], b"")], {}),  # negative dimension
+        ([("INPUT0", "INT8", [1], b"\x01"), ("INPUT0", "INT8", [1], b"\x02")], {}),  # duplicate name
+        ([("INPUT0", "INT8", [1], b"\x01")], {"delay_ms": -5}),  # the model rejects the parameter
+    ]
+    for inputs, params in cases:
+        id_ = w.send_infer(inputs, parameters=params)
+        err = w.error(id_)
+        assert err["status"] == 400 and err["type"] == "BadRequest", (inputs, err)
+        assert err["message"]
+    id_ = w.send_generate(b"x", "text/plain")
+    assert w.expect(GENERATE_RESULT, id_)
+    assert w.proc.poll() is None
+
+
+def test_ping_answered_while_model_is_busy(spawn):
+    w = spawn()
+    w.start()
+    id_ = w.send_infer([("INPUT0", "INT8", [1], b"\x07")], parameters={"delay_ms": 1500})
+    time.sleep(0.2)  # the model is now sleeping inside infer
+    t0 = time.monotonic()
+    w.send(PING, 0xDEADBEEF12345678)
+    type_, nonce, body = w.recv()
+    assert (type_, nonce, body) == (PONG, 0xDEADBEEF12345678, b"")
+    assert time.monotonic() - t0 < 0.5
+    meta, data = split_body(w.expect(INFER_RESULT, id_))
+    assert data == b"\x07"
+
+
+def test_ping_while_a_large_result_is_stuck_in_the_socket(spawn):
+    # The daemon is not reading: the worker blocks writing a 16 MiB result.
+    # Its reader must still take PINGs off the socket (no deadlock) and the
+    # PONGs follow the result, never inside it.
+    w = spawn()
+    w.start()
+    big = os.urandom(16 << 20)
+    big_id = w.send_infer([("INPUT0", "UINT8", [len(big)], big)])
+    time.sleep(0.3)
+    w.send(PING, 1001)
+    w.send(PING, 1002)
+    small_id = w.send_infer([("INPUT0", "UINT8", [1], b"\x09")])
+    order = []
+    for _ in range(4):
+        type_, id_, body = w.recv()
+        order.append((type_, id_))
+        if type_ == INFER_RESULT and id_ == big_id:
+            assert split_body(body)[1] == big
+    assert order == [(INFER_RESULT, big_id), (PONG, 1001), (PONG, 1002), (INFER_RESULT, small_id)]
+
+
+def test_concurrency_runs_requests_in_parallel(spawn):
+    w = spawn()
+    w.start(concurrency=3)
+    t0 = time.monotonic()
+    ids = [w.send_infer([("INPUT0", "INT32", [1], struct.pack("<i", i))], parameters={"delay_ms": 800})
+           for i in range(3)]
+    seen = {}
+    for _ in ids:
+        type_, id_, body = w.recv()
+        assert type_ == INFER_RESULT
+        seen[id_] = split_body(body)[1]
+    elapsed = time.monotonic() - t0
+    assert seen == {id_: struct.pack("<i", i) for i, id_ in enumerate(ids)}
+    assert elapsed < 2.0, f"3 x 800 ms at concurrency 3 took {elapsed:.2f}s"
+
+
+def test_shutdown_finishes_work_then_unloads_and_exits_0(spawn):
+    w = spawn()
+    w.start()
+    id_ = w.send_infer([("INPUT0", "INT8", [1], b"\x01")], parameters={"delay_ms": 300})
+    w.send(SHUTDOWN)
+    late = w.send_infer([("INPUT0", "INT8", [1], b"\x02")])
+    replies = {}
+    for _ in range(2):
+        type_, rid, body = w.recv()
+        replies[rid] = (type_, body)
+    assert replies[late][0] == ERROR and json.loads(replies[late][1])["status"] == 503
+    assert replies[id_][0] == INFER_RESULT
+    assert w.wait() == 0
+    assert "echo-c: unloaded" in w.stderr_text()
+
+
+def test_shutdown_before_load_exits_0(spawn):
+    w = spawn()
+    w.hello()
+    w.send(SHUTDOWN)
+    assert w.wait() == 0
+    assert "unloaded" not in w.stderr_text()
+
+
+def test_eof_exits_promptly_even_when_busy(spawn):
+    w = spawn()
+    w.start()
+    w.send_infer([("INPUT0", "INT8", [1], b"\x01")], parameters={"delay_ms": 30000})
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    w.sock.close()
+    w.wait(timeout=5)
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_eof_before_load_exits(spawn):
+    w = spawn()
+    w.hello()
+    w.sock.shutdown(socket.SHUT_WR)
+    w.wait(timeout=5)
+
+
+@pytest.mark.parametrize("frame, why", [
+    (dict(type_=PING, version=2), "bad frame header"),
+    (dict(type_=PING, flags=1), "bad frame header"),
+    (dict(type_=0x7E), "bad frame header"),
+    (dict(type_=INFER, id_=5, length=(1 << 30) + 1), "exceeds"),
+    (dict(type_=CHUNK, id_=5), "reserved"),
+    (dict(type_=READY), "unexpected READY"),
+    (dict(type_=INFER, id_=5, body=b"\x01\x00"), "shorter"),
+    (dict(type_=INFER, id_=5, body=tensor_body({"inputs": 3})), "not a list"),
+    (dict(type_=INFER, id_=5, body=struct.pack("<I", 3) + b"{x}"), "not a JSON object"),
+    (dict(type_=INFER, id_=5, body=tensor_body({"inputs": []}, b"junk")), "add up to 0 bytes"),
+    (dict(type_=INFER, id_=0, body=tensor_body({"inputs": []})), "id 0"),
+    (dict(type_=PING, body=b"x"), "body"),
+])
+def test_protocol_errors_exit_2_with_a_message(spawn, frame, why):
+    w = spawn()
+    w.start()
+    w.send(**frame)
+    assert w.wait() == 2
+    err = w.stderr_text()
+    assert "protocol error" in err and why in err, err
+
+
+def test_duplicate_request_id_in_flight_is_a_protocol_error(spawn):
+    w = spawn()
+    w.start()
+    w.send_infer([("INPUT0", "INT8", [1], b"\x01")], parameters={"delay_ms": 2000}, id_=77)
+    w.send_infer([("INPUT0", "INT8", [1], b"\x01")], id_=77)
+    assert w.wait() == 2
+    assert "already in flight" in w.stderr_text()
+
+
+def test_request_id_may_be_reused_once_answered(spawn):
+    w = spawn()
+    w.start()
+    for _ in range(50):
+        out = w.infer([("INPUT0", "INT8", [1], b"\x05")], id_=9)
+        assert out["OUTPUT0"][2] == b"\x05"
+
+
+def test_missing_corral_fd_fails_with_a_message(spawn):
+    w = spawn(fd_env=None)
+    assert w.wait() == 1
+    assert "CORRAL_FD" in w.stderr_text()
+
+
+def test_unsupported_protocol_version_fails(spawn):
+    w = spawn(env={"CORRAL_PROTOCOL": "2"})
+    assert w.wait() == 1
+    assert "protocol 2" in w.stderr_text()
+
+
+# ---------------------------------------------------------------- tts-espeak
+
+
+def tts_generate(w: Worker, request: dict | bytes, content_type: str = "application/json") -> tuple[int, dict, bytes]:
+    body = request if isinstance(request, bytes) else json.dumps(request).encode()
+    id_ = w.send_generate(body, content_type)
+    type_, rid, reply = w.recv()
+    assert rid == id_
+    if type_ == ERROR:
+        return type_, json.loads(reply), b""
+    assert type_ == GENERATE_RESULT
+    meta, data = split_body(reply)
+    return type_, meta, data
+
+
+def wav_info(data: bytes) -> tuple[int, int, int, float]:
+    with wave.open(io.BytesIO(data)) as wf:
+        return wf.getnchannels(), wf.getsampwidth(), wf.getframerate(), wf.getnframes() / wf.getframerate()
+
+
+@pytest.fixture
+def tts(spawn) -> Worker:
+    w = spawn(TTS_BIN)
+    ready = w.start()
+    assert {t["name"] for t in ready["inputs"]} == {"TEXT", "VOICE"}
+    assert {(t["name"], t["datatype"]) for t in ready["outputs"]} == {("AUDIO", "INT16"), ("SAMPLE_RATE", "INT32")}
+    return w
+
+
+def test_tts_generate_returns_a_wav(tts):
+    type_, meta, data = tts_generate(tts, {"text": "Hello from corral."})
+    assert meta == {"content_type": "audio/wav"}
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    channels, width, rate, seconds = wav_info(data)
+    assert (channels, width) == (1, 2)
+    assert rate == 22050
+    assert 0.3 < seconds < 10
+
+
+def test_tts_duration_grows_with_text(tts):
+    short = wav_info(tts_generate(tts, {"text": "Hi."})[2])[3]
+    long = wav_info(tts_generate(tts, {"text": "This sentence is a good deal longer than the first one was, "
+                                               "and it keeps going for a while."})[2])[3]
+    assert long > 2 * short, (short, long)
+
+
+def test_tts_rate_changes_duration(tts):
+    text = "The quick brown fox jumps over the lazy dog."
+    slow = wav_info(tts_generate(tts, {"text": text, "rate": 90})[2])[3]
+    fast = wav_info(tts_generate(tts, {"text": text, "rate": 400})[2])[3]
+    assert slow > 1.8 * fast, (slow, fast)
+
+
+@pytest.mark.parametrize("voice, text", [("en", "Good morning"), ("en-us", "Good morning"), ("fr", "Bonjour"),
+                                         ("de", "Guten Morgen"), ("es", "Buenos d\u00edas"), ("it", "Buongiorno"),
+                                         ("pt", "Bom dia")])
+def test_tts_voices_across_languages(tts, voice, text):
+    type_, meta, data = tts_generate(tts, {"text": text, "voice": voice})
+    assert type_ == GENERATE_RESULT, meta
+    assert wav_info(data)[3] > 0.2
+
+
+def test_tts_plain_text_body(tts):
+    type_, meta, data = tts_generate(tts, "Plain text works too.".encode(), "text/plain; charset=utf-8")
+    assert type_ == GENERATE_RESULT and wav_info(data)[3] > 0.5
+
+
+@pytest.mark.parametrize("request_body, fragment", [
+    ({"text": "hi", "voice": "klingon"}, "unknown voice 'klingon'"),
+    ({"text": "hi", "voice": "../../etc/passwd"}, "unknown voice"),
+    ({"text": ""}, "text is empty"),
+    ({"text": "   \n"}, "text is empty"),
+    ({"voice": "en"}, "text is required"),
+    ({"text": 5}, "text must be a string"),
+    ({"text": "hi", "rate": 79}, "rate must be between 80 and 450"),
+    ({"text": "hi", "rate": 451}, "rate must be between 80 and 450"),
+    ({"text": "hi", "rate": "fast"}, "rate must be an integer"),
+    ({"text": "x" * 20001}, "at most"),
+    (b"not json", "expected a JSON object"),
+    (b"[1, 2]", "expected a JSON object"),
+])
+def test_tts_bad_requests_are_400(tts, request_body, fragment):
+    type_, err, _ = tts_generate(tts, request_body)
+    assert type_ == ERROR and err["status"] == 400 and err["type"] == "BadRequest", err
+    assert fragment in err["message"], err
+    if "unknown voice 'klingon'" in fragment:
+        for voice in ("en", "fr", "de"):
+            assert voice in err["message"]
+    assert tts_generate(tts, {"text": "still alive"})[0] == GENERATE_RESULT
+
+
+def test_tts_infer_tensors(tts):
+    id_ = tts.send_infer([("TEXT", "BYTES", [1], encode_bytes(["Hello tensors".encode()])),
+                          ("VOICE", "BYTES", [1], encode_bytes([b"en-us"]))])
+    meta, data = split_body(tts.expect(INFER_RESULT, id_))
+    audio, rate = meta["outputs"]
+    assert audio["name"] == "AUDIO" and audio["datatype"] == "INT16"
+    assert audio["size"] == 2 * audio["shape"][0] and audio["shape"][0] > 22050 * 0.3
+    assert rate == {"name": "SAMPLE_RATE", "datatype": "INT32", "shape": [1], "size": 4}
+    assert struct.unpack_from("<i", data, audio["size"])[0] == 22050
+    samples = struct.unpack_from(f"<{audio['shape'][0]}h", data)
+    assert max(abs(s) for s in samples) > 1000  # speech, not silence
+
+
+def test_tts_infer_rejects_bad_voice_and_missing_text(tts):
+    id_ = tts.send_infer([("TEXT", "BYTES", [1], encode_bytes([b"hi"])), ("VOICE", "BYTES", [1], encode_bytes([b"xx-yy"]))])
+    assert tts.error(id_)["status"] == 400
+    id_ = tts.send_infer([("VOICE", "BYTES", [1], encode_bytes([b"en"]))])
+    assert tts.error(id_)["status"] == 400
+    id_ = tts.send_infer([("TEXT", "FP32", [1], b"\x00" * 4)])
+    assert tts.error(id_)["status"] == 400
+
+
+def test_tts_ping_while_synthesising(tts):
+    id_ = tts.send_generate(json.dumps({"text": "word " * 3000, "rate": 80}).encode())
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    tts.send(PING, 42)
+    type_, nonce, _ = tts.recv()
+    assert (type_, nonce) == (PONG, 42)
+    assert time.monotonic() - t0 < 0.5
+    type_, rid, body = tts.recv()
+    assert (type_, rid) == (GENERATE_RESULT, id_)
+
+
+def test_tts_shutdown_exits_0(tts):
+    assert tts_generate(tts, {"text": "bye"})[0] == GENERATE_RESULT
+    tts.send(SHUTDOWN)
+    assert tts.wait() == 0
+
+
+def test_tts_bad_default_voice_fails_load(spawn):
+    w = spawn(TTS_BIN)
+    w.hello()
+    w.load(parameters={"default_voice": "nope"})
+    err = w.error(0)
+    assert err["status"] == 500 and "default_voice" in err["message"] and "nope" in err["message"]
+    assert w.wait() == 1
+
+
+def test_tts_missing_espeak_data_fails_load(spawn, tmp_path):
+    (tmp_path / "espeak-ng-data").mkdir()
+    w = spawn(TTS_BIN)
+    w.hello()
+    w.load(parameters={"espeak_data": str(tmp_path)})
+    err = w.error(0)
+    assert err["type"] == "EspeakError", err
+    assert w.wait() == 1
