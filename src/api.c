@@ -13,7 +13,9 @@
 #include "http.h"
 #include "log.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 
 int api_draining;
@@ -59,11 +61,35 @@ static void job_done(job *j, int status, const char *msg, uint8_t type, uint8_t 
     p->respond(p, status, msg, body, len);
 }
 
+/*
+ * h2o does not read an HTTP/1 connection while its request is being
+ * handled, so it learns that the client left only when it writes the
+ * answer. A peek at the socket tells now: end of file or an error means
+ * gone. HTTP/2 needs no peek: a reset stream disposes the request.
+ */
+static int client_alive(job *j)
+{
+    api_pending *p = j->ctx;
+    if (!p || !p->req)
+        return 0;
+    h2o_req_t *req = p->req;
+    if (req->version >= 0x200 || !req->conn->callbacks->get_socket)
+        return 1;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    int fd = sock ? h2o_socket_get_fd(sock) : -1;
+    if (fd < 0)
+        return 1;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
+}
+
 void api_submit(api_pending *p, job *j)
 {
     char msg[1024];
     int retry_after = 1;
     j->done = job_done;
+    j->client_alive = client_alive;
     j->ctx = p;
     p->job = j;
     int status = model_submit(p->model, j, msg, sizeof msg, &retry_after);

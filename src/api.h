@@ -49,6 +49,10 @@ typedef struct api_path {
     int n;
 } api_path;
 
+/* Whether segment i of p is the literal lit; whether req's method is lit. */
+#define SEG_IS(p, i, lit) ((p)->n > (i) && h2o_memis((p)->seg[i].base, (p)->seg[i].len, H2O_STRLIT(lit)))
+#define METHOD_IS(req, lit) h2o_memis((req)->method.base, (req)->method.len, H2O_STRLIT(lit))
+
 /* Looks up a model by name, answering 400 (invalid name) or 404; NULL then. */
 model *api_model_or_error(h2o_req_t *req, h2o_iovec_t name);
 

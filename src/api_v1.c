@@ -12,15 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SEG_IS(p, i, lit) ((p)->n > (i) && h2o_memis((p)->seg[i].base, (p)->seg[i].len, H2O_STRLIT(lit)))
-#define METHOD_IS(req, lit) h2o_memis((req)->method.base, (req)->method.len, H2O_STRLIT(lit))
 
-static int wrong_method(h2o_req_t *req, const char *allowed)
-{
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allowed, strlen(allowed));
-    http_error(req, 405, 0, "method %.*s not allowed here; use %s", (int)req->method.len, req->method.base, allowed);
-    return 0;
-}
 
 static void generate_respond(api_pending *p, int status, const char *msg, uint8_t *body, size_t len)
 {
@@ -132,8 +124,10 @@ int api_v1(h2o_req_t *req, const api_path *p)
     if (!SEG_IS(p, 1, "models"))
         return -1;
     if (p->n == 2) {
-        if (!get)
-            return wrong_method(req, "GET");
+        if (!get) {
+            http_method_not_allowed(req, "GET");
+            return 0;
+        }
         json_t *list = json_array();
         for (model *m = model_next(NULL); m; m = model_next(m))
             json_array_append_new(list, model_to_json(m));
@@ -148,20 +142,28 @@ int api_v1(h2o_req_t *req, const api_path *p)
     if (!m)
         return 0;
     if (p->n == 3) {
-        if (!get)
-            return wrong_method(req, "GET");
+        if (!get) {
+            http_method_not_allowed(req, "GET");
+            return 0;
+        }
         http_send_json(req, 200, model_to_json(m));
     } else if (SEG_IS(p, 3, "generate")) {
-        if (!post)
-            return wrong_method(req, "POST");
+        if (!post) {
+            http_method_not_allowed(req, "POST");
+            return 0;
+        }
         handle_generate(req, m);
     } else if (SEG_IS(p, 3, "scale")) {
-        if (!post)
-            return wrong_method(req, "POST");
+        if (!post) {
+            http_method_not_allowed(req, "POST");
+            return 0;
+        }
         handle_scale(req, m);
     } else {
-        if (!get)
-            return wrong_method(req, "GET");
+        if (!get) {
+            http_method_not_allowed(req, "GET");
+            return 0;
+        }
         size_t len, cut;
         const char *logs = model_logs(m, &len, &cut);
         char start[32];

@@ -23,15 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SEG_IS(p, i, lit) ((p)->n > (i) && h2o_memis((p)->seg[i].base, (p)->seg[i].len, H2O_STRLIT(lit)))
-#define METHOD_IS(req, lit) h2o_memis((req)->method.base, (req)->method.len, H2O_STRLIT(lit))
 
-static int method_not_allowed(h2o_req_t *req, const char *allowed)
-{
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allowed, strlen(allowed));
-    http_error(req, 405, 0, "method %.*s not allowed here; use %s", (int)req->method.len, req->method.base, allowed);
-    return 0;
-}
 
 /* ---- inference request ---- */
 
@@ -629,8 +621,10 @@ int api_v2(h2o_req_t *req, const api_path *p)
     int get = METHOD_IS(req, "GET") || METHOD_IS(req, "HEAD");
     int post = METHOD_IS(req, "POST");
     if (p->n == 1) {
-        if (!get)
-            return method_not_allowed(req, "GET");
+        if (!get) {
+            http_method_not_allowed(req, "GET");
+            return 0;
+        }
         http_send_json(req, 200, json_pack("{s:s, s:s, s:[s,s]}", "name", "corral", "version", CORRAL_VERSION,
                                            "extensions", "binary_tensor_data", "model_repository"));
         return 0;
@@ -639,8 +633,10 @@ int api_v2(h2o_req_t *req, const api_path *p)
         int live = SEG_IS(p, 2, "live");
         if (!live && !SEG_IS(p, 2, "ready"))
             return -1;
-        if (!get)
-            return method_not_allowed(req, "GET");
+        if (!get) {
+            http_method_not_allowed(req, "GET");
+            return 0;
+        }
         if (!live && api_draining)
             http_error(req, 503, 1, "corral is shutting down");
         else
@@ -649,14 +645,18 @@ int api_v2(h2o_req_t *req, const api_path *p)
     }
     if (SEG_IS(p, 1, "repository")) {
         if (p->n == 3 && SEG_IS(p, 2, "index")) {
-            if (!post)
-                return method_not_allowed(req, "POST");
+            if (!post) {
+                http_method_not_allowed(req, "POST");
+                return 0;
+            }
             handle_index(req);
             return 0;
         }
         if (p->n == 5 && SEG_IS(p, 2, "models") && (SEG_IS(p, 4, "load") || SEG_IS(p, 4, "unload"))) {
-            if (!post)
-                return method_not_allowed(req, "POST");
+            if (!post) {
+                http_method_not_allowed(req, "POST");
+                return 0;
+            }
             if (SEG_IS(p, 4, "load")) {
                 handle_load(req, p->seg[3]);
             } else {
@@ -690,8 +690,10 @@ int api_v2(h2o_req_t *req, const api_path *p)
         return 0;
     }
     if (strcmp(action, "infer") == 0) {
-        if (!post)
-            return method_not_allowed(req, "POST");
+        if (!post) {
+            http_method_not_allowed(req, "POST");
+            return 0;
+        }
         if (api_draining) {
             http_error(req, 503, 1, "corral is shutting down");
             return 0;
@@ -699,8 +701,10 @@ int api_v2(h2o_req_t *req, const api_path *p)
         handle_infer(req, m);
         return 0;
     }
-    if (!get)
-        return method_not_allowed(req, "GET");
+    if (!get) {
+        http_method_not_allowed(req, "GET");
+        return 0;
+    }
     if (strcmp(action, "ready") == 0) {
         if (model_get_state(m) == MODEL_READY)
             http_send_json(req, 200, json_pack("{s:s, s:b}", "name", model_name(m), "ready", 1));

@@ -77,6 +77,12 @@ void http_send_json(h2o_req_t *req, int status, json_t *obj)
     http_send_owned(req, status, "application/json", text, len);
 }
 
+void http_method_not_allowed(h2o_req_t *req, const char *allowed)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allowed, strlen(allowed));
+    http_error(req, 405, 0, "method %.*s not allowed here; use %s", (int)req->method.len, req->method.base, allowed);
+}
+
 void http_error(h2o_req_t *req, int status, int retry_after, const char *fmt, ...)
 {
     char msg[2048];

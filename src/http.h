@@ -23,6 +23,8 @@ void http_send_json(h2o_req_t *req, int status, json_t *obj);
 /* {"error": "..."}; a 503 carries Retry-After (retry_after seconds, at least 1). */
 void http_error(h2o_req_t *req, int status, int retry_after, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* 405 with an Allow header naming the method to use. */
+void http_method_not_allowed(h2o_req_t *req, const char *allowed);
 /* Frees p (malloc'ed) when the request's pool is disposed. */
 void http_own(h2o_req_t *req, void *p);
 /* A request header's value by lower-case name, or NULL. */

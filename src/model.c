@@ -819,8 +819,13 @@ static void dispatch(model *m)
         }
         if (!best)
             return;
+        job *j = sched_pop(&m->queue);
+        if (j->waited && j->client_alive && !j->client_alive(j)) {
+            answer_job(j, 503, "the client went away while the request was queued");
+            continue;
+        }
         m->rr = (m->rr + 1) % m->nslots;
-        inst_send(best, sched_pop(&m->queue));
+        inst_send(best, j);
     }
 }
 
@@ -883,6 +888,7 @@ int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
     uv_timer_stop(&m->idle_timer);
     sched_push(&m->queue, j);
     dispatch(m);
+    j->waited = 1; /* harmless when already sent: only queued jobs are checked */
     return 0;
 }
 
@@ -988,32 +994,4 @@ void registry_shutdown(void (*done)(void))
         check_unload_done(m);
     }
     check_shutdown_done();
-}
-
-void registry_free(void)
-{
-    /* The loop has stopped and every handle was closed by the caller's uv_walk. */
-    for (model *m = R.head, *next; m; m = next) {
-        next = m->next;
-        for (int i = 0; i < m->nslots; i++) {
-            json_decref(m->slots[i]->metadata);
-            free(m->slots[i]->stage);
-            free(m->slots[i]->linebuf[0]);
-            free(m->slots[i]->linebuf[1]);
-            free(m->slots[i]);
-        }
-        m->nslots = 0;
-        manifest_free(m->mf);
-        manifest_free(m->next_mf);
-        free(m->broken);
-        free(m->name);
-        free(m->dir);
-        free(m->slots);
-        free(m->logs);
-        free(m);
-    }
-    R.head = NULL;
-    free(R.models_dir);
-    free(R.external_dir);
-    free(R.python_sdk_dir);
 }

@@ -62,9 +62,6 @@ int registry_rescan(void);
  */
 void registry_shutdown(void (*done)(void));
 
-/* Frees everything; call after the loop has stopped. */
-void registry_free(void);
-
 model *model_find(const char *name, size_t len);
 /* Iteration in name order: pass NULL to start. */
 model *model_next(model *m);

@@ -32,12 +32,16 @@ struct job {
     struct inst *inst;    /* instance running it; NULL while queued; not owned */
     uint8_t kind;         /* PROTO_INFER or PROTO_GENERATE */
     uint8_t queued;       /* 1 while linked into a sched_queue */
+    uint8_t waited;       /* it was not dispatched the moment it arrived */
     int priority;         /* 1 is served first */
     uint8_t *frame;       /* owned until sent: the whole frame, header included */
     size_t frame_len;
     uint64_t enqueued_ms;
     job *next, *prev;     /* queue level, or the instance's in-flight list */
     job_done_fn done;
+    /* Whether the client still waits for the answer; asked before a job that
+     * waited in the queue is sent, so abandoned work never reaches a worker. */
+    int (*client_alive)(job *j);
     void *ctx;            /* the caller's; not owned */
 };
 
