@@ -185,6 +185,12 @@ class Corral:
             except OSError:
                 pass
         assert not left, f"processes outlived the daemon: {left}"
+        # The suite runs against the sanitizer build: any report fails the test.
+        for d in self.daemons:
+            text = d.log()
+            for marker in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
+                assert marker not in text, \
+                    f"sanitizer report in the daemon log:\n{text[max(0, text.index(marker) - 200):][:4000]}"
 
 
 @pytest.fixture
@@ -198,9 +204,57 @@ def tensor(name: str, datatype: str, shape: list[int], data) -> dict:
     return {"name": name, "datatype": datatype, "shape": shape, "data": data}
 
 
+X = [tensor("X", "INT32", [1], [0])]
+"""The smallest input: for models that ignore their inputs (tests/models/lc_ctl)."""
+
+
+def infer(d: Daemon, model: str, timeout: float = 30, **params) -> requests.Response:
+    """One small inference; keyword arguments become request parameters."""
+    body: dict = {"inputs": X}
+    if params:
+        body["parameters"] = params
+    return d.post(f"/v2/models/{model}/infer", body, timeout=timeout)
+
+
+def out(resp: requests.Response, name: str):
+    """The first element of output `name` of a 200 v2 answer."""
+    assert resp.status_code == 200, resp.text
+    for o in resp.json()["outputs"]:
+        if o["name"] == name:
+            return o["data"][0]
+    raise AssertionError(f"no output {name} in {resp.text}")
+
+
+def alive(pid: int) -> bool:
+    """True while pid names a process that is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def load(d: Daemon, model: str, body=None, timeout: float = 60) -> requests.Response:
+    return d.post(f"/v2/repository/models/{model}/load", body if body is not None else {}, timeout=timeout)
+
+
+def unload(d: Daemon, model: str, timeout: float = 60) -> requests.Response:
+    return d.post(f"/v2/repository/models/{model}/unload", {}, timeout=timeout)
+
+
+def ctl_manifest(parameters: dict | None = None, **keys) -> str:
+    """A tests/models/lc_ctl manifest: keyword arguments become top-level keys."""
+    lines = ["runtime: python", "entrypoint: worker.py"] + [f"{k}: {v}" for k, v in keys.items()]
+    if parameters:
+        lines.append("parameters:")
+        lines += [f"  {k}: {v}" for k, v in parameters.items()]
+    return "\n".join(lines) + "\n"
+
+
 def pytest_configure(config):
     if not os.path.exists(BIN):
         raise pytest.UsageError(f"corral binary not found at {BIN}; run `make build` or set CORRAL_BIN")
 
 
-__all__ = ["Daemon", "Corral", "wait_for", "processes_under", "tensor", "json"]
+__all__ = ["Daemon", "Corral", "wait_for", "processes_under", "tensor", "json", "X", "infer", "out", "alive", "load",
+           "unload", "ctl_manifest"]

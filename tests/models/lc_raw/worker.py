@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""lc_raw — a hand-written protocol-1 worker that misbehaves on request.
+
+argv[1], the mode:
+  ok            answer every INFER with an empty result
+  linger        on the first INFER, shut the protocol socket down and keep running
+  garbage       on the first INFER, send a frame with protocol version 9
+  deaf          ignore SHUTDOWN and SIGTERM (only SIGKILL stops it)
+Every INFER_RESULT is an empty tensor list.
+"""
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+
+HELLO, LOAD, READY, INFER, INFER_RESULT, SHUTDOWN, PING, PONG = 0x01, 0x02, 0x03, 0x10, 0x11, 0x22, 0x20, 0x21
+
+mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
+sock = socket.socket(fileno=int(os.environ["CORRAL_FD"]))
+
+
+def send(ftype, fid, body=b"", version=1):
+    sock.sendall(struct.pack("<IBBHQ", len(body), version, ftype, 0, fid) + body)
+
+
+def recv_exact(n):
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            sys.exit(0)  # the daemon is gone
+        buf += chunk
+    return buf
+
+
+def read_frame():
+    length, _version, ftype, _flags, fid = struct.unpack("<IBBHQ", recv_exact(16))
+    return ftype, fid, recv_exact(length) if length else b""
+
+
+if mode == "deaf":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print(f"lc_raw: mode {mode}, pid {os.getpid()}", flush=True)
+send(HELLO, 0, json.dumps({"protocol": 1, "sdk": "lc_raw", "pid": os.getpid()}).encode())
+while True:
+    ftype, fid, body = read_frame()
+    if ftype == LOAD:
+        send(READY, 0, b"{}")
+    elif ftype == PING:
+        send(PONG, fid)
+    elif ftype == SHUTDOWN:
+        if mode == "deaf":
+            print("lc_raw: ignoring SHUTDOWN", flush=True)
+            continue
+        sys.exit(0)
+    elif ftype == INFER:
+        if mode == "linger":
+            print("lc_raw: closing the protocol socket and lingering", file=sys.stderr, flush=True)
+            sock.shutdown(socket.SHUT_RDWR)
+            time.sleep(120)
+        if mode == "garbage":
+            send(INFER_RESULT, fid, b"", version=9)
+            time.sleep(120)
+        meta = json.dumps({"outputs": []}).encode()
+        send(INFER_RESULT, fid, struct.pack("<I", len(meta)) + meta)
