@@ -200,7 +200,7 @@ void inst_send(inst *in, job *j)
 
 static void signal_group(inst *in, int sig)
 {
-    if (in->pid > 0 && kill(-in->pid, sig) < 0 && errno == ESRCH)
+    if (in->guard_pid > 0 && kill(-in->guard_pid, sig) < 0 && errno == ESRCH && in->pid > 0)
         kill(in->pid, sig);
 }
 
@@ -310,11 +310,20 @@ static void finish_error(inst *in, job *j, const uint8_t *body, size_t len)
 static void on_frame(inst *in, const proto_header *h, uint8_t *body)
 {
     switch (h->type) {
-    case PROTO_HELLO:
-        if (in->hello || h->id)
+    case PROTO_HELLO: {
+        if (in->hello || h->id) {
             protocol_error(in, "unexpected HELLO");
+            break;
+        }
         in->hello = 1;
+        json_t *hello = json_loadb((const char *)body, h->length, 0, NULL);
+        json_int_t pid = json_integer_value(json_object_get(hello, "pid"));
+        /* Believed only when it names a process of this worker's group. */
+        if (pid > 0 && pid <= INT32_MAX && getpgid((pid_t)pid) == in->guard_pid)
+            in->pid = (int)pid;
+        json_decref(hello);
         break;
+    }
     case PROTO_READY:
         if (in->state != INST_STARTING || !in->hello) {
             if (in->state == INST_STARTING || in->state == INST_READY)
@@ -713,7 +722,7 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
     }
     in->handles_open++;
     uv_pipe_open(&in->chan, sv[0]);
-    in->pid = in->proc.pid;
+    in->pid = in->guard_pid = in->proc.pid;
     in->state = INST_STARTING;
     in->exited = 0;
     in->chan_eof = 0;
@@ -732,7 +741,7 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
     uv_read_start((uv_stream_t *)&in->err, output_alloc, output_read);
     send_small(in, PROTO_LOAD, 0, sp->load_json, strlen(sp->load_json));
     uv_timer_start(&in->timer, on_stop_timer, (uint64_t)sp->load_timeout_ms, 0);
-    log_info("model %s instance %d started (pid %d)", model_name(in->model), in->id, in->pid);
+    log_info("model %s instance %d started (guard pid %d)", model_name(in->model), in->id, in->guard_pid);
     return 0;
 }
 

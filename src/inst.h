@@ -55,7 +55,8 @@ struct inst {
     const inst_events *ev;
     int id;
     inst_state state;
-    int pid;
+    int pid;             /* the worker itself, as its HELLO says; its guard's until then */
+    int guard_pid;       /* the process corral spawned: the worker's parent and process-group leader */
     uint64_t started_ms; /* when the current process was spawned */
     uint64_t ready_ms;
     uint64_t requests;   /* answered by this slot, all processes together */

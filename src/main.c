@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static const char usage[] =
@@ -48,18 +49,68 @@ static const char usage[] =
     "\n"
     "  --help, --version\n";
 
-/* `corral __shim PPID FILE ARGV0 [ARGS...]`: die with the daemon, then become the worker. */
+/*
+ * `corral __shim PPID FILE ARGV0 [ARGS...]`: the first process of every
+ * worker (see inst.c). It stays as a small guard, the parent of the real
+ * worker and the leader of its process group, for one job: when the
+ * daemon dies, even by SIGKILL, it kills the whole group, so no process a
+ * model started outlives the daemon. The guard ignores the stop signals the
+ * daemon sends to the group (they are for the worker) and mirrors the
+ * worker's exit status or signal as its own.
+ */
+static void on_daemon_death(int sig)
+{
+    (void)sig;
+    kill(0, SIGKILL); /* the group: the worker, whatever it started, and this guard */
+}
+
 static int shim(int argc, char **argv)
 {
     if (argc < 5)
         return 127;
     pid_t daemon_pid = (pid_t)atoi(argv[2]);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_daemon_death;
+    sigaction(SIGUSR1, &sa, NULL);
+    prctl(PR_SET_PDEATHSIG, SIGUSR1);
     if (getppid() != daemon_pid) /* the daemon died before the prctl took effect */
         _exit(1);
-    execvp(argv[3], argv + 4);
-    fprintf(stderr, "corral: cannot execute %s: %s\n", argv[3], strerror(errno));
-    _exit(127);
+    static const int stop_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT};
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
+        signal(stop_signals[i], SIG_IGN);
+    pid_t guard = getpid();
+    pid_t worker = fork();
+    if (worker < 0) {
+        fprintf(stderr, "corral: cannot fork the worker: %s\n", strerror(errno));
+        _exit(127);
+    }
+    if (worker == 0) {
+        for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
+            signal(stop_signals[i], SIG_DFL);
+        signal(SIGUSR1, SIG_DFL);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != guard)
+            _exit(1);
+        execvp(argv[3], argv + 4);
+        fprintf(stderr, "corral: cannot execute %s: %s\n", argv[3], strerror(errno));
+        _exit(127);
+    }
+    close(3); /* the protocol socket is the worker's: its EOF must mean the worker is gone */
+    int status;
+    while (waitpid(worker, &status, 0) < 0)
+        if (errno != EINTR)
+            _exit(127);
+    if (WIFEXITED(status))
+        _exit(WEXITSTATUS(status));
+    int sig = WTERMSIG(status);
+    signal(sig, SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    kill(guard, sig);
+    _exit(128 + sig);
 }
 
 static int serve(int argc, char **argv)

@@ -219,6 +219,19 @@ def test_sigkill_of_the_daemon_takes_every_worker_with_it(corral):
     d.stop()
 
 
+def test_sigkill_of_the_daemon_takes_what_workers_started_with_it(corral):
+    corral.add("ctl", "lc_ctl", manifest=ctl_manifest(parameters={"spawn_child": True}))
+    d = corral.start()
+    r = infer(d, "ctl")
+    pid, child = out(r, "PID"), out(r, "CHILD")
+    assert alive(pid) and alive(child)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(timeout=10)
+    wait_for(lambda: not alive(pid) and not alive(child), timeout=3, interval=0.02,
+             what="the worker and the process it started to die with the daemon")
+    d.stop()
+
+
 def test_request_in_flight_at_sigterm_is_answered(corral):
     corral.add("ctl", "lc_ctl")
     d = corral.start()
@@ -298,9 +311,11 @@ def test_worker_process_has_its_own_group_cwd_and_environment(corral):
     pid = out(infer(d, "ctl"), "PID")
     assert os.readlink(f"/proc/{pid}/cwd") == str(path.resolve())
     fields = stat_fields(pid)
-    ppid, pgrp = int(fields[1]), int(fields[2])
-    assert ppid == d.proc.pid, "the worker is the daemon's child"
-    assert pgrp == pid, "the worker leads its own process group"
+    guard, pgrp, session = int(fields[1]), int(fields[2]), int(fields[3])
+    guard_fields = stat_fields(guard)
+    assert int(guard_fields[1]) == d.proc.pid, "the worker's guard is the daemon's child"
+    assert pgrp == guard and session == guard, "the guard leads the worker's own session and process group"
+    assert int(stat_fields(d.proc.pid)[2]) != pgrp, "the worker is not in the daemon's process group"
     with open(f"/proc/{pid}/environ", "rb") as f:
         env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
     assert env[b"CORRAL_MODEL"] == b"ctl"
@@ -316,7 +331,7 @@ def test_processes_a_worker_started_are_swept_with_it(corral):
     d = corral.start()
     r = infer(d, "ctl")
     pid, child = out(r, "PID"), out(r, "CHILD")
-    assert alive(child) and int(stat_fields(child)[2]) == pid
+    assert alive(child) and int(stat_fields(child)[2]) == int(stat_fields(pid)[2]), "the child is in the worker's group"
     # A crash takes the worker's process group with it...
     assert infer(d, "ctl", exit=4).status_code == 502
     wait_for(lambda: not alive(child), timeout=5, what="the crashed worker's child to be killed")
