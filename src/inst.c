@@ -19,6 +19,7 @@
 #include "log.h"
 #include "model.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -595,6 +596,62 @@ static void handle_closed(uv_handle_t *h)
     maybe_release(in);
 }
 
+/* Whether any process of group pgid is still running (zombies do not count). */
+static int group_running(int pgid)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return 0;
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[64], text[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, text, sizeof text - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        text[n] = 0;
+        char *rp = strrchr(text, ')');
+        char state;
+        int ppid, pgrp;
+        if (rp && sscanf(rp + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid && state != 'Z')
+            found = 1;
+    }
+    closedir(d);
+    return found;
+}
+
+/*
+ * The last step of an exit: the slot becomes idle and the owner hears of
+ * it only once nothing of the worker's process group still runs (the guard
+ * can be reaped a moment before the worker it was killed with), so
+ * "unloaded" and "restarted" always mean the old processes are gone.
+ */
+static void finish_exit(inst *in);
+
+static void exit_poll(uv_timer_t *t)
+{
+    finish_exit(t->data);
+}
+
+static void finish_exit(inst *in)
+{
+    if (in->exit_wait_ms < 2000 && group_running(in->guard_pid)) {
+        signal_group(in, SIGKILL);
+        in->exit_wait_ms += 5;
+        uv_timer_start(&in->timer, exit_poll, 5, 0);
+        return;
+    }
+    in->state = INST_IDLE;
+    in->ev->exited(in);
+}
+
 static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
 {
     inst *in = p->data;
@@ -640,8 +697,8 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
         j->done(j, 502, msg, 0, NULL, 0);
         job_free(j);
     }
-    in->state = INST_IDLE;
-    in->ev->exited(in);
+    in->exit_wait_ms = 0;
+    finish_exit(in);
 }
 
 /* ---- start ---- */

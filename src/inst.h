@@ -91,6 +91,7 @@ struct inst {
     char *linebuf[2];    /* partial output lines */
     size_t linelen[2];
     int freeing;         /* timers still closing in inst_close */
+    int exit_wait_ms;    /* how long the exit has waited for the process group to be gone */
     void (*on_closed)(inst *in);
 };
 
