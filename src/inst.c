@@ -70,26 +70,6 @@ void inst_exit_text(const inst *in, char *buf, size_t len)
         snprintf(buf, len, "exited with status %d", in->exit_status);
 }
 
-uint64_t inst_rss(const inst *in)
-{
-    if (in->state == INST_IDLE || in->pid <= 0)
-        return 0;
-    char path[64], text[128];
-    snprintf(path, sizeof path, "/proc/%d/statm", in->pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    text[n] = 0;
-    unsigned long long size, resident;
-    if (sscanf(text, "%llu %llu", &size, &resident) != 2)
-        return 0;
-    return resident * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-
 void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev, int id)
 {
     memset(in, 0, sizeof *in);
@@ -101,6 +81,8 @@ void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev
     in->timer.data = in;
     uv_timer_init(loop, &in->restart_timer);
     in->restart_timer.data = in;
+    uv_timer_init(loop, &in->health_timer);
+    in->health_timer.data = in;
 }
 
 int inst_busy(const inst *in)
@@ -254,6 +236,87 @@ void inst_kill(inst *in, const char *why)
     signal_group(in, SIGKILL);
 }
 
+/* ---- health ---- */
+
+/*
+ * One timer per instance alternates between two roles: waiting out the
+ * interval before the next PING, and waiting out the timeout of the PING in
+ * flight. The SDKs answer PING from a thread the model's code cannot block,
+ * so a missing PONG means the process itself is stuck (stopped, deadlocked
+ * in native code, swapping to death).
+ */
+static void health_fire(uv_timer_t *t)
+{
+    inst *in = t->data;
+    if (in->state != INST_READY || in->exited)
+        return;
+    if (!in->ping_outstanding) {
+        in->ping_outstanding = 1;
+        in->ping_nonce++;
+        send_small(in, PROTO_PING, in->ping_nonce, NULL, 0);
+        uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->health_timeout_ms, 0);
+        return;
+    }
+    snprintf(in->fault, sizeof in->fault, "hung: no answer to a ping within %lld ms", (long long)in->health_timeout_ms);
+    log_warn("model %s instance %d (pid %d): %s; sending SIGTERM", model_name(in->model), in->id, in->pid, in->fault);
+    in->state = INST_STOPPING;
+    in->stop_stage = 2;
+    signal_group(in, SIGTERM);
+    uv_timer_start(&in->timer, on_stop_timer, (uint64_t)(in->stop_grace_ms > 0 ? in->stop_grace_ms : 1), 0);
+}
+
+static void health_pong(inst *in, uint64_t nonce)
+{
+    if (!in->ping_outstanding || nonce != in->ping_nonce)
+        return; /* a late answer to a ping already given up on */
+    in->ping_outstanding = 0;
+    if (in->state == INST_READY)
+        uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->health_interval_ms, 0);
+}
+
+/* ---- memory ---- */
+
+void inst_sample_rss(inst **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i]->rss_bytes = 0;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    long page = sysconf(_SC_PAGESIZE);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[64], text[1024];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t len = read(fd, text, sizeof text - 1);
+        close(fd);
+        if (len <= 0)
+            continue;
+        text[len] = 0;
+        char *rp = strrchr(text, ')');
+        char state;
+        int ppid, pgrp;
+        /* after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+         * cutime cstime priority nice threads itrealvalue starttime vsize rss */
+        long long rss = 0;
+        if (!rp || sscanf(rp + 1, " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %*u %*u %lld",
+                          &state, &ppid, &pgrp, &rss) != 4)
+            continue;
+        int pid = atoi(e->d_name);
+        for (size_t i = 0; i < n; i++) {
+            inst *in = v[i];
+            if (in->state != INST_IDLE && pgrp == in->guard_pid && pid != in->guard_pid && rss > 0)
+                in->rss_bytes += (uint64_t)rss * (uint64_t)page;
+        }
+    }
+    closedir(d);
+}
+
 /* ---- reading ---- */
 
 static void protocol_error(inst *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -284,6 +347,16 @@ static job *take_inflight(inst *in, uint64_t id)
         return j;
     }
     return NULL;
+}
+
+void inst_abandon(inst *in, job *j)
+{
+    if (take_inflight(in, j->id)) {
+        in->abandoned++;
+        if (j->id > in->abandoned_max_id)
+            in->abandoned_max_id = j->id;
+        j->inst = NULL;
+    }
 }
 
 static void finish_error(inst *in, job *j, const uint8_t *body, size_t len)
@@ -341,7 +414,9 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         }
         uv_timer_stop(&in->timer);
         in->state = INST_READY;
-        in->ready_ms = now_ms();
+        in->ready_ms = in->last_busy_ms = now_ms();
+        in->ping_outstanding = 0;
+        uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->health_interval_ms, 0);
         log_info("model %s instance %d (pid %d) ready in %llu ms", model_name(in->model), in->id, in->pid,
                  (unsigned long long)(in->ready_ms - in->started_ms));
         in->ev->ready(in);
@@ -370,10 +445,13 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
     case PROTO_GENERATE_RESULT: {
         job *j = take_inflight(in, h->id);
         if (!j) {
+            if (in->abandoned && h->id <= in->abandoned_max_id)
+                break; /* the answer to a request whose deadline passed: already answered 504 */
             protocol_error(in, "%s for unknown request id %llu", proto_type_name(h->type),
                            (unsigned long long)h->id);
             break;
         }
+        in->last_busy_ms = now_ms();
         in->requests++;
         if (h->type == PROTO_ERROR) {
             finish_error(in, j, body, h->length);
@@ -391,6 +469,7 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         break;
     }
     case PROTO_PONG:
+        health_pong(in, h->id);
         break;
     default:
         protocol_error(in, "unexpected %s frame", proto_type_name(h->type));
@@ -656,6 +735,7 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
 {
     inst *in = p->data;
     in->exited = 1;
+    uv_timer_stop(&in->health_timer);
     in->exit_status = (int)status;
     in->term_signal = term_signal;
     uv_timer_stop(&in->timer);
@@ -689,12 +769,18 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     in->have_header = 0;
     in->stage_len = 0;
 
-    char msg[768];
-    snprintf(msg, sizeof msg, "model '%s' instance %d (pid %d) %s while holding the request", model_name(in->model),
-             in->id, in->pid, why);
+    char detail[700], msg[900], late[900];
+    snprintf(detail, sizeof detail, "instance %d (pid %d) %s", in->id, in->pid, why);
+    snprintf(msg, sizeof msg, "model '%s' %s while holding the request", model_name(in->model), detail);
+    snprintf(late, sizeof late, "model '%s': deadline exceeded; meanwhile %s", model_name(in->model), detail);
+    uint64_t now = now_ms();
     while (in->inflight_head) {
         job *j = take_inflight(in, in->inflight_head->id);
-        j->done(j, 502, msg, 0, NULL, 0);
+        if (j->deadline_ms && now >= j->deadline_ms) {
+            j->done(j, 504, late, 0, NULL, 0);
+        } else {
+            j->done(j, 502, msg, 0, NULL, 0);
+        }
         job_free(j);
     }
     in->exit_wait_ms = 0;
@@ -789,6 +875,13 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
     in->exit_status = in->term_signal = 0;
     in->last_line[0] = 0;
     in->fault[0] = 0;
+    in->health_interval_ms = sp->health_interval_ms > 0 ? sp->health_interval_ms : 10000;
+    in->health_timeout_ms = sp->health_timeout_ms > 0 ? sp->health_timeout_ms : 5000;
+    in->stop_grace_ms = sp->stop_grace_ms;
+    in->ping_outstanding = 0;
+    in->abandoned = 0;
+    in->abandoned_max_id = 0;
+    in->rss_bytes = 0;
     in->started_ms = now_ms();
     in->ready_ms = 0;
     json_decref(in->metadata);
@@ -831,7 +924,8 @@ static void timer_closed(uv_handle_t *h)
 void inst_close(inst *in, void (*on_closed)(inst *in))
 {
     in->on_closed = on_closed;
-    in->freeing = 2;
+    in->freeing = 3;
+    uv_close((uv_handle_t *)&in->health_timer, timer_closed);
     uv_close((uv_handle_t *)&in->timer, timer_closed);
     uv_close((uv_handle_t *)&in->restart_timer, timer_closed);
 }

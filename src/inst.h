@@ -48,6 +48,9 @@ typedef struct inst_spawn {
     const char *cwd;
     const char *load_json; /* the LOAD body */
     int64_t load_timeout_ms;
+    int64_t health_interval_ms; /* PING this often once ready */
+    int64_t health_timeout_ms;  /* no PONG within this: hung */
+    int64_t stop_grace_ms;      /* SIGTERM to SIGKILL for a hung worker */
 } inst_spawn;
 
 struct inst {
@@ -66,6 +69,9 @@ struct inst {
     int exit_status, term_signal; /* of the last process */
     int load_error;      /* the last process's load raised */
     int retire;          /* stop once idle; the owner removes the slot after exit */
+    int replace;         /* the owner stopped it on purpose (deadline, memory): restart at once, not a crash */
+    uint64_t rss_bytes;  /* resident memory of the worker's process group, last sample */
+    uint64_t last_busy_ms; /* when it last finished or started a request */
     char last_line[256]; /* the worker's last line of output, for exit messages */
     char fault[160];     /* the daemon's own diagnosis (protocol error, timeout), or empty */
     json_t *metadata;    /* READY body; owned */
@@ -77,6 +83,12 @@ struct inst {
     uv_process_t proc;
     uv_pipe_t chan, out, err;
     uv_timer_t timer;    /* load timeout, then stop grace */
+    uv_timer_t health_timer; /* next PING, or the deadline of the PING in flight */
+    int64_t health_interval_ms, health_timeout_ms, stop_grace_ms;
+    int ping_outstanding;
+    int abandoned;             /* jobs taken back from this process (deadline) */
+    uint64_t abandoned_max_id; /* their highest id: answers up to it are ignored */
+    uint64_t ping_nonce;
     int handles_open;    /* libuv handles not yet closed for the current process */
     int chan_eof;
     int exited;          /* exit seen for the current process */
@@ -137,8 +149,18 @@ void inst_exit_text(const inst *in, char *buf, size_t len);
  */
 void inst_exit_reason(const inst *in, char *buf, size_t len);
 
-/* Resident memory of the process in bytes from /proc, 0 when unknown. */
-uint64_t inst_rss(const inst *in);
+/*
+ * Samples the resident memory of each instance's process group (the worker
+ * and whatever it started; not the guard) into rss_bytes, with one pass
+ * over /proc for all of them.
+ */
+void inst_sample_rss(inst **v, size_t n);
+
+/*
+ * Takes a job back from the instance (its deadline passed): the worker's
+ * late answer will be ignored. The caller answers the job.
+ */
+void inst_abandon(inst *in, job *j);
 
 /* Milliseconds on a monotonic clock. */
 uint64_t now_ms(void);

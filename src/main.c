@@ -31,7 +31,10 @@ static const char usage[] =
     "  --max-body SIZE         largest request body, e.g. 512MiB (default 1GiB)\n"
     "  --stop-grace DURATION   wait after SHUTDOWN before SIGTERM, and after SIGTERM\n"
     "                          before SIGKILL (default 5s)\n"
-    "  --drain-timeout DURATION  on SIGTERM, how long requests in flight may finish (default 30s)\n"
+    "  --drain-timeout DURATION  on SIGTERM, how long queued and running requests may finish\n"
+    "                          (default 30s); the rest get 503\n"
+    "  --memory-budget SIZE    memory all loaded models may use together, e.g. 8GiB; loading past\n"
+    "                          it unloads least-recently-used idle models first (default: none)\n"
     "  --python-sdk DIR        the Python SDK put on workers' PYTHONPATH\n"
     "  --log-level LEVEL       error, warn, info or debug (default info)\n"
     "\n"
@@ -163,6 +166,11 @@ static int serve(int argc, char **argv)
         } else if (strcmp(opt, "--stop-grace") == 0) {
             if (parse_duration_ms(val, &cfg.stop_grace_ms) < 0) {
                 fprintf(stderr, "corral: --stop-grace must be a duration such as 5s\n");
+                return 2;
+            }
+        } else if (strcmp(opt, "--memory-budget") == 0) {
+            if (parse_size(val, &cfg.memory_budget) < 0 || cfg.memory_budget <= 0) {
+                fprintf(stderr, "corral: --memory-budget must be a size such as 8GiB\n");
                 return 2;
             }
         } else if (strcmp(opt, "--drain-timeout") == 0) {

@@ -46,6 +46,8 @@ struct model {
     lifecycle_waiter *load_waiters;
     lifecycle_waiter *unload_waiters;
     uv_timer_t idle_timer;
+    int pressure_ticks;     /* consecutive ticks with requests waiting */
+    uint64_t rss_per_instance; /* largest resident memory an instance had, for the memory budget */
     uint64_t restarts_at[RESTART_HISTORY];
     int nrestarts;
     uint64_t last_used_ms;
@@ -66,7 +68,14 @@ static struct {
     void (*shutdown_done)(void);
     int64_t drain_timeout_ms;
     uv_timer_t drain_timer;
+    uv_timer_t deadline_timer; /* armed for the earliest job deadline */
+    uv_timer_t tick_timer;     /* once a second: memory samples, limits, autoscaling */
+    int64_t memory_budget;     /* bytes; 0: none */
 } R;
+
+#define TICK_MS 1000
+#define AUTOSCALE_PRESSURE_TICKS 3  /* seconds of queue pressure before adding an instance */
+#define AUTOSCALE_IDLE_MS 10000     /* idle time before an extra instance is retired */
 
 static void on_ready(inst *in);
 static void on_load_failed(inst *in, const char *msg);
@@ -76,6 +85,11 @@ static void on_log_line(inst *in, int stream, const char *line, size_t len);
 static const inst_events events = {on_ready, on_load_failed, on_exited, on_job_finished, on_log_line};
 
 static void dispatch(model *m);
+static void arm_deadline_timer(void);
+static void arm_idle_timer(model *m);
+static void drain_model(model *m);
+static void tick(uv_timer_t *t);
+static int fit_memory_budget(model *m, int instances, char *msg, size_t msglen);
 static void check_load_done(model *m);
 static void check_unload_done(model *m);
 static void check_shutdown_done(void);
@@ -274,9 +288,13 @@ int registry_init(uv_loop_t *loop, const registry_config *cfg)
     R.stop_grace_ms = cfg->stop_grace_ms > 0 ? cfg->stop_grace_ms : 5000;
     R.drain_timeout_ms = cfg->drain_timeout_ms > 0 ? cfg->drain_timeout_ms : 30000;
     uv_timer_init(loop, &R.drain_timer);
+    uv_timer_init(loop, &R.deadline_timer);
+    uv_timer_init(loop, &R.tick_timer);
+    R.memory_budget = cfg->memory_budget;
     int rc = registry_rescan();
     if (rc < 0)
         return rc;
+    uv_timer_start(&R.tick_timer, tick, TICK_MS, TICK_MS);
     for (model *m = R.head; m; m = m->next) {
         char msg[256];
         if (m->mf && m->mf->load_eager)
@@ -404,7 +422,8 @@ static int start_slot(model *m, inst *in)
         rc = -errno;
     } else {
         inst_spawn sp = {.file = file, .argv = argv, .env = env, .cwd = m->dir, .load_json = load_json,
-                         .load_timeout_ms = mf->load_timeout_ms};
+                         .load_timeout_ms = mf->load_timeout_ms, .health_interval_ms = mf->health_interval_ms,
+                         .health_timeout_ms = mf->health_timeout_ms, .stop_grace_ms = R.stop_grace_ms};
         rc = inst_start(in, &sp, err, sizeof err);
     }
     free(load_json);
@@ -525,7 +544,7 @@ static void restart_fire(uv_timer_t *t)
 {
     inst *in = t->data;
     model *m = in->model;
-    if (in->retire || (m->state != MODEL_LOADING && m->state != MODEL_READY) || R.shutting_down)
+    if (in->retire || (m->state != MODEL_LOADING && m->state != MODEL_READY) || (R.shutting_down && !m->queue.count))
         return;
     if (inst_busy(in)) { /* handles of the old process still closing: try again shortly */
         uv_timer_start(&in->restart_timer, restart_fire, 5, 0);
@@ -539,7 +558,8 @@ static void restart_fire(uv_timer_t *t)
 static void on_exited(inst *in)
 {
     model *m = in->model;
-    if (in->retire || m->state == MODEL_UNLOADING || m->state == MODEL_FAILED || R.shutting_down ||
+    /* During shutdown a crashed instance is still replaced while its model has queued work to drain. */
+    if (in->retire || m->state == MODEL_UNLOADING || m->state == MODEL_FAILED || (R.shutting_down && !m->queue.count) ||
         m->state == MODEL_UNLOADED) {
         remove_slot(m, in);
         check_unload_done(m);
@@ -549,6 +569,13 @@ static void on_exited(inst *in)
     }
     if (in->load_error)
         return; /* on_load_failed already failed the model */
+    if (in->replace) {
+        /* Stopped on purpose (a deadline, the memory limit): not a crash. */
+        in->replace = 0;
+        log_info("model %s instance %d: replacing it", m->name, in->id);
+        uv_timer_start(&in->restart_timer, restart_fire, 1, 0);
+        return;
+    }
 
     /* An unexpected exit: count it against the restart budget. */
     uint64_t now = now_ms();
@@ -590,16 +617,16 @@ static void on_exited(inst *in)
     check_load_done(m);
 }
 
-static void arm_idle_timer(model *m);
-
 static void on_job_finished(inst *in)
 {
     model *m = in->model;
     m->last_used_ms = now_ms();
-    if ((in->retire || m->state == MODEL_UNLOADING || R.shutting_down) && in->inflight == 0 &&
-        in->state == INST_READY)
+    in->last_busy_ms = m->last_used_ms;
+    if ((in->retire || in->replace || m->state == MODEL_UNLOADING) && in->inflight == 0 && in->state == INST_READY)
         inst_stop(in, R.stop_grace_ms);
     dispatch(m);
+    if (R.shutting_down)
+        drain_model(m);
     arm_idle_timer(m);
 }
 
@@ -708,9 +735,14 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
     }
     /* Slots of a failed load may still be stopping: they are retired and go
      * on their own, so the new instances start alongside them. */
+    int target = instances > 0 ? instances : m->mf->instances;
+    int status = fit_memory_budget(m, target, msg, msglen);
+    if (status)
+        return status;
     m->nrestarts = 0;
     m->reason[0] = 0;
-    m->target = instances > 0 ? instances : m->mf->instances;
+    m->pressure_ticks = 0;
+    m->target = target;
     sched_init(&m->queue, m->mf->priority_levels);
     model_set_state(m, MODEL_LOADING, NULL);
     if (w) {
@@ -801,6 +833,210 @@ int model_scale(model *m, int instances, char *msg, size_t msglen)
     return 0;
 }
 
+/* ---- deadlines ---- */
+
+static void deadline_fire(uv_timer_t *t);
+
+static void arm_deadline_timer(void)
+{
+    job *j = sched_deadline_next();
+    if (!j) {
+        uv_timer_stop(&R.deadline_timer);
+        return;
+    }
+    uint64_t now = now_ms();
+    uv_timer_start(&R.deadline_timer, deadline_fire, j->deadline_ms > now ? j->deadline_ms - now : 0, 0);
+}
+
+/*
+ * A request whose deadline passes is answered 504 at that moment, wherever
+ * it is. Queued: it leaves the queue. Running: the instance cannot be
+ * trusted to finish in any useful time, so it is killed and replaced (as
+ * uWSGI's harakiri does) — a replacement, not a crash.
+ */
+static void deadline_fire(uv_timer_t *t)
+{
+    (void)t;
+    uint64_t now = now_ms();
+    job *j;
+    while ((j = sched_deadline_next()) && j->deadline_ms <= now) {
+        sched_deadline_untrack(j);
+        model *m = j->model;
+        char msg[512];
+        long long budget = (long long)(j->deadline_ms - j->enqueued_ms);
+        if (j->queued) {
+            sched_remove(&m->queue, j);
+            snprintf(msg, sizeof msg, "model '%s': deadline of %lld ms exceeded while queued (waited %lld ms)", m->name,
+                     budget, (long long)(now - j->enqueued_ms));
+            answer_job(j, 504, msg);
+            arm_idle_timer(m);
+        } else if (j->inst) {
+            inst *in = j->inst;
+            snprintf(msg, sizeof msg,
+                     "model '%s': deadline of %lld ms exceeded while running on instance %d (pid %d); the instance "
+                     "is being replaced",
+                     m->name, budget, in->id, in->pid);
+            inst_abandon(in, j);
+            answer_job(j, 504, msg);
+            if (!in->exited && in->state != INST_IDLE && !in->retire) {
+                in->replace = 1;
+                inst_kill(in, "a request exceeded its deadline");
+            }
+        }
+    }
+    arm_deadline_timer();
+}
+
+/* ---- memory and autoscaling ---- */
+
+static int active_slots(model *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->nslots; i++)
+        if (!m->slots[i]->retire)
+            n++;
+    return n;
+}
+
+static uint64_t model_rss(model *m)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < m->nslots; i++)
+        total += m->slots[i]->rss_bytes;
+    return total;
+}
+
+/* Replaces an instance above limits.memory once it has no request in flight. */
+static void check_memory_limit(model *m, inst *in)
+{
+    if (!m->mf || !m->mf->memory_limit || in->state != INST_READY || in->replace || in->retire ||
+        in->rss_bytes <= (uint64_t)m->mf->memory_limit)
+        return;
+    log_warn("model %s instance %d (pid %d): resident memory %llu MiB is above limits.memory %lld MiB; replacing it "
+             "between requests",
+             m->name, in->id, in->pid, (unsigned long long)(in->rss_bytes >> 20), (long long)(m->mf->memory_limit >> 20));
+    snprintf(in->fault, sizeof in->fault, "replaced: resident memory above limits.memory");
+    in->replace = 1;
+    if (in->inflight == 0)
+        inst_stop(in, R.stop_grace_ms);
+}
+
+/* Adds an instance under sustained queue pressure; retires extra ones that idle. */
+static void autoscale(model *m, uint64_t now)
+{
+    if (m->state != MODEL_READY || !m->mf)
+        return;
+    int active = active_slots(m);
+    int ceiling = m->mf->max_instances > m->target ? m->mf->max_instances : m->target;
+    m->pressure_ticks = m->queue.count ? m->pressure_ticks + 1 : 0;
+    if (m->pressure_ticks >= AUTOSCALE_PRESSURE_TICKS && active < ceiling) {
+        m->pressure_ticks = 0;
+        log_info("model %s: %zu requests waiting for %d s; adding an instance (%d of at most %d)", m->name,
+                 m->queue.count, AUTOSCALE_PRESSURE_TICKS * TICK_MS / 1000, active + 1, ceiling);
+        inst *in = add_slot(m);
+        if (start_slot(m, in) < 0)
+            model_fail(m, m->reason);
+        return;
+    }
+    if (active <= m->target || m->queue.count)
+        return;
+    for (int i = m->nslots - 1; i >= 0; i--) {
+        inst *in = m->slots[i];
+        if (in->retire || in->state != INST_READY || in->inflight || now - in->last_busy_ms < AUTOSCALE_IDLE_MS)
+            continue;
+        log_info("model %s: instance %d idle for %d s; scaling back to %d", m->name, in->id,
+                 AUTOSCALE_IDLE_MS / 1000, active - 1);
+        in->retire = 1;
+        inst_stop(in, R.stop_grace_ms);
+        return; /* one a tick */
+    }
+}
+
+static void tick(uv_timer_t *t)
+{
+    (void)t;
+    inst *all[1024];
+    size_t n = 0;
+    for (model *m = R.head; m; m = m->next)
+        for (int i = 0; i < m->nslots && n < sizeof all / sizeof all[0]; i++)
+            all[n++] = m->slots[i];
+    if (!n)
+        return;
+    inst_sample_rss(all, n);
+    uint64_t now = now_ms();
+    for (model *m = R.head; m; m = m->next) {
+        for (int i = 0; i < m->nslots; i++) {
+            inst *in = m->slots[i];
+            if (in->rss_bytes > m->rss_per_instance)
+                m->rss_per_instance = in->rss_bytes;
+            check_memory_limit(m, in);
+        }
+        if (!R.shutting_down)
+            autoscale(m, now);
+    }
+}
+
+/*
+ * With --memory-budget: makes room for m by unloading least-recently-used
+ * idle models. Returns 0, or 503 with a message naming what is loaded.
+ */
+static int fit_memory_budget(model *m, int instances, char *msg, size_t msglen)
+{
+    if (!R.memory_budget)
+        return 0;
+    uint64_t per = m->rss_per_instance;
+    if (m->mf->memory_limit && (uint64_t)m->mf->memory_limit > per)
+        per = (uint64_t)m->mf->memory_limit;
+    uint64_t need = per * (uint64_t)instances;
+    uint64_t used = 0;
+    for (model *o = R.head; o; o = o->next)
+        if (o != m && o->nslots)
+            used += model_rss(o) > o->rss_per_instance * (uint64_t)active_slots(o)
+                        ? model_rss(o)
+                        : o->rss_per_instance * (uint64_t)active_slots(o);
+    while (used + need > (uint64_t)R.memory_budget) {
+        model *lru = NULL;
+        for (model *o = R.head; o; o = o->next) {
+            if (o == m || o->state != MODEL_READY || o->queue.count)
+                continue;
+            int busy = 0;
+            for (int i = 0; i < o->nslots; i++)
+                busy |= o->slots[i]->inflight > 0;
+            if (!busy && (!lru || o->last_used_ms < lru->last_used_ms))
+                lru = o;
+        }
+        if (!lru)
+            break;
+        uint64_t freed = model_rss(lru) > lru->rss_per_instance * (uint64_t)active_slots(lru)
+                             ? model_rss(lru)
+                             : lru->rss_per_instance * (uint64_t)active_slots(lru);
+        log_info("model %s: unloading it to make room for %s (memory budget %lld MiB)", lru->name, m->name,
+                 (long long)(R.memory_budget >> 20));
+        char ignored[64];
+        model_unload(lru, NULL, ignored, sizeof ignored);
+        used = used > freed ? used - freed : 0;
+    }
+    if (used + need <= (uint64_t)R.memory_budget)
+        return 0;
+    sb b;
+    sb_init(&b, 256);
+    sb_printf(&b, "not enough memory to load model '%s' (needs about %llu MiB; memory budget %lld MiB, %llu MiB in use:",
+              m->name, (unsigned long long)(need >> 20), (long long)(R.memory_budget >> 20),
+              (unsigned long long)(used >> 20));
+    int first = 1;
+    for (model *o = R.head; o; o = o->next) {
+        if (o == m || !o->nslots)
+            continue;
+        sb_printf(&b, "%s %s %llu MiB (%s)", first ? "" : ",", o->name, (unsigned long long)(model_rss(o) >> 20),
+                  model_state_name(o->state));
+        first = 0;
+    }
+    sb_addc(&b, ')');
+    snprintf(msg, msglen, "%.*s", (int)b.len, b.p);
+    sb_free(&b);
+    return 503;
+}
+
 /* ---- requests ---- */
 
 static void dispatch(model *m)
@@ -810,7 +1046,7 @@ static void dispatch(model *m)
         int concurrency = m->mf ? m->mf->concurrency : 1;
         for (int k = 0; k < m->nslots; k++) {
             inst *in = m->slots[(m->rr + k) % m->nslots];
-            if (in->state != INST_READY || in->exited || in->retire || in->inflight >= concurrency)
+            if (in->state != INST_READY || in->exited || in->retire || in->replace || in->inflight >= concurrency)
                 continue;
             if (!best || in->inflight < best->inflight)
                 best = in;
@@ -825,6 +1061,7 @@ static void dispatch(model *m)
             continue;
         }
         m->rr = (m->rr + 1) % m->nslots;
+        best->last_busy_ms = now_ms();
         inst_send(best, j);
     }
 }
@@ -885,6 +1122,10 @@ int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
     if (j->priority == 0)
         j->priority = m->mf->default_priority;
     j->enqueued_ms = now_ms();
+    if (!j->deadline_ms)
+        j->deadline_ms = j->enqueued_ms + (uint64_t)m->mf->timeout_ms;
+    sched_deadline_track(j);
+    arm_deadline_timer();
     uv_timer_stop(&m->idle_timer);
     sched_push(&m->queue, j);
     dispatch(m);
@@ -908,13 +1149,16 @@ json_t *model_to_json(model *m)
 {
     json_t *insts = json_array();
     uint64_t now = now_ms();
+    inst_sample_rss(m->slots, (size_t)m->nslots);
     for (int i = 0; i < m->nslots; i++) {
         inst *in = m->slots[i];
         json_t *o = json_pack("{s:i, s:s, s:i, s:I, s:I, s:i, s:i, s:I, s:b}", "id", in->id, "state",
                               inst_state_name(in->state), "pid", in->state == INST_IDLE ? 0 : in->pid,
                               "uptime_ms", (json_int_t)(in->state == INST_IDLE ? 0 : now - in->started_ms),
                               "requests", (json_int_t)in->requests, "restarts", in->restarts, "inflight",
-                              in->inflight, "rss_bytes", (json_int_t)inst_rss(in), "retiring", in->retire);
+                              in->inflight, "rss_bytes", (json_int_t)in->rss_bytes, "retiring", in->retire);
+        if (in->replace)
+            json_object_set_new(o, "replacing", json_true());
         json_object_set_new(o, "uptime_s", json_real(in->state == INST_IDLE ? 0 : (double)(now - in->started_ms) / 1000.0));
         json_array_append_new(insts, o);
     }
@@ -969,14 +1213,33 @@ static void check_shutdown_done(void)
     done();
 }
 
-/* Requests still running at the drain timeout are cut short: their workers are stopped. */
+/* Once a model has no request queued or running during shutdown, its workers go. */
+static void drain_model(model *m)
+{
+    if (m->queue.count)
+        return;
+    for (int i = 0; i < m->nslots; i++)
+        if (m->slots[i]->inflight)
+            return;
+    stop_all(m);
+    if (m->state != MODEL_FAILED && m->state != MODEL_UNLOADED)
+        model_set_state(m, m->nslots ? MODEL_UNLOADING : MODEL_UNLOADED, NULL);
+    check_unload_done(m);
+    check_shutdown_done();
+}
+
+/* At the drain timeout what is still queued gets 503 and every worker is stopped. */
 static void drain_expired(uv_timer_t *t)
 {
     (void)t;
-    log_warn("drain timeout: stopping workers with requests still in flight");
-    for (model *m = R.head; m; m = m->next)
+    log_warn("drain timeout: answering queued requests 503 and stopping every worker");
+    for (model *m = R.head; m; m = m->next) {
+        fail_queue(m, 503, "corral is shutting down: the drain timeout passed before the request ran");
+        notify(&m->load_waiters, 503, "corral is shutting down");
         for (int i = 0; i < m->nslots; i++)
             inst_stop(m->slots[i], R.stop_grace_ms);
+        drain_model(m);
+    }
 }
 
 void registry_shutdown(void (*done)(void))
@@ -984,14 +1247,13 @@ void registry_shutdown(void (*done)(void))
     R.shutting_down = 1;
     uv_timer_start(&R.drain_timer, drain_expired, (uint64_t)R.drain_timeout_ms, 0);
     R.shutdown_done = done;
+    uv_timer_stop(&R.tick_timer);
+    /* Queued and running requests go on until the drain timeout; a model
+     * still loading for a waiting request finishes its load and serves it. */
     for (model *m = R.head; m; m = m->next) {
         uv_timer_stop(&m->idle_timer);
-        fail_queue(m, 503, "corral is shutting down");
         notify(&m->load_waiters, 503, "corral is shutting down");
-        stop_all(m);
-        if (m->state != MODEL_FAILED && m->state != MODEL_UNLOADED)
-            model_set_state(m, m->nslots ? MODEL_UNLOADING : MODEL_UNLOADED, NULL);
-        check_unload_done(m);
+        drain_model(m);
     }
     check_shutdown_done();
 }

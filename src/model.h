@@ -43,7 +43,8 @@ typedef struct registry_config {
     const char *external_dir; /* NULL: none */
     const char *python_sdk_dir;
     int64_t stop_grace_ms;    /* SHUTDOWN to SIGTERM, and SIGTERM to SIGKILL */
-    int64_t drain_timeout_ms; /* on shutdown, how long requests in flight may finish */
+    int64_t drain_timeout_ms; /* on shutdown, how long queued and running requests may finish */
+    int64_t memory_budget;    /* bytes all loaded models may use together; 0: no budget */
 } registry_config;
 
 /* Initialises the registry and scans the repository once; starts eager models. */

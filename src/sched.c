@@ -3,9 +3,84 @@
  */
 #include "sched.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 static uint64_t next_job_id = 1;
+
+static struct {
+    job **v;
+    size_t n, cap;
+} heap;
+
+static void heap_set(size_t i, job *j)
+{
+    heap.v[i] = j;
+    j->heap_index = i;
+}
+
+static void sift_up(size_t i)
+{
+    job *j = heap.v[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (heap.v[parent]->deadline_ms <= j->deadline_ms)
+            break;
+        heap_set(i, heap.v[parent]);
+        i = parent;
+    }
+    heap_set(i, j);
+}
+
+static void sift_down(size_t i)
+{
+    job *j = heap.v[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= heap.n)
+            break;
+        if (child + 1 < heap.n && heap.v[child + 1]->deadline_ms < heap.v[child]->deadline_ms)
+            child++;
+        if (heap.v[child]->deadline_ms >= j->deadline_ms)
+            break;
+        heap_set(i, heap.v[child]);
+        i = child;
+    }
+    heap_set(i, j);
+}
+
+void sched_deadline_track(job *j)
+{
+    if (j->heap_index != SIZE_MAX || !j->deadline_ms)
+        return;
+    if (heap.n == heap.cap) {
+        heap.cap = heap.cap ? heap.cap * 2 : 256;
+        heap.v = realloc(heap.v, heap.cap * sizeof *heap.v);
+        if (!heap.v)
+            abort();
+    }
+    heap_set(heap.n++, j);
+    sift_up(heap.n - 1);
+}
+
+void sched_deadline_untrack(job *j)
+{
+    size_t i = j->heap_index;
+    if (i == SIZE_MAX)
+        return;
+    j->heap_index = SIZE_MAX;
+    job *last = heap.v[--heap.n];
+    if (i == heap.n)
+        return;
+    heap_set(i, last);
+    sift_up(i);
+    sift_down(last->heap_index);
+}
+
+job *sched_deadline_next(void)
+{
+    return heap.n ? heap.v[0] : NULL;
+}
 
 job *job_new(struct model *m, uint8_t kind, int priority)
 {
@@ -16,6 +91,7 @@ job *job_new(struct model *m, uint8_t kind, int priority)
     j->model = m;
     j->kind = kind;
     j->priority = priority;
+    j->heap_index = SIZE_MAX;
     return j;
 }
 
@@ -23,6 +99,7 @@ void job_free(job *j)
 {
     if (!j)
         return;
+    sched_deadline_untrack(j);
     free(j->frame);
     free(j);
 }

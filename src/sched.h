@@ -37,6 +37,8 @@ struct job {
     uint8_t *frame;       /* owned until sent: the whole frame, header included */
     size_t frame_len;
     uint64_t enqueued_ms;
+    uint64_t deadline_ms; /* on now_ms()'s clock; 0: none */
+    size_t heap_index;    /* position in the deadline heap, SIZE_MAX when not in it */
     job *next, *prev;     /* queue level, or the instance's in-flight list */
     job_done_fn done;
     /* Whether the client still waits for the answer; asked before a job that
@@ -61,8 +63,18 @@ job *sched_pop(sched_queue *q);
 /* Unlinks a queued job. */
 void sched_remove(sched_queue *q, job *j);
 
-/* A new job with a fresh id; free with job_free. */
+/* A new job with a fresh id; free with job_free, which also stops tracking its deadline. */
 job *job_new(struct model *m, uint8_t kind, int priority);
 void job_free(job *j);
+
+/*
+ * Deadlines of every live job, queued or running, in one binary min-heap:
+ * O(log n) to track and untrack, O(1) to find the earliest. The owner arms
+ * a single timer for sched_deadline_next().
+ */
+void sched_deadline_track(job *j);
+void sched_deadline_untrack(job *j);
+/* The job whose deadline comes first, or NULL. */
+job *sched_deadline_next(void);
 
 #endif

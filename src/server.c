@@ -129,7 +129,8 @@ int server_run(const server_config *cfg)
                           .external_dir = cfg->external_dir,
                           .python_sdk_dir = cfg->python_sdk_dir,
                           .stop_grace_ms = cfg->stop_grace_ms,
-                          .drain_timeout_ms = cfg->drain_timeout_ms};
+                          .drain_timeout_ms = cfg->drain_timeout_ms,
+                          .memory_budget = cfg->memory_budget};
     if (registry_init(S.loop, &rc) < 0)
         return 1;
     if (listen_on(cfg) < 0) {

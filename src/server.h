@@ -17,6 +17,7 @@ typedef struct server_config {
     int64_t max_body;         /* bytes */
     int64_t stop_grace_ms;
     int64_t drain_timeout_ms;
+    int64_t memory_budget; /* bytes; 0: none */
 } server_config;
 
 /* Runs until SIGTERM or SIGINT; returns the process exit status. */

@@ -232,7 +232,7 @@ def test_sigkill_of_the_daemon_takes_what_workers_started_with_it(corral):
     d.stop()
 
 
-def test_request_in_flight_at_sigterm_is_answered(corral):
+def test_requests_running_and_queued_at_sigterm_are_answered(corral):
     corral.add("ctl", "lc_ctl")
     d = corral.start()
     assert load(d, "ctl").status_code == 200
@@ -248,8 +248,8 @@ def test_request_in_flight_at_sigterm_is_answered(corral):
     assert running.exc is None, f"the running request lost its connection: {running.exc!r}"
     assert running.resp.status_code == 200 or running.resp.status_code >= 500, running.resp.text
     assert queued.exc is None, f"the queued request lost its connection: {queued.exc!r}"
-    assert queued.resp.status_code == 503, queued.resp.text
-    assert "shutting down" in queued.resp.json()["error"]
+    # Queued work drains too (within --drain-timeout): it runs after the running one.
+    assert queued.resp.status_code == 200, queued.resp.text
 
 
 # ---------------------------------------------------------------- output capture

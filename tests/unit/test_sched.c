@@ -5,6 +5,7 @@
 #include "check.h"
 #include "sched.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 static void priority_then_fifo(void)
@@ -92,4 +93,44 @@ static void large_queue(void)
     free(jobs);
 }
 
-CHECK_MAIN(CASE(priority_then_fifo), CASE(remove_anywhere), CASE(many_levels), CASE(large_queue))
+/* The heap yields deadlines in order, and untracking from anywhere keeps it a heap. */
+static void deadline_heap(void)
+{
+    enum { N = 100000 };
+    job **jobs = malloc(N * sizeof *jobs);
+    uint64_t seed = 12345;
+    for (int i = 0; i < N; i++) {
+        jobs[i] = job_new(NULL, 0, 1);
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        jobs[i]->deadline_ms = 1 + (seed >> 33) % 1000000;
+        sched_deadline_track(jobs[i]);
+    }
+    sched_deadline_track(jobs[0]); /* twice: no effect */
+    /* free every third job: job_free untracks it */
+    for (int i = 0; i < N; i += 3) {
+        job_free(jobs[i]);
+        jobs[i] = NULL;
+    }
+    uint64_t last = 0;
+    int ordered = 1, count = 0;
+    job *j;
+    while ((j = sched_deadline_next())) {
+        if (j->deadline_ms < last)
+            ordered = 0;
+        last = j->deadline_ms;
+        sched_deadline_untrack(j);
+        CHECK(j->heap_index == SIZE_MAX);
+        count++;
+    }
+    CHECK(ordered);
+    CHECK(count == N - (N + 2) / 3);
+    for (int i = 0; i < N; i++)
+        job_free(jobs[i]);
+    free(jobs);
+    job *none = job_new(NULL, 0, 1); /* no deadline: never tracked */
+    sched_deadline_track(none);
+    CHECK(sched_deadline_next() == NULL);
+    job_free(none);
+}
+
+CHECK_MAIN(CASE(deadline_heap), CASE(priority_then_fifo), CASE(remove_anywhere), CASE(many_levels), CASE(large_queue))

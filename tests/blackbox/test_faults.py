@@ -1,0 +1,857 @@
+"""Fault injection: corral under load and faults (issue 3).
+
+Every test drives real processes and checks the same invariant: every request
+gets exactly one terminal answer, nothing hangs (every request has a client
+timeout and none runs into it unless the test means it to), and no process
+outlives the daemon (the `corral` fixture's teardown). Each test prints a
+tally line -- sent, ok, each status, lost (no answer: an exception or a client
+timeout), dup (an answer seen twice, or an answer carrying another request's
+id) -- visible with `pytest -s` and in a failure's captured output.
+
+Timing checks compare durations measured in the same test (a 504 against the
+request it waited behind) or use generous bounds: the machine may be shared.
+
+Fixtures: tests/models/ft_ctl (sleep/exit per request, counts its starts in
+the file `spawns`, can die in load; generate sleeps), tests/models/ft_leak
+(keeps 20 MiB per request; can hold memory at load and in a child process),
+tests/models/lc_ctl, examples/models/echo.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import random
+import re
+import signal
+import threading
+import time
+
+import requests
+
+from conftest import alive, ctl_manifest, infer, load, out, tensor, wait_for
+
+MiB = 1 << 20
+TERMINAL = {200, 400, 500, 502, 503, 504}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class Tally:
+    """Counts answers per request id: statuses, lost requests, duplicates."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.statuses: collections.Counter = collections.Counter()
+        self.answers: collections.Counter = collections.Counter()  # request id -> answers seen
+        self.lost: list = []  # (id, why)
+        self.mismatched: list = []  # (id, what came back)
+        self.bodies: dict = {}  # status -> a few error messages
+
+    def send(self, rid: str):
+        with self.lock:
+            self.sent += 1
+            self.answers.setdefault(rid, 0)
+
+    def answer(self, rid: str, resp: requests.Response, echoed: str | None = None):
+        with self.lock:
+            self.statuses[resp.status_code] += 1
+            self.answers[rid] += 1
+            if echoed is not None and echoed != rid:
+                self.mismatched.append((rid, echoed))
+                self.answers[echoed] = self.answers.get(echoed, 0) + 1
+            if resp.status_code != 200:
+                self.bodies.setdefault(resp.status_code, []).append(resp.text[:300])
+
+    def lose(self, rid: str, why):
+        with self.lock:
+            self.lost.append((rid, repr(why)[:200]))
+
+    def call(self, call: "Call"):
+        """Records a finished (or abandoned) Call."""
+        self.send(call.rid)
+        if call.resp is not None:
+            echoed = None
+            if call.resp.status_code == 200:
+                try:
+                    echoed = call.resp.json().get("id")
+                except ValueError:
+                    echoed = None
+            self.answer(call.rid, call.resp, echoed if echoed else None)
+        else:
+            self.lose(call.rid, call.exc if call.exc is not None else "no answer (thread still waiting)")
+
+    @property
+    def ok(self) -> int:
+        return self.statuses[200]
+
+    @property
+    def dup(self) -> int:
+        return sum(n - 1 for n in self.answers.values() if n > 1) + len(self.mismatched)
+
+    def line(self) -> str:
+        parts = [f"sent={self.sent}", f"ok={self.ok}"]
+        parts += [f"{s}={self.statuses[s]}" for s in (502, 503, 504)]
+        parts += [f"{s}={n}" for s, n in sorted(self.statuses.items()) if s not in (200, 502, 503, 504)]
+        parts += [f"lost={len(self.lost)}", f"dup={self.dup}"]
+        return f"[{self.name}] " + " ".join(parts)
+
+    def report(self) -> str:
+        text = self.line()
+        print(text, flush=True)
+        for status, bodies in sorted(self.bodies.items()):
+            print(f"[{self.name}]   {status} e.g. {bodies[0]}", flush=True)
+        if self.lost:
+            print(f"[{self.name}]   lost e.g. {self.lost[:3]}", flush=True)
+        return text
+
+    def check(self, allowed=TERMINAL, lost_ok: int = 0):
+        """The invariant: exactly one terminal answer per request."""
+        text = self.report()
+        assert len(self.lost) <= lost_ok, f"{text}: requests without an answer: {self.lost[:5]}"
+        assert self.dup == 0, f"{text}: duplicated or crossed answers: {self.mismatched[:5]}"
+        unanswered = [rid for rid, n in self.answers.items() if n == 0 and rid not in {r for r, _ in self.lost}]
+        assert not unanswered, f"{text}: no answer recorded for {unanswered[:5]}"
+        unexpected = {s: n for s, n in self.statuses.items() if s not in allowed}
+        assert not unexpected, f"{text}: unexpected statuses {unexpected}: {self.bodies}"
+        assert sum(self.statuses.values()) + len(self.lost) == self.sent, text
+        return text
+
+
+_ids = itertools.count()
+
+
+def new_id(prefix: str = "r") -> str:
+    return f"{prefix}{next(_ids)}-{random.randrange(1 << 30):x}"
+
+
+class Call(threading.Thread):
+    """One request on its own thread (its own connection); .resp or .exc, .t0/.t1, once joined.
+
+    kind: "infer" (the default; keyword arguments become request parameters)
+    or "generate" (json_body is posted to /v1/models/{model}/generate). deadline_us becomes
+    parameters.timeout; timeout is the client's own limit.
+    """
+
+    def __init__(self, d, model, timeout=30.0, rid=None, kind="infer", json_body=None, start=True,
+                 deadline_us=None, **params):
+        super().__init__(daemon=True)
+        if deadline_us is not None:  # parameters.timeout; `timeout` is the client's own
+            params["timeout"] = deadline_us
+        self.d, self.model, self.timeout, self.params = d, model, timeout, params
+        self.kind, self.json_body = kind, json_body
+        self.rid = rid or new_id()
+        self.resp = None
+        self.exc = None
+        self.t0 = self.t1 = None
+        if start:
+            self.start()
+
+    def run(self):
+        self.t0 = time.monotonic()
+        try:
+            with requests.Session() as s:
+                if self.kind == "generate":
+                    self.resp = s.post(self.d.url(f"/v1/models/{self.model}/generate"), json=self.json_body,
+                                       timeout=self.timeout)
+                else:
+                    body = {"id": self.rid, "inputs": [tensor("X", "INT32", [1], [0])]}
+                    if self.params:
+                        body["parameters"] = self.params
+                    self.resp = s.post(self.d.url(f"/v2/models/{self.model}/infer"), json=body, timeout=self.timeout)
+        except Exception as e:  # noqa: BLE001 - recorded for the test to judge
+            self.exc = e
+        self.t1 = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return self.t1 - self.t0
+
+    def finish(self, timeout=None) -> "Call":
+        self.join(timeout=self.timeout + 10 if timeout is None else timeout)
+        return self
+
+
+def error(resp: requests.Response) -> str:
+    return resp.json()["error"]
+
+
+def instance(d, model, iid=0):
+    return next(i for i in d.model(model)["instances"] if i["id"] == iid)
+
+
+def ready(m: dict) -> list:
+    return [i for i in m["instances"] if i["state"] == "ready"]
+
+
+def wait_inflight(d, model, n=1, timeout=10):
+    return wait_for(lambda: sum(i["inflight"] for i in d.model(model)["instances"]) >= n, timeout=timeout,
+                    interval=0.01, what=f"{n} request(s) of {model} in flight")
+
+
+def wait_queued(d, model, n, timeout=10):
+    return wait_for(lambda: d.model(model)["queue"] >= n, timeout=timeout, interval=0.01,
+                    what=f"{n} request(s) queued for {model}")
+
+
+def wait_replaced(d, model, old_pid, iid=0, timeout=20):
+    """Waits until instance iid is ready under a pid other than old_pid; returns its record."""
+    def check():
+        for i in d.model(model)["instances"]:
+            if i["id"] == iid and i["state"] == "ready" and i["pid"] not in (0, old_pid):
+                return i
+        return None
+    return wait_for(check, timeout=timeout, interval=0.02, what=f"{model} instance {iid} to be replaced")
+
+
+def spawns(path) -> int:
+    """Processes an ft_ctl model directory has started (lines of its `spawns` file)."""
+    f = path / "spawns"
+    return len(f.read_text().split()) if f.exists() else 0
+
+
+def group_rss(pgrp: int) -> int:
+    """Resident bytes of every live process in process group pgrp, from /proc."""
+    total = 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgrp or fields[0] == "Z":
+                continue
+            with open(f"/proc/{entry}/statm") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def pgrp_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[2])
+
+
+def ft_manifest(parameters: dict | None = None, **keys) -> str:
+    """A manifest for ft_ctl or ft_leak (both runtime python, worker.py); nested maps as YAML flow text."""
+    return ctl_manifest(parameters, **keys)
+
+
+# ---------------------------------------------------------------- crashes under load
+
+
+def test_kill9_of_random_workers_during_2000_requests(corral):
+    """2,000 requests at concurrency 32 on two echo instances while a killer SIGKILLs a random worker
+    every 100-200 ms: no request lost or answered twice, every 200 carries its own id and data,
+    >= 95% succeed, the rest are 502 (held by a killed worker) or 503."""
+    corral.add("echo", "echo", manifest=ft_manifest(
+        instances=2, restart="{max_restarts: 1000, window: 60s, backoff_min: 10ms, backoff_max: 100ms}"))
+    d = corral.start()
+    assert load(d, "echo").status_code == 200
+    total, concurrency = 2000, 32
+    tally = Tally("kill9-storm")
+    counter = itertools.count()
+    stop = threading.Event()
+    kills = []
+    t_end = time.monotonic() + 100  # the whole test stays well under 120 s
+
+    def client():
+        with requests.Session() as s:
+            while time.monotonic() < t_end:
+                n = next(counter)
+                if n >= total:
+                    return
+                rid = f"storm-{n}"
+                payload = f"payload-{n}-{random.randrange(1 << 40):x}"
+                tally.send(rid)
+                try:
+                    r = s.post(d.url("/v2/models/echo/infer"), timeout=60,
+                               json={"id": rid, "inputs": [tensor("INPUT0", "BYTES", [1], [payload])]})
+                except Exception as e:  # noqa: BLE001
+                    tally.lose(rid, e)
+                    continue
+                echoed = None
+                if r.status_code == 200:
+                    body = r.json()
+                    echoed = body.get("id")
+                    data = body["outputs"][0]["data"]
+                    if data != [payload]:
+                        tally.mismatched.append((rid, f"data {data!r}"))
+                tally.answer(rid, r, echoed)
+
+    def killer():
+        with requests.Session() as s:
+            while not stop.is_set():
+                time.sleep(random.uniform(0.1, 0.2))
+                try:
+                    m = s.get(d.url("/v1/models/echo"), timeout=10).json()
+                except Exception:  # noqa: BLE001 - the daemon is busy; try again
+                    continue
+                pids = [i["pid"] for i in m["instances"] if i["state"] == "ready" and i["pid"]]
+                if not pids:
+                    continue
+                pid = random.choice(pids)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    kills.append(pid)
+                except ProcessLookupError:
+                    pass
+
+    t0 = time.monotonic()
+    k = threading.Thread(target=killer, daemon=True)
+    k.start()
+    clients = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join(timeout=max(1, t_end + 15 - time.monotonic()))
+    stop.set()
+    k.join(timeout=15)
+    elapsed = time.monotonic() - t0
+    hung = [c for c in clients if c.is_alive()]
+    print(f"[kill9-storm] {elapsed:.1f}s, {len(kills)} workers killed", flush=True)
+    assert not hung, f"{len(hung)} client threads still waiting: {tally.line()}"
+    assert tally.sent == total, f"only {tally.sent} of {total} sent in the time allowed: {tally.line()}"
+    text = tally.check(allowed={200, 502, 503})
+    assert tally.ok >= 0.95 * total, text
+    assert len(kills) >= 5, f"the killer only killed {len(kills)} workers; the test proved little"
+    for body in tally.bodies.get(502, []):
+        assert "echo" in body and "pid" in body and "signal 9" in body, body
+    # The model survives the storm: not failed, both instances back.
+    m = wait_for(lambda: (lambda m: m if len(ready(m)) == 2 else None)(d.model("echo")), timeout=20,
+                 what="both echo instances ready again")
+    assert m["state"] == "ready"
+    assert not any(alive(p) for p in kills)
+
+
+def test_every_request_a_dead_worker_held_gets_one_502(corral):
+    """An instance with concurrency 4 holding four requests is killed: each of the four gets exactly one
+    502 naming model, instance, pid and signal; requests queued behind them are served by the replacement."""
+    corral.add("ft", "ft_ctl", manifest=ft_manifest(concurrency=4))
+    d = corral.start()
+    pid = out(infer(d, "ft"), "PID")
+    held = [Call(d, "ft", sleep=3) for _ in range(4)]
+    wait_inflight(d, "ft", 4)
+    queued = [Call(d, "ft") for _ in range(2)]
+    wait_queued(d, "ft", 2)
+    os.kill(pid, signal.SIGKILL)
+    tally = Tally("dead-worker-held-4")
+    for c in held + queued:
+        tally.call(c.finish())
+    tally.check(allowed={200, 502})
+    for c in held:
+        assert c.resp.status_code == 502, c.resp.text
+        err = error(c.resp)
+        assert "ft" in err and "instance 0" in err and f"pid {pid}" in err and "signal 9" in err, err
+        assert c.elapsed < 2.5, f"the 502 came {c.elapsed:.2f}s after the request, as if it waited for the sleep"
+    new = instance(d, "ft")
+    for c in queued:
+        assert c.resp.status_code == 200, c.resp.text
+        assert out(c.resp, "PID") == new["pid"] != pid
+    assert new["restarts"] == 1
+
+
+# ---------------------------------------------------------------- hung workers
+
+
+def test_sigstopped_worker_is_detected_by_ping_and_replaced(corral):
+    """A worker frozen with SIGSTOP misses its ping: it is killed (SIGTERM, SIGKILL after the grace) and
+    replaced within about interval + timeout + grace; the request it held gets 502 (or 504)."""
+    corral.add("ft", "ft_ctl", manifest=ft_manifest(health="{interval: 200ms, timeout: 300ms}"))
+    d = corral.start("--stop-grace", "500ms")
+    pid = out(infer(d, "ft"), "PID")
+    held = Call(d, "ft", sleep=1)
+    wait_inflight(d, "ft", 1)
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        new = wait_replaced(d, "ft", pid, timeout=15)
+        took = time.monotonic() - t0
+    finally:
+        if alive(pid):  # a failing daemon must not leave a frozen process behind
+            os.kill(pid, signal.SIGCONT)
+    tally = Tally("sigstop")
+    tally.call(held.finish())
+    tally.check(allowed={502, 504})
+    print(f"[sigstop] replaced {took:.2f}s after SIGSTOP (interval 0.2 + timeout 0.3 + grace 0.5)", flush=True)
+    assert took < 5, f"replaced only {took:.2f}s after SIGSTOP"
+    err = error(held.resp)
+    assert "ft" in err and f"pid {pid}" in err, err
+    wait_for(lambda: not alive(pid), timeout=3, what="the frozen worker to be killed")
+    assert new["restarts"] == 1
+    log = d.log()
+    assert re.search(rf"ft instance 0 \(pid {pid}\).*ping", log, re.I) or \
+        re.search(rf"pid {pid}.*(ping|pong)", log, re.I), "the daemon log does not mention the missed ping"
+    r = infer(d, "ft")
+    assert out(r, "PID") == new["pid"]
+
+
+def test_hung_worker_counts_toward_the_restart_budget(corral):
+    """With max_restarts 1, a second hang within the window fails the model; nothing is left running."""
+    corral.add("ft", "ft_ctl", manifest=ft_manifest(
+        health="{interval: 200ms, timeout: 300ms}",
+        restart="{max_restarts: 1, window: 60s, backoff_min: 10ms, backoff_max: 50ms}"))
+    d = corral.start("--stop-grace", "500ms")
+    frozen = []
+    try:
+        pid = out(infer(d, "ft"), "PID")
+        os.kill(pid, signal.SIGSTOP)
+        frozen.append(pid)
+        new = wait_replaced(d, "ft", pid, timeout=15)
+        os.kill(new["pid"], signal.SIGSTOP)
+        frozen.append(new["pid"])
+        m = d.wait_state("ft", "failed", timeout=15)
+    finally:
+        for p in frozen:
+            if alive(p):
+                os.kill(p, signal.SIGCONT)
+    assert m["reason"], m
+    wait_for(lambda: not any(alive(p) for p in frozen), timeout=5, what="the frozen workers to be killed")
+    tally = Tally("hang-budget")
+    c = Call(d, "ft", timeout=10).finish()
+    tally.call(c)
+    tally.check(allowed={503})
+    assert "ft" in error(c.resp)
+    assert spawns(corral.repo / "ft") == 2
+
+
+# ---------------------------------------------------------------- deadlines
+
+
+def test_deadline_passing_while_queued_is_answered_at_that_moment(corral):
+    """A request with a 300 ms deadline queued behind a 3 s request gets 504 when its deadline passes,
+    not when it would have been dequeued; the worker never sees it."""
+    corral.add("ft", "ft_ctl")
+    d = corral.start()
+    assert out(infer(d, "ft"), "COUNT") == 1
+    blocker = Call(d, "ft", sleep=3)
+    wait_inflight(d, "ft", 1)
+    queued = Call(d, "ft", deadline_us=300_000)
+    queued.finish()
+    depth_after = d.model("ft")["queue"]
+    blocker.finish()
+    tally = Tally("deadline-queued")
+    tally.call(blocker)
+    tally.call(queued)
+    tally.check(allowed={200, 504})
+    assert queued.resp.status_code == 504, queued.resp.text
+    err = error(queued.resp)
+    assert "ft" in err and "deadline" in err and "queued" in err, err
+    print(f"[deadline-queued] 504 after {queued.elapsed:.2f}s; the blocking request took {blocker.elapsed:.2f}s",
+          flush=True)
+    assert queued.elapsed < blocker.elapsed / 2, \
+        f"the 504 came after {queued.elapsed:.2f}s, the blocking request took {blocker.elapsed:.2f}s"
+    assert queued.t1 < blocker.t1 - 1, "the 504 came only when the instance freed up"
+    assert depth_after == 0, "the expired request is still counted in the queue"
+    assert out(blocker.resp, "COUNT") == 2
+    assert out(infer(d, "ft"), "COUNT") == 3, "the worker saw the expired request"
+
+
+def test_deadline_passing_while_running_replaces_the_instance_without_failing_the_model(corral):
+    """A request past its deadline while running gets 504 naming instance and pid; the instance is killed and
+    replaced (restarts +1). Timeouts are not crashes: three of them with max_restarts 1 leave the model ready."""
+    corral.add("ft", "ft_ctl", manifest=ft_manifest(
+        restart="{max_restarts: 1, window: 60s, backoff_min: 10ms, backoff_max: 50ms}"))
+    d = corral.start()
+    pid = out(infer(d, "ft"), "PID")
+    tally = Tally("deadline-running")
+    old = []
+    for k in range(1, 4):
+        c = Call(d, "ft", sleep=5, deadline_us=500_000).finish()
+        tally.call(c)
+        assert c.resp is not None and c.resp.status_code == 504, (c.exc, c.resp is not None and c.resp.text)
+        err = error(c.resp)
+        assert "ft" in err and "deadline" in err and "running" in err, err
+        assert "instance 0" in err and f"pid {pid}" in err, err
+        assert c.elapsed < 2.5, f"the 504 came {c.elapsed:.2f}s after the request (deadline 0.5 s, sleep 5 s)"
+        new = wait_replaced(d, "ft", pid)
+        assert new["restarts"] == k, new
+        old.append(pid)
+        pid = new["pid"]
+    tally.check(allowed={504})
+    m = d.model("ft")
+    assert m["state"] == "ready", m
+    wait_for(lambda: not any(alive(p) for p in old), timeout=5, what="the timed-out workers to be gone")
+    r = infer(d, "ft")
+    assert out(r, "PID") == pid
+
+
+def test_manifest_timeout_applies_when_the_request_names_none(corral):
+    """parameters.timeout 0 or absent means the manifest's timeout, for infer and for generate; a request's
+    own timeout overrides it."""
+    corral.add("ft", "ft_ctl", manifest=ft_manifest(timeout="700ms"))
+    d = corral.start()
+    pid = out(infer(d, "ft"), "PID")
+    tally = Tally("manifest-timeout")
+    cases = [("absent", Call(d, "ft", sleep=4, start=False)),
+             ("zero", Call(d, "ft", sleep=4, start=False, deadline_us=0)),
+             ("generate", Call(d, "ft", kind="generate", json_body={"sleep": 4}, start=False))]
+    for what, c in cases:
+        c.start()
+        c.finish()
+        tally.call(c)
+        assert c.resp is not None and c.resp.status_code == 504, (what, c.exc, c.resp is not None and c.resp.text)
+        err = error(c.resp)
+        assert "ft" in err and "deadline" in err, (what, err)
+        assert c.elapsed < 3, f"{what}: the 504 came after {c.elapsed:.2f}s (manifest timeout 0.7 s, sleep 4 s)"
+        pid = wait_replaced(d, "ft", pid)["pid"]
+    # A request's own, longer timeout wins over the manifest's.
+    c = Call(d, "ft", sleep=1.2, deadline_us=10_000_000).finish()
+    tally.call(c)
+    tally.check(allowed={200, 504})
+    assert out(c.resp, "PID") == pid
+
+
+# ---------------------------------------------------------------- backpressure and priority
+
+
+def test_full_queue_is_503_with_retry_after_at_once_and_never_reaches_a_worker(corral):
+    corral.add("ft", "ft_ctl", manifest=ft_manifest(max_queue=2))
+    d = corral.start()
+    assert out(infer(d, "ft"), "COUNT") == 1
+    busy = Call(d, "ft", sleep=2.5)
+    wait_inflight(d, "ft", 1)
+    queued = []
+    for _ in range(2):
+        queued.append(Call(d, "ft"))
+        wait_queued(d, "ft", len(queued))
+    rejected = []
+    t0 = time.monotonic()
+    for _ in range(5):
+        rejected.append(Call(d, "ft", timeout=10).finish())
+    rejecting = time.monotonic() - t0
+    busy_done_then = busy.t1 is not None
+    busy.finish()
+    for c in queued:
+        c.finish()
+    tally = Tally("queue-full")
+    for c in [busy, *queued, *rejected]:
+        tally.call(c)
+    tally.check(allowed={200, 503})
+    for c in rejected:
+        assert c.resp.status_code == 503, c.resp.text
+        assert "ft" in error(c.resp), c.resp.text
+        assert c.resp.headers.get("Retry-After", "").strip().isdigit(), dict(c.resp.headers)
+    print(f"[queue-full] 5 rejections in {rejecting:.3f}s; the busy request took {busy.elapsed:.2f}s", flush=True)
+    assert not busy_done_then, "the rejections waited for the busy request"
+    assert rejecting < busy.elapsed / 3, f"5 rejections took {rejecting:.2f}s"
+    assert out(busy.resp, "COUNT") == 2
+    assert [out(c.resp, "COUNT") for c in queued] == [3, 4]
+    assert out(infer(d, "ft"), "COUNT") == 5, "a rejected request reached the worker"
+
+
+def test_priority_levels_with_fifo_within_a_level(corral):
+    """One busy instance; requests queued with priorities 3,3,1,absent,2,1,0 (absent and 0 mean the
+    default, 2) are served 1,1,2,2,2,3,3 -- each level in arrival order."""
+    corral.add("ft", "ft_ctl")
+    d = corral.start()
+    assert out(infer(d, "ft"), "COUNT") == 1
+    busy = Call(d, "ft", sleep=3)
+    wait_inflight(d, "ft", 1)
+    prios = [3, 3, 1, None, 2, 1, 0]
+    calls = []
+    for n, p in enumerate(prios):
+        params = {} if p is None else {"priority": p}
+        calls.append(Call(d, "ft", rid=f"q{n}-p{p}", **params))
+        wait_queued(d, "ft", n + 1)
+    assert busy.t1 is None, "the busy request finished before everything was queued; the test proved nothing"
+    tally = Tally("priority")
+    tally.call(busy.finish())
+    for c in calls:
+        tally.call(c.finish())
+    tally.check(allowed={200})
+    served = [c.rid for c in sorted(calls, key=lambda c: out(c.resp, "COUNT"))]
+    print(f"[priority] served in order {served}", flush=True)
+    expected = ["q2-p1", "q5-p1", "q3-pNone", "q4-p2", "q6-p0", "q0-p3", "q1-p3"]
+    assert served == expected
+    assert sorted(out(c.resp, "COUNT") for c in calls) == list(range(3, 3 + len(calls)))
+
+
+# ---------------------------------------------------------------- crash loops
+
+
+def test_crash_loop_reaches_failed_within_its_budget_with_bounded_spawns(corral):
+    path = corral.add("loop", "ft_ctl", manifest=ft_manifest(
+        parameters={"die_in_load": True},
+        restart="{max_restarts: 2, window: 60s, backoff_min: 50ms, backoff_max: 200ms}"))
+    d = corral.start()
+    calls = [Call(d, "loop", timeout=30) for _ in range(4)]
+    tally = Tally("crash-loop")
+    for c in calls:
+        tally.call(c.finish())
+    tally.check(allowed={503})
+    m = d.wait_state("loop", "failed", timeout=10)
+    assert "loop" in error(calls[0].resp)
+    assert m["reason"], m
+    ends = [c.t1 for c in calls]
+    assert max(ends) - min(ends) < 1.5, "the queued requests were not answered together when the model failed"
+    assert max(c.elapsed for c in calls) < 20
+    n = spawns(path)
+    started = d.log().count("model loop instance 0 started")
+    print(f"[crash-loop] {n} processes started ({started} in the daemon log); max_restarts 2", flush=True)
+    assert 1 <= n <= 2 + 2 and started <= 2 + 2, (n, started)
+    # Nothing more is spawned: not by time, not by new requests.
+    time.sleep(1.5)
+    r = Call(d, "loop", timeout=10).finish()
+    tally2 = Tally("crash-loop-after")
+    tally2.call(r)
+    tally2.check(allowed={503})
+    assert r.elapsed < 2, f"a request to a failed model took {r.elapsed:.2f}s"
+    time.sleep(0.5)
+    assert spawns(path) == n, "a failed model started more processes"
+    assert d.model("loop")["state"] == "failed"
+    # An explicit load tries again, within the same bound.
+    assert load(d, "loop", timeout=30).status_code == 503
+    assert n < spawns(path) <= 2 * n
+
+
+# ---------------------------------------------------------------- memory
+
+
+def test_rss_is_the_sum_over_the_instances_process_group(corral):
+    corral.add("leak", "ft_leak", manifest=ft_manifest(parameters={"initial_mb": 32, "child_mb": 64, "leak_mb": 0}))
+    d = corral.start()
+    r = infer(d, "leak")
+    pid, child = out(r, "PID"), out(r, "CHILD")
+    assert child and pgrp_of(child) == pgrp_of(pid)
+
+    def rss():
+        return instance(d, "leak")["rss_bytes"]
+
+    # The child's 64 MiB count too: the worker alone holds only ~32 MiB plus the interpreter.
+    wait_for(lambda: rss() >= 96 * MiB, timeout=10, what="rss_bytes to include the child's memory")
+    measured, reported = group_rss(pgrp_of(pid)), rss()
+    print(f"[rss] reported {reported / MiB:.1f} MiB, /proc sum over the group {measured / MiB:.1f} MiB", flush=True)
+    assert abs(reported - measured) < 0.2 * measured, (reported, measured)
+    # Refreshed about every second.
+    infer(d, "leak", leak_mb=40)
+    wait_for(lambda: rss() >= reported + 35 * MiB, timeout=6, what="rss_bytes to follow a 40 MiB allocation")
+
+
+def test_leaking_model_is_replaced_at_its_memory_limit_without_dropping_a_request(corral):
+    corral.add("leak", "ft_leak", manifest=ft_manifest(limits="{memory: 150MiB}", parameters={"leak_mb": 20}))
+    d = corral.start()
+    tally = Tally("memory-limit")
+    pids = []
+    restarts_seen = 0
+    for n in range(30):
+        c = Call(d, "leak", timeout=30).finish()
+        tally.call(c)
+        if c.resp is not None and c.resp.status_code == 200:
+            pids.append(out(c.resp, "PID"))
+        time.sleep(0.15)
+    restarts_seen = max(i["restarts"] for i in d.model("leak")["instances"])
+    tally.check(allowed={200})
+    assert tally.ok == 30
+    distinct = list(dict.fromkeys(pids))
+    print(f"[memory-limit] {len(distinct)} processes served 30 requests; restarts {restarts_seen}", flush=True)
+    assert len(distinct) >= 2, "the leaking instance was never replaced"
+    assert restarts_seen >= 1
+    log = d.log()
+    assert any("leak" in line and "memory" in line.lower() for line in log.splitlines()), \
+        "no daemon log line names the memory limit"
+    # Each replaced process is gone.
+    wait_for(lambda: not any(alive(p) for p in distinct[:-1]), timeout=10, what="the replaced workers to exit")
+
+
+def test_memory_budget_unloads_lru_idle_models_then_refuses_with_503(corral):
+    """--memory-budget 400MiB. A and B (each ~115 MiB measured, limit 150MiB) are loaded, A used least
+    recently. Loading C (limit 250MiB): 230 + 250 > 400, so A, idle and LRU, is unloaded to make room.
+    With B and C both busy, loading D (limit 350MiB) cannot fit however: 503 naming B and C."""
+    big = dict(parameters={"initial_mb": 100, "leak_mb": 0}, limits="{memory: 150MiB}", keep_alive=-1)
+    corral.add("a", "ft_leak", manifest=ft_manifest(**big))
+    corral.add("b", "ft_leak", manifest=ft_manifest(**big))
+    corral.add("c", "ft_ctl", manifest=ft_manifest(limits="{memory: 250MiB}", keep_alive=-1))
+    d_path = corral.add("d", "ft_ctl", manifest=ft_manifest(limits="{memory: 350MiB}", keep_alive=-1))
+    d = corral.start("--memory-budget", "400MiB")
+    assert load(d, "a").status_code == 200
+    assert load(d, "b").status_code == 200
+    assert infer(d, "a").status_code == 200
+    assert infer(d, "b").status_code == 200
+    for name in ("a", "b"):
+        wait_for(lambda: instance(d, name)["rss_bytes"] >= 100 * MiB, timeout=10, what=f"{name}'s rss measured")
+    r = load(d, "c")
+    assert r.status_code == 200, r.text
+    assert d.model("a")["state"] == "unloaded", d.model("a")
+    assert d.model("b")["state"] == "ready"
+    assert d.model("c")["state"] == "ready"
+    assert re.search(r"unloading.*\ba\b.*to make room|\ba\b.*unloading.*to make room", d.log()), \
+        "no 'unloading ... to make room' log line for a"
+    # B and C busy: nothing idle to unload.
+    busy = [Call(d, "b", sleep=4), Call(d, "c", sleep=4)]
+    wait_inflight(d, "b", 1)
+    wait_inflight(d, "c", 1)
+    wait_for(lambda: instance(d, "c")["rss_bytes"] > 0, timeout=5, what="c's rss measured")
+    r = load(d, "d", timeout=30)
+    assert r.status_code == 503, r.text
+    err = error(r)
+    print(f"[memory-budget] 503: {err}", flush=True)
+    assert "d" in err and re.search(r"\bb\b", err) and re.search(r"\bc\b", err) and re.search(r"\d", err), err
+    assert all(c.t1 is None for c in busy), "the busy requests ended before the refusal; the test proved little"
+    tally = Tally("memory-budget")
+    for c in busy:
+        tally.call(c.finish())
+    tally.check(allowed={200})
+    assert spawns(d_path) == 0, "the refused model started a worker"
+    assert d.model("b")["state"] == "ready" and d.model("c")["state"] == "ready"
+    assert d.model("d")["state"] != "ready"
+
+
+# ---------------------------------------------------------------- autoscaling
+
+
+def test_autoscale_grows_under_queue_pressure_and_shrinks_when_idle(corral):
+    corral.add("ft", "ft_ctl", manifest=ft_manifest(instances=1, max_instances=3, keep_alive=-1))
+    d = corral.start()
+    assert load(d, "ft").status_code == 200
+    tally = Tally("autoscale")
+    stop = threading.Event()
+    peak = [1]
+
+    def client():
+        while not stop.is_set():
+            tally.call(Call(d, "ft", timeout=60, sleep=0.5).finish())
+
+    clients = [threading.Thread(target=client, daemon=True) for _ in range(8)]
+    t0 = time.monotonic()
+    for c in clients:
+        c.start()
+    try:
+        def grown():
+            peak[0] = max(peak[0], len(ready(d.model("ft"))))
+            return peak[0] > 1
+        wait_for(grown, timeout=25, interval=0.2, what="a second instance under queue pressure")
+        grew_after = time.monotonic() - t0
+        time.sleep(2)
+        peak[0] = max(peak[0], len(ready(d.model("ft"))))
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(timeout=70)
+    assert not any(c.is_alive() for c in clients)
+    tally.check(allowed={200})
+    assert peak[0] <= 3
+    t1 = time.monotonic()
+    m = wait_for(lambda: (lambda m: m if len(m["instances"]) == 1 and len(ready(m)) == 1 else None)(d.model("ft")),
+                 timeout=40, interval=0.25, what="the model to shrink back to one instance")
+    print(f"[autoscale] grew after {grew_after:.1f}s to {peak[0]} instances; back to 1 after "
+          f"{time.monotonic() - t1:.1f}s idle", flush=True)
+    assert m["state"] == "ready"
+    assert infer(d, "ft").status_code == 200
+
+
+# ---------------------------------------------------------------- stopping the daemon
+
+
+def test_sigterm_drains_in_flight_and_queued_requests(corral):
+    corral.add("ft", "ft_ctl")
+    d = corral.start()
+    pid = out(infer(d, "ft"), "PID")
+    running = Call(d, "ft", sleep=1)
+    wait_inflight(d, "ft", 1)
+    queued = []
+    for _ in range(3):
+        queued.append(Call(d, "ft", sleep=0.2))
+        wait_queued(d, "ft", len(queued))
+    d.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    late = Call(d, "ft", timeout=10).finish()
+    assert d.proc.wait(timeout=30) == 0
+    tally = Tally("sigterm-drain")
+    for c in [running, *queued]:
+        tally.call(c.finish())
+    tally.check(allowed={200})
+    for c in [running, *queued]:
+        assert out(c.resp, "PID") == pid
+    # A request arriving after SIGTERM is refused: no connection, or 503.
+    assert late.resp is None and isinstance(late.exc, requests.ConnectionError) or \
+        late.resp is not None and late.resp.status_code == 503, (late.exc, late.resp is not None and late.resp.text)
+    assert not alive(pid)
+    d.stop()
+
+
+def test_sigterm_with_a_short_drain_timeout_answers_the_rest_503_and_exits_0(corral):
+    corral.add("ft", "ft_ctl")
+    d = corral.start("--drain-timeout", "1s")
+    pid = out(infer(d, "ft"), "PID")
+    running = Call(d, "ft", sleep=10)
+    wait_inflight(d, "ft", 1)
+    queued = [Call(d, "ft", sleep=10)]
+    wait_queued(d, "ft", 1)
+    queued.append(Call(d, "ft", sleep=10))
+    wait_queued(d, "ft", 2)
+    t0 = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=20) == 0
+    took = time.monotonic() - t0
+    tally = Tally("sigterm-drain-timeout")
+    for c in [running, *queued]:
+        tally.call(c.finish())
+    tally.check(allowed={503})
+    print(f"[sigterm-drain-timeout] exited {took:.2f}s after SIGTERM (drain 1 s, requests 10 s)", flush=True)
+    assert took < 8
+    for c in [running, *queued]:
+        assert "ft" in error(c.resp), c.resp.text
+    assert not alive(pid)
+    d.stop()
+
+
+def test_sigterm_while_a_lazy_load_has_a_request_waiting(corral):
+    corral.add("slow", "lc_ctl", manifest=ctl_manifest(parameters={"load_delay": 2}))
+    d = corral.start()
+    c = Call(d, "slow", timeout=30)
+    d.wait_state("slow", "loading", timeout=10)
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=30) == 0
+    tally = Tally("sigterm-mid-load")
+    tally.call(c.finish())
+    tally.check(allowed={200})
+    assert c.elapsed >= 1.5
+    d.stop()
+
+
+def test_sigkill_of_the_daemon_leaves_no_orphans(corral):
+    """SIGKILL of the daemon: every worker (busy, idle, loading, frozen by SIGSTOP) and every process a
+    worker started is gone within about a second."""
+    corral.add("echo", "echo")
+    corral.add("ctl", "lc_ctl", manifest=ctl_manifest(instances=2, parameters={"spawn_child": True}))
+    corral.add("ft", "ft_ctl")
+    corral.add("frozen", "ft_ctl")
+    corral.add("loading", "lc_ctl", manifest=ctl_manifest(load="eager", parameters={"load_delay": 60}))
+    d = corral.start()
+    assert load(d, "echo").status_code == 200
+    assert load(d, "ctl").status_code == 200
+    children = []
+    for _ in range(6):
+        children.append(out(infer(d, "ctl"), "CHILD"))
+    children = sorted(set(children))
+    frozen = out(infer(d, "frozen"), "PID")
+    busy = Call(d, "ft", sleep=30, timeout=40)
+    wait_inflight(d, "ft", 1)
+    loading = wait_for(lambda: d.worker_pids("loading"), timeout=10, what="the eager load to start")
+    os.kill(frozen, signal.SIGSTOP)
+    pids = d.worker_pids("echo") + d.worker_pids("ctl") + d.worker_pids("ft") + [frozen] + loading + children
+    assert len(children) == 2 and all(alive(p) for p in pids), pids
+
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(timeout=10)
+    t0 = time.monotonic()
+    try:
+        wait_for(lambda: not any(alive(p) for p in pids), timeout=3, interval=0.02,
+                 what=f"{[p for p in pids if alive(p)]} to die with the daemon")
+    finally:
+        if alive(frozen):
+            os.kill(frozen, signal.SIGCONT)
+    print(f"[sigkill-daemon] {len(pids)} processes gone {time.monotonic() - t0:.2f}s after the daemon died",
+          flush=True)
+    busy.finish()
+    tally = Tally("sigkill-daemon")
+    tally.call(busy)
+    tally.check(allowed=set(), lost_ok=1)  # the one request in flight died with the daemon, as it must
+    assert isinstance(busy.exc, requests.ConnectionError)
+    d.stop()
