@@ -324,6 +324,8 @@ static int build_infer_frame(h2o_req_t *req, api_pending *p, job *j)
     j->frame = frame;
     j->frame_len = PROTO_HEADER_SIZE + total;
     j->priority = priority;
+    if (timeout && json_integer_value(timeout) > 0) /* 0 or absent: the model's own timeout */
+        j->deadline_ms = now_ms() + ((uint64_t)json_integer_value(timeout) + 999) / 1000;
     if (id) {
         p->id = h2o_strdup(&req->pool, json_string_value(id), json_string_length(id));
         p->has_id = 1;
