@@ -276,6 +276,24 @@ static void health_pong(inst *in, uint64_t nonce)
 
 /* ---- memory ---- */
 
+uint64_t inst_worker_rss(const inst *in)
+{
+    char path[64], text[128];
+    snprintf(path, sizeof path, "/proc/%d/statm", in->pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = 0;
+    unsigned long long size, resident;
+    if (sscanf(text, "%llu %llu", &size, &resident) != 2)
+        return 0;
+    return resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
 void inst_sample_rss(inst **v, size_t n)
 {
     for (size_t i = 0; i < n; i++)

@@ -156,6 +156,9 @@ void inst_exit_reason(const inst *in, char *buf, size_t len);
  */
 void inst_sample_rss(inst **v, size_t n);
 
+/* Resident memory of the worker process alone: one small read, for a check after each request. */
+uint64_t inst_worker_rss(const inst *in);
+
 /*
  * Takes a job back from the instance (its deadline passed): the worker's
  * late answer will be ignored. The caller answers the job.

@@ -91,6 +91,7 @@ static void drain_model(model *m);
 static void tick(uv_timer_t *t);
 static int fit_memory_budget(model *m, int instances, char *msg, size_t msglen);
 static void check_load_done(model *m);
+static void check_memory_limit(model *m, inst *in);
 static void check_unload_done(model *m);
 static void check_shutdown_done(void);
 
@@ -622,6 +623,13 @@ static void on_job_finished(inst *in)
     model *m = in->model;
     m->last_used_ms = now_ms();
     in->last_busy_ms = m->last_used_ms;
+    /* With a memory limit, a leak is caught after the request that caused it, not up to a tick later. */
+    if (m->mf && m->mf->memory_limit && in->state == INST_READY && !in->replace) {
+        uint64_t rss = inst_worker_rss(in);
+        if (rss > in->rss_bytes)
+            in->rss_bytes = rss;
+        check_memory_limit(m, in);
+    }
     if ((in->retire || in->replace || m->state == MODEL_UNLOADING) && in->inflight == 0 && in->state == INST_READY)
         inst_stop(in, R.stop_grace_ms);
     dispatch(m);
