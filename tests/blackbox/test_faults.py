@@ -242,6 +242,18 @@ def pgrp_of(pid: int) -> int:
         return int(f.read().rsplit(")", 1)[1].split()[2])
 
 
+def describe(pid: int) -> str:
+    """state, ppid, pgrp and command line of pid, for failure messages."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        return f"state {fields[0]} ppid {fields[1]} pgrp {fields[2]}: {cmd[:120]}"
+    except OSError as e:
+        return f"gone ({e.strerror})"
+
+
 def ft_manifest(parameters: dict | None = None, **keys) -> str:
     """A manifest for ft_ctl or ft_leak (both runtime python, worker.py); nested maps as YAML flow text."""
     return ctl_manifest(parameters, **keys)
@@ -848,12 +860,24 @@ def test_sigkill_of_the_daemon_leaves_no_orphans(corral):
     pids = d.worker_pids("echo") + d.worker_pids("ctl") + d.worker_pids("ft") + [frozen] + loading + children
     assert len(children) == 2 and all(alive(p) for p in pids), pids
 
+    roles = {p: "echo" for p in d.worker_pids("echo")}
+    roles.update({p: "ctl" for p in d.worker_pids("ctl")})
+    roles.update({p: "ctl's child" for p in children})
+    roles.update({p: "ft (busy)" for p in d.worker_pids("ft")})
+    roles.update({frozen: "frozen (SIGSTOP)"})
+    roles.update({p: "loading" for p in loading})
+
+    def survivors():
+        return ", ".join(f"{p} ({roles.get(p)}: {describe(p)})" for p in pids if alive(p))
+
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait(timeout=10)
     t0 = time.monotonic()
     try:
-        wait_for(lambda: not any(alive(p) for p in pids), timeout=3, interval=0.02,
-                 what=f"{[p for p in pids if alive(p)]} to die with the daemon")
+        try:
+            wait_for(lambda: not any(alive(p) for p in pids), timeout=3, interval=0.02, what="the workers to die")
+        except AssertionError:
+            raise AssertionError(f"alive 3 s after the daemon's SIGKILL: {survivors()}") from None
     finally:
         if alive(frozen):
             os.kill(frozen, signal.SIGCONT)
