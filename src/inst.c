@@ -181,10 +181,17 @@ void inst_send(inst *in, job *j)
 
 /* ---- stopping ---- */
 
+/*
+ * Signals the worker's process group. Until its HELLO names the worker,
+ * only the guard is known: SIGKILL to the guard then takes the worker down
+ * through its parent-death signal.
+ */
 static void signal_group(inst *in, int sig)
 {
-    if (in->guard_pid > 0 && kill(-in->guard_pid, sig) < 0 && errno == ESRCH && in->pid > 0)
-        kill(in->pid, sig);
+    if (in->pid > 0 && in->pid != in->guard_pid)
+        kill(-in->pid, sig);
+    else if (in->guard_pid > 0)
+        kill(-in->guard_pid, sig);
 }
 
 static void on_stop_timer(uv_timer_t *t)
@@ -325,10 +332,9 @@ void inst_sample_rss(inst **v, size_t n)
         if (!rp || sscanf(rp + 1, " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %*u %*u %lld",
                           &state, &ppid, &pgrp, &rss) != 4)
             continue;
-        int pid = atoi(e->d_name);
         for (size_t i = 0; i < n; i++) {
             inst *in = v[i];
-            if (in->state != INST_IDLE && pgrp == in->guard_pid && pid != in->guard_pid && rss > 0)
+            if (in->state != INST_IDLE && in->pid != in->guard_pid && pgrp == in->pid && rss > 0)
                 in->rss_bytes += (uint64_t)rss * (uint64_t)page;
         }
     }
@@ -410,8 +416,8 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         in->hello = 1;
         json_t *hello = json_loadb((const char *)body, h->length, 0, NULL);
         json_int_t pid = json_integer_value(json_object_get(hello, "pid"));
-        /* Believed only when it names a process of this worker's group. */
-        if (pid > 0 && pid <= INT32_MAX && getpgid((pid_t)pid) == in->guard_pid)
+        /* Believed only when it names a group leader in this worker's session (the guard's). */
+        if (pid > 0 && pid <= INT32_MAX && getpgid((pid_t)pid) == (pid_t)pid && getsid((pid_t)pid) == in->guard_pid)
             in->pid = (int)pid;
         json_decref(hello);
         break;
@@ -739,7 +745,8 @@ static void exit_poll(uv_timer_t *t)
 
 static void finish_exit(inst *in)
 {
-    if (in->exit_wait_ms < 2000 && group_running(in->guard_pid)) {
+    if (in->exit_wait_ms < 2000 &&
+        (group_running(in->guard_pid) || (in->pid != in->guard_pid && group_running(in->pid)))) {
         signal_group(in, SIGKILL);
         in->exit_wait_ms += 5;
         uv_timer_start(&in->timer, exit_poll, 5, 0);

@@ -54,17 +54,23 @@ static const char usage[] =
 
 /*
  * `corral __shim PPID FILE ARGV0 [ARGS...]`: the first process of every
- * worker (see inst.c). It stays as a small guard, the parent of the real
- * worker and the leader of its process group, for one job: when the
- * daemon dies, even by SIGKILL, it kills the whole group, so no process a
- * model started outlives the daemon. The guard ignores the stop signals the
- * daemon sends to the group (they are for the worker) and mirrors the
- * worker's exit status or signal as its own.
+ * worker (see inst.c). It stays as a small guard: the parent of the real
+ * worker, which leads a process group of its own. Whenever the worker
+ * exits the guard kills that group, so nothing the model started outlives
+ * it; and when the daemon dies, even by SIGKILL, the guard kills the group
+ * at once. Sweeping after every exit matters: a dying daemon's socket
+ * closes before its children get the parent-death signal, and a worker
+ * that exits on that end-of-file could otherwise beat the signal to it.
+ * The guard then mirrors the worker's exit status or signal as its own.
  */
+static pid_t guarded_worker;
+
 static void on_daemon_death(int sig)
 {
     (void)sig;
-    kill(0, SIGKILL); /* the group: the worker, whatever it started, and this guard */
+    if (guarded_worker > 0)
+        kill(-guarded_worker, SIGKILL);
+    _exit(1);
 }
 
 static int shim(int argc, char **argv)
@@ -75,6 +81,10 @@ static int shim(int argc, char **argv)
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_daemon_death;
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &block, &old); /* until guarded_worker is set */
     sigaction(SIGUSR1, &sa, NULL);
     prctl(PR_SET_PDEATHSIG, SIGUSR1);
     if (getppid() != daemon_pid) /* the daemon died before the prctl took effect */
@@ -89,9 +99,11 @@ static int shim(int argc, char **argv)
         _exit(127);
     }
     if (worker == 0) {
+        setpgid(0, 0);
         for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
             signal(stop_signals[i], SIG_DFL);
         signal(SIGUSR1, SIG_DFL);
+        sigprocmask(SIG_SETMASK, &old, NULL);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != guard)
             _exit(1);
@@ -99,11 +111,15 @@ static int shim(int argc, char **argv)
         fprintf(stderr, "corral: cannot execute %s: %s\n", argv[3], strerror(errno));
         _exit(127);
     }
+    setpgid(worker, worker); /* also here: whichever of the two runs first, the group exists before we rely on it */
+    guarded_worker = worker;
+    sigprocmask(SIG_SETMASK, &old, NULL);
     close(3); /* the protocol socket is the worker's: its EOF must mean the worker is gone */
     int status;
     while (waitpid(worker, &status, 0) < 0)
         if (errno != EINTR)
             _exit(127);
+    kill(-worker, SIGKILL); /* whatever the worker started goes with it */
     if (WIFEXITED(status))
         _exit(WEXITSTATUS(status));
     int sig = WTERMSIG(status);
