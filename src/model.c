@@ -1244,8 +1244,21 @@ static void drain_expired(uv_timer_t *t)
     for (model *m = R.head; m; m = m->next) {
         fail_queue(m, 503, "corral is shutting down: the drain timeout passed before the request ran");
         notify(&m->load_waiters, 503, "corral is shutting down");
-        for (int i = 0; i < m->nslots; i++)
-            inst_stop(m->slots[i], R.stop_grace_ms);
+        for (int i = 0; i < m->nslots; i++) {
+            inst *in = m->slots[i];
+            /* Answered here, so the worker's stop finds nothing left to answer 502. */
+            while (in->inflight_head) {
+                job *j = in->inflight_head;
+                char msg[256];
+                snprintf(msg, sizeof msg,
+                         "corral is shutting down: the drain timeout passed while the request ran on model '%s' "
+                         "instance %d (pid %d)",
+                         m->name, in->id, in->pid);
+                inst_abandon(in, j);
+                answer_job(j, 503, msg);
+            }
+            inst_stop(in, R.stop_grace_ms);
+        }
         drain_model(m);
     }
 }

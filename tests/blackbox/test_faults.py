@@ -373,6 +373,100 @@ def test_every_request_a_dead_worker_held_gets_one_502(corral):
     assert new["restarts"] == 1
 
 
+def test_mixed_faults_every_request_gets_exactly_one_answer(corral):
+    """Chaos on two ft_ctl instances (concurrency 2, pings every 200 ms): 600 requests at concurrency 16,
+    each at random a plain one, one that sleeps past its own deadline, one that makes its worker exit,
+    or a slow one; meanwhile a killer SIGKILLs or SIGSTOPs a random worker. Whatever happens, every request
+    gets exactly one answer, of the kind its fate allows; the model ends ready."""
+    corral.add("ft", "ft_ctl", manifest=ft_manifest(
+        instances=2, concurrency=2, max_queue=1000, health="{interval: 200ms, timeout: 300ms}",
+        restart="{max_restarts: 1000, window: 60s, backoff_min: 10ms, backoff_max: 100ms}"))
+    d = corral.start("--stop-grace", "300ms")
+    assert load(d, "ft").status_code == 200
+    total, concurrency = 600, 16
+    tally = Tally("mixed-faults")
+    counter = itertools.count()
+    stop = threading.Event()
+    faults = collections.Counter()
+    stopped = []
+    wrong = []
+    kinds = collections.Counter()
+    t_end = time.monotonic() + 90
+
+    def client():
+        with requests.Session() as s:
+            while time.monotonic() < t_end:
+                n = next(counter)
+                if n >= total:
+                    return
+                rid = f"mix-{n}"
+                kind = random.choice(["plain"] * 6 + ["deadline", "exit", "slow"])
+                kinds[kind] += 1
+                params = {"plain": {}, "slow": {"sleep": 0.2},
+                          "deadline": {"sleep": 3, "timeout": 200_000}, "exit": {"exit": 5}}[kind]
+                tally.send(rid)
+                try:
+                    r = s.post(d.url("/v2/models/ft/infer"), timeout=60,
+                               json={"id": rid, "inputs": [tensor("X", "INT32", [1], [n])], "parameters": params})
+                except Exception as e:  # noqa: BLE001
+                    tally.lose(rid, e)
+                    continue
+                echoed = r.json()["id"] if r.status_code == 200 else None
+                tally.answer(rid, r, echoed)
+                allowed = {"plain": {200, 502}, "slow": {200, 502},
+                           "deadline": {502, 504}, "exit": {502, 504}}[kind]
+                if r.status_code not in allowed:
+                    wrong.append((rid, kind, r.status_code, r.text[:200]))
+
+    def killer():
+        with requests.Session() as s:
+            while not stop.is_set():
+                time.sleep(random.uniform(0.2, 0.4))
+                try:
+                    m = s.get(d.url("/v1/models/ft"), timeout=10).json()
+                except Exception:  # noqa: BLE001
+                    continue
+                pids = [i["pid"] for i in m["instances"] if i["state"] == "ready" and i["pid"]]
+                if not pids:
+                    continue
+                pid = random.choice(pids)
+                sig = random.choice([signal.SIGKILL, signal.SIGSTOP])
+                try:
+                    os.kill(pid, sig)
+                    faults[signal.Signals(sig).name] += 1
+                    if sig == signal.SIGSTOP:
+                        stopped.append(pid)
+                except ProcessLookupError:
+                    pass
+
+    k = threading.Thread(target=killer, daemon=True)
+    k.start()
+    clients = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    t0 = time.monotonic()
+    try:
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(timeout=max(1, t_end + 15 - time.monotonic()))
+    finally:
+        stop.set()
+        k.join(timeout=15)
+        # Frozen workers the daemon has not killed yet must not outlive the test.
+        wait_for(lambda: not any(alive(p) for p in stopped), timeout=10, what="every frozen worker to be killed")
+    print(f"[mixed-faults] {time.monotonic() - t0:.1f}s; requests {dict(kinds)}; faults {dict(faults)}", flush=True)
+    assert not any(c.is_alive() for c in clients), f"client threads still waiting: {tally.line()}"
+    assert tally.sent == total, tally.line()
+    tally.check(allowed={200, 502, 504})
+    assert not wrong, f"answers their request's fate does not allow: {wrong[:5]}"
+    for body in tally.bodies.get(502, []):
+        assert "'ft'" in body and "instance" in body and "pid" in body, body
+    assert sum(faults.values()) >= 5, faults
+    m = wait_for(lambda: (lambda m: m if len(ready(m)) == 2 else None)(d.model("ft")), timeout=20,
+                 what="both instances ready after the chaos")
+    assert m["state"] == "ready"
+    assert infer(d, "ft").status_code == 200
+
+
 # ---------------------------------------------------------------- hung workers
 
 
@@ -469,6 +563,57 @@ def test_deadline_passing_while_queued_is_answered_at_that_moment(corral):
     assert out(infer(d, "ft"), "COUNT") == 3, "the worker saw the expired request"
 
 
+def test_many_queued_deadlines_each_expire_at_their_own_time(corral):
+    """Twelve requests with deadlines from 0.2 to 2.4 s queued behind a 4 s request: each gets its 504 at its
+    own deadline -- never before it, and not long after -- whatever the order they were queued in."""
+    corral.add("ft", "ft_ctl")
+    d = corral.start()
+    assert out(infer(d, "ft"), "COUNT") == 1
+    blocker = Call(d, "ft", sleep=4)
+    wait_inflight(d, "ft", 1)
+    deadlines = [0.2 * (k + 1) for k in range(12)]
+    random.shuffle(deadlines)
+    calls = [Call(d, "ft", deadline_us=int(dl * 1e6)) for dl in deadlines]
+    tally = Tally("many-deadlines")
+    for c in calls:
+        tally.call(c.finish())
+    blocker.finish()
+    tally.call(blocker)
+    tally.check(allowed={200, 504})
+    late = []
+    for dl, c in zip(deadlines, calls):
+        assert c.resp.status_code == 504, c.resp.text
+        assert "queued" in error(c.resp), c.resp.text
+        assert c.elapsed >= dl - 0.02, f"a {dl:.1f}s deadline answered after {c.elapsed:.3f}s: early"
+        late.append(c.elapsed - dl)
+    print(f"[many-deadlines] 504s came {min(late) * 1000:.0f}..{max(late) * 1000:.0f} ms after their deadlines",
+          flush=True)
+    assert max(late) < 1.0, late
+    assert blocker.resp.status_code == 200 and max(c.t1 for c in calls) < blocker.t1
+    assert out(infer(d, "ft"), "COUNT") == 3, "a worker saw an expired request"
+
+
+def test_deadline_passing_while_the_model_loads_is_answered_at_that_moment(corral):
+    """A lazy model takes 3 s to load: a request with a 500 ms deadline waiting for it gets 504 at its
+    deadline; one without a short deadline waits and is served; the load is not abandoned."""
+    corral.add("slow", "lc_ctl", manifest=ctl_manifest(parameters={"load_delay": 3}))
+    d = corral.start()
+    patient = Call(d, "slow", timeout=30)
+    d.wait_state("slow", "loading", timeout=10)
+    hasty = Call(d, "slow", deadline_us=500_000).finish()
+    patient.finish()
+    tally = Tally("deadline-during-load")
+    tally.call(hasty)
+    tally.call(patient)
+    tally.check(allowed={200, 504})
+    assert hasty.resp.status_code == 504, hasty.resp.text
+    err = error(hasty.resp)
+    assert "slow" in err and "deadline" in err, err
+    assert 0.45 <= hasty.elapsed < patient.elapsed / 2, (hasty.elapsed, patient.elapsed)
+    assert patient.resp.status_code == 200, patient.resp.text
+    assert d.model("slow")["state"] == "ready"
+
+
 def test_deadline_passing_while_running_replaces_the_instance_without_failing_the_model(corral):
     """A request past its deadline while running gets 504 naming instance and pid; the instance is killed and
     replaced (restarts +1). Timeouts are not crashes: three of them with max_restarts 1 leave the model ready."""
@@ -486,6 +631,7 @@ def test_deadline_passing_while_running_replaces_the_instance_without_failing_th
         assert "ft" in err and "deadline" in err and "running" in err, err
         assert "instance 0" in err and f"pid {pid}" in err, err
         assert c.elapsed < 4, f"the 504 came {c.elapsed:.2f}s after the request (deadline 0.5 s, sleep 8 s)"
+        assert c.elapsed >= 0.48, f"the 504 came {c.elapsed:.3f}s after the request, before its 0.5 s deadline"
         new = wait_replaced(d, "ft", pid)
         assert new["restarts"] == k, new
         old.append(pid)
@@ -677,6 +823,40 @@ def test_leaking_model_is_replaced_at_its_memory_limit_without_dropping_a_reques
         "no daemon log line names the memory limit"
     # Each replaced process is gone.
     wait_for(lambda: not any(alive(p) for p in distinct[:-1]), timeout=10, what="the replaced workers to exit")
+
+
+def test_leaking_instances_under_concurrent_load_are_replaced_without_dropping_a_request(corral):
+    """Two leaking instances, four clients at once: instances are replaced one after another at their limit
+    while the other keeps serving; all 48 requests get 200."""
+    corral.add("leak", "ft_leak", manifest=ft_manifest(instances=2, limits="{memory: 150MiB}",
+                                                       parameters={"leak_mb": 20}))
+    d = corral.start()
+    assert load(d, "leak").status_code == 200
+    tally = Tally("memory-limit-concurrent")
+    pids = set()
+    lock = threading.Lock()
+
+    def client():
+        for _ in range(12):
+            c = Call(d, "leak", timeout=60, sleep=0.05).finish()
+            tally.call(c)
+            if c.resp is not None and c.resp.status_code == 200:
+                with lock:
+                    pids.add(out(c.resp, "PID"))
+
+    clients = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join(timeout=120)
+    assert not any(c.is_alive() for c in clients)
+    tally.check(allowed={200})
+    restarts = sum(i["restarts"] for i in d.model("leak")["instances"])
+    print(f"[memory-limit-concurrent] {len(pids)} processes served 48 requests; restarts {restarts}", flush=True)
+    assert len(pids) >= 4 and restarts >= 2, (pids, restarts)
+    m = wait_for(lambda: (lambda m: m if len(ready(m)) == 2 else None)(d.model("leak")), timeout=20,
+                 what="both instances ready")
+    assert m["state"] == "ready"
 
 
 def test_memory_budget_unloads_lru_idle_models_then_refuses_with_503(corral):
