@@ -42,7 +42,7 @@ static void generate_respond(api_pending *p, int status, const char *msg, uint8_
 static void handle_generate(h2o_req_t *req, model *m)
 {
     if (api_draining) {
-        http_error(req, 503, 1, "corral is shutting down");
+        http_error(req, 503, 1, "model '%s': corral is shutting down", model_name(m));
         return;
     }
     const h2o_iovec_t *ctype = NULL;

@@ -697,7 +697,7 @@ int api_v2(h2o_req_t *req, const api_path *p)
             return 0;
         }
         if (api_draining) {
-            http_error(req, 503, 1, "corral is shutting down");
+            http_error(req, 503, 1, "model '%s': corral is shutting down", model_name(m));
             return 0;
         }
         handle_infer(req, m);

@@ -710,7 +710,7 @@ static void check_unload_done(model *m)
 int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t msglen)
 {
     if (R.shutting_down) {
-        snprintf(msg, msglen, "corral is shutting down");
+        snprintf(msg, msglen, "model '%s': corral is shutting down", m->name);
         return 503;
     }
     if (m->state == MODEL_UNLOADING) {
@@ -1101,7 +1101,7 @@ int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
 {
     *retry_after = 1;
     if (R.shutting_down) {
-        snprintf(msg, msglen, "corral is shutting down");
+        snprintf(msg, msglen, "model '%s': corral is shutting down", m->name);
         return 503;
     }
     if (m->state == MODEL_FAILED) {
@@ -1242,8 +1242,12 @@ static void drain_expired(uv_timer_t *t)
     (void)t;
     log_warn("drain timeout: answering queued requests 503 and stopping every worker");
     for (model *m = R.head; m; m = m->next) {
-        fail_queue(m, 503, "corral is shutting down: the drain timeout passed before the request ran");
-        notify(&m->load_waiters, 503, "corral is shutting down");
+        char why[300];
+        snprintf(why, sizeof why, "model '%s': corral is shutting down: the drain timeout passed before the request ran",
+                 m->name);
+        fail_queue(m, 503, why);
+        snprintf(why, sizeof why, "model '%s': corral is shutting down", m->name);
+        notify(&m->load_waiters, 503, why);
         for (int i = 0; i < m->nslots; i++) {
             inst *in = m->slots[i];
             /* Answered here, so the worker's stop finds nothing left to answer 502. */
@@ -1251,7 +1255,7 @@ static void drain_expired(uv_timer_t *t)
                 job *j = in->inflight_head;
                 char msg[256];
                 snprintf(msg, sizeof msg,
-                         "corral is shutting down: the drain timeout passed while the request ran on model '%s' "
+                         "model '%s': corral is shutting down: the drain timeout passed while the request ran on "
                          "instance %d (pid %d)",
                          m->name, in->id, in->pid);
                 inst_abandon(in, j);
@@ -1273,7 +1277,9 @@ void registry_shutdown(void (*done)(void))
      * still loading for a waiting request finishes its load and serves it. */
     for (model *m = R.head; m; m = m->next) {
         uv_timer_stop(&m->idle_timer);
-        notify(&m->load_waiters, 503, "corral is shutting down");
+        char why[200];
+        snprintf(why, sizeof why, "model '%s': corral is shutting down", m->name);
+        notify(&m->load_waiters, 503, why);
         drain_model(m);
     }
     check_shutdown_done();

@@ -1003,6 +1003,90 @@ def test_sigterm_with_a_short_drain_timeout_answers_the_rest_503_and_exits_0(cor
     d.stop()
 
 
+def test_sigterm_during_a_crash_storm(corral):
+    """SIGTERM while 16 clients hammer two echo instances and a killer SIGKILLs workers: every request the
+    daemon accepted gets exactly one answer (200, 502 or 503), later ones are refused, the daemon exits 0
+    within its drain timeout plus the stop grace, and nothing is left running."""
+    corral.add("echo", "echo", manifest=ft_manifest(
+        instances=2, restart="{max_restarts: 1000, window: 60s, backoff_min: 10ms, backoff_max: 100ms}"))
+    d = corral.start("--drain-timeout", "3s")
+    assert load(d, "echo").status_code == 200
+    tally = Tally("sigterm-storm")
+    refused = collections.Counter()
+    t_sig = []
+    stop = threading.Event()
+    kills = []
+
+    def client():
+        while not stop.is_set():
+            rid = new_id("st")
+            payload = f"p-{rid}"
+            t0 = time.monotonic()
+            try:
+                # A new connection per request: after SIGTERM the listener is closed and a new one is refused.
+                r = requests.post(d.url("/v2/models/echo/infer"), timeout=30,
+                                  json={"id": rid, "inputs": [tensor("INPUT0", "BYTES", [1], [payload])]})
+            except requests.ConnectionError as e:
+                if t_sig and t0 > t_sig[0] - 0.3:  # sent around or after SIGTERM: refusing it is right
+                    refused["refused"] += 1
+                    time.sleep(0.02)
+                    continue
+                tally.send(rid)
+                tally.lose(rid, e)
+                continue
+            except Exception as e:  # noqa: BLE001
+                tally.send(rid)
+                tally.lose(rid, e)
+                continue
+            tally.send(rid)
+            echoed = None
+            if r.status_code == 200:
+                body = r.json()
+                echoed = body.get("id")
+                if body["outputs"][0]["data"] != [payload]:
+                    tally.mismatched.append((rid, body["outputs"][0]["data"]))
+            tally.answer(rid, r, echoed)
+
+    def killer():
+        with requests.Session() as s:
+            while not stop.is_set():
+                time.sleep(random.uniform(0.1, 0.2))
+                try:
+                    m = s.get(d.url("/v1/models/echo"), timeout=5).json()
+                except Exception:  # noqa: BLE001 - stopping, or busy
+                    continue
+                pids = [i["pid"] for i in m["instances"] if i["state"] == "ready" and i["pid"]]
+                if pids:
+                    pid = random.choice(pids)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        kills.append(pid)
+                    except ProcessLookupError:
+                        pass
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(16)]
+    threads.append(threading.Thread(target=killer, daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        t_sig.append(time.monotonic())
+        d.proc.send_signal(signal.SIGTERM)
+        rc = d.proc.wait(timeout=30)
+        took = time.monotonic() - t_sig[0]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=40)
+    assert not any(t.is_alive() for t in threads), f"threads still waiting: {tally.line()}"
+    print(f"[sigterm-storm] exit {rc} {took:.2f}s after SIGTERM; {len(kills)} workers killed; "
+          f"{refused['refused']} requests refused after SIGTERM", flush=True)
+    tally.check(allowed={200, 502, 503})
+    assert rc == 0
+    assert took < 3 + 10, took
+    assert tally.ok > 0 and len(kills) >= 3
+
+
 def test_sigterm_while_a_lazy_load_has_a_request_waiting(corral):
     corral.add("slow", "lc_ctl", manifest=ctl_manifest(parameters={"load_delay": 2}))
     d = corral.start()
