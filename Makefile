@@ -42,3 +42,11 @@ test: build asan
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
+
+# make bench   install the peers, build, measure corral against them (~5 min), write
+#              docs/benchmarks.md and its plots. Never part of `make test`.
+#              BENCH_QUICK=1 for 1 s points (development); knobs in bench/README.md.
+.PHONY: bench
+bench: build
+	@./bench/deps.sh
+	$(PYTHON) bench/bench.py

@@ -1,0 +1,612 @@
+"""measure — the eight measurements of the benchmark suite (issue #4).
+
+Each function starts what it needs (a corral daemon over a repository of
+bench-local model copies, a peer server), measures, stops it, and returns
+plain data for results.json. bench.py runs them in order; report.py turns
+the results into docs/benchmarks.md and its plots.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+import harness as H
+from harness import PYTHON, ROOT
+
+PEERS_DIR = ROOT / "bench" / "peers"
+BENCH_MODELS = ROOT / "bench" / "models"
+EXAMPLES = ROOT / "examples" / "models"
+
+
+class Config:
+    """Durations and sizes, from the environment (see bench/README.md)."""
+
+    def __init__(self) -> None:
+        env = os.environ
+        self.quick = env.get("BENCH_QUICK", "") not in ("", "0")
+        self.duration = int(env.get("BENCH_DURATION") or (1 if self.quick else 5))
+        self.connections = [int(c) for c in (env.get("BENCH_CONNECTIONS") or "1,16,64").split(",")]
+        self.elements = int(env.get("BENCH_ELEMENTS") or 16)
+        self.kills = int(env.get("BENCH_KILLS") or (10 if self.quick else 50))
+        self.idle_s = float(env.get("BENCH_IDLE") or (3 if self.quick else 10))
+        self.reps = int(env.get("BENCH_REPS") or (1 if self.quick else 3))
+        self.queue_s = float(env.get("BENCH_QUEUE_SECONDS") or (0.2 if self.quick else 1.0))
+        self.rtt_requests = int(env.get("BENCH_RTT_REQUESTS") or (2000 if self.quick else 20000))
+        self.tensor_mib = [int(m) for m in (env.get("BENCH_TENSOR_MIB") or "16,64").split(",")]
+        self.tensor_reps = int(env.get("BENCH_TENSOR_REPS") or (2 if self.quick else 6))
+        self.load_delay_s = float(env.get("BENCH_LOAD_DELAY") or 2)
+        self.cold_instances = [int(n) for n in (env.get("BENCH_COLD_INSTANCES") or "1,4,8").split(",")]
+        self.alloc_mib = int(env.get("BENCH_ALLOC_MIB") or 512)
+        self.restart_window_ms = 500
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items()}
+
+
+class Workspace:
+    """The bench's temporary directory: model repositories and logs."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self.logs = path / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.manifests: Dict[str, str] = {}
+
+    def repo(self, name: str, models: Dict[str, Tuple[pathlib.Path, str]]) -> pathlib.Path:
+        """A model repository: name -> (source directory to copy, model.yaml text)."""
+        repo = self.path / name / "models"
+        repo.mkdir(parents=True)
+        for model, (src, manifest) in models.items():
+            dest = repo / model
+            shutil.copytree(src, dest, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "CMakeLists.txt", "*.c"))
+            (dest / "model.yaml").write_text(manifest)
+            self.manifests.setdefault(model if model not in self.manifests else f"{model} ({name})", manifest)
+        return repo
+
+
+# ---- manifests: every model the bench serves, in one place ----
+
+def echo_py_manifest(instances: int = 2, restart: str = "") -> str:
+    return (f"# examples/models/echo with Debian's interpreter, as the peers use it.\n"
+            f"runtime: python\nentrypoint: worker.py\npython: {PYTHON}\ninstances: {instances}\n"
+            f"keep_alive: -1\nmax_queue: 256\n{restart}")
+
+
+def echo_c_manifest(instances: int = 2, restart: str = "") -> str:
+    return (f"# examples/models/echo-c (C SDK).\n"
+            f"runtime: exec\nentrypoint: echo-c\ninstances: {instances}\nkeep_alive: -1\nmax_queue: 256\n{restart}")
+
+
+def restart_policy(window_ms: int) -> str:
+    return (f"# A crash after a healthy run longer than restart.window restarts at once.\n"
+            f"restart: {{max_restarts: 1000, window: {window_ms}ms, backoff_min: 100ms, backoff_max: 1s}}\n")
+
+
+# ---- requests ----
+
+def request_values(n: int) -> List[float]:
+    # Multiples of 0.25 print the same in every JSON writer.
+    return [((i * 7) % 64) * 0.25 for i in range(n)]
+
+
+def json_request(n: int) -> bytes:
+    return json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, n],
+                                   "data": request_values(n)}]}).encode()
+
+
+def check_echo(port: int, path: str, body: bytes, n: int) -> bytes:
+    """One request; fails unless the answer is the echo of body. Returns the response body."""
+    status, headers, resp = H.http_request(port, "POST", path, body, {"Content-Type": "application/json"})
+    if status != 200:
+        raise RuntimeError(f"POST {path} on port {port} answered {status}: {resp[:300]!r}")
+    out = json.loads(resp)["outputs"][0]
+    if out["name"] != "OUTPUT0" or out["shape"] != [1, n] or [float(x) for x in out["data"]] != request_values(n):
+        raise RuntimeError(f"POST {path} on port {port}: not an echo: {resp[:300]!r}")
+    return resp
+
+
+# ---- 1. the scheduler queue ----
+
+def queue(cfg: Config, ws: Workspace) -> dict:
+    out = ROOT / "build" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    exe = out / "sched_bench"
+    argv = ["cc", "-O2", "-g", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-iquote", "src",
+            "bench/sched_bench.c", "src/sched.c", "-o", str(exe.relative_to(ROOT))]
+    H.record("build sched_bench", argv)
+    subprocess.run(argv, cwd=ROOT, check=True)
+    depths = ["1000", "100000"]
+    rows = []
+    argv = [str(exe.relative_to(ROOT)), str(cfg.queue_s), *depths]
+    H.record("sched_bench (corral's queue)", argv)
+    r = subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
+    rows += [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    argv = [PYTHON, "bench/pyqueue_bench.py", str(cfg.queue_s), *depths]
+    H.record("pyqueue_bench (asyncio.PriorityQueue, heapq)", argv)
+    r = subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
+    rows += [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    return {"rows": rows, "reference": {"impl": "asyncio.PriorityQueue (issue #4's figure)",
+                                        "ops": 730108, "enqueue_ns": 700}}
+
+
+# ---- 2/4. throughput, latency and large tensors, server by server ----
+
+class Server:
+    """A server under test: its port, inference path, and the root of its process tree."""
+
+    def __init__(self, key: str, label: str, group: str, port: int, path: str, root_pid: int,
+                 stopper: Callable[[], None], tensors: bool = True) -> None:
+        self.key, self.label, self.group = key, label, group
+        self.port, self.path, self.root_pid = port, path, root_pid
+        self.stopper, self.tensors = stopper, tensors
+
+
+def start_gunicorn(ws: Workspace) -> Server:
+    port = H.free_port()
+    argv = [PYTHON, "-m", "gunicorn", "--workers", "2", "--worker-class", "sync", "--bind", f"127.0.0.1:{port}",
+            "--chdir", str(PEERS_DIR), "--log-level", "warning", "echo_wsgi:app"]
+    p = H.start("gunicorn (2 sync workers)", argv, ws.logs / "gunicorn.log")
+    return Server("gunicorn", "gunicorn (2 sync workers)", "python", port, "/v2/models/echo/infer", p.pid,
+                  lambda: H.stop(p))
+
+
+def start_uwsgi(ws: Workspace) -> Server:
+    port = H.free_port()
+    # --http-socket, uWSGI's own HTTP: a connection per request, as gunicorn's sync workers.
+    # (--http11-socket keeps each connection in one process, so with 2 processes
+    # only 2 clients are ever served and the others starve: wrk would report the
+    # latency of the lucky two only.)
+    # It closes each connection without saying so; Connection: close tells the client.
+    argv = ["uwsgi", "--plugin", "python3", "--http-socket", f"127.0.0.1:{port}", "--add-header", "Connection: close", "--master", "--processes", "2",
+            "--wsgi-file", str(PEERS_DIR / "echo_wsgi.py"), "--callable", "app", "--need-app", "--disable-logging",
+            "--die-on-term"]
+    p = H.start("uWSGI (2 processes)", argv, ws.logs / "uwsgi.log")
+    return Server("uwsgi", "uWSGI (2 processes)", "python", port, "/v2/models/echo/infer", p.pid,
+                  lambda: H.stop(p))
+
+
+def start_uvicorn(ws: Workspace) -> Server:
+    port = H.free_port()
+    argv = [PYTHON, "-m", "uvicorn", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
+            "--app-dir", str(PEERS_DIR), "--log-level", "warning", "--no-access-log", "echo_asgi:app"]
+    p = H.start("uvicorn + FastAPI (2 processes)", argv, ws.logs / "uvicorn.log")
+    return Server("uvicorn", "FastAPI on uvicorn (2 processes)", "python", port, "/v2/models/echo/infer", p.pid,
+                  lambda: H.stop(p))
+
+
+def start_nginx(ws: Workspace, body: bytes) -> Server:
+    port = H.free_port()
+    prefix = ws.path / "nginx"
+    prefix.mkdir(exist_ok=True)
+    text = body.decode().replace("\\", "\\\\").replace("'", "\\'")
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""# nginx answering every request with the C echo's response, byte for byte.
+worker_processes 2;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            default_type application/json;
+            return 200 '{text}';
+        }}
+    }}
+}}
+""")
+    argv = ["nginx", "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
+    p = H.start("nginx (return 200, 2 workers)", argv, ws.logs / "nginx.log")
+    return Server("nginx", "nginx `return 200` (2 workers)", "c", port, "/v2/models/echo-c/infer", p.pid,
+                  lambda: H.stop(p), tensors=False)
+
+
+def wait_ready(server: Server, body: bytes, n: int) -> None:
+    """Waits until the server answers, then checks that its answer is the echo."""
+    def answers():
+        try:
+            status, _, _ = H.http_request(server.port, "POST", server.path, body,
+                                          {"Content-Type": "application/json"}, timeout=5)
+            return status == 200
+        except (OSError, ValueError):
+            return False
+    H.wait_for(answers, 30, f"{server.label} to answer", interval=0.1)
+    check_echo(server.port, server.path, body, n)
+
+
+def load_points(cfg: Config, server: Server, body_file: pathlib.Path) -> List[dict]:
+    url = f"http://127.0.0.1:{server.port}{server.path}"
+    H.wrk("warm-up, 1 s at 16 connections, before each server's points", url, 16, 1, body_file)
+    points = []
+    for conns in cfg.connections:
+        pids = H.descendants(server.root_pid)
+        cpu0, lead0 = H.tree_cpu_s(pids), H.proc_cpu_s(server.root_pid)
+        res = H.wrk(f"{server.key}, {conns} connection{'s' if conns > 1 else ''}", url, conns, cfg.duration, body_file)
+        n = res["requests"] or 1
+        res["cpu_us_per_req"] = (H.tree_cpu_s(pids) - cpu0) * 1e6 / n
+        # For corral, the daemon alone (the root is the daemon; the rest are its workers).
+        res["root_cpu_us_per_req"] = (H.proc_cpu_s(server.root_pid) - lead0) * 1e6 / n
+        res["processes"] = len(pids)
+        points.append(res)
+        print(f"  {server.label:38s} c={conns:<3d} {res['rps']:10.0f} req/s  p50 {res['p50_us']:7d} µs"
+              f"  p99 {res['p99_us']:7d} µs  errors {res['errors']}", flush=True)
+    return points
+
+
+def tensor_roundtrips(cfg: Config, server: Server, mib: int, ws: Workspace) -> dict:
+    """A binary FP32 tensor of mib MiB in, binary out, timed by curl (a C client, so the
+    client's own cost stays small); seconds per round trip."""
+    nbytes = mib << 20
+    count = nbytes // 4
+    data = np.arange(count, dtype=np.float32).tobytes()
+    head = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [count],
+                                   "parameters": {"binary_data_size": nbytes}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    req = ws.path / f"tensor-{mib}.bin"
+    if not req.exists():
+        req.write_bytes(head + data)
+    answer = ws.path / "tensor-answer.bin"
+    times = []
+    for i in range(cfg.tensor_reps + 1):
+        argv = ["curl", "-sS", "--data-binary", f"@{req}", "-H", "Content-Type: application/octet-stream",
+                "-H", "Expect:",
+                "-H", f"Inference-Header-Content-Length: {len(head)}", "-o", str(answer if i == 0 else "/dev/null"),
+                "-w", "%{http_code} %{time_total} %{size_download}", f"http://127.0.0.1:{server.port}{server.path}"]
+        H.record(f"curl ({mib} MiB tensor)", [a.replace(str(ws.path), "$TMP") for a in argv])
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        try:
+            status, seconds, size = r.stdout.split()
+        except ValueError:
+            raise RuntimeError(f"{server.label}: curl failed on the {mib} MiB tensor: {r.stdout} {r.stderr}")
+        if status != "200":
+            raise RuntimeError(f"{server.label}: {mib} MiB tensor answered {status}")
+        if int(size) < nbytes:
+            raise RuntimeError(f"{server.label}: {size} bytes came back for a {mib} MiB tensor")
+        if i == 0:  # the first answer is checked byte for byte, the others only timed
+            if answer.read_bytes()[-nbytes:] != data:
+                raise RuntimeError(f"{server.label}: the {mib} MiB tensor did not come back unchanged")
+            answer.unlink()
+        else:
+            times.append(float(seconds))
+    med = statistics.median(times)
+    return {"mib": mib, "bytes": nbytes, "reps": len(times), "seconds_median": med, "seconds_min": min(times),
+            "mb_s": nbytes / med / 1e6}
+
+
+def loopback_floor(cfg: Config, mib: int) -> dict:
+    """The machine's own limit for a tensor echo: mib MiB sent over a loopback TCP
+    connection and sent back once all of it has arrived, with no HTTP and no
+    processing. recv_into and sendall release the GIL, so this is the kernel's speed."""
+    import threading
+    nbytes = mib << 20
+    data = bytes(nbytes)
+    times = []
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+
+        def serve():
+            conn, _ = lsock.accept()
+            with conn:
+                buf = bytearray(nbytes)
+                view = memoryview(buf)
+                for _ in range(cfg.tensor_reps + 1):
+                    got = 0
+                    while got < nbytes:
+                        n = conn.recv_into(view[got:])
+                        if not n:
+                            return
+                        got += n
+                    conn.sendall(view)
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        with socket.create_connection(lsock.getsockname()) as c:
+            buf = bytearray(nbytes)
+            view = memoryview(buf)
+            for i in range(cfg.tensor_reps + 1):
+                t0 = time.perf_counter()
+                c.sendall(data)
+                got = 0
+                while got < nbytes:
+                    got += c.recv_into(view[got:])
+                if i:
+                    times.append(time.perf_counter() - t0)
+        t.join(timeout=30)
+    med = statistics.median(times)
+    return {"mib": mib, "bytes": nbytes, "reps": len(times), "seconds_median": med, "seconds_min": min(times),
+            "mb_s": nbytes / med / 1e6}
+
+
+def serving(cfg: Config, ws: Workspace) -> dict:
+    """Items 2 and 4: every server, one at a time, under wrk, then with large tensors."""
+    repo = ws.repo("serving", {"echo": (EXAMPLES / "echo", echo_py_manifest(2)),
+                               "echo-c": (EXAMPLES / "echo-c", echo_c_manifest(2))})
+    body = json_request(cfg.elements)
+    body_file = ws.path / "request.json"
+    body_file.write_bytes(body)
+    d = H.Corral("serving", repo, ws.logs)
+    results: Dict[str, dict] = {}
+    try:
+        d.load("echo")
+        d.load("echo-c")
+        c_body = check_echo(d.port, "/v2/models/echo-c/infer", body, cfg.elements)
+        corral_py = Server("corral", "corral, Python echo (2 instances)", "python", d.port, "/v2/models/echo/infer",
+                           d.pid, lambda: None)
+        corral_c = Server("corral-c", "corral, C echo (2 instances)", "c", d.port, "/v2/models/echo-c/infer",
+                          d.pid, lambda: None)
+        starters = [lambda: corral_py, lambda: start_gunicorn(ws), lambda: start_uwsgi(ws),
+                    lambda: start_uvicorn(ws), lambda: corral_c, lambda: start_nginx(ws, c_body)]
+        for make in starters:
+            server = make()
+            try:
+                wait_ready(server, body, cfg.elements)
+                entry = {"label": server.label, "group": server.group, "points": load_points(cfg, server, body_file)}
+                if server.tensors:
+                    entry["tensors"] = []
+                    for mib in cfg.tensor_mib:
+                        t = tensor_roundtrips(cfg, server, mib, ws)
+                        entry["tensors"].append(t)
+                        print(f"  {server.label:38s} {mib:3d} MiB tensor in and out: {t['mb_s']:8.0f} MB/s",
+                              flush=True)
+                results[server.key] = entry
+            finally:
+                server.stopper()
+    finally:
+        d.stop()
+    floor = []
+    for mib in cfg.tensor_mib:
+        floor.append(loopback_floor(cfg, mib))
+        print(f"  {'loopback TCP echo, no HTTP':38s} {mib:3d} MiB tensor in and out: {floor[-1]['mb_s']:8.0f} MB/s",
+              flush=True)
+    return {"request_bytes": len(body), "elements": cfg.elements, "response_bytes_c": len(c_body),
+            "servers": results, "loopback_floor": floor}
+
+
+# ---- 3. the worker's own time per request ----
+
+def infer_frame_body(n: int) -> bytes:
+    """The INFER body corral sends for json_request(n) (see build_infer_frame in src/api_v2.c)."""
+    data = np.asarray(request_values(n), dtype=np.float32).tobytes()
+    meta = json.dumps({"id": "", "parameters": {},
+                       "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, n], "size": len(data)}]},
+                      separators=(",", ":")).encode()
+    return struct.pack("<I", len(meta)) + meta + data
+
+
+def worker_rtt(cfg: Config, ws: Workspace) -> dict:
+    out = ROOT / "build" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    exe = out / "worker_rtt"
+    argv = ["cc", "-O2", "-g", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-iquote", "src",
+            "bench/worker_rtt.c", "src/proto.c", "-o", str(exe.relative_to(ROOT))]
+    H.record("build worker_rtt", argv)
+    subprocess.run(argv, cwd=ROOT, check=True)
+    body_file = ws.path / "infer-frame.bin"
+    body_file.write_bytes(infer_frame_body(cfg.elements))
+    repo = ws.repo("rtt", {"echo": (EXAMPLES / "echo", echo_py_manifest(1)),
+                           "echo-c": (EXAMPLES / "echo-c", echo_c_manifest(1))})
+    results = {}
+    for key, model, cmd in (("python", "echo", [PYTHON, "worker.py"]), ("c", "echo-c", ["./echo-c"])):
+        mdir = repo / model
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        child_fd = theirs.fileno()
+
+        def on_fd3(fd=child_fd):
+            # The worker finds its socket on fd 3; only that descriptor survives exec.
+            if fd == 3:
+                os.set_inheritable(3, True)
+            else:
+                os.dup2(fd, 3, inheritable=True)
+
+        env = {"CORRAL_FD": "3", "CORRAL_PROTOCOL": "1", "CORRAL_MODEL": model, "CORRAL_INSTANCE": "0",
+               "CORRAL_MODEL_DIR": str(mdir), "PYTHONPATH": str(ROOT / "sdk" / "python")}
+        worker = H.start(f"worker alone ({model})", cmd, ws.logs / f"rtt-{model}.log", cwd=str(mdir), env=env,
+                         preexec_fn=on_fd3)
+        theirs.close()
+        try:
+            load = json.dumps({"model": model, "model_dir": str(mdir), "instance_id": 0, "device": "cpu",
+                               "concurrency": 1, "parameters": {}})
+            n = cfg.rtt_requests if key == "c" else max(cfg.rtt_requests // 4, 500)
+            argv = [str(exe), str(ours.fileno()), load, str(body_file), str(n), str(max(n // 10, 100))]
+            H.record(f"worker_rtt ({model})", [str(exe.relative_to(ROOT)), "FD", "LOAD_JSON", "infer-frame.bin",
+                                               str(n), str(max(n // 10, 100))])
+            r = subprocess.run(argv, pass_fds=(ours.fileno(),), capture_output=True, text=True, timeout=300)
+            if r.returncode != 0:
+                raise RuntimeError(f"worker_rtt {model}: {r.stderr.strip()}\n"
+                                   f"{(ws.logs / f'rtt-{model}.log').read_text()[-2000:]}")
+            results[key] = json.loads(r.stdout)
+            print(f"  worker alone ({model}): p50 {results[key]['p50_us']:.1f} µs  p99 {results[key]['p99_us']:.1f} µs",
+                  flush=True)
+            worker.wait(timeout=10)
+        finally:
+            ours.close()
+            H.stop(worker, timeout=5)
+    return results
+
+
+# ---- 5. cold start ----
+
+def cold_start(cfg: Config, ws: Workspace) -> dict:
+    manifest = (f"# bench/models/slowload: load sleeps parameters.delay seconds.\n"
+                f"runtime: python\nentrypoint: worker.py\npython: {PYTHON}\nkeep_alive: -1\nload_timeout: 1m\n"
+                f"parameters: {{delay: {cfg.load_delay_s:g}}}\n")
+    repo = ws.repo("cold", {"slowload": (BENCH_MODELS / "slowload", manifest)})
+    d = H.Corral("cold-start", repo, ws.logs)
+    rows = []
+    try:
+        for n in cfg.cold_instances:
+            times = []
+            for _ in range(cfg.reps):
+                t = d.load("slowload", n)
+                ready = [i for i in d.model("slowload")["instances"] if i["state"] == "ready"]
+                if len(ready) != n:
+                    raise RuntimeError(f"cold start: {len(ready)} of {n} instances ready after the load answered")
+                times.append(t)
+                d.unload("slowload")
+            rows.append({"instances": n, "seconds": statistics.median(times), "all": times,
+                         "sequential_s": n * cfg.load_delay_s})
+            print(f"  cold start, {n} instances: {rows[-1]['seconds']:.3f} s (sequential {n * cfg.load_delay_s:g} s)",
+                  flush=True)
+    finally:
+        d.stop()
+    return {"load_delay_s": cfg.load_delay_s, "rows": rows}
+
+
+# ---- 6. memory reclaim ----
+
+def memory(cfg: Config, ws: Workspace) -> dict:
+    manifest = (f"# bench/models/alloc: load allocates and touches parameters.mib MiB.\n"
+                f"runtime: python\nentrypoint: worker.py\npython: {PYTHON}\nkeep_alive: -1\n"
+                f"parameters: {{mib: {cfg.alloc_mib}}}\n")
+    repo = ws.repo("memory", {"alloc": (BENCH_MODELS / "alloc", manifest)})
+    d = H.Corral("memory", repo, ws.logs)
+    reps = []
+    settle = 1.0
+    try:
+        # One cycle unmeasured: first-time costs (files read into the page
+        # cache, the daemon's own buffers) are not the model's memory.
+        d.load("alloc")
+        d.unload("alloc")
+        for _ in range(cfg.reps):
+            time.sleep(settle)
+            before, tree_before = H.host_memory(), H.tree_rss(H.descendants(d.pid))
+            d.load("alloc")
+            time.sleep(settle)
+            loaded, tree_loaded = H.host_memory(), H.tree_rss(H.descendants(d.pid))
+            reported = sum(i.get("rss_bytes") or 0 for i in d.model("alloc")["instances"])
+            d.unload("alloc")
+            time.sleep(settle)
+            unloaded, tree_after = H.host_memory(), H.tree_rss(H.descendants(d.pid))
+            rep = {"instance_rss_reported": reported}
+            readings = {f"host_{k}": (before[k], loaded[k], unloaded[k]) for k in before if k != "pcp_free"}
+            readings["tree"] = (tree_before, tree_loaded, tree_after)
+            readings["host_pcp_free"] = (before["pcp_free"], loaded["pcp_free"], unloaded["pcp_free"])
+            for key, (b, ld, u) in readings.items():
+                rep[key] = {"before": b, "loaded": ld, "unloaded": u,
+                            "returned_fraction": (ld - u) / (ld - b) if ld - b > 0 else None}
+            reps.append(rep)
+            print(f"  memory: host +{(loaded['used'] - before['used']) / 2**20:.0f} MiB on load; returned on unload: "
+                  f"{(rep['host_used']['returned_fraction'] or 0) * 100:.1f}% of MemTotal-MemAvailable, "
+                  f"{(rep['host_used_less_pcp']['returned_fraction'] or 0) * 100:.1f}% less the per-CPU free lists, "
+                  f"{(rep['host_anon']['returned_fraction'] or 0) * 100:.1f}% of AnonPages, "
+                  f"{(rep['tree']['returned_fraction'] or 0) * 100:.2f}% of corral's tree", flush=True)
+    finally:
+        d.stop()
+    return {"alloc_mib": cfg.alloc_mib, "settle_s": settle, "reps": reps}
+
+
+# ---- 7. recovery ----
+
+def recovery(cfg: Config, ws: Workspace) -> dict:
+    policy = restart_policy(cfg.restart_window_ms)
+    repo = ws.repo("recovery", {"echo": (EXAMPLES / "echo", echo_py_manifest(1, policy)),
+                                "echo-c": (EXAMPLES / "echo-c", echo_c_manifest(1, policy))})
+    body = json_request(cfg.elements)
+    d = H.Corral("recovery", repo, ws.logs)
+    out = {}
+    try:
+        for key, model in (("python", "echo"), ("c", "echo-c")):
+            loads = []
+            for _ in range(max(cfg.reps, 3)):
+                loads.append(d.load(model))
+                d.unload(model)
+            d.load(model)
+            check_echo(d.port, f"/v2/models/{model}/infer", body, cfg.elements)
+            times, refused = [], {}
+            for _ in range(cfg.kills):
+                time.sleep(cfg.restart_window_ms / 1000 + 0.2)  # healthy for longer than the window
+                inst = d.model(model)["instances"][0]
+                old = inst["pid"]
+                os.kill(old, signal.SIGKILL)
+                t0 = time.perf_counter()
+                while True:
+                    try:
+                        status, _, _ = H.http_request(d.port, "POST", f"/v2/models/{model}/infer", body,
+                                                      {"Content-Type": "application/json"}, timeout=30)
+                    except OSError:
+                        status = 0
+                    if status == 200:
+                        break
+                    refused[str(status)] = refused.get(str(status), 0) + 1
+                    if time.perf_counter() - t0 > 30:
+                        raise RuntimeError(f"recovery: {model} did not serve within 30 s of kill -9")
+                times.append(time.perf_counter() - t0)
+                new = d.model(model)["instances"][0]["pid"]
+                if new == old:
+                    raise RuntimeError(f"recovery: {model} still reports pid {old} after kill -9")
+            times.sort()
+            out[key] = {"model": model, "kills": len(times), "p50_s": statistics.median(times),
+                        "p99_s": times[min(len(times) - 1, round(0.99 * (len(times) - 1)))],
+                        "max_s": times[-1], "min_s": times[0], "refused": refused,
+                        "load_s": statistics.median(loads), "loads": loads}
+            print(f"  recovery {model}: p50 {out[key]['p50_s'] * 1e3:.1f} ms  p99 {out[key]['p99_s'] * 1e3:.1f} ms"
+                  f"  (load alone {out[key]['load_s'] * 1e3:.1f} ms)", flush=True)
+            d.unload(model)
+    finally:
+        d.stop()
+    return {"restart_window_ms": cfg.restart_window_ms, "models": out}
+
+
+# ---- 8. idle cost ----
+
+def sample_idle(root_pid: int, seconds: float, leader_only_pid: Optional[int] = None) -> dict:
+    pids = H.descendants(root_pid)
+    leader = leader_only_pid or root_pid
+    cpu_leader0, cpu_tree0 = H.proc_cpu_s(leader), H.tree_cpu_s(pids)
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    wall = time.perf_counter() - t0
+    pids = [p for p in pids if os.path.exists(f"/proc/{p}")]
+    return {"seconds": wall,
+            "leader_rss": H.proc_rss(leader), "tree_rss": H.tree_rss(pids), "processes": len(pids),
+            "leader_cpu_pct": (H.proc_cpu_s(leader) - cpu_leader0) / wall * 100,
+            "tree_cpu_pct": (H.tree_cpu_s(pids) - cpu_tree0) / wall * 100}
+
+
+def idle(cfg: Config, ws: Workspace) -> dict:
+    tts = EXAMPLES / "tts-espeak"
+    models = {"echo": (EXAMPLES / "echo", echo_py_manifest(2)),
+              "echo-c": (EXAMPLES / "echo-c", echo_c_manifest(1)),
+              "tts-espeak": (tts, (tts / "model.yaml").read_text() + "keep_alive: -1\n")}
+    repo = ws.repo("idle", models)
+    body = json_request(cfg.elements)
+    rows = {}
+    d = H.Corral("idle", repo, ws.logs)
+    try:
+        for name in models:
+            d.load(name)
+        time.sleep(1.0)
+        rows["corral"] = {"label": "corral daemon, 3 models loaded (4 workers)", **sample_idle(d.pid, cfg.idle_s)}
+    finally:
+        d.stop()
+    for make in (start_gunicorn, start_uwsgi, start_uvicorn):
+        server = make(ws)
+        try:
+            wait_ready(server, body, cfg.elements)
+            time.sleep(1.0)
+            rows[server.key] = {"label": server.label + ", 1 app", **sample_idle(server.root_pid, cfg.idle_s)}
+        finally:
+            server.stopper()
+    for key, r in rows.items():
+        print(f"  idle {key}: supervisor {r['leader_rss'] / 2**20:.1f} MiB, {r['leader_cpu_pct']:.3f}% CPU; "
+              f"tree {r['tree_rss'] / 2**20:.1f} MiB, {r['tree_cpu_pct']:.3f}% CPU", flush=True)
+    return {"rows": rows}

@@ -1,0 +1,835 @@
+"""report — docs/benchmarks.md and docs/bench-*.png from the bench's results.
+
+    /usr/bin/python3 bench/report.py [build/bench/results.json]
+
+bench.py calls generate() at the end of a run; running this file alone
+rewrites the report from the last results without measuring again. Every
+comparison is a ratio of two numbers measured in the same run.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+from typing import Dict, List, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# The issue's goals (#4): targets for the report, not assertions.
+GOAL_VS_GUNICORN = 2.0
+GOAL_VS_UWSGI = 1.0
+GOAL_VS_NGINX = 0.5
+GOAL_ADDED_P50_US = 50.0
+GOAL_TENSOR_MB_S = 1000.0
+GOAL_COLD_8 = 1.2
+GOAL_RECLAIM = 0.99
+GOAL_RECOVERY_EXTRA_S = 0.050
+
+CORRAL_COLOR = "#d62728"
+PEER_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#7f7f7f"]
+# One colour per server or queue, the same in every plot.
+COLORS = {"corral": CORRAL_COLOR, "corral-c": CORRAL_COLOR, "corral sched (C)": CORRAL_COLOR,
+          "gunicorn": "#2ca02c", "uwsgi": "#9467bd", "uvicorn": "#8c564b", "nginx": "#1f77b4",
+          "asyncio.PriorityQueue": "#2ca02c", "heapq": "#9467bd"}
+
+
+# ---- formatting ----
+
+def f_int(x: Optional[float]) -> str:
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def f_num(x: Optional[float], digits: int = 1) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def f_ratio(x: Optional[float]) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.2f}×" if x < 100 else f"{x:,.0f}×"
+
+
+def f_mib(b: Optional[float]) -> str:
+    return "–" if b is None else f"{b / 2**20:,.1f} MiB"
+
+
+def f_pct(x: Optional[float], digits: int = 1) -> str:
+    return "–" if x is None else f"{x * 100:.{digits}f}%"
+
+
+def table(header: List[str], rows: List[List[str]], align: Optional[str] = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    seps = [":---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(seps) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def verdict(ok: Optional[bool]) -> str:
+    return "–" if ok is None else ("met" if ok else "**not met**")
+
+
+def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+# ---- access to results ----
+
+SECTIONS = ["queue", "serving", "worker_rtt", "cold_start", "memory", "recovery", "idle"]
+
+
+def scfg(res: dict, key: str) -> dict:
+    """The settings a section was measured with (a partial run keeps older sections)."""
+    return ((res.get(key) or {}).get("_run") or {}).get("config") or res.get("config") or {}
+
+
+def present(res: dict) -> List[str]:
+    return [k for k in SECTIONS if res.get(k)]
+
+
+def servers(res: dict) -> Dict[str, dict]:
+    return (res.get("serving") or {}).get("servers") or {}
+
+
+def point(res: dict, key: str, conns: int) -> Optional[dict]:
+    for p in servers(res).get(key, {}).get("points", []):
+        if p["connections"] == conns:
+            return p
+    return None
+
+
+def peak(res: dict, key: str) -> Optional[dict]:
+    pts = servers(res).get(key, {}).get("points", [])
+    return max(pts, key=lambda p: p["rps"]) if pts else None
+
+
+def tensor(res: dict, key: str, mib: int) -> Optional[dict]:
+    for t in servers(res).get(key, {}).get("tensors", []):
+        if t["mib"] == mib:
+            return t
+    return None
+
+
+def floor(res: dict, mib: int) -> Optional[dict]:
+    for t in (res.get("serving") or {}).get("loopback_floor", []):
+        if t["mib"] == mib:
+            return t
+    return None
+
+
+def queue_row(res: dict, impl: str, pattern: str, depth: int) -> Optional[dict]:
+    for r in (res.get("queue") or {}).get("rows", []):
+        if r["impl"] == impl and r["pattern"] == pattern and r["depth"] == depth:
+            return r
+    return None
+
+
+# ---- goals ----
+
+class Goal:
+    def __init__(self, name: str, target: str, measured: str, ok: Optional[bool], why: str = "") -> None:
+        self.name, self.target, self.measured, self.ok, self.why = name, target, measured, ok, why
+
+
+def throughput_goal(res: dict, peer: str, peer_label: str, corral_key: str, target: float) -> Goal:
+    c, p = peak(res, corral_key), peak(res, peer)
+    r = ratio(c and c["rps"], p and p["rps"])
+    per_conn = []
+    for conns in scfg(res, "serving").get("connections", []):
+        cp, pp = point(res, corral_key, conns), point(res, peer, conns)
+        rr = ratio(cp and cp["rps"], pp and pp["rps"])
+        if rr is not None:
+            per_conn.append(f"{f_ratio(rr)} at {conns}")
+    measured = f"{f_ratio(r)} at peak ({f_int(c and c['rps'])} vs {f_int(p and p['rps'])} req/s)"
+    if per_conn:
+        measured += "; " + ", ".join(per_conn) + " connections"
+    why = ""
+    if r is not None and r < target:
+        why = throughput_why(res, corral_key, peer, peer_label)
+    return Goal(f"corral ÷ {peer_label}, requests/s", f"≥ {target:g}×", measured, None if r is None else r >= target,
+                why)
+
+
+def throughput_why(res: dict, corral_key: str, peer: str, peer_label: str) -> str:
+    c, p = peak(res, corral_key), peak(res, peer)
+    cores = res["machine"]["cores"]
+    worker = c["cpu_us_per_req"] - c["root_cpu_us_per_req"]
+    parts = [
+        f"At their peaks corral's processes spend {f_num(c['cpu_us_per_req'])} µs of CPU per request, the daemon "
+        f"{f_num(c['root_cpu_us_per_req'])} µs and the workers {f_num(worker)} µs, against "
+        f"{f_num(p['cpu_us_per_req'])} µs for {peer_label}'s whole request. With {cores} cores shared with wrk, "
+        f"CPU per request sets the rate. A request to corral crosses two processes (the daemon parses HTTP and "
+        f"JSON and frames the tensor; the worker's SDK decodes the frame, runs the model and encodes the "
+        f"answer), where {peer_label} parses and answers in one."]
+    if worker > p["cpu_us_per_req"]:
+        parts.append(f"corral's worker alone already costs more than {peer_label}'s whole request, so the daemon "
+                     f"cannot close the gap by itself.")
+    parts.append("What remains: less CPU per request in the worker SDK (framing, decoding, the reader-to-model "
+                 "thread hand-off) and in the daemon's JSON-to-tensor path.")
+    return " ".join(parts)
+
+
+def c_worker_cap(res: dict) -> str:
+    """A sentence when the C worker alone is slower than the Python one: it caps the C echo."""
+    rtt = res.get("worker_rtt") or {}
+    c, py = rtt.get("c"), rtt.get("python")
+    if not c or not py or c["mean_us"] <= py["mean_us"]:
+        return ""
+    return (f"The C worker alone, without the daemon, needs {f_num(c['mean_us'])} µs per request, more than the "
+            f"Python worker's {f_num(py['mean_us'])} µs (see section 3), so 2 instances cap the C echo near "
+            f"{f_int(2e6 / c['mean_us'])} requests/s whatever the daemon does. ")
+
+
+def goals(res: dict) -> List[Goal]:
+    out: List[Goal] = []
+    if servers(res):
+        out.append(throughput_goal(res, "gunicorn", "gunicorn", "corral", GOAL_VS_GUNICORN))
+        out.append(throughput_goal(res, "uwsgi", "uWSGI", "corral", GOAL_VS_UWSGI))
+        g = throughput_goal(res, "nginx", "nginx `return 200`", "corral-c", GOAL_VS_NGINX)
+        g.name = "C echo ÷ nginx `return 200`, requests/s"
+        if g.ok is False:
+            c, n = peak(res, "corral-c"), peak(res, "nginx")
+            g.why = (f"nginx answers from memory in one process with {f_num(n['cpu_us_per_req'])} µs of CPU per "
+                     f"request. corral parses the JSON, converts the tensor, sends it to a worker process and "
+                     f"back, and writes the JSON answer: {f_num(c['cpu_us_per_req'])} µs of CPU per request, "
+                     f"{f_num(c['root_cpu_us_per_req'])} µs of it in the daemon and the rest in the C worker. "
+                     + c_worker_cap(res) +
+                     f"What remains: the daemon's own per-request cost is already "
+                     f"{f_ratio(ratio(c['root_cpu_us_per_req'], n['cpu_us_per_req']))} nginx's whole request, "
+                     f"so both the daemon's path (HTTP, JSON, framing) and the C SDK's per-request cost must "
+                     f"shrink; a round trip to another process is never free.")
+        out.append(g)
+    rtt = res.get("worker_rtt") or {}
+    for key, model, ckey in (("python", "Python echo", "corral"), ("c", "C echo", "corral-c")):
+        c1 = point(res, ckey, 1)
+        if c1 and rtt.get(key):
+            added = c1["p50_us"] - rtt[key]["p50_us"]
+            ok = added <= GOAL_ADDED_P50_US
+            why = ""
+            n1 = point(res, "nginx", 1)
+            if not ok:
+                why = (f"corral's p50 at one connection is {f_int(c1['p50_us'])} µs and the worker alone answers "
+                       f"in {f_num(rtt[key]['p50_us'])} µs, so corral adds {f_int(added)} µs.")
+                if n1:
+                    why += (f" Of those, {f_int(n1['p50_us'])} µs is the floor any HTTP server pays here "
+                            f"(nginx's `return 200` p50 at one connection: wrk, the loopback, one HTTP exchange), "
+                            f"which leaves {f_int(added - n1['p50_us'])} µs in the daemon itself: parsing the "
+                            f"JSON request, converting the tensor to raw bytes and back, queueing, and two socket "
+                            f"hops to the worker and back with a wake-up on each side.")
+                why += " What remains: a daemon path with fewer copies and conversions per request."
+            out.append(Goal(f"added p50 latency, {model}", f"≤ {GOAL_ADDED_P50_US:g} µs",
+                            f"{f_int(added)} µs (corral {f_int(c1['p50_us'])} − worker {f_num(rtt[key]['p50_us'])})",
+                            ok, why))
+    tens = []
+    for key in ("corral", "corral-c"):
+        for mib in scfg(res, "serving").get("tensor_mib", []):
+            t = tensor(res, key, mib)
+            if t:
+                tens.append((key, mib, t))
+    if tens:
+        worst = min(tens, key=lambda x: x[2]["mb_s"])
+        ok = worst[2]["mb_s"] >= GOAL_TENSOR_MB_S
+        why = ""
+        if not ok:
+            fl = floor(res, worst[1])
+            why = (f"The slowest case, {worst[1]} MiB through the "
+                   f"{'C' if worst[0] == 'corral-c' else 'Python'} echo, ran at {f_int(worst[2]['mb_s'])} MB/s.")
+            if fl:
+                why += (f" On this machine a bare loopback TCP echo of the same {worst[1]} MiB, with no HTTP and no "
+                        f"work at all, reaches only {f_int(fl['mb_s'])} MB/s, so corral is at "
+                        f"{f_pct(ratio(worst[2]['mb_s'], fl['mb_s']), 0)} of what this machine can move.")
+                if fl["mb_s"] < GOAL_TENSOR_MB_S:
+                    why += " The goal is above this machine's own floor."
+            why += (" What remains: each tensor is copied from the HTTP body into the worker frame, through a "
+                    "socket to the worker and back, and into the response; the protocol's reserved `SHM` message "
+                    "(shared memory for large tensors) is the way past the socket copies.")
+        out.append(Goal("large tensors in and out, MB/s (slowest of 16/64 MiB, Python and C echo)",
+                        f"≥ {GOAL_TENSOR_MB_S:,.0f} MB/s", f"{f_int(worst[2]['mb_s'])} MB/s", ok, why))
+    cold = res.get("cold_start")
+    if cold:
+        by_n = {r["instances"]: r for r in cold["rows"]}
+        if 1 in by_n and 8 in by_n:
+            r8 = by_n[8]["seconds"] / by_n[1]["seconds"]
+            ok = r8 <= GOAL_COLD_8
+            why = ""
+            if not ok:
+                why = (f"8 instances were ready in {f_num(by_n[8]['seconds'], 2)} s against "
+                       f"{f_num(by_n[1]['seconds'], 2)} s for one. The load itself sleeps, so the difference is "
+                       f"8 Python interpreters starting and importing at once on {res['machine']['cores']} cores.")
+            out.append(Goal("cold start, 8 instances ÷ 1 instance", f"≤ {GOAL_COLD_8:g}×",
+                            f"{f_ratio(r8)} ({f_num(by_n[8]['seconds'], 2)} s vs {f_num(by_n[1]['seconds'], 2)} s; "
+                            f"sequential would take {by_n[8]['sequential_s']:g} s)", ok, why))
+    mem = res.get("memory")
+    if mem and mem["reps"] and "host_used" in mem["reps"][0]:
+        used = mem_median(mem, "host_used", "returned_fraction")
+        less = mem_median(mem, "host_used_less_pcp", "returned_fraction")
+        anon = mem_median(mem, "host_anon", "returned_fraction")
+        tree = mem_median(mem, "tree", "returned_fraction")
+        ok = less is not None and less >= GOAL_RECLAIM
+        why = ""
+        if not ok:
+            why = (f"Less the kernel's per-CPU free lists, the host got back {f_pct(less)} of what the load took; "
+                   f"the processes' anonymous memory (AnonPages) went back by {f_pct(anon)}, and corral's own "
+                   f"process tree by {f_pct(tree, 2)}: every worker process had exited and its memory was freed. "
+                   f"What is left is everything else on the machine moving at the same time (other processes, "
+                   f"page cache); run the bench on a quiet machine to read the host alone.")
+        out.append(Goal("memory returned on unload (host)", f"≥ {GOAL_RECLAIM * 100:g}%",
+                        f"{f_pct(less)} (MemTotal − MemAvailable less the per-CPU free lists; "
+                        f"{f_pct(used)} without that correction; corral's process tree: {f_pct(tree, 2)})", ok, why))
+    rec = (res.get("recovery") or {}).get("models") or {}
+    for key, model in (("python", "Python echo"), ("c", "C echo")):
+        r = rec.get(key)
+        if not r:
+            continue
+        extra = r["p50_s"] - r["load_s"]
+        ok = extra <= GOAL_RECOVERY_EXTRA_S
+        why = ""
+        if not ok:
+            why = (f"From kill -9 to the first answer of the replacement took {f_num(r['p50_s'] * 1e3)} ms at the "
+                   f"median, {f_num(extra * 1e3)} ms more than loading the model afresh "
+                   f"({f_num(r['load_s'] * 1e3)} ms): the daemon waits until the worker's whole process group is "
+                   f"gone (polled every 5 ms) before it restarts the instance.")
+        out.append(Goal(f"recovery p50, {model}", f"≤ 50 ms + load ({f_num(r['load_s'] * 1e3)} ms)",
+                        f"{f_num(r['p50_s'] * 1e3)} ms (load + {f_num(extra * 1e3)} ms)", ok, why))
+    return out
+
+
+def mem_median(mem: dict, key: str, field: str) -> Optional[float]:
+    return median([r[key][field] for r in mem["reps"] if r.get(key) and r[key][field] is not None])
+
+
+def median(xs: List[float]) -> Optional[float]:
+    xs = sorted(xs)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+# ---- plots ----
+
+def plot_throughput(res: dict, path: pathlib.Path) -> bool:
+    srv = servers(res)
+    if not srv:
+        return False
+    conns = scfg(res, "serving")["connections"]
+    groups = [("Python echo (2 processes each)", [k for k in ("corral", "gunicorn", "uwsgi", "uvicorn") if k in srv]),
+              ("C echo vs nginx `return 200` (2 processes each)", [k for k in ("corral-c", "nginx") if k in srv])]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, (title, keys) in zip(axes, groups):
+        width = 0.8 / max(len(keys), 1)
+        for i, key in enumerate(keys):
+            vals = [(point(res, key, c) or {}).get("rps", 0) for c in conns]
+            color = COLORS.get(key, PEER_COLORS[i % len(PEER_COLORS)])
+            xs = [j + (i - (len(keys) - 1) / 2) * width for j in range(len(conns))]
+            ax.bar(xs, vals, width, label=srv[key]["label"], color=color)
+        ax.set_xticks(range(len(conns)))
+        ax.set_xticklabels([f"{c} conn." for c in conns])
+        ax.set_ylabel("requests/s")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Inference throughput (wrk, POST KServe v2 JSON, higher is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_latency(res: dict, path: pathlib.Path) -> bool:
+    srv = servers(res)
+    if not srv:
+        return False
+    conns = scfg(res, "serving")["connections"]
+    keys = [k for k in ("corral", "gunicorn", "uwsgi", "uvicorn", "corral-c", "nginx") if k in srv]
+    fig, axes = plt.subplots(1, len(conns), figsize=(4.2 * len(conns), 4.5), squeeze=False)
+    for ax, c in zip(axes[0], conns):
+        p50 = [(point(res, k, c) or {}).get("p50_us", 0) for k in keys]
+        p99 = [(point(res, k, c) or {}).get("p99_us", 0) for k in keys]
+        xs = range(len(keys))
+        colors = [COLORS.get(k, PEER_COLORS[i % len(PEER_COLORS)]) for i, k in enumerate(keys)]
+        ax.bar([x - 0.2 for x in xs], p50, 0.4, color=colors, label="p50")
+        ax.bar([x + 0.2 for x in xs], p99, 0.4, color=colors, alpha=0.45, label="p99")
+        ax.set_yscale("log")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([srv[k]["label"].split(" (")[0].replace(", ", "\n") for k in keys], fontsize=7,
+                           rotation=30, ha="right")
+        ax.set_title(f"{c} connection{'s' if c > 1 else ''}", fontsize=10)
+        ax.set_ylabel("latency, µs (log)")
+        ax.grid(axis="y", alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle("Inference latency: p50 (solid) and p99 (light), lower is better")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_queue(res: dict, path: pathlib.Path) -> bool:
+    rows = (res.get("queue") or {}).get("rows")
+    if not rows:
+        return False
+    impls = ["corral sched (C)", "asyncio.PriorityQueue", "heapq"]
+    depths = sorted({r["depth"] for r in rows})
+    ops = [("enqueue", "fill_drain", "enqueue_ns"), ("dequeue", "fill_drain", "dequeue_ns"),
+           ("push+pop at depth", "steady", "mixed_ns")]
+    fig, axes = plt.subplots(1, len(depths), figsize=(6 * len(depths), 4.2), squeeze=False)
+    for ax, depth in zip(axes[0], depths):
+        width = 0.8 / len(impls)
+        for i, impl in enumerate(impls):
+            vals = [(queue_row(res, impl, pat, depth) or {}).get(field, 0) for _, pat, field in ops]
+            ax.bar([j + (i - 1) * width for j in range(len(ops))], vals, width, label=impl,
+                   color=COLORS.get(impl, PEER_COLORS[i % len(PEER_COLORS)]))
+        ax.set_yscale("log")
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi * 12)  # room for the legend above the bars
+        ax.set_xticks(range(len(ops)))
+        ax.set_xticklabels([o[0] for o in ops])
+        ax.set_ylabel("ns per operation (log)")
+        ax.set_title(f"{depth:,} queued, 3 priority levels", fontsize=10)
+        ax.grid(axis="y", alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="upper center", ncol=3)
+    fig.suptitle("Scheduler queue, lower is better")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_cold_recovery(res: dict, path: pathlib.Path) -> bool:
+    cold = res.get("cold_start")
+    rec = (res.get("recovery") or {}).get("models") or {}
+    if not cold and not rec:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    if cold:
+        ns = [r["instances"] for r in cold["rows"]]
+        ax = axes[0]
+        xs = range(len(ns))
+        ax.bar([x - 0.2 for x in xs], [r["seconds"] for r in cold["rows"]], 0.4, color=CORRAL_COLOR,
+               label="corral (instances start concurrently)")
+        ax.bar([x + 0.2 for x in xs], [r["sequential_s"] for r in cold["rows"]], 0.4, color=PEER_COLORS[0],
+               label=f"sequential ({cold['load_delay_s']:g} s × N)")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([f"{n} instance{'s' if n > 1 else ''}" for n in ns])
+        ax.set_ylabel("seconds until ready")
+        ax.set_title(f"Cold start, a model whose load takes {cold['load_delay_s']:g} s", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    if rec:
+        ax = axes[1]
+        keys = [k for k in ("python", "c") if k in rec]
+        xs = range(len(keys))
+        ax.bar([x - 0.27 for x in xs], [rec[k]["load_s"] * 1e3 for k in keys], 0.27, color=PEER_COLORS[0],
+               label="load alone (p50)")
+        ax.bar(list(xs), [rec[k]["p50_s"] * 1e3 for k in keys], 0.27, color=CORRAL_COLOR,
+               label="kill -9 → served, p50")
+        ax.bar([x + 0.27 for x in xs], [rec[k]["p99_s"] * 1e3 for k in keys], 0.27, color=CORRAL_COLOR, alpha=0.45,
+               label="kill -9 → served, p99")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([f"{rec[k]['model']}" for k in keys])
+        ax.set_ylabel("milliseconds")
+        ax.set_title(f"Recovery over {max(rec[k]['kills'] for k in keys)} kills", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# ---- the page ----
+
+def render(res: dict, plots: Dict[str, bool]) -> str:
+    m = res["machine"]
+    out: List[str] = []
+    w = out.append
+    w("# corral benchmarks\n")
+    w(f"Generated by `make bench` ([bench/](../bench/)) on {res['started']}: do not edit by hand, run the bench "
+      f"again. Every figure below was measured in the same run on the machine described here, and every "
+      f"comparison is a ratio of two numbers measured side by side.\n")
+    runs = sorted({(res[k].get("_run") or {}).get("started", res["started"]) for k in present(res)})
+    if len(runs) > 1:
+        w("> The sections below come from runs started at " + ", ".join(runs) + " (a partial run, `BENCH_ONLY`, "
+          "refreshes only the sections it names); each section's settings are listed at the end.\n")
+    if any(scfg(res, k).get("quick") for k in present(res)):
+        w("> **Quick mode** (`BENCH_QUICK=1`): 1-second load points and few repetitions, on a machine that may "
+          "have been busy. The numbers show that the bench works; run `make bench` on a quiet machine for "
+          "figures worth quoting.\n")
+    if res.get("errors"):
+        w("> **Some measurements failed in this run:**\n")
+        for k, e in res["errors"].items():
+            w(f"> - {k}: `{e.splitlines()[0][:300]}`")
+        w("")
+
+    w("## The machine\n")
+    w(table(["", ""], [
+        ["CPU", m["cpu"]], ["cores", str(m["cores"])], ["memory", f"{m['memory_bytes'] / 2**30:.1f} GiB"],
+        ["OS, kernel", f"{m['os']}, Linux {m['kernel']}"], ["Python (peers, Python workers)", m["python"]],
+        ["corral", f"commit {m['corral_commit']}, `build/corral` (RelWithDebInfo: -O2)"],
+        ["load average at start", " ".join(m["loadavg_at_start"])],
+        ["bench run time", f"{sum((res[k].get('_run') or {}).get('seconds', 0) for k in present(res)):.0f} s "
+                            f"(the sections' total)"],
+        ["peers and tools (Debian packages)", ", ".join(f"{k} {v}" for k, v in m["packages"].items())],
+    ], "ll"))
+    w("")
+
+    gl = goals(res)
+    w("## Goals\n")
+    w("The targets of issue #4, against this run's numbers. They are targets for this report, not test "
+      "assertions; each one not met is explained in [Where corral falls short](#where-corral-falls-short).\n")
+    w(table(["goal", "target", "measured", ""], [[g.name, g.target, g.measured, verdict(g.ok)] for g in gl], "llll"))
+    w("")
+
+    # 1. queue
+    q = res.get("queue")
+    if q:
+        w("## 1. Scheduler queue\n")
+        w("corral's per-model queue (`src/sched.c`: one intrusive FIFO per priority level and a bitmap of "
+          "non-empty levels) against Python's `asyncio.PriorityQueue` (`put_nowait`/`get_nowait`) and bare "
+          "`heapq`, with entries `(priority, sequence, item)` so equal priorities stay FIFO. Priorities are "
+          "drawn at random from 3 levels (the manifest default). *enqueue* and *dequeue*: fill an empty queue "
+          "with N entries, then drain it (median per-op cost over many rounds). *push+pop at depth*: with N "
+          "queued, push one and pop one repeatedly (cost per operation). Entries and jobs are made beforehand "
+          "in both languages, so only the queue is timed.\n")
+        rows = []
+        for depth in sorted({r["depth"] for r in q["rows"]}):
+            base_fd = queue_row(res, "corral sched (C)", "fill_drain", depth)
+            base_st = queue_row(res, "corral sched (C)", "steady", depth)
+            for impl in ("corral sched (C)", "asyncio.PriorityQueue", "heapq"):
+                fd, st = queue_row(res, impl, "fill_drain", depth), queue_row(res, impl, "steady", depth)
+                if not fd or not st:
+                    continue
+                speed = "–" if impl.startswith("corral") else (
+                    f"{f_ratio(ratio(fd['enqueue_ns'], base_fd['enqueue_ns']))} / "
+                    f"{f_ratio(ratio(fd['dequeue_ns'], base_fd['dequeue_ns']))} / "
+                    f"{f_ratio(ratio(st['mixed_ns'], base_st['mixed_ns']))}")
+                rows.append([f"{depth:,}", impl, f_num(fd["enqueue_ns"]), f_int(fd["enqueue_ops"]),
+                             f_num(fd["dequeue_ns"]), f_int(fd["dequeue_ops"]), f_num(st["mixed_ns"]),
+                             f_int(st["mixed_ops"]), speed])
+        w(table(["queued", "implementation", "enqueue ns/op", "enqueue ops/s", "dequeue ns/op", "dequeue ops/s",
+                 "push+pop ns/op", "push+pop ops/s", "corral faster by (enq / deq / push+pop)"], rows, "llrrrrrrr"))
+        w("")
+        ref = q["reference"]
+        a1 = queue_row(res, "asyncio.PriorityQueue", "fill_drain", 1000)
+        c1 = queue_row(res, "corral sched (C)", "fill_drain", 1000)
+        if a1 and c1:
+            w(f"The issue quotes `asyncio.PriorityQueue` at {ref['ops']:,} ops/s and {ref['enqueue_ns'] / 1000:g} µs "
+              f"per enqueue on another machine; on this one it enqueues in {f_num(a1['enqueue_ns'])} ns "
+              f"({f_int(a1['enqueue_ops'])} ops/s) with 1,000 queued, and corral's queue in "
+              f"{f_num(c1['enqueue_ns'], 2)} ns ({f_int(c1['enqueue_ops'])} ops/s).\n")
+        if plots.get("queue"):
+            w("![Scheduler queue](bench-queue.png)\n")
+
+    # 2. throughput and latency
+    s = res.get("serving")
+    if s and s.get("servers"):
+        srv = s["servers"]
+        cfg = scfg(res, "serving")
+        w("## 2. Inference throughput and latency\n")
+        w(f"wrk with a Lua POST script ([bench/post.lua](../bench/post.lua)), {cfg['duration']} s per point after a "
+          f"1 s warm-up, 2 threads (1 at one connection). Each request is a KServe v2 JSON inference request "
+          f"with one FP32 tensor of shape [1, {s['elements']}] ({s['request_bytes']} bytes); every server "
+          f"answers with the v2 response shape `{{model_name, model_version, outputs: [{{name, datatype, shape, "
+          f"data}}]}}`, and its first answer is checked to be the echo before it is measured.\n")
+        w("- **corral**: `examples/models/echo` (Python SDK, 2 instances, Debian's `/usr/bin/python3`) and "
+          "`examples/models/echo-c` (C SDK, 2 instances), copied to a temporary repository.\n"
+          "- **Python peers** serve the same echo ([bench/peers/echo_logic.py](../bench/peers/echo_logic.py)): "
+          "parse the request, turn each input into a numpy array of its datatype and shape (what corral's "
+          "Python model receives), rename it, and write the same JSON response. gunicorn runs it with 2 sync "
+          "workers, uWSGI with 2 processes on its own HTTP socket, uvicorn (uvloop, httptools) with FastAPI "
+          "and 2 worker processes; FastAPI's handler reads the raw body, its fastest path.\n"
+          f"- **nginx** answers `return 200` with the C echo's response, byte for byte ({s['response_bytes_c']} "
+          f"bytes), from 2 worker processes.\n"
+          "- *server CPU/req* is the CPU time of the server's whole process tree during the point divided by "
+          "the requests served (for corral: daemon and workers; the daemon's share is in brackets). wrk runs "
+          "on the same cores.\n")
+        for title, keys, base_key in (
+                ("Python echo", ["corral", "gunicorn", "uwsgi", "uvicorn"], "corral"),
+                ("C echo against nginx `return 200`", ["corral-c", "nginx"], "corral-c")):
+            keys = [k for k in keys if k in srv]
+            if not keys:
+                continue
+            w(f"### {title}\n")
+            rows = []
+            for conns in cfg["connections"]:
+                base = point(res, base_key, conns)
+                for key in keys:
+                    p = point(res, key, conns)
+                    if not p:
+                        continue
+                    cpu = f_num(p["cpu_us_per_req"])
+                    if key.startswith("corral"):
+                        cpu += f" ({f_num(p['root_cpu_us_per_req'])})"
+                    is_base = key == base_key
+                    rows.append([str(conns), srv[key]["label"], f_int(p["rps"]), f_int(p["p50_us"]),
+                                 f_int(p["p99_us"]), cpu, str(p["errors"]),
+                                 "–" if is_base else f_ratio(ratio(base and base["rps"], p["rps"])),
+                                 "–" if is_base else f_ratio(ratio(base and base["p50_us"], p["p50_us"])),
+                                 "–" if is_base else f_ratio(ratio(base and base["p99_us"], p["p99_us"]))])
+            w(table(["conn.", "server", "req/s", "p50 µs", "p99 µs", "server CPU/req µs", "errors",
+                     "corral ÷ it, req/s", "corral ÷ it, p50", "corral ÷ it, p99"], rows, "llrrrrrrrr"))
+            w("")
+            w("Ratios: above 1× in *req/s* means corral serves more; below 1× in *p50*/*p99* means corral "
+              "answers sooner.\n")
+        if plots.get("throughput"):
+            w("![Throughput](bench-throughput.png)\n")
+        if plots.get("latency"):
+            w("![Latency](bench-latency.png)\n")
+
+    # 3. added latency
+    rtt = res.get("worker_rtt")
+    if rtt and s and s.get("servers"):
+        w("## 3. Added latency\n")
+        w("What corral adds to a request, beyond what the worker itself costs. *worker alone* is the model's own "
+          "worker process, started without the daemon and driven over its protocol socket by a small C program "
+          "([bench/worker_rtt.c](../bench/worker_rtt.c)) that sends the same INFER frame the daemon sends for "
+          "this request, one at a time, and times each INFER → INFER_RESULT round trip. corral's figures are "
+          "wrk's at one connection (section 2). *HTTP floor* is nginx `return 200` at one connection: what wrk, "
+          "the loopback and one HTTP exchange cost on their own.\n")
+        rows = []
+        n1 = point(res, "nginx", 1)
+        for key, label, ckey in (("python", "Python echo", "corral"), ("c", "C echo", "corral-c")):
+            c1, r = point(res, ckey, 1), rtt.get(key)
+            if not c1 or not r:
+                continue
+            rows.append([label, f_int(c1["p50_us"]), f_num(r["p50_us"]), f"**{f_int(c1['p50_us'] - r['p50_us'])}**",
+                         f_int(c1["p99_us"]), f_num(r["p99_us"]), f_int(c1["p99_us"] - r["p99_us"]),
+                         f_int(n1 and n1["p50_us"]),
+                         f_int(n1 and c1["p50_us"] - r["p50_us"] - n1["p50_us"])])
+        w(table(["model", "corral p50 µs", "worker alone p50 µs", "added p50 µs", "corral p99 µs",
+                 "worker alone p99 µs", "added p99 µs", "HTTP floor p50 µs", "added p50 beyond the floor µs"],
+                rows, "lrrrrrrrr"))
+        w("")
+        if rtt.get("c") and rtt.get("python") and rtt["c"]["p50_us"] > rtt["python"]["p50_us"]:
+            w(f"The C worker alone answers more slowly than the Python one here ({f_num(rtt['c']['p50_us'])} vs "
+              f"{f_num(rtt['python']['p50_us'])} µs at the median): that time is spent in the C worker's own request "
+              f"path (`sdk/c` and `examples/models/echo-c`), not in the daemon.\n")
+
+    # 4. large tensors
+    if s and s.get("servers"):
+        cfg = scfg(res, "serving")
+        mibs = cfg["tensor_mib"]
+        keys = [k for k in ("corral", "corral-c", "gunicorn", "uwsgi", "uvicorn") if k in srv and srv[k].get("tensors")]
+        if keys:
+            w("## 4. Large tensors\n")
+            w("One FP32 tensor sent with the binary tensor extension (`Inference-Header-Content-Length`, "
+              "`binary_data_size`) and asked back as binary (`binary_data_output`), through each echo; timed by "
+              "curl (a C client), median of the round trips after one checked warm-up (whose answer is compared "
+              "byte for byte). MB/s = tensor bytes ÷ round-trip time (10^6 bytes; each round trip carries the "
+              "tensor both ways). The Python peers decode and encode the binary extension with numpy. *loopback "
+              "floor*: the same bytes echoed over a bare loopback TCP connection with no HTTP and no work: what "
+              "this machine can move at all.\n")
+            header = ["server"]
+            for mib in mibs:
+                header += [f"{mib} MiB, MB/s", f"{mib} MiB, ms"]
+            header += [f"corral (Python echo) ÷ it, {mib} MiB" for mib in mibs]
+            rows = []
+            for key in keys:
+                row = [srv[key]["label"]]
+                for mib in mibs:
+                    t = tensor(res, key, mib)
+                    row += [f_int(t and t["mb_s"]), f_num(t and t["seconds_median"] * 1e3)]
+                for mib in mibs:
+                    t, b = tensor(res, key, mib), tensor(res, "corral", mib)
+                    row.append("–" if key == "corral" else f_ratio(ratio(b and b["mb_s"], t and t["mb_s"])))
+                rows.append(row)
+            row = ["loopback floor (TCP echo, no HTTP)"]
+            for mib in mibs:
+                fl = floor(res, mib)
+                row += [f_int(fl and fl["mb_s"]), f_num(fl and fl["seconds_median"] * 1e3)]
+            for mib in mibs:
+                fl, b = floor(res, mib), tensor(res, "corral", mib)
+                row.append(f_ratio(ratio(b and b["mb_s"], fl and fl["mb_s"])))
+            rows.append(row)
+            w(table(header, rows))
+            w("")
+
+    # 5. cold start
+    cold = res.get("cold_start")
+    if cold:
+        cfg = scfg(res, "cold_start")
+        w("## 5. Cold start\n")
+        w(f"A Python model whose `load` sleeps {cold['load_delay_s']:g} s ([bench/models/slowload](../bench/models/"
+          f"slowload/worker.py)), loaded with `POST /v2/repository/models/slowload/load {{\"instances\": N}}`, "
+          f"which answers once every instance is ready; then unloaded. Median of {cfg['reps']} load(s) per N. "
+          f"Starting the instances one after another would take {cold['load_delay_s']:g} s × N.\n")
+        rows = []
+        one = next((r for r in cold["rows"] if r["instances"] == 1), None)
+        for r in cold["rows"]:
+            rows.append([str(r["instances"]), f_num(r["seconds"], 3), f"{r['sequential_s']:g}",
+                         f_ratio(ratio(r["seconds"], r["sequential_s"])),
+                         f_ratio(ratio(r["seconds"], one and one["seconds"]))])
+        w(table(["instances", "corral, s until ready", "sequential, s", "corral ÷ sequential",
+                 "corral ÷ one instance"], rows, "rrrrr"))
+        w("")
+
+    # 6. memory
+    mem = res.get("memory")
+    if mem and mem["reps"] and "host_used" in mem["reps"][0]:
+        w("## 6. Memory reclaim\n")
+        w(f"A Python model whose `load` allocates and writes {mem['alloc_mib']} MiB ([bench/models/alloc]"
+          f"(../bench/models/alloc/worker.py)), read before the load, once loaded, and after the unload, "
+          f"{mem['settle_s']:g} s after each step. One load/unload cycle runs first, unmeasured. Median of "
+          f"{len(mem['reps'])} cycle(s); *returned* = (loaded − after unload) ÷ (loaded − before).\n")
+        w("- *host in use* is `MemTotal − MemAvailable` from `/proc/meminfo`.\n"
+          "- The kernel keeps freed pages on per-CPU free lists (the pagesets of `/proc/zoneinfo`), which "
+          "`MemFree` does not count, and drains them only slowly: right after a 512 MiB process exits, tens of "
+          "MiB can sit there, free. *less the per-CPU free lists* subtracts them, and is the figure the goal "
+          "is read on.\n"
+          "- *anonymous memory* is `AnonPages`: what every process on the host holds.\n"
+          "- *corral's process tree* is the RSS of the daemon, its guards and its workers.\n")
+        rows = []
+        for key, label, digits in (("host_used", "host in use", 1),
+                                   ("host_used_less_pcp", "host in use, less the per-CPU free lists", 1),
+                                   ("host_pcp_free", "per-CPU free lists (free, not counted by MemFree)", 1),
+                                   ("host_anon", "host anonymous memory (AnonPages)", 1),
+                                   ("tree", "corral's process tree, RSS", 2)):
+            frac = "–" if key == "host_pcp_free" else f_pct(mem_median(mem, key, "returned_fraction"), digits)
+            rows.append([label, f_mib(mem_median(mem, key, "before")), f_mib(mem_median(mem, key, "loaded")),
+                         f_mib(mem_median(mem, key, "unloaded")), frac])
+        inst = median([r["instance_rss_reported"] for r in mem["reps"]])
+        rows.append(["the instance as corral reports it (`rss_bytes`)", "–", f_mib(inst), "–", "–"])
+        w(table(["", "before load", "loaded", "after unload", "returned on unload"], rows, "lrrrr"))
+        w("")
+
+    # 7. recovery
+    rec = (res.get("recovery") or {}).get("models")
+    if rec:
+        w("## 7. Recovery\n")
+        w(f"One instance per model. Each time: wait until the instance has been ready for longer than the "
+          f"manifest's `restart.window` ({res['recovery']['restart_window_ms']} ms here, so that each crash "
+          f"counts as one after a healthy run, which restarts at once; a crash inside the window would wait "
+          f"`backoff_min` first), `kill -9` the worker's pid taken from `/v1/models`, then send the same "
+          f"inference request until one is answered 200, and check that the pid changed. The time is from the "
+          f"kill to that answer. *load alone* is the median time to load the same model with one instance "
+          f"(`POST .../load`), which a replacement cannot beat.\n")
+        rows = []
+        for key in ("python", "c"):
+            r = rec.get(key)
+            if not r:
+                continue
+            rows.append([r["model"], str(r["kills"]), f_num(r["p50_s"] * 1e3), f_num(r["p99_s"] * 1e3),
+                         f_num(r["max_s"] * 1e3), f_num(r["load_s"] * 1e3), f_num((r["p50_s"] - r["load_s"]) * 1e3),
+                         f_ratio(ratio(r["p50_s"], r["load_s"])),
+                         ", ".join(f"{n}× {'no answer' if st == '0' else st}" for st, n in sorted(r.get("refused", {}).items()))
+                         or "none"])
+        w(table(["model", "kills", "p50 ms", "p99 ms", "max ms", "load alone ms", "p50 − load ms",
+                 "p50 ÷ load alone", "answers before the 200 (all kills)"], rows, "lrrrrrrrr"))
+        w("")
+        if plots.get("coldstart"):
+            w("![Cold start and recovery](bench-coldstart.png)\n")
+
+    # 8. idle
+    idle = res.get("idle")
+    if idle and idle.get("rows"):
+        rows_in = idle["rows"]
+        base = rows_in.get("corral")
+        cfg = scfg(res, "idle")
+        w("## 8. Idle cost\n")
+        w(f"Resident memory and CPU while nothing is asked, over {cfg['idle_s']:g} s: corral with 3 models loaded "
+          f"(echo with 2 instances, echo-c, tts-espeak), and each Python peer serving its one echo app. The "
+          f"*supervisor* is the daemon, or the peer's master process; *all processes* adds the workers (and "
+          f"corral's guard processes). CPU from the kernel's per-thread accounting (`schedstat`).\n")
+        rows = []
+        for key, r in rows_in.items():
+            is_base = key == "corral"
+            rows.append([r["label"], f_mib(r["leader_rss"]), f_num(r["leader_cpu_pct"], 3),
+                         str(r["processes"]), f_mib(r["tree_rss"]), f_num(r["tree_cpu_pct"], 3),
+                         "–" if is_base else f_ratio(ratio(base and base["leader_rss"], r["leader_rss"])),
+                         "–" if is_base else f_ratio(ratio(base and base["leader_cpu_pct"], r["leader_cpu_pct"]))])
+        w(table(["server", "supervisor RSS", "supervisor CPU %", "processes", "all processes RSS",
+                 "all processes CPU %", "corral ÷ it, supervisor RSS", "corral ÷ it, supervisor CPU"], rows,
+                "lrrrrrrr"))
+        w("")
+        w("An idle corral daemon still runs its timers: a memory sample of every worker once a second (one pass "
+          "over `/proc/*/stat`, for `limits.memory`, `--memory-budget` and autoscaling) and a health ping to "
+          "each worker every 10 s ([supervision.md](supervision.md)). A ratio of – means the peer's figure was "
+          "zero within the kernel's accounting.")
+        w("")
+
+    # shortfalls
+    w("## Where corral falls short\n")
+    short = [g for g in gl if g.ok is False]
+    if not short:
+        w("Every goal measured in this run was met.\n")
+    for g in short:
+        w(f"- **{g.name}** (target {g.target}; measured {g.measured}). {g.why}")
+    if short:
+        w("")
+    met = [g for g in gl if g.ok]
+    if met:
+        w("Met in this run: " + "; ".join(f"{g.name} ({g.measured.split(' (')[0]})" for g in met) + ".\n")
+
+    # commands
+    w("## How to run it, and the exact commands\n")
+    w("```sh\nmake bench                 # installs the peers (bench/deps.sh), builds, measures, writes this page\n"
+      "BENCH_QUICK=1 make bench   # 1 s points, fewer repetitions: a check that everything works\n"
+      "/usr/bin/python3 bench/report.py   # rewrite this page from build/bench/results.json\n```\n")
+    w("Settings (environment variables in [bench/README.md](../bench/README.md)):\n")
+    groups: Dict[str, List[str]] = {}
+    for k in present(res):
+        groups.setdefault(json.dumps(scfg(res, k), sort_keys=True), []).append(k)
+    for text, keys in groups.items():
+        label = "" if len(groups) == 1 else f"# sections: {', '.join(keys)}\n"
+        w("```\n" + label + "\n".join(f"{k} = {v}" for k, v in json.loads(text).items()) + "\n```\n")
+    w("Every command the bench ran, as it ran it, from the repository's root (`$TMP` is the bench's temporary "
+      "directory, `$REPO` the repository; ports are ephemeral, chosen at run time; `worker_rtt` gets the "
+      "worker's socket as FD and the LOAD message as LOAD_JSON):\n")
+    w("```sh")
+    seen = set()
+    for k in present(res):
+        for label, line in ((res[k].get("_run") or {}).get("commands") or {}).items():
+            if label in seen:
+                continue
+            seen.add(label)
+            w(f"# {label}")
+            # Commands run from the repository's root; one run elsewhere names it $REPO.
+            if line.startswith("(cd "):
+                w(line.replace(str(ROOT), "$REPO"))
+            else:
+                w(line.replace(str(ROOT) + "/", "").replace(str(ROOT), "."))
+    w("```\n")
+    manifests: Dict[str, str] = {}
+    for k in present(res):
+        for name, text in ((res[k].get("_run") or {}).get("manifests") or {}).items():
+            if text not in manifests.values():
+                manifests[name if name not in manifests else f"{name} ({k})"] = text
+    if manifests:
+        w("The manifests of the bench's model copies:\n")
+        for name, text in manifests.items():
+            w(f"`{name}`:\n\n```yaml\n{text.rstrip()}\n```\n")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def generate(res: dict, docs: pathlib.Path) -> None:
+    import re
+    docs.mkdir(parents=True, exist_ok=True)
+    plots = {
+        "throughput": plot_throughput(res, docs / "bench-throughput.png"),
+        "latency": plot_latency(res, docs / "bench-latency.png"),
+        "queue": plot_queue(res, docs / "bench-queue.png"),
+        "coldstart": plot_cold_recovery(res, docs / "bench-coldstart.png"),
+    }
+    text = render(res, plots)
+    # The temporary directory's name changes every run; the page should not.
+    text = re.sub(r"/tmp/corral-bench-[A-Za-z0-9_]+", "$TMP", text)
+    (docs / "benchmarks.md").write_text(text)
+
+
+def main() -> int:
+    path = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "build" / "bench" / "results.json"
+    generate(json.loads(path.read_text()), ROOT / "docs")
+    print(f"report: wrote docs/benchmarks.md and docs/bench-*.png from {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
