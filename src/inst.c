@@ -301,14 +301,17 @@ uint64_t inst_worker_rss(const inst *in)
     return resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-void inst_sample_rss(inst **v, size_t n)
+/*
+ * Calls fn for every process in /proc with its state, process group and
+ * resident pages (from /proc/N/stat); stops early when fn returns non-zero.
+ */
+typedef int (*proc_visit_fn)(void *ctx, char state, int pgrp, long long rss_pages);
+
+static void proc_walk(proc_visit_fn fn, void *ctx)
 {
-    for (size_t i = 0; i < n; i++)
-        v[i]->rss_bytes = 0;
     DIR *d = opendir("/proc");
     if (!d)
         return;
-    long page = sysconf(_SC_PAGESIZE);
     struct dirent *e;
     while ((e = readdir(d))) {
         if (e->d_name[0] < '0' || e->d_name[0] > '9')
@@ -326,19 +329,42 @@ void inst_sample_rss(inst **v, size_t n)
         char *rp = strrchr(text, ')');
         char state;
         int ppid, pgrp;
+        long long rss = 0;
         /* after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
          * cutime cstime priority nice threads itrealvalue starttime vsize rss */
-        long long rss = 0;
         if (!rp || sscanf(rp + 1, " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %*u %*u %lld",
                           &state, &ppid, &pgrp, &rss) != 4)
             continue;
-        for (size_t i = 0; i < n; i++) {
-            inst *in = v[i];
-            if (in->state != INST_IDLE && in->pid != in->guard_pid && pgrp == in->pid && rss > 0)
-                in->rss_bytes += (uint64_t)rss * (uint64_t)page;
-        }
+        if (fn(ctx, state, pgrp, rss))
+            break;
     }
     closedir(d);
+}
+
+typedef struct rss_sample {
+    inst **v;
+    size_t n;
+    uint64_t page;
+} rss_sample;
+
+static int add_rss(void *ctx, char state, int pgrp, long long rss_pages)
+{
+    rss_sample *r = ctx;
+    (void)state;
+    for (size_t i = 0; i < r->n; i++) {
+        inst *in = r->v[i];
+        if (in->state != INST_IDLE && in->pid != in->guard_pid && pgrp == in->pid && rss_pages > 0)
+            in->rss_bytes += (uint64_t)rss_pages * r->page;
+    }
+    return 0;
+}
+
+void inst_sample_rss(inst **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i]->rss_bytes = 0;
+    rss_sample r = {v, n, (uint64_t)sysconf(_SC_PAGESIZE)};
+    proc_walk(add_rss, &r);
 }
 
 /* ---- reading ---- */
@@ -699,35 +725,26 @@ static void handle_closed(uv_handle_t *h)
     maybe_release(in);
 }
 
+typedef struct group_probe {
+    int pgid;
+    int found;
+} group_probe;
+
+static int probe_group(void *ctx, char state, int pgrp, long long rss_pages)
+{
+    group_probe *g = ctx;
+    (void)rss_pages;
+    if (pgrp == g->pgid && state != 'Z')
+        g->found = 1;
+    return g->found;
+}
+
 /* Whether any process of group pgid is still running (zombies do not count). */
 static int group_running(int pgid)
 {
-    DIR *d = opendir("/proc");
-    if (!d)
-        return 0;
-    int found = 0;
-    struct dirent *e;
-    while (!found && (e = readdir(d))) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        char path[64], text[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t n = read(fd, text, sizeof text - 1);
-        close(fd);
-        if (n <= 0)
-            continue;
-        text[n] = 0;
-        char *rp = strrchr(text, ')');
-        char state;
-        int ppid, pgrp;
-        if (rp && sscanf(rp + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid && state != 'Z')
-            found = 1;
-    }
-    closedir(d);
-    return found;
+    group_probe g = {pgid, 0};
+    proc_walk(probe_group, &g);
+    return g.found;
 }
 
 /*
