@@ -56,7 +56,7 @@ int proto_header_decode(const uint8_t *buf, size_t len, uint32_t max_body, proto
 /* Whether type is a known message of protocol version 1 (reserved ones included). */
 int proto_type_known(uint8_t type);
 
-/* Whether type is reserved (numbered but not implemented in version 1). */
+/* Whether type is reserved: numbered in version 1, its behaviour left to a later version. */
 int proto_type_reserved(uint8_t type);
 
 /* Short upper-case name of a type, "UNKNOWN" for others. */
