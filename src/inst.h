@@ -75,7 +75,6 @@ struct inst {
     char last_line[256]; /* the worker's last line of output, for exit messages */
     char fault[160];     /* the daemon's own diagnosis (protocol error, timeout), or empty */
     json_t *metadata;    /* READY body; owned */
-    uint64_t backoff_ms; /* the owner's bookkeeping for restarts */
     uv_timer_t restart_timer; /* the owner's: delays restarts */
 
     /* private */

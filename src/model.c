@@ -610,7 +610,6 @@ static void on_exited(inst *in)
         if (delay > (uint64_t)mf->backoff_max_ms)
             delay = (uint64_t)mf->backoff_max_ms;
     }
-    in->backoff_ms = delay;
     log_info("model %s instance %d: restarting in %llu ms", m->name, in->id, (unsigned long long)delay);
     if (count_slots(m, INST_READY) == 0 && m->state == MODEL_READY)
         model_set_state(m, MODEL_LOADING, NULL);
@@ -914,6 +913,17 @@ static uint64_t model_rss(model *m)
     return total;
 }
 
+/*
+ * What a loaded model counts for against the memory budget: what it uses
+ * now, or what its instances have used at their largest if that is more
+ * (an instance still loading has not reached its size yet).
+ */
+static uint64_t model_footprint(model *m)
+{
+    uint64_t now = model_rss(m), peak = m->rss_per_instance * (uint64_t)active_slots(m);
+    return now > peak ? now : peak;
+}
+
 /* Replaces an instance above limits.memory once it has no request in flight. */
 static void check_memory_limit(model *m, inst *in)
 {
@@ -999,9 +1009,7 @@ static int fit_memory_budget(model *m, int instances, char *msg, size_t msglen)
     uint64_t used = 0;
     for (model *o = R.head; o; o = o->next)
         if (o != m && o->nslots)
-            used += model_rss(o) > o->rss_per_instance * (uint64_t)active_slots(o)
-                        ? model_rss(o)
-                        : o->rss_per_instance * (uint64_t)active_slots(o);
+            used += model_footprint(o);
     while (used + need > (uint64_t)R.memory_budget) {
         model *lru = NULL;
         for (model *o = R.head; o; o = o->next) {
@@ -1015,9 +1023,7 @@ static int fit_memory_budget(model *m, int instances, char *msg, size_t msglen)
         }
         if (!lru)
             break;
-        uint64_t freed = model_rss(lru) > lru->rss_per_instance * (uint64_t)active_slots(lru)
-                             ? model_rss(lru)
-                             : lru->rss_per_instance * (uint64_t)active_slots(lru);
+        uint64_t freed = model_footprint(lru);
         log_info("model %s: unloading it to make room for %s (memory budget %lld MiB)", lru->name, m->name,
                  (long long)(R.memory_budget >> 20));
         char ignored[64];
