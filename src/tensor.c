@@ -125,7 +125,7 @@ static uint16_t float_to_bf16(float f)
     return (uint16_t)(x >> 16);
 }
 
-static float bf16_to_float(uint16_t b)
+float bf16_to_float(uint16_t b)
 {
     uint32_t x = (uint32_t)b << 16;
     float f;
@@ -339,15 +339,111 @@ static void json_bytes(sb *out, const uint8_t *s, size_t n)
     sb_addc(out, '"');
 }
 
+/*
+ * Number formatting without printf, which showed in the daemon's profile:
+ * integers digit by digit, and short decimals (the common case of model
+ * outputs such as 0.25 or 3) by a fast path whose output is the same as
+ * "%.*g"'s, falling back to snprintf for everything else.
+ */
+
+/* Writes v in decimal at p (room for 20 bytes); returns the length. */
+static size_t put_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static void put_uint(sb *out, uint64_t v)
+{
+    char *p = sb_reserve(out, 24);
+    out->len += put_u64(p, v);
+}
+
+static void put_int(sb *out, int64_t v)
+{
+    char *p = sb_reserve(out, 24);
+    size_t n = 0;
+    uint64_t mag = (uint64_t)v;
+    if (v < 0) {
+        p[n++] = '-';
+        mag = 0 - mag;
+    }
+    out->len += n + put_u64(p + n, mag);
+}
+
+/*
+ * "%.*g" of d for digits <= 9 when d is m / 10^k for an integer m of at most
+ * `digits` digits and k <= 6, with 1e-4 <= |d| < 10^digits (where %g uses
+ * fixed notation): writes it at p (room for 32 bytes) and returns the
+ * length, or returns 0 when d is not such a number. Exact for every value
+ * of a float or narrower type: such a value that is not exactly m / 10^k
+ * is at least 1 / (2^24 * 10^6) away from it relatively, far beyond the
+ * rounding of a * 10^k in double precision.
+ */
+size_t tensor_fast_decimal(char *p, double d, int digits)
+{
+    static const double pow10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
+    if (digits < 1 || digits > 9 || !isfinite(d))
+        return 0;
+    double a = fabs(d);
+    if (a == 0) {
+        if (signbit(d))
+            return 0;
+        p[0] = '0';
+        return 1;
+    }
+    if (a < 1e-4 || a >= pow10[digits])
+        return 0;
+    for (int k = 0; k <= 6; k++) {
+        double x = a * pow10[k];
+        if (x >= pow10[digits])
+            return 0; /* more significant digits than %g prints */
+        uint64_t m = (uint64_t)x;
+        if ((double)m != x)
+            continue;
+        char digs[20];
+        size_t len = put_u64(digs, m), n = 0;
+        if (d < 0)
+            p[n++] = '-';
+        if (k == 0) {
+            memcpy(p + n, digs, len);
+            return n + len;
+        }
+        if (len > (size_t)k) {
+            memcpy(p + n, digs, len - (size_t)k);
+            n += len - (size_t)k;
+            p[n++] = '.';
+            memcpy(p + n, digs + len - (size_t)k, (size_t)k);
+            return n + (size_t)k;
+        }
+        p[n++] = '0';
+        p[n++] = '.';
+        for (size_t z = len; z < (size_t)k; z++)
+            p[n++] = '0';
+        memcpy(p + n, digs, len);
+        return n + len;
+    }
+    return 0;
+}
+
 static void put_double(sb *out, double d, int digits)
 {
-    if (!isfinite(d))
+    if (!isfinite(d)) {
         sb_adds(out, "null"); /* JSON has no NaN or Infinity; binary outputs keep them exactly */
-    else {
-        char *p = sb_reserve(out, 32);
-        int n = snprintf(p, 32, "%.*g", digits, d);
-        out->len += (size_t)n;
+        return;
     }
+    char *p = sb_reserve(out, 32);
+    size_t n = tensor_fast_decimal(p, d, digits);
+    if (n == 0)
+        n = (size_t)snprintf(p, 32, "%.*g", digits, d);
+    out->len += n;
 }
 
 void tensor_to_json(sb *out, dtype t, const uint8_t *data, size_t size, int64_t nelem)
@@ -358,34 +454,33 @@ void tensor_to_json(sb *out, dtype t, const uint8_t *data, size_t size, int64_t 
     for (int64_t i = 0; i < nelem; i++) {
         if (i)
             sb_addc(out, ',');
-        char *p;
         switch (t) {
         case DT_BOOL: sb_adds(out, data[i] ? "true" : "false"); break;
-        case DT_UINT8: p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%u", data[i]); break;
-        case DT_INT8: p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%d", (int8_t)data[i]); break;
+        case DT_UINT8: put_uint(out, data[i]); break;
+        case DT_INT8: put_int(out, (int8_t)data[i]); break;
         case DT_UINT16: {
             uint16_t v; memcpy(&v, data + 2 * i, 2);
-            p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%u", v); break;
+            put_uint(out, v); break;
         }
         case DT_INT16: {
             int16_t v; memcpy(&v, data + 2 * i, 2);
-            p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%d", v); break;
+            put_int(out, v); break;
         }
         case DT_UINT32: {
             uint32_t v; memcpy(&v, data + 4 * i, 4);
-            p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%u", v); break;
+            put_uint(out, v); break;
         }
         case DT_INT32: {
             int32_t v; memcpy(&v, data + 4 * i, 4);
-            p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%d", v); break;
+            put_int(out, v); break;
         }
         case DT_UINT64: {
             uint64_t v; memcpy(&v, data + 8 * i, 8);
-            p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%llu", (unsigned long long)v); break;
+            put_uint(out, v); break;
         }
         case DT_INT64: {
             int64_t v; memcpy(&v, data + 8 * i, 8);
-            p = sb_reserve(out, 24); out->len += (size_t)sprintf(p, "%lld", (long long)v); break;
+            put_int(out, v); break;
         }
         case DT_FP16: {
             uint16_t v; memcpy(&v, data + 2 * i, 2);

@@ -63,7 +63,15 @@ int tensor_check_raw(dtype t, const uint8_t *data, size_t size, int64_t nelem);
  */
 void tensor_to_json(sb *out, dtype t, const uint8_t *data, size_t size, int64_t nelem);
 
+/*
+ * The printf-free fast path of tensor_to_json's numbers: writes "%.*g" of d
+ * at p (32 bytes of room) and returns its length when d is a short decimal
+ * (see tensor.c), else returns 0. d must be a float or narrower value.
+ */
+size_t tensor_fast_decimal(char *p, double d, int digits);
+
 float half_to_float(uint16_t h);
 uint16_t float_to_half(float f);
+float bf16_to_float(uint16_t b); /* the upper 16 bits of a float */
 
 #endif

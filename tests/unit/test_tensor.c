@@ -165,5 +165,54 @@ static void non_finite_is_null(void)
     free(s);
 }
 
-CHECK_MAIN(CASE(non_finite_is_null), CASE(names), CASE(every_datatype), CASE(nested_and_empty), CASE(bad_data), CASE(half_precision),
+/* The fast decimal path prints exactly what "%.*g" prints, or declines. */
+static void expect_fast_like_printf(double d, int digits, int *taken)
+{
+    char fast[32], slow[32];
+    size_t n = tensor_fast_decimal(fast, d, digits);
+    if (n == 0)
+        return;
+    fast[n] = 0;
+    (*taken)++;
+    snprintf(slow, sizeof slow, "%.*g", digits, d);
+    if (strcmp(fast, slow) != 0) {
+        fprintf(stderr, "  %.17g at %d digits: fast %s, printf %s\n", d, digits, fast, slow);
+        CHECK(0);
+    }
+}
+
+static void fast_decimal(void)
+{
+    int taken = 0;
+    /* Short decimals of every scale, both signs, as float. */
+    for (int m = 0; m < 200000; m += 7)
+        for (int k = 0; k <= 8; k++) {
+            float v = (float)(m / pow(10, k));
+            expect_fast_like_printf(v, 9, &taken);
+            expect_fast_like_printf(-v, 9, &taken);
+        }
+    /* Random float bit patterns, and the same values at half and bfloat16 precision. */
+    uint32_t x = 12345;
+    for (int i = 0; i < 2000000; i++) {
+        x = x * 1664525u + 1013904223u;
+        float v;
+        memcpy(&v, &x, 4);
+        expect_fast_like_printf(v, 9, &taken);
+        uint16_t h = float_to_half(v);
+        expect_fast_like_printf(half_to_float(h), 5, &taken);
+    }
+    for (int i = 0; i < 65536; i++) {
+        expect_fast_like_printf(half_to_float((uint16_t)i), 5, &taken);
+        expect_fast_like_printf(bf16_to_float((uint16_t)i), 4, &taken);
+    }
+    CHECK(taken > 100000); /* the fast path was exercised, not only declined */
+    char buf[32];
+    CHECK(tensor_fast_decimal(buf, -0.0, 9) == 0);  /* "-0": left to printf */
+    CHECK(tensor_fast_decimal(buf, 1e-5, 9) == 0);  /* exponent notation */
+    CHECK(tensor_fast_decimal(buf, 1e9, 9) == 0);
+    CHECK(tensor_fast_decimal(buf, 0.1f, 9) == 0);  /* not a short decimal in binary */
+    CHECK(tensor_fast_decimal(buf, 1.5, 17) == 0);  /* double precision: printf */
+}
+
+CHECK_MAIN(CASE(fast_decimal), CASE(non_finite_is_null), CASE(names), CASE(every_datatype), CASE(nested_and_empty), CASE(bad_data), CASE(half_precision),
            CASE(raw_checks), CASE(invalid_utf8_bytes))
