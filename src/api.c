@@ -12,6 +12,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "shm.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -38,6 +39,8 @@ static void pending_dispose(void *ptr)
     json_decref(p->binary_outputs);
     json_decref(p->requested);
     p->binary_outputs = p->requested = NULL;
+    shm_unref(p->shm); /* the response has been sent from it */
+    p->shm = NULL;
 }
 
 api_pending *api_pending_new(h2o_req_t *req, model *m)
@@ -58,6 +61,10 @@ static void job_done(job *j, int status, const char *msg, uint8_t type, uint8_t 
         return;
     }
     p->job = NULL;
+    p->shm = j->shm;
+    p->shm_data = j->shm_data;
+    p->shm_len = j->shm_len;
+    j->shm = NULL;
     p->respond(p, status, msg, body, len);
 }
 

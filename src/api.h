@@ -29,6 +29,11 @@ struct api_pending {
     int binary_all; /* parameters.binary_data_output */
     json_t *binary_outputs; /* names of outputs asked for as binary; owned */
     json_t *requested;      /* names of the outputs asked for, or NULL for all; owned */
+    /* the result's tensor data when it came in shared memory: a reference
+     * held until the response is sent (the pool is disposed) */
+    struct shm_region *shm;
+    const uint8_t *shm_data;
+    size_t shm_len;
 };
 
 /* Allocated in req's pool; cleaned up when the pool is disposed. */

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "proto.h"
 #include "sb.h"
+#include "shm.h"
 #include "tensor.h"
 
 #include <errno.h>
@@ -303,13 +304,17 @@ static int build_infer_frame(h2o_req_t *req, api_pending *p, job *j)
     }
     sb_addc(&meta, '}');
 
-    /* The frame: header, meta length, meta, then every tensor back to back. */
-    size_t total = 4 + meta.len;
+    /* The frame: header, meta length, meta, then every tensor back to back.
+     * Large tensors are left where they are until the instance is known
+     * (inst_send): they may go into its shared memory instead. */
+    size_t data_total = 0;
     for (int k = 0; k < nsegs; k++)
-        total += segs[k].len;
+        data_total += segs[k].len;
+    size_t total = 4 + meta.len + data_total;
     if (total > PROTO_MAX_BODY)
         BAD("the inference request is larger than the protocol's 1 GiB frame limit");
-    uint8_t *frame = malloc(PROTO_HEADER_SIZE + total);
+    int defer = data_total >= SHM_MIN_BYTES;
+    uint8_t *frame = malloc(PROTO_HEADER_SIZE + total - (defer ? data_total : 0));
     if (!frame)
         BAD("cannot allocate %zu bytes for the request", total);
     proto_header_encode(frame, PROTO_INFER, j->id, (uint32_t)total);
@@ -317,12 +322,27 @@ static int build_infer_frame(h2o_req_t *req, api_pending *p, job *j)
     proto_put_u32(w, (uint32_t)meta.len);
     memcpy(w + 4, meta.p, meta.len);
     w += 4 + meta.len;
-    for (int k = 0; k < nsegs; k++) {
-        memcpy(w, segs[k].ptr ? segs[k].ptr : (const uint8_t *)data.p + segs[k].off, segs[k].len);
-        w += segs[k].len;
+    if (defer) {
+        j->pieces = malloc((size_t)nsegs * sizeof *j->pieces);
+        if (!j->pieces) {
+            free(frame);
+            BAD("cannot allocate the request's %d tensors", nsegs);
+        }
+        j->data_owned = (uint8_t *)sb_take(&data, NULL);
+        for (int k = 0; k < nsegs; k++) {
+            j->pieces[k].ptr = segs[k].ptr ? segs[k].ptr : j->data_owned + segs[k].off;
+            j->pieces[k].len = segs[k].len;
+        }
+        j->npieces = nsegs;
+        j->pieces_len = data_total;
+    } else {
+        for (int k = 0; k < nsegs; k++) {
+            memcpy(w, segs[k].ptr ? segs[k].ptr : (const uint8_t *)data.p + segs[k].off, segs[k].len);
+            w += segs[k].len;
+        }
     }
     j->frame = frame;
-    j->frame_len = PROTO_HEADER_SIZE + total;
+    j->frame_len = PROTO_HEADER_SIZE + total - (defer ? data_total : 0);
     j->priority = priority;
     if (timeout && json_integer_value(timeout) > 0) /* 0 or absent: the model's own timeout */
         j->deadline_ms = now_ms() + ((uint64_t)json_integer_value(timeout) + 999) / 1000;
@@ -370,14 +390,19 @@ static void infer_respond(api_pending *p, int status, const char *msg, uint8_t *
     const uint8_t *data;
     json_t *meta = NULL;
     const char *model = model_name(p->model);
-    if (proto_split_body(body, len, &metap, &meta_len, &data, &data_len) < 0 ||
+    int split = proto_split_body(body, len, &metap, &meta_len, &data, &data_len);
+    if (split == 0 && p->shm_data) { /* the data came in shared memory; the frame held the meta only */
+        data = p->shm_data;
+        data_len = p->shm_len;
+    }
+    if (split < 0 ||
         !(meta = json_loadb(metap, meta_len, 0, NULL)) || !json_is_array(json_object_get(meta, "outputs"))) {
         json_decref(meta);
         http_error(req, 502, 0, "model '%s' sent a malformed INFER_RESULT (bad meta)", model);
         return;
     }
     sb out;
-    sb_init(&out, 256 + data_len * 2);
+    sb_init(&out, 256 + (p->binary_all ? 0 : data_len * 2));
     h2o_iovec_t bufs[MAX_INPUTS + 1];
     size_t nbufs = 1, binary_total = 0, off = 0;
     sb_adds(&out, "{\"model_name\":");
@@ -411,9 +436,10 @@ static void infer_respond(api_pending *p, int status, const char *msg, uint8_t *
         size_t sz = ok ? (size_t)json_integer_value(size) : 0;
         if (count < 0 || tensor_check_raw(t, data + off, sz, count) < 0) {
             sb_free(&out);
-            json_decref(meta);
+            /* name belongs to meta: answer before letting it go */
             http_error(req, 502, 0, "model '%s' sent a malformed INFER_RESULT (output %zu%s%s%s)", model, i,
                        name ? " '" : "", name ? name : "", name ? "'" : "");
+            json_decref(meta);
             return;
         }
         if (i)

@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "model.h"
+#include "shm.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -83,6 +84,7 @@ void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev
     in->restart_timer.data = in;
     uv_timer_init(loop, &in->health_timer);
     in->health_timer.data = in;
+    in->shm_fd[0] = in->shm_fd[1] = -1;
 }
 
 int inst_busy(const inst *in)
@@ -112,7 +114,7 @@ static void on_write(uv_write_t *req, int status)
  * freed here once written; otherwise whatever cannot be written now is
  * copied.
  */
-static void write_bytes(inst *in, uint8_t *data, size_t len, int owned)
+static void write_bytes(inst *in, uv_pipe_t *pipe, uint8_t *data, size_t len, int owned)
 {
     if (in->exited || in->chan_eof) {
         if (owned)
@@ -120,7 +122,7 @@ static void write_bytes(inst *in, uint8_t *data, size_t len, int owned)
         return;
     }
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    int n = uv_try_write((uv_stream_t *)&in->chan, &b, 1);
+    int n = uv_try_write((uv_stream_t *)pipe, &b, 1);
     if (n >= 0 && (size_t)n == len) {
         if (owned)
             free(data);
@@ -147,14 +149,14 @@ static void write_bytes(inst *in, uint8_t *data, size_t len, int owned)
         b = uv_buf_init((char *)w->owned, (unsigned)(len - done));
     }
     w->req.data = in;
-    if (uv_write(&w->req, (uv_stream_t *)&in->chan, &b, 1, on_write) < 0) {
+    if (uv_write(&w->req, (uv_stream_t *)pipe, &b, 1, on_write) < 0) {
         free(w->owned);
         free(w);
         inst_kill(in, "the protocol socket failed on write");
     }
 }
 
-static void send_small(inst *in, uint8_t type, uint64_t id, const char *body, size_t len)
+static void send_small_on(inst *in, uv_pipe_t *pipe, uint8_t type, uint64_t id, const char *body, size_t len)
 {
     uint8_t *frame = malloc(PROTO_HEADER_SIZE + len);
     if (!frame)
@@ -162,7 +164,61 @@ static void send_small(inst *in, uint8_t type, uint64_t id, const char *body, si
     proto_header_encode(frame, type, id, (uint32_t)len);
     if (len)
         memcpy(frame + PROTO_HEADER_SIZE, body, len);
-    write_bytes(in, frame, PROTO_HEADER_SIZE + len, 1);
+    write_bytes(in, pipe, frame, PROTO_HEADER_SIZE + len, 1);
+}
+
+static void send_small(inst *in, uint8_t type, uint64_t id, const char *body, size_t len)
+{
+    send_small_on(in, &in->chan, type, id, body, len);
+}
+
+/* Copies a job's deferred tensor data (sched.h) to dst. */
+static void copy_pieces(const job *j, uint8_t *dst)
+{
+    for (int k = 0; k < j->npieces; k++) {
+        memcpy(dst, j->pieces[k].ptr, j->pieces[k].len);
+        dst += j->pieces[k].len;
+    }
+}
+
+/*
+ * Large tensors through shared memory (docs/worker-protocol.md): a job's
+ * deferred tensor data goes into the input region when the worker maps the
+ * regions and the input region is free; and any INFER may answer in the
+ * output region when that is free (no other request holds it and no
+ * response is still being sent from it). Otherwise the data is appended to
+ * the frame. Returns the frame, possibly reallocated, with *len its length.
+ */
+static uint8_t *place_data(inst *in, job *j, uint8_t *frame, size_t *len)
+{
+    uint16_t flags = 0;
+    if (in->shm && j->kind == PROTO_INFER && !in->shm_out_job && !(in->shm_out && in->shm_out->refs > 1)) {
+        flags |= PROTO_FLAG_SHM_OUT;
+        in->shm_out_job = j->id;
+    }
+    if (j->npieces && in->shm && !in->shm_in_job) {
+        int rc = shm_reserve(&in->shm_in, in->shm_fd[0], j->pieces_len);
+        if (rc == 0) {
+            copy_pieces(j, in->shm_in->addr);
+            proto_put_u32(frame, (uint32_t)(*len - PROTO_HEADER_SIZE));
+            flags |= PROTO_FLAG_SHM_DATA;
+            in->shm_in_job = j->id;
+        } else {
+            log_warn("model %s instance %d: cannot grow the shared-memory input region to %zu bytes (%s); "
+                     "sending the tensors over the socket", model_name(in->model), in->id, j->pieces_len,
+                     strerror(-rc));
+        }
+    }
+    if (j->npieces && !(flags & PROTO_FLAG_SHM_DATA)) {
+        uint8_t *whole = realloc(frame, *len + j->pieces_len);
+        if (!whole)
+            abort();
+        frame = whole;
+        copy_pieces(j, frame + *len);
+        *len += j->pieces_len;
+    }
+    proto_header_set_flags(frame, flags);
+    return frame;
 }
 
 void inst_send(inst *in, job *j)
@@ -175,8 +231,17 @@ void inst_send(inst *in, job *j)
     in->inflight_head = j;
     in->inflight++;
     uint8_t *frame = j->frame;
+    size_t len = j->frame_len;
     j->frame = NULL;
-    write_bytes(in, frame, j->frame_len, 1);
+    if (j->kind == PROTO_INFER)
+        frame = place_data(in, j, frame, &len);
+    /* The request's data was copied: nothing may point into it any more. */
+    free(j->pieces);
+    free(j->data_owned);
+    j->pieces = NULL;
+    j->data_owned = NULL;
+    j->npieces = 0;
+    write_bytes(in, &in->chan, frame, len, 1);
 }
 
 /* ---- stopping ---- */
@@ -248,9 +313,10 @@ void inst_kill(inst *in, const char *why)
 /*
  * One timer per instance alternates between two roles: waiting out the
  * interval before the next PING, and waiting out the timeout of the PING in
- * flight. The SDKs answer PING from a thread the model's code cannot block,
- * so a missing PONG means the process itself is stuck (stopped, deadlocked
- * in native code, swapping to death).
+ * flight. PINGs go on the health socket when the worker's HELLO names it
+ * (the SDKs do), else on the protocol socket. The SDKs answer from a thread
+ * the model's code cannot block, so a missing PONG means the process itself
+ * is stuck (stopped, deadlocked in native code, swapping to death).
  */
 static void health_fire(uv_timer_t *t)
 {
@@ -260,7 +326,7 @@ static void health_fire(uv_timer_t *t)
     if (!in->ping_outstanding) {
         in->ping_outstanding = 1;
         in->ping_nonce++;
-        send_small(in, PROTO_PING, in->ping_nonce, NULL, 0);
+        send_small_on(in, in->health_chan ? &in->hchan : &in->chan, PROTO_PING, in->ping_nonce, NULL, 0);
         uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->health_timeout_ms, 0);
         return;
     }
@@ -399,6 +465,22 @@ static job *take_inflight(inst *in, uint64_t id)
     return NULL;
 }
 
+void inst_release_shm(inst *in)
+{
+    if (in->state != INST_READY || in->exited || in->inflight || in->shm_in_job || in->shm_out_job ||
+        (in->shm_out && in->shm_out->refs > 1))
+        return;
+    for (int k = 0; k < 2; k++) {
+        struct stat st;
+        if (in->shm_fd[k] >= 0 && fstat(in->shm_fd[k], &st) == 0 && st.st_size > 0 && ftruncate(in->shm_fd[k], 0) < 0)
+            log_warn("model %s instance %d: cannot truncate a shared-memory region: %s", model_name(in->model),
+                     in->id, strerror(errno));
+    }
+    shm_unref(in->shm_in);
+    shm_unref(in->shm_out);
+    in->shm_in = in->shm_out = NULL;
+}
+
 void inst_abandon(inst *in, job *j)
 {
     if (take_inflight(in, j->id)) {
@@ -445,6 +527,10 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         /* Believed only when it names a group leader in this worker's session (the guard's). */
         if (pid > 0 && pid <= INT32_MAX && getpgid((pid_t)pid) == (pid_t)pid && getsid((pid_t)pid) == in->guard_pid)
             in->pid = (int)pid;
+        /* The worker listens for PING on CORRAL_HEALTH_FD: its requests need no reader thread. */
+        in->health_chan = json_integer_value(json_object_get(hello, "health_fd")) == WORKER_HEALTH_FD;
+        /* The worker maps the shared-memory regions: large tensors may go through them. */
+        in->shm = json_is_true(json_object_get(hello, "shm")) && in->shm_fd[0] >= 0;
         json_decref(hello);
         break;
     }
@@ -493,6 +579,18 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         __attribute__((fallthrough));
     case PROTO_INFER_RESULT:
     case PROTO_GENERATE_RESULT: {
+        if (h->flags & PROTO_FLAG_SHM_DATA) {
+            if (!in->shm || in->shm_out_job != h->id) {
+                protocol_error(in, "answered request %llu in shared memory without being allowed to",
+                               (unsigned long long)h->id);
+                break;
+            }
+            int rc = shm_remap_file(&in->shm_out, in->shm_fd[1]);
+            if (rc < 0) {
+                protocol_error(in, "left an output region that cannot be mapped (%s)", strerror(-rc));
+                break;
+            }
+        }
         job *j = take_inflight(in, h->id);
         if (!j) {
             if (in->abandoned && h->id <= in->abandoned_max_id)
@@ -503,6 +601,16 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         }
         in->last_busy_ms = now_ms();
         in->requests++;
+        if (h->id == in->shm_in_job)
+            in->shm_in_job = 0; /* the worker is done with its input */
+        if (h->id == in->shm_out_job)
+            in->shm_out_job = 0;
+        if (h->flags & PROTO_FLAG_SHM_DATA) {
+            j->shm = in->shm_out; /* the response holds the region until it is sent */
+            shm_ref(j->shm);
+            j->shm_data = in->shm_out->addr;
+            j->shm_len = in->shm_out->len;
+        }
         if (h->type == PROTO_ERROR) {
             finish_error(in, j, body, h->length);
         } else if ((h->type == PROTO_INFER_RESULT) != (j->kind == PROTO_INFER)) {
@@ -572,6 +680,35 @@ static int parse_stage(inst *in)
         in->stage_len -= off;
     }
     return 0;
+}
+
+/* The health socket carries only PONG: 16-byte headers with no body. */
+static void health_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    inst *in = h->data;
+    buf->base = (char *)in->hbuf + in->hlen;
+    buf->len = sizeof in->hbuf - in->hlen;
+}
+
+static void health_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    (void)buf;
+    inst *in = s->data;
+    if (n < 0) {
+        uv_read_stop(s); /* the exit, seen on the protocol socket, tells why */
+        return;
+    }
+    in->hlen += (size_t)n;
+    if (in->hlen < sizeof in->hbuf)
+        return;
+    in->hlen = 0;
+    proto_header h;
+    if (proto_header_decode(in->hbuf, sizeof in->hbuf, PROTO_MAX_BODY, &h) < 0 || h.type != PROTO_PONG || h.length)
+        protocol_error(in, "the health socket carried something other than PONG (type %u, %u-byte body)",
+                       in->hbuf[5], proto_get_u32(in->hbuf));
+    else
+        health_pong(in, h.id);
 }
 
 static void chan_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -805,11 +942,23 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     uv_close((uv_handle_t *)&in->chan, handle_closed);
     uv_close((uv_handle_t *)&in->out, handle_closed);
     uv_close((uv_handle_t *)&in->err, handle_closed);
+    uv_close((uv_handle_t *)&in->hchan, handle_closed);
     uv_close((uv_handle_t *)&in->proc, handle_closed);
     free(in->body);
     in->body = NULL;
     in->have_header = 0;
     in->stage_len = 0;
+    /* Responses still sending from the regions hold their own references. */
+    for (int k = 0; k < 2; k++) {
+        if (in->shm_fd[k] >= 0)
+            close(in->shm_fd[k]);
+        in->shm_fd[k] = -1;
+    }
+    shm_unref(in->shm_in);
+    shm_unref(in->shm_out);
+    in->shm_in = in->shm_out = NULL;
+    in->shm = 0;
+    in->shm_in_job = in->shm_out_job = 0;
 
     char detail[700], msg[900], late[900];
     snprintf(detail, sizeof detail, "instance %d (pid %d) %s", in->id, in->pid, why);
@@ -847,10 +996,36 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
         snprintf(err, errlen, "instance %d is still running", in->id);
         return -EBUSY;
     }
-    int sv[2];
+    int sv[2], hv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         snprintf(err, errlen, "socketpair: %s", strerror(errno));
         return -errno;
+    }
+    /* Large tensors cross the protocol socket in fewer, larger steps (each
+     * step is a wake-up of the reader): as large a send buffer as the
+     * system allows (net.core.wmem_max), on both ends, best effort. */
+    for (int k = 0; k < 2; k++) {
+        int want = PROTO_SOCKET_BUFFER;
+        setsockopt(sv[k], SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, hv) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "socketpair: %s", strerror(e));
+        close(sv[0]);
+        close(sv[1]);
+        return -e;
+    }
+    int mfd[2] = {shm_create("corral-input"), shm_create("corral-output")};
+    if (mfd[0] < 0 || mfd[1] < 0) {
+        int e = mfd[0] < 0 ? mfd[0] : mfd[1];
+        snprintf(err, errlen, "memfd_create: %s", strerror(-e));
+        for (int k = 0; k < 2; k++) {
+            if (mfd[k] >= 0)
+                close(mfd[k]);
+            close(sv[k]);
+            close(hv[k]);
+        }
+        return e;
     }
     size_t argc = 0;
     while (sp->argv[argc])
@@ -868,17 +1043,24 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
     uv_pipe_init(in->loop, &in->chan, 0);
     uv_pipe_init(in->loop, &in->out, 0);
     uv_pipe_init(in->loop, &in->err, 0);
-    in->chan.data = in->out.data = in->err.data = in->proc.data = in;
-    in->handles_open = 3;
+    uv_pipe_init(in->loop, &in->hchan, 0);
+    in->chan.data = in->out.data = in->err.data = in->hchan.data = in->proc.data = in;
+    in->handles_open = 4;
 
-    uv_stdio_container_t stdio[4];
+    uv_stdio_container_t stdio[WORKER_SHM_OUT_FD + 1];
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     stdio[1].data.stream = (uv_stream_t *)&in->out;
     stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     stdio[2].data.stream = (uv_stream_t *)&in->err;
-    stdio[3].flags = UV_INHERIT_FD;
-    stdio[3].data.fd = sv[1];
+    stdio[WORKER_PROTOCOL_FD].flags = UV_INHERIT_FD;
+    stdio[WORKER_PROTOCOL_FD].data.fd = sv[1];
+    stdio[WORKER_HEALTH_FD].flags = UV_INHERIT_FD;
+    stdio[WORKER_HEALTH_FD].data.fd = hv[1];
+    stdio[WORKER_SHM_IN_FD].flags = UV_INHERIT_FD;
+    stdio[WORKER_SHM_IN_FD].data.fd = mfd[0];
+    stdio[WORKER_SHM_OUT_FD].flags = UV_INHERIT_FD;
+    stdio[WORKER_SHM_OUT_FD].data.fd = mfd[1];
 
     uv_process_options_t opt;
     memset(&opt, 0, sizeof opt);
@@ -889,17 +1071,22 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
     opt.exit_cb = on_process_exit;
     opt.flags = UV_PROCESS_DETACHED;
     opt.stdio = stdio;
-    opt.stdio_count = 4;
+    opt.stdio_count = WORKER_SHM_OUT_FD + 1;
 
     int rc = uv_spawn(in->loop, &in->proc, &opt);
     free(args);
     close(sv[1]);
+    close(hv[1]);
     if (rc < 0) {
         snprintf(err, errlen, "cannot spawn %s: %s", sp->file, uv_strerror(rc));
         close(sv[0]);
+        close(hv[0]);
+        close(mfd[0]);
+        close(mfd[1]);
         uv_close((uv_handle_t *)&in->chan, handle_closed);
         uv_close((uv_handle_t *)&in->out, handle_closed);
         uv_close((uv_handle_t *)&in->err, handle_closed);
+        uv_close((uv_handle_t *)&in->hchan, handle_closed);
         /* libuv initialised proc as a handle even though the spawn failed */
         in->handles_open++;
         uv_close((uv_handle_t *)&in->proc, handle_closed);
@@ -907,6 +1094,13 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
     }
     in->handles_open++;
     uv_pipe_open(&in->chan, sv[0]);
+    uv_pipe_open(&in->hchan, hv[0]);
+    in->health_chan = 0;
+    in->hlen = 0;
+    in->shm_fd[0] = mfd[0];
+    in->shm_fd[1] = mfd[1];
+    in->shm = 0;
+    in->shm_in_job = in->shm_out_job = 0;
     in->pid = in->guard_pid = in->proc.pid;
     in->state = INST_STARTING;
     in->exited = 0;
@@ -929,6 +1123,7 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
     json_decref(in->metadata);
     in->metadata = NULL;
     uv_read_start((uv_stream_t *)&in->chan, chan_alloc, chan_read);
+    uv_read_start((uv_stream_t *)&in->hchan, health_alloc, health_read);
     uv_read_start((uv_stream_t *)&in->out, output_alloc, output_read);
     uv_read_start((uv_stream_t *)&in->err, output_alloc, output_read);
     send_small(in, PROTO_LOAD, 0, sp->load_json, strlen(sp->load_json));
@@ -948,6 +1143,9 @@ static void maybe_release(inst *in)
     free(in->linebuf[0]);
     free(in->linebuf[1]);
     json_decref(in->metadata);
+    shm_unref(in->shm_in); /* normally gone with the exit already */
+    shm_unref(in->shm_out);
+    in->shm_in = in->shm_out = NULL;
     in->stage = NULL;
     in->linebuf[0] = in->linebuf[1] = NULL;
     in->metadata = NULL;

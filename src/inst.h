@@ -81,6 +81,15 @@ struct inst {
     uv_loop_t *loop;
     uv_process_t proc;
     uv_pipe_t chan, out, err;
+    uv_pipe_t hchan;     /* the health socket: PING and PONG only, when the worker's HELLO names it */
+    int health_chan;     /* the worker listens for PING on hchan rather than chan */
+    uint8_t hbuf[PROTO_HEADER_SIZE]; /* a PONG header being read from hchan */
+    size_t hlen;
+    int shm_fd[2];       /* memfds of the input and output regions (shm.h); -1 when none */
+    struct shm_region *shm_in, *shm_out; /* the daemon's mappings of them */
+    int shm;             /* the worker's HELLO says it maps them */
+    uint64_t shm_in_job; /* the request whose data is in the input region; 0 when free */
+    uint64_t shm_out_job; /* the request allowed to answer in the output region; 0 when free */
     uv_timer_t timer;    /* load timeout, then stop grace */
     uv_timer_t health_timer; /* next PING, or the deadline of the PING in flight */
     int64_t health_interval_ms, health_timeout_ms, stop_grace_ms;
@@ -163,6 +172,14 @@ uint64_t inst_worker_rss(const inst *in);
  * late answer will be ignored. The caller answers the job.
  */
 void inst_abandon(inst *in, job *j);
+
+/*
+ * Gives the memory of an idle instance's shared-memory regions back (both
+ * files are truncated to nothing; they grow again on the next large tensor).
+ * No-op unless the instance is ready with nothing in flight and no response
+ * still sending from a region.
+ */
+void inst_release_shm(inst *in);
 
 /* Milliseconds on a monotonic clock. */
 uint64_t now_ms(void);

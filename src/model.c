@@ -18,6 +18,7 @@
 #include "sb.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,11 +72,14 @@ static struct {
     uv_timer_t deadline_timer; /* armed for the earliest job deadline */
     uv_timer_t tick_timer;     /* once a second: memory samples, limits, autoscaling */
     int64_t memory_budget;     /* bytes; 0: none */
+    uint64_t last_submit_ms;   /* when the last request was submitted */
 } R;
 
 #define TICK_MS 1000
 #define AUTOSCALE_PRESSURE_TICKS 3  /* seconds of queue pressure before adding an instance */
 #define AUTOSCALE_IDLE_MS 10000     /* idle time before an extra instance is retired */
+#define HEAP_KEEP_IDLE_MS 5000      /* idle time before the heap's free memory goes back to the system */
+#define HEAP_KEEP_BYTES (64u << 20) /* free heap kept regardless */
 
 static void on_ready(inst *in);
 static void on_load_failed(inst *in, const char *msg);
@@ -384,6 +388,8 @@ static int start_slot(model *m, inst *in)
     env_set(&env, &nenv, kv);
     env_set(&env, &nenv, "PYTHONUNBUFFERED=1");
     env_set(&env, &nenv, "CORRAL_FD=3");
+    env_set(&env, &nenv, "CORRAL_HEALTH_FD=4");
+    env_set(&env, &nenv, "CORRAL_SHM_FDS=5,6");
     env_set(&env, &nenv, "CORRAL_PROTOCOL=1");
     snprintf(kv, sizeof kv, "CORRAL_MODEL=%s", m->name);
     env_set(&env, &nenv, kv);
@@ -970,9 +976,24 @@ static void autoscale(model *m, uint64_t now)
     }
 }
 
+/*
+ * The heap keeps the memory of freed large buffers (server.c) so the next
+ * large tensor finds its pages already there; once no request has come for
+ * a while, what is free goes back to the system.
+ */
+static void release_idle_heap(uint64_t now)
+{
+    if (now - R.last_submit_ms < HEAP_KEEP_IDLE_MS)
+        return;
+    struct mallinfo2 mi = mallinfo2();
+    if (mi.fordblks > HEAP_KEEP_BYTES)
+        malloc_trim(0);
+}
+
 static void tick(uv_timer_t *t)
 {
     (void)t;
+    release_idle_heap(now_ms());
     inst *all[1024];
     size_t n = 0;
     for (model *m = R.head; m; m = m->next)
@@ -988,6 +1009,8 @@ static void tick(uv_timer_t *t)
             if (in->rss_bytes > m->rss_per_instance)
                 m->rss_per_instance = in->rss_bytes;
             check_memory_limit(m, in);
+            if (now - in->last_busy_ms >= HEAP_KEEP_IDLE_MS)
+                inst_release_shm(in); /* like the heap: large-tensor memory goes back when idle */
         }
         if (!R.shutting_down)
             autoscale(m, now);
@@ -1106,6 +1129,7 @@ static void arm_idle_timer(model *m)
 int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
 {
     *retry_after = 1;
+    R.last_submit_ms = now_ms();
     if (R.shutting_down) {
         snprintf(msg, msglen, "model '%s': corral is shutting down", m->name);
         return 503;

@@ -31,6 +31,21 @@ void proto_header_encode(uint8_t out[PROTO_HEADER_SIZE], uint8_t type, uint64_t 
     put_u64(out + 8, id);
 }
 
+void proto_header_set_flags(uint8_t out[PROTO_HEADER_SIZE], uint16_t flags)
+{
+    out[6] = (uint8_t)flags;
+    out[7] = (uint8_t)(flags >> 8);
+}
+
+uint16_t proto_flags_allowed(uint8_t type)
+{
+    if (type == PROTO_INFER)
+        return PROTO_FLAG_SHM_DATA | PROTO_FLAG_SHM_OUT;
+    if (type == PROTO_INFER_RESULT)
+        return PROTO_FLAG_SHM_DATA;
+    return 0;
+}
+
 int proto_type_known(uint8_t type)
 {
     switch (type) {
@@ -82,7 +97,7 @@ int proto_header_decode(const uint8_t *buf, size_t len, uint32_t max_body, proto
     h->type = buf[5];
     h->flags = (uint16_t)(buf[6] | buf[7] << 8);
     h->id = get_u64(buf + 8);
-    if (h->version != PROTO_VERSION || h->flags != 0 || !proto_type_known(h->type))
+    if (h->version != PROTO_VERSION || !proto_type_known(h->type) || (h->flags & ~proto_flags_allowed(h->type)))
         return -EPROTO;
     if (h->length > max_body)
         return -EMSGSIZE;

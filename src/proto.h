@@ -15,6 +15,15 @@
 #define PROTO_HEADER_SIZE 16
 #define PROTO_MAX_BODY (1u << 30)
 
+/* The descriptors a worker inherits (CORRAL_FD, CORRAL_HEALTH_FD). */
+#define WORKER_PROTOCOL_FD 3
+#define WORKER_HEALTH_FD 4
+/* The shared-memory regions' memfds (CORRAL_SHM_FDS): input, then output. */
+#define WORKER_SHM_IN_FD 5
+#define WORKER_SHM_OUT_FD 6
+/* The send buffer asked for on both ends of the protocol socket. */
+#define PROTO_SOCKET_BUFFER (4 << 20)
+
 enum proto_type {
     PROTO_HELLO = 0x01,
     PROTO_LOAD = 0x02,
@@ -34,6 +43,16 @@ enum proto_type {
     PROTO_SHM = 0x30, /* reserved: shared-memory tensors */
 };
 
+/*
+ * Header flags (all others must be 0):
+ * SHM_DATA on INFER or INFER_RESULT: the tensor data is not in the frame but
+ *   at offset 0 of the sender's shared-memory region; the body is the u32
+ *   meta length and the meta only.
+ * SHM_OUT on INFER: the worker may answer this request with SHM_DATA.
+ */
+#define PROTO_FLAG_SHM_DATA 0x0001
+#define PROTO_FLAG_SHM_OUT 0x0002
+
 typedef struct proto_header {
     uint32_t length; /* body bytes after the header */
     uint8_t version;
@@ -44,11 +63,15 @@ typedef struct proto_header {
 
 /* Writes the 16-byte header for a frame into out. */
 void proto_header_encode(uint8_t out[PROTO_HEADER_SIZE], uint8_t type, uint64_t id, uint32_t length);
+/* Sets the flags of an encoded header. */
+void proto_header_set_flags(uint8_t out[PROTO_HEADER_SIZE], uint16_t flags);
+/* The flags a frame of type may carry. */
+uint16_t proto_flags_allowed(uint8_t type);
 
 /*
  * Decodes a header from the first len bytes of buf.
  * Returns 0 with *h filled, -EAGAIN when fewer than 16 bytes are present,
- * -EPROTO for a wrong version, non-zero flags or an unknown type, and
+ * -EPROTO for a wrong version, an unknown type or flags its type may not carry, and
  * -EMSGSIZE when length exceeds max_body (pass PROTO_MAX_BODY for the default).
  */
 int proto_header_decode(const uint8_t *buf, size_t len, uint32_t max_body, proto_header *h);

@@ -2,6 +2,7 @@
  * sched — per-model priority queue of jobs; see sched.h.
  */
 #include "sched.h"
+#include "shm.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -100,7 +101,10 @@ void job_free(job *j)
     if (!j)
         return;
     sched_deadline_untrack(j);
+    shm_unref(j->shm);
     free(j->frame);
+    free(j->pieces);
+    free(j->data_owned);
     free(j);
 }
 

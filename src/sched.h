@@ -36,11 +36,25 @@ struct job {
     int priority;         /* 1 is served first */
     uint8_t *frame;       /* owned until sent: the whole frame, header included */
     size_t frame_len;
+    /* A large INFER's tensor data is not copied into frame (which then ends
+     * with the meta) until the instance is known: it goes into the instance's
+     * shared memory or is appended then. The pieces point into the HTTP
+     * request, which outlives the job's stay in the queue, or into data_owned. */
+    struct job_piece { const uint8_t *ptr; size_t len; } *pieces; /* owned */
+    int npieces;
+    size_t pieces_len;    /* their total */
+    uint8_t *data_owned;  /* tensors converted from JSON; owned */
     uint64_t enqueued_ms;
     uint64_t deadline_ms; /* on now_ms()'s clock; 0: none */
     size_t heap_index;    /* position in the deadline heap, SIZE_MAX when not in it */
     job *next, *prev;     /* queue level, or the instance's in-flight list */
     job_done_fn done;
+    /* With done's 200 for a result in shared memory: its tensor data is
+     * shm_len bytes at shm_data inside shm, one reference that the callee
+     * takes over (set shm to NULL) to keep the bytes while it sends them. */
+    struct shm_region *shm;
+    const uint8_t *shm_data;
+    size_t shm_len;
     /* Whether the client still waits for the answer; asked before a job that
      * waited in the queue is sent, so abandoned work never reaches a worker. */
     int (*client_alive)(job *j);

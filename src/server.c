@@ -14,10 +14,12 @@
 #include "model.h"
 
 #include <h2o.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 static struct {
@@ -115,6 +117,14 @@ int server_run(const server_config *cfg)
 
     h2o_config_init(&S.config);
     S.config.max_request_entity_size = (size_t)cfg->max_body;
+    /* Large request bodies: h2o would move one past 32 MiB into a mapped
+     * temporary file under /tmp (on disk here), and every buffer it grows,
+     * like every frame and result buffer of ours, would be fresh memory from
+     * mmap whose pages fault in one by one. Instead they come from the heap,
+     * which keeps freed memory for the next large tensor. */
+    h2o_socket_buffer_mmap_settings.threshold = SIZE_MAX;
+    mallopt(M_MMAP_THRESHOLD, 512 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     h2o_hostconf_t *host = h2o_config_register_host(&S.config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof *handler);

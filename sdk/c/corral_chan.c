@@ -247,7 +247,8 @@ static int write_all(int fd, struct iovec *iov, int iovcnt)
 }
 
 /* Called with ch->writing claimed. */
-static void write_frame(corral__chan *ch, uint8_t type, uint64_t id, const struct iovec *body, int nbody)
+static void write_frame(corral__chan *ch, uint8_t type, uint16_t flags, uint64_t id, const struct iovec *body,
+                        int nbody)
 {
     struct iovec stack_iov[STACK_IOV];
     struct iovec *iov = stack_iov;
@@ -264,6 +265,7 @@ static void write_frame(corral__chan *ch, uint8_t type, uint64_t id, const struc
         length += body[i].iov_len;
     }
     proto_header_encode(header, type, id, (uint32_t)length);
+    proto_header_set_flags(header, flags);
     iov[0].iov_base = header;
     iov[0].iov_len = sizeof header;
 
@@ -310,15 +312,21 @@ static void release(corral__chan *ch)
         ch->npending = 0;
         pthread_mutex_unlock(&ch->wmu);
         for (size_t i = 0; i < n; i++)
-            write_frame(ch, PROTO_PONG, pongs[i], NULL, 0);
+            write_frame(ch, PROTO_PONG, 0, pongs[i], NULL, 0);
     }
+}
+
+void corral__chan_send_flags(corral__chan *ch, uint8_t type, uint16_t flags, uint64_t id, const struct iovec *iov,
+                             int iovcnt)
+{
+    claim(ch);
+    write_frame(ch, type, flags, id, iov, iovcnt);
+    release(ch);
 }
 
 void corral__chan_send(corral__chan *ch, uint8_t type, uint64_t id, const struct iovec *iov, int iovcnt)
 {
-    claim(ch);
-    write_frame(ch, type, id, iov, iovcnt);
-    release(ch);
+    corral__chan_send_flags(ch, type, 0, id, iov, iovcnt);
 }
 
 void corral__chan_send_json(corral__chan *ch, uint8_t type, uint64_t id, const json_t *obj)
@@ -343,7 +351,7 @@ void corral__chan_pong(corral__chan *ch, uint64_t nonce)
         pthread_cond_wait(&ch->wcond, &ch->wmu);
     ch->writing = 1;
     pthread_mutex_unlock(&ch->wmu);
-    write_frame(ch, PROTO_PONG, nonce, NULL, 0);
+    write_frame(ch, PROTO_PONG, 0, nonce, NULL, 0);
     release(ch);
 }
 

@@ -1,8 +1,9 @@
 /*
  * corral_internal.h — what the C SDK's modules share and users never see:
  * the socket channel (corral_chan.c), request parsing (corral_request.c),
- * response encoding (corral_response.c), the load context (corral_ctx.c) and
- * small helpers (corral_util.c). corral_worker.c ties them together.
+ * response encoding (corral_response.c), the load context (corral_ctx.c), the
+ * shared-memory regions (corral_shm.c) and small helpers (corral_util.c).
+ * corral_worker.c ties them together.
  * Internal names use the `corral__` prefix.
  */
 #ifndef CORRAL_INTERNAL_H
@@ -34,6 +35,26 @@ int corral__shape_count(const int64_t *shape, int ndim, int64_t *count);
 int corral__bytes_check(const uint8_t *data, size_t size, int64_t count);
 /* {"name", "datatype", "shape"[, "size"]} for metadata and result meta. size < 0 omits it. */
 json_t *corral__tensor_json(const char *name, corral_dtype dtype, const int64_t *shape, int ndim, int64_t size);
+
+/* ---- corral_shm.c: shared memory for large tensors ---- */
+
+/* Tensor data at least this large goes through shared memory (the daemon's SHM_MIN_BYTES). */
+#define CORRAL__SHM_MIN (1u << 20)
+
+typedef struct corral__region {
+    int fd; /* -1: none */
+    uint8_t *addr; /* the current mapping, len bytes */
+    size_t len;
+    pthread_mutex_t mu;
+} corral__region;
+
+/* Opens the input and output regions named by CORRAL_SHM_FDS: 0, or a negative errno (then both fd are -1). */
+int corral__regions_open(corral__region r[2]);
+void corral__regions_close(corral__region r[2]);
+/* The mapped region, at least need bytes of it; NULL when the file is shorter or cannot be mapped. */
+uint8_t *corral__region_view(corral__region *r, size_t need);
+/* The same, growing the file first (to a power of two) when it is shorter than need. */
+uint8_t *corral__region_grow(corral__region *r, size_t need);
 
 /* ---- corral_chan.c: the protocol socket ---- */
 
@@ -84,6 +105,9 @@ int corral__chan_read(corral__chan *ch, corral__frame *f, const char **what);
  * with CORRAL_EXIT_PROTOCOL.
  */
 void corral__chan_send(corral__chan *ch, uint8_t type, uint64_t id, const struct iovec *iov, int iovcnt);
+/* The same with header flags (PROTO_FLAG_*). */
+void corral__chan_send_flags(corral__chan *ch, uint8_t type, uint16_t flags, uint64_t id, const struct iovec *iov,
+                             int iovcnt);
 /* Sends obj as a JSON frame body. */
 void corral__chan_send_json(corral__chan *ch, uint8_t type, uint64_t id, const json_t *obj);
 void corral__chan_pong(corral__chan *ch, uint64_t nonce);
@@ -95,6 +119,8 @@ void corral__chan_peer_may_close(corral__chan *ch);
 struct corral_request {
     uint64_t frame_id;
     uint8_t type;     /* PROTO_INFER or PROTO_GENERATE */
+    uint16_t flags;   /* the frame's PROTO_FLAG_* */
+    corral__region *region; /* the input region, when the worker has one; not owned */
     void *alloc;      /* owned: the frame body's allocation */
     const uint8_t *body; /* the frame body, inside alloc */
     size_t body_len;
@@ -120,6 +146,8 @@ struct corral_request {
 
 /* Takes over f's allocation; the meta is not parsed yet. NULL when out of memory (f is left intact). */
 corral_request *corral__request_new(corral__frame *f);
+/* With PROTO_FLAG_SHM_DATA the tensors are in this region (the worker's input region). */
+void corral__request_set_region(corral_request *req, corral__region *in);
 void corral__request_free(corral_request *req);
 /*
  * Parses the meta and, for INFER, the tensors. Returns 0; -EPROTO when the

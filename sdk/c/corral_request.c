@@ -28,12 +28,18 @@ corral_request *corral__request_new(corral__frame *f)
         return NULL;
     req->frame_id = f->h.id;
     req->type = f->h.type;
+    req->flags = f->h.flags;
     req->alloc = f->alloc;
     req->body = f->body;
     req->body_len = f->h.length;
     f->alloc = NULL;
     f->body = NULL;
     return req;
+}
+
+void corral__request_set_region(corral_request *req, corral__region *in)
+{
+    req->region = in;
 }
 
 void corral__request_free(corral_request *req)
@@ -62,6 +68,32 @@ static int proto_fail(corral_request *req, const char **what, const char *fmt, .
     va_end(ap);
     *what = req->what;
     return -EPROTO;
+}
+
+/* With PROTO_FLAG_SHM_DATA: points req->data at the input region, as long as the inputs' sizes say. */
+static int shared_data(corral_request *req, const char **what)
+{
+    if (req->data_len != 0)
+        return proto_fail(req, what, "frame with its data in shared memory carries %zu bytes of data too",
+                          req->data_len);
+    if (!req->region || req->region->fd < 0)
+        return proto_fail(req, what, "data in shared memory, but this worker has no input region");
+    const json_t *inputs = json_object_get(req->meta, "inputs");
+    size_t i, total = 0;
+    const json_t *spec;
+    json_array_foreach(inputs, i, spec) {
+        json_int_t size = json_integer_value(json_object_get(spec, "size"));
+        if (size > 0 && (uint64_t)size <= PROTO_MAX_BODY)
+            total += (size_t)size;
+    }
+    if (total == 0)
+        return 0;
+    const uint8_t *p = corral__region_view(req->region, total);
+    if (!p)
+        return proto_fail(req, what, "the input region does not hold the %zu bytes of the request's tensors", total);
+    req->data = p;
+    req->data_len = total;
+    return 0;
 }
 
 /* Parses one entry of the INFER meta's inputs list into t. */
@@ -209,6 +241,11 @@ int corral__request_parse(corral_request *req, corral_response *res, const char 
         return 0;
     }
     req->content_type = "application/octet-stream";
+    if (req->flags & PROTO_FLAG_SHM_DATA) {
+        int rc = shared_data(req, what);
+        if (rc < 0)
+            return rc;
+    }
     return parse_infer(req, res, what);
 }
 

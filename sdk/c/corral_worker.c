@@ -4,11 +4,22 @@
  *
  *   main thread    HELLO, waits for LOAD, runs load, READY, waits for
  *                  SHUTDOWN, joins the workers, runs unload, returns.
- *   reader thread  reads every frame; answers PING at once; queues INFER and
- *                  GENERATE; never runs model code, so PONG is never late
- *                  because a model is busy.
+ *   health thread  when the daemon gave a health socket (CORRAL_HEALTH_FD):
+ *                  answers every PING on it, and exits the process at once
+ *                  when it closes (the daemon is gone).
+ *   reader thread  reads every frame of the protocol socket; answers PING
+ *                  there (daemons that give no health socket send it there);
+ *                  queues INFER and GENERATE for the worker threads, or, in
+ *                  inline mode, runs them itself.
  *   worker threads `concurrency` of them; each takes a request from the
  *                  queue, runs infer/generate and sends the reply.
+ *
+ * Inline mode: with a health socket and a concurrency of 1, the reader runs
+ * each request itself and no worker thread is started. PONG cannot be late
+ * (the health thread answers it) and a request costs no thread hand-off:
+ * on a virtual machine each hand-off is a cross-CPU wake-up of tens of
+ * microseconds. Without a health socket, model code never runs on the
+ * reader, so PONG is never late because a model is busy.
  *
  * Invariants: a request id is in `inflight` from the moment the reader
  * queues it until just before its reply is written, so a duplicate id from
@@ -32,6 +43,10 @@
 typedef struct worker {
     const corral_model_ops *ops; /* owned by the caller of corral_run */
     corral__chan chan;
+    corral__chan health; /* valid when has_health */
+    int has_health;
+    corral__region shm[2]; /* input and output regions; fd -1 when the daemon gave none */
+    int inline_mode;     /* set before READY is sent; read by the reader after it */
 
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t main_cond; /* LOAD arrived, or stopping */
@@ -67,12 +82,40 @@ static void inflight_remove(worker *w, uint64_t id)
 }
 
 /* Encodes and sends the reply to req (which may be NULL for an error reply). */
+/*
+ * A large result of a request the daemon allowed to answer in shared memory
+ * (PROTO_FLAG_SHM_OUT): its tensors (every piece after the meta length and
+ * the meta) go into the output region and the frame carries the meta only.
+ * Returns the flags to send with.
+ */
+static uint16_t share_result(worker *w, const corral_request *req, corral__encoded *enc)
+{
+    if (!req || enc->type != PROTO_INFER_RESULT || !(req->flags & PROTO_FLAG_SHM_OUT) || w->shm[1].fd < 0 ||
+        enc->iovcnt < 2)
+        return 0;
+    size_t total = 0;
+    for (int i = 2; i < enc->iovcnt; i++)
+        total += enc->iov[i].iov_len;
+    if (total < CORRAL__SHM_MIN)
+        return 0;
+    uint8_t *dst = corral__region_grow(&w->shm[1], total);
+    if (!dst)
+        return 0; /* the socket still works */
+    for (int i = 2; i < enc->iovcnt; i++) {
+        memcpy(dst, enc->iov[i].iov_base, enc->iov[i].iov_len);
+        dst += enc->iov[i].iov_len;
+    }
+    enc->iovcnt = 2;
+    return PROTO_FLAG_SHM_DATA;
+}
+
 static void send_reply(worker *w, uint64_t id, const corral_request *req, corral_response *res)
 {
     corral__encoded enc;
     corral__response_encode(res, req, &enc);
+    uint16_t flags = share_result(w, req, &enc);
     inflight_remove(w, id);
-    corral__chan_send(&w->chan, enc.type, id, enc.iov, enc.iovcnt);
+    corral__chan_send_flags(&w->chan, enc.type, flags, id, enc.iov, enc.iovcnt);
     corral__encoded_free(&enc);
 }
 
@@ -164,12 +207,20 @@ static void on_request(worker *w, corral__frame *f)
     }
     if (w->ninflight < w->inflight_cap)
         req = corral__request_new(f);
+    if (req)
+        corral__request_set_region(req, &w->shm[0]);
     if (!req) {
         pthread_mutex_unlock(&w->mu);
         send_error(w, f->h.id, f->h.type, 500, "MemoryError", "out of memory queueing the request");
         return;
     }
     w->inflight[w->ninflight++] = req->frame_id;
+    if (w->inline_mode) {
+        pthread_mutex_unlock(&w->mu);
+        handle_request(w, req);
+        corral__request_free(req);
+        return;
+    }
     if (w->tail)
         w->tail->next = req;
     else
@@ -231,6 +282,19 @@ static void dispatch(worker *w, corral__frame *f)
     }
 }
 
+/*
+ * End-of-file on either socket: the daemon is gone. Exit now, whatever the
+ * model is doing, unless a graceful stop is already under way.
+ */
+static void daemon_gone(worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int stopping = w->stopping;
+    pthread_mutex_unlock(&w->mu);
+    if (!stopping)
+        _exit(0);
+}
+
 static void *reader_main(void *arg)
 {
     worker *w = arg;
@@ -241,13 +305,7 @@ static void *reader_main(void *arg)
         if (rc == -ECANCELED)
             return NULL;
         if (rc == 1) {
-            /* The daemon is gone. Exit now, whatever the model is doing,
-             * unless a graceful stop is already under way. */
-            pthread_mutex_lock(&w->mu);
-            int stopping = w->stopping;
-            pthread_mutex_unlock(&w->mu);
-            if (!stopping)
-                _exit(0);
+            daemon_gone(w);
             return NULL;
         }
         if (rc == -ENOMEM && (f.h.type == PROTO_INFER || f.h.type == PROTO_GENERATE) && f.h.id != 0) {
@@ -261,39 +319,82 @@ static void *reader_main(void *arg)
     }
 }
 
+/* ---- health thread ---- */
+
+static void *health_main(void *arg)
+{
+    worker *w = arg;
+    for (;;) {
+        corral__frame f;
+        const char *what;
+        int rc = corral__chan_read(&w->health, &f, &what);
+        if (rc == -ECANCELED)
+            return NULL;
+        if (rc == 1) {
+            daemon_gone(w);
+            return NULL;
+        }
+        if (rc < 0)
+            corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error on the health socket: %s",
+                        what ? what : strerror(-rc));
+        if (f.h.type != PROTO_PING || f.h.length != 0)
+            corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: %s frame (%u-byte body) on the health socket",
+                        proto_type_name(f.h.type), f.h.length);
+        corral__chan_pong(&w->health, f.h.id);
+        free(f.alloc);
+    }
+}
+
 /* ---- start-up ---- */
 
-static int protocol_fd(void)
+/* The descriptor named by the environment variable var: fd, or a negative errno. */
+static int env_fd(const char *var)
 {
-    const char *fd_text = getenv("CORRAL_FD");
-    const char *version = getenv("CORRAL_PROTOCOL");
+    const char *fd_text = getenv(var);
     struct stat st;
     char *end;
 
-    if (!fd_text || !*fd_text) {
-        corral_log("corral: CORRAL_FD is not set; this program is a corral worker and is started by the daemon");
-        return -EINVAL;
-    }
+    if (!fd_text || !*fd_text)
+        return -ENOENT;
     long fd = strtol(fd_text, &end, 10);
     if (*end || fd < 0 || fd > 65535) {
-        corral_log("corral: CORRAL_FD=%s is not a file descriptor number", fd_text);
+        corral_log("corral: %s=%s is not a file descriptor number", var, fd_text);
         return -EINVAL;
     }
     if (fstat((int)fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
-        corral_log("corral: CORRAL_FD=%ld is not an open socket", fd);
+        corral_log("corral: %s=%ld is not an open socket", var, fd);
         return -EBADF;
     }
+    return (int)fd;
+}
+
+static int protocol_fd(void)
+{
+    const char *version = getenv("CORRAL_PROTOCOL");
+    int fd = env_fd("CORRAL_FD");
+    if (fd == -ENOENT)
+        corral_log("corral: CORRAL_FD is not set; this program is a corral worker and is started by the daemon");
+    if (fd < 0)
+        return fd;
     if (version && *version && strcmp(version, "1") != 0) {
         corral_log("corral: the daemon speaks protocol %s; this SDK speaks 1", version);
         return -EPROTONOSUPPORT;
     }
-    return (int)fd;
+    return fd;
 }
 
 static void send_hello(worker *w)
 {
     json_t *hello = json_pack("{s:i,s:s,s:s,s:I}", "protocol", PROTO_VERSION, "sdk", "c", "sdk_version",
                               CORRAL_SDK_VERSION, "pid", (json_int_t)getpid());
+    if (hello && w->shm[0].fd >= 0 && json_object_set_new(hello, "shm", json_true()) < 0) {
+        json_decref(hello);
+        hello = NULL;
+    }
+    if (hello && w->has_health && json_object_set_new(hello, "health_fd", json_integer(w->health.fd)) < 0) {
+        json_decref(hello);
+        hello = NULL;
+    }
     if (!hello)
         corral__die(CORRAL_EXIT_FAILURE, "corral: out of memory");
     corral__chan_send_json(&w->chan, PROTO_HELLO, 0, hello);
@@ -353,6 +454,9 @@ static void worker_free(worker *w)
     free(w->inflight);
     corral__ctx_free(w->ctx);
     corral__chan_close(&w->chan);
+    if (w->has_health)
+        corral__chan_close(&w->health);
+    corral__regions_close(w->shm);
     pthread_cond_destroy(&w->work_cond);
     pthread_cond_destroy(&w->main_cond);
     pthread_mutex_destroy(&w->mu);
@@ -362,7 +466,7 @@ static void worker_free(worker *w)
 int corral_run(const corral_model_ops *ops)
 {
     static const corral_model_ops no_ops;
-    pthread_t reader, *threads = NULL;
+    pthread_t reader, health, *threads = NULL;
     int nthreads = 0, status = CORRAL_EXIT_FAILURE;
 
     int fd = protocol_fd();
@@ -385,12 +489,23 @@ int corral_run(const corral_model_ops *ops)
         return CORRAL_EXIT_FAILURE;
     }
 
+    /* Both optional: without the regions tensors cross the socket, and
+     * without the health socket PING comes on the protocol socket. */
+    corral__regions_open(w->shm);
+    int hfd = env_fd("CORRAL_HEALTH_FD");
+    if (hfd >= 0 && hfd != fd && corral__chan_init(&w->health, hfd) == 0)
+        w->has_health = 1;
+
     send_hello(w);
+    if (w->has_health && (rc = pthread_create(&health, NULL, health_main, w)) != 0) {
+        corral_log("corral: cannot start the health thread: %s", strerror(rc));
+        worker_free(w);
+        return CORRAL_EXIT_FAILURE;
+    }
     rc = pthread_create(&reader, NULL, reader_main, w);
     if (rc != 0) {
         corral_log("corral: cannot start the reader thread: %s", strerror(rc));
-        worker_free(w);
-        return CORRAL_EXIT_FAILURE;
+        _exit(CORRAL_EXIT_FAILURE); /* the health thread is running: nothing may be freed under it */
     }
 
     pthread_mutex_lock(&w->mu);
@@ -410,6 +525,7 @@ int corral_run(const corral_model_ops *ops)
 
     pthread_mutex_lock(&w->mu);
     int stopping = w->stopping;
+    w->inline_mode = w->has_health && w->ctx->concurrency == 1;
     pthread_mutex_unlock(&w->mu);
     if (!stopping) {
         json_t *ready = corral__ctx_ready_body(w->ctx);
@@ -420,14 +536,14 @@ int corral_run(const corral_model_ops *ops)
     }
 
     threads = calloc((size_t)w->ctx->concurrency, sizeof *threads);
-    for (int i = 0; threads && i < w->ctx->concurrency; i++, nthreads++) {
+    for (int i = 0; threads && !w->inline_mode && i < w->ctx->concurrency; i++, nthreads++) {
         rc = pthread_create(&threads[i], NULL, worker_main, w);
         if (rc != 0) {
             corral_log("corral: started %d of %d worker threads: %s", i, w->ctx->concurrency, strerror(rc));
             break;
         }
     }
-    if (nthreads == 0)
+    if (nthreads == 0 && !w->inline_mode)
         corral__die(CORRAL_EXIT_FAILURE, "corral: cannot start any worker thread");
 
     pthread_mutex_lock(&w->mu);
@@ -446,6 +562,10 @@ stop:
     set_stopping(w);
     corral__chan_wake(&w->chan);
     pthread_join(reader, NULL);
+    if (w->has_health) {
+        corral__chan_wake(&w->health);
+        pthread_join(health, NULL);
+    }
     worker_free(w);
     return status;
 }

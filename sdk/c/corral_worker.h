@@ -22,10 +22,13 @@
  *         return corral_run(&ops);
  *     }
  *
- * Threads. corral_run() starts a reader thread that answers PING and reads
- * requests, and N worker threads that run infer/generate, where N is the
- * model's `concurrency` (from LOAD; default 1). With N > 1 the callbacks run
- * concurrently and must be thread-safe. load and unload run on the thread
+ * Threads. corral_run() starts a health thread that answers PING, a reader
+ * thread that reads requests, and N worker threads that run infer/generate,
+ * where N is the model's `concurrency` (from LOAD; default 1). With N == 1
+ * (and a daemon that gives the health socket, as corral does) the reader runs
+ * infer/generate itself and no worker thread is started: a request then costs
+ * no hand-off between threads. With N > 1 the callbacks run concurrently and
+ * must be thread-safe. load and unload run on the thread
  * that called corral_run(), never concurrently with infer/generate. A request
  * and its response belong to the one callback invocation they are passed to.
  *

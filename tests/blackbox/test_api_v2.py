@@ -909,6 +909,62 @@ def test_large_binary_tensor_roundtrip(corral, variant):
     assert blobs["OUTPUT0"] == raw
 
 
+def _daemon_maps(d) -> str:
+    with open(f"/proc/{d.proc.pid}/maps") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("variant", ["echo-numpy", "echo-c"])
+def test_large_tensors_travel_in_shared_memory_which_idle_instances_give_back(corral, variant):
+    add_echo(corral, variant)
+    d = corral.start()
+    for size in (1 << 20, 3 << 20, (1 << 20) - 1, 5 << 20):  # at, past and just below the threshold; growing
+        raw = os.urandom(size)
+        header = {"inputs": [{"name": "INPUT0", "datatype": "UINT8", "shape": [size],
+                              "parameters": {"binary_data_size": size}}], "parameters": {"binary_data_output": True}}
+        _, blobs = parse_binary_response(binary_infer(d, variant, header, [raw], timeout=60))
+        assert blobs["OUTPUT0"] == raw, size
+    maps = _daemon_maps(d)
+    assert "memfd:corral-input" in maps and "memfd:corral-output" in maps, "the daemon maps both regions"
+    # Idle for a few seconds, the instance's regions are truncated and unmapped.
+    wait_for(lambda: "memfd:corral" not in _daemon_maps(d), timeout=20, what="the idle regions to be released")
+    (pid,) = d.worker_pids(variant)
+    assert all(os.stat(f"/proc/{pid}/fd/{n}").st_size == 0 for n in (5, 6)), "the worker's regions are empty too"
+    raw = os.urandom(2 << 20)  # and they grow again
+    header = {"inputs": [{"name": "INPUT0", "datatype": "UINT8", "shape": [len(raw)],
+                          "parameters": {"binary_data_size": len(raw)}}], "parameters": {"binary_data_output": True}}
+    assert parse_binary_response(binary_infer(d, variant, header, [raw], timeout=60))[1]["OUTPUT0"] == raw
+
+
+def test_large_result_in_shared_memory_answered_as_json(corral):
+    add_echo(corral, "echo-c")
+    d = corral.start()
+    n = 400_000  # 1.6 MB of INT32: past the shared-memory threshold both ways
+    raw = struct.pack(f"<{n}i", *range(-n // 2, n // 2))
+    header = {"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [n],
+                          "parameters": {"binary_data_size": len(raw)}}]}
+    r = binary_infer(d, "echo-c", header, [raw], timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["outputs"][0]["data"] == list(range(-n // 2, n // 2))
+
+
+@pytest.mark.parametrize("variant", ["echo-numpy", "echo-c"])
+def test_concurrent_large_tensors_each_come_back_whole(corral, variant):
+    # Two requests at a time per instance: one may use the regions, the other takes the socket.
+    add_echo(corral, variant, instances=2, extra="concurrency: 2\n")
+    d = corral.start()
+
+    def one(k: int) -> bool:
+        raw = os.urandom((1 << 20) + k * 4099)
+        header = {"inputs": [{"name": "INPUT0", "datatype": "UINT8", "shape": [len(raw)],
+                              "parameters": {"binary_data_size": len(raw)}}],
+                  "parameters": {"binary_data_output": True}}
+        return parse_binary_response(binary_infer(d, variant, header, [raw], timeout=60))[1]["OUTPUT0"] == raw
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(one, range(32)))
+
+
 def test_chunked_request_body(corral):
     add_echo(corral, "echo-py")
     d = corral.start()

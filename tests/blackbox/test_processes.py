@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 
+import pytest
 
 from conftest import alive, ctl_manifest, infer, load, out, tensor, unload, wait_for
 
@@ -324,6 +325,11 @@ def test_worker_process_has_its_own_group_cwd_and_environment(corral):
     assert env[b"CORRAL_MODEL_DIR"] == str(path.resolve()).encode()
     assert env[b"CORRAL_PROTOCOL"] == b"1"
     assert env[b"CORRAL_FD"] == b"3"
+    assert env[b"CORRAL_HEALTH_FD"] == b"4"
+    assert env[b"CORRAL_SHM_FDS"] == b"5,6"
+    fds = {n: os.readlink(f"/proc/{pid}/fd/{n}") for n in (3, 4, 5, 6)}
+    assert fds[3].startswith("socket:") and fds[4].startswith("socket:"), fds
+    assert fds[5].startswith("/memfd:corral-input") and fds[6].startswith("/memfd:corral-output"), fds
     assert env[b"GREETING"] == b"hello-env"
 
 
@@ -403,6 +409,19 @@ def test_worker_that_breaks_the_protocol_is_replaced(corral):
     wait_for(lambda: not alive(pid), timeout=10, what="the broken worker to be killed")
     i = wait_restarted(d, "raw", pid)
     assert i["restarts"] == 1
+
+
+@pytest.mark.parametrize("mode, why", [
+    ("shm-unasked", "in shared memory without being allowed to"),
+    ("shm-short", "malformed INFER_RESULT"),
+])
+def test_worker_that_misuses_shared_memory_gets_502(corral, mode, why):
+    corral.add("raw", "lc_raw", manifest=raw_manifest(mode))
+    d = corral.start()
+    assert load(d, "raw").status_code == 200
+    r = infer(d, "raw", timeout=30)
+    assert r.status_code == 502, r.text
+    assert why in r.text or why in d.log(), (r.text, d.log()[-2000:])
 
 
 def test_worker_that_ignores_shutdown_and_sigterm_is_killed(corral):

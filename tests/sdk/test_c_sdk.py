@@ -76,10 +76,22 @@ def decode_bytes(data: bytes) -> list[bytes]:
 class Worker:
     """One worker process and the daemon's end of its protocol socket."""
 
-    def __init__(self, binary: Path, model_dir: Path, env: Optional[dict] = None, fd_env: Optional[str] = "3"):
+    def __init__(self, binary: Path, model_dir: Path, env: Optional[dict] = None, fd_env: Optional[str] = "3",
+                 health: bool = False, shm: bool = False):
         _need(binary)
         self.model_dir = model_dir
         self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Extra descriptors the worker gets, as the daemon gives them: target fd -> ours.
+        extra: dict[int, int] = {}
+        self.health: Optional[socket.socket] = None
+        self.regions: list[int] = []
+        if health:
+            self.health, health_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.health.settimeout(TIMEOUT)
+            extra[4] = health_child.detach()
+        if shm:
+            self.regions = [os.memfd_create("test-input"), os.memfd_create("test-output")]
+            extra[5], extra[6] = self.regions
         self.sock.settimeout(TIMEOUT)
         self.stderr = tempfile.TemporaryFile()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
@@ -87,15 +99,19 @@ class Worker:
                         CORRAL_MODEL_DIR=str(model_dir))
         if fd_env is not None:
             full_env["CORRAL_FD"] = fd_env
+        if health:
+            full_env["CORRAL_HEALTH_FD"] = "4"
+        if shm:
+            full_env["CORRAL_SHM_FDS"] = "5,6"
         full_env.update(env or {})
         child_fd = child.fileno()
 
         def put_socket_on_fd3() -> None:
-            # Python's descriptors are close-on-exec; only fd 3 survives exec.
-            if child_fd == 3:
-                os.set_inheritable(3, True)
-            else:
-                os.dup2(child_fd, 3, inheritable=True)
+            # Python's descriptors are close-on-exec; only fd 3 (and the extra ones) survive exec.
+            # Each goes through a fresh high descriptor first, so no dup2 overwrites a source.
+            moved = {target: os.dup(fd) for target, fd in [(3, child_fd), *extra.items()]}
+            for target, fd in moved.items():
+                os.dup2(fd, target, inheritable=True)
 
         # e.g. CORRAL_SDK_TEST_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite"
         wrapper = shlex.split(os.environ.get("CORRAL_SDK_TEST_WRAPPER", ""))
@@ -103,6 +119,8 @@ class Worker:
                                      stdout=subprocess.DEVNULL, stderr=self.stderr, close_fds=False,
                                      preexec_fn=put_socket_on_fd3, start_new_session=True)
         child.close()
+        if health:
+            os.close(extra[4])
         self.next_id = 1
 
     # -- frames --
@@ -122,9 +140,14 @@ class Worker:
         return b"".join(chunks)
 
     def recv(self) -> tuple[int, int, bytes]:
+        type_, id_, body, flags = self.recv_flagged()
+        assert flags == 0, flags
+        return type_, id_, body
+
+    def recv_flagged(self) -> tuple[int, int, bytes, int]:
         length, version, type_, flags, id_ = HEADER.unpack(self._recv_exact(HEADER.size))
-        assert version == 1 and flags == 0, (version, flags)
-        return type_, id_, self._recv_exact(length)
+        assert version == 1, version
+        return type_, id_, self._recv_exact(length), flags
 
     def expect(self, want_type: int, want_id: Optional[int] = None) -> bytes:
         type_, id_, body = self.recv()
@@ -200,6 +223,10 @@ class Worker:
                 pass
             self.proc.wait(timeout=TIMEOUT)
         self.sock.close()
+        if self.health is not None:
+            self.health.close()
+        for fd in self.regions:
+            os.close(fd)
 
 
 @pytest.fixture
@@ -327,6 +354,87 @@ def test_ping_answered_while_model_is_busy(spawn):
     assert time.monotonic() - t0 < 0.5
     meta, data = split_body(w.expect(INFER_RESULT, id_))
     assert data == b"\x07"
+
+
+SHM_DATA, SHM_OUT = 0x0001, 0x0002
+
+
+def test_inline_mode_health_socket_answers_ping_while_busy(spawn):
+    w = spawn(health=True)
+    hello = w.hello()
+    assert hello["health_fd"] == 4
+    w.load()  # concurrency 1 with a health socket: the reader runs requests itself
+    w.expect(READY, 0)
+    id_ = w.send_infer([("INPUT0", "INT8", [1], b"\x07")], parameters={"delay_ms": 1500})
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    w.health.sendall(HEADER.pack(0, 1, PING, 0, 0xABC))
+    length, _, type_, flags, nonce = HEADER.unpack(w.health.recv(HEADER.size, socket.MSG_WAITALL))
+    assert (length, type_, flags, nonce) == (0, PONG, 0, 0xABC)
+    assert time.monotonic() - t0 < 0.5
+    assert split_body(w.expect(INFER_RESULT, id_))[1] == b"\x07"
+    ids = [w.send_infer([("INPUT0", "INT8", [1], bytes([i]))]) for i in range(20)]
+    assert [w.recv()[1] for _ in ids] == ids  # in order, one at a time
+
+
+def test_inline_mode_exits_when_the_health_socket_closes(spawn):
+    w = spawn(health=True)
+    w.start()
+    w.send_infer([("INPUT0", "INT8", [1], b"\x07")], parameters={"delay_ms": 30000})
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    w.health.shutdown(socket.SHUT_RDWR)
+    assert w.wait() == 0
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_health_socket_carries_only_ping(spawn):
+    w = spawn(health=True)
+    w.start()
+    w.health.sendall(HEADER.pack(0, 1, SHUTDOWN, 0, 0))
+    assert w.wait() == 2
+    assert "health socket" in w.stderr_text()
+
+
+def test_shared_memory_both_ways(spawn):
+    w = spawn(health=True, shm=True)
+    assert w.hello()["shm"] is True
+    w.load()
+    w.expect(READY, 0)
+    for round_ in range(2):  # the regions are reused
+        raw = bytes((i * 7 + round_) % 251 for i in range(4096)) * 512  # 2 MiB
+        meta = {"id": "", "parameters": {},
+                "inputs": [{"name": "INPUT0", "datatype": "UINT8", "shape": [len(raw)], "size": len(raw)}]}
+        fd = w.regions[0]
+        if os.fstat(fd).st_size < len(raw):
+            os.ftruncate(fd, len(raw))
+        os.pwrite(fd, raw, 0)
+        id_ = w.new_id()
+        w.send(INFER, id_, tensor_body(meta, b""), flags=SHM_DATA | SHM_OUT)
+        type_, got, body, flags = w.recv_flagged()
+        assert (type_, got, flags) == (INFER_RESULT, id_, SHM_DATA), body[:200]
+        out, rest = split_body(body)
+        assert rest == b""
+        assert out["outputs"][0]["size"] == len(raw)
+        assert os.pread(w.regions[1], len(raw), 0) == raw
+
+
+def test_shared_memory_result_only_with_the_grant(spawn):
+    w = spawn(health=True, shm=True)
+    w.start()
+    raw = b"\x01" * (2 << 20)
+    out = w.infer([("INPUT0", "UINT8", [len(raw)], raw)])  # no SHM_OUT: the socket
+    assert out["OUTPUT0"][2] == raw
+
+
+@pytest.mark.parametrize("shm", [False, True], ids=["no-regions", "data-in-frame-too"])
+def test_shared_memory_misuse_is_a_protocol_error(spawn, shm):
+    w = spawn(shm=shm)
+    w.start()
+    meta = {"id": "", "parameters": {}, "inputs": [{"name": "INPUT0", "datatype": "INT8", "shape": [1], "size": 1}]}
+    w.send(INFER, w.new_id(), tensor_body(meta, b"\x01"), flags=SHM_DATA)
+    assert w.wait() == 2
+    assert "protocol error" in w.stderr_text()
 
 
 def test_ping_while_a_large_result_is_stuck_in_the_socket(spawn):

@@ -153,9 +153,13 @@ def parse_tensors(body: bytes) -> Dict[str, Tuple[str, List[int], bytes]]:
 class FakeDaemon:
     """The daemon's side of one worker: a socket end and the worker process."""
 
-    def __init__(self, script: Path, variant: Tuple[str, Dict[str, str], bool], log_path: Path) -> None:
+    def __init__(self, script: Path, variant: Tuple[str, Dict[str, str], bool], log_path: Path,
+                 health: bool = False, shm: bool = False) -> None:
         python, extra_env, self.numpy = variant
         self.sock, child = socket.socketpair()
+        passed = [child.fileno()]
+        self.health: Optional[socket.socket] = None
+        self.regions: List[int] = []  # memfds: input, output
         env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_") and k != "PYTHONPATH"}
         env.update(extra_env)
         env.update(
@@ -166,11 +170,21 @@ class FakeDaemon:
             CORRAL_INSTANCE="0",
             CORRAL_MODEL_DIR=str(script.parent),
         )
+        if health:  # the health socket, as the daemon gives it
+            self.health, health_child = socket.socketpair()
+            self.health.settimeout(READ_TIMEOUT_S)
+            self.health_fd = health_child.fileno()
+            env["CORRAL_HEALTH_FD"] = str(self.health_fd)
+            passed.append(health_child.fileno())
+        if shm:  # the shared-memory regions
+            self.regions = [os.memfd_create("test-input"), os.memfd_create("test-output")]
+            env["CORRAL_SHM_FDS"] = ",".join(map(str, self.regions))
+            passed.extend(self.regions)
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [python, str(script)],
-            pass_fds=[child.fileno()],
+            pass_fds=passed,
             env=env,
             cwd=str(script.parent),
             stdin=subprocess.DEVNULL,
@@ -178,6 +192,8 @@ class FakeDaemon:
             stderr=subprocess.STDOUT,
         )
         child.close()
+        if health:
+            health_child.close()
         self.sock.settimeout(READ_TIMEOUT_S)
 
     def log(self) -> str:
@@ -191,6 +207,10 @@ class FakeDaemon:
         finally:
             self.sock.close()
             self._log.close()
+            if self.health is not None:
+                self.health.close()
+            for fd in self.regions:
+                os.close(fd)
 
     # -- raw frames
 
@@ -208,9 +228,32 @@ class FakeDaemon:
         return b"".join(chunks)
 
     def recv(self) -> Tuple[int, int, bytes]:
+        frame_type, frame_id, body, flags = self.recv_flagged()
+        assert flags == 0
+        return frame_type, frame_id, body
+
+    def recv_flagged(self) -> Tuple[int, int, bytes, int]:
         length, version, frame_type, flags, frame_id = HEADER.unpack(self._recv_exact(HEADER.size))
-        assert version == 1 and flags == 0
-        return frame_type, frame_id, self._recv_exact(length)
+        assert version == 1
+        return frame_type, frame_id, self._recv_exact(length), flags
+
+    # -- the health socket and the shared-memory regions
+
+    def health_ping(self, nonce: int) -> Tuple[int, int, bytes]:
+        assert self.health is not None
+        self.health.sendall(HEADER.pack(0, 1, PING, 0, nonce))
+        length, _, frame_type, flags, frame_id = HEADER.unpack(self.health.recv(HEADER.size, socket.MSG_WAITALL))
+        return frame_type, frame_id, b"" if not length else self.health.recv(length, socket.MSG_WAITALL)
+
+    def region_write(self, data: bytes) -> None:
+        """Puts data at offset 0 of the input region, as the daemon does."""
+        fd = self.regions[0]
+        if os.fstat(fd).st_size < len(data):
+            os.ftruncate(fd, len(data))
+        os.pwrite(fd, data, 0)
+
+    def region_read(self, n: int) -> bytes:
+        return os.pread(self.regions[1], n, 0)
 
     def expect(self, frame_type: int, frame_id: Optional[int] = None) -> bytes:
         got_type, got_id, body = self.recv()
@@ -440,13 +483,13 @@ def spawn(tmp_path: Path, variant: Tuple[str, Dict[str, str], bool]) -> Any:
     """spawn(source or path) -> FakeDaemon; every worker is killed at teardown."""
     started: List[FakeDaemon] = []
 
-    def start(source: Any = PROBE) -> FakeDaemon:
+    def start(source: Any = PROBE, **options: bool) -> FakeDaemon:
         if isinstance(source, Path):
             script = source
         else:
             script = tmp_path / f"model{len(started)}.py"
             script.write_text(textwrap.dedent(source))
-        daemon = FakeDaemon(script, variant, tmp_path / f"worker{len(started)}.log")
+        daemon = FakeDaemon(script, variant, tmp_path / f"worker{len(started)}.log", **options)
         started.append(daemon)
         return daemon
 
@@ -818,6 +861,107 @@ def test_large_tensor_round_trip(spawn: Any) -> None:
     assert out["OUTPUT0"][0:2] == ("FP32", [count])
     assert out["OUTPUT0"][2] == raw
     assert elapsed < 10.0
+
+
+# ---- the health socket (inline mode) and shared memory
+
+
+def test_health_socket_answers_ping_while_an_inline_request_runs(spawn: Any) -> None:
+    d = spawn(health=True)
+    hello = json.loads(d.expect(HELLO, 0))
+    assert hello["health_fd"] == d.health_fd  # PINGs go there from now on
+    d.load()  # concurrency 1: requests run on the reader thread itself
+    d.expect(READY, 0)
+    d.send_infer(1, parameters={"mode": "sleep", "seconds": 2.0})
+    time.sleep(0.2)
+    sent = time.monotonic()
+    assert d.health_ping(0xFEED) == (PONG, 0xFEED, b"")
+    assert time.monotonic() - sent < 1.0, "PONG waited for the busy model"
+    d.expect(INFER_RESULT, 1)
+
+
+def test_inline_mode_serialises_and_keeps_order(spawn: Any) -> None:
+    d = spawn(health=True)
+    d.start()
+    for i in range(1, 21):
+        d.send_infer(i, [ALL_INPUTS[0]])
+    assert [d.recv()[1] for _ in range(20)] == list(range(1, 21))
+
+
+def test_health_socket_eof_exits_promptly_while_busy(spawn: Any) -> None:
+    d = spawn(health=True)
+    d.start()
+    d.send_infer(1, parameters={"mode": "sleep", "seconds": 30})
+    time.sleep(0.2)
+    start = time.monotonic()
+    assert d.health is not None
+    d.health.shutdown(socket.SHUT_RDWR)
+    assert d.wait_exit(timeout=5) == 0
+    assert time.monotonic() - start < 2.0
+
+
+def test_health_socket_carries_only_ping(spawn: Any) -> None:
+    d = spawn(health=True)
+    d.start()
+    assert d.health is not None
+    d.health.sendall(HEADER.pack(0, 1, SHUTDOWN, 0, 0))
+    assert d.wait_exit() == 2
+    assert "health socket" in d.log()
+
+
+def _shm_infer(d: FakeDaemon, frame_id: int, raw: bytes, flags: int) -> None:
+    meta = {"id": "", "parameters": {}, "inputs": [{"name": "INPUT0", "datatype": "FP32",
+                                                     "shape": [len(raw) // 4], "size": len(raw)}]}
+    if flags & SHM_DATA:
+        d.region_write(raw)
+        d.send(INFER, frame_id, body_with_meta(meta), flags=flags)
+    else:
+        d.send(INFER, frame_id, body_with_meta(meta, raw), flags=flags)
+
+
+SHM_DATA, SHM_OUT = 0x0001, 0x0002
+
+
+def test_shared_memory_both_ways(spawn: Any) -> None:
+    d = spawn(health=True, shm=True)
+    hello = json.loads(d.expect(HELLO, 0))
+    assert hello["shm"] is True
+    d.load()
+    d.expect(READY, 0)
+    raw = struct.pack("<4f", 1.0, -2.5, 3.25, 0.0) * ((4 << 20) // 16)  # 4 MiB
+    for frame_id in (1, 2):  # the regions are reused
+        _shm_infer(d, frame_id, raw, SHM_DATA | SHM_OUT)
+        frame_type, got_id, body, flags = d.recv_flagged()
+        assert (frame_type, got_id, flags) == (INFER_RESULT, frame_id, SHM_DATA), body[:200]
+        meta, rest = split_meta(body)
+        assert rest == b"", "the data is in the output region, not the frame"
+        assert meta["outputs"] == [{"name": "OUTPUT0", "datatype": "FP32", "shape": [len(raw) // 4], "size": len(raw)}]
+        assert d.region_read(len(raw)) == raw
+        raw = raw[::-1]  # other bytes the second time
+
+
+def test_shared_memory_output_needs_the_grant_and_a_large_result(spawn: Any) -> None:
+    d = spawn(health=True, shm=True)
+    d.start()
+    raw = bytes(range(256)) * ((2 << 20) // 256)
+    _shm_infer(d, 1, raw, SHM_DATA)  # large, but not allowed to answer in shared memory
+    frame_type, _, body, flags = d.recv_flagged()
+    assert (frame_type, flags) == (INFER_RESULT, 0)
+    assert split_meta(body)[1] == raw
+    _shm_infer(d, 2, raw[:64], SHM_OUT)  # allowed, but small: the socket
+    frame_type, _, body, flags = d.recv_flagged()
+    assert (frame_type, flags) == (INFER_RESULT, 0)
+    assert split_meta(body)[1] == raw[:64]
+
+
+@pytest.mark.parametrize("shm", [False, True], ids=["no-regions", "data-in-frame-too"])
+def test_shared_memory_misuse_is_a_protocol_error(spawn: Any, shm: bool) -> None:
+    d = spawn(shm=shm)
+    d.start()
+    meta = {"id": "", "parameters": {}, "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1], "size": 4}]}
+    d.send(INFER, 1, body_with_meta(meta, b"\0\0\0\0"), flags=SHM_DATA)
+    assert d.wait_exit() == 2
+    assert "protocol error" in d.log()
 
 
 def test_echo_example(spawn: Any) -> None:

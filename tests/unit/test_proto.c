@@ -58,8 +58,27 @@ static void bad_headers(void)
     proto_header_encode(buf, 0x7f, 1, 0); /* unknown type */
     CHECK(proto_header_decode(buf, sizeof buf, PROTO_MAX_BODY, &h) == -EPROTO);
     proto_header_encode(buf, PROTO_INFER, 1, 0);
-    buf[6] = 1; /* flags */
+    buf[6] = 4; /* an undefined flag */
     CHECK(proto_header_decode(buf, sizeof buf, PROTO_MAX_BODY, &h) == -EPROTO);
+    proto_header_encode(buf, PROTO_PING, 1, 0);
+    proto_header_set_flags(buf, PROTO_FLAG_SHM_DATA); /* a defined flag on a type that may not carry it */
+    CHECK(proto_header_decode(buf, sizeof buf, PROTO_MAX_BODY, &h) == -EPROTO);
+    proto_header_encode(buf, PROTO_INFER_RESULT, 1, 0);
+    proto_header_set_flags(buf, PROTO_FLAG_SHM_OUT); /* only the daemon grants the output region */
+    CHECK(proto_header_decode(buf, sizeof buf, PROTO_MAX_BODY, &h) == -EPROTO);
+}
+
+static void shm_flags(void)
+{
+    uint8_t buf[PROTO_HEADER_SIZE];
+    proto_header h;
+    proto_header_encode(buf, PROTO_INFER, 9, 12);
+    proto_header_set_flags(buf, PROTO_FLAG_SHM_DATA | PROTO_FLAG_SHM_OUT);
+    CHECK(proto_header_decode(buf, sizeof buf, PROTO_MAX_BODY, &h) == 0);
+    CHECK(h.flags == (PROTO_FLAG_SHM_DATA | PROTO_FLAG_SHM_OUT) && h.id == 9 && h.length == 12);
+    proto_header_encode(buf, PROTO_INFER_RESULT, 9, 0);
+    proto_header_set_flags(buf, PROTO_FLAG_SHM_DATA);
+    CHECK(proto_header_decode(buf, sizeof buf, PROTO_MAX_BODY, &h) == 0 && h.flags == PROTO_FLAG_SHM_DATA);
 }
 
 static void types(void)
@@ -92,4 +111,4 @@ static void split_body(void)
     CHECK(proto_split_body(body, 12, &meta, &mlen, &data, &dlen) == 0 && dlen == 0);
 }
 
-CHECK_MAIN(CASE(roundtrip), CASE(truncated), CASE(oversized), CASE(bad_headers), CASE(types), CASE(split_body))
+CHECK_MAIN(CASE(roundtrip), CASE(truncated), CASE(oversized), CASE(bad_headers), CASE(shm_flags), CASE(types), CASE(split_body))

@@ -61,7 +61,9 @@ class Request:
         id: the client's request id (``""`` when it gave none).
         inputs: input name -> tensor, in the order the client sent them. With
             numpy, each is a ``numpy.ndarray`` of the exact dtype and shape
-            (a read-write view of the received bytes; BYTES tensors are object
+            (a read-write view of the received bytes, or for 1 MiB and more
+            of the shared memory the daemon filled: valid until ``infer``
+            returns, so copy an input to keep it; BYTES tensors are object
             arrays of ``bytes``). Without numpy, each is a ``corral.Tensor``.
             BF16 tensors are always ``corral.Tensor`` (numpy has no bfloat16).
             Empty for ``generate``.

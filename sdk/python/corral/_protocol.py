@@ -11,6 +11,8 @@ buffers: the header, the meta and each tensor's memory, without joining them.
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import socket
 import struct
 import threading
@@ -38,6 +40,13 @@ PONG = 0x21
 SHUTDOWN = 0x22
 SHM = 0x30
 
+# Header flags (docs/worker-protocol.md, "Shared memory").
+FLAG_SHM_DATA = 0x0001  # INFER / INFER_RESULT: the tensor data is at offset 0 of the sender's region
+FLAG_SHM_OUT = 0x0002  # INFER: the worker may answer with FLAG_SHM_DATA
+# Tensor data at least this large goes through shared memory (the daemon's SHM_MIN_BYTES).
+SHM_MIN_BYTES = 1 << 20
+_FLAGS_FROM_DAEMON = {INFER: FLAG_SHM_DATA | FLAG_SHM_OUT}
+
 TYPE_NAMES = {
     HELLO: "HELLO",
     LOAD: "LOAD",
@@ -60,6 +69,8 @@ TYPE_NAMES = {
 # Below this size a frame is joined and sent with one sendall; above it, the
 # pieces go to sendmsg as they are, so large tensors are not copied.
 _JOIN_LIMIT = 64 * 1024
+# The read buffer: frames up to about this size arrive with one recv.
+_READ_BUFFER = 64 * 1024
 # sendmsg takes at most IOV_MAX (1024 on Linux) buffers per call.
 _IOV_BATCH = 512
 
@@ -113,7 +124,7 @@ def meta_parts(meta: Dict[str, Any]) -> List[bytes]:
     return [U32.pack(len(encoded)), encoded]
 
 
-def _byte_view(part: Any) -> memoryview:
+def byte_view(part: Any) -> memoryview:
     view = part if isinstance(part, memoryview) else memoryview(part)
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
@@ -130,59 +141,82 @@ class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._write_lock = threading.Lock()
-        self._header = bytearray(HEADER.size)
+        # Reads go through one buffer, so a small frame costs one recv.
+        self._buf = bytearray(_READ_BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
 
-    def _recv_exact(self, buf: memoryview) -> bool:
-        """Fills buf; False on end-of-file before the first byte. Raises ConnectionLost on a torn frame."""
-        got = 0
-        total = len(buf)
-        while got < total:
+    def _recv(self, buf: memoryview) -> int:
+        """One recv into buf: the byte count, 0 at end-of-file. Raises ConnectionLost."""
+        while True:
             try:
-                n = self._sock.recv_into(buf[got:])
+                return self._sock.recv_into(buf)
             except InterruptedError:
                 continue
             except OSError as err:
                 raise ConnectionLost(f"read failed: {err}") from None
-            if n == 0:
-                if got == 0:
+
+    def _fill(self, n: int) -> bool:
+        """Buffers at least n bytes; False on end-of-file before the first byte of a frame."""
+        if self._end - self._start >= n:
+            return True
+        if self._start:
+            self._buf[: self._end - self._start] = self._buf[self._start : self._end]
+            self._end -= self._start
+            self._start = 0
+        while self._end < n:
+            got = self._recv(self._view[self._end :])
+            if got == 0:
+                if self._end == 0:
                     return False
                 raise ConnectionLost("end-of-file inside a frame")
-            got += n
+            self._end += got
         return True
 
-    def read_frame(self) -> Optional[Tuple[int, int, memoryview]]:
-        """The next frame as (type, id, body), or None at end-of-file.
+    def read_frame(self) -> Optional[Tuple[int, int, memoryview, int]]:
+        """The next frame as (type, id, body, flags), or None at end-of-file.
 
         The body is a view of a fresh bytearray, so views into it stay valid
         and writable after the next read.
         """
-        if not self._recv_exact(memoryview(self._header)):
+        if not self._fill(HEADER.size):
             return None
-        length, version, frame_type, flags, frame_id = HEADER.unpack(self._header)
+        length, version, frame_type, flags, frame_id = HEADER.unpack_from(self._buf, self._start)
+        self._start += HEADER.size
         if version != VERSION:
             raise ProtocolError(f"frame of version {version}, this worker speaks {VERSION}")
-        if flags != 0:
-            raise ProtocolError(f"frame with non-zero flags 0x{flags:04x}")
         if frame_type not in TYPE_NAMES:
             raise ProtocolError(f"frame of unknown type 0x{frame_type:02x}")
+        if flags & ~_FLAGS_FROM_DAEMON.get(frame_type, 0):
+            raise ProtocolError(f"{type_name(frame_type)} frame with flags 0x{flags:04x}")
         if length > MAX_BODY:
             raise ProtocolError(f"frame body of {length} bytes exceeds the {MAX_BODY}-byte limit")
         body = memoryview(bytearray(length))
-        if length and not self._recv_exact(body):
-            raise ConnectionLost("end-of-file inside a frame")
-        return frame_type, frame_id, body
+        have = min(length, self._end - self._start)
+        if have:
+            body[:have] = self._view[self._start : self._start + have]
+            self._start += have
+        if self._start == self._end:
+            self._start = self._end = 0
+        while have < length:  # the rest of a large body goes straight into place
+            got = self._recv(body[have:])
+            if got == 0:
+                raise ConnectionLost("end-of-file inside a frame")
+            have += got
+        return frame_type, frame_id, body, flags
 
-    def send(self, frame_type: int, frame_id: int, parts: Iterable[Any] = ()) -> None:
+    def send(self, frame_type: int, frame_id: int, parts: Iterable[Any] = (), flags: int = 0) -> None:
         """Writes one frame whose body is the concatenation of parts (bytes-like objects).
 
         Raises ValueError when the body exceeds the frame limit (nothing is
         written) and ConnectionLost when the socket fails.
         """
-        views = [_byte_view(part) for part in parts]
+        views = [byte_view(part) for part in parts]
         length = sum(view.nbytes for view in views)
         if length > MAX_BODY:
             raise ValueError(f"message of {length} bytes exceeds the {MAX_BODY}-byte frame limit")
-        header = HEADER.pack(length, VERSION, frame_type, 0, frame_id)
+        header = HEADER.pack(length, VERSION, frame_type, flags, frame_id)
         try:
             with self._write_lock:
                 if length <= _JOIN_LIMIT:
@@ -207,3 +241,48 @@ class Channel:
                 else:
                     views[first] = views[first][sent:]
                     sent = 0
+
+
+class SharedRegion:
+    """One of the memfds the daemon shares for large tensors (CORRAL_SHM_FDS),
+    mapped read-write and shared. The input region is filled by the daemon, the
+    output region by this worker, which grows it as needed."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._map: Optional[mmap.mmap] = None
+        self._size = 0
+
+    def view(self, need: int) -> memoryview:
+        """A view of the whole region, mapping (again) when fewer than need bytes are mapped."""
+        if self._map is None or self._size < need:
+            size = os.fstat(self.fd).st_size
+            if size < need or size == 0:
+                raise ProtocolError(f"shared-memory region of {size} bytes is shorter than the {need} bytes it should hold")
+            # The old map stays valid while arrays made from it are alive.
+            self._map = mmap.mmap(self.fd, size)
+            self._size = size
+        return memoryview(self._map)
+
+    def grow(self, need: int) -> memoryview:
+        """A view of at least need bytes, growing the file (to a power of two) first when shorter."""
+        size = os.fstat(self.fd).st_size
+        if size < need:
+            os.ftruncate(self.fd, max(SHM_MIN_BYTES, 1 << (need - 1).bit_length()))
+        return self.view(need)
+
+
+def open_shared_regions(raw: Optional[str]) -> Optional[Tuple[SharedRegion, SharedRegion]]:
+    """CORRAL_SHM_FDS ("IN,OUT") -> the two regions, or None when absent or unusable."""
+    if not raw:
+        return None
+    try:
+        fds = [int(part) for part in raw.split(",")]
+        if len(fds) != 2:
+            return None
+        for fd in fds:
+            os.fstat(fd)
+            os.set_inheritable(fd, False)  # not for the model's own children
+    except (ValueError, OSError):
+        return None
+    return SharedRegion(fds[0]), SharedRegion(fds[1])

@@ -4,14 +4,24 @@ The worker loop: runs one model in this process for the corral daemon.
 Threads:
   - main: sends HELLO, waits for LOAD, runs Model.load, sends READY, then
     waits for SHUTDOWN and runs the graceful stop (drain, unload, exit 0);
-  - reader: reads every frame, answers PING itself and hands requests to the
-    executor, so a busy model never delays a health check;
+  - health: when the daemon gave a health socket (CORRAL_HEALTH_FD), answers
+    every PING on it and exits the process when it closes;
+  - reader: reads every frame of the protocol socket, answers PING there
+    (a daemon that gives no health socket sends it there) and hands requests
+    to the executor, or in inline mode serves them itself;
   - executor: `concurrency` threads (from LOAD) that decode requests, run
     model code and write the replies.
 
-What must stay true: model code never runs on the reader thread; a frame is
-written whole under Channel's lock; the process exits as soon as the daemon
-is gone (end-of-file or a socket error), without waiting for model code.
+Inline mode: with a health socket and a concurrency of 1 there is no
+executor; the reader runs each request. A busy model cannot delay PONG (the
+health thread answers it), and a request costs no hand-off between threads:
+no GIL transfer and, on a virtual machine, no cross-CPU wake-up of tens of
+microseconds.
+
+What must stay true: model code runs on the reader thread only in inline
+mode; a frame is written whole under Channel's lock; the process exits as
+soon as the daemon is gone (end-of-file or a socket error), without waiting
+for model code.
 """
 
 from __future__ import annotations
@@ -82,9 +92,14 @@ def error_body(err: BaseException) -> Dict[str, Any]:
 class Worker:
     """One model served over one protocol socket; see the module comment for threads."""
 
-    def __init__(self, model: Union[Type[Model], Model], sock: socket.socket) -> None:
+    def __init__(self, model: Union[Type[Model], Model], sock: socket.socket,
+                 health: Optional[socket.socket] = None) -> None:
         self._model_factory = model
         self._channel = proto.Channel(sock)
+        self._health = proto.Channel(health) if health is not None else None
+        self._health_fd = health.fileno() if health is not None else None
+        self._inline = False
+        self._shm = proto.open_shared_regions(os.environ.get("CORRAL_SHM_FDS"))
         self._model: Any = None
         self._ctx: Optional[Context] = None
         self._executor: Optional[ThreadPoolExecutor] = None
@@ -98,9 +113,9 @@ class Worker:
 
     # ------------------------------------------------------------ writing
 
-    def _send(self, frame_type: int, frame_id: int, parts: Sequence[Any] = ()) -> None:
+    def _send(self, frame_type: int, frame_id: int, parts: Sequence[Any] = (), flags: int = 0) -> None:
         try:
-            self._channel.send(frame_type, frame_id, parts)
+            self._channel.send(frame_type, frame_id, parts, flags)
         except proto.ConnectionLost as err:
             if self._shutdown_requested:
                 return  # the daemon may close early after SHUTDOWN; finish unloading
@@ -121,7 +136,14 @@ class Worker:
             _exit_now(EXIT_FAILURE)
 
     def _run(self) -> NoReturn:
-        self._send_json(proto.HELLO, 0, {"protocol": proto.VERSION, "sdk": "python", "sdk_version": SDK_VERSION, "pid": os.getpid()})
+        hello: Dict[str, Any] = {"protocol": proto.VERSION, "sdk": "python", "sdk_version": SDK_VERSION, "pid": os.getpid()}
+        if self._health is not None:
+            hello["health_fd"] = self._health_fd
+        if self._shm is not None:
+            hello["shm"] = True
+        self._send_json(proto.HELLO, 0, hello)
+        if self._health is not None:
+            threading.Thread(target=self._health_loop, name="corral-health", daemon=True).start()
         reader = threading.Thread(target=self._read_loop, name="corral-reader", daemon=True)
         reader.start()
         with self._control_lock:
@@ -184,21 +206,44 @@ class Worker:
             return 1
         return value
 
-    # ------------------------------------------------------------ reader thread
+    # ------------------------------------------------------------ health thread
 
-    def _read_loop(self) -> None:
+    def _health_loop(self) -> None:
+        self._run_socket_loop(self._answer_pings, " on the health socket")
+
+    def _answer_pings(self) -> None:
+        health = self._health
+        assert health is not None
+        while True:
+            frame = health.read_frame()
+            if frame is None:
+                if self._shutdown_requested:
+                    return
+                _exit_now(EXIT_OK)  # end-of-file: the daemon is gone
+            frame_type, frame_id, body, _ = frame
+            if frame_type != proto.PING or len(body):
+                raise proto.ProtocolError(f"{proto.type_name(frame_type)} frame ({len(body)}-byte body) on the health socket")
+            health.send(proto.PONG, frame_id)
+
+    def _run_socket_loop(self, loop: Any, where: str = "") -> None:
+        """Runs a thread's reading loop; whatever ends it abnormally ends the process."""
         try:
-            self._read_frames()
+            loop()
         except proto.ProtocolError as err:
             _log(f"protocol error: {err}; closing")
             _exit_now(EXIT_PROTOCOL)
         except proto.ConnectionLost as err:
             if not self._shutdown_requested:
-                _log(f"daemon connection lost ({err}); exiting")
+                _log(f"daemon connection lost{where} ({err}); exiting")
                 _exit_now(EXIT_PROTOCOL)
         except BaseException:
             traceback.print_exc()
             _exit_now(EXIT_FAILURE)
+
+    # ------------------------------------------------------------ reader thread
+
+    def _read_loop(self) -> None:
+        self._run_socket_loop(self._read_frames)
 
     def _read_frames(self) -> None:
         while True:
@@ -207,13 +252,13 @@ class Worker:
                 if self._shutdown_requested:
                     return  # the main thread is finishing the graceful stop
                 _exit_now(EXIT_OK)  # end-of-file: the daemon is gone
-            frame_type, frame_id, body = frame
+            frame_type, frame_id, body, flags = frame
             if frame_type in (proto.PING, proto.SHUTDOWN) and len(body):
                 raise proto.ProtocolError(f"{proto.type_name(frame_type)} with a {len(body)}-byte body")
             if frame_type == proto.PING:
                 self._send(proto.PONG, frame_id)
             elif frame_type in (proto.INFER, proto.GENERATE):
-                self._accept_request(frame_type, frame_id, body)
+                self._accept_request(frame_type, frame_id, body, flags)
             elif frame_type == proto.LOAD:
                 self._accept_load(body)
             elif frame_type == proto.SHUTDOWN:
@@ -230,17 +275,22 @@ class Worker:
                 raise proto.ProtocolError("second LOAD")
             if self._shutdown_requested:
                 return
-            self._executor = ThreadPoolExecutor(max_workers=self._concurrency(meta), thread_name_prefix="corral-request")
+            concurrency = self._concurrency(meta)
+            self._inline = self._health is not None and concurrency == 1
+            if not self._inline:
+                self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="corral-request")
             self._load_meta = meta
             self._control_ready.notify_all()
 
-    def _accept_request(self, frame_type: int, frame_id: int, body: memoryview) -> None:
+    def _accept_request(self, frame_type: int, frame_id: int, body: memoryview, flags: int = 0) -> None:
         name = proto.type_name(frame_type)
         if frame_id == 0:
             raise proto.ProtocolError(f"{name} with id 0")
-        if self._executor is None:
+        if self._load_meta is None:
             raise proto.ProtocolError(f"{name} before LOAD")
         meta, data = proto.split_body(body)
+        if flags & proto.FLAG_SHM_DATA:
+            data = self._shared_input(meta, data)
         with self._inflight_lock:
             if frame_id in self._inflight:
                 raise proto.ProtocolError(f"{name} reuses id {frame_id} of a request in flight")
@@ -248,20 +298,44 @@ class Worker:
         if self._shutdown_requested:
             self._finish(frame_id, proto.ERROR, [proto.dumps({"type": "ShuttingDown", "message": "the instance is shutting down", "status": 503})])
             return
-        self._executor.submit(self._serve, frame_type, frame_id, meta, data)
+        shm_out = bool(flags & proto.FLAG_SHM_OUT) and self._shm is not None
+        if self._inline:
+            self._serve(frame_type, frame_id, meta, data, shm_out)
+        else:
+            assert self._executor is not None
+            self._executor.submit(self._serve, frame_type, frame_id, meta, data, shm_out)
+
+    def _shared_input(self, meta: Dict[str, Any], rest: memoryview) -> memoryview:
+        """The data of an INFER whose tensors the daemon put in the input region."""
+        if self._shm is None:
+            raise proto.ProtocolError("INFER with its data in shared memory, which this worker was not given")
+        if len(rest):
+            raise proto.ProtocolError(f"INFER with its data in shared memory carries {len(rest)} bytes of data too")
+        specs = meta.get("inputs")
+        total = 0
+        for spec in specs if isinstance(specs, list) else ():
+            size = spec.get("size") if isinstance(spec, dict) else None
+            if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+                total += size
+        # Valid until the reply: the daemon reuses the region for a later request.
+        return self._shm[0].view(total)[:total]
 
     # ------------------------------------------------------------ executor threads
 
-    def _finish(self, frame_id: int, frame_type: int, parts: List[Any]) -> None:
+    def _finish(self, frame_id: int, frame_type: int, parts: List[Any], flags: int = 0) -> None:
         with self._inflight_lock:
             self._inflight.discard(frame_id)
-        self._send(frame_type, frame_id, parts)
+        self._send(frame_type, frame_id, parts, flags)
 
-    def _serve(self, frame_type: int, frame_id: int, meta: Dict[str, Any], data: memoryview) -> None:
+    def _serve(self, frame_type: int, frame_id: int, meta: Dict[str, Any], data: memoryview,
+               shm_out: bool = False) -> None:
         self._loaded.wait()
+        flags = 0
         try:
             if frame_type == proto.INFER:
                 reply_type, parts = proto.INFER_RESULT, self._infer(meta, data)
+                if shm_out:
+                    parts, flags = self._shared_output(parts)
             else:
                 reply_type, parts = proto.GENERATE_RESULT, self._generate(meta, data)
             length = sum(memoryview(part).nbytes for part in parts)
@@ -271,8 +345,22 @@ class Worker:
             body = error_body(err)
             if body["status"] == 500:
                 traceback.print_exc()
-            reply_type, parts = proto.ERROR, [proto.dumps(body)]
-        self._finish(frame_id, reply_type, parts)
+            reply_type, parts, flags = proto.ERROR, [proto.dumps(body)], 0
+        self._finish(frame_id, reply_type, parts, flags)
+
+    def _shared_output(self, parts: List[Any]) -> Tuple[List[Any], int]:
+        """Moves a large result's tensor data (parts after the meta) into the output region."""
+        views = [proto.byte_view(part) for part in parts[2:]]
+        total = sum(view.nbytes for view in views)
+        if total < proto.SHM_MIN_BYTES:
+            return parts, 0
+        assert self._shm is not None
+        region = self._shm[1].grow(total)
+        offset = 0
+        for view in views:
+            region[offset : offset + view.nbytes] = view
+            offset += view.nbytes
+        return parts[:2], proto.FLAG_SHM_DATA
 
     def _not_implemented(self, method: str) -> BadRequest:
         name = self._ctx.name if self._ctx is not None else "?"
@@ -375,6 +463,23 @@ def _generate_result(result: Any) -> Tuple[str, Any]:
     return content_type or BINARY_CONTENT_TYPE, b"".join(pieces)
 
 
+def _open_health_socket(fd: int) -> Optional[socket.socket]:
+    """The health socket named by CORRAL_HEALTH_FD, or None (PING then comes on the protocol socket)."""
+    raw = os.environ.get("CORRAL_HEALTH_FD")
+    if not raw:
+        return None
+    try:
+        health_fd = int(raw)
+        if health_fd == fd:
+            raise ValueError("the protocol socket's own descriptor")
+        sock = socket.socket(fileno=health_fd)
+    except (ValueError, OSError) as err:
+        _log(f"CORRAL_HEALTH_FD={raw!r} is not usable ({err}); health checks come on the protocol socket")
+        return None
+    sock.setblocking(True)
+    return sock
+
+
 def _open_socket(fd: Optional[int]) -> socket.socket:
     if fd is None:
         raw = os.environ.get("CORRAL_FD")
@@ -412,4 +517,5 @@ def run(model: Union[Type[Model], Model], *, fd: Optional[int] = None) -> NoRetu
                 reconfigure(line_buffering=True)  # logs reach the daemon as they are written
             except Exception:
                 pass
-    Worker(model, _open_socket(fd)).run()
+    sock = _open_socket(fd)
+    Worker(model, sock, _open_health_socket(sock.fileno())).run()

@@ -6,7 +6,10 @@ argv[1], the mode:
   linger        on the first INFER, shut the protocol socket down and keep running
   garbage       on the first INFER, send a frame with protocol version 9
   deaf          ignore SHUTDOWN and SIGTERM (only SIGKILL stops it)
-Every INFER_RESULT is an empty tensor list.
+  shm-unasked   answer in shared memory without having said it maps the regions
+  shm-short     say it maps the regions, then answer a 2 MiB output in shared
+                memory that holds 1 MiB
+Other INFER_RESULTs are an empty tensor list.
 """
 import json
 import os
@@ -22,8 +25,8 @@ mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
 sock = socket.socket(fileno=int(os.environ["CORRAL_FD"]))
 
 
-def send(ftype, fid, body=b"", version=1):
-    sock.sendall(struct.pack("<IBBHQ", len(body), version, ftype, 0, fid) + body)
+def send(ftype, fid, body=b"", version=1, flags=0):
+    sock.sendall(struct.pack("<IBBHQ", len(body), version, ftype, flags, fid) + body)
 
 
 def recv_exact(n):
@@ -44,7 +47,10 @@ def read_frame():
 if mode == "deaf":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 print(f"lc_raw: mode {mode}, pid {os.getpid()}", flush=True)
-send(HELLO, 0, json.dumps({"protocol": 1, "sdk": "lc_raw", "pid": os.getpid()}).encode())
+hello = {"protocol": 1, "sdk": "lc_raw", "pid": os.getpid()}
+if mode == "shm-short":
+    hello["shm"] = True
+send(HELLO, 0, json.dumps(hello).encode())
 while True:
     ftype, fid, body = read_frame()
     if ftype == LOAD:
@@ -64,5 +70,12 @@ while True:
         if mode == "garbage":
             send(INFER_RESULT, fid, b"", version=9)
             time.sleep(120)
+        if mode in ("shm-unasked", "shm-short"):
+            out_fd = int(os.environ["CORRAL_SHM_FDS"].split(",")[1])
+            os.ftruncate(out_fd, 1 << 20)
+            meta = json.dumps({"outputs": [{"name": "OUT", "datatype": "UINT8", "shape": [2 << 20],
+                                            "size": 2 << 20}]}).encode()
+            send(INFER_RESULT, fid, struct.pack("<I", len(meta)) + meta, flags=0x0001)
+            continue
         meta = json.dumps({"outputs": []}).encode()
         send(INFER_RESULT, fid, struct.pack("<I", len(meta)) + meta)
