@@ -124,7 +124,7 @@ def queue(cfg: Config, ws: Workspace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     exe = out / "sched_bench"
     argv = ["cc", "-O2", "-g", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-iquote", "src",
-            "bench/sched_bench.c", "src/sched.c", "-o", str(exe.relative_to(ROOT))]
+            "bench/sched_bench.c", "src/sched.c", "src/shm.c", "-o", str(exe.relative_to(ROOT))]
     H.record("build sched_bench", argv)
     subprocess.run(argv, cwd=ROOT, check=True)
     depths = ["1000", "100000"]
@@ -400,6 +400,11 @@ def worker_rtt(cfg: Config, ws: Workspace) -> dict:
             "bench/worker_rtt.c", "src/proto.c", "-o", str(exe.relative_to(ROOT))]
     H.record("build worker_rtt", argv)
     subprocess.run(argv, cwd=ROOT, check=True)
+    pingpong = out / "pingpong"
+    pp_argv = ["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "bench/pingpong.c", "-o",
+               str(pingpong.relative_to(ROOT))]
+    H.record("build pingpong", pp_argv)
+    subprocess.run(pp_argv, cwd=ROOT, check=True)
     body_file = ws.path / "infer-frame.bin"
     body_file.write_bytes(infer_frame_body(cfg.elements))
     repo = ws.repo("rtt", {"echo": (EXAMPLES / "echo", echo_py_manifest(1)),
@@ -408,20 +413,22 @@ def worker_rtt(cfg: Config, ws: Workspace) -> dict:
     for key, model, cmd in (("python", "echo", [PYTHON, "worker.py"]), ("c", "echo-c", ["./echo-c"])):
         mdir = repo / model
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        child_fd = theirs.fileno()
+        # The health socket, as the daemon gives it: the SDKs then run requests inline.
+        health_ours, health_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = {3: theirs.fileno(), 4: health_theirs.fileno()}
 
-        def on_fd3(fd=child_fd):
-            # The worker finds its socket on fd 3; only that descriptor survives exec.
-            if fd == 3:
-                os.set_inheritable(3, True)
-            else:
-                os.dup2(fd, 3, inheritable=True)
+        def on_fds(fds=fds):
+            # The worker finds its sockets on fds 3 and 4; only those survive exec.
+            moved = {target: os.dup(fd) for target, fd in fds.items()}
+            for target, fd in moved.items():
+                os.dup2(fd, target, inheritable=True)
 
-        env = {"CORRAL_FD": "3", "CORRAL_PROTOCOL": "1", "CORRAL_MODEL": model, "CORRAL_INSTANCE": "0",
-               "CORRAL_MODEL_DIR": str(mdir), "PYTHONPATH": str(ROOT / "sdk" / "python")}
+        env = {"CORRAL_FD": "3", "CORRAL_HEALTH_FD": "4", "CORRAL_PROTOCOL": "1", "CORRAL_MODEL": model,
+               "CORRAL_INSTANCE": "0", "CORRAL_MODEL_DIR": str(mdir), "PYTHONPATH": str(ROOT / "sdk" / "python")}
         worker = H.start(f"worker alone ({model})", cmd, ws.logs / f"rtt-{model}.log", cwd=str(mdir), env=env,
-                         preexec_fn=on_fd3)
+                         preexec_fn=on_fds)
         theirs.close()
+        health_theirs.close()
         try:
             load = json.dumps({"model": model, "model_dir": str(mdir), "instance_id": 0, "device": "cpu",
                                "concurrency": 1, "parameters": {}})
@@ -439,7 +446,15 @@ def worker_rtt(cfg: Config, ws: Workspace) -> dict:
             worker.wait(timeout=10)
         finally:
             ours.close()
+            health_ours.close()
             H.stop(worker, timeout=5)
+    # The floor under both: one round trip between two processes doing nothing.
+    n = cfg.rtt_requests
+    pp_args = [str(pingpong.relative_to(ROOT)), str(n), str(max(n // 10, 100))]
+    H.record("pingpong (two processes, no work)", pp_args)
+    r = subprocess.run([str(pingpong), *pp_args[1:]], capture_output=True, text=True, timeout=300, check=True)
+    results["pingpong"] = json.loads(r.stdout)
+    print(f"  process round trip alone: p50 {results['pingpong']['p50_us']:.1f} µs", flush=True)
     return results
 
 

@@ -171,9 +171,21 @@ def throughput_why(res: dict, corral_key: str, peer: str, peer_label: str) -> st
     if worker > p["cpu_us_per_req"]:
         parts.append(f"corral's worker alone already costs more than {peer_label}'s whole request, so the daemon "
                      f"cannot close the gap by itself.")
-    parts.append("What remains: less CPU per request in the worker SDK (framing, decoding, the reader-to-model "
-                 "thread hand-off) and in the daemon's JSON-to-tensor path.")
-    return " ".join(parts)
+    parts.append(wakeup_note(res))
+    parts.append("What remains: the daemon's share is mostly kernel time, the wake-ups and context switches of "
+                 "handing each request to another process and back (the SDKs no longer add a hand-off between "
+                 "threads, and the daemon formats numbers without printf); batching several requests per "
+                 "wake-up (the protocol's reserved `BATCH`) is the way to fewer of them.")
+    return " ".join(p for p in parts if p)
+
+
+def wakeup_note(res: dict) -> str:
+    """A sentence on what a process round trip costs here (section 3's ping-pong), or ""."""
+    pp = (res.get("worker_rtt") or {}).get("pingpong")
+    if not pp:
+        return ""
+    return (f"On this machine a bare round trip between two processes, with no work at all, takes "
+            f"{f_num(pp['p50_us'])} µs (section 3): waking a process on the other CPU is expensive here.")
 
 
 def c_worker_cap(res: dict) -> str:
@@ -200,11 +212,12 @@ def goals(res: dict) -> List[Goal]:
                      f"request. corral parses the JSON, converts the tensor, sends it to a worker process and "
                      f"back, and writes the JSON answer: {f_num(c['cpu_us_per_req'])} µs of CPU per request, "
                      f"{f_num(c['root_cpu_us_per_req'])} µs of it in the daemon and the rest in the C worker. "
-                     + c_worker_cap(res) +
-                     f"What remains: the daemon's own per-request cost is already "
-                     f"{f_ratio(ratio(c['root_cpu_us_per_req'], n['cpu_us_per_req']))} nginx's whole request, "
-                     f"so both the daemon's path (HTTP, JSON, framing) and the C SDK's per-request cost must "
-                     f"shrink; a round trip to another process is never free.")
+                     + c_worker_cap(res) + wakeup_note(res) +
+                     f" What remains: the daemon's own per-request cost is "
+                     f"{f_ratio(ratio(c['root_cpu_us_per_req'], n['cpu_us_per_req']))} nginx's whole request, most "
+                     f"of it the kernel's work of handing the request to the worker and back; a server that hands "
+                     f"every request to another process cannot reach a server that answers from memory in-process, "
+                     f"only batching several requests per wake-up would narrow the gap.")
         out.append(g)
     rtt = res.get("worker_rtt") or {}
     for key, model, ckey in (("python", "Python echo", "corral"), ("c", "C echo", "corral-c")):
@@ -221,9 +234,19 @@ def goals(res: dict) -> List[Goal]:
                     why += (f" Of those, {f_int(n1['p50_us'])} µs is the floor any HTTP server pays here "
                             f"(nginx's `return 200` p50 at one connection: wrk, the loopback, one HTTP exchange), "
                             f"which leaves {f_int(added - n1['p50_us'])} µs in the daemon itself: parsing the "
-                            f"JSON request, converting the tensor to raw bytes and back, queueing, and two socket "
-                            f"hops to the worker and back with a wake-up on each side.")
-                why += " What remains: a daemon path with fewer copies and conversions per request."
+                            f"JSON request, converting the tensor to raw bytes and back, queueing, and the hop to "
+                            f"the worker and back.")
+                pp = rtt.get("pingpong")
+                if pp:
+                    why += (f" A bare round trip between two processes costs {f_num(pp['p50_us'])} µs here "
+                            f"(section 3); the client-to-daemon exchange is such a trip that the worker alone "
+                            f"does not make.")
+                if n1 and n1["p50_us"] >= GOAL_ADDED_P50_US:
+                    why += (f" What remains: on this machine one HTTP exchange alone ({f_int(n1['p50_us'])} µs) "
+                            f"is above the goal, so no HTTP server in front of a worker process can meet it here; "
+                            f"what corral adds beyond that floor is the figure to watch.")
+                else:
+                    why += " What remains: the daemon's own path (JSON parsing and conversion, the hop to the worker)."
             out.append(Goal(f"added p50 latency, {model}", f"≤ {GOAL_ADDED_P50_US:g} µs",
                             f"{f_int(added)} µs (corral {f_int(c1['p50_us'])} − worker {f_num(rtt[key]['p50_us'])})",
                             ok, why))
@@ -247,9 +270,11 @@ def goals(res: dict) -> List[Goal]:
                         f"{f_pct(ratio(worst[2]['mb_s'], fl['mb_s']), 0)} of what this machine can move.")
                 if fl["mb_s"] < GOAL_TENSOR_MB_S:
                     why += " The goal is above this machine's own floor."
-            why += (" What remains: each tensor is copied from the HTTP body into the worker frame, through a "
-                    "socket to the worker and back, and into the response; the protocol's reserved `SHM` message "
-                    "(shared memory for large tensors) is the way past the socket copies.")
+            why += (" What remains: tensors pass through shared memory, but h2o 2.2 buffers the whole request "
+                    "body before the handler runs (it copies the body from the socket's buffer into a "
+                    "request-body buffer that grows by doubling: in a profile of 16 MiB round trips most of the "
+                    "daemon's own copying), so receiving, copying into the worker's region and sending back "
+                    "happen one after the other rather than overlapped.")
         out.append(Goal("large tensors in and out, MB/s (slowest of 16/64 MiB, Python and C echo)",
                         f"≥ {GOAL_TENSOR_MB_S:,.0f} MB/s", f"{f_int(worst[2]['mb_s'])} MB/s", ok, why))
     cold = res.get("cold_start")
@@ -608,6 +633,13 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
                  "worker alone p99 µs", "added p99 µs", "HTTP floor p50 µs", "added p50 beyond the floor µs"],
                 rows, "lrrrrrrrr"))
         w("")
+        pp = rtt.get("pingpong")
+        if pp:
+            w(f"*A round trip between two processes* that do nothing else ([bench/pingpong.c](../bench/pingpong.c): "
+              f"64 bytes back and forth over a socket pair, each side asleep in `read` between turns) takes "
+              f"{f_num(pp['p50_us'])} µs at the median on this machine ({f_num(pp['p99_us'])} µs at p99). That is "
+              f"the cost of waking a process on another CPU, twice; the worker-alone figures above include one such "
+              f"round trip, and a request through corral makes one more (client to daemon) besides HTTP.\n")
         if rtt.get("c") and rtt.get("python") and rtt["c"]["p50_us"] > rtt["python"]["p50_us"]:
             w(f"The C worker alone answers more slowly than the Python one here ({f_num(rtt['c']['p50_us'])} vs "
               f"{f_num(rtt['python']['p50_us'])} µs at the median): that time is spent in the C worker's own request "
