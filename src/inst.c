@@ -349,6 +349,29 @@ static void health_pong(inst *in, uint64_t nonce)
 
 /* ---- memory ---- */
 
+/*
+ * Bytes the instance's shared-memory regions hold (their files' allocated
+ * pages). Memory figures leave them out: they are the daemon's transport
+ * buffers, and a worker that touched them would otherwise look larger by
+ * up to twice its largest tensor, and be replaced under limits.memory.
+ */
+static uint64_t shm_bytes(const inst *in)
+{
+    uint64_t total = 0;
+    for (int k = 0; k < 2; k++) {
+        struct stat st;
+        if (in->shm_fd[k] >= 0 && fstat(in->shm_fd[k], &st) == 0)
+            total += (uint64_t)st.st_blocks * 512;
+    }
+    return total;
+}
+
+static uint64_t less_shm(const inst *in, uint64_t rss)
+{
+    uint64_t shm = shm_bytes(in);
+    return rss > shm ? rss - shm : 0;
+}
+
 uint64_t inst_worker_rss(const inst *in)
 {
     char path[64], text[128];
@@ -364,7 +387,7 @@ uint64_t inst_worker_rss(const inst *in)
     unsigned long long size, resident;
     if (sscanf(text, "%llu %llu", &size, &resident) != 2)
         return 0;
-    return resident * (uint64_t)sysconf(_SC_PAGESIZE);
+    return less_shm(in, resident * (uint64_t)sysconf(_SC_PAGESIZE));
 }
 
 /*
@@ -431,6 +454,8 @@ void inst_sample_rss(inst **v, size_t n)
         v[i]->rss_bytes = 0;
     rss_sample r = {v, n, (uint64_t)sysconf(_SC_PAGESIZE)};
     proc_walk(add_rss, &r);
+    for (size_t i = 0; i < n; i++)
+        v[i]->rss_bytes = less_shm(v[i], v[i]->rss_bytes);
 }
 
 /* ---- reading ---- */

@@ -160,7 +160,8 @@ void inst_exit_reason(const inst *in, char *buf, size_t len);
 /*
  * Samples the resident memory of each instance's process group (the worker
  * and whatever it started; not the guard) into rss_bytes, with one pass
- * over /proc for all of them.
+ * over /proc for all of them. Here and in inst_worker_rss the pages of the
+ * instance's shared-memory regions are left out (they are the daemon's).
  */
 void inst_sample_rss(inst **v, size_t n);
 

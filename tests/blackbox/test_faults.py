@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
 import os
 import random
 import re
 import signal
+import sys
 import threading
 import time
 
@@ -823,6 +825,34 @@ def test_leaking_model_is_replaced_at_its_memory_limit_without_dropping_a_reques
         "no daemon log line names the memory limit"
     # Each replaced process is gone.
     wait_for(lambda: not any(alive(p) for p in distinct[:-1]), timeout=10, what="the replaced workers to exit")
+
+
+def test_shared_memory_of_large_tensors_does_not_count_toward_the_memory_limit(corral):
+    """48 MiB tensors in and out of a Python echo under limits.memory 100MiB: the worker touches
+    96 MiB of shared-memory regions (the daemon's transport buffers), which its memory figures
+    leave out, so it is not replaced."""
+    corral.add("echo", "echo", manifest=f"runtime: python\nentrypoint: worker.py\npython: {sys.executable}\n"
+                                        f"limits: {{memory: 100MiB}}\n")
+    d = corral.start()
+    assert load(d, "echo").status_code == 200
+    (pid,) = d.worker_pids("echo")
+    size = 48 << 20
+    raw = os.urandom(size)
+    head = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "UINT8", "shape": [size],
+                                   "parameters": {"binary_data_size": size}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    for _ in range(3):
+        r = d.post("/v2/models/echo/infer", data=head + raw, timeout=60,
+                   headers={"Inference-Header-Content-Length": str(len(head)),
+                            "Content-Type": "application/octet-stream"})
+        assert r.status_code == 200, r.text[:300]
+        assert r.content[-size:] == raw
+    time.sleep(1.5)  # a tick samples the process group too
+    m = d.model("echo")
+    (inst,) = m["instances"]
+    assert inst["pid"] == pid and inst["restarts"] == 0, m
+    assert inst["rss_bytes"] < 100 << 20, m
+    assert "above limits.memory" not in d.log()
 
 
 def test_leaking_instances_under_concurrent_load_are_replaced_without_dropping_a_request(corral):
