@@ -402,7 +402,9 @@ static void infer_respond(api_pending *p, int status, const char *msg, uint8_t *
         return;
     }
     sb out;
-    sb_init(&out, 256 + (p->binary_all ? 0 : data_len * 2));
+    /* room for the JSON numbers, within reason: the buffer grows if needed */
+    size_t guess = p->binary_all ? 0 : data_len * 2;
+    sb_init(&out, 256 + (guess < (64u << 20) ? guess : (64u << 20)));
     h2o_iovec_t bufs[MAX_INPUTS + 1];
     size_t nbufs = 1, binary_total = 0, off = 0;
     sb_adds(&out, "{\"model_name\":");

@@ -200,6 +200,8 @@ static uint8_t *place_data(inst *in, job *j, uint8_t *frame, size_t *len)
         int rc = shm_reserve(&in->shm_in, in->shm_fd[0], j->pieces_len);
         if (rc == 0) {
             copy_pieces(j, in->shm_in->addr);
+            if (j->pieces_len > in->shm_used[0])
+                in->shm_used[0] = j->pieces_len;
             proto_put_u32(frame, (uint32_t)(*len - PROTO_HEADER_SIZE));
             flags |= PROTO_FLAG_SHM_DATA;
             in->shm_in_job = j->id;
@@ -350,18 +352,23 @@ static void health_pong(inst *in, uint64_t nonce)
 /* ---- memory ---- */
 
 /*
- * Bytes the instance's shared-memory regions hold (their files' allocated
- * pages). Memory figures leave them out: they are the daemon's transport
- * buffers, and a worker that touched them would otherwise look larger by
- * up to twice its largest tensor, and be replaced under limits.memory.
+ * Bytes the instance's shared-memory regions hold for tensors: each file's
+ * allocated pages, but no more than the largest tensor data it carried
+ * since its pages were last released. Memory figures leave them out: they
+ * are the daemon's transport buffers, and a worker that touched them would
+ * otherwise look larger by up to twice its largest tensor, and be replaced
+ * under limits.memory. A worker cannot hide memory of its own in them: what
+ * it writes beyond the results it declared still counts.
  */
 static uint64_t shm_bytes(const inst *in)
 {
     uint64_t total = 0;
     for (int k = 0; k < 2; k++) {
         struct stat st;
-        if (in->shm_fd[k] >= 0 && fstat(in->shm_fd[k], &st) == 0)
-            total += (uint64_t)st.st_blocks * 512;
+        if (in->shm_fd[k] < 0 || fstat(in->shm_fd[k], &st) < 0)
+            continue;
+        uint64_t allocated = (uint64_t)st.st_blocks * 512;
+        total += allocated < in->shm_used[k] ? allocated : in->shm_used[k];
     }
     return total;
 }
@@ -496,10 +503,11 @@ void inst_release_shm(inst *in)
         (in->shm_out && in->shm_out->refs > 1))
         return;
     for (int k = 0; k < 2; k++) {
-        struct stat st;
-        if (in->shm_fd[k] >= 0 && fstat(in->shm_fd[k], &st) == 0 && st.st_size > 0 && ftruncate(in->shm_fd[k], 0) < 0)
-            log_warn("model %s instance %d: cannot truncate a shared-memory region: %s", model_name(in->model),
-                     in->id, strerror(errno));
+        int rc = in->shm_fd[k] >= 0 ? shm_release_pages(in->shm_fd[k]) : 0;
+        if (rc < 0)
+            log_warn("model %s instance %d: cannot release a shared-memory region's pages: %s",
+                     model_name(in->model), in->id, strerror(-rc));
+        in->shm_used[k] = 0;
     }
     shm_unref(in->shm_in);
     shm_unref(in->shm_out);
@@ -536,6 +544,36 @@ static void finish_error(inst *in, job *j, const uint8_t *body, size_t len)
     }
     json_decref(e);
     j->done(j, (int)status, msg, 0, NULL, 0);
+}
+
+/*
+ * The length of a result's tensor data in the output region: the sum of the
+ * sizes its meta declares, at most the frame limit; -1 when the meta has no
+ * such list. Each output is checked against its datatype and shape later
+ * (api_v2.c); this bounds what may be read from the region at all.
+ */
+static long long shm_result_len(const uint8_t *body, size_t len)
+{
+    const char *meta;
+    size_t meta_len, data_len;
+    const uint8_t *data;
+    if (proto_split_body(body, len, &meta, &meta_len, &data, &data_len) < 0 || data_len != 0)
+        return -1;
+    json_t *m = json_loadb(meta, meta_len, 0, NULL);
+    json_t *outputs = json_object_get(m, "outputs");
+    long long total = json_is_array(outputs) ? 0 : -1;
+    size_t i;
+    json_t *o;
+    json_array_foreach(outputs, i, o) {
+        json_t *size = json_object_get(o, "size");
+        if (!json_is_integer(size) || json_integer_value(size) < 0 ||
+            (total += json_integer_value(size)) > (long long)PROTO_MAX_BODY) {
+            total = -1;
+            break;
+        }
+    }
+    json_decref(m);
+    return total;
 }
 
 static void on_frame(inst *in, const proto_header *h, uint8_t *body)
@@ -604,6 +642,7 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         __attribute__((fallthrough));
     case PROTO_INFER_RESULT:
     case PROTO_GENERATE_RESULT: {
+        long long shm_len = 0;
         if (h->flags & PROTO_FLAG_SHM_DATA) {
             if (!in->shm || in->shm_out_job != h->id) {
                 protocol_error(in, "answered request %llu in shared memory without being allowed to",
@@ -615,11 +654,26 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
                 protocol_error(in, "left an output region that cannot be mapped (%s)", strerror(-rc));
                 break;
             }
+            shm_len = shm_result_len(body, h->length);
+            if (shm_len < 0 || (size_t)shm_len > in->shm_out->len) {
+                protocol_error(in, "answered request %llu in shared memory with output sizes %s the %zu-byte region",
+                               (unsigned long long)h->id, shm_len < 0 ? "missing from its meta, or beyond"
+                                                                      : "that run past", in->shm_out->len);
+                break;
+            }
+            if ((size_t)shm_len > in->shm_used[1])
+                in->shm_used[1] = (size_t)shm_len;
         }
         job *j = take_inflight(in, h->id);
         if (!j) {
-            if (in->abandoned && h->id <= in->abandoned_max_id)
-                break; /* the answer to a request whose deadline passed: already answered 504 */
+            if (in->abandoned && h->id <= in->abandoned_max_id) {
+                /* the answer to a request whose deadline passed: already answered 504 */
+                if (h->id == in->shm_in_job)
+                    in->shm_in_job = 0;
+                if (h->id == in->shm_out_job)
+                    in->shm_out_job = 0;
+                break;
+            }
             protocol_error(in, "%s for unknown request id %llu", proto_type_name(h->type),
                            (unsigned long long)h->id);
             break;
@@ -634,7 +688,7 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
             j->shm = in->shm_out; /* the response holds the region until it is sent */
             shm_ref(j->shm);
             j->shm_data = in->shm_out->addr;
-            j->shm_len = in->shm_out->len;
+            j->shm_len = (size_t)shm_len;
         }
         if (h->type == PROTO_ERROR) {
             finish_error(in, j, body, h->length);
@@ -984,6 +1038,7 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     in->shm_in = in->shm_out = NULL;
     in->shm = 0;
     in->shm_in_job = in->shm_out_job = 0;
+    in->shm_used[0] = in->shm_used[1] = 0;
 
     char detail[700], msg[900], late[900];
     snprintf(detail, sizeof detail, "instance %d (pid %d) %s", in->id, in->pid, why);
@@ -1126,6 +1181,7 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
     in->shm_fd[1] = mfd[1];
     in->shm = 0;
     in->shm_in_job = in->shm_out_job = 0;
+    in->shm_used[0] = in->shm_used[1] = 0;
     in->pid = in->guard_pid = in->proc.pid;
     in->state = INST_STARTING;
     in->exited = 0;

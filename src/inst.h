@@ -90,6 +90,7 @@ struct inst {
     int shm;             /* the worker's HELLO says it maps them */
     uint64_t shm_in_job; /* the request whose data is in the input region; 0 when free */
     uint64_t shm_out_job; /* the request allowed to answer in the output region; 0 when free */
+    size_t shm_used[2];  /* the most bytes each region carried since its pages were last released */
     uv_timer_t timer;    /* load timeout, then stop grace */
     uv_timer_t health_timer; /* next PING, or the deadline of the PING in flight */
     int64_t health_interval_ms, health_timeout_ms, stop_grace_ms;

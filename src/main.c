@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "log.h"
 #include "manifest.h"
+#include "proto.h"
 #include "server.h"
 
 #include <errno.h>
@@ -114,7 +115,10 @@ static int shim(int argc, char **argv)
     setpgid(worker, worker); /* also here: whichever of the two runs first, the group exists before we rely on it */
     guarded_worker = worker;
     sigprocmask(SIG_SETMASK, &old, NULL);
-    close(3); /* the protocol socket is the worker's: its EOF must mean the worker is gone */
+    /* The protocol and health sockets and the shared-memory regions are the
+     * worker's: EOF on a socket must mean the worker is gone. */
+    for (int fd = WORKER_PROTOCOL_FD; fd <= WORKER_SHM_OUT_FD; fd++)
+        close(fd);
     int status;
     while (waitpid(worker, &status, 0) < 0)
         if (errno != EINTR)

@@ -23,8 +23,15 @@ typedef struct shm_region {
     int refs;
 } shm_region;
 
-/* A new memfd (close-on-exec, size 0) named for logs: fd, or a negative errno. */
+/*
+ * A new memfd (close-on-exec, size 0) named for logs: fd, or a negative
+ * errno. It is sealed against shrinking, so no side can pull pages out from
+ * under the other's mapping (that would be SIGBUS); it may still grow.
+ */
 int shm_create(const char *name);
+
+/* Gives the pages of fd back to the system; its size and every mapping stay valid (reads see zeros). */
+int shm_release_pages(int fd);
 
 /* Maps len bytes of fd read-write and shared, with one reference; NULL on failure. */
 shm_region *shm_map(int fd, size_t len);

@@ -413,7 +413,7 @@ def test_worker_that_breaks_the_protocol_is_replaced(corral):
 
 @pytest.mark.parametrize("mode, why", [
     ("shm-unasked", "in shared memory without being allowed to"),
-    ("shm-short", "malformed INFER_RESULT"),
+    ("shm-short", "output sizes that run past the 1048576-byte region"),
 ])
 def test_worker_that_misuses_shared_memory_gets_502(corral, mode, why):
     corral.add("raw", "lc_raw", manifest=raw_manifest(mode))
@@ -422,6 +422,17 @@ def test_worker_that_misuses_shared_memory_gets_502(corral, mode, why):
     r = infer(d, "raw", timeout=30)
     assert r.status_code == 502, r.text
     assert why in r.text or why in d.log(), (r.text, d.log()[-2000:])
+
+
+def test_shared_memory_regions_can_grow_but_never_shrink(corral):
+    # Shrinking a region under the other side's mapping would be SIGBUS there: the memfds are sealed.
+    corral.add("raw", "lc_raw", manifest=raw_manifest("shm-shrink"))
+    d = corral.start()
+    r = infer(d, "raw")
+    assert r.status_code == 200, r.text
+    logs = wait_for(lambda: (lambda t: t if t.count("refused") == 2 else None)(d.get("/v1/models/raw/logs").text),
+                    timeout=5, what="both shrink attempts to be logged")
+    assert "shrank" not in logs and "Operation not permitted" in logs, logs
 
 
 def test_worker_that_ignores_shutdown_and_sigterm_is_killed(corral):

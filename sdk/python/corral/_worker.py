@@ -334,13 +334,13 @@ class Worker:
         try:
             if frame_type == proto.INFER:
                 reply_type, parts = proto.INFER_RESULT, self._infer(meta, data)
-                if shm_out:
-                    parts, flags = self._shared_output(parts)
             else:
                 reply_type, parts = proto.GENERATE_RESULT, self._generate(meta, data)
             length = sum(memoryview(part).nbytes for part in parts)
-            if length > proto.MAX_BODY:
+            if length > proto.MAX_BODY:  # checked before shared memory, which has the same limit
                 raise ValueError(f"result of {length} bytes exceeds the {proto.MAX_BODY}-byte frame limit")
+            if shm_out:
+                parts, flags = self._shared_output(parts)
         except BaseException as err:
             body = error_body(err)
             if body["status"] == 500:

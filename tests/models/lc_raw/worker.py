@@ -9,6 +9,8 @@ argv[1], the mode:
   shm-unasked   answer in shared memory without having said it maps the regions
   shm-short     say it maps the regions, then answer a 2 MiB output in shared
                 memory that holds 1 MiB
+  shm-shrink    on the first INFER, try to grow, then shrink, both regions and
+                print what happened
 Other INFER_RESULTs are an empty tensor list.
 """
 import json
@@ -70,6 +72,14 @@ while True:
         if mode == "garbage":
             send(INFER_RESULT, fid, b"", version=9)
             time.sleep(120)
+        if mode == "shm-shrink":
+            for fd in map(int, os.environ["CORRAL_SHM_FDS"].split(",")):
+                os.ftruncate(fd, 1 << 20)  # growing is allowed
+                try:
+                    os.ftruncate(fd, 0)
+                    print(f"lc_raw: shrank fd {fd}", flush=True)
+                except OSError as err:
+                    print(f"lc_raw: shrinking fd {fd} refused: {err.strerror}", flush=True)
         if mode in ("shm-unasked", "shm-short"):
             out_fd = int(os.environ["CORRAL_SHM_FDS"].split(",")[1])
             os.ftruncate(out_fd, 1 << 20)
