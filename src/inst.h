@@ -176,8 +176,8 @@ uint64_t inst_worker_rss(const inst *in);
 void inst_abandon(inst *in, job *j);
 
 /*
- * Gives the memory of an idle instance's shared-memory regions back (both
- * files are truncated to nothing; they grow again on the next large tensor).
+ * Gives the memory of an idle instance's shared-memory regions back (their
+ * pages are punched out; the files keep their size and mappings stay valid).
  * No-op unless the instance is ready with nothing in flight and no response
  * still sending from a region.
  */
