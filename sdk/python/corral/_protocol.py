@@ -88,9 +88,15 @@ def type_name(frame_type: int) -> str:
     return TYPE_NAMES.get(frame_type, f"0x{frame_type:02x}")
 
 
+# One encoder and one decoder for every frame: json.dumps with options builds
+# a new encoder per call, and json.loads on bytes first sniffs the encoding.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_DECODER = json.JSONDecoder()
+
+
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON for protocol metadata."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
 def split_body(body: memoryview) -> Tuple[Dict[str, Any], memoryview]:
@@ -106,11 +112,14 @@ def split_body(body: memoryview) -> Tuple[Dict[str, Any], memoryview]:
 
 def parse_json_object(raw: Any) -> Dict[str, Any]:
     """Raw JSON bytes that must hold an object (empty means {})."""
-    data = bytes(raw)
-    if not data.strip():
+    try:
+        text = str(raw, "utf-8")
+    except UnicodeDecodeError as err:
+        raise ProtocolError(f"meta is not UTF-8: {err}") from None
+    if not text.strip():
         return {}
     try:
-        obj = json.loads(data)
+        obj = _DECODER.decode(text)
     except ValueError as err:
         raise ProtocolError(f"meta is not valid JSON: {err}") from None
     if not isinstance(obj, dict):
