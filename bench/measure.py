@@ -35,7 +35,11 @@ class Config:
     def __init__(self) -> None:
         env = os.environ
         self.quick = env.get("BENCH_QUICK", "") not in ("", "0")
-        self.duration = int(env.get("BENCH_DURATION") or (1 if self.quick else 5))
+        self.duration = int(env.get("BENCH_DURATION") or (1 if self.quick else 2))
+        # Throughput points are taken in rounds, every server in turn, and each
+        # server's median round is reported: a shared machine's speed drifts,
+        # and interleaving keeps that drift out of the ratios.
+        self.rounds = int(env.get("BENCH_ROUNDS") or (1 if self.quick else 5))
         self.connections = [int(c) for c in (env.get("BENCH_CONNECTIONS") or "1,16,64").split(",")]
         self.elements = int(env.get("BENCH_ELEMENTS") or 16)
         self.kills = int(env.get("BENCH_KILLS") or (10 if self.quick else 50))
@@ -232,23 +236,30 @@ def wait_ready(server: Server, body: bytes, n: int) -> None:
     check_echo(server.port, server.path, body, n)
 
 
-def load_points(cfg: Config, server: Server, body_file: pathlib.Path) -> List[dict]:
+def warm_up(server: Server, body_file: pathlib.Path) -> None:
     url = f"http://127.0.0.1:{server.port}{server.path}"
     H.wrk("warm-up, 1 s at 16 connections, before each server's points", url, 16, 1, body_file)
-    points = []
-    for conns in cfg.connections:
-        pids = H.descendants(server.root_pid)
-        cpu0, lead0 = H.tree_cpu_s(pids), H.proc_cpu_s(server.root_pid)
-        res = H.wrk(f"{server.key}, {conns} connection{'s' if conns > 1 else ''}", url, conns, cfg.duration, body_file)
-        n = res["requests"] or 1
-        res["cpu_us_per_req"] = (H.tree_cpu_s(pids) - cpu0) * 1e6 / n
-        # For corral, the daemon alone (the root is the daemon; the rest are its workers).
-        res["root_cpu_us_per_req"] = (H.proc_cpu_s(server.root_pid) - lead0) * 1e6 / n
-        res["processes"] = len(pids)
-        points.append(res)
-        print(f"  {server.label:38s} c={conns:<3d} {res['rps']:10.0f} req/s  p50 {res['p50_us']:7d} µs"
-              f"  p99 {res['p99_us']:7d} µs  errors {res['errors']}", flush=True)
-    return points
+
+
+def load_point(cfg: Config, server: Server, conns: int, body_file: pathlib.Path) -> dict:
+    url = f"http://127.0.0.1:{server.port}{server.path}"
+    pids = H.descendants(server.root_pid)
+    cpu0, lead0 = H.tree_cpu_s(pids), H.proc_cpu_s(server.root_pid)
+    res = H.wrk(f"{server.key}, {conns} connection{'s' if conns > 1 else ''}", url, conns, cfg.duration, body_file)
+    n = res["requests"] or 1
+    res["cpu_us_per_req"] = (H.tree_cpu_s(pids) - cpu0) * 1e6 / n
+    # For corral, the daemon alone (the root is the daemon; the rest are its workers).
+    res["root_cpu_us_per_req"] = (H.proc_cpu_s(server.root_pid) - lead0) * 1e6 / n
+    res["processes"] = len(pids)
+    return res
+
+
+def median_round(rounds: List[dict]) -> dict:
+    """The round with the median request rate, with every round's rate kept beside it."""
+    ordered = sorted(rounds, key=lambda r: r["rps"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["rounds_rps"] = [r["rps"] for r in rounds]
+    return chosen
 
 
 def tensor_roundtrips(cfg: Config, server: Server, mib: int, ws: Workspace) -> dict:
@@ -337,7 +348,8 @@ def loopback_floor(cfg: Config, mib: int) -> dict:
 
 
 def serving(cfg: Config, ws: Workspace) -> dict:
-    """Items 2 and 4: every server, one at a time, under wrk, then with large tensors."""
+    """Items 2 and 4: every server started side by side; wrk points in rounds, every server in
+    turn (the median round is kept); then the large tensors, server by server."""
     repo = ws.repo("serving", {"echo": (EXAMPLES / "echo", echo_py_manifest(2)),
                                "echo-c": (EXAMPLES / "echo-c", echo_c_manifest(2))})
     body = json_request(cfg.elements)
@@ -355,11 +367,25 @@ def serving(cfg: Config, ws: Workspace) -> dict:
                           d.pid, lambda: None)
         starters = [lambda: corral_py, lambda: start_gunicorn(ws), lambda: start_uwsgi(ws),
                     lambda: start_uvicorn(ws), lambda: corral_c, lambda: start_nginx(ws, c_body)]
-        for make in starters:
-            server = make()
-            try:
-                wait_ready(server, body, cfg.elements)
-                entry = {"label": server.label, "group": server.group, "points": load_points(cfg, server, body_file)}
+        running: List[Server] = []
+        try:
+            for make in starters:
+                running.append(make())
+                wait_ready(running[-1], body, cfg.elements)
+            for server in running:
+                warm_up(server, body_file)
+            taken: Dict[Tuple[str, int], List[dict]] = {}
+            for r in range(cfg.rounds):
+                for conns in cfg.connections:
+                    for server in running:
+                        res = load_point(cfg, server, conns, body_file)
+                        taken.setdefault((server.key, conns), []).append(res)
+                        print(f"  round {r + 1}/{cfg.rounds} {server.label:38s} c={conns:<3d} {res['rps']:10.0f} req/s"
+                              f"  p50 {res['p50_us']:7d} µs  p99 {res['p99_us']:7d} µs  errors {res['errors']}",
+                              flush=True)
+            for server in running:
+                entry = {"label": server.label, "group": server.group,
+                         "points": [median_round(taken[(server.key, conns)]) for conns in cfg.connections]}
                 if server.tensors:
                     entry["tensors"] = []
                     for mib in cfg.tensor_mib:
@@ -368,7 +394,8 @@ def serving(cfg: Config, ws: Workspace) -> dict:
                         print(f"  {server.label:38s} {mib:3d} MiB tensor in and out: {t['mb_s']:8.0f} MB/s",
                               flush=True)
                 results[server.key] = entry
-            finally:
+        finally:
+            for server in running:
                 server.stopper()
     finally:
         d.stop()

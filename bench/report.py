@@ -559,8 +559,12 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
         srv = s["servers"]
         cfg = scfg(res, "serving")
         w("## 2. Inference throughput and latency\n")
+        rounds = cfg.get("rounds", 1)
         w(f"wrk with a Lua POST script ([bench/post.lua](../bench/post.lua)), {cfg['duration']} s per point after a "
-          f"1 s warm-up, 2 threads (1 at one connection). Each request is a KServe v2 JSON inference request "
+          f"1 s warm-up, 2 threads (1 at one connection). Every server runs side by side, and the points are taken "
+          f"in {rounds} round{'s' if rounds != 1 else ''}, every server in turn at each connection count; each "
+          f"figure is from a server's median round by request rate (a shared machine's speed drifts, and "
+          f"interleaving keeps that drift out of the ratios). Each request is a KServe v2 JSON inference request "
           f"with one FP32 tensor of shape [1, {s['elements']}] ({s['request_bytes']} bytes); every server "
           f"answers with the v2 response shape `{{model_name, model_version, outputs: [{{name, datatype, shape, "
           f"data}}]}}`, and its first answer is checked to be the echo before it is measured.\n")
