@@ -497,6 +497,14 @@ static job *take_inflight(inst *in, uint64_t id)
     return NULL;
 }
 
+/* Drops the daemon's mappings of the regions; responses still sending from one hold their own reference. */
+static void unmap_regions(inst *in)
+{
+    shm_unref(in->shm_in);
+    shm_unref(in->shm_out);
+    in->shm_in = in->shm_out = NULL;
+}
+
 void inst_release_shm(inst *in)
 {
     if (in->state != INST_READY || in->exited || in->inflight || in->shm_in_job || in->shm_out_job ||
@@ -509,9 +517,7 @@ void inst_release_shm(inst *in)
                      model_name(in->model), in->id, strerror(-rc));
         in->shm_used[k] = 0;
     }
-    shm_unref(in->shm_in);
-    shm_unref(in->shm_out);
-    in->shm_in = in->shm_out = NULL;
+    unmap_regions(in);
 }
 
 void inst_abandon(inst *in, job *j)
@@ -664,26 +670,21 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
             if ((size_t)shm_len > in->shm_used[1])
                 in->shm_used[1] = (size_t)shm_len;
         }
+        /* An answer, even a late one, means the worker is done with the regions it was lent. */
+        if (h->id == in->shm_in_job)
+            in->shm_in_job = 0;
+        if (h->id == in->shm_out_job)
+            in->shm_out_job = 0;
         job *j = take_inflight(in, h->id);
         if (!j) {
-            if (in->abandoned && h->id <= in->abandoned_max_id) {
-                /* the answer to a request whose deadline passed: already answered 504 */
-                if (h->id == in->shm_in_job)
-                    in->shm_in_job = 0;
-                if (h->id == in->shm_out_job)
-                    in->shm_out_job = 0;
-                break;
-            }
+            if (in->abandoned && h->id <= in->abandoned_max_id)
+                break; /* the answer to a request whose deadline passed: already answered 504 */
             protocol_error(in, "%s for unknown request id %llu", proto_type_name(h->type),
                            (unsigned long long)h->id);
             break;
         }
         in->last_busy_ms = now_ms();
         in->requests++;
-        if (h->id == in->shm_in_job)
-            in->shm_in_job = 0; /* the worker is done with its input */
-        if (h->id == in->shm_out_job)
-            in->shm_out_job = 0;
         if (h->flags & PROTO_FLAG_SHM_DATA) {
             j->shm = in->shm_out; /* the response holds the region until it is sent */
             shm_ref(j->shm);
@@ -1027,15 +1028,12 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     in->body = NULL;
     in->have_header = 0;
     in->stage_len = 0;
-    /* Responses still sending from the regions hold their own references. */
     for (int k = 0; k < 2; k++) {
         if (in->shm_fd[k] >= 0)
             close(in->shm_fd[k]);
         in->shm_fd[k] = -1;
     }
-    shm_unref(in->shm_in);
-    shm_unref(in->shm_out);
-    in->shm_in = in->shm_out = NULL;
+    unmap_regions(in);
     in->shm = 0;
     in->shm_in_job = in->shm_out_job = 0;
     in->shm_used[0] = in->shm_used[1] = 0;
@@ -1224,9 +1222,7 @@ static void maybe_release(inst *in)
     free(in->linebuf[0]);
     free(in->linebuf[1]);
     json_decref(in->metadata);
-    shm_unref(in->shm_in); /* normally gone with the exit already */
-    shm_unref(in->shm_out);
-    in->shm_in = in->shm_out = NULL;
+    unmap_regions(in); /* normally gone with the exit already */
     in->stage = NULL;
     in->linebuf[0] = in->linebuf[1] = NULL;
     in->metadata = NULL;

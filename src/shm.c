@@ -38,7 +38,8 @@ int shm_release_pages(int fd)
     return 0;
 }
 
-shm_region *shm_map(int fd, size_t len)
+/* Maps len bytes of fd read-write and shared, with one reference; NULL on failure. */
+static shm_region *shm_map(int fd, size_t len)
 {
     if (len == 0)
         return NULL;

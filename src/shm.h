@@ -33,8 +33,6 @@ int shm_create(const char *name);
 /* Gives the pages of fd back to the system; its size and every mapping stay valid (reads see zeros). */
 int shm_release_pages(int fd);
 
-/* Maps len bytes of fd read-write and shared, with one reference; NULL on failure. */
-shm_region *shm_map(int fd, size_t len);
 void shm_ref(shm_region *r);
 /* Drops a reference; the last one unmaps. NULL is ignored. */
 void shm_unref(shm_region *r);
