@@ -6,6 +6,7 @@
 #ifndef CORRAL_API_H
 #define CORRAL_API_H
 
+#include "infer.h"
 #include "model.h"
 #include "sched.h"
 
@@ -13,8 +14,12 @@
 
 typedef struct api_pending api_pending;
 
-/* Builds the response once a job is done; req is still alive when called. */
-typedef void (*api_respond_fn)(api_pending *p, int status, const char *msg, uint8_t *body, size_t len);
+/*
+ * Builds the response once a job is done; req is still alive when called.
+ * Returns 1 when the worker's 200 answer did not parse as its type requires
+ * (the client got a 502; the instance is then replaced), else 0.
+ */
+typedef int (*api_respond_fn)(api_pending *p, int status, const char *msg, uint8_t *body, size_t len);
 
 struct api_pending {
     h2o_req_t *req; /* NULL once h2o disposed the request (client gone) */
@@ -23,12 +28,8 @@ struct api_pending {
     api_respond_fn respond;
     lifecycle_waiter waiter;
     int waiting;    /* waiter is registered with model */
-    /* what the infer response needs */
-    h2o_iovec_t id; /* request id, in req's pool */
-    int has_id;
-    int binary_all; /* parameters.binary_data_output */
-    json_t *binary_outputs; /* names of outputs asked for as binary; owned */
-    json_t *requested;      /* names of the outputs asked for, or NULL for all; owned */
+    int inst_id, inst_pid; /* the instance that answered, for messages about its answer */
+    infer_opts opts; /* what the infer response needs */
     /* the result's tensor data when it came in shared memory: a reference
      * held until the response is sent (the pool is disposed) */
     struct shm_region *shm;

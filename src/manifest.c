@@ -9,6 +9,7 @@
 #include "manifest.h"
 
 #include "tensor.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <math.h>
@@ -377,7 +378,7 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
                 json_decref(strs);
                 return fail(c, "args", "must be a list of strings");
             }
-            json_array_append_new(strs, json_string(text));
+            json_array_append_new(strs, utf8_json_string(text, strlen(text)));
         }
         m->args = string_list(strs);
         json_decref(strs);
@@ -398,7 +399,7 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
                 return fail(c, "env", "entry '%s' must map a name without '=' to a scalar", k);
             }
             snprintf(kv, sizeof kv, "%s=%s", k, text);
-            json_array_append_new(strs, json_string(kv));
+            json_array_append_new(strs, utf8_json_string(kv, strlen(kv)));
         }
         m->env = string_list(strs);
         json_decref(strs);
@@ -503,31 +504,42 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
 
 int manifest_load(const char *path, const char *dirname, manifest **out, char *err, size_t errlen)
 {
-    vctx c = {.path = path, .err = err, .errlen = errlen};
-    manifest *m = NULL;
-    json_t *root = NULL;
-    unsigned char *text = NULL;
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    int have_parser = 0, have_doc = 0, rc = -EINVAL;
-
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -errno;
     }
-    text = malloc(MANIFEST_MAX_BYTES + 1);
-    size_t len = text ? fread(text, 1, MANIFEST_MAX_BYTES + 1, f) : 0;
-    fclose(f);
+    unsigned char *text = malloc(MANIFEST_MAX_BYTES + 1);
     if (!text)
-        goto fail;
+        abort();
+    size_t len = fread(text, 1, MANIFEST_MAX_BYTES + 1, f);
+    fclose(f);
+    int rc;
     if (len > MANIFEST_MAX_BYTES) {
         snprintf(err, errlen, "%s: larger than %d bytes", path, MANIFEST_MAX_BYTES);
-        goto fail;
+        rc = -EINVAL;
+    } else {
+        rc = manifest_parse(path, text, len, dirname, out, err, errlen);
     }
+    free(text);
+    return rc;
+}
 
+int manifest_parse(const char *path, const unsigned char *text, size_t len, const char *dirname, manifest **out,
+                   char *err, size_t errlen)
+{
+    vctx c = {.path = path, .err = err, .errlen = errlen};
+    manifest *m = NULL;
+    json_t *root = NULL;
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    int have_doc = 0, rc = -EINVAL;
+
+    if (len > MANIFEST_MAX_BYTES) {
+        snprintf(err, errlen, "%s: larger than %d bytes", path, MANIFEST_MAX_BYTES);
+        return -EINVAL;
+    }
     yaml_parser_initialize(&parser);
-    have_parser = 1;
     yaml_parser_set_input_string(&parser, text, len);
     if (!yaml_parser_load(&parser, &doc)) {
         snprintf(err, errlen, "%s: line %zu: YAML error: %s", path, parser.problem_mark.line + 1,
@@ -547,7 +559,7 @@ int manifest_load(const char *path, const char *dirname, manifest **out, char *e
     }
     m = calloc(1, sizeof *m);
     if (!m)
-        goto fail;
+        abort();
     m->digest = manifest_digest(text, len);
     if (validate(&c, root, dirname, m) < 0)
         goto fail;
@@ -555,13 +567,12 @@ int manifest_load(const char *path, const char *dirname, manifest **out, char *e
     m = NULL;
     rc = 0;
 fail:
+    utf8_trim_partial(err);
     manifest_free(m);
     json_decref(root);
     if (have_doc)
         yaml_document_delete(&doc);
-    if (have_parser)
-        yaml_parser_delete(&parser);
-    free(text);
+    yaml_parser_delete(&parser);
     return rc;
 }
 

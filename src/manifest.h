@@ -52,6 +52,9 @@ typedef struct manifest {
  * ("<path>: key 'instances': must be an integer from 1 to 1024").
  */
 int manifest_load(const char *path, const char *dirname, manifest **out, char *err, size_t errlen);
+/* The same over the manifest's bytes in memory; path is only named in messages. */
+int manifest_parse(const char *path, const unsigned char *text, size_t len, const char *dirname, manifest **out,
+                   char *err, size_t errlen);
 void manifest_free(manifest *m);
 
 /* "250ms", "30s", "5m", "1h", "2.5s", "100us"; a bare number is seconds. Returns 0 or -EINVAL. */

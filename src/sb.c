@@ -3,6 +3,10 @@
  */
 #include "sb.h"
 
+#include "utf8.h"
+
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +41,23 @@ char *sb_reserve(sb *b, size_t n)
         b->cap = cap;
     }
     return b->p + b->len;
+}
+
+int sb_try_reserve(sb *b, size_t n)
+{
+    if (b->len + n + 1 <= b->cap)
+        return 0;
+    if (n > SIZE_MAX / 4 - b->len)
+        return -ENOMEM;
+    size_t cap = b->cap * 2;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p)
+        return -ENOMEM;
+    b->p = p;
+    b->cap = cap;
+    return 0;
 }
 
 void sb_add(sb *b, const void *data, size_t n)
@@ -76,28 +97,37 @@ void sb_printf(sb *b, const char *fmt, ...)
 void sb_json_str(sb *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
     char *o = sb_reserve(b, n * 6 + 2);
     *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = u[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            *o++ = (char)c;
+            i++;
+        } else if (c == '"' || c == '\\') {
             *o++ = '\\';
             *o++ = (char)c;
-        } else if (c < 0x20) {
+            i++;
+        } else if (c == '\n' || c == '\r' || c == '\t') {
             *o++ = '\\';
-            switch (c) {
-            case '\n': *o++ = 'n'; break;
-            case '\r': *o++ = 'r'; break;
-            case '\t': *o++ = 't'; break;
-            default:
-                *o++ = 'u';
-                *o++ = '0';
-                *o++ = '0';
-                *o++ = hex[c >> 4];
-                *o++ = hex[c & 15];
-            }
+            *o++ = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+            i++;
         } else {
-            *o++ = (char)c;
+            size_t len = c < 0x80 ? 0 : utf8_char_len(u + i, n - i);
+            if (len) {
+                memcpy(o, u + i, len);
+                o += len;
+                i += len;
+                continue;
+            }
+            /* a control byte, or a byte that is not valid UTF-8: U+00XX */
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[c >> 4];
+            o[5] = hex[c & 15];
+            o += 6;
+            i++;
         }
     }
     *o++ = '"';

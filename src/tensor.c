@@ -6,6 +6,7 @@
  */
 #include "tensor.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -145,10 +146,7 @@ typedef struct flatten {
 static int put_element(flatten *fl, json_t *v)
 {
     int64_t idx = fl->seen++;
-    if (idx >= fl->want) {
-        snprintf(fl->err, fl->errlen, "has more elements than its shape (%lld)", (long long)fl->want);
-        return -EINVAL;
-    }
+    assert(idx < fl->want); /* the elements were counted first */
     uint8_t buf[8];
     dtype t = fl->t;
     if (t == DT_BYTES) {
@@ -204,7 +202,8 @@ static int put_element(flatten *fl, json_t *v)
     if (json_is_string(v)) {
         const char *s = json_string_value(v);
         size_t n = json_string_length(v);
-        int digits = n > 0 && n <= 21 && strspn(s + (s[0] == '-'), "0123456789") == n - (s[0] == '-');
+        size_t sign = n > 0 && s[0] == '-';
+        int digits = n > sign && strspn(s + sign, "0123456789") == n - sign;
         if (digits && t == DT_UINT64 && s[0] != '-') {
             char *end;
             errno = 0;
@@ -216,8 +215,8 @@ static int put_element(flatten *fl, json_t *v)
             }
         }
         if (digits) {
-            snprintf(fl->err, fl->errlen, "element %lld (%s) is out of range for %s", (long long)idx, s,
-                     dtype_name(t));
+            snprintf(fl->err, fl->errlen, "element %lld (%.40s%s) is out of range for %s", (long long)idx, s,
+                     n > 40 ? "..." : "", dtype_name(t));
             return -EINVAL;
         }
     }
@@ -264,6 +263,28 @@ static int flatten_value(flatten *fl, json_t *v, int depth)
     return 0;
 }
 
+/* The leaves of nested arrays, or -1 past TENSOR_MAX_DIMS levels; adds the bytes of string leaves to *text. */
+static int64_t count_elements(json_t *v, int depth, size_t *text)
+{
+    if (!json_is_array(v)) {
+        if (json_is_string(v))
+            *text += json_string_length(v);
+        return 1;
+    }
+    if (depth > TENSOR_MAX_DIMS)
+        return -1;
+    int64_t n = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) {
+        int64_t k = count_elements(e, depth + 1, text);
+        if (k < 0)
+            return -1;
+        n += k;
+    }
+    return n;
+}
+
 int tensor_from_json(json_t *data, dtype t, int64_t nelem, sb *out, char *err, size_t errlen)
 {
     flatten fl = {.t = t, .want = nelem, .out = out, .err = err, .errlen = errlen};
@@ -271,21 +292,35 @@ int tensor_from_json(json_t *data, dtype t, int64_t nelem, sb *out, char *err, s
         snprintf(err, errlen, "data must be an array");
         return -EINVAL;
     }
-    if (dtype_size(t))
-        sb_reserve(out, (size_t)nelem * dtype_size(t));
-    if (flatten_value(&fl, data, 0) < 0)
-        return -EINVAL;
-    if (fl.seen != nelem) {
-        snprintf(err, errlen, "has %lld elements but its shape holds %lld", (long long)fl.seen, (long long)nelem);
+    /* Count before reserving: the shape is only a claim, the array is the data. */
+    size_t text = 0;
+    int64_t have = count_elements(data, 0, &text);
+    if (have < 0) {
+        snprintf(err, errlen, "is nested more than %d deep", TENSOR_MAX_DIMS);
         return -EINVAL;
     }
+    if (have != nelem) {
+        snprintf(err, errlen, "has %lld elements but its shape holds %lld", (long long)have, (long long)nelem);
+        return -EINVAL;
+    }
+    /* the raw size: fixed-size elements, or each string with its 4-byte length */
+    size_t need = dtype_size(t) ? (size_t)nelem * dtype_size(t) : text + 4 * (size_t)nelem;
+    if (sb_try_reserve(out, need) < 0) {
+        snprintf(err, errlen, "needs %zu bytes, which cannot be allocated now", need);
+        return -ENOMEM;
+    }
+    if (flatten_value(&fl, data, 0) < 0)
+        return -EINVAL;
+    assert(fl.seen == nelem);
     return 0;
 }
 
 int tensor_check_raw(dtype t, const uint8_t *data, size_t size, int64_t nelem)
 {
-    if (t != DT_BYTES)
-        return (uint64_t)nelem * dtype_size(t) == size ? 0 : -EINVAL;
+    if (nelem < 0)
+        return -EINVAL;
+    if (t != DT_BYTES) /* divided, not multiplied: a claimed count must not wrap around */
+        return (uint64_t)nelem == size / dtype_size(t) && size % dtype_size(t) == 0 ? 0 : -EINVAL;
     size_t off = 0;
     for (int64_t i = 0; i < nelem; i++) {
         if (size - off < 4)
@@ -298,45 +333,6 @@ int tensor_check_raw(dtype t, const uint8_t *data, size_t size, int64_t nelem)
         off += n;
     }
     return off == size ? 0 : -EINVAL;
-}
-
-/* Appends a JSON string for bytes that may not be UTF-8; invalid bytes become \u00XX. */
-static void json_bytes(sb *out, const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    for (; i < n; i++)
-        if (s[i] >= 0x80)
-            break;
-    if (i == n) {
-        sb_json_str(out, (const char *)s, n);
-        return;
-    }
-    sb_addc(out, '"');
-    i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        int ok = len > 0 && i + len <= n;
-        for (size_t k = 1; ok && k < len; k++)
-            ok = (s[i + k] & 0xc0) == 0x80;
-        if (!ok) {
-            sb_printf(out, "\\u%04x", c);
-            i++;
-            continue;
-        }
-        if (len == 1) {
-            if (c == '"' || c == '\\')
-                sb_printf(out, "\\%c", c);
-            else if (c < 0x20)
-                sb_printf(out, "\\u%04x", c);
-            else
-                sb_addc(out, (char)c);
-        } else {
-            sb_add(out, s + i, len);
-        }
-        i += len;
-    }
-    sb_addc(out, '"');
 }
 
 /*
@@ -446,6 +442,15 @@ static void put_double(sb *out, double d, int digits)
     out->len += n;
 }
 
+size_t tensor_json_bound(dtype t, size_t size, int64_t nelem)
+{
+    /* per element: a comma, then at most 32 bytes (put_double's room, more
+     * than any integer or "false" needs); a BYTES element at most 6 bytes per
+     * byte plus its quotes; and room for the last look-ahead reservation */
+    size_t n = (size_t)nelem;
+    return 2 + 64 + (t == DT_BYTES ? 6 * size + 3 * n : 33 * n);
+}
+
 void tensor_to_json(sb *out, dtype t, const uint8_t *data, size_t size, int64_t nelem)
 {
     (void)size;
@@ -500,7 +505,7 @@ void tensor_to_json(sb *out, dtype t, const uint8_t *data, size_t size, int64_t 
         }
         case DT_BYTES: {
             uint32_t n; memcpy(&n, data + off, 4);
-            json_bytes(out, data + off + 4, n);
+            sb_json_str(out, (const char *)data + off + 4, n);
             off += 4 + n;
             break;
         }

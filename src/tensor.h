@@ -64,6 +64,13 @@ int tensor_check_raw(dtype t, const uint8_t *data, size_t size, int64_t nelem);
 void tensor_to_json(sb *out, dtype t, const uint8_t *data, size_t size, int64_t nelem);
 
 /*
+ * The most bytes tensor_to_json appends for such data (which must pass
+ * tensor_check_raw): with that much room reserved first it never grows the
+ * buffer, so a response sized by a worker can be refused, not fatal.
+ */
+size_t tensor_json_bound(dtype t, size_t size, int64_t nelem);
+
+/*
  * The printf-free fast path of tensor_to_json's numbers: writes "%.*g" of d
  * at p (32 bytes of room) and returns its length when d is a short decimal
  * (see tensor.c), else returns 0. d must be a float or narrower value.

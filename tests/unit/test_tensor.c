@@ -96,12 +96,46 @@ static void bad_data(void)
     expect_error(DT_FP32, "[\"x\"]", 1, "not a number");
     expect_error(DT_BOOL, "[2]", 1, "not a boolean");
     expect_error(DT_BYTES, "[1]", 1, "not a string");
-    expect_error(DT_INT32, "[1, 2, 3]", 2, "more elements than its shape");
+    expect_error(DT_INT32, "[1, 2, 3]", 2, "has 3 elements but its shape holds 2");
     expect_error(DT_INT32, "[1]", 2, "has 1 elements but its shape holds 2");
     expect_error(DT_INT32, "{\"a\": 1}", 1, "data must be an array");
     expect_error(DT_FP16, "[1e6]", 1, "out of range for FP16");
     expect_error(DT_FP32, "[-1e39]", 1, "out of range for FP32");
     expect_error(DT_BF16, "[1e39]", 1, "out of range for BF16");
+}
+
+/* A shape is a claim: nothing is reserved for it before the elements are counted. */
+static void claimed_shape_allocates_nothing(void)
+{
+    json_t *data = json_loads("[1]", 0, NULL);
+    sb out;
+    sb_init(&out, 16);
+    char err[256];
+    CHECK(tensor_from_json(data, DT_INT8, 1LL << 30, &out, err, sizeof err) == -EINVAL);
+    CHECK(strstr(err, "has 1 elements but its shape holds 1073741824") != NULL);
+    CHECK(out.cap == 16);
+    CHECK(tensor_from_json(data, DT_FP64, 1LL << 40, &out, err, sizeof err) == -EINVAL);
+    CHECK(out.cap == 16);
+    sb_free(&out);
+    json_decref(data);
+}
+
+/* A claimed element count times the element size must not wrap around to the real size. */
+static void raw_count_does_not_wrap(void)
+{
+    uint8_t byte = 0;
+    CHECK(tensor_check_raw(DT_FP32, &byte, 0, 1LL << 62) == -EINVAL);
+    CHECK(tensor_check_raw(DT_INT64, &byte, 0, 1LL << 61) == -EINVAL);
+    CHECK(tensor_check_raw(DT_FP32, &byte, 0, 0) == 0);
+    CHECK(tensor_check_raw(DT_FP32, &byte, 1, 0) == -EINVAL);
+    CHECK(tensor_check_raw(DT_BYTES, &byte, 0, 1LL << 62) == -EINVAL);
+}
+
+static void uint64_out_of_range_says_so(void)
+{
+    expect_error(DT_UINT64, "[\"18446744073709551616\"]", 1, "out of range for UINT64");
+    expect_error(DT_UINT64, "[\"123456789012345678901234567890\"]", 1, "out of range for UINT64");
+    expect_error(DT_INT64, "[\"9223372036854775808\"]", 1, "out of range for INT64");
 }
 
 static void half_precision(void)
@@ -215,4 +249,5 @@ static void fast_decimal(void)
 }
 
 CHECK_MAIN(CASE(fast_decimal), CASE(non_finite_is_null), CASE(names), CASE(every_datatype), CASE(nested_and_empty), CASE(bad_data), CASE(half_precision),
-           CASE(raw_checks), CASE(invalid_utf8_bytes))
+           CASE(raw_checks), CASE(invalid_utf8_bytes), CASE(claimed_shape_allocates_nothing),
+           CASE(raw_count_does_not_wrap), CASE(uint64_out_of_range_says_so))

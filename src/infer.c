@@ -1,0 +1,551 @@
+/*
+ * infer — v2 inference messages <-> worker frames; see infer.h.
+ *
+ * The request becomes one INFER frame: a 16-byte header, the u32 meta
+ * length, the meta JSON (id, parameters, each input's name, datatype, shape
+ * and byte size, the outputs asked for), then every tensor's raw bytes back
+ * to back. JSON tensor data is converted into one buffer; binary tensor
+ * data is referenced where it lies in the request body.
+ */
+#include "infer.h"
+
+#include "inst.h"
+#include "proto.h"
+#include "sb.h"
+#include "shm.h"
+#include "tensor.h"
+#include "utf8.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void infer_opts_clear(infer_opts *opts)
+{
+    free(opts->id);
+    json_decref(opts->binary_outputs);
+    json_decref(opts->requested);
+    memset(opts, 0, sizeof *opts);
+}
+
+/* The message of a failed parse or build: "model 'NAME': ..." cut at a character boundary. */
+static int fail(char *err, size_t errlen, int status, const char *model, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int fail(char *err, size_t errlen, int status, const char *model, const char *fmt, ...)
+{
+    int n = snprintf(err, errlen, "model '%s': ", model);
+    if (n < 0 || (size_t)n >= errlen)
+        n = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    utf8_trim_partial(err);
+    return status;
+}
+
+/*
+ * jansson holds integers as long long, so a UINT64 element above INT64_MAX
+ * (or any integer beyond the 64-bit range) fails to parse. Such integer
+ * tokens are quoted here, outside strings, and tensor_from_json reads a
+ * quoted run of digits as an integer: exact for UINT64, out of range for
+ * everything else. Returns a malloc'ed copy, or NULL when nothing changed.
+ */
+static char *quote_big_integers(const char *text, size_t len, size_t *out_len)
+{
+    sb out;
+    sb_init(&out, len + 64);
+    int in_string = 0, changed = 0;
+    size_t i = 0;
+    while (i < len) {
+        char c = text[i];
+        if (in_string) {
+            sb_addc(&out, c);
+            if (c == '\\' && i + 1 < len)
+                sb_addc(&out, text[++i]);
+            else if (c == '"')
+                in_string = 0;
+            i++;
+            continue;
+        }
+        if (c == '"') {
+            in_string = 1;
+            sb_addc(&out, c);
+            i++;
+            continue;
+        }
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t start = i, digits = 0, j = i + (c == '-');
+            while (j < len && text[j] >= '0' && text[j] <= '9') {
+                j++;
+                digits++;
+            }
+            int integer = j >= len || (text[j] != '.' && text[j] != 'e' && text[j] != 'E');
+            if (integer && digits >= 19) {
+                sb_addc(&out, '"');
+                sb_add(&out, text + start, j - start);
+                sb_addc(&out, '"');
+                changed = 1;
+            } else {
+                sb_add(&out, text + start, j - start);
+            }
+            i = j;
+            continue;
+        }
+        sb_addc(&out, c);
+        i++;
+    }
+    if (!changed) {
+        sb_free(&out);
+        return NULL;
+    }
+    return sb_take(&out, out_len);
+}
+
+/* Where one input's raw bytes are: in the request body, or at off in the converted data. */
+typedef struct segment {
+    const uint8_t *ptr;
+    size_t off, len;
+} segment;
+
+/* Inference-Header-Content-Length: digits only, within the body. */
+static int header_length(const infer_input *in, size_t *json_len)
+{
+    if (!in->header_length) {
+        *json_len = in->len;
+        return 0;
+    }
+    size_t v = 0;
+    if (in->header_length_len == 0 || in->header_length_len > 19)
+        return -1;
+    for (size_t i = 0; i < in->header_length_len; i++) {
+        char c = in->header_length[i];
+        if (c < '0' || c > '9')
+            return -1;
+        v = v * 10 + (size_t)(c - '0');
+    }
+    if (v > in->len)
+        return -1;
+    *json_len = v;
+    return 0;
+}
+
+int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *err, size_t errlen)
+{
+    const char *model = in->model;
+    size_t json_len;
+    if (header_length(in, &json_len) < 0) {
+        /* shown escaped by the error writer, at most 40 bytes of it */
+        size_t shown = in->header_length_len > 40 ? 40 : in->header_length_len;
+        return fail(err, errlen, 400, model,
+                    "Inference-Header-Content-Length '%.*s%s' is not a length within the body (%zu bytes)",
+                    (int)shown, in->header_length, in->header_length_len > 40 ? "..." : "", in->len);
+    }
+    const uint8_t *bin = in->body + json_len;
+    size_t bin_len = in->len - json_len, bin_used = 0;
+
+    json_error_t jerr;
+    const char *text = in->body ? (const char *)in->body : "";
+    json_t *root = json_loadb(text, json_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root && strstr(jerr.text, "too big integer")) {
+        size_t qlen;
+        char *quoted = quote_big_integers(text, json_len, &qlen);
+        if (quoted) {
+            root = json_loadb(quoted, qlen, JSON_REJECT_DUPLICATES, &jerr);
+            free(quoted);
+        }
+    }
+    if (!root)
+        return fail(err, errlen, 400, model, "malformed JSON in inference request: %s (line %d, column %d)",
+                    jerr.text, jerr.line, jerr.column);
+    sb meta, data;
+    sb_init(&meta, 512);
+    sb_init(&data, 256);
+    segment segs[INFER_MAX_TENSORS];
+    int nsegs = 0;
+    char why[512];
+    int status = 400;
+#define BAD(...)                                                                                                      \
+    do {                                                                                                              \
+        fail(err, errlen, 400, model, __VA_ARGS__);                                                                   \
+        goto fail;                                                                                                    \
+    } while (0)
+
+    if (!json_is_object(root))
+        BAD("an inference request must be a JSON object");
+    json_t *id = json_object_get(root, "id");
+    if (id && !json_is_string(id))
+        BAD("'id' must be a string");
+    json_t *params = json_object_get(root, "parameters");
+    if (params && !json_is_object(params))
+        BAD("'parameters' must be an object");
+    int priority = 0;
+    json_t *prio = json_object_get(params, "priority");
+    if (prio) {
+        int levels = in->priority_levels > 0 ? in->priority_levels : 1;
+        if (!json_is_integer(prio))
+            BAD("parameters.priority must be an integer from 0 (the model's default) to %d", levels);
+        if (json_integer_value(prio) < 0 || json_integer_value(prio) > levels)
+            BAD("parameters.priority %lld is out of range: this model has priority levels 1 to %d (0 means its "
+                "default)",
+                (long long)json_integer_value(prio), levels);
+        priority = (int)json_integer_value(prio);
+    }
+    json_t *timeout = json_object_get(params, "timeout");
+    if (timeout && (!json_is_integer(timeout) || json_integer_value(timeout) < 0))
+        BAD("parameters.timeout must be a non-negative integer (microseconds)");
+    json_t *bdo = json_object_get(params, "binary_data_output");
+    if (bdo && !json_is_boolean(bdo))
+        BAD("parameters.binary_data_output must be a boolean");
+    opts->binary_all = json_is_true(bdo);
+
+    json_t *inputs = json_object_get(root, "inputs");
+    if (!json_is_array(inputs) || json_array_size(inputs) == 0)
+        BAD("'inputs' must be a non-empty array of tensors");
+    if (json_array_size(inputs) > INFER_MAX_TENSORS)
+        BAD("at most %d inputs per request", INFER_MAX_TENSORS);
+
+    sb_adds(&meta, "{\"id\":");
+    if (id)
+        sb_json_str(&meta, json_string_value(id), json_string_length(id));
+    else
+        sb_adds(&meta, "\"\"");
+    sb_adds(&meta, ",\"parameters\":");
+    if (params) {
+        char *ptext = json_dumps(params, JSON_COMPACT);
+        if (!ptext) {
+            status = 503;
+            BAD("no memory to forward the request's parameters");
+        }
+        sb_adds(&meta, ptext);
+        free(ptext);
+    } else {
+        sb_adds(&meta, "{}");
+    }
+    sb_adds(&meta, ",\"inputs\":[");
+    size_t i;
+    json_t *input;
+    json_array_foreach(inputs, i, input) {
+        if (!json_is_object(input))
+            BAD("inputs[%zu] must be an object", i);
+        json_t *name = json_object_get(input, "name");
+        if (!json_is_string(name) || json_string_length(name) == 0)
+            BAD("inputs[%zu].name must be a non-empty string", i);
+        const char *nm = json_string_value(name);
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(json_string_value(json_object_get(json_array_get(inputs, k), "name")), nm) == 0)
+                BAD("input '%s' appears twice", nm);
+        json_t *dt = json_object_get(input, "datatype");
+        dtype t = json_is_string(dt) ? dtype_from_name(json_string_value(dt), json_string_length(dt)) : DT_INVALID;
+        if (t == DT_INVALID)
+            BAD("input '%s': datatype must be one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, "
+                "INT64, FP16, FP32, FP64, BF16, BYTES",
+                nm);
+        json_t *shape = json_object_get(input, "shape");
+        if (!json_is_array(shape) || json_array_size(shape) > TENSOR_MAX_DIMS)
+            BAD("input '%s': shape must be an array of at most %d non-negative integers", nm, TENSOR_MAX_DIMS);
+        int64_t dims[TENSOR_MAX_DIMS];
+        int ndim = (int)json_array_size(shape);
+        for (int d = 0; d < ndim; d++) {
+            json_t *v = json_array_get(shape, (size_t)d);
+            if (!json_is_integer(v) || json_integer_value(v) < 0)
+                BAD("input '%s': shape must be an array of at most %d non-negative integers", nm, TENSOR_MAX_DIMS);
+            dims[d] = json_integer_value(v);
+        }
+        int64_t count = shape_count(dims, ndim);
+        if (count < 0 || (dtype_size(t) && (uint64_t)count > PROTO_MAX_BODY / dtype_size(t)))
+            BAD("input '%s': shape is too large", nm);
+        json_t *ip = json_object_get(input, "parameters");
+        json_t *bsize = json_object_get(ip, "binary_data_size");
+        json_t *jdata = json_object_get(input, "data");
+        segment *s = &segs[nsegs++];
+        if (bsize) {
+            if (!json_is_integer(bsize) || json_integer_value(bsize) < 0 ||
+                (uint64_t)json_integer_value(bsize) > bin_len - bin_used)
+                BAD("input '%s': parameters.binary_data_size must be a length within the binary data (%zu bytes "
+                    "left)",
+                    nm, bin_len - bin_used);
+            s->ptr = bin + bin_used;
+            s->len = (size_t)json_integer_value(bsize);
+            bin_used += s->len;
+            if (tensor_check_raw(t, s->ptr, s->len, count) < 0)
+                BAD("input '%s': %zu bytes of binary data do not hold %lld %s elements", nm, s->len,
+                    (long long)count, dtype_name(t));
+        } else {
+            if (!jdata)
+                BAD("input '%s' has neither 'data' nor parameters.binary_data_size", nm);
+            s->ptr = NULL;
+            s->off = data.len;
+            int rc = tensor_from_json(jdata, t, count, &data, why, sizeof why);
+            if (rc < 0) {
+                status = rc == -ENOMEM ? 503 : 400;
+                BAD("input '%s': data %s", nm, why);
+            }
+            s->len = data.len - s->off;
+        }
+        if (i)
+            sb_addc(&meta, ',');
+        sb_adds(&meta, "{\"name\":");
+        sb_json_str(&meta, nm, json_string_length(name));
+        sb_printf(&meta, ",\"datatype\":\"%s\",\"shape\":[", dtype_name(t));
+        for (int d = 0; d < ndim; d++)
+            sb_printf(&meta, d ? ",%lld" : "%lld", (long long)dims[d]);
+        sb_printf(&meta, "],\"size\":%zu}", s->len);
+    }
+    if (bin_used != bin_len)
+        BAD("%zu bytes of binary data are not claimed by any input's binary_data_size", bin_len - bin_used);
+    sb_addc(&meta, ']');
+
+    json_t *outputs = json_object_get(root, "outputs");
+    if (outputs) {
+        if (!json_is_array(outputs))
+            BAD("'outputs' must be an array");
+        if (json_array_size(outputs) > INFER_MAX_TENSORS)
+            BAD("at most %d outputs per request", INFER_MAX_TENSORS);
+        sb_adds(&meta, ",\"outputs\":[");
+        json_t *o;
+        json_array_foreach(outputs, i, o) {
+            json_t *name = json_object_get(o, "name");
+            if (!json_is_object(o) || !json_is_string(name))
+                BAD("outputs[%zu] must be an object with a name", i);
+            json_t *bd = json_object_get(json_object_get(o, "parameters"), "binary_data");
+            if (bd && !json_is_boolean(bd))
+                BAD("outputs[%zu].parameters.binary_data must be a boolean", i);
+            if (!opts->requested)
+                opts->requested = json_array();
+            json_array_append(opts->requested, name);
+            if (json_is_true(bd)) {
+                if (!opts->binary_outputs)
+                    opts->binary_outputs = json_array();
+                json_array_append(opts->binary_outputs, name);
+            }
+            if (i)
+                sb_addc(&meta, ',');
+            sb_json_str(&meta, json_string_value(name), json_string_length(name));
+        }
+        sb_addc(&meta, ']');
+    }
+    sb_addc(&meta, '}');
+
+    /* The frame: header, meta length, meta, then every tensor back to back.
+     * Large tensors are left where they are until the instance is known
+     * (inst_send): they may go into its shared memory instead. */
+    size_t data_total = 0;
+    for (int k = 0; k < nsegs; k++)
+        data_total += segs[k].len;
+    size_t total = 4 + meta.len + data_total;
+    if (total > PROTO_MAX_BODY) {
+        status = 413;
+        BAD("the inference request is larger than the worker protocol's 1 GiB frame limit");
+    }
+    int defer = data_total >= SHM_MIN_BYTES;
+    uint8_t *frame = malloc(PROTO_HEADER_SIZE + total - (defer ? data_total : 0));
+    if (!frame) {
+        status = 503;
+        BAD("cannot allocate %zu bytes for the request now", total);
+    }
+    proto_header_encode(frame, PROTO_INFER, j->id, (uint32_t)total);
+    uint8_t *w = frame + PROTO_HEADER_SIZE;
+    proto_put_u32(w, (uint32_t)meta.len);
+    memcpy(w + 4, meta.p, meta.len);
+    w += 4 + meta.len;
+    if (defer) {
+        j->pieces = malloc((size_t)nsegs * sizeof *j->pieces);
+        if (!j->pieces) {
+            free(frame);
+            status = 503;
+            BAD("cannot allocate the request's %d tensors now", nsegs);
+        }
+        j->data_owned = (uint8_t *)sb_take(&data, NULL);
+        for (int k = 0; k < nsegs; k++) {
+            j->pieces[k].ptr = segs[k].ptr ? segs[k].ptr : j->data_owned + segs[k].off;
+            j->pieces[k].len = segs[k].len;
+        }
+        j->npieces = nsegs;
+        j->pieces_len = data_total;
+    } else {
+        for (int k = 0; k < nsegs; k++) {
+            if (segs[k].len)
+                memcpy(w, segs[k].ptr ? segs[k].ptr : (const uint8_t *)data.p + segs[k].off, segs[k].len);
+            w += segs[k].len;
+        }
+    }
+    j->frame = frame;
+    j->frame_len = PROTO_HEADER_SIZE + total - (defer ? data_total : 0);
+    j->priority = priority;
+    if (timeout && json_integer_value(timeout) > 0) /* 0 or absent: the model's own timeout */
+        j->deadline_ms = now_ms() + ((uint64_t)json_integer_value(timeout) + 999) / 1000;
+    if (id) {
+        opts->id_len = json_string_length(id);
+        opts->id = malloc(opts->id_len + 1);
+        if (!opts->id)
+            abort();
+        memcpy(opts->id, json_string_value(id), opts->id_len + 1);
+    }
+    sb_free(&meta);
+    sb_free(&data);
+    json_decref(root);
+    return 0;
+fail:
+    sb_free(&meta);
+    sb_free(&data);
+    json_decref(root);
+    return status;
+#undef BAD
+}
+
+/* ---- the response ---- */
+
+static int wants_binary(const infer_opts *opts, const char *name)
+{
+    if (opts->binary_all)
+        return 1;
+    size_t i;
+    json_t *v;
+    json_array_foreach(opts->binary_outputs, i, v) {
+        if (strcmp(json_string_value(v), name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* One output of a result, checked against the data it claims. */
+typedef struct result_output {
+    const char *name; /* in the meta */
+    dtype t;
+    int ndim;
+    int64_t dims[TENSOR_MAX_DIMS];
+    int64_t count;
+    size_t off, size;
+    int binary;
+} result_output;
+
+int infer_build_response(const char *model, const infer_opts *opts, const uint8_t *body, size_t len,
+                         const uint8_t *shm_data, size_t shm_len, infer_response *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    const char *metap;
+    size_t meta_len, data_len;
+    const uint8_t *data;
+    json_t *meta = NULL;
+    int split = proto_split_body(body, len, &metap, &meta_len, &data, &data_len);
+    if (split == 0 && shm_data) { /* the data came in shared memory; the frame held the meta only */
+        data = shm_data;
+        data_len = shm_len;
+    }
+    json_t *outputs = NULL;
+    if (split < 0 || !(meta = json_loadb(metap, meta_len, 0, NULL)) ||
+        !json_is_array(outputs = json_object_get(meta, "outputs"))) {
+        json_decref(meta);
+        snprintf(err, errlen, "model '%s' sent a malformed INFER_RESULT (bad meta)", model);
+        return 502;
+    }
+    size_t nout = json_array_size(outputs);
+    if (nout > INFER_MAX_TENSORS) {
+        json_decref(meta);
+        snprintf(err, errlen, "model '%s' sent a malformed INFER_RESULT (%zu outputs, at most %d)", model, nout,
+                 INFER_MAX_TENSORS);
+        return 502;
+    }
+    /* Check every output first, and bound the answer's size before building it. */
+    result_output *ro = nout ? calloc(nout, sizeof *ro) : NULL;
+    if (nout && !ro)
+        abort();
+    size_t off = 0, bound = 256 + strlen(model) * 6 + (opts->id ? opts->id_len * 6 : 0);
+    int status = 200;
+    for (size_t i = 0; i < nout; i++) {
+        json_t *o = json_array_get(outputs, i);
+        result_output *r = &ro[i];
+        json_t *jname = json_object_get(o, "name");
+        r->name = json_string_value(jname);
+        json_t *dt = json_object_get(o, "datatype");
+        r->t = json_is_string(dt) ? dtype_from_name(json_string_value(dt), json_string_length(dt)) : DT_INVALID;
+        json_t *shape = json_object_get(o, "shape");
+        json_t *size = json_object_get(o, "size");
+        r->ndim = json_is_array(shape) ? (int)json_array_size(shape) : -1;
+        int ok = r->name && r->t != DT_INVALID && r->ndim >= 0 && r->ndim <= TENSOR_MAX_DIMS &&
+                 json_is_integer(size) && json_integer_value(size) >= 0 &&
+                 (uint64_t)json_integer_value(size) <= data_len - off;
+        for (int d = 0; ok && d < r->ndim; d++) {
+            json_t *v = json_array_get(shape, (size_t)d);
+            ok = json_is_integer(v) && json_integer_value(v) >= 0;
+            if (ok)
+                r->dims[d] = json_integer_value(v);
+        }
+        r->count = ok ? shape_count(r->dims, r->ndim) : -1;
+        r->size = ok ? (size_t)json_integer_value(size) : 0;
+        r->off = off;
+        if (r->count < 0 || tensor_check_raw(r->t, data + off, r->size, r->count) < 0) {
+            char shown[160] = "";
+            if (r->name)
+                snprintf(shown, sizeof shown, " '%s'", r->name);
+            utf8_trim_partial(shown);
+            snprintf(err, errlen, "model '%s' sent a malformed INFER_RESULT (output %zu%s)", model, i, shown);
+            status = 502;
+            goto done;
+        }
+        r->binary = wants_binary(opts, r->name);
+        bound += 64 + json_string_length(jname) * 6 + (size_t)r->ndim * 21 +
+                 (r->binary ? 0 : tensor_json_bound(r->t, r->size, r->count));
+        off += r->size;
+    }
+    /* Every output the client asked for must have come back, as Triton requires. */
+    size_t w;
+    json_t *want;
+    json_array_foreach(opts->requested, w, want) {
+        int found = 0;
+        for (size_t i = 0; i < nout && !found; i++)
+            found = strcmp(ro[i].name, json_string_value(want)) == 0;
+        if (!found) {
+            char name[160];
+            snprintf(name, sizeof name, "%s", json_string_value(want));
+            utf8_trim_partial(name);
+            snprintf(err, errlen, "model '%s' has no output '%s'", model, name);
+            status = 400;
+            goto done;
+        }
+    }
+    sb o;
+    sb_init(&o, 256);
+    if (sb_try_reserve(&o, bound) < 0) {
+        sb_free(&o);
+        snprintf(err, errlen, "model '%s': no memory now for a %zu-byte response", model, bound);
+        status = 503;
+        goto done;
+    }
+    sb_adds(&o, "{\"model_name\":");
+    sb_json_str(&o, model, strlen(model));
+    sb_adds(&o, ",\"model_version\":\"1\"");
+    if (opts->id) {
+        sb_adds(&o, ",\"id\":");
+        sb_json_str(&o, opts->id, opts->id_len);
+    }
+    sb_adds(&o, ",\"outputs\":[");
+    for (size_t i = 0; i < nout; i++) {
+        result_output *r = &ro[i];
+        if (i)
+            sb_addc(&o, ',');
+        sb_adds(&o, "{\"name\":");
+        sb_json_str(&o, r->name, strlen(r->name));
+        sb_printf(&o, ",\"datatype\":\"%s\",\"shape\":[", dtype_name(r->t));
+        for (int d = 0; d < r->ndim; d++)
+            sb_printf(&o, d ? ",%lld" : "%lld", (long long)r->dims[d]);
+        sb_addc(&o, ']');
+        if (r->binary) {
+            sb_printf(&o, ",\"parameters\":{\"binary_data_size\":%zu}}", r->size);
+            out->binary[out->nbinary++] = (infer_slice){data + r->off, r->size};
+        } else {
+            sb_adds(&o, ",\"data\":");
+            tensor_to_json(&o, r->t, data + r->off, r->size, r->count);
+            sb_addc(&o, '}');
+        }
+    }
+    sb_adds(&o, "]}");
+    out->json = sb_take(&o, &out->json_len);
+done:
+    free(ro);
+    json_decref(meta);
+    return status;
+}

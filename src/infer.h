@@ -1,0 +1,84 @@
+/*
+ * infer — the Open Inference Protocol's inference messages translated to and
+ * from the worker protocol, without HTTP: a v2 request body (JSON, or JSON
+ * plus the binary tensor extension) becomes one INFER frame, and a worker's
+ * INFER_RESULT becomes the v2 response (JSON, or a JSON header plus binary
+ * sections that point into the result without a copy).
+ *
+ * Both directions treat their input as hostile: nothing is allocated for a
+ * claimed shape or size before the data that backs it is in hand, every
+ * string written into JSON goes through sb_json_str, and a failure is an
+ * HTTP status with a message, never an abort. api_v2.c is the HTTP glue;
+ * tests/fuzz/ drives these functions directly. Loop thread only.
+ */
+#ifndef CORRAL_INFER_H
+#define CORRAL_INFER_H
+
+#include "sched.h"
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* At most this many input (or output) tensors in one request. */
+#define INFER_MAX_TENSORS 256
+
+/* What answering a request needs to remember from it. */
+typedef struct infer_opts {
+    char *id;               /* the request's id, malloc'ed; NULL when it had none */
+    size_t id_len;
+    int binary_all;         /* parameters.binary_data_output */
+    json_t *binary_outputs; /* names of outputs asked for as binary; owned; NULL for none */
+    json_t *requested;      /* names of the outputs asked for; owned; NULL for all */
+} infer_opts;
+
+/* Releases what opts owns and zeroes it; safe on a zeroed struct. */
+void infer_opts_clear(infer_opts *opts);
+
+/* The request as it came: body and the Inference-Header-Content-Length header (NULL when absent). */
+typedef struct infer_input {
+    const char *model;          /* name, for messages */
+    int priority_levels;        /* the model's; priorities 0..levels are valid */
+    const uint8_t *body;
+    size_t len;
+    const char *header_length;  /* the header's raw value, not NUL-terminated */
+    size_t header_length_len;
+} infer_input;
+
+/*
+ * Parses a v2 inference request into j: its frame (or, for large tensors,
+ * the frame's meta plus pieces pointing into body), priority and deadline;
+ * and into opts what the answer needs. The pieces point into in->body,
+ * which must outlive the job. Returns 0, or an HTTP status (400 malformed,
+ * 413 over the frame limit, 503 out of memory) with the message, naming
+ * the model, in err. On failure j and opts may hold partial state that
+ * job_free and infer_opts_clear release.
+ */
+int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *err, size_t errlen);
+
+/* A section of the response's binary part: bytes inside the result. */
+typedef struct infer_slice {
+    const uint8_t *ptr;
+    size_t len;
+} infer_slice;
+
+/* The v2 response built from an INFER_RESULT. */
+typedef struct infer_response {
+    char *json;    /* malloc'ed: the JSON document, or the JSON header with binary sections */
+    size_t json_len;
+    infer_slice binary[INFER_MAX_TENSORS]; /* binary sections in order, pointing into the result */
+    size_t nbinary;
+} infer_response;
+
+/*
+ * Builds the response to a request from the worker's INFER_RESULT body
+ * (meta and data; or, when the data came in shared memory, the meta with
+ * the data at shm_data). Returns 200 with *out filled (the caller frees
+ * out->json), or 502 (the worker's result is malformed), 400 (an output
+ * asked for is missing) or 503 (no memory for the answer) with the message
+ * in err.
+ */
+int infer_build_response(const char *model, const infer_opts *opts, const uint8_t *body, size_t len,
+                         const uint8_t *shm_data, size_t shm_len, infer_response *out, char *err, size_t errlen);
+
+#endif
