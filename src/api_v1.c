@@ -14,12 +14,12 @@
 
 
 
-static void generate_respond(api_pending *p, int status, const char *msg, uint8_t *body, size_t len)
+static int generate_respond(api_pending *p, int status, const char *msg, uint8_t *body, size_t len)
 {
     h2o_req_t *req = p->req;
     if (status != 200) {
         http_error(req, status, status == 503 ? 1 : 0, "%s", msg);
-        return;
+        return 0;
     }
     http_own(req, body);
     const char *metap;
@@ -31,12 +31,14 @@ static void generate_respond(api_pending *p, int status, const char *msg, uint8_
         !(meta = json_loadb(metap, meta_len, 0, NULL)) ||
         !(ct = json_string_value(json_object_get(meta, "content_type"))) || !*ct || strpbrk(ct, "\r\n")) {
         json_decref(meta);
-        http_error(req, 502, 0, "model '%s' sent a malformed GENERATE_RESULT", model_name(p->model));
-        return;
+        http_error(req, 502, 0, "model '%s' instance %d (pid %d) sent a malformed GENERATE_RESULT; it is replaced",
+                   model_name(p->model), p->inst_id, p->inst_pid);
+        return 1;
     }
     h2o_iovec_t ctv = h2o_strdup(&req->pool, ct, strlen(ct));
     json_decref(meta);
     http_send(req, 200, ctv.base, data, data_len);
+    return 0;
 }
 
 static void handle_generate(h2o_req_t *req, model *m)
@@ -66,8 +68,17 @@ static void handle_generate(h2o_req_t *req, model *m)
             return;
         }
         json_t *prio = json_object_get(json_object_get(root, "parameters"), "priority");
-        if (json_is_integer(prio) && json_integer_value(prio) > 0)
-            priority = (int)json_integer_value(prio);
+        const manifest *mf = model_manifest(m);
+        int levels = mf ? mf->priority_levels : 1;
+        if (prio && (!json_is_integer(prio) || json_integer_value(prio) < 0 || json_integer_value(prio) > levels)) {
+            json_decref(root);
+            http_error(req, 400, 0,
+                       "model '%s': parameters.priority must be an integer from 0 (the model's default) to %d, "
+                       "its lowest level",
+                       model_name(m), levels);
+            return;
+        }
+        priority = prio ? (int)json_integer_value(prio) : 0;
         json_decref(root);
     }
     sb meta;
@@ -85,8 +96,12 @@ static void handle_generate(h2o_req_t *req, model *m)
     p->respond = generate_respond;
     job *j = job_new(m, PROTO_GENERATE, priority);
     uint8_t *frame = malloc(PROTO_HEADER_SIZE + total);
-    if (!frame)
-        abort();
+    if (!frame) {
+        sb_free(&meta);
+        job_free(j);
+        http_error(req, 503, 1, "model '%s': cannot allocate %zu bytes for the request now", model_name(m), total);
+        return;
+    }
     proto_header_encode(frame, PROTO_GENERATE, j->id, (uint32_t)total);
     proto_put_u32(frame + PROTO_HEADER_SIZE, (uint32_t)meta.len);
     memcpy(frame + PROTO_HEADER_SIZE + 4, meta.p, meta.len);
@@ -171,6 +186,10 @@ int api_v1(h2o_req_t *req, const api_path *p)
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-corral-log-start"), 0, "X-Corral-Log-Start",
                               h2o_strdup(&req->pool, start, (size_t)n).base, (size_t)n);
         char *copy = malloc(len + 1);
+        if (!copy) {
+            http_error(req, 503, 1, "model '%s': no memory now for its %zu bytes of logs", model_name(m), len);
+            return 0;
+        }
         memcpy(copy, logs, len);
         http_send_owned(req, 200, "text/plain; charset=utf-8", copy, len);
     }

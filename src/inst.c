@@ -2,15 +2,16 @@
  * inst — worker processes; see inst.h and docs/worker-protocol.md.
  *
  * Every worker is started through the daemon's own binary in a hidden
- * "__shim" mode that sets PR_SET_PDEATHSIG(SIGKILL) and then execs the real
- * worker, so a worker dies with the daemon even when the daemon is
- * SIGKILLed (libuv offers no hook between fork and exec). libuv's
- * UV_PROCESS_DETACHED gives each worker its own session and process group,
- * which is what stop and kill signal.
+ * "__shim" mode (main.c): a guard process, a child subreaper, that forks the
+ * real worker into a process group of its own and, when the worker exits or
+ * the daemon dies (even by SIGKILL), kills that group and every descendant
+ * left, those that escaped the group or the session included. libuv's
+ * UV_PROCESS_DETACHED gives the guard its own session; stop and kill signal
+ * the worker's group once its HELLO names it, and before that ask the guard
+ * (SIGUSR1) to sweep.
  *
- * Reading: frames are parsed from a staging buffer; once a large frame's
- * header is known its body buffer is allocated whole and the socket reads
- * straight into it, so a big tensor is copied once (kernel to body).
+ * Reading: chan.c parses frames; a large frame's body is read straight into
+ * its own buffer, grown as the bytes arrive.
  * Writing: uv_try_write first (no request allocation, no copy in the common
  * case), uv_write for whatever the socket did not take.
  */
@@ -19,6 +20,7 @@
 #include "log.h"
 #include "model.h"
 #include "shm.h"
+#include "utf8.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -30,9 +32,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-#define STAGE_SIZE (64 * 1024)
-#define LINE_MAX_LEN 4096
 
 static char self_exe[4096];
 
@@ -54,12 +53,14 @@ const char *inst_state_name(inst_state s)
     return "unknown";
 }
 
-void inst_exit_reason(const inst *in, char *buf, size_t len)
+void inst_exit_reason(const inst *in, int with_line, char *buf, size_t len)
 {
     char how[128];
     inst_exit_text(in, how, sizeof how);
-    snprintf(buf, len, "%s%s%s%s%s%s", how, in->last_line[0] ? ": " : "", in->last_line, in->fault[0] ? " (" : "",
-             in->fault, in->fault[0] ? ")" : "");
+    with_line = with_line && in->last_line[0];
+    snprintf(buf, len, "%s%s%s%s%s%s", how, with_line ? ": " : "", with_line ? in->last_line : "",
+             in->fault[0] ? " (" : "", in->fault, in->fault[0] ? ")" : "");
+    utf8_trim_partial(buf);
 }
 
 void inst_exit_text(const inst *in, char *buf, size_t len)
@@ -70,6 +71,9 @@ void inst_exit_text(const inst *in, char *buf, size_t len)
     else
         snprintf(buf, len, "exited with status %d", in->exit_status);
 }
+
+static int on_chan_frame(chan_reader *r, const proto_header *h, uint8_t *body);
+static void on_chan_error(chan_reader *r, int err, const char *what);
 
 void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev, int id)
 {
@@ -85,6 +89,7 @@ void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev
     uv_timer_init(loop, &in->health_timer);
     in->health_timer.data = in;
     in->shm_fd[0] = in->shm_fd[1] = -1;
+    chan_reader_init(&in->rd, PROTO_MAX_BODY, on_chan_frame, on_chan_error, in);
 }
 
 int inst_busy(const inst *in)
@@ -232,6 +237,7 @@ void inst_send(inst *in, job *j)
         in->inflight_head->prev = j;
     in->inflight_head = j;
     in->inflight++;
+    j->line_mark = in->lines;
     uint8_t *frame = j->frame;
     size_t len = j->frame_len;
     j->frame = NULL;
@@ -257,6 +263,8 @@ static void signal_group(inst *in, int sig)
 {
     if (in->pid > 0 && in->pid != in->guard_pid)
         kill(-in->pid, sig);
+    else if (in->guard_pid > 0 && sig == SIGKILL)
+        kill(in->guard_pid, SIGUSR1); /* the guard sweeps everything below it, then exits */
     else if (in->guard_pid > 0)
         kill(-in->guard_pid, sig);
 }
@@ -304,6 +312,7 @@ void inst_kill(inst *in, const char *why)
         return;
     log_warn("model %s instance %d (pid %d): %s; killing it", model_name(in->model), in->id, in->pid, why);
     snprintf(in->fault, sizeof in->fault, "%s", why);
+    utf8_trim_partial(in->fault);
     in->state = INST_STOPPING;
     in->stop_stage = 3;
     uv_timer_stop(&in->timer);
@@ -476,6 +485,7 @@ static void protocol_error(inst *in, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why + n, sizeof why - (size_t)n, fmt, ap);
     va_end(ap);
+    utf8_trim_partial(why);
     inst_kill(in, why);
 }
 
@@ -549,6 +559,7 @@ static void finish_error(inst *in, job *j, const uint8_t *body, size_t len)
         (void)type;
     }
     json_decref(e);
+    utf8_trim_partial(msg);
     j->done(j, (int)status, msg, 0, NULL, 0);
 }
 
@@ -592,6 +603,11 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         }
         in->hello = 1;
         json_t *hello = json_loadb((const char *)body, h->length, 0, NULL);
+        if (!json_is_object(hello)) {
+            json_decref(hello);
+            protocol_error(in, "HELLO body is not a JSON object");
+            break;
+        }
         json_int_t pid = json_integer_value(json_object_get(hello, "pid"));
         /* Believed only when it names a group leader in this worker's session (the guard's). */
         if (pid > 0 && pid <= INT32_MAX && getpgid((pid_t)pid) == (pid_t)pid && getsid((pid_t)pid) == in->guard_pid)
@@ -636,9 +652,11 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
             const char *message = json_string_value(json_object_get(e, "message"));
             char msg[1024];
             snprintf(msg, sizeof msg, "%s", message ? message : "load failed (malformed ERROR)");
+            utf8_trim_partial(msg);
             json_decref(e);
             in->load_error = 1;
             snprintf(in->fault, sizeof in->fault, "load raised %s", msg);
+            utf8_trim_partial(in->fault);
             uv_timer_stop(&in->timer);
             in->ev->load_failed(in, msg);
             inst_stop(in, 2000);
@@ -702,7 +720,12 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
             j->done(j, 200, NULL, h->type, body, h->length);
             body = NULL; /* ownership passed */
         }
+        int broken = j->result_broken;
+        uint64_t id = j->id;
         job_free(j);
+        if (broken) /* answered 502 already; the worker is replaced, as for any protocol error */
+            protocol_error(in, "sent a %s for request %llu that does not parse as its type requires",
+                           proto_type_name(h->type), (unsigned long long)id);
         in->ev->job_finished(in);
         break;
     }
@@ -716,50 +739,23 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
     free(body);
 }
 
-/* Parses every complete frame in the staging buffer; returns -1 after a fatal error. */
-static int parse_stage(inst *in)
+static int on_chan_frame(chan_reader *r, const proto_header *h, uint8_t *body)
 {
-    size_t off = 0;
-    while (!in->exited || in->state != INST_IDLE) {
-        if (!in->have_header) {
-            int rc = proto_header_decode(in->stage + off, in->stage_len - off, PROTO_MAX_BODY, &in->cur);
-            if (rc == -EAGAIN)
-                break;
-            if (rc < 0) {
-                protocol_error(in, rc == -EMSGSIZE ? "frame larger than 1 GiB" : "bad frame header (type %u, version %u)",
-                               in->stage[off + 5], in->stage[off + 4]);
-                in->stage_len = 0;
-                return -1;
-            }
-            off += PROTO_HEADER_SIZE;
-            in->have_header = 1;
-            in->body_got = 0;
-            in->body = in->cur.length ? malloc(in->cur.length) : NULL;
-            if (in->cur.length && !in->body)
-                abort();
-        }
-        size_t want = in->cur.length - in->body_got;
-        size_t avail = in->stage_len - off;
-        size_t take = want < avail ? want : avail;
-        if (take) {
-            memcpy(in->body + in->body_got, in->stage + off, take);
-            in->body_got += take;
-            off += take;
-        }
-        if (in->body_got < in->cur.length)
-            break;
-        in->have_header = 0;
-        uint8_t *body = in->body;
-        in->body = NULL;
-        on_frame(in, &in->cur, body);
-        if (in->state == INST_STOPPING && in->stop_stage == 3)
-            break;
+    inst *in = r->data;
+    if (in->exited && in->state == INST_IDLE) { /* the slot was wound up: nothing more counts */
+        free(body);
+        chan_reader_stop(r);
+        return 1;
     }
-    if (off) {
-        memmove(in->stage, in->stage + off, in->stage_len - off);
-        in->stage_len -= off;
-    }
-    return 0;
+    on_frame(in, h, body);
+    /* Killed (by this frame or earlier): what follows waits for the exit's drain. */
+    return in->state == INST_STOPPING && in->stop_stage == 3;
+}
+
+static void on_chan_error(chan_reader *r, int err, const char *what)
+{
+    (void)err;
+    protocol_error(r->data, "%s", what);
 }
 
 /* The health socket carries only PONG: 16-byte headers with no body. */
@@ -795,36 +791,9 @@ static void chan_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     inst *in = h->data;
-    if (in->have_header && in->body_got < in->cur.length && in->stage_len == 0) {
-        /* Mid-body with nothing staged: read straight into the frame's buffer. */
-        buf->base = (char *)in->body + in->body_got;
-        buf->len = in->cur.length - in->body_got;
-        return;
-    }
-    if (!in->stage) {
-        in->stage_cap = STAGE_SIZE;
-        in->stage = malloc(in->stage_cap);
-        if (!in->stage)
-            abort();
-    }
-    buf->base = (char *)in->stage + in->stage_len;
-    buf->len = in->stage_cap - in->stage_len;
-}
-
-static void chan_consume(inst *in, const char *base, ssize_t n)
-{
-    if (in->have_header && base == (char *)in->body + in->body_got) {
-        in->body_got += (size_t)n;
-        if (in->body_got == in->cur.length) {
-            in->have_header = 0;
-            uint8_t *body = in->body;
-            in->body = NULL;
-            on_frame(in, &in->cur, body);
-        }
-        return;
-    }
-    in->stage_len += (size_t)n;
-    parse_stage(in);
+    size_t len;
+    chan_reader_buffer(&in->rd, &buf->base, &len);
+    buf->len = len;
 }
 
 static void handle_closed(uv_handle_t *h);
@@ -833,7 +802,7 @@ static void chan_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     inst *in = s->data;
     if (n > 0) {
-        chan_consume(in, buf->base, n);
+        chan_reader_consume(&in->rd, buf->base, (size_t)n);
         return;
     }
     if (n == 0)
@@ -852,41 +821,51 @@ static void chan_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 /* ---- output capture ---- */
 
-static void emit_line(inst *in, int stream, const char *line, size_t len)
+static void emit_line(inst *in, int stream, const char *line, size_t len, size_t dropped)
 {
-    if (len && line[len - 1] == '\r')
+    if (!dropped && len && line[len - 1] == '\r')
         len--;
-    size_t keep = len < sizeof in->last_line - 1 ? len : sizeof in->last_line - 1;
+    if (dropped) { /* cut by the cap: end on a whole character */
+        size_t keep = utf8_cut(line, len, len > 3 ? len - 3 : len);
+        dropped += len - keep;
+        len = keep;
+    }
+    in->lines++;
+    size_t keep = utf8_cut(line, len, sizeof in->last_line - 1);
     if (keep) {
         memcpy(in->last_line, line, keep);
         in->last_line[keep] = 0;
     }
-    in->ev->log_line(in, stream, line, len);
+    in->ev->log_line(in, stream, line, len, dropped);
 }
 
+/*
+ * Splits output into lines. A line is kept up to INST_LINE_MAX bytes; the
+ * rest of it, however long, is only counted: a worker that writes 100 MB
+ * without a newline costs one line, not 25,000.
+ */
 static void output_consume(inst *in, int stream, const char *p, size_t n)
 {
     int k = stream - 1;
     while (n) {
         const char *nl = memchr(p, '\n', n);
         size_t seg = nl ? (size_t)(nl - p) : n;
-        if (!in->linebuf[k])
-            in->linebuf[k] = malloc(LINE_MAX_LEN);
-        size_t room = LINE_MAX_LEN - in->linelen[k];
+        if (!in->linebuf[k]) {
+            in->linebuf[k] = malloc(INST_LINE_MAX);
+            if (!in->linebuf[k])
+                abort();
+        }
+        size_t room = INST_LINE_MAX - in->linelen[k];
         size_t take = seg < room ? seg : room;
         memcpy(in->linebuf[k] + in->linelen[k], p, take);
         in->linelen[k] += take;
-        if (nl || in->linelen[k] == LINE_MAX_LEN) {
-            emit_line(in, stream, in->linebuf[k], in->linelen[k]);
-            in->linelen[k] = 0;
-        }
-        if (nl) {
-            p += seg + 1;
-            n -= seg + 1;
-        } else {
-            p += take;
-            n -= take;
-        }
+        in->linedrop[k] += seg - take;
+        if (!nl)
+            break;
+        emit_line(in, stream, in->linebuf[k], in->linelen[k], in->linedrop[k]);
+        in->linelen[k] = in->linedrop[k] = 0;
+        p += seg + 1;
+        n -= seg + 1;
     }
 }
 
@@ -925,7 +904,7 @@ static void drain_fd(inst *in, uv_stream_t *s, int is_chan)
         if (n <= 0)
             break;
         if (is_chan)
-            chan_consume(in, b.base, n);
+            chan_reader_consume(&in->rd, b.base, (size_t)n);
         else
             output_consume(in, s == (uv_stream_t *)&in->out ? 1 : 2, b.base, (size_t)n);
     }
@@ -1004,16 +983,16 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     drain_fd(in, (uv_stream_t *)&in->out, 0);
     drain_fd(in, (uv_stream_t *)&in->err, 0);
     for (int k = 0; k < 2; k++) {
-        if (in->linelen[k]) {
-            emit_line(in, k + 1, in->linebuf[k], in->linelen[k]);
-            in->linelen[k] = 0;
+        if (in->linelen[k] || in->linedrop[k]) {
+            emit_line(in, k + 1, in->linebuf[k], in->linelen[k], in->linedrop[k]);
+            in->linelen[k] = in->linedrop[k] = 0;
         }
     }
     /* Sweep the process group: nothing the worker started may outlive it. */
     signal_group(in, SIGKILL);
 
     char why[600];
-    inst_exit_reason(in, why, sizeof why);
+    inst_exit_reason(in, 1, why, sizeof why);
     if (in->stop_stage == 1 && !term_signal && status == 0)
         log_info("model %s instance %d (pid %d) %s", model_name(in->model), in->id, in->pid, why);
     else
@@ -1024,10 +1003,7 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     uv_close((uv_handle_t *)&in->err, handle_closed);
     uv_close((uv_handle_t *)&in->hchan, handle_closed);
     uv_close((uv_handle_t *)&in->proc, handle_closed);
-    free(in->body);
-    in->body = NULL;
-    in->have_header = 0;
-    in->stage_len = 0;
+    chan_reader_reset(&in->rd);
     for (int k = 0; k < 2; k++) {
         if (in->shm_fd[k] >= 0)
             close(in->shm_fd[k]);
@@ -1038,18 +1014,25 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     in->shm_in_job = in->shm_out_job = 0;
     in->shm_used[0] = in->shm_used[1] = 0;
 
-    char detail[700], msg[900], late[900];
-    snprintf(detail, sizeof detail, "instance %d (pid %d) %s", in->id, in->pid, why);
-    snprintf(msg, sizeof msg, "model '%s' %s while holding the request", model_name(in->model), detail);
-    snprintf(late, sizeof late, "model '%s': deadline exceeded; meanwhile %s", model_name(in->model), detail);
+    /* A request hears the worker's last line only if the worker wrote it
+     * while that request was in its hands: an older line (an earlier
+     * request's traceback) says nothing about this crash. */
+    char reason[2][600], msg[2][900], late[2][900];
+    for (int with_line = 0; with_line < 2; with_line++) {
+        inst_exit_reason(in, with_line, reason[with_line], sizeof reason[0]);
+        snprintf(msg[with_line], sizeof msg[0], "model '%s' instance %d (pid %d) %s while holding the request",
+                 model_name(in->model), in->id, in->pid, reason[with_line]);
+        snprintf(late[with_line], sizeof late[0], "model '%s': deadline exceeded; meanwhile instance %d (pid %d) %s",
+                 model_name(in->model), in->id, in->pid, reason[with_line]);
+    }
     uint64_t now = now_ms();
     while (in->inflight_head) {
         job *j = take_inflight(in, in->inflight_head->id);
-        if (j->deadline_ms && now >= j->deadline_ms) {
-            j->done(j, 504, late, 0, NULL, 0);
-        } else {
-            j->done(j, 502, msg, 0, NULL, 0);
-        }
+        int fresh = in->lines > j->line_mark;
+        if (j->deadline_ms && now >= j->deadline_ms)
+            j->done(j, 504, late[fresh], 0, NULL, 0);
+        else
+            j->done(j, 502, msg[fresh], 0, NULL, 0);
         job_free(j);
     }
     in->exit_wait_ms = 0;
@@ -1218,12 +1201,11 @@ static void maybe_release(inst *in)
 {
     if (!in->on_closed || in->freeing > 0 || in->handles_open > 0)
         return;
-    free(in->stage);
+    chan_reader_close(&in->rd);
     free(in->linebuf[0]);
     free(in->linebuf[1]);
     json_decref(in->metadata);
     unmap_regions(in); /* normally gone with the exit already */
-    in->stage = NULL;
     in->linebuf[0] = in->linebuf[1] = NULL;
     in->metadata = NULL;
     void (*cb)(inst *) = in->on_closed;

@@ -12,6 +12,7 @@
 #ifndef CORRAL_INST_H
 #define CORRAL_INST_H
 
+#include "chan.h"
 #include "proto.h"
 #include "sched.h"
 
@@ -28,6 +29,9 @@ typedef enum inst_state {
 
 typedef struct inst inst;
 
+/* The longest line of worker output kept; the rest of a longer line is counted, not kept. */
+#define INST_LINE_MAX 4096
+
 typedef struct inst_events {
     void (*ready)(inst *in);
     /* The worker answered LOAD with ERROR: the model's load raised. */
@@ -36,8 +40,10 @@ typedef struct inst_events {
     void (*exited)(inst *in);
     /* A job finished (answered by the worker); the slot may take more work. */
     void (*job_finished)(inst *in);
-    /* A line (without newline) the worker wrote on stdout or stderr. */
-    void (*log_line)(inst *in, int stream, const char *line, size_t len);
+    /* A line (without newline) the worker wrote on stdout or stderr: its
+     * first len bytes (at most INST_LINE_MAX, cut at a character boundary),
+     * and how many bytes of it past those were dropped. */
+    void (*log_line)(inst *in, int stream, const char *line, size_t len, size_t dropped);
 } inst_events;
 
 /* What to run: the owner fills this from the manifest. */
@@ -73,6 +79,7 @@ struct inst {
     uint64_t rss_bytes;  /* resident memory of the worker's process group, last sample */
     uint64_t last_busy_ms; /* when it last finished or started a request */
     char last_line[256]; /* the worker's last line of output, for exit messages */
+    uint64_t lines;      /* lines of output the slot's processes wrote, all processes together */
     char fault[160];     /* the daemon's own diagnosis (protocol error, timeout), or empty */
     json_t *metadata;    /* READY body; owned */
     uv_timer_t restart_timer; /* the owner's: delays restarts */
@@ -103,14 +110,10 @@ struct inst {
     int exited;          /* exit seen for the current process */
     int hello;
     int stop_stage;      /* 0 none, 1 SHUTDOWN sent, 2 SIGTERM sent, 3 SIGKILL sent */
-    uint8_t *stage;      /* read staging buffer */
-    size_t stage_len, stage_cap;
-    proto_header cur;    /* frame being read, when have_header */
-    int have_header;
-    uint8_t *body;
-    size_t body_got;
-    char *linebuf[2];    /* partial output lines */
+    chan_reader rd;      /* frames from the protocol socket */
+    char *linebuf[2];    /* partial output lines, INST_LINE_MAX bytes each */
     size_t linelen[2];
+    size_t linedrop[2];  /* bytes of the partial line past INST_LINE_MAX */
     int freeing;         /* timers still closing in inst_close */
     int exit_wait_ms;    /* how long the exit has waited for the process group to be gone */
     void (*on_closed)(inst *in);
@@ -153,10 +156,11 @@ void inst_exit_text(const inst *in, char *buf, size_t len);
 
 /*
  * Why the last process ended, for messages: its exit text, then the
- * worker's last line of output, then the daemon's diagnosis when it had one:
- * "exited with status 1: SyntaxError: invalid syntax".
+ * worker's last line of output (when with_line), then the daemon's
+ * diagnosis when it had one: "exited with status 1: SyntaxError: invalid
+ * syntax".
  */
-void inst_exit_reason(const inst *in, char *buf, size_t len);
+void inst_exit_reason(const inst *in, int with_line, char *buf, size_t len);
 
 /*
  * Samples the resident memory of each instance's process group (the worker

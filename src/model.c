@@ -16,6 +16,7 @@
 #include "proto.h"
 #include "repo.h"
 #include "sb.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -25,6 +26,9 @@
 #include <unistd.h>
 
 #define LOG_RING_BYTES (256 * 1024)
+#define LOG_LINES_PER_S 100
+#define LOG_LINES_BURST 500
+#define LOG_COPY_MAX 1024
 #define RESTART_HISTORY 64
 
 extern char **environ;
@@ -55,6 +59,9 @@ struct model {
     char *logs;
     size_t logs_len;
     size_t logs_cut;
+    double log_tokens;      /* worker lines the daemon's log may take now (on_log_line) */
+    uint64_t log_refill_ms;
+    uint64_t log_held_lines, log_held_bytes; /* held back from the daemon's log since it last took one */
     model *next;
 };
 
@@ -85,7 +92,7 @@ static void on_ready(inst *in);
 static void on_load_failed(inst *in, const char *msg);
 static void on_exited(inst *in);
 static void on_job_finished(inst *in);
-static void on_log_line(inst *in, int stream, const char *line, size_t len);
+static void on_log_line(inst *in, int stream, const char *line, size_t len, size_t dropped);
 static const inst_events events = {on_ready, on_load_failed, on_exited, on_job_finished, on_log_line};
 
 static void dispatch(model *m);
@@ -416,7 +423,8 @@ static int start_slot(model *m, inst *in)
     for (size_t i = 0; i < nargs; i++)
         argv[a++] = mf->args[i];
 
-    json_t *load = json_pack("{s:s, s:s, s:i, s:s, s:i, s:O}", "model", m->name, "model_dir", m->dir,
+    json_t *load = json_pack("{s:s, s:o, s:i, s:s, s:i, s:O}", "model", m->name, "model_dir",
+                             utf8_json_string(m->dir, strlen(m->dir)),
                              "instance_id", in->id, "device", "cpu", "concurrency", mf->concurrency,
                              "parameters", mf->parameters);
     char *load_json = json_dumps(load, JSON_COMPACT);
@@ -593,7 +601,7 @@ static void on_exited(inst *in)
             recent++;
     if (recent >= mf->max_restarts) {
         char why[600], reason[1024];
-        inst_exit_reason(in, why, sizeof why);
+        inst_exit_reason(in, 1, why, sizeof why);
         snprintf(reason, sizeof reason, "instance %d (pid %d) %s; %d restarts within %lld ms exhausted the budget",
                  in->id, in->pid, why, recent, (long long)mf->restart_window_ms);
         model_fail(m, reason);
@@ -643,16 +651,25 @@ static void on_job_finished(inst *in)
     arm_idle_timer(m);
 }
 
-static void on_log_line(inst *in, int stream, const char *line, size_t len)
+/*
+ * Worker output goes to the model's ring (GET /v1/models/NAME/logs), which
+ * keeps the newest LOG_RING_BYTES and counts what it dropped, and to the
+ * daemon's own log at most LOG_LINES_PER_S lines a second per model (a
+ * burst of LOG_LINES_BURST), each cut to LOG_COPY_MAX bytes: a chatty or
+ * hostile worker cannot flood the operator's log. Lines held back are
+ * counted and reported in one line when logging resumes.
+ */
+static void ring_append(model *m, const char *prefix, size_t plen, const char *line, size_t len, const char *suffix,
+                        size_t slen)
 {
-    model *m = in->model;
-    char prefix[64];
-    int plen = snprintf(prefix, sizeof prefix, "[%d %s] ", in->id, stream == 1 ? "out" : "err");
-    size_t need = (size_t)plen + len + 1;
-    if (!m->logs)
+    size_t need = plen + len + slen + 1;
+    if (!m->logs) {
         m->logs = malloc(LOG_RING_BYTES);
+        if (!m->logs)
+            abort();
+    }
     if (need > LOG_RING_BYTES)
-        return;
+        return; /* cannot happen: lines are capped at INST_LINE_MAX */
     if (m->logs_len + need > LOG_RING_BYTES) {
         /* Drop the oldest half; a log that is read rarely need not be a true ring. */
         size_t drop = m->logs_len / 2 > need ? m->logs_len / 2 : m->logs_len;
@@ -662,11 +679,42 @@ static void on_log_line(inst *in, int stream, const char *line, size_t len)
         m->logs_len -= drop;
         m->logs_cut += drop;
     }
-    memcpy(m->logs + m->logs_len, prefix, (size_t)plen);
-    memcpy(m->logs + m->logs_len + plen, line, len);
-    m->logs[m->logs_len + (size_t)plen + len] = '\n';
+    char *w = m->logs + m->logs_len;
+    memcpy(w, prefix, plen);
+    memcpy(w + plen, line, len);
+    memcpy(w + plen + len, suffix, slen);
+    w[plen + len + slen] = '\n';
     m->logs_len += need;
-    log_info("%s/%d: %.*s", m->name, in->id, (int)len, line);
+}
+
+static void on_log_line(inst *in, int stream, const char *line, size_t len, size_t dropped)
+{
+    model *m = in->model;
+    char prefix[64], suffix[64] = "";
+    int plen = snprintf(prefix, sizeof prefix, "[%d %s] ", in->id, stream == 1 ? "out" : "err");
+    int slen = dropped ? snprintf(suffix, sizeof suffix, " [... %zu more bytes of this line dropped]", dropped) : 0;
+    ring_append(m, prefix, (size_t)plen, line, len, suffix, (size_t)slen);
+
+    uint64_t now = now_ms();
+    m->log_tokens += (double)(now - m->log_refill_ms) * LOG_LINES_PER_S / 1000.0;
+    if (m->log_tokens > LOG_LINES_BURST)
+        m->log_tokens = LOG_LINES_BURST;
+    m->log_refill_ms = now;
+    if (m->log_tokens < 1) {
+        m->log_held_lines++;
+        m->log_held_bytes += len + dropped;
+        return;
+    }
+    m->log_tokens -= 1;
+    if (m->log_held_lines) {
+        log_warn("%s: %llu lines (%llu bytes) of worker output were not copied here (over %d lines/s); "
+                 "GET /v1/models/%s/logs keeps the newest",
+                 m->name, (unsigned long long)m->log_held_lines, (unsigned long long)m->log_held_bytes,
+                 LOG_LINES_PER_S, m->name);
+        m->log_held_lines = m->log_held_bytes = 0;
+    }
+    size_t shown = utf8_cut(line, len, LOG_COPY_MAX);
+    log_info("%s/%d: %.*s%s", m->name, in->id, (int)shown, line, shown < len || dropped ? " [...]" : "");
 }
 
 const char *model_logs(model *m, size_t *len, size_t *start_cut)
@@ -1201,12 +1249,15 @@ json_t *model_to_json(model *m)
         json_array_append_new(insts, o);
     }
     const manifest *mf = m->mf;
-    json_t *o = json_pack("{s:s, s:s, s:s?, s:b, s:I, s:i, s:o}", "name", m->name, "state",
-                          model_state_name(m->state), "reason", model_reason(m), "changed", m->changed, "queue",
-                          (json_int_t)m->queue.count, "target_instances", m->target, "instances", insts);
-    json_object_set_new(o, "dir", json_string(m->dir));
+    /* reason and manifest_error quote workers and files: any bytes (utf8.h) */
+    const char *reason = model_reason(m);
+    json_t *o = json_pack("{s:s, s:s, s:o, s:b, s:I, s:i, s:o}", "name", m->name, "state",
+                          model_state_name(m->state), "reason",
+                          reason ? utf8_json_string(reason, strlen(reason)) : json_null(), "changed", m->changed,
+                          "queue", (json_int_t)m->queue.count, "target_instances", m->target, "instances", insts);
+    json_object_set_new(o, "dir", utf8_json_string(m->dir, strlen(m->dir)));
     if (m->broken)
-        json_object_set_new(o, "manifest_error", json_string(m->broken));
+        json_object_set_new(o, "manifest_error", utf8_json_string(m->broken, strlen(m->broken)));
     if (mf) {
         json_object_set_new(o, "runtime", json_string(mf->runtime == RUNTIME_PYTHON ? "python" : "exec"));
         json_object_set_new(o, "load", json_string(mf->load_eager ? "eager" : "lazy"));

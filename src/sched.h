@@ -44,6 +44,8 @@ struct job {
     int npieces;
     size_t pieces_len;    /* their total */
     uint8_t *data_owned;  /* tensors converted from JSON; owned */
+    uint64_t line_mark;   /* the instance's count of output lines when it was sent (inst.c) */
+    int result_broken;    /* set by done: the worker's 200 answer did not parse as its type requires */
     uint64_t enqueued_ms;
     uint64_t deadline_ms; /* on now_ms()'s clock; 0: none */
     size_t heap_index;    /* position in the deadline heap, SIZE_MAX when not in it */

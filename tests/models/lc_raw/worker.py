@@ -11,6 +11,13 @@ argv[1], the mode:
                 memory that holds 1 MiB
   shm-shrink    on the first INFER, try to grow, then shrink, both regions and
                 print what happened
+  hello-garbage send a HELLO whose body is not JSON
+  huge-claim    on the first INFER, send a frame header that claims a 1 GiB
+                body, a few bytes of it, and then nothing
+  lying         answer every INFER with a result whose meta claims 100 bytes
+                of data that are not there
+  stale-line    print a line while answering the first INFER (which succeeds),
+                then exit with status 3 on the second without printing
 Other INFER_RESULTs are an empty tensor list.
 """
 import json
@@ -52,7 +59,8 @@ print(f"lc_raw: mode {mode}, pid {os.getpid()}", flush=True)
 hello = {"protocol": 1, "sdk": "lc_raw", "pid": os.getpid()}
 if mode == "shm-short":
     hello["shm"] = True
-send(HELLO, 0, json.dumps(hello).encode())
+send(HELLO, 0, b"this is not json" if mode == "hello-garbage" else json.dumps(hello).encode())
+answered = 0
 while True:
     ftype, fid, body = read_frame()
     if ftype == LOAD:
@@ -69,6 +77,20 @@ while True:
             print("lc_raw: closing the protocol socket and lingering", file=sys.stderr, flush=True)
             sock.shutdown(socket.SHUT_RDWR)
             time.sleep(120)
+        if mode == "huge-claim":
+            sock.sendall(struct.pack("<IBBHQ", 1 << 30, 1, INFER_RESULT, 0, fid) + b"\0" * 100)
+            time.sleep(120)
+        if mode == "lying":
+            meta = json.dumps({"outputs": [{"name": "OUT", "datatype": "UINT8", "shape": [100],
+                                            "size": 100}]}).encode()
+            send(INFER_RESULT, fid, struct.pack("<I", len(meta)) + meta)
+            continue
+        if mode == "stale-line":
+            answered += 1
+            if answered == 1:
+                print("lc_raw: a stale line from the first request", flush=True)
+            else:
+                os._exit(3)
         if mode == "garbage":
             send(INFER_RESULT, fid, b"", version=9)
             time.sleep(120)

@@ -1,0 +1,191 @@
+/*
+ * chan — the worker-protocol frame reader; see chan.h.
+ *
+ * Invariant between calls: either no frame is open (have_header == 0) and
+ * the stage holds less than a header, or a frame is open, its first
+ * body_got bytes are in body, and the stage is empty — unless a callback
+ * paused parsing, in which case the stage may hold anything, parsed first
+ * at the next consume.
+ */
+#include "chan.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STAGE_SIZE (64 * 1024)
+/* The first allocation for a body, unless the frame is smaller; it doubles from there. */
+#define BODY_MIN (64 * 1024)
+
+void chan_reader_init(chan_reader *r, uint32_t max_body, chan_on_frame_cb on_frame, chan_on_error_cb on_error,
+                      void *data)
+{
+    memset(r, 0, sizeof *r);
+    r->max_body = max_body;
+    r->on_frame = on_frame;
+    r->on_error = on_error;
+    r->data = data;
+}
+
+static void drop_frame(chan_reader *r)
+{
+    free(r->body);
+    r->body = NULL;
+    r->body_got = r->body_cap = 0;
+    r->have_header = 0;
+}
+
+void chan_reader_reset(chan_reader *r)
+{
+    drop_frame(r);
+    r->stage_len = 0;
+    r->stopped = 0;
+}
+
+void chan_reader_close(chan_reader *r)
+{
+    drop_frame(r);
+    free(r->stage);
+    r->stage = NULL;
+    r->stage_len = 0;
+}
+
+void chan_reader_stop(chan_reader *r)
+{
+    r->stopped = 1;
+    drop_frame(r);
+    r->stage_len = 0;
+}
+
+static void fail(chan_reader *r, int err, const char *what)
+{
+    chan_reader_stop(r);
+    r->on_error(r, err, what);
+}
+
+/* Makes room for need bytes of the open frame's body (need <= its length). */
+static int grow_body(chan_reader *r, size_t need)
+{
+    if (need <= r->body_cap)
+        return 0;
+    size_t cap = r->body_cap ? r->body_cap * 2 : BODY_MIN;
+    if (cap < need)
+        cap = need;
+    if (cap > r->cur.length)
+        cap = r->cur.length;
+    uint8_t *p = realloc(r->body, cap);
+    if (!p)
+        return -ENOMEM;
+    r->body = p;
+    r->body_cap = cap;
+    return 0;
+}
+
+static void no_memory(chan_reader *r)
+{
+    char what[96];
+    snprintf(what, sizeof what, "no memory for the body of a %u-byte frame", r->cur.length);
+    fail(r, -ENOMEM, what);
+}
+
+/* Hands the open frame, now whole, to on_frame; returns its answer. */
+static int deliver(chan_reader *r)
+{
+    proto_header h = r->cur;
+    uint8_t *body = r->body;
+    r->body = NULL;
+    r->body_got = r->body_cap = 0;
+    r->have_header = 0;
+    return r->on_frame(r, &h, body);
+}
+
+static void parse_stage(chan_reader *r)
+{
+    size_t off = 0;
+    while (!r->stopped) {
+        if (!r->have_header) {
+            int rc = proto_header_decode(r->stage + off, r->stage_len - off, r->max_body, &r->cur);
+            if (rc == -EAGAIN)
+                break;
+            if (rc < 0) {
+                char what[96];
+                if (rc == -EMSGSIZE)
+                    snprintf(what, sizeof what, "frame of %u bytes, over the %u-byte limit",
+                             proto_get_u32(r->stage + off), r->max_body);
+                else
+                    snprintf(what, sizeof what, "bad frame header (type %u, version %u, flags %#x)",
+                             r->stage[off + 5], r->stage[off + 4],
+                             (unsigned)(r->stage[off + 6] | r->stage[off + 7] << 8));
+                fail(r, rc, what);
+                return;
+            }
+            off += PROTO_HEADER_SIZE;
+            r->have_header = 1;
+            r->body_got = 0;
+        }
+        size_t want = r->cur.length - r->body_got;
+        size_t avail = r->stage_len - off;
+        size_t take = want < avail ? want : avail;
+        if (take) {
+            if (grow_body(r, r->body_got + take) < 0) {
+                no_memory(r);
+                return;
+            }
+            memcpy(r->body + r->body_got, r->stage + off, take);
+            r->body_got += take;
+            off += take;
+        }
+        if (r->body_got < r->cur.length)
+            break;
+        if (deliver(r))
+            break;
+    }
+    if (r->stopped)
+        return;
+    if (off) {
+        memmove(r->stage, r->stage + off, r->stage_len - off);
+        r->stage_len -= off;
+    }
+}
+
+void chan_reader_buffer(chan_reader *r, char **base, size_t *len)
+{
+    if (!r->stage) {
+        r->stage = malloc(STAGE_SIZE);
+        if (!r->stage)
+            abort();
+    }
+    if (r->stage_len == STAGE_SIZE) /* paused with a full stage: parse before reading more */
+        parse_stage(r);
+    if (!r->stopped && r->have_header && r->stage_len == 0 && r->body_got < r->cur.length) {
+        /* Mid-body with nothing staged: read straight into the frame's buffer, grown as it fills. */
+        if (r->body_got < r->body_cap || grow_body(r, r->body_got + 1) == 0) {
+            *base = (char *)r->body + r->body_got;
+            *len = r->body_cap - r->body_got;
+            return;
+        }
+        no_memory(r);
+    }
+    if (r->stopped) { /* scratch: whatever is read now is dropped */
+        *base = (char *)r->stage;
+        *len = STAGE_SIZE;
+        return;
+    }
+    *base = (char *)r->stage + r->stage_len;
+    *len = STAGE_SIZE - r->stage_len;
+}
+
+void chan_reader_consume(chan_reader *r, const char *base, size_t n)
+{
+    if (r->stopped || n == 0)
+        return;
+    if (r->have_header && r->body && base == (char *)r->body + r->body_got) {
+        r->body_got += n;
+        if (r->body_got == r->cur.length && deliver(r) == 0 && r->stage_len)
+            parse_stage(r);
+        return;
+    }
+    r->stage_len += n;
+    parse_stage(r);
+}
