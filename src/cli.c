@@ -2,10 +2,13 @@
  * cli — client verbs over libcurl; see cli.h.
  *
  * Output is a table for people, or the daemon's JSON with --json. Any
- * failure prints one line, "corral: <reason>", and exits non-zero.
+ * failure prints one line, "corral: <reason>", and exits non-zero. Every
+ * request carries $CORRAL_TOKEN as a bearer token when it is set; the
+ * token itself is never printed.
  */
 #include "cli.h"
 
+#include "access.h"
 #include "sb.h"
 
 #include <curl/curl.h>
@@ -53,11 +56,42 @@ static const char *base_url(void)
     return u && *u ? u : "http://127.0.0.1:8766";
 }
 
+/*
+ * Appends "Authorization: Bearer $CORRAL_TOKEN" to headers when the token
+ * is set, cleaned as the daemon cleans it (an empty one counts as unset).
+ * Returns 0, or -1 after saying why the token cannot be sent.
+ */
+static int add_auth(struct curl_slist **headers)
+{
+    const char *env = getenv("CORRAL_TOKEN");
+    char *token;
+    int rc = env ? access_token_clean(env, strlen(env), &token) : -ENODATA;
+    if (rc == -ENODATA)
+        return 0;
+    if (rc < 0) {
+        fprintf(stderr, "corral: CORRAL_TOKEN %s\n",
+                rc == -EINVAL ? "holds a control character: a token must be printable" : "is too long");
+        return -1;
+    }
+    sb h;
+    sb_init(&h, 32 + strlen(token));
+    sb_adds(&h, "Authorization: Bearer ");
+    sb_adds(&h, token);
+    char *line = sb_take(&h, NULL);
+    *headers = curl_slist_append(*headers, line); /* copies */
+    free(line);
+    free(token);
+    return 0;
+}
+
 /* Performs a request; returns 0 or prints why it could not and returns -1. */
 static int request(const char *method, const char *path, const char *content_type, const void *body, size_t len,
                    response *r)
 {
     memset(r, 0, sizeof *r);
+    struct curl_slist *headers = NULL;
+    if (add_auth(&headers) < 0)
+        return -1;
     sb_init(&r->body, 4096);
     char url[4096];
     const char *base = base_url();
@@ -66,11 +100,13 @@ static int request(const char *method, const char *path, const char *content_typ
         blen--;
     snprintf(url, sizeof url, "%.*s%s", (int)blen, base, path);
     CURL *c = curl_easy_init();
-    struct curl_slist *headers = NULL;
     if (content_type) {
         char h[256];
         snprintf(h, sizeof h, "Content-Type: %s", content_type);
         headers = curl_slist_append(headers, h);
+    } else {
+        /* curl would label a POST form-encoded, which the daemon refuses (415) */
+        headers = curl_slist_append(headers, "Content-Type:");
     }
     headers = curl_slist_append(headers, "Expect:");
     curl_easy_setopt(c, CURLOPT_URL, url);
