@@ -10,7 +10,9 @@
  */
 #include "api.h"
 
+#include "access.h"
 #include "http.h"
+#include "intake.h"
 #include "log.h"
 #include "shm.h"
 
@@ -36,9 +38,7 @@ static void pending_dispose(void *ptr)
         model_forget_waiter(p->model, &p->waiter);
         p->waiting = 0;
     }
-    json_decref(p->binary_outputs);
-    json_decref(p->requested);
-    p->binary_outputs = p->requested = NULL;
+    infer_opts_clear(&p->opts);
     shm_unref(p->shm); /* the response has been sent from it */
     p->shm = NULL;
 }
@@ -65,7 +65,11 @@ static void job_done(job *j, int status, const char *msg, uint8_t type, uint8_t 
     p->shm_data = j->shm_data;
     p->shm_len = j->shm_len;
     j->shm = NULL;
-    p->respond(p, status, msg, body, len);
+    if (j->inst) {
+        p->inst_id = j->inst->id;
+        p->inst_pid = j->inst->pid;
+    }
+    j->result_broken = p->respond(p, status, msg, body, len);
 }
 
 /*
@@ -179,11 +183,14 @@ static int split_path(h2o_mem_pool_t *pool, h2o_iovec_t path, api_path *out)
 int api_handle(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
+    intake_request_started(req); /* an HTTP/2 body's charge ends with the request */
     api_path p;
     h2o_iovec_t path = req->path;
     if (req->query_at != SIZE_MAX)
         path.len = req->query_at;
     int rc = split_path(&req->pool, path, &p);
+    if (access_check(req, p.seg, p.n) < 0) /* before anything else answers */
+        return 0;
     if (rc == -2) {
         http_error(req, 400, 0, "malformed percent-encoding in the request path");
         return 0;

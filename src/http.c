@@ -3,8 +3,13 @@
  */
 #include "http.h"
 
+#include "intake.h"
+#include "log.h"
 #include "manifest.h"
+#include "sb.h"
+#include "utf8.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +19,13 @@ static const char *reason_phrase(int status)
     switch (status) {
     case 200: return "OK";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
     case 500: return "Internal Server Error";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
@@ -71,10 +79,18 @@ void http_send_owned(h2o_req_t *req, int status, const char *content_type, void 
 
 void http_send_json(h2o_req_t *req, int status, json_t *obj)
 {
-    char *text = json_dumps(obj, JSON_COMPACT);
+    /* Strings from outside reach jansson through utf8_json_string, so a
+     * NULL here is a bug, not bad input: it must still not take the
+     * daemon down, and the client still gets an answer. */
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
-    size_t len = strlen(text);
-    http_send_owned(req, status, "application/json", text, len);
+    if (!text) {
+        log_error("cannot serialise a %d response to %.*s (a string that is not UTF-8?)", status,
+                  (int)(req->path.len > 200 ? 200 : req->path.len), req->path.base);
+        http_error(req, 500, 0, "corral could not serialise its response");
+        return;
+    }
+    http_send_owned(req, status, "application/json", text, strlen(text));
 }
 
 void http_method_not_allowed(h2o_req_t *req, const char *allowed)
@@ -83,20 +99,50 @@ void http_method_not_allowed(h2o_req_t *req, const char *allowed)
     http_error(req, 405, 0, "method %.*s not allowed here; use %s", (int)req->method.len, req->method.base, allowed);
 }
 
-void http_error(h2o_req_t *req, int status, int retry_after, const char *fmt, ...)
+/* The longest error message; longer ones are cut at a character boundary and end in "...". */
+#define ERROR_MAX 2048
+
+char *http_error_vtext(size_t *len, const char *fmt, va_list ap)
 {
-    char msg[2048];
+    char msg[ERROR_MAX + 1];
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t mlen = n < 0 ? 0 : (size_t)n;
+    int cut = mlen > ERROR_MAX;
+    if (cut)
+        mlen = utf8_cut(msg, ERROR_MAX, ERROR_MAX - 3);
+    sb b;
+    sb_init(&b, mlen + 32);
+    sb_adds(&b, "{\"error\":");
+    if (cut)
+        memcpy(msg + mlen, "...", 3);
+    sb_json_str(&b, msg, mlen + (cut ? 3 : 0));
+    sb_addc(&b, '}');
+    return sb_take(&b, len);
+}
+
+char *http_error_text(size_t *len, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    char *text = http_error_vtext(len, fmt, ap);
     va_end(ap);
+    return text;
+}
+
+void http_error(h2o_req_t *req, int status, int retry_after, const char *fmt, ...)
+{
     if (status == 503) {
         char ra[16];
         int n = snprintf(ra, sizeof ra, "%d", retry_after > 0 ? retry_after : 1);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
                        h2o_strdup(&req->pool, ra, (size_t)n).base, (size_t)n);
     }
-    http_send_json(req, status, json_pack("{s:s}", "error", msg));
+    va_list ap;
+    va_start(ap, fmt);
+    size_t len;
+    char *text = http_error_vtext(&len, fmt, ap);
+    va_end(ap);
+    http_send_owned(req, status, "application/json", text, len);
 }
 
 /* ---- JSON bodies for the errors h2o answers itself ---- */
@@ -104,7 +150,10 @@ void http_error(h2o_req_t *req, int status, int retry_after, const char *fmt, ..
 /*
  * h2o answers some errors before any handler runs (413 for a body over the
  * limit, 400 for a request it cannot parse) with a text/plain body. This
- * filter turns them into the {"error": ...} form every corral error has.
+ * filter turns them into the {"error": ...} form every corral error has. A
+ * 413 that intake caused (the request-body budget is spent; intake.h)
+ * becomes 503 with Retry-After; when h2o closes the connection after its
+ * answer, intake lingers so that a client still sending reads it.
  */
 typedef struct error_ostream {
     h2o_ostream_t super;
@@ -134,36 +183,45 @@ static void error_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_
     if (req->res.status >= 400 && ct >= 0 &&
         h2o_memis(req->res.headers.entries[ct].value.base, req->res.headers.entries[ct].value.len,
                   H2O_STRLIT("text/plain; charset=utf-8"))) {
-        char msg[256];
+        char msg[512];
         if (req->res.status == 413) {
             /* Name the model when the path has one: /v2/models/NAME/... or /v1/models/NAME/... */
             const char *p = req->path.base, *end = req->path.base + req->path.len, *name = NULL;
-            size_t name_len = 0;
+            size_t name_len = 0, held, cap;
             if (req->path.len > 11 && (memcmp(p, "/v2/models/", 11) == 0 || memcmp(p, "/v1/models/", 11) == 0)) {
                 name = p + 11;
                 while (name + name_len < end && name[name_len] != '/' && name[name_len] != '?')
                     name_len++;
             }
+            char who[160] = "";
             if (name_len && model_name_valid(name, name_len))
-                snprintf(msg, sizeof msg, "model '%.*s': request body is larger than the daemon's limit (--max-body %zu bytes)",
-                         (int)name_len, name, max_body_limit);
-            else
-                snprintf(msg, sizeof msg, "request body is larger than the daemon's limit (--max-body %zu bytes)",
+                snprintf(who, sizeof who, "model '%.*s': ", (int)name_len, name);
+            if (intake_refused(req, &held, &cap)) {
+                /* h2o's 413 came from the budget, not from this body's size (see intake.h) */
+                req->res.status = 503;
+                req->res.reason = "Service Unavailable";
+                h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+                snprintf(msg, sizeof msg,
+                         "%sthe daemon holds %zu bytes of request bodies and this one would pass its limit "
+                         "(--max-inflight-body %zu bytes); retry later",
+                         who, held, cap);
+            } else
+                snprintf(msg, sizeof msg, "%srequest body is larger than the daemon's limit (--max-body %zu bytes)", who,
                          max_body_limit);
         }
         else
             snprintf(msg, sizeof msg, "%s", req->res.reason ? req->res.reason : "error");
-        json_t *j = json_pack("{s:s}", "error", msg);
-        char *text = json_dumps(j, JSON_COMPACT);
-        json_decref(j);
+        size_t len;
+        char *text = http_error_text(&len, "%s", msg);
         error_ostream *o = (error_ostream *)h2o_add_ostream(req, sizeof *o, slot);
-        o->json = h2o_strdup(&req->pool, text, strlen(text));
+        o->json = h2o_strdup(&req->pool, text, len);
         o->sent = 0;
         free(text);
         o->super.do_send = error_do_send;
         req->res.content_length = o->json.len;
         req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
         slot = &o->super.next;
+        intake_linger(req); /* a client still sending its body reads this answer before the close */
     }
     h2o_setup_next_ostream(req, slot);
 }

@@ -11,6 +11,7 @@
 
 #include <h2o.h>
 #include <jansson.h>
+#include <stdarg.h>
 
 /* Sends body (which must stay valid until the request is disposed). */
 void http_send(h2o_req_t *req, int status, const char *content_type, const void *body, size_t len);
@@ -20,9 +21,17 @@ void http_send_owned(h2o_req_t *req, int status, const char *content_type, void 
 void http_sendv(h2o_req_t *req, int status, const char *content_type, h2o_iovec_t *bufs, size_t n);
 /* Serialises obj (reference stolen) and sends it as application/json. */
 void http_send_json(h2o_req_t *req, int status, json_t *obj);
-/* {"error": "..."}; a 503 carries Retry-After (retry_after seconds, at least 1). */
+/*
+ * {"error": "..."}; a 503 carries Retry-After (retry_after seconds, at least
+ * 1). The message may hold any bytes (a client's path, a worker's text): it
+ * is cut at a character boundary past 2 KiB and escaped by sb_json_str, so
+ * the answer is valid JSON whatever it echoes.
+ */
 void http_error(h2o_req_t *req, int status, int retry_after, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The body http_error sends, malloc'ed (for errors sent by other paths). */
+char *http_error_text(size_t *len, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+char *http_error_vtext(size_t *len, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* 405 with an Allow header naming the method to use. */
 void http_method_not_allowed(h2o_req_t *req, const char *allowed);
 /* Frees p (malloc'ed) when the request's pool is disposed. */

@@ -8,8 +8,10 @@
  */
 #include "server.h"
 
+#include "access.h"
 #include "api.h"
 #include "http.h"
+#include "intake.h"
 #include "log.h"
 #include "model.h"
 
@@ -38,17 +40,15 @@ static void on_accept(uv_stream_t *listener, int status)
 {
     if (status < 0)
         return;
-    uv_tcp_t *conn = malloc(sizeof *conn);
+    uv_tcp_t *conn = intake_tcp_new(listener->loop);
     if (!conn)
         return;
-    uv_tcp_init(listener->loop, conn);
     if (uv_accept(listener, (uv_stream_t *)conn) < 0) {
-        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+        intake_tcp_discard(conn);
         return;
     }
     uv_tcp_nodelay(conn, 1);
-    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
-    h2o_accept(&S.accept_ctx, sock);
+    intake_accept(&S.accept_ctx, conn); /* lingering close, the request-body budget: see intake.h */
 }
 
 static void on_flushed(uv_timer_t *t)
@@ -107,6 +107,10 @@ static int listen_on(const server_config *cfg)
                                            : ntohs(((struct sockaddr_in *)&bound)->sin_port);
     log_info("listening on http://%s%s%s:%d", strchr(cfg->host, ':') ? "[" : "", cfg->host,
              strchr(cfg->host, ':') ? "]" : "", port);
+    if (!cfg->auth_token && !access_is_loopback(cfg->host))
+        log_warn("%s is not a loopback address and no token is set: anyone who can reach it may load, unload and "
+                 "run models; set --auth-token-file or CORRAL_TOKEN",
+                 cfg->host);
     return 0;
 }
 
@@ -131,9 +135,18 @@ int server_run(const server_config *cfg)
     handler->on_req = api_handle;
     http_install_error_filter(path, (size_t)cfg->max_body);
     http_install_error_filter(&host->fallback_path, (size_t)cfg->max_body);
+    if (intake_init(S.loop, &S.config, (size_t)cfg->max_body, (size_t)cfg->max_inflight_body) < 0)
+        return 1;
     h2o_context_init(&S.ctx, S.loop, &S.config);
     S.accept_ctx.ctx = &S.ctx;
     S.accept_ctx.hosts = S.config.hosts;
+    access_init(&(access_config){.token = cfg->auth_token,
+                                 .scope = cfg->auth_scope,
+                                 .bind_host = cfg->host,
+                                 .allow_hosts = cfg->allow_hosts,
+                                 .n_allow_hosts = cfg->n_allow_hosts,
+                                 .allow_origins = cfg->allow_origins,
+                                 .n_allow_origins = cfg->n_allow_origins});
 
     registry_config rc = {.models_dir = cfg->models_dir,
                           .external_dir = cfg->external_dir,

@@ -5,6 +5,9 @@
 #ifndef CORRAL_SERVER_H
 #define CORRAL_SERVER_H
 
+#include "access.h"
+
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct server_config {
@@ -15,9 +18,17 @@ typedef struct server_config {
     const char *python_sdk_dir;
     double poll_s;            /* 0: rescan only on request */
     int64_t max_body;         /* bytes */
+    int64_t max_inflight_body; /* bytes: request bodies held at once, all connections together */
     int64_t stop_grace_ms;
     int64_t drain_timeout_ms;
     int64_t memory_budget; /* bytes; 0: none */
+    /* access (see access.h); the strings are not owned */
+    const char *auth_token;           /* NULL: none; never logged */
+    access_scope auth_scope;
+    const char *const *allow_hosts;   /* --allow-host */
+    size_t n_allow_hosts;
+    const char *const *allow_origins; /* --allow-origin */
+    size_t n_allow_origins;
 } server_config;
 
 /* Runs until SIGTERM or SIGINT; returns the process exit status. */
