@@ -1,0 +1,108 @@
+/*
+ * fuzz_infer_request — a v2 inference request body, JSON or JSON plus the
+ * binary tensor extension, as the daemon turns it into an INFER frame
+ * (infer.c), then answered by an echoing worker and written back as a v2
+ * response.
+ *
+ * Input: byte 0 holds flags (bit 0: an Inference-Header-Content-Length
+ * header is present; bit 1: its value is the next 6 raw bytes rather than
+ * digits; bits 4-7: the model's priority levels), bytes 1-2 the header's
+ * value as a number; the rest is the body. A request that parses must give
+ * a well-formed frame whose meta is strict JSON; one that fails must fail
+ * with a status and a message the error writer turns into strict JSON; the
+ * echoed response must be strict JSON with binary sections inside the
+ * result.
+ */
+#include "fuzz.h"
+#include "infer.h"
+#include "proto.h"
+#include "sb.h"
+#include "sched.h"
+
+#include <stdint.h>
+
+/* The INFER_RESULT an echoing worker sends: every input back as an output of the same name. */
+static void echo(const uint8_t *frame, size_t frame_len, const job *j, const infer_opts *opts)
+{
+    const char *meta;
+    size_t meta_len, data_len;
+    const uint8_t *data;
+    if (proto_split_body(frame + PROTO_HEADER_SIZE, frame_len - PROTO_HEADER_SIZE, &meta, &meta_len, &data,
+                         &data_len) < 0)
+        abort();
+    fuzz_check_json(meta, meta_len);
+    json_t *m = json_loadb(meta, meta_len, 0, NULL);
+    json_t *outs = json_pack("{s:O}", "outputs", json_object_get(m, "inputs"));
+    char *text = json_dumps(outs, JSON_COMPACT);
+    size_t tlen = strlen(text);
+    sb body;
+    sb_init(&body, 64);
+    uint8_t u32[4];
+    proto_put_u32(u32, (uint32_t)tlen);
+    sb_add(&body, u32, 4);
+    sb_add(&body, text, tlen);
+    if (j->npieces)
+        for (int k = 0; k < j->npieces; k++)
+            sb_add(&body, j->pieces[k].ptr, j->pieces[k].len);
+    else
+        sb_add(&body, data, data_len);
+    infer_response r;
+    char err[512];
+    int status = infer_build_response("fuzz", opts, (const uint8_t *)body.p, body.len, NULL, 0, &r, err, sizeof err);
+    if (status == 200) {
+        fuzz_check_json(r.json, r.json_len);
+        for (size_t i = 0; i < r.nbinary; i++)
+            if (r.binary[i].ptr < (const uint8_t *)body.p ||
+                r.binary[i].ptr + r.binary[i].len > (const uint8_t *)body.p + body.len)
+                abort();
+        free(r.json);
+    } else if (status == 400 && opts->requested) {
+        fuzz_check_error(err); /* an output asked for that the echo does not have */
+    } else {
+        fprintf(stderr, "fuzz: the echo of a valid request was refused: %d %s\n", status, err);
+        abort();
+    }
+    sb_free(&body);
+    free(text);
+    json_decref(outs);
+    json_decref(m);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 3)
+        return 0;
+    char digits[24];
+    infer_input in = {.model = "fuzz", .priority_levels = 1 + (data[0] >> 4)};
+    if (data[0] & 1) {
+        if ((data[0] & 2) && size >= 9) {
+            in.header_length = (const char *)data + 3;
+            in.header_length_len = 6;
+            data += 6;
+            size -= 6;
+        } else {
+            in.header_length_len = (size_t)snprintf(digits, sizeof digits, "%u", data[1] | data[2] << 8);
+            in.header_length = digits;
+        }
+    }
+    in.body = data + 3;
+    in.len = size - 3;
+    job *j = job_new(NULL, PROTO_INFER, 0);
+    infer_opts opts = {0};
+    char err[1024];
+    int status = infer_parse_request(&in, j, &opts, err, sizeof err);
+    if (status == 0) {
+        proto_header h;
+        if (proto_header_decode(j->frame, j->frame_len, PROTO_MAX_BODY, &h) < 0 || h.type != PROTO_INFER ||
+            h.length != j->frame_len - PROTO_HEADER_SIZE + j->pieces_len)
+            abort();
+        echo(j->frame, j->frame_len, j, &opts);
+    } else {
+        if (status != 400 && status != 413 && status != 503)
+            abort();
+        fuzz_check_error(err);
+    }
+    infer_opts_clear(&opts);
+    job_free(j);
+    return 0;
+}
