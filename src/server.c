@@ -121,6 +121,9 @@ int server_run(const server_config *cfg)
 
     h2o_config_init(&S.config);
     S.config.max_request_entity_size = (size_t)cfg->max_body;
+    /* h2o's default of 10 s covers an HTTP/1 request's head and body
+     * together, so any upload that takes longer was dropped unanswered. */
+    S.config.http1.req_timeout = 60 * 1000;
     /* Large request bodies: h2o would move one past 32 MiB into a mapped
      * temporary file under /tmp (on disk here), and every buffer it grows,
      * like every frame and result buffer of ours, would be fresh memory from

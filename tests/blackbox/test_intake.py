@@ -418,3 +418,26 @@ def test_http2_budget(corral):
     assert h2_outcome(b, 5) == "200"
     a.close()
     b.close()
+
+
+# ---------------------------------------------------------------- slow uploads
+
+
+def test_an_upload_slower_than_h2o_default_request_timeout_is_answered(corral):
+    """h2o's http1.req_timeout (10 s by default) covers head and body: corral raises it to 60 s."""
+    corral.add("echo", "echo")
+    d = corral.start()
+    body = body_of(4000)
+    s = connect(d, timeout=30)
+    try:
+        s.sendall(head("/v2/models/echo/infer", len(body)))
+        t0 = time.monotonic()
+        for i in range(0, len(body), 320):  # 13 pieces over about 12 s
+            s.sendall(body[i:i + 320])
+            time.sleep(0.95)
+        status, _, answer = read_response(s)
+        assert time.monotonic() - t0 > 10.5
+        assert status == 200, answer
+        assert json.loads(answer)["outputs"][0]["data"] == [7]
+    finally:
+        s.close()
