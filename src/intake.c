@@ -320,11 +320,10 @@ static void note_head(intake_conn *c)
         return; /* no body, chunked (charged as it comes), or h2o refuses it */
     c->h1_held = c->head.content_length;
     recharge(c);
-    /* Room for the whole body now: h2o would double the buffer step by
-     * step, copying it each time and holding two copies while it does. */
-    size_t want = c->head_len + c->head.content_length;
-    if (in->size < want)
-        h2o_buffer_reserve(&c->sock->input, want - in->size);
+    /* The charge is the claim; memory is not: h2o's buffer grows as the
+     * body's bytes arrive, so a head that claims 900 MB and sends nothing
+     * costs nothing (reserving the claim up front once made such a head
+     * fatal under an address-space limit). */
 }
 
 /* Before h2o reads c's input: charges what it is about to take, sets its limit. */

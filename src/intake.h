@@ -30,8 +30,8 @@
  * within --max-body (intake_refused tells). What is charged:
  *  - HTTP/1, Content-Length: the declared length, from the head (parsed
  *    with libh2o's picohttpparser, as h2o parses it) until h2o starts
- *    reading the next request or closes the connection; the input buffer
- *    is grown to the whole body at once, so it is never copied to grow;
+ *    reading the next request or closes the connection (a charge, not an
+ *    allocation: h2o's buffer grows only as the bytes arrive);
  *  - HTTP/1, chunked: the decoded bytes buffered so far; h2o stops the body
  *    (413, or 503 as above) when it would reach the limit;
  *  - HTTP/2: the DATA bytes of each stream, from frame headers read before

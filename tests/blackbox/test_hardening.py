@@ -215,6 +215,14 @@ def test_hostile_requests_under_an_address_space_limit(tmp_path):
         body = {"inputs": [tensor("INPUT0", "FP64", [134217727], [1])]}
         r = requests.post(base + "/v2/models/raw/infer", json=body, timeout=30)
         assert r.status_code == 400, r.text
+        # A request head that claims 900 MB of body and sends 1 KB: a charge, not an allocation.
+        claim = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+        claim.sendall(b"POST /v2/models/raw/infer HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 900000000\r\n\r\n" + b" " * 1024)
+        time.sleep(0.5)
+        assert proc.poll() is None, text()
+        assert requests.get(base + "/v2/health/live", timeout=5).status_code == 200
+        claim.close()
         # The worker answers with a header claiming a 1 GiB body, then stalls.
         r = requests.post(base + "/v2/models/raw/infer", json={"inputs": [tensor("X", "INT32", [1], [0])]},
                           timeout=30)
