@@ -431,7 +431,10 @@ static int start_slot(model *m, inst *in)
     json_decref(load);
 
     int rc;
-    if (access(entry, mf->runtime == RUNTIME_PYTHON ? R_OK : X_OK) < 0) {
+    if (!load_json) { /* cannot happen: every string in it is valid UTF-8 (utf8.h) */
+        snprintf(err, sizeof err, "cannot serialise the LOAD message");
+        rc = -EINVAL;
+    } else if (access(entry, mf->runtime == RUNTIME_PYTHON ? R_OK : X_OK) < 0) {
         snprintf(err, sizeof err, "entrypoint '%s' is not %s: %s", entry,
                  mf->runtime == RUNTIME_PYTHON ? "readable" : "executable", strerror(errno));
         rc = -errno;
