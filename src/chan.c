@@ -8,6 +8,7 @@
  * at the next consume.
  */
 #include "chan.h"
+#include "xmalloc.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -151,11 +152,8 @@ static void parse_stage(chan_reader *r)
 
 void chan_reader_buffer(chan_reader *r, char **base, size_t *len)
 {
-    if (!r->stage) {
-        r->stage = malloc(STAGE_SIZE);
-        if (!r->stage)
-            abort();
-    }
+    if (!r->stage)
+        r->stage = xmalloc(STAGE_SIZE);
     if (r->stage_len == STAGE_SIZE) /* paused with a full stage: parse before reading more */
         parse_stage(r);
     if (!r->stopped && r->have_header && r->stage_len == 0 && r->body_got < r->cur.length) {

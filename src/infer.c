@@ -15,6 +15,7 @@
 #include "shm.h"
 #include "tensor.h"
 #include "utf8.h"
+#include "xmalloc.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -244,17 +245,17 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
                 "INT64, FP16, FP32, FP64, BF16, BYTES",
                 nm);
         json_t *shape = json_object_get(input, "shape");
-        if (!json_is_array(shape) || json_array_size(shape) > TENSOR_MAX_DIMS)
-            BAD("input '%s': shape must be an array of at most %d non-negative integers", nm, TENSOR_MAX_DIMS);
-        int64_t dims[TENSOR_MAX_DIMS];
+        if (!json_is_array(shape) || json_array_size(shape) > DTYPE_MAX_DIMS)
+            BAD("input '%s': shape must be an array of at most %d non-negative integers", nm, DTYPE_MAX_DIMS);
+        int64_t dims[DTYPE_MAX_DIMS];
         int ndim = (int)json_array_size(shape);
         for (int d = 0; d < ndim; d++) {
             json_t *v = json_array_get(shape, (size_t)d);
             if (!json_is_integer(v) || json_integer_value(v) < 0)
-                BAD("input '%s': shape must be an array of at most %d non-negative integers", nm, TENSOR_MAX_DIMS);
+                BAD("input '%s': shape must be an array of at most %d non-negative integers", nm, DTYPE_MAX_DIMS);
             dims[d] = json_integer_value(v);
         }
-        int64_t count = shape_count(dims, ndim);
+        int64_t count = dtype_shape_count(dims, ndim);
         if (count < 0 || (dtype_size(t) && (uint64_t)count > PROTO_MAX_BODY / dtype_size(t)))
             BAD("input '%s': shape is too large", nm);
         json_t *ip = json_object_get(input, "parameters");
@@ -270,7 +271,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
             s->ptr = bin + bin_used;
             s->len = (size_t)json_integer_value(bsize);
             bin_used += s->len;
-            if (tensor_check_raw(t, s->ptr, s->len, count) < 0)
+            if (dtype_check_raw(t, s->ptr, s->len, count) < 0)
                 BAD("input '%s': %zu bytes of binary data do not hold %lld %s elements", nm, s->len,
                     (long long)count, dtype_name(t));
         } else {
@@ -379,9 +380,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         j->deadline_ms = now_ms() + ((uint64_t)json_integer_value(timeout) + 999) / 1000;
     if (id) {
         opts->id_len = json_string_length(id);
-        opts->id = malloc(opts->id_len + 1);
-        if (!opts->id)
-            abort();
+        opts->id = xmalloc(opts->id_len + 1);
         memcpy(opts->id, json_string_value(id), opts->id_len + 1);
     }
     sb_free(&meta);
@@ -416,7 +415,7 @@ typedef struct result_output {
     const char *name; /* in the meta */
     dtype t;
     int ndim;
-    int64_t dims[TENSOR_MAX_DIMS];
+    int64_t dims[DTYPE_MAX_DIMS];
     int64_t count;
     size_t off, size;
     int binary;
@@ -450,9 +449,7 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
         return 502;
     }
     /* Check every output first, and bound the answer's size before building it. */
-    result_output *ro = nout ? calloc(nout, sizeof *ro) : NULL;
-    if (nout && !ro)
-        abort();
+    result_output *ro = xcalloc(nout, sizeof *ro);
     size_t off = 0, bound = 256 + strlen(model) * 6 + (opts->id ? opts->id_len * 6 : 0);
     int status = 200;
     for (size_t i = 0; i < nout; i++) {
@@ -465,7 +462,7 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
         json_t *shape = json_object_get(o, "shape");
         json_t *size = json_object_get(o, "size");
         r->ndim = json_is_array(shape) ? (int)json_array_size(shape) : -1;
-        int ok = r->name && r->t != DT_INVALID && r->ndim >= 0 && r->ndim <= TENSOR_MAX_DIMS &&
+        int ok = r->name && r->t != DT_INVALID && r->ndim >= 0 && r->ndim <= DTYPE_MAX_DIMS &&
                  json_is_integer(size) && json_integer_value(size) >= 0 &&
                  (uint64_t)json_integer_value(size) <= data_len - off;
         for (int d = 0; ok && d < r->ndim; d++) {
@@ -474,10 +471,10 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
             if (ok)
                 r->dims[d] = json_integer_value(v);
         }
-        r->count = ok ? shape_count(r->dims, r->ndim) : -1;
+        r->count = ok ? dtype_shape_count(r->dims, r->ndim) : -1;
         r->size = ok ? (size_t)json_integer_value(size) : 0;
         r->off = off;
-        if (r->count < 0 || tensor_check_raw(r->t, data + off, r->size, r->count) < 0) {
+        if (r->count < 0 || dtype_check_raw(r->t, data + off, r->size, r->count) < 0) {
             char shown[160] = "";
             if (r->name)
                 snprintf(shown, sizeof shown, " '%s'", r->name);

@@ -20,6 +20,7 @@
 #include "intake.h"
 
 #include "log.h"
+#include "xmalloc.h"
 
 #include <assert.h>
 #include <dlfcn.h>
@@ -593,9 +594,7 @@ static void on_tcp_closed(uv_handle_t *h)
 
 uv_tcp_t *intake_tcp_new(uv_loop_t *loop)
 {
-    intake_conn *c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
+    intake_conn *c = xcalloc(1, sizeof *c);
     c->linger_fd = -1;
     c->limit = I.max_body;
     uv_tcp_init(loop, &c->tcp);

@@ -8,8 +8,9 @@
  */
 #include "manifest.h"
 
-#include "tensor.h"
+#include "dtype.h"
 #include "utf8.h"
+#include "xmalloc.h"
 
 #include <errno.h>
 #include <math.h>
@@ -179,14 +180,14 @@ static int get_string(vctx *c, json_t *o, const char *key, const char *dflt, cha
     if (!v || json_is_null(v)) {
         if (!dflt)
             return fail(c, key, "is required");
-        *out = strdup(dflt);
+        *out = xstrdup(dflt);
         return 0;
     }
     if (!json_is_string(v) || json_string_length(v) == 0)
         return fail(c, key, "must be a non-empty string");
     if (strlen(json_string_value(v)) != json_string_length(v))
         return fail(c, key, "must not contain NUL");
-    *out = strdup(json_string_value(v));
+    *out = xstrdup(json_string_value(v));
     return 0;
 }
 
@@ -300,10 +301,10 @@ static int get_tensor_meta(vctx *c, json_t *o, const char *key, json_t **out)
 
 static char **string_list(json_t *a)
 {
-    char **out = calloc(json_array_size(a) + 1, sizeof *out);
+    char **out = xcalloc(json_array_size(a) + 1, sizeof *out);
     size_t i;
     json_t *v;
-    json_array_foreach(a, i, v) out[i] = strdup(json_string_value(v));
+    json_array_foreach(a, i, v) out[i] = xstrdup(json_string_value(v));
     return out;
 }
 
@@ -383,7 +384,7 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
         m->args = string_list(strs);
         json_decref(strs);
     } else {
-        m->args = calloc(1, sizeof *m->args);
+        m->args = xcalloc(1, sizeof *m->args);
     }
     json_t *env = json_object_get(root, "env");
     if (env && !json_is_null(env)) {
@@ -404,7 +405,7 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
         m->env = string_list(strs);
         json_decref(strs);
     } else {
-        m->env = calloc(1, sizeof *m->env);
+        m->env = xcalloc(1, sizeof *m->env);
     }
 
     if (get_int(c, root, "instances", "instances", 1, 1, 1024, &m->instances) < 0 ||
@@ -509,9 +510,7 @@ int manifest_load(const char *path, const char *dirname, manifest **out, char *e
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -errno;
     }
-    unsigned char *text = malloc(MANIFEST_MAX_BYTES + 1);
-    if (!text)
-        abort();
+    unsigned char *text = xmalloc(MANIFEST_MAX_BYTES + 1);
     size_t len = fread(text, 1, MANIFEST_MAX_BYTES + 1, f);
     fclose(f);
     int rc;
@@ -557,9 +556,7 @@ int manifest_parse(const char *path, const unsigned char *text, size_t len, cons
         snprintf(err, errlen, "%s: unsupported YAML (keys must be plain scalars, nesting at most 64 deep)", path);
         goto fail;
     }
-    m = calloc(1, sizeof *m);
-    if (!m)
-        abort();
+    m = xcalloc(1, sizeof *m);
     m->digest = manifest_digest(text, len);
     if (validate(&c, root, dirname, m) < 0)
         goto fail;

@@ -17,6 +17,7 @@
 #include "repo.h"
 #include "sb.h"
 #include "utf8.h"
+#include "xmalloc.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -172,11 +173,9 @@ model *model_next(model *m)
 
 static model *model_new(const repo_entry *e)
 {
-    model *m = calloc(1, sizeof *m);
-    if (!m)
-        abort();
-    m->name = strdup(e->name);
-    m->dir = strdup(e->dir);
+    model *m = xcalloc(1, sizeof *m);
+    m->name = xstrdup(e->name);
+    m->dir = xstrdup(e->dir);
     m->state = MODEL_UNLOADED;
     uv_timer_init(R.loop, &m->idle_timer);
     m->idle_timer.data = m;
@@ -251,7 +250,7 @@ static void model_apply_entry(model *m, repo_entry *e)
         m->mf = e->mf;
         m->changed = 0;
         free(m->dir);
-        m->dir = strdup(e->dir);
+        m->dir = xstrdup(e->dir);
     }
     e->mf = NULL;
 }
@@ -294,9 +293,9 @@ int registry_rescan(void)
 int registry_init(uv_loop_t *loop, const registry_config *cfg)
 {
     R.loop = loop;
-    R.models_dir = strdup(cfg->models_dir);
-    R.external_dir = cfg->external_dir ? strdup(cfg->external_dir) : NULL;
-    R.python_sdk_dir = strdup(cfg->python_sdk_dir);
+    R.models_dir = xstrdup(cfg->models_dir);
+    R.external_dir = cfg->external_dir ? xstrdup(cfg->external_dir) : NULL;
+    R.python_sdk_dir = xstrdup(cfg->python_sdk_dir);
     R.stop_grace_ms = cfg->stop_grace_ms > 0 ? cfg->stop_grace_ms : 5000;
     R.drain_timeout_ms = cfg->drain_timeout_ms > 0 ? cfg->drain_timeout_ms : 30000;
     uv_timer_init(loop, &R.drain_timer);
@@ -361,12 +360,12 @@ static void env_set(char ***env, size_t *n, const char *kv)
     for (size_t i = 0; i < *n; i++) {
         if (strncmp((*env)[i], kv, klen) == 0 && (*env)[i][klen] == '=') {
             free((*env)[i]);
-            (*env)[i] = strdup(kv);
+            (*env)[i] = xstrdup(kv);
             return;
         }
     }
-    *env = realloc(*env, (*n + 2) * sizeof **env);
-    (*env)[(*n)++] = strdup(kv);
+    *env = xrealloc(*env, (*n + 2) * sizeof **env);
+    (*env)[(*n)++] = xstrdup(kv);
     (*env)[*n] = NULL;
 }
 
@@ -386,7 +385,7 @@ static int start_slot(model *m, inst *in)
     snprintf(entry, sizeof entry, "%s/%s", m->dir, mf->entrypoint);
 
     size_t nenv = 0;
-    char **env = calloc(1, sizeof *env);
+    char **env = xcalloc(1, sizeof *env);
     for (char **e = environ; *e; e++)
         env_set(&env, &nenv, *e);
     const char *old_pp = getenv("PYTHONPATH");
@@ -410,7 +409,7 @@ static int start_slot(model *m, inst *in)
     size_t nargs = 0;
     while (mf->args[nargs])
         nargs++;
-    char **argv = calloc(nargs + 3, sizeof *argv);
+    char **argv = xcalloc(nargs + 3, sizeof *argv);
     const char *file;
     size_t a = 0;
     if (mf->runtime == RUNTIME_PYTHON) {
@@ -472,11 +471,9 @@ static int free_slot_id(model *m)
 
 static inst *add_slot(model *m)
 {
-    inst *in = malloc(sizeof *in);
-    if (!in)
-        abort();
+    inst *in = xmalloc(sizeof *in);
     inst_init(in, R.loop, m, &events, free_slot_id(m));
-    m->slots = realloc(m->slots, (size_t)(m->nslots + 1) * sizeof *m->slots);
+    m->slots = xrealloc(m->slots, (size_t)(m->nslots + 1) * sizeof *m->slots);
     m->slots[m->nslots++] = in;
     return in;
 }
@@ -666,11 +663,8 @@ static void ring_append(model *m, const char *prefix, size_t plen, const char *l
                         size_t slen)
 {
     size_t need = plen + len + slen + 1;
-    if (!m->logs) {
-        m->logs = malloc(LOG_RING_BYTES);
-        if (!m->logs)
-            abort();
-    }
+    if (!m->logs)
+        m->logs = xmalloc(LOG_RING_BYTES);
     if (need > LOG_RING_BYTES)
         return; /* cannot happen: lines are capped at INST_LINE_MAX */
     if (m->logs_len + need > LOG_RING_BYTES) {

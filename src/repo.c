@@ -4,6 +4,7 @@
 #include "repo.h"
 
 #include "log.h"
+#include "xmalloc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -92,7 +93,7 @@ int repo_scan(const char *models_dir, repo_entry **out, size_t *n)
         return rc;
     }
     size_t cap = 16, count = 0;
-    repo_entry *v = malloc(cap * sizeof *v);
+    repo_entry *v = xmalloc(cap * sizeof *v);
     struct dirent *e;
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.')
@@ -114,17 +115,17 @@ int repo_scan(const char *models_dir, repo_entry **out, size_t *n)
             continue;
         if (count == cap) {
             cap *= 2;
-            v = realloc(v, cap * sizeof *v);
+            v = xrealloc(v, cap * sizeof *v);
         }
         repo_entry *r = &v[count++];
         memset(r, 0, sizeof *r);
-        r->dir = strdup(dir);
+        r->dir = xstrdup(dir);
         char err[1024];
         if (manifest_load(yaml, e->d_name, &r->mf, err, sizeof err) < 0) {
-            r->error = strdup(err);
-            r->name = strdup(e->d_name);
+            r->error = xstrdup(err);
+            r->name = xstrdup(e->d_name);
         } else {
-            r->name = strdup(r->mf->name);
+            r->name = xstrdup(r->mf->name);
         }
     }
     closedir(d);
@@ -156,8 +157,8 @@ int repo_scan(const char *models_dir, repo_entry **out, size_t *n)
                 free(v[i].dir);
                 continue;
             }
-            v[i].name = strdup(base);
-            v[i].error = strdup(err);
+            v[i].name = xstrdup(base);
+            v[i].error = xstrdup(err);
             v[kept++] = v[i];
             continue;
         }

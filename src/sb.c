@@ -4,6 +4,7 @@
 #include "sb.h"
 
 #include "utf8.h"
+#include "xmalloc.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -15,9 +16,7 @@ void sb_init(sb *b, size_t cap)
 {
     b->len = 0;
     b->cap = cap ? cap : 64;
-    b->p = malloc(b->cap);
-    if (!b->p)
-        abort();
+    b->p = xmalloc(b->cap);
 }
 
 void sb_free(sb *b)
@@ -34,10 +33,7 @@ char *sb_reserve(sb *b, size_t n)
         size_t cap = b->cap * 2;
         while (cap < b->len + n + 1)
             cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            abort();
-        b->p = p;
+        b->p = xrealloc(b->p, cap);
         b->cap = cap;
     }
     return b->p + b->len;

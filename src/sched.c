@@ -3,6 +3,7 @@
  */
 #include "sched.h"
 #include "shm.h"
+#include "xmalloc.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -56,9 +57,7 @@ void sched_deadline_track(job *j)
         return;
     if (heap.n == heap.cap) {
         heap.cap = heap.cap ? heap.cap * 2 : 256;
-        heap.v = realloc(heap.v, heap.cap * sizeof *heap.v);
-        if (!heap.v)
-            abort();
+        heap.v = xrealloc(heap.v, heap.cap * sizeof *heap.v);
     }
     heap_set(heap.n++, j);
     sift_up(heap.n - 1);
@@ -85,9 +84,7 @@ job *sched_deadline_next(void)
 
 job *job_new(struct model *m, uint8_t kind, int priority)
 {
-    job *j = calloc(1, sizeof *j);
-    if (!j)
-        abort();
+    job *j = xcalloc(1, sizeof *j);
     j->id = next_job_id++;
     j->model = m;
     j->kind = kind;

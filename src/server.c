@@ -41,8 +41,6 @@ static void on_accept(uv_stream_t *listener, int status)
     if (status < 0)
         return;
     uv_tcp_t *conn = intake_tcp_new(listener->loop);
-    if (!conn)
-        return;
     if (uv_accept(listener, (uv_stream_t *)conn) < 0) {
         intake_tcp_discard(conn);
         return;

@@ -3,6 +3,8 @@
  */
 #include "utf8.h"
 
+#include "xmalloc.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,9 +107,7 @@ json_t *utf8_json_string(const char *s, size_t n)
         return j;
     }
     /* Each invalid byte becomes the two-byte UTF-8 form of U+00XX. */
-    char *out = malloc(n * 2 + 1);
-    if (!out)
-        abort();
+    char *out = xmalloc(n * 2 + 1);
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0, o = 0;
     while (i < n) {
