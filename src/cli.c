@@ -228,11 +228,12 @@ static int cmd_ps(int argc, char **argv)
     json_t *m, *in;
     json_array_foreach(json_object_get(j, "models"), i, m) {
         json_array_foreach(json_object_get(m, "instances"), k, in) {
-            char rss[32];
+            char rss[32], pid[24] = "-";
             human_size((double)json_integer_value(json_object_get(in, "rss_bytes")), rss, sizeof rss);
-            printf("%-24s %-4lld %-8lld %-9s %-10.1f %-9lld %-8lld %s\n", json_string_value(json_object_get(m, "name")),
-                   (long long)json_integer_value(json_object_get(in, "id")),
-                   (long long)json_integer_value(json_object_get(in, "pid")),
+            if (json_is_integer(json_object_get(in, "pid")))
+                snprintf(pid, sizeof pid, "%lld", (long long)json_integer_value(json_object_get(in, "pid")));
+            printf("%-24s %-4lld %-8s %-9s %-10.1f %-9lld %-8lld %s\n", json_string_value(json_object_get(m, "name")),
+                   (long long)json_integer_value(json_object_get(in, "id")), pid,
                    json_string_value(json_object_get(in, "state")),
                    json_number_value(json_object_get(in, "uptime_s")),
                    (long long)json_integer_value(json_object_get(in, "requests")),

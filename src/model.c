@@ -1235,8 +1235,10 @@ json_t *model_to_json(model *m)
     inst_sample_rss(m->slots, (size_t)m->nslots);
     for (int i = 0; i < m->nslots; i++) {
         inst *in = m->slots[i];
-        json_t *o = json_pack("{s:i, s:s, s:i, s:I, s:I, s:i, s:i, s:I, s:b}", "id", in->id, "state",
-                              inst_state_name(in->state), "pid", in->state == INST_IDLE ? 0 : in->pid,
+        /* null, not 0, without a process: `kill 0` would signal the caller's own group */
+        json_t *o = json_pack("{s:i, s:s, s:o, s:I, s:I, s:i, s:i, s:I, s:b}", "id", in->id, "state",
+                              inst_state_name(in->state), "pid",
+                              in->state == INST_IDLE ? json_null() : json_integer(in->pid),
                               "uptime_ms", (json_int_t)(in->state == INST_IDLE ? 0 : now - in->started_ms),
                               "requests", (json_int_t)in->requests, "restarts", in->restarts, "inflight",
                               in->inflight, "rss_bytes", (json_int_t)in->rss_bytes, "retiring", in->retire);

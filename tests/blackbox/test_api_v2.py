@@ -832,7 +832,7 @@ def test_repository_index_load_unload(corral):
     r = d.post("/v2/repository/models/echo/unload")
     assert r.status_code == 200, r.text
     m = d.model("echo")
-    assert m["state"] == "unloaded" and all(i["pid"] == 0 for i in m["instances"]), m
+    assert m["state"] == "unloaded" and all(i["pid"] is None for i in m["instances"]), m
     for pid in pids:
         assert not alive(pid), pid
     r = d.post("/v2/repository/index", {"ready": True})

@@ -107,6 +107,22 @@ def test_load_ps_scale_unload(corral):
     assert d.model("echo")["state"] == "unloaded"
 
 
+def test_ps_shows_no_pid_for_a_stopped_instance(corral):
+    corral.add("probe", "api_probe", manifest="runtime: python\nentrypoint: worker.py\n"
+                                            "restart: {backoff_min: 10s, backoff_max: 10s}\n")
+    d = corral.start()
+    r = d.post("/v2/models/probe/infer", {"inputs": [{"name": "X", "datatype": "INT32", "shape": [1], "data": [0]}],
+                                          "parameters": {"mode": "exit"}})
+    assert r.status_code == 502, r.text
+    # waiting out its restart delay, the instance has no process: '-' in the table, null in JSON, never 0
+    wait_for(lambda: any(i["state"] == "stopped" for i in d.model("probe")["instances"]), timeout=10,
+             what="the instance to wait for its restart")
+    rows = [line.split() for line in ok(cli("ps", url=d.base)).splitlines()[1:]]
+    assert rows and all(r[2] == "-" and r[3] == "stopped" for r in rows), rows
+    ps_json = json.loads(ok(cli("ps", "--json", url=d.base)))
+    assert all(i["pid"] is None for m in ps_json["models"] for i in m["instances"]), ps_json
+
+
 def test_infer_literal_file_and_stdin(corral, tmp_path):
     corral.add("echo", "echo")
     d = corral.start()
