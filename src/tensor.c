@@ -1,5 +1,5 @@
 /*
- * tensor — v2 datatypes and JSON <-> raw conversion; see tensor.h.
+ * tensor — JSON <-> raw tensor conversion; see tensor.h.
  *
  * The raw layout is little-endian; corral only builds on little-endian hosts
  * (checked below), which lets fixed-size elements be copied with memcpy.
@@ -16,123 +16,6 @@
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "corral's raw tensor layout assumes a little-endian host"
 #endif
-
-static const struct {
-    const char *name;
-    size_t size;
-} dtypes[] = {
-    [DT_INVALID] = {"INVALID", 0}, [DT_BOOL] = {"BOOL", 1},     [DT_UINT8] = {"UINT8", 1},
-    [DT_UINT16] = {"UINT16", 2},   [DT_UINT32] = {"UINT32", 4}, [DT_UINT64] = {"UINT64", 8},
-    [DT_INT8] = {"INT8", 1},       [DT_INT16] = {"INT16", 2},   [DT_INT32] = {"INT32", 4},
-    [DT_INT64] = {"INT64", 8},     [DT_FP16] = {"FP16", 2},     [DT_FP32] = {"FP32", 4},
-    [DT_FP64] = {"FP64", 8},       [DT_BF16] = {"BF16", 2},     [DT_BYTES] = {"BYTES", 0},
-};
-
-dtype dtype_from_name(const char *s, size_t n)
-{
-    for (int t = DT_BOOL; t <= DT_BYTES; t++)
-        if (strlen(dtypes[t].name) == n && memcmp(dtypes[t].name, s, n) == 0)
-            return (dtype)t;
-    return DT_INVALID;
-}
-
-const char *dtype_name(dtype t)
-{
-    return dtypes[t].name;
-}
-
-size_t dtype_size(dtype t)
-{
-    return dtypes[t].size;
-}
-
-int64_t shape_count(const int64_t *shape, int ndim)
-{
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0)
-            return -1;
-        if (shape[i] != 0 && n > INT64_MAX / shape[i])
-            return -1;
-        n *= shape[i];
-    }
-    return n;
-}
-
-float half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f;
-    uint32_t mant = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0) {
-        if (mant == 0) {
-            bits = sign;
-        } else { /* subnormal: renormalise */
-            exp = 127 - 15 + 1;
-            while (!(mant & 0x400)) {
-                mant <<= 1;
-                exp--;
-            }
-            bits = sign | exp << 23 | (mant & 0x3ff) << 13;
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000 | mant << 13;
-    } else {
-        bits = sign | (exp + 127 - 15) << 23 | mant << 13;
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-uint16_t float_to_half(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
-    int32_t exp = (int32_t)((x >> 23) & 0xff) - 127 + 15;
-    uint32_t mant = x & 0x7fffff;
-    if (((x >> 23) & 0xff) == 0xff)
-        return (uint16_t)(sign | 0x7c00 | (mant ? 0x200 : 0));
-    if (exp >= 31)
-        return (uint16_t)(sign | 0x7c00);
-    if (exp <= 0) {
-        if (exp < -10)
-            return sign;
-        mant |= 0x800000;
-        uint32_t shift = (uint32_t)(14 - exp);
-        uint32_t half = mant >> shift;
-        uint32_t rem = mant & ((1u << shift) - 1);
-        uint32_t mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1)))
-            half++;
-        return (uint16_t)(sign | half);
-    }
-    uint32_t half = (uint32_t)exp << 10 | mant >> 13;
-    uint32_t rem = mant & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (half & 1)))
-        half++; /* may carry into the exponent, which is the right rounding */
-    return (uint16_t)(sign | half);
-}
-
-static uint16_t float_to_bf16(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    if ((x & 0x7fffffff) > 0x7f800000)
-        return (uint16_t)((x >> 16) | 0x40);
-    x += 0x7fff + ((x >> 16) & 1);
-    return (uint16_t)(x >> 16);
-}
-
-float bf16_to_float(uint16_t b)
-{
-    uint32_t x = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
 
 typedef struct flatten {
     dtype t;
@@ -190,7 +73,7 @@ static int put_element(flatten *fl, json_t *v)
             float f = (float)d;
             sb_add(fl->out, &f, 4);
         } else {
-            uint16_t h = t == DT_FP16 ? float_to_half((float)d) : float_to_bf16((float)d);
+            uint16_t h = t == DT_FP16 ? dtype_float_to_half((float)d) : dtype_float_to_bf16((float)d);
             sb_add(fl->out, &h, 2);
         }
         return 0;
@@ -250,8 +133,8 @@ static int flatten_value(flatten *fl, json_t *v, int depth)
 {
     if (!json_is_array(v))
         return put_element(fl, v);
-    if (depth > TENSOR_MAX_DIMS) {
-        snprintf(fl->err, fl->errlen, "is nested more than %d deep", TENSOR_MAX_DIMS);
+    if (depth > DTYPE_MAX_DIMS) {
+        snprintf(fl->err, fl->errlen, "is nested more than %d deep", DTYPE_MAX_DIMS);
         return -EINVAL;
     }
     size_t i;
@@ -263,7 +146,7 @@ static int flatten_value(flatten *fl, json_t *v, int depth)
     return 0;
 }
 
-/* The leaves of nested arrays, or -1 past TENSOR_MAX_DIMS levels; adds the bytes of string leaves to *text. */
+/* The leaves of nested arrays, or -1 past DTYPE_MAX_DIMS levels; adds the bytes of string leaves to *text. */
 static int64_t count_elements(json_t *v, int depth, size_t *text)
 {
     if (!json_is_array(v)) {
@@ -271,7 +154,7 @@ static int64_t count_elements(json_t *v, int depth, size_t *text)
             *text += json_string_length(v);
         return 1;
     }
-    if (depth > TENSOR_MAX_DIMS)
+    if (depth > DTYPE_MAX_DIMS)
         return -1;
     int64_t n = 0;
     size_t i;
@@ -296,7 +179,7 @@ int tensor_from_json(json_t *data, dtype t, int64_t nelem, sb *out, char *err, s
     size_t text = 0;
     int64_t have = count_elements(data, 0, &text);
     if (have < 0) {
-        snprintf(err, errlen, "is nested more than %d deep", TENSOR_MAX_DIMS);
+        snprintf(err, errlen, "is nested more than %d deep", DTYPE_MAX_DIMS);
         return -EINVAL;
     }
     if (have != nelem) {
@@ -313,26 +196,6 @@ int tensor_from_json(json_t *data, dtype t, int64_t nelem, sb *out, char *err, s
         return -EINVAL;
     assert(fl.seen == nelem);
     return 0;
-}
-
-int tensor_check_raw(dtype t, const uint8_t *data, size_t size, int64_t nelem)
-{
-    if (nelem < 0)
-        return -EINVAL;
-    if (t != DT_BYTES) /* divided, not multiplied: a claimed count must not wrap around */
-        return (uint64_t)nelem == size / dtype_size(t) && size % dtype_size(t) == 0 ? 0 : -EINVAL;
-    size_t off = 0;
-    for (int64_t i = 0; i < nelem; i++) {
-        if (size - off < 4)
-            return -EINVAL;
-        uint32_t n;
-        memcpy(&n, data + off, 4);
-        off += 4;
-        if (n > size - off)
-            return -EINVAL;
-        off += n;
-    }
-    return off == size ? 0 : -EINVAL;
 }
 
 /*
@@ -489,11 +352,11 @@ void tensor_to_json(sb *out, dtype t, const uint8_t *data, size_t size, int64_t 
         }
         case DT_FP16: {
             uint16_t v; memcpy(&v, data + 2 * i, 2);
-            put_double(out, half_to_float(v), 5); break;
+            put_double(out, dtype_half_to_float(v), 5); break;
         }
         case DT_BF16: {
             uint16_t v; memcpy(&v, data + 2 * i, 2);
-            put_double(out, bf16_to_float(v), 4); break;
+            put_double(out, dtype_bf16_to_float(v), 4); break;
         }
         case DT_FP32: {
             float v; memcpy(&v, data + 4 * i, 4);

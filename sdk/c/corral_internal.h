@@ -10,6 +10,7 @@
 #define CORRAL_INTERNAL_H
 
 #include "corral_worker.h"
+#include "dtype.h"
 #include "proto.h"
 
 #include <pthread.h>
@@ -29,10 +30,11 @@
 char *corral__vformat(const char *fmt, va_list ap);
 /* Writes a fatal message to stderr and ends the process without unwinding. */
 _Noreturn void corral__die(int status, const char *fmt, ...) CORRAL_PRINTF(2, 3);
-/* Product of shape into *count; -EINVAL on a negative dimension or overflow. */
-int corral__shape_count(const int64_t *shape, int ndim, int64_t *count);
-/* Checks that data holds exactly count BYTES elements; 0 or -EINVAL. */
-int corral__bytes_check(const uint8_t *data, size_t size, int64_t count);
+/* The daemon's enum for a corral_dtype: the two number the datatypes alike (checked in corral_util.c). */
+static inline dtype corral__dtype(corral_dtype t)
+{
+    return (dtype)t;
+}
 /* {"name", "datatype", "shape"[, "size"]} for metadata and result meta. size < 0 omits it. */
 json_t *corral__tensor_json(const char *name, corral_dtype dtype, const int64_t *shape, int ndim, int64_t size);
 

@@ -98,7 +98,7 @@ static int shared_data(corral_request *req, const char **what)
 
 /* Parses one entry of the INFER meta's inputs list into t. */
 static int parse_input(corral_request *req, corral_response *res, const json_t *spec, corral_tensor *t,
-                       size_t data_left, const char **what)
+                       const uint8_t *data, size_t data_left, const char **what)
 {
     const json_t *name = json_object_get(spec, "name");
     const json_t *datatype = json_object_get(spec, "datatype");
@@ -126,17 +126,14 @@ static int parse_input(corral_request *req, corral_response *res, const json_t *
             return proto_fail(req, what, "input '%s' has a shape that is not a list of integers", t->name);
         t->shape[d] = json_integer_value(dim);
     }
-    int64_t count;
-    if (corral__shape_count(t->shape, t->ndim, &count) < 0)
+    int64_t count = dtype_shape_count(t->shape, t->ndim);
+    if (count < 0)
         return corral_bad_request(res, "input '%s' has an invalid shape", t->name);
 
-    size_t elem = corral_dtype_size(t->dtype);
-    if (t->dtype == CORRAL_BYTES) {
-        /* Validation happens once the data pointer is known, in the caller. */
-    } else if ((uint64_t)count > SIZE_MAX / elem || (size_t)count * elem != t->size) {
+    /* BYTES elements are walked by the caller, after its duplicate-name check. */
+    if (t->dtype != CORRAL_BYTES && dtype_check_raw(corral__dtype(t->dtype), data, t->size, count) < 0)
         return corral_bad_request(res, "input '%s': %zu bytes do not match %lld %s elements", t->name, t->size,
                                   (long long)count, corral_dtype_name(t->dtype));
-    }
     return 0;
 }
 
@@ -174,16 +171,16 @@ static int parse_infer(corral_request *req, corral_response *res, const char **w
         const json_t *spec = json_array_get(inputs, i);
         if (!json_is_object(spec))
             return proto_fail(req, what, "meta 'inputs' holds a non-object");
-        int rc = parse_input(req, res, spec, t, req->data_len - offset, what);
+        const uint8_t *p = req->data + offset;
+        int rc = parse_input(req, res, spec, t, p, req->data_len - offset, what);
         if (rc < 0)
             return rc;
         req->ninputs = i + 1;
-        const uint8_t *p = req->data + offset;
         offset += t->size;
         for (size_t k = 0; k < i; k++)
             if (strcmp(req->inputs[k].name, t->name) == 0)
                 return corral_bad_request(res, "input '%s' appears twice", t->name);
-        if (t->dtype == CORRAL_BYTES && corral__bytes_check(p, t->size, corral_tensor_count(t)) < 0)
+        if (t->dtype == CORRAL_BYTES && dtype_check_raw(DT_BYTES, p, t->size, corral_tensor_count(t)) < 0)
             return corral_bad_request(res, "input '%s' is not %lld well-formed BYTES elements", t->name,
                                       (long long)corral_tensor_count(t));
         /* The frame places the first tensor aligned; later ones stay aligned

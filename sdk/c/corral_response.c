@@ -60,15 +60,9 @@ int corral_response_add_output(corral_response *res, const char *name, corral_dt
 
     if (!res || !name_ok(name) || dtype <= CORRAL_INVALID || dtype > CORRAL_BYTES || (size > 0 && !data))
         goto fail;
-    if (corral__shape_count(shape, ndim, &count) < 0)
+    count = dtype_shape_count(shape, ndim);
+    if (count < 0 || dtype_check_raw(corral__dtype(dtype), data, size, count) < 0)
         goto fail;
-    if (dtype == CORRAL_BYTES) {
-        if (corral__bytes_check(data, size, count) < 0)
-            goto fail;
-    } else if ((uint64_t)count > SIZE_MAX / corral_dtype_size(dtype) ||
-               (size_t)count * corral_dtype_size(dtype) != size) {
-        goto fail;
-    }
     rc = -EEXIST;
     for (size_t i = 0; i < res->noutputs; i++)
         if (strcmp(res->outputs[i].name, name) == 0)
@@ -116,9 +110,9 @@ fail:
 void *corral_response_alloc_output(corral_response *res, const char *name, corral_dtype dtype,
                                    const int64_t *shape, int ndim)
 {
-    int64_t count;
     size_t elem = corral_dtype_size(dtype);
-    if (elem == 0 || corral__shape_count(shape, ndim, &count) < 0 || (uint64_t)count > SIZE_MAX / elem - 1)
+    int64_t count = dtype_shape_count(shape, ndim);
+    if (elem == 0 || count < 0 || (uint64_t)count > SIZE_MAX / elem - 1)
         return NULL;
     size_t size = (size_t)count * elem;
     size_t rounded = (size + CORRAL__ALIGN) / CORRAL__ALIGN * CORRAL__ALIGN; /* never 0 */
@@ -134,9 +128,9 @@ void *corral_response_alloc_output(corral_response *res, const char *name, corra
 int corral_response_add_bytes(corral_response *res, const char *name, const int64_t *shape, int ndim,
                               const void *const *elems, const size_t *lens)
 {
-    int64_t count;
+    int64_t count = dtype_shape_count(shape, ndim);
     size_t total = 0;
-    if (corral__shape_count(shape, ndim, &count) < 0 || (count > 0 && (!elems || !lens)))
+    if (count < 0 || (count > 0 && (!elems || !lens)))
         return -EINVAL;
     for (int64_t i = 0; i < count; i++) {
         if (lens[i] > UINT32_MAX || (lens[i] > 0 && !elems[i]) || total > SIZE_MAX - 4 - lens[i])

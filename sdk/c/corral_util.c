@@ -1,7 +1,7 @@
 /*
- * corral_util.c — small helpers of the C SDK: the datatype table, BYTES
- * tensor walking, UTF-8 checks, message formatting, logging, parameter
- * lookups and fatal exits.
+ * corral_util.c — small helpers of the C SDK: the datatype functions (over
+ * src/dtype.c, shared with the daemon), BYTES tensor walking, UTF-8 checks,
+ * message formatting, logging, parameter lookups and fatal exits.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -14,80 +14,38 @@
 #include <string.h>
 #include <unistd.h>
 
-static const struct {
-    const char *name;
-    size_t size;
-} dtype_table[] = {
-    [CORRAL_INVALID] = {"INVALID", 0}, [CORRAL_BOOL] = {"BOOL", 1},     [CORRAL_UINT8] = {"UINT8", 1},
-    [CORRAL_UINT16] = {"UINT16", 2},   [CORRAL_UINT32] = {"UINT32", 4}, [CORRAL_UINT64] = {"UINT64", 8},
-    [CORRAL_INT8] = {"INT8", 1},       [CORRAL_INT16] = {"INT16", 2},   [CORRAL_INT32] = {"INT32", 4},
-    [CORRAL_INT64] = {"INT64", 8},     [CORRAL_FP16] = {"FP16", 2},     [CORRAL_FP32] = {"FP32", 4},
-    [CORRAL_FP64] = {"FP64", 8},       [CORRAL_BF16] = {"BF16", 2},     [CORRAL_BYTES] = {"BYTES", 0},
-};
-
-#define DTYPE_COUNT (sizeof dtype_table / sizeof dtype_table[0])
+/*
+ * The datatype table is src/dtype.c's, shared with the daemon; the public
+ * enum must number the datatypes as it does, so that a cast converts.
+ */
+_Static_assert(CORRAL_INVALID == (int)DT_INVALID && CORRAL_BOOL == (int)DT_BOOL && CORRAL_UINT8 == (int)DT_UINT8 &&
+                   CORRAL_UINT16 == (int)DT_UINT16 && CORRAL_UINT32 == (int)DT_UINT32 &&
+                   CORRAL_UINT64 == (int)DT_UINT64 && CORRAL_INT8 == (int)DT_INT8 && CORRAL_INT16 == (int)DT_INT16 &&
+                   CORRAL_INT32 == (int)DT_INT32 && CORRAL_INT64 == (int)DT_INT64 && CORRAL_FP16 == (int)DT_FP16 &&
+                   CORRAL_FP32 == (int)DT_FP32 && CORRAL_FP64 == (int)DT_FP64 && CORRAL_BF16 == (int)DT_BF16 &&
+                   CORRAL_BYTES == (int)DT_BYTES && CORRAL_BYTES + 1 == DTYPE_COUNT,
+               "corral_dtype must number the datatypes as src/dtype.h does");
+_Static_assert(CORRAL_MAX_DIMS == DTYPE_MAX_DIMS, "CORRAL_MAX_DIMS must be src/dtype.h's DTYPE_MAX_DIMS");
 
 const char *corral_dtype_name(corral_dtype dtype)
 {
-    if ((unsigned)dtype >= DTYPE_COUNT)
-        return "INVALID";
-    return dtype_table[dtype].name;
+    return dtype_name(corral__dtype(dtype));
 }
 
 corral_dtype corral_dtype_from_name(const char *name)
 {
-    if (!name)
-        return CORRAL_INVALID;
-    for (size_t i = 1; i < DTYPE_COUNT; i++)
-        if (strcmp(dtype_table[i].name, name) == 0)
-            return (corral_dtype)i;
-    return CORRAL_INVALID;
+    return name ? (corral_dtype)dtype_from_name(name, strlen(name)) : CORRAL_INVALID;
 }
 
 size_t corral_dtype_size(corral_dtype dtype)
 {
-    if ((unsigned)dtype >= DTYPE_COUNT)
-        return 0;
-    return dtype_table[dtype].size;
-}
-
-int corral__shape_count(const int64_t *shape, int ndim, int64_t *count)
-{
-    int64_t n = 1;
-    if (ndim < 0 || ndim > CORRAL_MAX_DIMS || (ndim > 0 && !shape))
-        return -EINVAL;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0)
-            return -EINVAL;
-        if (shape[i] != 0 && n > INT64_MAX / shape[i])
-            return -EINVAL;
-        n *= shape[i];
-    }
-    *count = n;
-    return 0;
+    return dtype_size(corral__dtype(dtype));
 }
 
 int64_t corral_tensor_count(const corral_tensor *t)
 {
-    int64_t n = 0;
-    if (!t || corral__shape_count(t->shape, t->ndim, &n) < 0)
-        return 0;
-    return n;
-}
-
-int corral__bytes_check(const uint8_t *data, size_t size, int64_t count)
-{
-    size_t off = 0;
-    for (int64_t i = 0; i < count; i++) {
-        if (size - off < 4)
-            return -EINVAL;
-        uint32_t len = proto_get_u32(data + off);
-        off += 4;
-        if (len > size - off)
-            return -EINVAL;
-        off += len;
-    }
-    return off == size ? 0 : -EINVAL;
+    int64_t n = t ? dtype_shape_count(t->shape, t->ndim) : 0;
+    return n < 0 ? 0 : n;
 }
 
 int corral_bytes_next(const corral_tensor *t, size_t *offset, const void **elem, uint32_t *len)

@@ -1,5 +1,5 @@
 /*
- * fuzz_tensor — tensor data between JSON and the raw layout (tensor.c).
+ * fuzz_tensor — tensor data between JSON and the raw layout (tensor.c, and dtype.c's raw check).
  *
  * Input: byte 0 picks the datatype, byte 1 the direction and whether the
  * claimed element count is off by one; the rest is JSON tensor data, or raw
@@ -59,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sb out;
         sb_init(&out, 16);
         if (tensor_from_json(j, t, nelem, &out, err, sizeof err) == 0) {
-            if (tensor_check_raw(t, (const uint8_t *)out.p, out.len, nelem) != 0)
+            if (dtype_check_raw(t, (const uint8_t *)out.p, out.len, nelem) != 0)
                 abort();
             to_json_checked(t, (const uint8_t *)out.p, out.len, nelem);
         } else {
@@ -77,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t claim;
     memcpy(&claim, data, 4);
     int64_t nelem = (int64_t)claim << (data[1] & 31); /* claims far beyond the data, too */
-    if (tensor_check_raw(t, data + 4, size - 4, nelem) == 0)
+    if (dtype_check_raw(t, data + 4, size - 4, nelem) == 0)
         to_json_checked(t, data + 4, size - 4, nelem);
     return 0;
 }
