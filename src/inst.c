@@ -19,10 +19,11 @@
 
 #include "log.h"
 #include "model.h"
+#include "procfs.h"
 #include "shm.h"
 #include "utf8.h"
+#include "xmalloc.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -74,6 +75,7 @@ void inst_exit_text(const inst *in, char *buf, size_t len)
 
 static int on_chan_frame(chan_reader *r, const proto_header *h, uint8_t *body);
 static void on_chan_error(chan_reader *r, int err, const char *what);
+static job *take_inflight(inst *in, uint64_t id);
 
 void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev, int id)
 {
@@ -140,16 +142,12 @@ static void write_bytes(inst *in, uv_pipe_t *pipe, uint8_t *data, size_t len, in
         return;
     }
     size_t done = n < 0 ? 0 : (size_t)n;
-    wreq *w = malloc(sizeof *w);
-    if (!w)
-        abort();
+    wreq *w = xmalloc(sizeof *w);
     if (owned) {
         w->owned = data;
         b = uv_buf_init((char *)data + done, (unsigned)(len - done));
     } else {
-        w->owned = malloc(len - done);
-        if (!w->owned)
-            abort();
+        w->owned = xmalloc(len - done);
         memcpy(w->owned, data + done, len - done);
         b = uv_buf_init((char *)w->owned, (unsigned)(len - done));
     }
@@ -163,9 +161,7 @@ static void write_bytes(inst *in, uv_pipe_t *pipe, uint8_t *data, size_t len, in
 
 static void send_small_on(inst *in, uv_pipe_t *pipe, uint8_t type, uint64_t id, const char *body, size_t len)
 {
-    uint8_t *frame = malloc(PROTO_HEADER_SIZE + len);
-    if (!frame)
-        abort();
+    uint8_t *frame = xmalloc(PROTO_HEADER_SIZE + len);
     proto_header_encode(frame, type, id, (uint32_t)len);
     if (len)
         memcpy(frame + PROTO_HEADER_SIZE, body, len);
@@ -192,7 +188,8 @@ static void copy_pieces(const job *j, uint8_t *dst)
  * regions and the input region is free; and any INFER may answer in the
  * output region when that is free (no other request holds it and no
  * response is still being sent from it). Otherwise the data is appended to
- * the frame. Returns the frame, possibly reallocated, with *len its length.
+ * the frame. Returns the frame, possibly reallocated, with *len its length;
+ * NULL (the frame freed) when there is no memory to append the data.
  */
 static uint8_t *place_data(inst *in, job *j, uint8_t *frame, size_t *len)
 {
@@ -217,9 +214,13 @@ static uint8_t *place_data(inst *in, job *j, uint8_t *frame, size_t *len)
         }
     }
     if (j->npieces && !(flags & PROTO_FLAG_SHM_DATA)) {
-        uint8_t *whole = realloc(frame, *len + j->pieces_len);
-        if (!whole)
-            abort();
+        uint8_t *whole = realloc(frame, *len + j->pieces_len); /* sized by the request: may fail */
+        if (!whole) {
+            if (in->shm_out_job == j->id)
+                in->shm_out_job = 0;
+            free(frame);
+            return NULL;
+        }
         frame = whole;
         copy_pieces(j, frame + *len);
         *len += j->pieces_len;
@@ -241,8 +242,17 @@ void inst_send(inst *in, job *j)
     uint8_t *frame = j->frame;
     size_t len = j->frame_len;
     j->frame = NULL;
-    if (j->kind == PROTO_INFER)
-        frame = place_data(in, j, frame, &len);
+    if (j->kind == PROTO_INFER && !(frame = place_data(in, j, frame, &len))) {
+        /* Refused, not fatal: the instance is unharmed and takes the next request. */
+        take_inflight(in, j->id);
+        j->inst = NULL;
+        char msg[200];
+        snprintf(msg, sizeof msg, "model '%s': no memory now to send the request's %zu bytes of tensors",
+                 model_name(in->model), j->pieces_len);
+        j->done(j, 503, msg, 0, NULL, 0);
+        job_free(j);
+        return;
+    }
     /* The request's data was copied: nothing may point into it any more. */
     free(j->pieces);
     free(j->data_owned);
@@ -390,88 +400,26 @@ static uint64_t less_shm(const inst *in, uint64_t rss)
 
 uint64_t inst_worker_rss(const inst *in)
 {
-    char path[64], text[128];
-    snprintf(path, sizeof path, "/proc/%d/statm", in->pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    uint64_t rss;
+    if (procfs_rss(in->pid, &rss) < 0)
         return 0;
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    text[n] = 0;
-    unsigned long long size, resident;
-    if (sscanf(text, "%llu %llu", &size, &resident) != 2)
-        return 0;
-    return less_shm(in, resident * (uint64_t)sysconf(_SC_PAGESIZE));
-}
-
-/*
- * Calls fn for every process in /proc with its state, process group and
- * resident pages (from /proc/N/stat); stops early when fn returns non-zero.
- */
-typedef int (*proc_visit_fn)(void *ctx, char state, int pgrp, long long rss_pages);
-
-static void proc_walk(proc_visit_fn fn, void *ctx)
-{
-    DIR *d = opendir("/proc");
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        char path[64], text[1024];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t len = read(fd, text, sizeof text - 1);
-        close(fd);
-        if (len <= 0)
-            continue;
-        text[len] = 0;
-        char *rp = strrchr(text, ')');
-        char state;
-        int ppid, pgrp;
-        long long rss = 0;
-        /* after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-         * cutime cstime priority nice threads itrealvalue starttime vsize rss */
-        if (!rp || sscanf(rp + 1, " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %*u %*u %lld",
-                          &state, &ppid, &pgrp, &rss) != 4)
-            continue;
-        if (fn(ctx, state, pgrp, rss))
-            break;
-    }
-    closedir(d);
-}
-
-typedef struct rss_sample {
-    inst **v;
-    size_t n;
-    uint64_t page;
-} rss_sample;
-
-static int add_rss(void *ctx, char state, int pgrp, long long rss_pages)
-{
-    rss_sample *r = ctx;
-    (void)state;
-    for (size_t i = 0; i < r->n; i++) {
-        inst *in = r->v[i];
-        if (in->state != INST_IDLE && in->pid != in->guard_pid && pgrp == in->pid && rss_pages > 0)
-            in->rss_bytes += (uint64_t)rss_pages * r->page;
-    }
-    return 0;
+    return less_shm(in, rss);
 }
 
 void inst_sample_rss(inst **v, size_t n)
 {
+    /* Until HELLO names the worker, pid is the guard's, whose group holds the guard alone: 0 counts nothing. */
+    if (n == 0)
+        return;
+    int *pgids = xcalloc(n, sizeof *pgids);
+    uint64_t *bytes = xcalloc(n, sizeof *bytes);
     for (size_t i = 0; i < n; i++)
-        v[i]->rss_bytes = 0;
-    rss_sample r = {v, n, (uint64_t)sysconf(_SC_PAGESIZE)};
-    proc_walk(add_rss, &r);
+        pgids[i] = v[i]->state != INST_IDLE && v[i]->pid != v[i]->guard_pid ? v[i]->pid : 0;
+    procfs_group_rss(pgids, n, bytes);
     for (size_t i = 0; i < n; i++)
-        v[i]->rss_bytes = less_shm(v[i], v[i]->rss_bytes);
+        v[i]->rss_bytes = less_shm(v[i], bytes[i]);
+    free(pgids);
+    free(bytes);
 }
 
 /* ---- reading ---- */
@@ -851,9 +799,7 @@ static void output_consume(inst *in, int stream, const char *p, size_t n)
         const char *nl = memchr(p, '\n', n);
         size_t seg = nl ? (size_t)(nl - p) : n;
         if (!in->linebuf[k]) {
-            in->linebuf[k] = malloc(INST_LINE_MAX);
-            if (!in->linebuf[k])
-                abort();
+            in->linebuf[k] = xmalloc(INST_LINE_MAX);
         }
         size_t room = INST_LINE_MAX - in->linelen[k];
         size_t take = seg < room ? seg : room;
@@ -921,28 +867,6 @@ static void handle_closed(uv_handle_t *h)
     maybe_release(in);
 }
 
-typedef struct group_probe {
-    int pgid;
-    int found;
-} group_probe;
-
-static int probe_group(void *ctx, char state, int pgrp, long long rss_pages)
-{
-    group_probe *g = ctx;
-    (void)rss_pages;
-    if (pgrp == g->pgid && state != 'Z')
-        g->found = 1;
-    return g->found;
-}
-
-/* Whether any process of group pgid is still running (zombies do not count). */
-static int group_running(int pgid)
-{
-    group_probe g = {pgid, 0};
-    proc_walk(probe_group, &g);
-    return g.found;
-}
-
 /*
  * The last step of an exit: the slot becomes idle and the owner hears of
  * it only once nothing of the worker's process group still runs (the guard
@@ -958,8 +882,8 @@ static void exit_poll(uv_timer_t *t)
 
 static void finish_exit(inst *in)
 {
-    if (in->exit_wait_ms < 2000 &&
-        (group_running(in->guard_pid) || (in->pid != in->guard_pid && group_running(in->pid)))) {
+    int groups[2] = {in->guard_pid, in->pid};
+    if (in->exit_wait_ms < 2000 && procfs_group_running(groups, in->pid != in->guard_pid ? 2 : 1) > 0) {
         signal_group(in, SIGKILL);
         in->exit_wait_ms += 5;
         uv_timer_start(&in->timer, exit_poll, 5, 0);
@@ -1093,7 +1017,7 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
         argc++;
     char ppid[32];
     snprintf(ppid, sizeof ppid, "%d", (int)getpid());
-    char **args = calloc(argc + 5, sizeof *args);
+    char **args = xcalloc(argc + 5, sizeof *args);
     args[0] = (char *)exe_path();
     args[1] = "__shim";
     args[2] = ppid;

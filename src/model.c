@@ -1039,11 +1039,18 @@ static void tick(uv_timer_t *t)
 {
     (void)t;
     release_idle_heap(now_ms());
-    inst *all[1024];
+    /* Every instance of every model, for one pass over /proc; kept between ticks, it only grows. */
+    static inst **all;
+    static size_t cap;
     size_t n = 0;
-    for (model *m = R.head; m; m = m->next)
-        for (int i = 0; i < m->nslots && n < sizeof all / sizeof all[0]; i++)
+    for (model *m = R.head; m; m = m->next) {
+        if (n + (size_t)m->nslots > cap) {
+            cap = 2 * (n + (size_t)m->nslots);
+            all = xrealloc(all, cap * sizeof *all);
+        }
+        for (int i = 0; i < m->nslots; i++)
             all[n++] = m->slots[i];
+    }
     if (!n)
         return;
     inst_sample_rss(all, n);
