@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+import weakref
 
 import pytest
 import requests
@@ -48,9 +49,13 @@ def head(path: str, length: int | None = None, chunked: bool = False, ctype: str
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+_unread: "weakref.WeakKeyDictionary[socket.socket, bytes]" = weakref.WeakKeyDictionary()
+"""Bytes read past the end of a response, by socket: pipelined answers can come in one segment."""
+
+
 def read_response(s: socket.socket) -> tuple[int, dict, bytes]:
     """Reads one HTTP/1.1 response with a Content-Length from s."""
-    buf = b""
+    buf = _unread.pop(s, b"")
     while b"\r\n\r\n" not in buf:
         chunk = s.recv(65536)
         if not chunk:
@@ -66,6 +71,8 @@ def read_response(s: socket.socket) -> tuple[int, dict, bytes]:
         if not chunk:
             break
         rest += chunk
+    if len(rest) > n:
+        _unread[s] = rest[n:]
     return status, headers, rest[:n]
 
 
