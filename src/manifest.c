@@ -219,7 +219,9 @@ static int get_duration(vctx *c, json_t *o, const char *key, const char *label, 
         *out = -1;
         return 0;
     }
-    if (json_is_number(v) && json_number_value(v) >= 0) {
+    /* a bare number of seconds, bounded as parse_duration_ms bounds one: a larger
+     * one would not fit the int64 it becomes (found by fuzz_manifest) */
+    if (json_is_number(v) && json_number_value(v) >= 0 && json_number_value(v) * 1000 <= 9.0e15) {
         *out = (int64_t)ceil(json_number_value(v) * 1000);
         return 0;
     }

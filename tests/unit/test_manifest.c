@@ -167,6 +167,9 @@ static void errors(void)
         {"runtime: python\nentrypoint: w.py\ninstances: 0\n", "key 'instances'"},
         {"runtime: python\nentrypoint: w.py\ninstances: 3\nmax_instances: 2\n", "key 'max_instances'"},
         {"runtime: python\nentrypoint: w.py\ntimeout: 5 parsecs\n", "key 'timeout': must be a duration"},
+        /* seconds past the int64 of milliseconds they become (found by fuzz_manifest) */
+        {"runtime: exec\nentrypoint: run\ntimeout: 00215323334426900701\n", "key 'timeout': must be a duration"},
+        {"runtime: exec\nentrypoint: run\nkeep_alive: 1e300\n", "key 'keep_alive'"},
         {"runtime: python\nentrypoint: w.py\nkeep_alive: forever\n", "key 'keep_alive'"},
         {"runtime: python\nentrypoint: w.py\nload: sometimes\n", "key 'load': must be 'lazy' or 'eager'"},
         {"runtime: python\nentrypoint: w.py\ninstnaces: 2\n", "key 'instnaces': unknown key"},
