@@ -1,7 +1,10 @@
 /*
  * model — the model registry and each model's lifecycle: lazy and explicit
  * load, unload, scaling, supervision of its instances, and dispatch of its
- * queued jobs to idle instances.
+ * queued jobs to idle instances. Implemented by registry.c (the list,
+ * rescans, the tick, the memory budget, shutdown), model.c (one model's
+ * lifecycle and its instances) and dispatch.c (submit, dispatch, deadlines),
+ * which share model_internal.h.
  *
  * State machine (docs/supervision.md):
  *   unloaded -> loading -> ready -> unloading -> unloaded

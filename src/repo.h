@@ -4,7 +4,7 @@
  * Links entries of the external-models directory into the models directory
  * (baked-in entries win), then discovers every directory or link holding a
  * model.yaml. Pure filesystem work with no daemon state: the model registry
- * (model.c) decides what a scan result means for running models.
+ * (registry.c) decides what a scan result means for running models.
  */
 #ifndef CORRAL_REPO_H
 #define CORRAL_REPO_H

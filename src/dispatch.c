@@ -1,0 +1,173 @@
+/*
+ * dispatch — the scheduler of the model registry: accepting a job into a
+ * model's queue (loading the model first when unloaded), withdrawing it,
+ * handing queued jobs to the ready instance with the fewest in flight, the
+ * deadline of every job (504 wherever it is), and the keep_alive timer
+ * that unloads an idle model. See model.h and model_internal.h.
+ */
+#include "model_internal.h"
+
+#include "log.h"
+
+#include <stdio.h>
+
+/* ---- deadlines ---- */
+
+static void deadline_fire(uv_timer_t *t);
+
+static void arm_deadline_timer(void)
+{
+    job *j = sched_deadline_next();
+    if (!j) {
+        uv_timer_stop(&R.deadline_timer);
+        return;
+    }
+    uint64_t now = now_ms();
+    uv_timer_start(&R.deadline_timer, deadline_fire, j->deadline_ms > now ? j->deadline_ms - now : 0, 0);
+}
+
+/*
+ * A request whose deadline passes is answered 504 at that moment, wherever
+ * it is. Queued: it leaves the queue. Running: the instance cannot be
+ * trusted to finish in any useful time, so it is killed and replaced (as
+ * uWSGI's harakiri does) — a replacement, not a crash.
+ */
+static void deadline_fire(uv_timer_t *t)
+{
+    (void)t;
+    uint64_t now = now_ms();
+    job *j;
+    while ((j = sched_deadline_next()) && j->deadline_ms <= now) {
+        sched_deadline_untrack(j);
+        model *m = j->model;
+        char msg[512];
+        long long budget = (long long)(j->deadline_ms - j->enqueued_ms);
+        if (j->queued) {
+            sched_remove(&m->queue, j);
+            snprintf(msg, sizeof msg, "model '%s': deadline of %lld ms exceeded while queued (waited %lld ms)", m->name,
+                     budget, (long long)(now - j->enqueued_ms));
+            answer_job(j, 504, msg);
+            dispatch_arm_idle_timer(m);
+        } else if (j->inst) {
+            inst *in = j->inst;
+            snprintf(msg, sizeof msg,
+                     "model '%s': deadline of %lld ms exceeded while running on instance %d (pid %d); the instance "
+                     "is being replaced",
+                     m->name, budget, in->id, in->pid);
+            inst_abandon(in, j);
+            answer_job(j, 504, msg);
+            if (!in->exited && in->state != INST_IDLE && !in->retire) {
+                in->replace = 1;
+                inst_kill(in, "a request exceeded its deadline");
+            }
+        }
+    }
+    arm_deadline_timer();
+}
+
+/* ---- requests ---- */
+
+void dispatch_jobs(model *m)
+{
+    while (m->queue.count) {
+        inst *best = NULL;
+        int concurrency = m->mf ? m->mf->concurrency : 1;
+        for (int k = 0; k < m->nslots; k++) {
+            inst *in = m->slots[(m->rr + k) % m->nslots];
+            if (in->state != INST_READY || in->exited || in->retire || in->replace || in->inflight >= concurrency)
+                continue;
+            if (!best || in->inflight < best->inflight)
+                best = in;
+            if (in->inflight == 0)
+                break;
+        }
+        if (!best)
+            return;
+        job *j = sched_pop(&m->queue);
+        if (j->waited && j->client_alive && !j->client_alive(j)) {
+            answer_job(j, 503, "the client went away while the request was queued");
+            continue;
+        }
+        m->rr = (m->rr + 1) % m->nslots;
+        best->last_busy_ms = now_ms();
+        inst_send(best, j);
+    }
+}
+
+static void idle_fire(uv_timer_t *t)
+{
+    model *m = t->data;
+    if (m->state != MODEL_READY || m->queue.count)
+        return;
+    for (int i = 0; i < m->nslots; i++)
+        if (m->slots[i]->inflight)
+            return;
+    log_info("model %s: idle for its keep_alive; unloading", m->name);
+    char msg[64];
+    model_unload(m, NULL, msg, sizeof msg);
+}
+
+void dispatch_arm_idle_timer(model *m)
+{
+    if (!m->mf || m->mf->keep_alive_ms < 0 || m->state != MODEL_READY || m->queue.count)
+        return;
+    for (int i = 0; i < m->nslots; i++)
+        if (m->slots[i]->inflight)
+            return;
+    uv_timer_start(&m->idle_timer, idle_fire, (uint64_t)m->mf->keep_alive_ms + 1, 0);
+}
+
+int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
+{
+    *retry_after = 1;
+    R.last_submit_ms = now_ms();
+    if (R.shutting_down) {
+        snprintf(msg, msglen, "model '%s': corral is shutting down", m->name);
+        return 503;
+    }
+    if (m->state == MODEL_FAILED) {
+        snprintf(msg, msglen, "model '%s' failed: %s", m->name, m->reason);
+        *retry_after = 5;
+        return 503;
+    }
+    if (m->state == MODEL_UNLOADING) {
+        snprintf(msg, msglen, "model '%s' is unloading", m->name);
+        return 503;
+    }
+    if (m->state == MODEL_UNLOADED) {
+        int rc = model_load(m, 0, NULL, msg, msglen);
+        if (rc)
+            return rc;
+        if (m->state == MODEL_FAILED) {
+            snprintf(msg, msglen, "model '%s' failed: %s", m->name, m->reason);
+            return 503;
+        }
+    }
+    if (m->queue.count >= (size_t)m->mf->max_queue) {
+        snprintf(msg, msglen, "model '%s' has %zu requests waiting (max_queue %d)", m->name, m->queue.count,
+                 m->mf->max_queue);
+        return 503;
+    }
+    if (j->priority == 0)
+        j->priority = m->mf->default_priority;
+    j->enqueued_ms = now_ms();
+    if (!j->deadline_ms)
+        j->deadline_ms = j->enqueued_ms + (uint64_t)m->mf->timeout_ms;
+    sched_deadline_track(j);
+    arm_deadline_timer();
+    uv_timer_stop(&m->idle_timer);
+    sched_push(&m->queue, j);
+    dispatch_jobs(m);
+    j->waited = 1; /* harmless when already sent: only queued jobs are checked */
+    return 0;
+}
+
+int model_cancel(job *j)
+{
+    if (!j->queued)
+        return 0;
+    model *m = j->model;
+    sched_remove(&m->queue, j);
+    dispatch_arm_idle_timer(m);
+    return 1;
+}

@@ -1,0 +1,160 @@
+/*
+ * model_internal — what registry.c, model.c and dispatch.c share, and no
+ * other file sees: the model struct, the registry's state, and the
+ * functions one of the three calls in another. The public contract is
+ * model.h.
+ *
+ *   registry.c  the model list, rescans, the tick (memory samples, limits,
+ *               autoscaling, heap trim), the memory budget and its LRU
+ *               unloads, shutdown and drain
+ *   model.c     one model's lifecycle (load, unload, scale, fail), its
+ *               slots and their spawn settings, instance events, the
+ *               restart budget (restart_delay), worker logs, /v1 views
+ *   dispatch.c  submit and cancel, dispatch to instances, the deadline
+ *               and keep_alive timers
+ *
+ * A shared function carries the prefix of the file that defines it.
+ * Loop thread only.
+ *
+ * Invariants:
+ * - A job is in exactly one place: a model's queue, an instance's in-flight
+ *   list, or being answered. Every path that empties a queue answers each
+ *   job it removes.
+ * - A model in UNLOADED or FAILED has no running process (slots may still
+ *   be closing their handles).
+ * - slots[] holds the instances of a loaded model; a slot marked retire is
+ *   removed once its process has exited.
+ */
+#ifndef CORRAL_MODEL_INTERNAL_H
+#define CORRAL_MODEL_INTERNAL_H
+
+#include "model.h"
+
+#include <stdint.h>
+
+#define RESTART_HISTORY 64
+
+struct model {
+    char *name;
+    char *dir;
+    manifest *mf;      /* what the model runs with; NULL when broken and not running */
+    manifest *next_mf; /* a changed manifest found while loaded; applied at the next load */
+    char *broken;      /* manifest error from the last scan, or NULL */
+    int changed;       /* the manifest on disk differs from the one running */
+    int removed;       /* gone from the repository; dropped once unloaded */
+    model_state state;
+    char reason[1024];
+    inst **slots;
+    int nslots;
+    int target;
+    int rr;
+    sched_queue queue;
+    lifecycle_waiter *load_waiters;
+    lifecycle_waiter *unload_waiters;
+    uv_timer_t idle_timer;
+    int pressure_ticks;     /* consecutive ticks with requests waiting */
+    uint64_t rss_per_instance; /* largest resident memory an instance had, for the memory budget */
+    uint64_t restarts_at[RESTART_HISTORY];
+    int nrestarts;
+    uint64_t last_used_ms;
+    char *logs;
+    size_t logs_len;
+    size_t logs_cut;
+    double log_tokens;      /* worker lines the daemon's log may take now (on_log_line) */
+    uint64_t log_refill_ms;
+    uint64_t log_held_lines, log_held_bytes; /* held back from the daemon's log since it last took one */
+    model *next;
+};
+
+/* The one registry: defined in registry.c, read and written by all three files. */
+struct registry {
+    uv_loop_t *loop;
+    char *models_dir;
+    char *external_dir;
+    char *python_sdk_dir;
+    int64_t stop_grace_ms;
+    model *head;
+    int shutting_down;
+    void (*shutdown_done)(void);
+    int64_t drain_timeout_ms;
+    uv_timer_t drain_timer;
+    uv_timer_t deadline_timer; /* armed for the earliest job deadline */
+    uv_timer_t tick_timer;     /* once a second: memory samples, limits, autoscaling */
+    int64_t memory_budget;     /* bytes; 0: none */
+    uint64_t last_submit_ms;   /* when the last request was submitted */
+};
+extern struct registry R;
+
+static inline void answer_job(job *j, int status, const char *msg)
+{
+    j->done(j, status, msg, 0, NULL, 0);
+    job_free(j);
+}
+
+/* ---- model.c ---- */
+
+void model_set_state(model *m, model_state s, const char *reason);
+/* Answers every queued job with status and msg. */
+void model_fail_queue(model *m, int status, const char *msg);
+/* Calls and empties a list of lifecycle waiters. */
+void model_notify(lifecycle_waiter **list, int status, const char *msg);
+/* Spawns a process into the slot; on failure the model is FAILED with the reason, and a negative errno returned. */
+int model_start_slot(model *m, inst *in);
+/* A new idle slot with the lowest free id. */
+inst *model_add_slot(model *m);
+/* Stops every process of the model; used by unload, failure and shutdown. */
+void model_stop_all(model *m);
+void model_fail(model *m, const char *reason);
+void model_check_unload_done(model *m);
+
+/*
+ * The restart budget and backoff, from a manifest's restart section
+ * (docs/supervision.md).
+ */
+typedef struct restart_policy {
+    int max_restarts;       /* restarts allowed within window_ms; the exit after them fails the model */
+    int64_t window_ms;
+    int64_t backoff_min_ms; /* the delay after an exit with no recent restart, doubled for each recent one */
+    int64_t backoff_max_ms; /* not less than backoff_min_ms (manifest.c checks) */
+} restart_policy;
+
+#define RESTART_GIVE_UP (-1)
+
+/*
+ * What to do after an instance's unexpected exit at now: returns the delay
+ * in ms before its next start (0: at once), or RESTART_GIVE_UP when the
+ * budget is spent. restarts_at holds the times of the model's last
+ * nrestarts restarts, in any order; ready_ms is when the process that
+ * exited became ready (0: never). *recent gets how many of those restarts
+ * fall within the window. Pure: no clock, no state (tests/unit/test_restart.c).
+ */
+int64_t restart_delay(const restart_policy *p, const uint64_t *restarts_at, int nrestarts, uint64_t now,
+                      uint64_t ready_ms, int *recent);
+
+/*
+ * Records a restart at now in the history of at most RESTART_HISTORY
+ * times, dropping the oldest when it is full. (It once wrote the newest
+ * over slot 0 and shifted it out: past 64 restarts none was recorded, the
+ * window emptied, and a crash loop never spent its budget.)
+ */
+void restart_record(uint64_t *restarts_at, int *nrestarts, uint64_t now);
+
+/* ---- dispatch.c ---- */
+
+/* Hands queued jobs to ready instances while one has room. */
+void dispatch_jobs(model *m);
+/* Arms the keep_alive timer of a ready model with nothing queued or running. */
+void dispatch_arm_idle_timer(model *m);
+
+/* ---- registry.c ---- */
+
+/* With --memory-budget, unloads idle models to make room for m: 0, or 503 with msg. */
+int registry_fit_memory_budget(model *m, int instances, char *msg, size_t msglen);
+/* Replaces an instance above limits.memory once it has no request in flight. */
+void registry_check_memory_limit(model *m, inst *in);
+/* Once a model has no request queued or running during shutdown, its workers go. */
+void registry_drain_model(model *m);
+/* Calls the shutdown's done once no worker process is left. */
+void registry_check_shutdown_done(void);
+
+#endif
