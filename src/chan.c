@@ -1,7 +1,7 @@
 /*
- * chan — the worker-protocol frame reader; see chan.h.
+ * chan — the worker-protocol frame reader and writer; see chan.h.
  *
- * Invariant between calls: either no frame is open (have_header == 0) and
+ * Reader invariant between calls: either no frame is open (have_header == 0) and
  * the stage holds less than a header, or a frame is open, its first
  * body_got bytes are in body, and the stage is empty — unless a callback
  * paused parsing, in which case the stage may hold anything, parsed first
@@ -186,4 +186,82 @@ void chan_reader_consume(chan_reader *r, const char *base, size_t n)
     }
     r->stage_len += n;
     parse_stage(r);
+}
+
+/* ---- writer ---- */
+
+/* The part of a frame the socket did not take at once, queued. */
+typedef struct chan_wreq {
+    uv_write_t req;
+    chan_writer *w;
+    uint8_t *frame; /* owned: freed when the write completes */
+} chan_wreq;
+
+void chan_writer_init(chan_writer *w, uv_stream_t *stream, chan_on_write_error_cb on_error, void *data)
+{
+    memset(w, 0, sizeof *w);
+    w->stream = stream;
+    w->on_error = on_error;
+    w->data = data;
+}
+
+void chan_writer_reset(chan_writer *w)
+{
+    w->stopped = 0;
+}
+
+void chan_writer_stop(chan_writer *w)
+{
+    w->stopped = 1;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    chan_wreq *q = (chan_wreq *)req;
+    chan_writer *w = q->w;
+    free(q->frame);
+    free(q);
+    /* Cancelled: the owner closed the stream, and knows why. */
+    if (status < 0 && status != UV_ECANCELED)
+        w->on_error(w, status);
+}
+
+void chan_writer_write(chan_writer *w, uint8_t *frame, size_t len)
+{
+    if (w->stopped) {
+        free(frame);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)frame, (unsigned)len);
+    int n = uv_try_write(w->stream, &b, 1);
+    if (n >= 0 && (size_t)n == len) {
+        free(frame);
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        free(frame);
+        w->on_error(w, n);
+        return;
+    }
+    /* Only the rest is queued, from the same buffer: no copy. */
+    size_t done = n < 0 ? 0 : (size_t)n;
+    chan_wreq *q = xmalloc(sizeof *q);
+    q->w = w;
+    q->frame = frame;
+    b = uv_buf_init((char *)frame + done, (unsigned)(len - done));
+    int rc = uv_write(&q->req, w->stream, &b, 1, on_write);
+    if (rc < 0) {
+        free(q->frame);
+        free(q);
+        w->on_error(w, rc);
+    }
+}
+
+void chan_writer_send(chan_writer *w, uint8_t type, uint64_t id, const void *body, size_t len)
+{
+    uint8_t *frame = xmalloc(PROTO_HEADER_SIZE + len);
+    proto_header_encode(frame, type, id, (uint32_t)len);
+    if (len)
+        memcpy(frame + PROTO_HEADER_SIZE, body, len);
+    chan_writer_write(w, frame, PROTO_HEADER_SIZE + len);
 }

@@ -1,15 +1,27 @@
 /*
  * chan — the daemon's side of one worker-protocol byte stream: the frame
- * reader. Bytes go in as they are read from the socket; whole frames come
- * out through on_frame, a broken stream through on_error. No I/O and no
- * libuv here: the owner reads (into the buffer chan_reader_buffer names)
- * and reports what it read (chan_reader_consume), so the reader can be fed
- * by a fuzzer as well as by a socket. Mirrors sdk/c/corral_chan.c.
+ * reader and the frame writer. Both report upward through callbacks
+ * (on_frame, on_error) and never decide what a frame or a failure means:
+ * that is the owner's (inst.c). Mirrors sdk/c/corral_chan.c.
  *
- * Memory: a frame's body is allocated as its bytes arrive, never at the
- * size its header claims: a header that claims 1 GiB and sends nothing
+ * Reader: bytes go in as they are read from the socket; whole frames come
+ * out through on_frame, a broken stream through on_error. No I/O and no
+ * libuv in the reader: the owner reads (into the buffer chan_reader_buffer
+ * names) and reports what it read (chan_reader_consume), so the reader can
+ * be fed by a fuzzer as well as by a socket.
+ *
+ * Reader memory: a frame's body is allocated as its bytes arrive, never at
+ * the size its header claims: a header that claims 1 GiB and sends nothing
  * costs 64 KiB. Small frames are parsed out of a 64 KiB staging buffer;
  * the body of a large one is read straight into its own buffer.
+ *
+ * Writer: whole frames go out over a libuv stream the owner opened (and
+ * closes). Each frame is a malloc'ed buffer the writer owns from the call
+ * on: uv_try_write first (no request, no copy in the common case), then one
+ * queued uv_write for whatever the socket did not take, from the same
+ * buffer; it is freed once written. A failed write is reported through
+ * on_error, once per failed frame.
+ *
  * Loop thread only.
  */
 #ifndef CORRAL_CHAN_H
@@ -19,6 +31,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 typedef struct chan_reader chan_reader;
 
@@ -70,5 +83,40 @@ void chan_reader_stop(chan_reader *r);
 void chan_reader_buffer(chan_reader *r, char **base, size_t *len);
 /* n bytes were read into the buffer last named by chan_reader_buffer. */
 void chan_reader_consume(chan_reader *r, const char *base, size_t n);
+
+/* ---- writer ---- */
+
+typedef struct chan_writer chan_writer;
+
+/*
+ * A frame could not be written: err is the negative libuv error of
+ * uv_try_write or uv_write (UV_EPIPE when the peer is gone). The frame was
+ * freed; later frames are still attempted.
+ */
+typedef void (*chan_on_write_error_cb)(chan_writer *w, int err);
+
+struct chan_writer {
+    /* public */
+    void *data;
+    /* read-only */
+    uv_stream_t *stream; /* not owned: the owner opens and closes it */
+    chan_on_write_error_cb on_error;
+    /* private */
+    int stopped;
+};
+
+void chan_writer_init(chan_writer *w, uv_stream_t *stream, chan_on_write_error_cb on_error, void *data);
+/* Takes frames again after chan_writer_stop (a new process on the same stream). */
+void chan_writer_reset(chan_writer *w);
+/*
+ * Drops every later frame (freed, not written, no error): the peer is gone.
+ * Writes already queued complete, or are cancelled when the stream closes.
+ */
+void chan_writer_stop(chan_writer *w);
+
+/* Writes a whole frame of len bytes: frame is malloc'ed and the writer's from now on. */
+void chan_writer_write(chan_writer *w, uint8_t *frame, size_t len);
+/* Writes a frame with a small body (copied; NULL when len is 0). */
+void chan_writer_send(chan_writer *w, uint8_t type, uint64_t id, const void *body, size_t len);
 
 #endif

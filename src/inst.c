@@ -10,10 +10,9 @@
  * the worker's group once its HELLO names it, and before that ask the guard
  * (SIGUSR1) to sweep.
  *
- * Reading: chan.c parses frames; a large frame's body is read straight into
- * its own buffer, grown as the bytes arrive.
- * Writing: uv_try_write first (no request allocation, no copy in the common
- * case), uv_write for whatever the socket did not take.
+ * Frames are read and written by chan.c (a reader on the protocol socket, a
+ * writer on each of the two sockets); here they get their meaning. A write
+ * that fails is a broken worker: it is killed.
  */
 #include "inst.h"
 
@@ -24,6 +23,7 @@
 #include "utf8.h"
 #include "xmalloc.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -58,24 +58,50 @@ void inst_exit_reason(const inst *in, int with_line, char *buf, size_t len)
 {
     char how[128];
     inst_exit_text(in, how, sizeof how);
-    with_line = with_line && in->last_line[0];
-    snprintf(buf, len, "%s%s%s%s%s%s", how, with_line ? ": " : "", with_line ? in->last_line : "",
+    with_line = with_line && in->cur.last_line[0];
+    snprintf(buf, len, "%s%s%s%s%s%s", how, with_line ? ": " : "", with_line ? in->cur.last_line : "",
              in->fault[0] ? " (" : "", in->fault, in->fault[0] ? ")" : "");
     utf8_trim_partial(buf);
 }
 
 void inst_exit_text(const inst *in, char *buf, size_t len)
 {
-    if (in->term_signal)
-        snprintf(buf, len, "killed by signal %d (SIG%s)", in->term_signal, sigabbrev_np(in->term_signal)
-                 ? sigabbrev_np(in->term_signal) : "?");
+    if (in->cur.term_signal)
+        snprintf(buf, len, "killed by signal %d (SIG%s)", in->cur.term_signal, sigabbrev_np(in->cur.term_signal)
+                 ? sigabbrev_np(in->cur.term_signal) : "?");
     else
-        snprintf(buf, len, "exited with status %d", in->exit_status);
+        snprintf(buf, len, "exited with status %d", in->cur.exit_status);
 }
 
 static int on_chan_frame(chan_reader *r, const proto_header *h, uint8_t *body);
 static void on_chan_error(chan_reader *r, int err, const char *what);
+static void on_chan_write_error(chan_writer *w, int err);
 static job *take_inflight(inst *in, uint64_t id);
+
+#ifndef NDEBUG
+/* Whether inst.h's table of transitions allows from -> to; for the assert below. */
+static int legal_transition(inst_state from, inst_state to)
+{
+    switch (to) {
+    case INST_STARTING: return from == INST_IDLE;
+    case INST_READY: return from == INST_STARTING;
+    case INST_STOPPING: return from != INST_IDLE;
+    case INST_IDLE: return from != INST_IDLE;
+    }
+    return 0;
+}
+#endif
+
+/* The one place in->state changes. */
+static void inst_set_state(inst *in, inst_state s, const char *why)
+{
+    assert(legal_transition(in->state, s));
+    if (in->state == s)
+        return;
+    log_debug("model %s instance %d (pid %d): %s -> %s: %s", model_name(in->model), in->id, in->pid,
+              inst_state_name(in->state), inst_state_name(s), why);
+    in->state = s;
+}
 
 void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev, int id)
 {
@@ -90,8 +116,10 @@ void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev
     in->restart_timer.data = in;
     uv_timer_init(loop, &in->health_timer);
     in->health_timer.data = in;
-    in->shm_fd[0] = in->shm_fd[1] = -1;
+    in->cur.shm_fd[0] = in->cur.shm_fd[1] = -1;
     chan_reader_init(&in->rd, PROTO_MAX_BODY, on_chan_frame, on_chan_error, in);
+    chan_writer_init(&in->wr, (uv_stream_t *)&in->chan, on_chan_write_error, in);
+    chan_writer_init(&in->hwr, (uv_stream_t *)&in->hchan, on_chan_write_error, in);
 }
 
 int inst_busy(const inst *in)
@@ -101,76 +129,17 @@ int inst_busy(const inst *in)
 
 /* ---- writing ---- */
 
-typedef struct wreq {
-    uv_write_t req;
-    uint8_t *owned; /* freed when the write completes */
-} wreq;
-
-static void on_write(uv_write_t *req, int status)
+static void on_chan_write_error(chan_writer *w, int err)
 {
-    wreq *w = (wreq *)req;
-    inst *in = req->data;
-    free(w->owned);
-    free(w);
-    if (status < 0 && status != UV_ECANCELED && in->state != INST_IDLE && !in->exited)
-        inst_kill(in, "the protocol socket failed on write");
+    (void)err;
+    inst_kill(w->data, "the protocol socket failed on write");
 }
 
-/*
- * Writes len bytes. When owned, data is the caller's malloc'ed buffer and is
- * freed here once written; otherwise whatever cannot be written now is
- * copied.
- */
-static void write_bytes(inst *in, uv_pipe_t *pipe, uint8_t *data, size_t len, int owned)
+/* Neither socket takes frames once the process has exited or closed its protocol socket. */
+static void stop_writing(inst *in)
 {
-    if (in->exited || in->chan_eof) {
-        if (owned)
-            free(data);
-        return;
-    }
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    int n = uv_try_write((uv_stream_t *)pipe, &b, 1);
-    if (n >= 0 && (size_t)n == len) {
-        if (owned)
-            free(data);
-        return;
-    }
-    if (n < 0 && n != UV_EAGAIN) {
-        if (owned)
-            free(data);
-        inst_kill(in, "the protocol socket failed on write");
-        return;
-    }
-    size_t done = n < 0 ? 0 : (size_t)n;
-    wreq *w = xmalloc(sizeof *w);
-    if (owned) {
-        w->owned = data;
-        b = uv_buf_init((char *)data + done, (unsigned)(len - done));
-    } else {
-        w->owned = xmalloc(len - done);
-        memcpy(w->owned, data + done, len - done);
-        b = uv_buf_init((char *)w->owned, (unsigned)(len - done));
-    }
-    w->req.data = in;
-    if (uv_write(&w->req, (uv_stream_t *)pipe, &b, 1, on_write) < 0) {
-        free(w->owned);
-        free(w);
-        inst_kill(in, "the protocol socket failed on write");
-    }
-}
-
-static void send_small_on(inst *in, uv_pipe_t *pipe, uint8_t type, uint64_t id, const char *body, size_t len)
-{
-    uint8_t *frame = xmalloc(PROTO_HEADER_SIZE + len);
-    proto_header_encode(frame, type, id, (uint32_t)len);
-    if (len)
-        memcpy(frame + PROTO_HEADER_SIZE, body, len);
-    write_bytes(in, pipe, frame, PROTO_HEADER_SIZE + len, 1);
-}
-
-static void send_small(inst *in, uint8_t type, uint64_t id, const char *body, size_t len)
-{
-    send_small_on(in, &in->chan, type, id, body, len);
+    chan_writer_stop(&in->wr);
+    chan_writer_stop(&in->hwr);
 }
 
 /* Copies a job's deferred tensor data (sched.h) to dst. */
@@ -194,19 +163,20 @@ static void copy_pieces(const job *j, uint8_t *dst)
 static uint8_t *place_data(inst *in, job *j, uint8_t *frame, size_t *len)
 {
     uint16_t flags = 0;
-    if (in->shm && j->kind == PROTO_INFER && !in->shm_out_job && !(in->shm_out && in->shm_out->refs > 1)) {
+    if (in->cur.shm && j->kind == PROTO_INFER && !in->cur.shm_out_job &&
+        !(in->cur.shm_out && in->cur.shm_out->refs > 1)) {
         flags |= PROTO_FLAG_SHM_OUT;
-        in->shm_out_job = j->id;
+        in->cur.shm_out_job = j->id;
     }
-    if (j->npieces && in->shm && !in->shm_in_job) {
-        int rc = shm_reserve(&in->shm_in, in->shm_fd[0], j->pieces_len);
+    if (j->npieces && in->cur.shm && !in->cur.shm_in_job) {
+        int rc = shm_reserve(&in->cur.shm_in, in->cur.shm_fd[0], j->pieces_len);
         if (rc == 0) {
-            copy_pieces(j, in->shm_in->addr);
-            if (j->pieces_len > in->shm_used[0])
-                in->shm_used[0] = j->pieces_len;
+            copy_pieces(j, in->cur.shm_in->addr);
+            if (j->pieces_len > in->cur.shm_used[0])
+                in->cur.shm_used[0] = j->pieces_len;
             proto_put_u32(frame, (uint32_t)(*len - PROTO_HEADER_SIZE));
             flags |= PROTO_FLAG_SHM_DATA;
-            in->shm_in_job = j->id;
+            in->cur.shm_in_job = j->id;
         } else {
             log_warn("model %s instance %d: cannot grow the shared-memory input region to %zu bytes (%s); "
                      "sending the tensors over the socket", model_name(in->model), in->id, j->pieces_len,
@@ -216,8 +186,8 @@ static uint8_t *place_data(inst *in, job *j, uint8_t *frame, size_t *len)
     if (j->npieces && !(flags & PROTO_FLAG_SHM_DATA)) {
         uint8_t *whole = realloc(frame, *len + j->pieces_len); /* sized by the request: may fail */
         if (!whole) {
-            if (in->shm_out_job == j->id)
-                in->shm_out_job = 0;
+            if (in->cur.shm_out_job == j->id)
+                in->cur.shm_out_job = 0;
             free(frame);
             return NULL;
         }
@@ -238,6 +208,7 @@ void inst_send(inst *in, job *j)
         in->inflight_head->prev = j;
     in->inflight_head = j;
     in->inflight++;
+    assert(in->inflight > 0);
     j->line_mark = in->lines;
     uint8_t *frame = j->frame;
     size_t len = j->frame_len;
@@ -259,7 +230,7 @@ void inst_send(inst *in, job *j)
     j->pieces = NULL;
     j->data_owned = NULL;
     j->npieces = 0;
-    write_bytes(in, &in->chan, frame, len, 1);
+    chan_writer_write(&in->wr, frame, len);
 }
 
 /* ---- stopping ---- */
@@ -271,12 +242,12 @@ void inst_send(inst *in, job *j)
  */
 static void signal_group(inst *in, int sig)
 {
-    if (in->pid > 0 && in->pid != in->guard_pid)
+    if (in->pid > 0 && in->pid != in->cur.guard_pid)
         kill(-in->pid, sig);
-    else if (in->guard_pid > 0 && sig == SIGKILL)
-        kill(in->guard_pid, SIGUSR1); /* the guard sweeps everything below it, then exits */
-    else if (in->guard_pid > 0)
-        kill(-in->guard_pid, sig);
+    else if (in->cur.guard_pid > 0 && sig == SIGKILL)
+        kill(in->cur.guard_pid, SIGUSR1); /* the guard sweeps everything below it, then exits */
+    else if (in->cur.guard_pid > 0)
+        kill(-in->cur.guard_pid, sig);
 }
 
 static void on_stop_timer(uv_timer_t *t)
@@ -290,27 +261,27 @@ static void on_stop_timer(uv_timer_t *t)
     }
     if (in->state != INST_STOPPING)
         return;
-    if (in->stop_stage == 1) {
+    if (in->cur.stop_stage == INST_STOP_SHUTDOWN) {
         log_info("model %s instance %d (pid %d): no exit after SHUTDOWN; sending SIGTERM", model_name(in->model),
                  in->id, in->pid);
         signal_group(in, SIGTERM);
-        in->stop_stage = 2;
+        in->cur.stop_stage = INST_STOP_SIGTERM;
         uv_timer_start(&in->timer, on_stop_timer, (uint64_t)t->repeat ? t->repeat : 2000, 0);
-    } else if (in->stop_stage == 2) {
+    } else if (in->cur.stop_stage == INST_STOP_SIGTERM) {
         log_warn("model %s instance %d (pid %d): still running%s%s; sending SIGKILL", model_name(in->model), in->id,
                  in->pid, in->fault[0] ? " after it " : " after SIGTERM", in->fault);
         signal_group(in, SIGKILL);
-        in->stop_stage = 3;
+        in->cur.stop_stage = INST_STOP_SIGKILL;
     }
 }
 
 void inst_stop(inst *in, int64_t grace_ms)
 {
-    if (in->state == INST_IDLE || in->exited || in->stop_stage)
+    if (in->state == INST_IDLE || in->exited || in->cur.stop_stage != INST_STOP_NONE)
         return;
-    in->state = INST_STOPPING;
-    in->stop_stage = 1;
-    send_small(in, PROTO_SHUTDOWN, 0, NULL, 0);
+    inst_set_state(in, INST_STOPPING, "stop requested: SHUTDOWN sent");
+    in->cur.stop_stage = INST_STOP_SHUTDOWN;
+    chan_writer_send(&in->wr, PROTO_SHUTDOWN, 0, NULL, 0);
     uint64_t g = grace_ms > 0 ? (uint64_t)grace_ms : 1;
     uv_timer_start(&in->timer, on_stop_timer, g, 0);
     in->timer.repeat = g; /* remembered for the SIGTERM stage; the timer itself does not repeat */
@@ -323,8 +294,8 @@ void inst_kill(inst *in, const char *why)
     log_warn("model %s instance %d (pid %d): %s; killing it", model_name(in->model), in->id, in->pid, why);
     snprintf(in->fault, sizeof in->fault, "%s", why);
     utf8_trim_partial(in->fault);
-    in->state = INST_STOPPING;
-    in->stop_stage = 3;
+    inst_set_state(in, INST_STOPPING, in->fault);
+    in->cur.stop_stage = INST_STOP_SIGKILL;
     uv_timer_stop(&in->timer);
     signal_group(in, SIGKILL);
 }
@@ -344,28 +315,29 @@ static void health_fire(uv_timer_t *t)
     inst *in = t->data;
     if (in->state != INST_READY || in->exited)
         return;
-    if (!in->ping_outstanding) {
-        in->ping_outstanding = 1;
+    if (!in->cur.ping_outstanding) {
+        in->cur.ping_outstanding = 1;
         in->ping_nonce++;
-        send_small_on(in, in->health_chan ? &in->hchan : &in->chan, PROTO_PING, in->ping_nonce, NULL, 0);
-        uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->health_timeout_ms, 0);
+        chan_writer_send(in->cur.health_chan ? &in->hwr : &in->wr, PROTO_PING, in->ping_nonce, NULL, 0);
+        uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->cur.health_timeout_ms, 0);
         return;
     }
-    snprintf(in->fault, sizeof in->fault, "hung: no answer to a ping within %lld ms", (long long)in->health_timeout_ms);
+    snprintf(in->fault, sizeof in->fault, "hung: no answer to a ping within %lld ms",
+             (long long)in->cur.health_timeout_ms);
     log_warn("model %s instance %d (pid %d): %s; sending SIGTERM", model_name(in->model), in->id, in->pid, in->fault);
-    in->state = INST_STOPPING;
-    in->stop_stage = 2;
+    inst_set_state(in, INST_STOPPING, in->fault);
+    in->cur.stop_stage = INST_STOP_SIGTERM;
     signal_group(in, SIGTERM);
-    uv_timer_start(&in->timer, on_stop_timer, (uint64_t)(in->stop_grace_ms > 0 ? in->stop_grace_ms : 1), 0);
+    uv_timer_start(&in->timer, on_stop_timer, (uint64_t)(in->cur.stop_grace_ms > 0 ? in->cur.stop_grace_ms : 1), 0);
 }
 
 static void health_pong(inst *in, uint64_t nonce)
 {
-    if (!in->ping_outstanding || nonce != in->ping_nonce)
+    if (!in->cur.ping_outstanding || nonce != in->ping_nonce)
         return; /* a late answer to a ping already given up on */
-    in->ping_outstanding = 0;
+    in->cur.ping_outstanding = 0;
     if (in->state == INST_READY)
-        uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->health_interval_ms, 0);
+        uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->cur.health_interval_ms, 0);
 }
 
 /* ---- memory ---- */
@@ -384,10 +356,10 @@ static uint64_t shm_bytes(const inst *in)
     uint64_t total = 0;
     for (int k = 0; k < 2; k++) {
         struct stat st;
-        if (in->shm_fd[k] < 0 || fstat(in->shm_fd[k], &st) < 0)
+        if (in->cur.shm_fd[k] < 0 || fstat(in->cur.shm_fd[k], &st) < 0)
             continue;
         uint64_t allocated = (uint64_t)st.st_blocks * 512;
-        total += allocated < in->shm_used[k] ? allocated : in->shm_used[k];
+        total += allocated < in->cur.shm_used[k] ? allocated : in->cur.shm_used[k];
     }
     return total;
 }
@@ -414,7 +386,7 @@ void inst_sample_rss(inst **v, size_t n)
     int *pgids = xcalloc(n, sizeof *pgids);
     uint64_t *bytes = xcalloc(n, sizeof *bytes);
     for (size_t i = 0; i < n; i++)
-        pgids[i] = v[i]->state != INST_IDLE && v[i]->pid != v[i]->guard_pid ? v[i]->pid : 0;
+        pgids[i] = v[i]->state != INST_IDLE && v[i]->pid != v[i]->cur.guard_pid ? v[i]->pid : 0;
     procfs_group_rss(pgids, n, bytes);
     for (size_t i = 0; i < n; i++)
         v[i]->rss_bytes = less_shm(v[i], bytes[i]);
@@ -450,6 +422,7 @@ static job *take_inflight(inst *in, uint64_t id)
             j->next->prev = j->prev;
         j->next = j->prev = NULL;
         in->inflight--;
+        assert(in->inflight >= 0);
         return j;
     }
     return NULL;
@@ -458,22 +431,22 @@ static job *take_inflight(inst *in, uint64_t id)
 /* Drops the daemon's mappings of the regions; responses still sending from one hold their own reference. */
 static void unmap_regions(inst *in)
 {
-    shm_unref(in->shm_in);
-    shm_unref(in->shm_out);
-    in->shm_in = in->shm_out = NULL;
+    shm_unref(in->cur.shm_in);
+    shm_unref(in->cur.shm_out);
+    in->cur.shm_in = in->cur.shm_out = NULL;
 }
 
 void inst_release_shm(inst *in)
 {
-    if (in->state != INST_READY || in->exited || in->inflight || in->shm_in_job || in->shm_out_job ||
-        (in->shm_out && in->shm_out->refs > 1))
+    if (in->state != INST_READY || in->exited || in->inflight || in->cur.shm_in_job || in->cur.shm_out_job ||
+        (in->cur.shm_out && in->cur.shm_out->refs > 1))
         return;
     for (int k = 0; k < 2; k++) {
-        int rc = in->shm_fd[k] >= 0 ? shm_release_pages(in->shm_fd[k]) : 0;
+        int rc = in->cur.shm_fd[k] >= 0 ? shm_release_pages(in->cur.shm_fd[k]) : 0;
         if (rc < 0)
             log_warn("model %s instance %d: cannot release a shared-memory region's pages: %s",
                      model_name(in->model), in->id, strerror(-rc));
-        in->shm_used[k] = 0;
+        in->cur.shm_used[k] = 0;
     }
     unmap_regions(in);
 }
@@ -481,9 +454,9 @@ void inst_release_shm(inst *in)
 void inst_abandon(inst *in, job *j)
 {
     if (take_inflight(in, j->id)) {
-        in->abandoned++;
-        if (j->id > in->abandoned_max_id)
-            in->abandoned_max_id = j->id;
+        in->cur.abandoned++;
+        if (j->id > in->cur.abandoned_max_id)
+            in->cur.abandoned_max_id = j->id;
         j->inst = NULL;
     }
 }
@@ -545,11 +518,11 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
 {
     switch (h->type) {
     case PROTO_HELLO: {
-        if (in->hello || h->id) {
+        if (in->cur.hello || h->id) {
             protocol_error(in, "unexpected HELLO");
             break;
         }
-        in->hello = 1;
+        in->cur.hello = 1;
         json_t *hello = json_loadb((const char *)body, h->length, 0, NULL);
         if (!json_is_object(hello)) {
             json_decref(hello);
@@ -558,17 +531,17 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         }
         json_int_t pid = json_integer_value(json_object_get(hello, "pid"));
         /* Believed only when it names a group leader in this worker's session (the guard's). */
-        if (pid > 0 && pid <= INT32_MAX && getpgid((pid_t)pid) == (pid_t)pid && getsid((pid_t)pid) == in->guard_pid)
+        if (pid > 0 && pid <= INT32_MAX && getpgid((pid_t)pid) == (pid_t)pid && getsid((pid_t)pid) == in->cur.guard_pid)
             in->pid = (int)pid;
         /* The worker listens for PING on CORRAL_HEALTH_FD: its requests need no reader thread. */
-        in->health_chan = json_integer_value(json_object_get(hello, "health_fd")) == WORKER_HEALTH_FD;
+        in->cur.health_chan = json_integer_value(json_object_get(hello, "health_fd")) == WORKER_HEALTH_FD;
         /* The worker maps the shared-memory regions: large tensors may go through them. */
-        in->shm = json_is_true(json_object_get(hello, "shm")) && in->shm_fd[0] >= 0;
+        in->cur.shm = json_is_true(json_object_get(hello, "shm")) && in->cur.shm_fd[0] >= 0;
         json_decref(hello);
         break;
     }
     case PROTO_READY:
-        if (in->state != INST_STARTING || !in->hello) {
+        if (in->state != INST_STARTING || !in->cur.hello) {
             if (in->state == INST_STARTING || in->state == INST_READY)
                 protocol_error(in, "READY before HELLO or twice");
             break;
@@ -582,10 +555,10 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
             break;
         }
         uv_timer_stop(&in->timer);
-        in->state = INST_READY;
+        inst_set_state(in, INST_READY, "READY");
         in->ready_ms = in->last_busy_ms = now_ms();
-        in->ping_outstanding = 0;
-        uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->health_interval_ms, 0);
+        in->cur.ping_outstanding = 0;
+        uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->cur.health_interval_ms, 0);
         log_info("model %s instance %d (pid %d) ready in %llu ms", model_name(in->model), in->id, in->pid,
                  (unsigned long long)(in->ready_ms - in->started_ms));
         in->ev->ready(in);
@@ -616,34 +589,34 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
     case PROTO_GENERATE_RESULT: {
         long long shm_len = 0;
         if (h->flags & PROTO_FLAG_SHM_DATA) {
-            if (!in->shm || in->shm_out_job != h->id) {
+            if (!in->cur.shm || in->cur.shm_out_job != h->id) {
                 protocol_error(in, "answered request %llu in shared memory without being allowed to",
                                (unsigned long long)h->id);
                 break;
             }
-            int rc = shm_remap_file(&in->shm_out, in->shm_fd[1]);
+            int rc = shm_remap_file(&in->cur.shm_out, in->cur.shm_fd[1]);
             if (rc < 0) {
                 protocol_error(in, "left an output region that cannot be mapped (%s)", strerror(-rc));
                 break;
             }
             shm_len = shm_result_len(body, h->length);
-            if (shm_len < 0 || (size_t)shm_len > in->shm_out->len) {
+            if (shm_len < 0 || (size_t)shm_len > in->cur.shm_out->len) {
                 protocol_error(in, "answered request %llu in shared memory with output sizes %s the %zu-byte region",
                                (unsigned long long)h->id, shm_len < 0 ? "missing from its meta, or beyond"
-                                                                      : "that run past", in->shm_out->len);
+                                                                      : "that run past", in->cur.shm_out->len);
                 break;
             }
-            if ((size_t)shm_len > in->shm_used[1])
-                in->shm_used[1] = (size_t)shm_len;
+            if ((size_t)shm_len > in->cur.shm_used[1])
+                in->cur.shm_used[1] = (size_t)shm_len;
         }
         /* An answer, even a late one, means the worker is done with the regions it was lent. */
-        if (h->id == in->shm_in_job)
-            in->shm_in_job = 0;
-        if (h->id == in->shm_out_job)
-            in->shm_out_job = 0;
+        if (h->id == in->cur.shm_in_job)
+            in->cur.shm_in_job = 0;
+        if (h->id == in->cur.shm_out_job)
+            in->cur.shm_out_job = 0;
         job *j = take_inflight(in, h->id);
         if (!j) {
-            if (in->abandoned && h->id <= in->abandoned_max_id)
+            if (in->cur.abandoned && h->id <= in->cur.abandoned_max_id)
                 break; /* the answer to a request whose deadline passed: already answered 504 */
             protocol_error(in, "%s for unknown request id %llu", proto_type_name(h->type),
                            (unsigned long long)h->id);
@@ -652,9 +625,9 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         in->last_busy_ms = now_ms();
         in->requests++;
         if (h->flags & PROTO_FLAG_SHM_DATA) {
-            j->shm = in->shm_out; /* the response holds the region until it is sent */
+            j->shm = in->cur.shm_out; /* the response holds the region until it is sent */
             shm_ref(j->shm);
-            j->shm_data = in->shm_out->addr;
+            j->shm_data = in->cur.shm_out->addr;
             j->shm_len = (size_t)shm_len;
         }
         if (h->type == PROTO_ERROR) {
@@ -697,7 +670,7 @@ static int on_chan_frame(chan_reader *r, const proto_header *h, uint8_t *body)
     }
     on_frame(in, h, body);
     /* Killed (by this frame or earlier): what follows waits for the exit's drain. */
-    return in->state == INST_STOPPING && in->stop_stage == 3;
+    return in->state == INST_STOPPING && in->cur.stop_stage == INST_STOP_SIGKILL;
 }
 
 static void on_chan_error(chan_reader *r, int err, const char *what)
@@ -711,8 +684,8 @@ static void health_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     inst *in = h->data;
-    buf->base = (char *)in->hbuf + in->hlen;
-    buf->len = sizeof in->hbuf - in->hlen;
+    buf->base = (char *)in->cur.hbuf + in->cur.hlen;
+    buf->len = sizeof in->cur.hbuf - in->cur.hlen;
 }
 
 static void health_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -723,14 +696,15 @@ static void health_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         uv_read_stop(s); /* the exit, seen on the protocol socket, tells why */
         return;
     }
-    in->hlen += (size_t)n;
-    if (in->hlen < sizeof in->hbuf)
+    in->cur.hlen += (size_t)n;
+    if (in->cur.hlen < sizeof in->cur.hbuf)
         return;
-    in->hlen = 0;
+    in->cur.hlen = 0;
     proto_header h;
-    if (proto_header_decode(in->hbuf, sizeof in->hbuf, PROTO_MAX_BODY, &h) < 0 || h.type != PROTO_PONG || h.length)
+    if (proto_header_decode(in->cur.hbuf, sizeof in->cur.hbuf, PROTO_MAX_BODY, &h) < 0 || h.type != PROTO_PONG ||
+        h.length)
         protocol_error(in, "the health socket carried something other than PONG (type %u, %u-byte body)",
-                       in->hbuf[5], proto_get_u32(in->hbuf));
+                       in->cur.hbuf[5], proto_get_u32(in->cur.hbuf));
     else
         health_pong(in, h.id);
 }
@@ -756,13 +730,14 @@ static void chan_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (n == 0)
         return;
     uv_read_stop(s);
-    in->chan_eof = 1;
+    in->cur.chan_eof = 1;
+    stop_writing(in);
     if (!in->exited && in->state != INST_STOPPING && in->state != INST_IDLE) {
         /* Usually the worker is exiting: let its exit status tell why, and
          * kill it only if it lingers without its socket. */
         snprintf(in->fault, sizeof in->fault, "closed its protocol socket");
-        in->state = INST_STOPPING;
-        in->stop_stage = 2;
+        inst_set_state(in, INST_STOPPING, in->fault);
+        in->cur.stop_stage = INST_STOP_SIGTERM;
         uv_timer_start(&in->timer, on_stop_timer, 500, 0);
     }
 }
@@ -779,10 +754,10 @@ static void emit_line(inst *in, int stream, const char *line, size_t len, size_t
         len = keep;
     }
     in->lines++;
-    size_t keep = utf8_cut(line, len, sizeof in->last_line - 1);
+    size_t keep = utf8_cut(line, len, sizeof in->cur.last_line - 1);
     if (keep) {
-        memcpy(in->last_line, line, keep);
-        in->last_line[keep] = 0;
+        memcpy(in->cur.last_line, line, keep);
+        in->cur.last_line[keep] = 0;
     }
     in->ev->log_line(in, stream, line, len, dropped);
 }
@@ -882,14 +857,14 @@ static void exit_poll(uv_timer_t *t)
 
 static void finish_exit(inst *in)
 {
-    int groups[2] = {in->guard_pid, in->pid};
-    if (in->exit_wait_ms < 2000 && procfs_group_running(groups, in->pid != in->guard_pid ? 2 : 1) > 0) {
+    int groups[2] = {in->cur.guard_pid, in->pid};
+    if (in->cur.exit_wait_ms < 2000 && procfs_group_running(groups, in->pid != in->cur.guard_pid ? 2 : 1) > 0) {
         signal_group(in, SIGKILL);
-        in->exit_wait_ms += 5;
+        in->cur.exit_wait_ms += 5;
         uv_timer_start(&in->timer, exit_poll, 5, 0);
         return;
     }
-    in->state = INST_IDLE;
+    inst_set_state(in, INST_IDLE, "exited, and its process group is gone");
     in->ev->exited(in);
 }
 
@@ -897,12 +872,13 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
 {
     inst *in = p->data;
     in->exited = 1;
+    stop_writing(in);
     uv_timer_stop(&in->health_timer);
-    in->exit_status = (int)status;
-    in->term_signal = term_signal;
+    in->cur.exit_status = (int)status;
+    in->cur.term_signal = term_signal;
     uv_timer_stop(&in->timer);
     /* Results written just before the exit are still in the socket. */
-    if (!in->chan_eof)
+    if (!in->cur.chan_eof)
         drain_fd(in, (uv_stream_t *)&in->chan, 1);
     drain_fd(in, (uv_stream_t *)&in->out, 0);
     drain_fd(in, (uv_stream_t *)&in->err, 0);
@@ -917,7 +893,7 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
 
     char why[600];
     inst_exit_reason(in, 1, why, sizeof why);
-    if (in->stop_stage == 1 && !term_signal && status == 0)
+    if (in->cur.stop_stage == INST_STOP_SHUTDOWN && !term_signal && status == 0)
         log_info("model %s instance %d (pid %d) %s", model_name(in->model), in->id, in->pid, why);
     else
         log_warn("model %s instance %d (pid %d) %s", model_name(in->model), in->id, in->pid, why);
@@ -929,14 +905,11 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     uv_close((uv_handle_t *)&in->proc, handle_closed);
     chan_reader_reset(&in->rd);
     for (int k = 0; k < 2; k++) {
-        if (in->shm_fd[k] >= 0)
-            close(in->shm_fd[k]);
-        in->shm_fd[k] = -1;
+        if (in->cur.shm_fd[k] >= 0)
+            close(in->cur.shm_fd[k]);
+        in->cur.shm_fd[k] = -1;
     }
     unmap_regions(in);
-    in->shm = 0;
-    in->shm_in_job = in->shm_out_job = 0;
-    in->shm_used[0] = in->shm_used[1] = 0;
 
     /* A request hears the worker's last line only if the worker wrote it
      * while that request was in its hands: an older line (an earlier
@@ -959,7 +932,6 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
             j->done(j, 502, msg[fresh], 0, NULL, 0);
         job_free(j);
     }
-    in->exit_wait_ms = 0;
     finish_exit(in);
 }
 
@@ -973,6 +945,37 @@ static const char *exe_path(void)
             snprintf(self_exe, sizeof self_exe, "/proc/self/exe");
     }
     return self_exe;
+}
+
+/*
+ * The one place where what belongs to a process is cleared: the new one
+ * was spawned (its guard is in->proc.pid) and its memfds are mfd. Until
+ * here the slot kept the last process's exit for inst_exit_reason.
+ */
+static void begin_process(inst *in, const inst_spawn *sp, const int mfd[2])
+{
+    /* The last process's exit closed its memfds, dropped the mappings and answered every job. */
+    assert(in->cur.shm_fd[0] < 0 && in->cur.shm_fd[1] < 0 && !in->cur.shm_in && !in->cur.shm_out);
+    assert(in->inflight == 0 && !in->inflight_head);
+    memset(&in->cur, 0, sizeof in->cur);
+    in->cur.guard_pid = in->proc.pid;
+    in->cur.shm_fd[0] = mfd[0];
+    in->cur.shm_fd[1] = mfd[1];
+    in->cur.health_interval_ms = sp->health_interval_ms > 0 ? sp->health_interval_ms : 10000;
+    in->cur.health_timeout_ms = sp->health_timeout_ms > 0 ? sp->health_timeout_ms : 5000;
+    in->cur.stop_grace_ms = sp->stop_grace_ms;
+    in->pid = in->proc.pid;
+    in->exited = 0;
+    in->started_ms = now_ms();
+    in->ready_ms = 0;
+    in->load_error = 0;
+    in->fault[0] = 0;
+    in->rss_bytes = 0;
+    json_decref(in->metadata);
+    in->metadata = NULL;
+    chan_writer_reset(&in->wr);
+    chan_writer_reset(&in->hwr);
+    inst_set_state(in, INST_STARTING, "spawned");
 }
 
 int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
@@ -1080,41 +1083,14 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
     in->handles_open++;
     uv_pipe_open(&in->chan, sv[0]);
     uv_pipe_open(&in->hchan, hv[0]);
-    in->health_chan = 0;
-    in->hlen = 0;
-    in->shm_fd[0] = mfd[0];
-    in->shm_fd[1] = mfd[1];
-    in->shm = 0;
-    in->shm_in_job = in->shm_out_job = 0;
-    in->shm_used[0] = in->shm_used[1] = 0;
-    in->pid = in->guard_pid = in->proc.pid;
-    in->state = INST_STARTING;
-    in->exited = 0;
-    in->chan_eof = 0;
-    in->hello = 0;
-    in->stop_stage = 0;
-    in->load_error = 0;
-    in->exit_status = in->term_signal = 0;
-    in->last_line[0] = 0;
-    in->fault[0] = 0;
-    in->health_interval_ms = sp->health_interval_ms > 0 ? sp->health_interval_ms : 10000;
-    in->health_timeout_ms = sp->health_timeout_ms > 0 ? sp->health_timeout_ms : 5000;
-    in->stop_grace_ms = sp->stop_grace_ms;
-    in->ping_outstanding = 0;
-    in->abandoned = 0;
-    in->abandoned_max_id = 0;
-    in->rss_bytes = 0;
-    in->started_ms = now_ms();
-    in->ready_ms = 0;
-    json_decref(in->metadata);
-    in->metadata = NULL;
+    begin_process(in, sp, mfd);
     uv_read_start((uv_stream_t *)&in->chan, chan_alloc, chan_read);
     uv_read_start((uv_stream_t *)&in->hchan, health_alloc, health_read);
     uv_read_start((uv_stream_t *)&in->out, output_alloc, output_read);
     uv_read_start((uv_stream_t *)&in->err, output_alloc, output_read);
-    send_small(in, PROTO_LOAD, 0, sp->load_json, strlen(sp->load_json));
+    chan_writer_send(&in->wr, PROTO_LOAD, 0, sp->load_json, strlen(sp->load_json));
     uv_timer_start(&in->timer, on_stop_timer, (uint64_t)sp->load_timeout_ms, 0);
-    log_info("model %s instance %d started (guard pid %d)", model_name(in->model), in->id, in->guard_pid);
+    log_info("model %s instance %d started (guard pid %d)", model_name(in->model), in->id, in->cur.guard_pid);
     return 0;
 }
 

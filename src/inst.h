@@ -5,8 +5,11 @@
  *
  * An inst is a slot that outlives its processes: after an exit the model
  * (model.c) may start the same slot again, so its id, request count and
- * restart count persist. inst never decides policy (restart, fail, unload):
- * it reports to its owner through inst_events and the owner decides.
+ * restart count persist, while what belongs to one process (struct
+ * inst_proc, and the read-only fields marked so) is reset at each start.
+ * inst never decides policy (restart, fail, unload): it reports to its
+ * owner through inst_events and the owner decides. The frames themselves
+ * are read and written by chan.c; inst gives them their meaning.
  * Loop thread only.
  */
 #ifndef CORRAL_INST_H
@@ -20,6 +23,17 @@
 #include <stdint.h>
 #include <uv.h>
 
+/*
+ * The slot's states. The legal transitions, each made and logged by
+ * inst_set_state in inst.c (and checked there with assert):
+ *
+ *   IDLE     -> STARTING  inst_start spawned a process
+ *   STARTING -> READY     READY after HELLO
+ *   STARTING, READY -> STOPPING   inst_stop, inst_kill, a missed PONG (READY),
+ *                                 the protocol socket closed
+ *   STOPPING -> STOPPING  inst_kill while stopping (no new log line)
+ *   STARTING, READY, STOPPING -> IDLE   the exit, once the process group is gone
+ */
 typedef enum inst_state {
     INST_IDLE,     /* no process: never started, exited, or waiting to restart */
     INST_STARTING, /* spawned; waiting for READY */
@@ -59,63 +73,86 @@ typedef struct inst_spawn {
     int64_t stop_grace_ms;      /* SIGTERM to SIGKILL for a hung worker */
 } inst_spawn;
 
-struct inst {
-    struct model *model; /* owner; not owned */
-    const inst_events *ev;
-    int id;
-    inst_state state;
-    int pid;             /* the worker itself, as its HELLO says; its guard's until then */
-    int guard_pid;       /* the process corral spawned: the worker's parent and process-group leader */
-    uint64_t started_ms; /* when the current process was spawned */
-    uint64_t ready_ms;
-    uint64_t requests;   /* answered by this slot, all processes together */
-    int restarts;        /* processes started after the first */
-    int inflight;
-    job *inflight_head;  /* jobs sent to the worker, in no particular order */
-    int exit_status, term_signal; /* of the last process */
-    int load_error;      /* the last process's load raised */
-    int retire;          /* stop once idle; the owner removes the slot after exit */
-    int replace;         /* the owner stopped it on purpose (deadline, memory): restart at once, not a crash */
-    uint64_t rss_bytes;  /* resident memory of the worker's process group, last sample */
-    uint64_t last_busy_ms; /* when it last finished or started a request */
-    char last_line[256]; /* the worker's last line of output, for exit messages */
-    uint64_t lines;      /* lines of output the slot's processes wrote, all processes together */
-    char fault[160];     /* the daemon's own diagnosis (protocol error, timeout), or empty */
-    json_t *metadata;    /* READY body; owned */
-    uv_timer_t restart_timer; /* the owner's: delays restarts */
+/* How far inst_stop (or a kill) has gone with the current process. */
+typedef enum inst_stop_stage {
+    INST_STOP_NONE,     /* not stopping */
+    INST_STOP_SHUTDOWN, /* SHUTDOWN sent; SIGTERM after the grace */
+    INST_STOP_SIGTERM,  /* SIGTERM sent to the group; SIGKILL after the grace */
+    INST_STOP_SIGKILL,  /* SIGKILL sent: only the exit is left */
+} inst_stop_stage;
 
-    /* private */
-    uv_loop_t *loop;
-    uv_process_t proc;
-    uv_pipe_t chan, out, err;
-    uv_pipe_t hchan;     /* the health socket: PING and PONG only, when the worker's HELLO names it */
+/*
+ * What belongs to one process of the slot, private to inst.c: cleared in
+ * one place, when inst_start spawns the next process, and kept after an
+ * exit so that the exit can be explained (inst_exit_reason) until then.
+ */
+typedef struct inst_proc {
+    int guard_pid;       /* the process corral spawned: the worker's parent and process-group leader */
+    int exit_status, term_signal;
+    char last_line[256]; /* the worker's last line of output, for exit messages */
+    int hello;           /* HELLO seen */
+    int chan_eof;        /* the protocol socket reached its end */
+    inst_stop_stage stop_stage;
     int health_chan;     /* the worker listens for PING on hchan rather than chan */
     uint8_t hbuf[PROTO_HEADER_SIZE]; /* a PONG header being read from hchan */
     size_t hlen;
-    int shm_fd[2];       /* memfds of the input and output regions (shm.h); -1 when none */
-    struct shm_region *shm_in, *shm_out; /* the daemon's mappings of them */
+    int ping_outstanding;
+    int64_t health_interval_ms, health_timeout_ms, stop_grace_ms;
+    int abandoned;             /* jobs taken back from this process (deadline) */
+    uint64_t abandoned_max_id; /* their highest id: answers up to it are ignored */
+    int shm_fd[2];       /* memfds of the input and output regions (shm.h); -1 when none (closed at the exit) */
+    struct shm_region *shm_in, *shm_out; /* the daemon's mappings of them; dropped at the exit */
     int shm;             /* the worker's HELLO says it maps them */
     uint64_t shm_in_job; /* the request whose data is in the input region; 0 when free */
     uint64_t shm_out_job; /* the request allowed to answer in the output region; 0 when free */
     size_t shm_used[2];  /* the most bytes each region carried since its pages were last released */
+    int exit_wait_ms;    /* how long the exit has waited for the process group to be gone */
+} inst_proc;
+
+struct inst {
+    /* public */
+    struct model *model; /* owner; not owned */
+    const inst_events *ev;
+    int id;
+    uv_timer_t restart_timer; /* the owner's: delays restarts */
+    int retire;          /* stop once idle; the owner removes the slot after exit */
+    int replace;         /* the owner stopped it on purpose (deadline, memory): restart at once, not a crash */
+    char fault[160];     /* the daemon's diagnosis (protocol error, timeout), or empty; the owner may set one */
+    uint64_t rss_bytes;  /* resident memory of the worker's process group, last sample; the owner may raise it */
+    uint64_t last_busy_ms; /* when it last finished or started a request */
+    int restarts;        /* processes started after the first: the owner counts them */
+
+    /* read-only: the slot, all processes together */
+    inst_state state;    /* changed only through inst_set_state (inst.c) */
+    uint64_t requests;   /* answered by this slot */
+    uint64_t lines;      /* lines of output written */
+    int inflight;        /* jobs on inflight_head; never negative */
+    job *inflight_head;  /* jobs sent to the worker, in no particular order */
+
+    /* read-only: the current or last process, reset when inst_start spawns the next (with cur) */
+    int pid;             /* the worker itself, as its HELLO says; its guard's until then */
+    int exited;          /* exit seen for the current process */
+    uint64_t started_ms; /* when it was spawned */
+    uint64_t ready_ms;   /* when it became ready; 0 before */
+    int load_error;      /* its load raised */
+    json_t *metadata;    /* READY body; owned */
+
+    /* private */
+    inst_proc cur;       /* the current or last process */
+    uv_loop_t *loop;
+    uv_process_t proc;   /* the handles of the current process: initialised by inst_start, closed by its exit */
+    uv_pipe_t chan, out, err;
+    uv_pipe_t hchan;     /* the health socket: PING and PONG only, when the worker's HELLO names it */
+    chan_reader rd;      /* frames from chan */
+    chan_writer wr, hwr; /* frames to chan, and to hchan */
     uv_timer_t timer;    /* load timeout, then stop grace */
     uv_timer_t health_timer; /* next PING, or the deadline of the PING in flight */
-    int64_t health_interval_ms, health_timeout_ms, stop_grace_ms;
-    int ping_outstanding;
-    int abandoned;             /* jobs taken back from this process (deadline) */
-    uint64_t abandoned_max_id; /* their highest id: answers up to it are ignored */
-    uint64_t ping_nonce;
+    uint64_t ping_nonce; /* the id of the last PING: unique over the slot's life */
     int handles_open;    /* libuv handles not yet closed for the current process */
-    int chan_eof;
-    int exited;          /* exit seen for the current process */
-    int hello;
-    int stop_stage;      /* 0 none, 1 SHUTDOWN sent, 2 SIGTERM sent, 3 SIGKILL sent */
-    chan_reader rd;      /* frames from the protocol socket */
     char *linebuf[2];    /* partial output lines, INST_LINE_MAX bytes each */
     size_t linelen[2];
     size_t linedrop[2];  /* bytes of the partial line past INST_LINE_MAX */
     int freeing;         /* timers still closing in inst_close */
-    int exit_wait_ms;    /* how long the exit has waited for the process group to be gone */
     void (*on_closed)(inst *in);
 };
 
