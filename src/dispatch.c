@@ -7,6 +7,7 @@
  */
 #include "model_internal.h"
 
+#include "clock.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -56,8 +57,8 @@ static void deadline_fire(uv_timer_t *t)
                      m->name, budget, in->id, in->pid);
             inst_abandon(in, j);
             answer_job(j, 504, msg);
-            if (!in->exited && in->state != INST_IDLE && !in->retire) {
-                in->replace = 1;
+            if (inst_running(in) && !slot_of(in)->retire) {
+                slot_of(in)->replace = 1;
                 inst_kill(in, "a request exceeded its deadline");
             }
         }
@@ -74,7 +75,7 @@ void dispatch_jobs(model *m)
         int concurrency = m->mf ? m->mf->concurrency : 1;
         for (int k = 0; k < m->nslots; k++) {
             inst *in = m->slots[(m->rr + k) % m->nslots];
-            if (in->state != INST_READY || in->exited || in->retire || in->replace || in->inflight >= concurrency)
+            if (!inst_ready(in) || slot_of(in)->retire || slot_of(in)->replace || in->inflight >= concurrency)
                 continue;
             if (!best || in->inflight < best->inflight)
                 best = in;

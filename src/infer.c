@@ -9,7 +9,7 @@
  */
 #include "infer.h"
 
-#include "inst.h"
+#include "clock.h"
 #include "proto.h"
 #include "sb.h"
 #include "shm.h"

@@ -16,8 +16,8 @@
  */
 #include "inst.h"
 
+#include "clock.h"
 #include "log.h"
-#include "model.h"
 #include "procfs.h"
 #include "shm.h"
 #include "utf8.h"
@@ -31,17 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 static char self_exe[4096];
-
-uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 const char *inst_state_name(inst_state s)
 {
@@ -98,22 +90,22 @@ static void inst_set_state(inst *in, inst_state s, const char *why)
     assert(legal_transition(in->state, s));
     if (in->state == s)
         return;
-    log_debug("model %s instance %d (pid %d): %s -> %s: %s", model_name(in->model), in->id, in->pid,
-              inst_state_name(in->state), inst_state_name(s), why);
+    log_debug("%s (pid %d): %s -> %s: %s", in->label, in->pid, inst_state_name(in->state), inst_state_name(s), why);
     in->state = s;
 }
 
-void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev, int id)
+void inst_init(inst *in, uv_loop_t *loop, const inst_events *ev, int id, const char *label,
+               const char *owner_label, void *data)
 {
     memset(in, 0, sizeof *in);
     in->loop = loop;
-    in->model = m;
+    in->data = data;
     in->ev = ev;
     in->id = id;
+    in->label = xstrdup(label);
+    in->owner_label = xstrdup(owner_label);
     uv_timer_init(loop, &in->timer);
     in->timer.data = in;
-    uv_timer_init(loop, &in->restart_timer);
-    in->restart_timer.data = in;
     uv_timer_init(loop, &in->health_timer);
     in->health_timer.data = in;
     in->cur.shm_fd[0] = in->cur.shm_fd[1] = -1;
@@ -125,6 +117,16 @@ void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev
 int inst_busy(const inst *in)
 {
     return in->handles_open > 0;
+}
+
+int inst_running(const inst *in)
+{
+    return in->state != INST_IDLE && !in->exited;
+}
+
+int inst_ready(const inst *in)
+{
+    return in->state == INST_READY && !in->exited;
 }
 
 /* ---- writing ---- */
@@ -178,9 +180,8 @@ static uint8_t *place_data(inst *in, job *j, uint8_t *frame, size_t *len)
             flags |= PROTO_FLAG_SHM_DATA;
             in->cur.shm_in_job = j->id;
         } else {
-            log_warn("model %s instance %d: cannot grow the shared-memory input region to %zu bytes (%s); "
-                     "sending the tensors over the socket", model_name(in->model), in->id, j->pieces_len,
-                     strerror(-rc));
+            log_warn("%s: cannot grow the shared-memory input region to %zu bytes (%s); "
+                     "sending the tensors over the socket", in->label, j->pieces_len, strerror(-rc));
         }
     }
     if (j->npieces && !(flags & PROTO_FLAG_SHM_DATA)) {
@@ -218,8 +219,8 @@ void inst_send(inst *in, job *j)
         take_inflight(in, j->id);
         j->inst = NULL;
         char msg[200];
-        snprintf(msg, sizeof msg, "model '%s': no memory now to send the request's %zu bytes of tensors",
-                 model_name(in->model), j->pieces_len);
+        snprintf(msg, sizeof msg, "%s: no memory now to send the request's %zu bytes of tensors", in->owner_label,
+                 j->pieces_len);
         j->done(j, 503, msg, 0, NULL, 0);
         job_free(j);
         return;
@@ -262,14 +263,13 @@ static void on_stop_timer(uv_timer_t *t)
     if (in->state != INST_STOPPING)
         return;
     if (in->cur.stop_stage == INST_STOP_SHUTDOWN) {
-        log_info("model %s instance %d (pid %d): no exit after SHUTDOWN; sending SIGTERM", model_name(in->model),
-                 in->id, in->pid);
+        log_info("%s (pid %d): no exit after SHUTDOWN; sending SIGTERM", in->label, in->pid);
         signal_group(in, SIGTERM);
         in->cur.stop_stage = INST_STOP_SIGTERM;
         uv_timer_start(&in->timer, on_stop_timer, (uint64_t)t->repeat ? t->repeat : 2000, 0);
     } else if (in->cur.stop_stage == INST_STOP_SIGTERM) {
-        log_warn("model %s instance %d (pid %d): still running%s%s; sending SIGKILL", model_name(in->model), in->id,
-                 in->pid, in->fault[0] ? " after it " : " after SIGTERM", in->fault);
+        log_warn("%s (pid %d): still running%s%s; sending SIGKILL", in->label, in->pid,
+                 in->fault[0] ? " after it " : " after SIGTERM", in->fault);
         signal_group(in, SIGKILL);
         in->cur.stop_stage = INST_STOP_SIGKILL;
     }
@@ -291,7 +291,7 @@ void inst_kill(inst *in, const char *why)
 {
     if (in->state == INST_IDLE || in->exited)
         return;
-    log_warn("model %s instance %d (pid %d): %s; killing it", model_name(in->model), in->id, in->pid, why);
+    log_warn("%s (pid %d): %s; killing it", in->label, in->pid, why);
     snprintf(in->fault, sizeof in->fault, "%s", why);
     utf8_trim_partial(in->fault);
     inst_set_state(in, INST_STOPPING, in->fault);
@@ -324,7 +324,7 @@ static void health_fire(uv_timer_t *t)
     }
     snprintf(in->fault, sizeof in->fault, "hung: no answer to a ping within %lld ms",
              (long long)in->cur.health_timeout_ms);
-    log_warn("model %s instance %d (pid %d): %s; sending SIGTERM", model_name(in->model), in->id, in->pid, in->fault);
+    log_warn("%s (pid %d): %s; sending SIGTERM", in->label, in->pid, in->fault);
     inst_set_state(in, INST_STOPPING, in->fault);
     in->cur.stop_stage = INST_STOP_SIGTERM;
     signal_group(in, SIGTERM);
@@ -444,8 +444,7 @@ void inst_release_shm(inst *in)
     for (int k = 0; k < 2; k++) {
         int rc = in->cur.shm_fd[k] >= 0 ? shm_release_pages(in->cur.shm_fd[k]) : 0;
         if (rc < 0)
-            log_warn("model %s instance %d: cannot release a shared-memory region's pages: %s",
-                     model_name(in->model), in->id, strerror(-rc));
+            log_warn("%s: cannot release a shared-memory region's pages: %s", in->label, strerror(-rc));
         in->cur.shm_used[k] = 0;
     }
     unmap_regions(in);
@@ -469,14 +468,13 @@ static void finish_error(inst *in, job *j, const uint8_t *body, size_t len)
     json_int_t status = json_integer_value(json_object_get(e, "status"));
     char msg[2048];
     if (!e || !message) {
-        snprintf(msg, sizeof msg, "model '%s' instance %d (pid %d) sent a malformed ERROR", model_name(in->model),
-                 in->id, in->pid);
+        snprintf(msg, sizeof msg, "%s instance %d (pid %d) sent a malformed ERROR", in->owner_label, in->id, in->pid);
         status = 500;
     } else if (status == 400) {
-        snprintf(msg, sizeof msg, "model '%s' rejected the input: %s", model_name(in->model), message);
+        snprintf(msg, sizeof msg, "%s rejected the input: %s", in->owner_label, message);
     } else {
         status = 500;
-        snprintf(msg, sizeof msg, "model '%s' raised %s", model_name(in->model), message);
+        snprintf(msg, sizeof msg, "%s raised %s", in->owner_label, message);
         (void)type;
     }
     json_decref(e);
@@ -559,8 +557,7 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         in->ready_ms = in->last_busy_ms = now_ms();
         in->cur.ping_outstanding = 0;
         uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->cur.health_interval_ms, 0);
-        log_info("model %s instance %d (pid %d) ready in %llu ms", model_name(in->model), in->id, in->pid,
-                 (unsigned long long)(in->ready_ms - in->started_ms));
+        log_info("%s (pid %d) ready in %llu ms", in->label, in->pid, (unsigned long long)(in->ready_ms - in->started_ms));
         in->ev->ready(in);
         break;
     case PROTO_ERROR:
@@ -634,8 +631,8 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
             finish_error(in, j, body, h->length);
         } else if ((h->type == PROTO_INFER_RESULT) != (j->kind == PROTO_INFER)) {
             char msg[256];
-            snprintf(msg, sizeof msg, "model '%s' instance %d (pid %d) answered with the wrong message type %s",
-                     model_name(in->model), in->id, in->pid, proto_type_name(h->type));
+            snprintf(msg, sizeof msg, "%s instance %d (pid %d) answered with the wrong message type %s",
+                     in->owner_label, in->id, in->pid, proto_type_name(h->type));
             j->done(j, 502, msg, 0, NULL, 0);
         } else {
             j->done(j, 200, NULL, h->type, body, h->length);
@@ -894,9 +891,9 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     char why[600];
     inst_exit_reason(in, 1, why, sizeof why);
     if (in->cur.stop_stage == INST_STOP_SHUTDOWN && !term_signal && status == 0)
-        log_info("model %s instance %d (pid %d) %s", model_name(in->model), in->id, in->pid, why);
+        log_info("%s (pid %d) %s", in->label, in->pid, why);
     else
-        log_warn("model %s instance %d (pid %d) %s", model_name(in->model), in->id, in->pid, why);
+        log_warn("%s (pid %d) %s", in->label, in->pid, why);
 
     uv_close((uv_handle_t *)&in->chan, handle_closed);
     uv_close((uv_handle_t *)&in->out, handle_closed);
@@ -917,10 +914,10 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     char reason[2][600], msg[2][900], late[2][900];
     for (int with_line = 0; with_line < 2; with_line++) {
         inst_exit_reason(in, with_line, reason[with_line], sizeof reason[0]);
-        snprintf(msg[with_line], sizeof msg[0], "model '%s' instance %d (pid %d) %s while holding the request",
-                 model_name(in->model), in->id, in->pid, reason[with_line]);
-        snprintf(late[with_line], sizeof late[0], "model '%s': deadline exceeded; meanwhile instance %d (pid %d) %s",
-                 model_name(in->model), in->id, in->pid, reason[with_line]);
+        snprintf(msg[with_line], sizeof msg[0], "%s instance %d (pid %d) %s while holding the request",
+                 in->owner_label, in->id, in->pid, reason[with_line]);
+        snprintf(late[with_line], sizeof late[0], "%s: deadline exceeded; meanwhile instance %d (pid %d) %s",
+                 in->owner_label, in->id, in->pid, reason[with_line]);
     }
     uint64_t now = now_ms();
     while (in->inflight_head) {
@@ -1090,7 +1087,7 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
     uv_read_start((uv_stream_t *)&in->err, output_alloc, output_read);
     chan_writer_send(&in->wr, PROTO_LOAD, 0, sp->load_json, strlen(sp->load_json));
     uv_timer_start(&in->timer, on_stop_timer, (uint64_t)sp->load_timeout_ms, 0);
-    log_info("model %s instance %d started (guard pid %d)", model_name(in->model), in->id, in->cur.guard_pid);
+    log_info("%s started (guard pid %d)", in->label, in->cur.guard_pid);
     return 0;
 }
 
@@ -1106,8 +1103,11 @@ static void maybe_release(inst *in)
     free(in->linebuf[1]);
     json_decref(in->metadata);
     unmap_regions(in); /* normally gone with the exit already */
+    free(in->label);
+    free(in->owner_label);
     in->linebuf[0] = in->linebuf[1] = NULL;
     in->metadata = NULL;
+    in->label = in->owner_label = NULL;
     void (*cb)(inst *) = in->on_closed;
     in->on_closed = NULL;
     cb(in);
@@ -1123,8 +1123,7 @@ static void timer_closed(uv_handle_t *h)
 void inst_close(inst *in, void (*on_closed)(inst *in))
 {
     in->on_closed = on_closed;
-    in->freeing = 3;
+    in->freeing = 2;
     uv_close((uv_handle_t *)&in->health_timer, timer_closed);
     uv_close((uv_handle_t *)&in->timer, timer_closed);
-    uv_close((uv_handle_t *)&in->restart_timer, timer_closed);
 }

@@ -3,12 +3,13 @@
  * socket, talking the worker protocol, capturing its output, stopping it and
  * noticing its exit.
  *
- * An inst is a slot that outlives its processes: after an exit the model
- * (model.c) may start the same slot again, so its id, request count and
- * restart count persist, while what belongs to one process (struct
- * inst_proc, and the read-only fields marked so) is reset at each start.
- * inst never decides policy (restart, fail, unload): it reports to its
- * owner through inst_events and the owner decides. The frames themselves
+ * An inst is a slot that outlives its processes: after an exit its owner
+ * (a model, model.c) may start the same slot again, so its id and request
+ * count persist, while what belongs to one process (struct inst_proc, and
+ * the read-only fields marked so) is reset at each start. inst never
+ * decides policy (restart, fail, unload) and knows nothing of its owner but
+ * the owner's data pointer and the names it was given for messages: it
+ * reports through inst_events and the owner decides. The frames themselves
  * are read and written by chan.c; inst gives them their meaning.
  * Loop thread only.
  */
@@ -111,18 +112,16 @@ typedef struct inst_proc {
 
 struct inst {
     /* public */
-    struct model *model; /* owner; not owned */
+    void *data;          /* the owner's; inst never reads it */
     const inst_events *ev;
     int id;
-    uv_timer_t restart_timer; /* the owner's: delays restarts */
-    int retire;          /* stop once idle; the owner removes the slot after exit */
-    int replace;         /* the owner stopped it on purpose (deadline, memory): restart at once, not a crash */
     char fault[160];     /* the daemon's diagnosis (protocol error, timeout), or empty; the owner may set one */
     uint64_t rss_bytes;  /* resident memory of the worker's process group, last sample; the owner may raise it */
     uint64_t last_busy_ms; /* when it last finished or started a request */
-    int restarts;        /* processes started after the first: the owner counts them */
 
     /* read-only: the slot, all processes together */
+    char *label;         /* names the slot in the daemon's log: "model echo instance 0"; owned */
+    char *owner_label;   /* names the owner in messages to clients: "model 'echo'"; owned */
     inst_state state;    /* changed only through inst_set_state (inst.c) */
     uint64_t requests;   /* answered by this slot */
     uint64_t lines;      /* lines of output written */
@@ -131,7 +130,6 @@ struct inst {
 
     /* read-only: the current or last process, reset when inst_start spawns the next (with cur) */
     int pid;             /* the worker itself, as its HELLO says; its guard's until then */
-    int exited;          /* exit seen for the current process */
     uint64_t started_ms; /* when it was spawned */
     uint64_t ready_ms;   /* when it became ready; 0 before */
     int load_error;      /* its load raised */
@@ -139,6 +137,7 @@ struct inst {
 
     /* private */
     inst_proc cur;       /* the current or last process */
+    int exited;          /* exit seen for the current process (inst_running, inst_ready) */
     uv_loop_t *loop;
     uv_process_t proc;   /* the handles of the current process: initialised by inst_start, closed by its exit */
     uv_pipe_t chan, out, err;
@@ -156,8 +155,14 @@ struct inst {
     void (*on_closed)(inst *in);
 };
 
-/* Initialises a slot; nothing is started. */
-void inst_init(inst *in, uv_loop_t *loop, struct model *m, const inst_events *ev, int id);
+/*
+ * Initialises a slot; nothing is started. The names are set here, once, and
+ * copied: label opens the slot's log lines ("model echo instance 0"),
+ * owner_label its messages to clients ("model 'echo'"). data is the
+ * owner's, for its callbacks.
+ */
+void inst_init(inst *in, uv_loop_t *loop, const inst_events *ev, int id, const char *label,
+               const char *owner_label, void *data);
 
 /*
  * Spawns a process into an idle slot. Returns 0, or a negative errno with
@@ -182,6 +187,12 @@ void inst_kill(inst *in, const char *why);
 
 /* Whether the slot has libuv handles still closing (it may not start yet). */
 int inst_busy(const inst *in);
+
+/* Whether the slot has a process whose exit has not been seen (it may still be stopping). */
+int inst_running(const inst *in);
+
+/* Whether the slot may take a job: READY, and its process's exit not seen. */
+int inst_ready(const inst *in);
 
 /* Releases the slot's resources once idle; on_closed runs when it may be freed. */
 void inst_close(inst *in, void (*on_closed)(inst *in));
@@ -223,8 +234,5 @@ void inst_abandon(inst *in, job *j);
  * still sending from a region.
  */
 void inst_release_shm(inst *in);
-
-/* Milliseconds on a monotonic clock. */
-uint64_t now_ms(void);
 
 #endif

@@ -7,6 +7,7 @@
  */
 #include "model_internal.h"
 
+#include "clock.h"
 #include "log.h"
 #include "proto.h"
 #include "utf8.h"
@@ -234,16 +235,29 @@ static int free_slot_id(model *m)
 
 inst *model_add_slot(model *m)
 {
-    inst *in = xmalloc(sizeof *in);
-    inst_init(in, R.loop, m, &events, free_slot_id(m));
+    slot *s = xcalloc(1, sizeof *s);
+    int id = free_slot_id(m);
+    char label[256], owner_label[256]; /* names are at most 128 bytes (model_name_valid) */
+    snprintf(label, sizeof label, "model %s instance %d", m->name, id);
+    snprintf(owner_label, sizeof owner_label, "model '%s'", m->name);
+    inst_init(&s->in, R.loop, &events, id, label, owner_label, m);
+    uv_timer_init(R.loop, &s->restart_timer);
+    s->restart_timer.data = s;
     m->slots = xrealloc(m->slots, (size_t)(m->nslots + 1) * sizeof *m->slots);
-    m->slots[m->nslots++] = in;
-    return in;
+    m->slots[m->nslots++] = &s->in;
+    return &s->in;
 }
 
-static void slot_freed(inst *in)
+static void restart_timer_closed(uv_handle_t *h)
 {
-    free(in);
+    free(h->data);
+}
+
+/* The inst is closed; the slot goes with its restart timer. */
+static void on_inst_closed(inst *in)
+{
+    slot *s = slot_of(in);
+    uv_close((uv_handle_t *)&s->restart_timer, restart_timer_closed);
 }
 
 static void remove_slot(model *m, inst *in)
@@ -255,14 +269,15 @@ static void remove_slot(model *m, inst *in)
             break;
         }
     }
-    inst_close(in, slot_freed);
+    uv_timer_stop(&slot_of(in)->restart_timer); /* a slot being removed is not restarted */
+    inst_close(in, on_inst_closed);
 }
 
 static int count_slots(model *m, inst_state s)
 {
     int n = 0;
     for (int i = 0; i < m->nslots; i++)
-        if (m->slots[i]->state == s && !m->slots[i]->retire)
+        if (m->slots[i]->state == s && !slot_of(m->slots[i])->retire)
             n++;
     return n;
 }
@@ -272,8 +287,8 @@ void model_stop_all(model *m)
 {
     for (int i = 0; i < m->nslots; i++) {
         inst *in = m->slots[i];
-        uv_timer_stop(&in->restart_timer);
-        in->retire = 1;
+        uv_timer_stop(&slot_of(in)->restart_timer);
+        slot_of(in)->retire = 1;
         if (in->state == INST_STARTING || (in->state == INST_READY && in->inflight == 0))
             inst_stop(in, R.stop_grace_ms);
     }
@@ -298,8 +313,8 @@ void model_fail(model *m, const char *reason)
 
 static void on_ready(inst *in)
 {
-    model *m = in->model;
-    if (in->retire) {
+    model *m = in->data;
+    if (slot_of(in)->retire) {
         inst_stop(in, R.stop_grace_ms);
         return;
     }
@@ -311,7 +326,7 @@ static void on_ready(inst *in)
 
 static void on_load_failed(inst *in, const char *msg)
 {
-    model *m = in->model;
+    model *m = in->data;
     char reason[1200];
     snprintf(reason, sizeof reason, "load failed in instance %d (pid %d): %s", in->id, in->pid, msg);
     if (m->state == MODEL_LOADING || m->state == MODEL_READY)
@@ -320,15 +335,16 @@ static void on_load_failed(inst *in, const char *msg)
 
 static void restart_fire(uv_timer_t *t)
 {
-    inst *in = t->data;
-    model *m = in->model;
-    if (in->retire || (m->state != MODEL_LOADING && m->state != MODEL_READY) || (R.shutting_down && !m->queue.count))
+    slot *s = t->data;
+    inst *in = &s->in;
+    model *m = in->data;
+    if (s->retire || (m->state != MODEL_LOADING && m->state != MODEL_READY) || (R.shutting_down && !m->queue.count))
         return;
     if (inst_busy(in)) { /* handles of the old process still closing: try again shortly */
-        uv_timer_start(&in->restart_timer, restart_fire, 5, 0);
+        uv_timer_start(&s->restart_timer, restart_fire, 5, 0);
         return;
     }
-    in->restarts++;
+    s->restarts++;
     if (model_start_slot(m, in) < 0)
         model_fail(m, m->reason);
 }
@@ -369,9 +385,10 @@ int64_t restart_delay(const restart_policy *p, const uint64_t *restarts_at, int 
 
 static void on_exited(inst *in)
 {
-    model *m = in->model;
+    model *m = in->data;
+    slot *s = slot_of(in);
     /* During shutdown a crashed instance is still replaced while its model has queued work to drain. */
-    if (in->retire || m->state == MODEL_UNLOADING || m->state == MODEL_FAILED || (R.shutting_down && !m->queue.count) ||
+    if (s->retire || m->state == MODEL_UNLOADING || m->state == MODEL_FAILED || (R.shutting_down && !m->queue.count) ||
         m->state == MODEL_UNLOADED) {
         remove_slot(m, in);
         model_check_unload_done(m);
@@ -381,11 +398,11 @@ static void on_exited(inst *in)
     }
     if (in->load_error)
         return; /* on_load_failed already failed the model */
-    if (in->replace) {
+    if (s->replace) {
         /* Stopped on purpose (a deadline, the memory limit): not a crash. */
-        in->replace = 0;
+        s->replace = 0;
         log_info("model %s instance %d: replacing it", m->name, in->id);
-        uv_timer_start(&in->restart_timer, restart_fire, 1, 0);
+        uv_timer_start(&s->restart_timer, restart_fire, 1, 0);
         return;
     }
 
@@ -407,23 +424,24 @@ static void on_exited(inst *in)
     log_info("model %s instance %d: restarting in %llu ms", m->name, in->id, (unsigned long long)delay);
     if (count_slots(m, INST_READY) == 0 && m->state == MODEL_READY)
         model_set_state(m, MODEL_LOADING, NULL);
-    uv_timer_start(&in->restart_timer, restart_fire, delay ? (uint64_t)delay : 1, 0);
+    uv_timer_start(&s->restart_timer, restart_fire, delay ? (uint64_t)delay : 1, 0);
     check_load_done(m);
 }
 
 static void on_job_finished(inst *in)
 {
-    model *m = in->model;
+    model *m = in->data;
+    slot *s = slot_of(in);
     m->last_used_ms = now_ms();
     in->last_busy_ms = m->last_used_ms;
     /* With a memory limit, a leak is caught after the request that caused it, not up to a tick later. */
-    if (m->mf && m->mf->memory_limit && in->state == INST_READY && !in->replace) {
+    if (m->mf && m->mf->memory_limit && in->state == INST_READY && !s->replace) {
         uint64_t rss = inst_worker_rss(in);
         if (rss > in->rss_bytes)
             in->rss_bytes = rss;
         registry_check_memory_limit(m, in);
     }
-    if ((in->retire || in->replace || m->state == MODEL_UNLOADING) && in->inflight == 0 && in->state == INST_READY)
+    if ((s->retire || s->replace || m->state == MODEL_UNLOADING) && in->inflight == 0 && in->state == INST_READY)
         inst_stop(in, R.stop_grace_ms);
     dispatch_jobs(m);
     if (R.shutting_down)
@@ -466,7 +484,7 @@ static void ring_append(model *m, const char *prefix, size_t plen, const char *l
 
 static void on_log_line(inst *in, int stream, const char *line, size_t len, size_t dropped)
 {
-    model *m = in->model;
+    model *m = in->data;
     char prefix[64], suffix[64] = "";
     int plen = snprintf(prefix, sizeof prefix, "[%d %s] ", in->id, stream == 1 ? "out" : "err");
     int slen = dropped ? snprintf(suffix, sizeof suffix, " [... %zu more bytes of this line dropped]", dropped) : 0;
@@ -509,9 +527,10 @@ static void check_load_done(model *m)
         return;
     for (int i = 0; i < m->nslots; i++) {
         inst *in = m->slots[i];
-        if (in->retire)
+        slot *s = slot_of(in);
+        if (s->retire)
             continue;
-        if (in->state == INST_STARTING || (in->state == INST_IDLE && uv_is_active((uv_handle_t *)&in->restart_timer)))
+        if (in->state == INST_STARTING || (in->state == INST_IDLE && uv_is_active((uv_handle_t *)&s->restart_timer)))
             return;
     }
     if (count_slots(m, INST_READY) > 0) {
@@ -640,7 +659,7 @@ int model_scale(model *m, int instances, char *msg, size_t msglen)
     }
     int active = 0;
     for (int i = 0; i < m->nslots; i++)
-        if (!m->slots[i]->retire)
+        if (!slot_of(m->slots[i])->retire)
             active++;
     log_info("model %s: scaling from %d to %d instances", m->name, active, instances);
     m->target = instances;
@@ -657,11 +676,12 @@ int model_scale(model *m, int instances, char *msg, size_t msglen)
     for (int pass = 0; pass < 2 && active > instances; pass++) {
         for (int i = m->nslots - 1; i >= 0 && active > instances; i--) {
             inst *in = m->slots[i];
-            if (in->retire || (pass == 0 && in->inflight > 0))
+            slot *s = slot_of(in);
+            if (s->retire || (pass == 0 && in->inflight > 0))
                 continue;
-            in->retire = 1;
+            s->retire = 1;
             active--;
-            uv_timer_stop(&in->restart_timer);
+            uv_timer_stop(&s->restart_timer);
             if (in->state == INST_IDLE)
                 remove_slot(m, in);
             else if (in->inflight == 0)
@@ -680,14 +700,15 @@ json_t *model_to_json(model *m)
     inst_sample_rss(m->slots, (size_t)m->nslots);
     for (int i = 0; i < m->nslots; i++) {
         inst *in = m->slots[i];
+        slot *s = slot_of(in);
         /* null, not 0, without a process: `kill 0` would signal the caller's own group */
         json_t *o = json_pack("{s:i, s:s, s:o, s:I, s:I, s:i, s:i, s:I, s:b}", "id", in->id, "state",
                               inst_state_name(in->state), "pid",
                               in->state == INST_IDLE ? json_null() : json_integer(in->pid),
                               "uptime_ms", (json_int_t)(in->state == INST_IDLE ? 0 : now - in->started_ms),
-                              "requests", (json_int_t)in->requests, "restarts", in->restarts, "inflight",
-                              in->inflight, "rss_bytes", (json_int_t)in->rss_bytes, "retiring", in->retire);
-        if (in->replace)
+                              "requests", (json_int_t)in->requests, "restarts", s->restarts, "inflight",
+                              in->inflight, "rss_bytes", (json_int_t)in->rss_bytes, "retiring", s->retire);
+        if (s->replace)
             json_object_set_new(o, "replacing", json_true());
         json_object_set_new(o, "uptime_s", json_real(in->state == INST_IDLE ? 0 : (double)(now - in->started_ms) / 1000.0));
         json_array_append_new(insts, o);

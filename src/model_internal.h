@@ -22,17 +22,38 @@
  *   job it removes.
  * - A model in UNLOADED or FAILED has no running process (slots may still
  *   be closing their handles).
- * - slots[] holds the instances of a loaded model; a slot marked retire is
- *   removed once its process has exited.
+ * - slots[] holds the instances of a loaded model, each the inst of a
+ *   struct slot (slot_of); a slot marked retire is removed once its
+ *   process has exited.
  */
 #ifndef CORRAL_MODEL_INTERNAL_H
 #define CORRAL_MODEL_INTERNAL_H
 
 #include "model.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define RESTART_HISTORY 64
+
+/*
+ * One of a model's slots: the instance, and what the model keeps about it
+ * for its policy (inst.c knows none of this). Allocated by model_add_slot,
+ * freed once the inst and restart_timer are both closed (remove_slot).
+ */
+typedef struct slot {
+    inst in;                  /* in.data is the model */
+    uv_timer_t restart_timer; /* delays restarts; data is the slot */
+    int retire;               /* stop once idle; the slot is removed after the exit */
+    int replace;              /* stopped on purpose (deadline, memory): restart at once, not a crash */
+    int restarts;             /* processes started after the first */
+} slot;
+
+/* The slot an instance of slots[] belongs to. */
+static inline slot *slot_of(inst *in)
+{
+    return (slot *)((char *)in - offsetof(slot, in));
+}
 
 struct model {
     char *name;

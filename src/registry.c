@@ -7,6 +7,7 @@
  */
 #include "model_internal.h"
 
+#include "clock.h"
 #include "log.h"
 #include "repo.h"
 #include "sb.h"
@@ -191,7 +192,7 @@ static int active_slots(model *m)
 {
     int n = 0;
     for (int i = 0; i < m->nslots; i++)
-        if (!m->slots[i]->retire)
+        if (!slot_of(m->slots[i])->retire)
             n++;
     return n;
 }
@@ -218,14 +219,15 @@ static uint64_t model_footprint(model *m)
 /* Replaces an instance above limits.memory once it has no request in flight. */
 void registry_check_memory_limit(model *m, inst *in)
 {
-    if (!m->mf || !m->mf->memory_limit || in->state != INST_READY || in->replace || in->retire ||
+    slot *s = slot_of(in);
+    if (!m->mf || !m->mf->memory_limit || in->state != INST_READY || s->replace || s->retire ||
         in->rss_bytes <= (uint64_t)m->mf->memory_limit)
         return;
     log_warn("model %s instance %d (pid %d): resident memory %llu MiB is above limits.memory %lld MiB; replacing it "
              "between requests",
              m->name, in->id, in->pid, (unsigned long long)(in->rss_bytes >> 20), (long long)(m->mf->memory_limit >> 20));
     snprintf(in->fault, sizeof in->fault, "replaced: resident memory above limits.memory");
-    in->replace = 1;
+    s->replace = 1;
     if (in->inflight == 0)
         inst_stop(in, R.stop_grace_ms);
 }
@@ -251,11 +253,11 @@ static void autoscale(model *m, uint64_t now)
         return;
     for (int i = m->nslots - 1; i >= 0; i--) {
         inst *in = m->slots[i];
-        if (in->retire || in->state != INST_READY || in->inflight || now - in->last_busy_ms < AUTOSCALE_IDLE_MS)
+        if (slot_of(in)->retire || in->state != INST_READY || in->inflight || now - in->last_busy_ms < AUTOSCALE_IDLE_MS)
             continue;
         log_info("model %s: instance %d idle for %d s; scaling back to %d", m->name, in->id,
                  AUTOSCALE_IDLE_MS / 1000, active - 1);
-        in->retire = 1;
+        slot_of(in)->retire = 1;
         inst_stop(in, R.stop_grace_ms);
         return; /* one a tick */
     }

@@ -9,6 +9,8 @@
 #ifndef CORRAL_SCHED_H
 #define CORRAL_SCHED_H
 
+#include "clock.h" /* the clock of enqueued_ms and deadline_ms */
+
 #include <stddef.h>
 #include <stdint.h>
 
