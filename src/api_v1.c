@@ -125,7 +125,7 @@ static void handle_scale(h2o_req_t *req, model *m)
     json_int_t count = json_integer_value(n);
     json_decref(root);
     char msg[1200];
-    int status = model_scale(m, count < 0 || count > 1024 ? -1 : (int)count, msg, sizeof msg);
+    int status = model_scale(m, count < 0 || count > MANIFEST_MAX_INSTANCES ? -1 : (int)count, msg, sizeof msg);
     if (status)
         http_error(req, status, 1, "%s", msg);
     else

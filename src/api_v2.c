@@ -126,8 +126,9 @@ static int load_instances(h2o_req_t *req, const char *model, int *instances)
         n = json_object_get(json_object_get(root, "parameters"), "instances");
     int rc = 0;
     if (n) {
-        if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > 1024) {
-            http_error(req, 400, 0, "model '%s': instances must be an integer from 1 to 1024", model);
+        if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > MANIFEST_MAX_INSTANCES) {
+            http_error(req, 400, 0, "model '%s': instances must be an integer from 1 to %d", model,
+                       MANIFEST_MAX_INSTANCES);
             rc = -1;
         } else {
             *instances = (int)json_integer_value(n);
@@ -211,9 +212,7 @@ static void handle_index(h2o_req_t *req)
         json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:o}", "name", model_name(m), "version", "1", "state",
                               triton_state(m), "corral_state", model_state_name(model_get_state(m)), "reason",
                               utf8_json_string(reason ? reason : "", reason ? strlen(reason) : 0));
-        json_t *mj = model_to_json(m);
-        json_object_set(e, "changed", json_object_get(mj, "changed"));
-        json_decref(mj);
+        json_object_set_new(e, "changed", json_boolean(model_changed(m)));
         json_array_append_new(out, e);
     }
     http_send_json(req, 200, out);

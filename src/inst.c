@@ -463,7 +463,6 @@ void inst_abandon(inst *in, job *j)
 static void finish_error(inst *in, job *j, const uint8_t *body, size_t len)
 {
     json_t *e = json_loadb((const char *)body, len, 0, NULL);
-    const char *type = json_string_value(json_object_get(e, "type"));
     const char *message = json_string_value(json_object_get(e, "message"));
     json_int_t status = json_integer_value(json_object_get(e, "status"));
     char msg[2048];
@@ -475,7 +474,6 @@ static void finish_error(inst *in, job *j, const uint8_t *body, size_t len)
     } else {
         status = 500;
         snprintf(msg, sizeof msg, "%s raised %s", in->owner_label, message);
-        (void)type;
     }
     json_decref(e);
     utf8_trim_partial(msg);

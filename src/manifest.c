@@ -410,9 +410,10 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
         m->env = xcalloc(1, sizeof *m->env);
     }
 
-    if (get_int(c, root, "instances", "instances", 1, 1, 1024, &m->instances) < 0 ||
-        get_int(c, root, "max_instances", "max_instances", m->instances, m->instances, 1024, &m->max_instances) < 0 ||
-        get_int(c, root, "concurrency", "concurrency", 1, 1, 1024, &m->concurrency) < 0 ||
+    if (get_int(c, root, "instances", "instances", 1, 1, MANIFEST_MAX_INSTANCES, &m->instances) < 0 ||
+        get_int(c, root, "max_instances", "max_instances", m->instances, m->instances, MANIFEST_MAX_INSTANCES,
+                &m->max_instances) < 0 ||
+        get_int(c, root, "concurrency", "concurrency", 1, 1, MANIFEST_MAX_CONCURRENCY, &m->concurrency) < 0 ||
         get_int(c, root, "max_queue", "max_queue", 64, 0, 10000000, &m->max_queue) < 0 ||
         get_int(c, root, "priority_levels", "priority_levels", 3, 1, 100, &m->priority_levels) < 0)
         return -EINVAL;

@@ -57,6 +57,11 @@ int manifest_parse(const char *path, const unsigned char *text, size_t len, cons
                    char *err, size_t errlen);
 void manifest_free(manifest *m);
 
+/* The most instances one model may run (instances, max_instances, load and scale requests). */
+#define MANIFEST_MAX_INSTANCES 1024
+/* The most requests one instance may handle at once. */
+#define MANIFEST_MAX_CONCURRENCY 1024
+
 /* "250ms", "30s", "5m", "1h", "2.5s", "100us"; a bare number is seconds. Returns 0 or -EINVAL. */
 int parse_duration_ms(const char *s, int64_t *ms);
 /* "512MiB", "2GiB", "100MB", "4096"; a bare number is bytes. Returns 0 or -EINVAL. */

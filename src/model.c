@@ -40,6 +40,11 @@ const char *model_name(const model *m)
     return m->name;
 }
 
+int model_changed(const model *m)
+{
+    return m->changed;
+}
+
 model_state model_get_state(const model *m)
 {
     return m->state;
@@ -649,8 +654,8 @@ int model_unload(model *m, lifecycle_waiter *w, char *msg, size_t msglen)
 
 int model_scale(model *m, int instances, char *msg, size_t msglen)
 {
-    if (instances < 1 || instances > 1024) {
-        snprintf(msg, msglen, "instances must be an integer from 1 to 1024");
+    if (instances < 1 || instances > MANIFEST_MAX_INSTANCES) {
+        snprintf(msg, msglen, "instances must be an integer from 1 to %d", MANIFEST_MAX_INSTANCES);
         return 400;
     }
     if (m->state != MODEL_READY && m->state != MODEL_LOADING) {

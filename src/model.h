@@ -72,6 +72,8 @@ model *model_next(model *m);
 
 const char *model_name(const model *m);
 model_state model_get_state(const model *m);
+/* Whether the manifest on disk differs from the one the model runs (it applies at the next load). */
+int model_changed(const model *m);
 const char *model_state_name(model_state s);
 /* Reason for failed, or NULL. */
 const char *model_reason(const model *m);
