@@ -517,7 +517,7 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
     q = res.get("queue")
     if q:
         w("## 1. Scheduler queue\n")
-        w("corral's per-model queue (`src/sched.c`: one intrusive FIFO per priority level and a bitmap of "
+        w("corral's per-model queue (`src/job.c`: one intrusive FIFO per priority level and a bitmap of "
           "non-empty levels) against Python's `asyncio.PriorityQueue` (`put_nowait`/`get_nowait`) and bare "
           "`heapq`, with entries `(priority, sequence, item)` so equal priorities stay FIFO. Priorities are "
           "drawn at random from 3 levels (the manifest default). *enqueue* and *dequeue*: fill an empty queue "

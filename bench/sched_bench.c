@@ -1,7 +1,7 @@
 /*
- * sched_bench — enqueue/dequeue cost of corral's request queue (src/sched.c).
+ * sched_bench — enqueue/dequeue cost of corral's request queue (src/job.c).
  *
- * Links the daemon's own sched.c, so what is measured is the code that runs
+ * Links the daemon's own job.c, so what is measured is the code that runs
  * on every request. Jobs are made with job_new beforehand (a request's job
  * is allocated when it arrives, not by the queue), with priorities drawn at
  * random from the model's default 3 levels. Two patterns, at each depth:
@@ -17,7 +17,7 @@
  *
  *   sched_bench [MIN_SECONDS] DEPTH...
  */
-#include "sched.h"
+#include "job.h"
 
 #include <stdio.h>
 #include <stdlib.h>

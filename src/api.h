@@ -8,7 +8,7 @@
 
 #include "infer.h"
 #include "model.h"
-#include "sched.h"
+#include "job.h"
 
 #include <h2o.h>
 

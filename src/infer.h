@@ -14,7 +14,7 @@
 #ifndef CORRAL_INFER_H
 #define CORRAL_INFER_H
 
-#include "sched.h"
+#include "job.h"
 
 #include <jansson.h>
 #include <stddef.h>

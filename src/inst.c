@@ -144,7 +144,7 @@ static void stop_writing(inst *in)
     chan_writer_stop(&in->hwr);
 }
 
-/* Copies a job's deferred tensor data (sched.h) to dst. */
+/* Copies a job's deferred tensor data (job.h) to dst. */
 static void copy_pieces(const job *j, uint8_t *dst)
 {
     for (int k = 0; k < j->npieces; k++) {

@@ -18,7 +18,7 @@
 
 #include "chan.h"
 #include "proto.h"
-#include "sched.h"
+#include "job.h"
 
 #include <jansson.h>
 #include <stdint.h>

@@ -18,7 +18,7 @@
 
 #include "inst.h"
 #include "manifest.h"
-#include "sched.h"
+#include "job.h"
 
 #include <jansson.h>
 #include <stdint.h>

@@ -17,7 +17,7 @@
 #include "infer.h"
 #include "proto.h"
 #include "sb.h"
-#include "sched.h"
+#include "job.h"
 
 #include <stdint.h>
 

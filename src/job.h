@@ -1,13 +1,14 @@
 /*
- * sched — a model's request queue: priority levels, FIFO within a level.
+ * job — a request on its way to a worker, and a model's queue of them:
+ * priority levels, FIFO within a level (the queue's functions are sched_*).
  *
  * A job is one accepted request on its way to a worker. The queue is
  * intrusive (jobs carry their links), so push, pop and remove are O(1) and
  * allocate nothing; a bitmap of non-empty levels makes pop independent of
  * the number of levels in practice. Loop thread only.
  */
-#ifndef CORRAL_SCHED_H
-#define CORRAL_SCHED_H
+#ifndef CORRAL_JOB_H
+#define CORRAL_JOB_H
 
 #include "clock.h" /* the clock of enqueued_ms and deadline_ms */
 

@@ -1,7 +1,7 @@
 /*
- * sched — per-model priority queue of jobs; see sched.h.
+ * job — jobs, and the per-model priority queue of them; see job.h.
  */
-#include "sched.h"
+#include "job.h"
 #include "shm.h"
 #include "xmalloc.h"
 

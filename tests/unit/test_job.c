@@ -1,9 +1,9 @@
 /*
- * Unit tests of sched: priority order, FIFO within a level, removal from
+ * Unit tests of job.c's queue (sched_*): priority order, FIFO within a level, removal from
  * anywhere, and a large queue.
  */
 #include "check.h"
-#include "sched.h"
+#include "job.h"
 
 #include <stdint.h>
 #include <stdlib.h>
