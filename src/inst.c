@@ -744,7 +744,7 @@ static void emit_line(inst *in, int stream, const char *line, size_t len, size_t
     if (!dropped && len && line[len - 1] == '\r')
         len--;
     if (dropped) { /* cut by the cap: end on a whole character */
-        size_t keep = utf8_cut(line, len, len > 3 ? len - 3 : len);
+        size_t keep = utf8_whole_len(line, len);
         dropped += len - keep;
         len = keep;
     }

@@ -73,9 +73,8 @@ size_t utf8_cut(const char *s, size_t n, size_t max)
     return i;
 }
 
-size_t utf8_trim_partial(char *s)
+size_t utf8_whole_len(const char *s, size_t n)
 {
-    size_t n = strlen(s);
     const unsigned char *p = (const unsigned char *)s;
     /* A lead byte among the last three whose sequence the end cuts short. */
     for (size_t back = 1; back <= 3 && back <= n; back++) {
@@ -83,18 +82,23 @@ size_t utf8_trim_partial(char *s)
         if ((c & 0xc0) == 0x80)
             continue; /* a continuation byte: look further back */
         size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
-        if (need > back && utf8_char_len(p + n - back, back) == 0) {
-            /* incomplete: keep it only if it cannot be a valid prefix */
+        if (need > back && c >= 0xc2 && c <= 0xf4 && utf8_char_len(p + n - back, back) == 0) {
+            /* incomplete: cut it only if what is there could begin a valid character */
             int prefix = 1;
             for (size_t k = 1; k < back; k++)
                 prefix = prefix && (p[n - back + k] & 0xc0) == 0x80;
-            if (prefix && c >= 0xc2 && c <= 0xf4) {
-                s[n - back] = 0;
+            if (prefix)
                 return n - back;
-            }
         }
         break;
     }
+    return n;
+}
+
+size_t utf8_trim_partial(char *s)
+{
+    size_t n = utf8_whole_len(s, strlen(s));
+    s[n] = 0;
     return n;
 }
 

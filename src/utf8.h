@@ -37,6 +37,8 @@ size_t utf8_cut(const char *s, size_t n, size_t max);
  * new length.
  */
 size_t utf8_trim_partial(char *s);
+/* The same for n bytes that need not be NUL-terminated: the length without an incomplete last character. */
+size_t utf8_whole_len(const char *s, size_t n);
 
 /*
  * A jansson string of the n bytes at s; invalid bytes become U+00XX. Never

@@ -39,6 +39,9 @@ static void cuts_at_boundaries(void)
     CHECK(utf8_trim_partial(buf) == 6);
     snprintf(buf, sizeof buf, "%s", "abc\xff");
     CHECK(utf8_trim_partial(buf) == 4); /* not a cut: left for the escaping */
+    CHECK(utf8_whole_len("ab\xf0\x9f\x98", 5) == 2); /* a 4-byte character cut after 3 */
+    CHECK(utf8_whole_len("ab\xc3\xa9", 4) == 4);      /* whole: nothing dropped */
+    CHECK(utf8_whole_len("ab", 2) == 2);
 }
 
 static void json_strings_from_any_bytes(void)
