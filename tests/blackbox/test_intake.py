@@ -161,14 +161,20 @@ def test_lingering_is_bounded_in_time(corral):
 
 # ---------------------------------------------------------------- the request-body budget
 
+def hold_upload(d, path: str, body: bytes, sent: int) -> socket.socket:
+    """An upload whose head and first `sent` bytes are in, held open: its body is charged to the budget."""
+    s = connect(d)
+    s.sendall(head(path, len(body)) + body[:sent])
+    time.sleep(0.3)
+    return s
+
+
 def test_budget_refuses_with_503_then_takes_the_body(corral):
     corral.add("echo", "echo")
     d = corral.start("--max-body", "3MiB", "--max-inflight-body", "4MiB")
     path = "/v2/models/echo/infer"
     body = body_of(3 * MiB)
-    slow = connect(d)
-    slow.sendall(head(path, len(body)) + body[:5 * MiB // 2])  # 2.5 MiB of 3, held open
-    time.sleep(0.3)
+    slow = hold_upload(d, path, body, 5 * MiB // 2)
     status, headers, text = send_all_then_read(d, path, body)
     assert status == 503, (status, text)
     assert headers["retry-after"] == "1"
@@ -195,9 +201,7 @@ def test_budget_released_when_a_slow_upload_is_dropped(corral):
     d = corral.start("--max-body", "3MiB", "--max-inflight-body", "4MiB")
     path = "/v2/models/echo/infer"
     body = body_of(3 * MiB)
-    slow = connect(d)
-    slow.sendall(head(path, len(body)) + body[:MiB])
-    time.sleep(0.2)
+    slow = hold_upload(d, path, body, MiB)
     assert send_all_then_read(d, path, body)[0] == 503
     slow.close()
     wait_for(lambda: send_all_then_read(d, path, body)[0] == 200, timeout=5, what="the budget to be released")
@@ -224,9 +228,7 @@ def test_chunked_body_past_the_budget_is_refused(corral):
     d = corral.start("--max-body", "3MiB", "--max-inflight-body", "4MiB")
     path = "/v2/models/echo/infer"
     body = body_of(3 * MiB)
-    slow = connect(d)
-    slow.sendall(head(path, len(body)) + body[:5 * MiB // 2])
-    time.sleep(0.3)
+    slow = hold_upload(d, path, body, 5 * MiB // 2)
     # A chunked body is charged as it comes; the one that would pass the budget is stopped with 503.
     s = connect(d, timeout=20)
     s.sendall(head(path, chunked=True))
