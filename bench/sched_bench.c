@@ -66,20 +66,20 @@ static void fill_drain(size_t depth, double min_seconds)
         abort();
     for (size_t i = 0; i < depth; i++)
         jobs[i] = job_new(NULL, 0, random_priority());
-    sched_queue *q = malloc(sizeof *q);
+    job_queue *q = malloc(sizeof *q);
     if (!q)
         abort();
-    sched_init(q, LEVELS);
+    job_queue_init(q, LEVELS);
 
     int rounds = 0;
     double start = now_s();
     while (rounds < MAX_ROUNDS && (rounds < 5 || now_s() - start < min_seconds)) {
         double t0 = now_s();
         for (size_t i = 0; i < depth; i++)
-            sched_push(q, jobs[i]);
+            job_queue_push(q, jobs[i]);
         double t1 = now_s();
         size_t popped = 0;
-        while (sched_pop(q))
+        while (job_queue_pop(q))
             popped++;
         double t2 = now_s();
         if (popped != depth) {
@@ -109,12 +109,12 @@ static void steady(size_t depth, double min_seconds)
         abort();
     for (size_t i = 0; i < pool; i++)
         jobs[i] = job_new(NULL, 0, random_priority());
-    sched_queue *q = malloc(sizeof *q);
+    job_queue *q = malloc(sizeof *q);
     if (!q)
         abort();
-    sched_init(q, LEVELS);
+    job_queue_init(q, LEVELS);
     for (size_t i = 0; i < depth; i++)
-        sched_push(q, jobs[i]);
+        job_queue_push(q, jobs[i]);
 
     job *spare = jobs[depth];
     const size_t batch = 100000;
@@ -123,8 +123,8 @@ static void steady(size_t depth, double min_seconds)
     do {
         for (size_t i = 0; i < batch; i++) {
             spare->priority = random_priority();
-            sched_push(q, spare);
-            spare = sched_pop(q);
+            job_queue_push(q, spare);
+            spare = job_queue_pop(q);
         }
         ops += 2 * batch;
         elapsed = now_s() - start;
@@ -137,7 +137,7 @@ static void steady(size_t depth, double min_seconds)
     printf("{\"impl\":\"corral sched (C)\",\"pattern\":\"steady\",\"depth\":%zu,\"ops\":%zu,"
            "\"mixed_ns\":%.2f,\"mixed_ops\":%.0f}\n",
            depth, ops, ns, 1e9 / ns);
-    while (sched_pop(q))
+    while (job_queue_pop(q))
         ;
     for (size_t i = 0; i < pool; i++)
         job_free(jobs[i]);

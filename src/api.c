@@ -14,14 +14,12 @@
 #include "http.h"
 #include "intake.h"
 #include "log.h"
-#include "shm.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <string.h>
-
-int api_draining;
+#include <sys/socket.h>
 
 static void pending_dispose(void *ptr)
 {
@@ -38,15 +36,15 @@ static void pending_dispose(void *ptr)
         model_forget_waiter(p->model, &p->waiter);
         p->waiting = 0;
     }
-    infer_opts_clear(&p->opts);
-    shm_unref(p->shm); /* the response has been sent from it */
-    p->shm = NULL;
+    if (p->on_dispose)
+        p->on_dispose(p);
 }
 
-api_pending *api_pending_new(h2o_req_t *req, model *m)
+api_pending *api_pending_new(h2o_req_t *req, model *m, size_t size)
 {
-    api_pending *p = h2o_mem_alloc_shared(&req->pool, sizeof *p, pending_dispose);
-    memset(p, 0, sizeof *p);
+    assert(size >= sizeof(api_pending));
+    api_pending *p = h2o_mem_alloc_shared(&req->pool, size, pending_dispose);
+    memset(p, 0, size);
     p->req = req;
     p->model = m;
     return p;
@@ -61,15 +59,11 @@ static void job_done(job *j, int status, const char *msg, uint8_t type, uint8_t 
         return;
     }
     p->job = NULL;
-    p->shm = j->shm;
-    p->shm_data = j->shm_data;
-    p->shm_len = j->shm_len;
-    j->shm = NULL;
     if (j->inst) {
         p->inst_id = j->inst->id;
         p->inst_pid = j->inst->pid;
     }
-    j->result_broken = p->respond(p, status, msg, body, len);
+    j->result_broken = p->respond(p, j, status, msg, body, len);
 }
 
 /*
@@ -99,7 +93,7 @@ void api_submit(api_pending *p, job *j)
 {
     char msg[1024];
     int retry_after = 1;
-    j->done = job_done;
+    j->on_done = job_done;
     j->client_alive = client_alive;
     j->ctx = p;
     p->job = j;

@@ -6,43 +6,43 @@
 #ifndef CORRAL_API_H
 #define CORRAL_API_H
 
-#include "infer.h"
-#include "model.h"
 #include "job.h"
+#include "model.h"
 
 #include <h2o.h>
 
 typedef struct api_pending api_pending;
 
 /*
- * Builds the response once a job is done; req is still alive when called.
- * Returns 1 when the worker's 200 answer did not parse as its type requires
- * (the client got a 502; the instance is then replaced), else 0.
+ * Builds the response once a job is done (j, with status, msg and the
+ * worker's body as job_on_done_fn gives them); req is still alive when
+ * called. Returns 1 when the worker's 200 answer did not parse as its type
+ * requires (the client got a 502; the instance is then replaced), else 0.
  */
-typedef int (*api_respond_fn)(api_pending *p, int status, const char *msg, uint8_t *body, size_t len);
+typedef int (*api_respond_fn)(api_pending *p, job *j, int status, const char *msg, uint8_t *body, size_t len);
 
+/*
+ * A request that waits on a job or a lifecycle change. An API file that
+ * needs more per request embeds it first in a struct of its own (api_v2's
+ * infer_pending) and passes that struct's size to api_pending_new.
+ */
 struct api_pending {
     h2o_req_t *req; /* NULL once h2o disposed the request (client gone) */
     model *model;   /* not owned */
     job *job;       /* queued or running on behalf of req; NULL when answered */
     api_respond_fn respond;
+    void (*on_dispose)(api_pending *p); /* the embedding struct's cleanup, or NULL */
     lifecycle_waiter waiter;
     int waiting;    /* waiter is registered with model */
     int inst_id, inst_pid; /* the instance that answered, for messages about its answer */
-    infer_opts opts; /* what the infer response needs */
-    /* the result's tensor data when it came in shared memory: a reference
-     * held until the response is sent (the pool is disposed) */
-    struct shm_region *shm;
-    const uint8_t *shm_data;
-    size_t shm_len;
 };
 
-/* Allocated in req's pool; cleaned up when the pool is disposed. */
-api_pending *api_pending_new(h2o_req_t *req, model *m);
+/* size bytes (at least sizeof(api_pending)), zeroed, in req's pool; cleaned up when the pool is disposed. */
+api_pending *api_pending_new(h2o_req_t *req, model *m, size_t size);
 
 /*
  * Submits a prepared job for p: on refusal answers the error and frees the
- * job. The job's done callback routes to p->respond.
+ * job. The job's on_done callback routes to p->respond.
  */
 void api_submit(api_pending *p, job *j);
 
@@ -64,8 +64,5 @@ model *api_model_or_error(h2o_req_t *req, h2o_iovec_t name);
 
 int api_v2(h2o_req_t *req, const api_path *p);
 int api_v1(h2o_req_t *req, const api_path *p);
-
-/* Whether the daemon is draining (set by server.c on SIGTERM). */
-extern int api_draining;
 
 #endif

@@ -8,14 +8,16 @@
 #include "proto.h"
 #include "sb.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 
 
-static int generate_respond(api_pending *p, int status, const char *msg, uint8_t *body, size_t len)
+static int generate_respond(api_pending *p, job *j, int status, const char *msg, uint8_t *body, size_t len)
 {
+    (void)j; /* a GENERATE_RESULT never comes in shared memory */
     h2o_req_t *req = p->req;
     if (status != 200) {
         http_error(req, status, status == 503 ? 1 : 0, "%s", msg);
@@ -43,7 +45,7 @@ static int generate_respond(api_pending *p, int status, const char *msg, uint8_t
 
 static void handle_generate(h2o_req_t *req, model *m)
 {
-    if (api_draining) {
+    if (registry_draining()) {
         http_error(req, 503, 1, "model '%s': corral is shutting down", model_name(m));
         return;
     }
@@ -86,30 +88,21 @@ static void handle_generate(h2o_req_t *req, model *m)
     sb_adds(&meta, "{\"id\":\"\",\"content_type\":");
     sb_json_str(&meta, ct, ct_len);
     sb_addc(&meta, '}');
-    size_t total = 4 + meta.len + req->entity.len;
-    if (total > PROTO_MAX_BODY) {
-        sb_free(&meta);
-        http_error(req, 413, 0, "request body is larger than the protocol's 1 GiB frame limit");
-        return;
-    }
-    api_pending *p = api_pending_new(req, m);
-    p->respond = generate_respond;
     job *j = job_new(m, PROTO_GENERATE, priority);
-    uint8_t *frame = malloc(PROTO_HEADER_SIZE + total);
-    if (!frame) {
-        sb_free(&meta);
+    job_piece body = {(const uint8_t *)req->entity.base, req->entity.len};
+    int rc = job_build_frame(j, meta.p, meta.len, &body, 1, NULL);
+    size_t total = 4 + meta.len + req->entity.len;
+    sb_free(&meta);
+    if (rc < 0) {
         job_free(j);
-        http_error(req, 503, 1, "model '%s': cannot allocate %zu bytes for the request now", model_name(m), total);
+        if (rc == -EFBIG)
+            http_error(req, 413, 0, "request body is larger than the protocol's 1 GiB frame limit");
+        else
+            http_error(req, 503, 1, "model '%s': cannot allocate %zu bytes for the request now", model_name(m), total);
         return;
     }
-    proto_header_encode(frame, PROTO_GENERATE, j->id, (uint32_t)total);
-    proto_put_u32(frame + PROTO_HEADER_SIZE, (uint32_t)meta.len);
-    memcpy(frame + PROTO_HEADER_SIZE + 4, meta.p, meta.len);
-    if (req->entity.len)
-        memcpy(frame + PROTO_HEADER_SIZE + 4 + meta.len, req->entity.base, req->entity.len);
-    sb_free(&meta);
-    j->frame = frame;
-    j->frame_len = PROTO_HEADER_SIZE + total;
+    api_pending *p = api_pending_new(req, m, sizeof *p);
+    p->respond = generate_respond;
     api_submit(p, j);
 }
 
@@ -144,6 +137,7 @@ int api_v1(h2o_req_t *req, const api_path *p)
             return 0;
         }
         json_t *list = json_array();
+        registry_sample_rss(NULL);
         for (model *m = model_next(NULL); m; m = model_next(m))
             json_array_append_new(list, model_to_json(m));
         http_send_json(req, 200, json_pack("{s:o}", "models", list));
@@ -161,6 +155,7 @@ int api_v1(h2o_req_t *req, const api_path *p)
             http_method_not_allowed(req, "GET");
             return 0;
         }
+        registry_sample_rss(m);
         http_send_json(req, 200, model_to_json(m));
     } else if (SEG_IS(p, 3, "generate")) {
         if (!post) {

@@ -17,28 +17,48 @@
 #include "proto.h"
 #include "utf8.h"
 
+#include "shm.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-
-
 /* ---- inference ---- */
 
-static int infer_respond(api_pending *p, int status, const char *msg, uint8_t *body, size_t len)
+/* An inference request of this API: what its response needs besides the common part. */
+typedef struct infer_pending {
+    api_pending base;
+    infer_opts opts;
+    /* the result's tensor data when it came in shared memory: a reference
+     * held until the response is sent (the pool is disposed) */
+    struct shm_region *shm;
+} infer_pending;
+
+static void infer_dispose(api_pending *base)
 {
-    h2o_req_t *req = p->req;
+    infer_pending *p = (infer_pending *)base;
+    infer_opts_clear(&p->opts);
+    shm_unref(p->shm); /* the response has been sent from it */
+    p->shm = NULL;
+}
+
+static int infer_respond(api_pending *base, job *j, int status, const char *msg, uint8_t *body, size_t len)
+{
+    infer_pending *p = (infer_pending *)base;
+    h2o_req_t *req = base->req;
     if (status != 200) {
         http_error(req, status, status == 503 ? 1 : 0, "%s", msg);
         return 0;
     }
     http_own(req, body); /* binary outputs are sent straight from the worker's buffer */
+    p->shm = j->shm;     /* taken over: the region stays mapped until the pool goes */
+    j->shm = NULL;
     infer_response r;
     char err[512];
-    status = infer_build_response(model_name(p->model), &p->opts, body, len, p->shm_data, p->shm_len, &r, err,
+    status = infer_build_response(model_name(base->model), &p->opts, body, len, j->shm_data, j->shm_len, &r, err,
                                   sizeof err);
     if (status == 502) {
-        http_error(req, 502, 0, "%s; instance %d (pid %d) is replaced", err, p->inst_id, p->inst_pid);
+        http_error(req, 502, 0, "%s; instance %d (pid %d) is replaced", err, base->inst_id, base->inst_pid);
         return 1;
     }
     if (status != 200) {
@@ -64,8 +84,9 @@ static int infer_respond(api_pending *p, int status, const char *msg, uint8_t *b
 
 static void handle_infer(h2o_req_t *req, model *m)
 {
-    api_pending *p = api_pending_new(req, m);
-    p->respond = infer_respond;
+    infer_pending *p = (infer_pending *)api_pending_new(req, m, sizeof(infer_pending));
+    p->base.respond = infer_respond;
+    p->base.on_dispose = infer_dispose;
     job *j = job_new(m, PROTO_INFER, 0);
     const manifest *mf = model_manifest(m);
     const h2o_iovec_t *hcl = http_header(req, "inference-header-content-length");
@@ -82,7 +103,7 @@ static void handle_infer(h2o_req_t *req, model *m)
         http_error(req, status, 1, "%s", err);
         return;
     }
-    api_submit(p, j);
+    api_submit(&p->base, j);
 }
 
 /* ---- model repository extension ---- */
@@ -101,8 +122,8 @@ static void lifecycle_done(void *ctx, int status, const char *msg)
 
 static api_pending *waiter_for(h2o_req_t *req, model *m)
 {
-    api_pending *p = api_pending_new(req, m);
-    p->waiter.done = lifecycle_done;
+    api_pending *p = api_pending_new(req, m, sizeof *p);
+    p->waiter.on_done = lifecycle_done;
     p->waiter.ctx = p;
     p->waiting = 1;
     return p;
@@ -241,7 +262,7 @@ int api_v2(h2o_req_t *req, const api_path *p)
             http_method_not_allowed(req, "GET");
             return 0;
         }
-        if (!live && api_draining)
+        if (!live && registry_draining())
             http_error(req, 503, 1, "corral is shutting down");
         else
             http_send_json(req, 200, json_pack("{s:b}", live ? "live" : "ready", 1));
@@ -298,7 +319,7 @@ int api_v2(h2o_req_t *req, const api_path *p)
             http_method_not_allowed(req, "POST");
             return 0;
         }
-        if (api_draining) {
+        if (registry_draining()) {
             http_error(req, 503, 1, "model '%s': corral is shutting down", model_name(m));
             return 0;
         }

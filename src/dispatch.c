@@ -18,7 +18,7 @@ static void deadline_fire(uv_timer_t *t);
 
 static void arm_deadline_timer(void)
 {
-    job *j = sched_deadline_next();
+    job *j = job_deadline_next();
     if (!j) {
         uv_timer_stop(&R.deadline_timer);
         return;
@@ -38,13 +38,13 @@ static void deadline_fire(uv_timer_t *t)
     (void)t;
     uint64_t now = now_ms();
     job *j;
-    while ((j = sched_deadline_next()) && j->deadline_ms <= now) {
-        sched_deadline_untrack(j);
+    while ((j = job_deadline_next()) && j->deadline_ms <= now) {
+        job_deadline_untrack(j);
         model *m = j->model;
         char msg[512];
         long long budget = (long long)(j->deadline_ms - j->enqueued_ms);
         if (j->queued) {
-            sched_remove(&m->queue, j);
+            job_queue_remove(&m->queue, j);
             snprintf(msg, sizeof msg, "model '%s': deadline of %lld ms exceeded while queued (waited %lld ms)", m->name,
                      budget, (long long)(now - j->enqueued_ms));
             answer_job(j, 504, msg);
@@ -68,23 +68,29 @@ static void deadline_fire(uv_timer_t *t)
 
 /* ---- requests ---- */
 
+inst *dispatch_pick(model *m)
+{
+    inst *best = NULL;
+    int concurrency = m->mf ? m->mf->concurrency : 1;
+    for (int k = 0; k < m->nslots; k++) {
+        inst *in = m->slots[(m->rr + k) % m->nslots];
+        if (!inst_ready(in) || slot_of(in)->retire || slot_of(in)->replace || in->inflight >= concurrency)
+            continue;
+        if (!best || in->inflight < best->inflight)
+            best = in;
+        if (in->inflight == 0)
+            break;
+    }
+    return best;
+}
+
 void dispatch_jobs(model *m)
 {
     while (m->queue.count) {
-        inst *best = NULL;
-        int concurrency = m->mf ? m->mf->concurrency : 1;
-        for (int k = 0; k < m->nslots; k++) {
-            inst *in = m->slots[(m->rr + k) % m->nslots];
-            if (!inst_ready(in) || slot_of(in)->retire || slot_of(in)->replace || in->inflight >= concurrency)
-                continue;
-            if (!best || in->inflight < best->inflight)
-                best = in;
-            if (in->inflight == 0)
-                break;
-        }
+        inst *best = dispatch_pick(m);
         if (!best)
             return;
-        job *j = sched_pop(&m->queue);
+        job *j = job_queue_pop(&m->queue);
         if (j->waited && j->client_alive && !j->client_alive(j)) {
             answer_job(j, 503, "the client went away while the request was queued");
             continue;
@@ -154,10 +160,10 @@ int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
     j->enqueued_ms = now_ms();
     if (!j->deadline_ms)
         j->deadline_ms = j->enqueued_ms + (uint64_t)m->mf->timeout_ms;
-    sched_deadline_track(j);
+    job_deadline_track(j);
     arm_deadline_timer();
     uv_timer_stop(&m->idle_timer);
-    sched_push(&m->queue, j);
+    job_queue_push(&m->queue, j);
     dispatch_jobs(m);
     j->waited = 1; /* harmless when already sent: only queued jobs are checked */
     return 0;
@@ -168,7 +174,7 @@ int model_cancel(job *j)
     if (!j->queued)
         return 0;
     model *m = j->model;
-    sched_remove(&m->queue, j);
+    job_queue_remove(&m->queue, j);
     dispatch_arm_idle_timer(m);
     return 1;
 }

@@ -12,7 +12,6 @@
 #include "clock.h"
 #include "proto.h"
 #include "sb.h"
-#include "shm.h"
 #include "tensor.h"
 #include "utf8.h"
 #include "xmalloc.h"
@@ -330,51 +329,26 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     }
     sb_addc(&meta, '}');
 
-    /* The frame: header, meta length, meta, then every tensor back to back.
-     * Large tensors are left where they are until the instance is known
-     * (inst_send): they may go into its shared memory instead. */
+    /* The frame (job.h): the converted data passes to the job, the raw tensors stay in the request. */
     size_t data_total = 0;
     for (int k = 0; k < nsegs; k++)
         data_total += segs[k].len;
-    size_t total = 4 + meta.len + data_total;
-    if (total > PROTO_MAX_BODY) {
+    uint8_t *owned = data.len ? (uint8_t *)sb_take(&data, NULL) : NULL;
+    job_piece pieces[INFER_MAX_TENSORS];
+    for (int k = 0; k < nsegs; k++) {
+        /* an input with no elements converted nothing: its piece is empty */
+        pieces[k].ptr = segs[k].ptr ? segs[k].ptr : owned ? owned + segs[k].off : (const uint8_t *)"";
+        pieces[k].len = segs[k].len;
+    }
+    int rc = job_build_frame(j, meta.p, meta.len, pieces, nsegs, owned);
+    if (rc == -EFBIG) {
         status = 413;
         BAD("the inference request is larger than the worker protocol's 1 GiB frame limit");
     }
-    int defer = data_total >= SHM_MIN_BYTES;
-    uint8_t *frame = malloc(PROTO_HEADER_SIZE + total - (defer ? data_total : 0));
-    if (!frame) {
+    if (rc < 0) {
         status = 503;
-        BAD("cannot allocate %zu bytes for the request now", total);
+        BAD("cannot allocate %zu bytes for the request now", 4 + meta.len + data_total);
     }
-    proto_header_encode(frame, PROTO_INFER, j->id, (uint32_t)total);
-    uint8_t *w = frame + PROTO_HEADER_SIZE;
-    proto_put_u32(w, (uint32_t)meta.len);
-    memcpy(w + 4, meta.p, meta.len);
-    w += 4 + meta.len;
-    if (defer) {
-        j->pieces = malloc((size_t)nsegs * sizeof *j->pieces);
-        if (!j->pieces) {
-            free(frame);
-            status = 503;
-            BAD("cannot allocate the request's %d tensors now", nsegs);
-        }
-        j->data_owned = (uint8_t *)sb_take(&data, NULL);
-        for (int k = 0; k < nsegs; k++) {
-            j->pieces[k].ptr = segs[k].ptr ? segs[k].ptr : j->data_owned + segs[k].off;
-            j->pieces[k].len = segs[k].len;
-        }
-        j->npieces = nsegs;
-        j->pieces_len = data_total;
-    } else {
-        for (int k = 0; k < nsegs; k++) {
-            if (segs[k].len)
-                memcpy(w, segs[k].ptr ? segs[k].ptr : (const uint8_t *)data.p + segs[k].off, segs[k].len);
-            w += segs[k].len;
-        }
-    }
-    j->frame = frame;
-    j->frame_len = PROTO_HEADER_SIZE + total - (defer ? data_total : 0);
     j->priority = priority;
     if (timeout && json_integer_value(timeout) > 0) /* 0 or absent: the model's own timeout */
         j->deadline_ms = now_ms() + ((uint64_t)json_integer_value(timeout) + 999) / 1000;

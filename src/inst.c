@@ -15,8 +15,10 @@
  * that fails is a broken worker: it is killed.
  */
 #include "inst.h"
+#include "inst_internal.h"
 
 #include "clock.h"
+#include "lines.h"
 #include "log.h"
 #include "procfs.h"
 #include "shm.h"
@@ -109,6 +111,10 @@ void inst_init(inst *in, uv_loop_t *loop, const inst_events *ev, int id, const c
     uv_timer_init(loop, &in->health_timer);
     in->health_timer.data = in;
     in->cur.shm_fd[0] = in->cur.shm_fd[1] = -1;
+    for (int k = 0; k < 2; k++) {
+        in->output[k].in = in;
+        in->output[k].fd = k + 1;
+    }
     chan_reader_init(&in->rd, PROTO_MAX_BODY, on_chan_frame, on_chan_error, in);
     chan_writer_init(&in->wr, (uv_stream_t *)&in->chan, on_chan_write_error, in);
     chan_writer_init(&in->hwr, (uv_stream_t *)&in->hchan, on_chan_write_error, in);
@@ -144,64 +150,9 @@ static void stop_writing(inst *in)
     chan_writer_stop(&in->hwr);
 }
 
-/* Copies a job's deferred tensor data (job.h) to dst. */
-static void copy_pieces(const job *j, uint8_t *dst)
-{
-    for (int k = 0; k < j->npieces; k++) {
-        memcpy(dst, j->pieces[k].ptr, j->pieces[k].len);
-        dst += j->pieces[k].len;
-    }
-}
-
-/*
- * Large tensors through shared memory (docs/worker-protocol.md): a job's
- * deferred tensor data goes into the input region when the worker maps the
- * regions and the input region is free; and any INFER may answer in the
- * output region when that is free (no other request holds it and no
- * response is still being sent from it). Otherwise the data is appended to
- * the frame. Returns the frame, possibly reallocated, with *len its length;
- * NULL (the frame freed) when there is no memory to append the data.
- */
-static uint8_t *place_data(inst *in, job *j, uint8_t *frame, size_t *len)
-{
-    uint16_t flags = 0;
-    if (in->cur.shm && j->kind == PROTO_INFER && !in->cur.shm_out_job &&
-        !(in->cur.shm_out && in->cur.shm_out->refs > 1)) {
-        flags |= PROTO_FLAG_SHM_OUT;
-        in->cur.shm_out_job = j->id;
-    }
-    if (j->npieces && in->cur.shm && !in->cur.shm_in_job) {
-        int rc = shm_reserve(&in->cur.shm_in, in->cur.shm_fd[0], j->pieces_len);
-        if (rc == 0) {
-            copy_pieces(j, in->cur.shm_in->addr);
-            if (j->pieces_len > in->cur.shm_used[0])
-                in->cur.shm_used[0] = j->pieces_len;
-            proto_put_u32(frame, (uint32_t)(*len - PROTO_HEADER_SIZE));
-            flags |= PROTO_FLAG_SHM_DATA;
-            in->cur.shm_in_job = j->id;
-        } else {
-            log_warn("%s: cannot grow the shared-memory input region to %zu bytes (%s); "
-                     "sending the tensors over the socket", in->label, j->pieces_len, strerror(-rc));
-        }
-    }
-    if (j->npieces && !(flags & PROTO_FLAG_SHM_DATA)) {
-        uint8_t *whole = realloc(frame, *len + j->pieces_len); /* sized by the request: may fail */
-        if (!whole) {
-            if (in->cur.shm_out_job == j->id)
-                in->cur.shm_out_job = 0;
-            free(frame);
-            return NULL;
-        }
-        frame = whole;
-        copy_pieces(j, frame + *len);
-        *len += j->pieces_len;
-    }
-    proto_header_set_flags(frame, flags);
-    return frame;
-}
-
 void inst_send(inst *in, job *j)
 {
+    assert(!j->queued && !j->inst); /* a job leaves its queue before it runs */
     j->inst = in;
     j->next = in->inflight_head;
     j->prev = NULL;
@@ -214,14 +165,14 @@ void inst_send(inst *in, job *j)
     uint8_t *frame = j->frame;
     size_t len = j->frame_len;
     j->frame = NULL;
-    if (j->kind == PROTO_INFER && !(frame = place_data(in, j, frame, &len))) {
+    if (j->kind == PROTO_INFER && !(frame = inst_shm_place(in, j, frame, &len))) {
         /* Refused, not fatal: the instance is unharmed and takes the next request. */
         take_inflight(in, j->id);
         j->inst = NULL;
         char msg[200];
         snprintf(msg, sizeof msg, "%s: no memory now to send the request's %zu bytes of tensors", in->owner_label,
                  j->pieces_len);
-        j->done(j, 503, msg, 0, NULL, 0);
+        j->on_done(j, 503, msg, 0, NULL, 0);
         job_free(j);
         return;
     }
@@ -340,66 +291,11 @@ static void health_pong(inst *in, uint64_t nonce)
         uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->cur.health_interval_ms, 0);
 }
 
-/* ---- memory ---- */
-
-/*
- * Bytes the instance's shared-memory regions hold for tensors: each file's
- * allocated pages, but no more than the largest tensor data it carried
- * since its pages were last released. Memory figures leave them out: they
- * are the daemon's transport buffers, and a worker that touched them would
- * otherwise look larger by up to twice its largest tensor, and be replaced
- * under limits.memory. A worker cannot hide memory of its own in them: what
- * it writes beyond the results it declared still counts.
- */
-static uint64_t shm_bytes(const inst *in)
-{
-    uint64_t total = 0;
-    for (int k = 0; k < 2; k++) {
-        struct stat st;
-        if (in->cur.shm_fd[k] < 0 || fstat(in->cur.shm_fd[k], &st) < 0)
-            continue;
-        uint64_t allocated = (uint64_t)st.st_blocks * 512;
-        total += allocated < in->cur.shm_used[k] ? allocated : in->cur.shm_used[k];
-    }
-    return total;
-}
-
-static uint64_t less_shm(const inst *in, uint64_t rss)
-{
-    uint64_t shm = shm_bytes(in);
-    return rss > shm ? rss - shm : 0;
-}
-
-uint64_t inst_worker_rss(const inst *in)
-{
-    uint64_t rss;
-    if (procfs_rss(in->pid, &rss) < 0)
-        return 0;
-    return less_shm(in, rss);
-}
-
-void inst_sample_rss(inst **v, size_t n)
-{
-    /* Until HELLO names the worker, pid is the guard's, whose group holds the guard alone: 0 counts nothing. */
-    if (n == 0)
-        return;
-    int *pgids = xcalloc(n, sizeof *pgids);
-    uint64_t *bytes = xcalloc(n, sizeof *bytes);
-    for (size_t i = 0; i < n; i++)
-        pgids[i] = v[i]->state != INST_IDLE && v[i]->pid != v[i]->cur.guard_pid ? v[i]->pid : 0;
-    procfs_group_rss(pgids, n, bytes);
-    for (size_t i = 0; i < n; i++)
-        v[i]->rss_bytes = less_shm(v[i], bytes[i]);
-    free(pgids);
-    free(bytes);
-}
-
 /* ---- reading ---- */
 
-static void protocol_error(inst *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void protocol_error(inst *in, const char *fmt, ...)
-{
-    char why[256];
+void inst_protocol_error(inst *in, const char *fmt, ...)
+                         {
+                         char why[256];
     int n = snprintf(why, sizeof why, "broke the protocol: ");
     va_list ap;
     va_start(ap, fmt);
@@ -426,28 +322,6 @@ static job *take_inflight(inst *in, uint64_t id)
         return j;
     }
     return NULL;
-}
-
-/* Drops the daemon's mappings of the regions; responses still sending from one hold their own reference. */
-static void unmap_regions(inst *in)
-{
-    shm_unref(in->cur.shm_in);
-    shm_unref(in->cur.shm_out);
-    in->cur.shm_in = in->cur.shm_out = NULL;
-}
-
-void inst_release_shm(inst *in)
-{
-    if (in->state != INST_READY || in->exited || in->inflight || in->cur.shm_in_job || in->cur.shm_out_job ||
-        (in->cur.shm_out && in->cur.shm_out->refs > 1))
-        return;
-    for (int k = 0; k < 2; k++) {
-        int rc = in->cur.shm_fd[k] >= 0 ? shm_release_pages(in->cur.shm_fd[k]) : 0;
-        if (rc < 0)
-            log_warn("%s: cannot release a shared-memory region's pages: %s", in->label, strerror(-rc));
-        in->cur.shm_used[k] = 0;
-    }
-    unmap_regions(in);
 }
 
 void inst_abandon(inst *in, job *j)
@@ -477,37 +351,7 @@ static void finish_error(inst *in, job *j, const uint8_t *body, size_t len)
     }
     json_decref(e);
     utf8_trim_partial(msg);
-    j->done(j, (int)status, msg, 0, NULL, 0);
-}
-
-/*
- * The length of a result's tensor data in the output region: the sum of the
- * sizes its meta declares, at most the frame limit; -1 when the meta has no
- * such list. Each output is checked against its datatype and shape later
- * (api_v2.c); this bounds what may be read from the region at all.
- */
-static long long shm_result_len(const uint8_t *body, size_t len)
-{
-    const char *meta;
-    size_t meta_len, data_len;
-    const uint8_t *data;
-    if (proto_split_body(body, len, &meta, &meta_len, &data, &data_len) < 0 || data_len != 0)
-        return -1;
-    json_t *m = json_loadb(meta, meta_len, 0, NULL);
-    json_t *outputs = json_object_get(m, "outputs");
-    long long total = json_is_array(outputs) ? 0 : -1;
-    size_t i;
-    json_t *o;
-    json_array_foreach(outputs, i, o) {
-        json_t *size = json_object_get(o, "size");
-        if (!json_is_integer(size) || json_integer_value(size) < 0 ||
-            (total += json_integer_value(size)) > (long long)PROTO_MAX_BODY) {
-            total = -1;
-            break;
-        }
-    }
-    json_decref(m);
-    return total;
+    j->on_done(j, (int)status, msg, 0, NULL, 0);
 }
 
 static void on_frame(inst *in, const proto_header *h, uint8_t *body)
@@ -515,14 +359,14 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
     switch (h->type) {
     case PROTO_HELLO: {
         if (in->cur.hello || h->id) {
-            protocol_error(in, "unexpected HELLO");
+            inst_protocol_error(in, "unexpected HELLO");
             break;
         }
         in->cur.hello = 1;
         json_t *hello = json_loadb((const char *)body, h->length, 0, NULL);
         if (!json_is_object(hello)) {
             json_decref(hello);
-            protocol_error(in, "HELLO body is not a JSON object");
+            inst_protocol_error(in, "HELLO body is not a JSON object");
             break;
         }
         json_int_t pid = json_integer_value(json_object_get(hello, "pid"));
@@ -539,7 +383,7 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
     case PROTO_READY:
         if (in->state != INST_STARTING || !in->cur.hello) {
             if (in->state == INST_STARTING || in->state == INST_READY)
-                protocol_error(in, "READY before HELLO or twice");
+                inst_protocol_error(in, "READY before HELLO or twice");
             break;
         }
         json_decref(in->metadata);
@@ -547,7 +391,7 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         if (h->length && !json_is_object(in->metadata)) {
             json_decref(in->metadata);
             in->metadata = NULL;
-            protocol_error(in, "READY body is not a JSON object");
+            inst_protocol_error(in, "READY body is not a JSON object");
             break;
         }
         uv_timer_stop(&in->timer);
@@ -556,12 +400,12 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         in->cur.ping_outstanding = 0;
         uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->cur.health_interval_ms, 0);
         log_info("%s (pid %d) ready in %llu ms", in->label, in->pid, (unsigned long long)(in->ready_ms - in->started_ms));
-        in->ev->ready(in);
+        in->ev->on_ready(in);
         break;
     case PROTO_ERROR:
         if (h->id == 0) {
             if (in->state != INST_STARTING) {
-                protocol_error(in, "ERROR with id 0 after start-up");
+                inst_protocol_error(in, "ERROR with id 0 after start-up");
                 break;
             }
             json_t *e = json_loadb((const char *)body, h->length, 0, NULL);
@@ -574,7 +418,7 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
             snprintf(in->fault, sizeof in->fault, "load raised %s", msg);
             utf8_trim_partial(in->fault);
             uv_timer_stop(&in->timer);
-            in->ev->load_failed(in, msg);
+            in->ev->on_load_failed(in, msg);
             inst_stop(in, 2000);
             break;
         }
@@ -582,74 +426,46 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         __attribute__((fallthrough));
     case PROTO_INFER_RESULT:
     case PROTO_GENERATE_RESULT: {
-        long long shm_len = 0;
-        if (h->flags & PROTO_FLAG_SHM_DATA) {
-            if (!in->cur.shm || in->cur.shm_out_job != h->id) {
-                protocol_error(in, "answered request %llu in shared memory without being allowed to",
-                               (unsigned long long)h->id);
-                break;
-            }
-            int rc = shm_remap_file(&in->cur.shm_out, in->cur.shm_fd[1]);
-            if (rc < 0) {
-                protocol_error(in, "left an output region that cannot be mapped (%s)", strerror(-rc));
-                break;
-            }
-            shm_len = shm_result_len(body, h->length);
-            if (shm_len < 0 || (size_t)shm_len > in->cur.shm_out->len) {
-                protocol_error(in, "answered request %llu in shared memory with output sizes %s the %zu-byte region",
-                               (unsigned long long)h->id, shm_len < 0 ? "missing from its meta, or beyond"
-                                                                      : "that run past", in->cur.shm_out->len);
-                break;
-            }
-            if ((size_t)shm_len > in->cur.shm_used[1])
-                in->cur.shm_used[1] = (size_t)shm_len;
-        }
-        /* An answer, even a late one, means the worker is done with the regions it was lent. */
-        if (h->id == in->cur.shm_in_job)
-            in->cur.shm_in_job = 0;
-        if (h->id == in->cur.shm_out_job)
-            in->cur.shm_out_job = 0;
+        long long shm_len = inst_shm_result(in, h, body);
+        if (shm_len < 0)
+            break; /* a protocol error: the worker is being killed */
         job *j = take_inflight(in, h->id);
         if (!j) {
             if (in->cur.abandoned && h->id <= in->cur.abandoned_max_id)
                 break; /* the answer to a request whose deadline passed: already answered 504 */
-            protocol_error(in, "%s for unknown request id %llu", proto_type_name(h->type),
-                           (unsigned long long)h->id);
+            inst_protocol_error(in, "%s for unknown request id %llu", proto_type_name(h->type),
+                                (unsigned long long)h->id);
             break;
         }
         in->last_busy_ms = now_ms();
         in->requests++;
-        if (h->flags & PROTO_FLAG_SHM_DATA) {
-            j->shm = in->cur.shm_out; /* the response holds the region until it is sent */
-            shm_ref(j->shm);
-            j->shm_data = in->cur.shm_out->addr;
-            j->shm_len = (size_t)shm_len;
-        }
+        if (h->flags & PROTO_FLAG_SHM_DATA)
+            inst_shm_attach(in, j, shm_len);
         if (h->type == PROTO_ERROR) {
             finish_error(in, j, body, h->length);
         } else if ((h->type == PROTO_INFER_RESULT) != (j->kind == PROTO_INFER)) {
             char msg[256];
             snprintf(msg, sizeof msg, "%s instance %d (pid %d) answered with the wrong message type %s",
                      in->owner_label, in->id, in->pid, proto_type_name(h->type));
-            j->done(j, 502, msg, 0, NULL, 0);
+            j->on_done(j, 502, msg, 0, NULL, 0);
         } else {
-            j->done(j, 200, NULL, h->type, body, h->length);
+            j->on_done(j, 200, NULL, h->type, body, h->length);
             body = NULL; /* ownership passed */
         }
         int broken = j->result_broken;
         uint64_t id = j->id;
         job_free(j);
         if (broken) /* answered 502 already; the worker is replaced, as for any protocol error */
-            protocol_error(in, "sent a %s for request %llu that does not parse as its type requires",
-                           proto_type_name(h->type), (unsigned long long)id);
-        in->ev->job_finished(in);
+            inst_protocol_error(in, "sent a %s for request %llu that does not parse as its type requires",
+                                proto_type_name(h->type), (unsigned long long)id);
+        in->ev->on_job_finished(in);
         break;
     }
     case PROTO_PONG:
         health_pong(in, h->id);
         break;
     default:
-        protocol_error(in, "unexpected %s frame", proto_type_name(h->type));
+        inst_protocol_error(in, "unexpected %s frame", proto_type_name(h->type));
         break;
     }
     free(body);
@@ -671,7 +487,7 @@ static int on_chan_frame(chan_reader *r, const proto_header *h, uint8_t *body)
 static void on_chan_error(chan_reader *r, int err, const char *what)
 {
     (void)err;
-    protocol_error(r->data, "%s", what);
+    inst_protocol_error(r->data, "%s", what);
 }
 
 /* The health socket carries only PONG: 16-byte headers with no body. */
@@ -698,8 +514,8 @@ static void health_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     proto_header h;
     if (proto_header_decode(in->cur.hbuf, sizeof in->cur.hbuf, PROTO_MAX_BODY, &h) < 0 || h.type != PROTO_PONG ||
         h.length)
-        protocol_error(in, "the health socket carried something other than PONG (type %u, %u-byte body)",
-                       in->cur.hbuf[5], proto_get_u32(in->cur.hbuf));
+        inst_protocol_error(in, "the health socket carried something other than PONG (type %u, %u-byte body)",
+                            in->cur.hbuf[5], proto_get_u32(in->cur.hbuf));
     else
         health_pong(in, h.id);
 }
@@ -739,50 +555,24 @@ static void chan_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 /* ---- output capture ---- */
 
-static void emit_line(inst *in, int stream, const char *line, size_t len, size_t dropped)
+/* One line of output; which stream it came from is in the arg (struct inst_stream). */
+static void on_output_line(void *arg, const char *line, size_t len, size_t dropped)
 {
-    if (!dropped && len && line[len - 1] == '\r')
-        len--;
-    if (dropped) { /* cut by the cap: end on a whole character */
-        size_t keep = utf8_whole_len(line, len);
-        dropped += len - keep;
-        len = keep;
-    }
+    inst_stream *st = arg;
+    inst *in = st->in;
     in->lines++;
     size_t keep = utf8_cut(line, len, sizeof in->cur.last_line - 1);
     if (keep) {
         memcpy(in->cur.last_line, line, keep);
         in->cur.last_line[keep] = 0;
     }
-    in->ev->log_line(in, stream, line, len, dropped);
+    in->ev->on_log_line(in, st->fd, line, len, dropped);
 }
 
-/*
- * Splits output into lines. A line is kept up to INST_LINE_MAX bytes; the
- * rest of it, however long, is only counted: a worker that writes 100 MB
- * without a newline costs one line, not 25,000.
- */
 static void output_consume(inst *in, int stream, const char *p, size_t n)
 {
-    int k = stream - 1;
-    while (n) {
-        const char *nl = memchr(p, '\n', n);
-        size_t seg = nl ? (size_t)(nl - p) : n;
-        if (!in->linebuf[k]) {
-            in->linebuf[k] = xmalloc(INST_LINE_MAX);
-        }
-        size_t room = INST_LINE_MAX - in->linelen[k];
-        size_t take = seg < room ? seg : room;
-        memcpy(in->linebuf[k] + in->linelen[k], p, take);
-        in->linelen[k] += take;
-        in->linedrop[k] += seg - take;
-        if (!nl)
-            break;
-        emit_line(in, stream, in->linebuf[k], in->linelen[k], in->linedrop[k]);
-        in->linelen[k] = in->linedrop[k] = 0;
-        p += seg + 1;
-        n -= seg + 1;
-    }
+    inst_stream *st = &in->output[stream - 1];
+    lines_feed(&st->lines, p, n, on_output_line, st);
 }
 
 static void output_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -860,7 +650,7 @@ static void finish_exit(inst *in)
         return;
     }
     inst_set_state(in, INST_IDLE, "exited, and its process group is gone");
-    in->ev->exited(in);
+    in->ev->on_exit(in);
 }
 
 static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
@@ -877,12 +667,8 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
         drain_fd(in, (uv_stream_t *)&in->chan, 1);
     drain_fd(in, (uv_stream_t *)&in->out, 0);
     drain_fd(in, (uv_stream_t *)&in->err, 0);
-    for (int k = 0; k < 2; k++) {
-        if (in->linelen[k] || in->linedrop[k]) {
-            emit_line(in, k + 1, in->linebuf[k], in->linelen[k], in->linedrop[k]);
-            in->linelen[k] = in->linedrop[k] = 0;
-        }
-    }
+    for (int k = 0; k < 2; k++)
+        lines_flush(&in->output[k].lines, on_output_line, &in->output[k]);
     /* Sweep the process group: nothing the worker started may outlive it. */
     signal_group(in, SIGKILL);
 
@@ -899,12 +685,7 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     uv_close((uv_handle_t *)&in->hchan, handle_closed);
     uv_close((uv_handle_t *)&in->proc, handle_closed);
     chan_reader_reset(&in->rd);
-    for (int k = 0; k < 2; k++) {
-        if (in->cur.shm_fd[k] >= 0)
-            close(in->cur.shm_fd[k]);
-        in->cur.shm_fd[k] = -1;
-    }
-    unmap_regions(in);
+    inst_shm_close(in);
 
     /* A request hears the worker's last line only if the worker wrote it
      * while that request was in its hands: an older line (an earlier
@@ -922,9 +703,9 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
         job *j = take_inflight(in, in->inflight_head->id);
         int fresh = in->lines > j->line_mark;
         if (j->deadline_ms && now >= j->deadline_ms)
-            j->done(j, 504, late[fresh], 0, NULL, 0);
+            j->on_done(j, 504, late[fresh], 0, NULL, 0);
         else
-            j->done(j, 502, msg[fresh], 0, NULL, 0);
+            j->on_done(j, 502, msg[fresh], 0, NULL, 0);
         job_free(j);
     }
     finish_exit(in);
@@ -1097,13 +878,12 @@ static void maybe_release(inst *in)
     if (!in->on_closed || in->freeing > 0 || in->handles_open > 0)
         return;
     chan_reader_close(&in->rd);
-    free(in->linebuf[0]);
-    free(in->linebuf[1]);
+    lines_free(&in->output[0].lines);
+    lines_free(&in->output[1].lines);
     json_decref(in->metadata);
-    unmap_regions(in); /* normally gone with the exit already */
+    inst_shm_unmap(in); /* normally gone with the exit already */
     free(in->label);
     free(in->owner_label);
-    in->linebuf[0] = in->linebuf[1] = NULL;
     in->metadata = NULL;
     in->label = in->owner_label = NULL;
     void (*cb)(inst *) = in->on_closed;

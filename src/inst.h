@@ -17,6 +17,7 @@
 #define CORRAL_INST_H
 
 #include "chan.h"
+#include "lines.h"
 #include "proto.h"
 #include "job.h"
 
@@ -44,21 +45,28 @@ typedef enum inst_state {
 
 typedef struct inst inst;
 
+/* One output stream of the worker being split into lines (lines.h). */
+typedef struct inst_stream {
+    inst *in;
+    int fd;      /* 1 stdout, 2 stderr */
+    lines lines; /* the partial line */
+} inst_stream;
+
 /* The longest line of worker output kept; the rest of a longer line is counted, not kept. */
-#define INST_LINE_MAX 4096
+#define INST_LINE_MAX LINES_MAX
 
 typedef struct inst_events {
-    void (*ready)(inst *in);
+    void (*on_ready)(inst *in);
     /* The worker answered LOAD with ERROR: the model's load raised. */
-    void (*load_failed)(inst *in, const char *msg);
+    void (*on_load_failed)(inst *in, const char *msg);
     /* The process is gone and every job it held has been answered. */
-    void (*exited)(inst *in);
+    void (*on_exit)(inst *in);
     /* A job finished (answered by the worker); the slot may take more work. */
-    void (*job_finished)(inst *in);
+    void (*on_job_finished)(inst *in);
     /* A line (without newline) the worker wrote on stdout or stderr: its
      * first len bytes (at most INST_LINE_MAX, cut at a character boundary),
      * and how many bytes of it past those were dropped. */
-    void (*log_line)(inst *in, int stream, const char *line, size_t len, size_t dropped);
+    void (*on_log_line)(inst *in, int stream, const char *line, size_t len, size_t dropped);
 } inst_events;
 
 /* What to run: the owner fills this from the manifest. */
@@ -148,9 +156,7 @@ struct inst {
     uv_timer_t health_timer; /* next PING, or the deadline of the PING in flight */
     uint64_t ping_nonce; /* the id of the last PING: unique over the slot's life */
     int handles_open;    /* libuv handles not yet closed for the current process */
-    char *linebuf[2];    /* partial output lines, INST_LINE_MAX bytes each */
-    size_t linelen[2];
-    size_t linedrop[2];  /* bytes of the partial line past INST_LINE_MAX */
+    inst_stream output[2]; /* stdout and stderr */
     int freeing;         /* timers still closing in inst_close */
     void (*on_closed)(inst *in);
 };
@@ -172,7 +178,7 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen);
 
 /*
  * Sends a job to a ready instance. The job's frame passes to the write path
- * (freed once written); the job is answered through job->done.
+ * (freed once written); the job is answered through job->on_done.
  */
 void inst_send(inst *in, job *j);
 
@@ -226,6 +232,7 @@ uint64_t inst_worker_rss(const inst *in);
  * late answer will be ignored. The caller answers the job.
  */
 void inst_abandon(inst *in, job *j);
+
 
 /*
  * Gives the memory of an idle instance's shared-memory regions back (their

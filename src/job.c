@@ -2,11 +2,16 @@
  * job — jobs, and the per-model priority queue of them; see job.h.
  */
 #include "job.h"
+
+#include "proto.h"
 #include "shm.h"
 #include "xmalloc.h"
 
+#include <assert.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static uint64_t next_job_id = 1;
 
@@ -51,7 +56,7 @@ static void sift_down(size_t i)
     heap_set(i, j);
 }
 
-void sched_deadline_track(job *j)
+void job_deadline_track(job *j)
 {
     if (j->heap_index != SIZE_MAX || !j->deadline_ms)
         return;
@@ -63,7 +68,7 @@ void sched_deadline_track(job *j)
     sift_up(heap.n - 1);
 }
 
-void sched_deadline_untrack(job *j)
+void job_deadline_untrack(job *j)
 {
     size_t i = j->heap_index;
     if (i == SIZE_MAX)
@@ -77,7 +82,7 @@ void sched_deadline_untrack(job *j)
     sift_down(last->heap_index);
 }
 
-job *sched_deadline_next(void)
+job *job_deadline_next(void)
 {
     return heap.n ? heap.v[0] : NULL;
 }
@@ -93,11 +98,54 @@ job *job_new(struct model *m, uint8_t kind, int priority)
     return j;
 }
 
+int job_build_frame(job *j, const char *meta, size_t meta_len, const job_piece *pieces, int n, uint8_t *owned)
+{
+    assert(!j->frame && !j->pieces && !j->data_owned);
+    j->data_owned = owned;
+    size_t data = 0;
+    for (int k = 0; k < n; k++)
+        data += pieces[k].len;
+    if (meta_len > PROTO_MAX_BODY || data > PROTO_MAX_BODY - meta_len - 4)
+        return -EFBIG;
+    size_t body = 4 + meta_len + data;
+    int defer = j->kind == PROTO_INFER && data >= SHM_MIN_BYTES;
+    size_t len = PROTO_HEADER_SIZE + body - (defer ? data : 0);
+    uint8_t *frame = malloc(len); /* sized by the request: may fail */
+    job_piece *kept = defer ? malloc((size_t)n * sizeof *kept) : NULL;
+    if (!frame || (defer && !kept)) {
+        free(frame);
+        free(kept);
+        return -ENOMEM;
+    }
+    proto_header_encode(frame, j->kind, j->id, (uint32_t)body);
+    uint8_t *w = frame + PROTO_HEADER_SIZE;
+    proto_put_u32(w, (uint32_t)meta_len);
+    memcpy(w + 4, meta, meta_len);
+    w += 4 + meta_len;
+    if (defer) {
+        memcpy(kept, pieces, (size_t)n * sizeof *kept);
+        j->pieces = kept;
+        j->npieces = n;
+        j->pieces_len = data;
+    } else {
+        for (int k = 0; k < n; k++) {
+            if (pieces[k].len)
+                memcpy(w, pieces[k].ptr, pieces[k].len);
+            w += pieces[k].len;
+        }
+        free(j->data_owned); /* copied: nothing points into it */
+        j->data_owned = NULL;
+    }
+    j->frame = frame;
+    j->frame_len = len;
+    return 0;
+}
+
 void job_free(job *j)
 {
     if (!j)
         return;
-    sched_deadline_untrack(j);
+    job_deadline_untrack(j);
     shm_unref(j->shm);
     free(j->frame);
     free(j->pieces);
@@ -105,17 +153,18 @@ void job_free(job *j)
     free(j);
 }
 
-void sched_init(sched_queue *q, int levels)
+void job_queue_init(job_queue *q, int levels)
 {
-    for (int i = 0; i <= SCHED_MAX_LEVELS; i++)
+    for (int i = 0; i <= JOB_MAX_LEVELS; i++)
         q->head[i] = q->tail[i] = NULL;
     q->nonempty[0] = q->nonempty[1] = 0;
-    q->levels = levels < 1 ? 1 : levels > SCHED_MAX_LEVELS ? SCHED_MAX_LEVELS : levels;
+    q->levels = levels < 1 ? 1 : levels > JOB_MAX_LEVELS ? JOB_MAX_LEVELS : levels;
     q->count = 0;
 }
 
-void sched_push(sched_queue *q, job *j)
+void job_queue_push(job_queue *q, job *j)
 {
+    assert(!j->queued && !j->inst); /* queued or running, never both, never twice */
     int l = j->priority < 1 ? 1 : j->priority > q->levels ? q->levels : j->priority;
     j->priority = l;
     j->next = NULL;
@@ -130,8 +179,9 @@ void sched_push(sched_queue *q, job *j)
     q->count++;
 }
 
-void sched_remove(sched_queue *q, job *j)
+void job_queue_remove(job_queue *q, job *j)
 {
+    assert(j->queued && q->count > 0);
     int l = j->priority;
     if (j->prev)
         j->prev->next = j->next;
@@ -148,7 +198,7 @@ void sched_remove(sched_queue *q, job *j)
     q->count--;
 }
 
-job *sched_pop(sched_queue *q)
+job *job_queue_pop(job_queue *q)
 {
     int l;
     if (q->nonempty[0])
@@ -158,6 +208,6 @@ job *sched_pop(sched_queue *q)
     else
         return NULL;
     job *j = q->head[l];
-    sched_remove(q, j);
+    job_queue_remove(q, j);
     return j;
 }

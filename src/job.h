@@ -1,6 +1,6 @@
 /*
  * job — a request on its way to a worker, and a model's queue of them:
- * priority levels, FIFO within a level (the queue's functions are sched_*).
+ * priority levels, FIFO within a level (job_queue_*).
  *
  * A job is one accepted request on its way to a worker. The queue is
  * intrusive (jobs carry their links), so push, pop and remove are O(1) and
@@ -15,26 +15,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SCHED_MAX_LEVELS 128
+#define JOB_MAX_LEVELS 128
 
 struct model;
 struct inst;
 typedef struct job job;
 
+/* A piece of a frame's tensor data: len bytes at ptr. */
+typedef struct job_piece {
+    const uint8_t *ptr;
+    size_t len;
+} job_piece;
+
 /*
  * Completion of a job: called exactly once. status is 200 with the worker's
  * result (type INFER_RESULT or GENERATE_RESULT, body owned by the callee,
  * who frees it with free()), or an HTTP error status with msg (body NULL).
- * The job itself is freed by the caller of done right after it returns.
+ * The job itself is freed by the caller of on_done right after it returns.
  */
-typedef void (*job_done_fn)(job *j, int status, const char *msg, uint8_t type, uint8_t *body, size_t len);
+typedef void (*job_on_done_fn)(job *j, int status, const char *msg, uint8_t type, uint8_t *body, size_t len);
 
 struct job {
     uint64_t id;          /* protocol request id, unique for the daemon's life */
     struct model *model;  /* not owned */
     struct inst *inst;    /* instance running it; NULL while queued; not owned */
     uint8_t kind;         /* PROTO_INFER or PROTO_GENERATE */
-    uint8_t queued;       /* 1 while linked into a sched_queue */
+    uint8_t queued;       /* 1 while linked into a job_queue */
     uint8_t waited;       /* it was not dispatched the moment it arrived */
     int priority;         /* 1 is served first */
     uint8_t *frame;       /* owned until sent: the whole frame, header included */
@@ -43,18 +49,18 @@ struct job {
      * with the meta) until the instance is known: it goes into the instance's
      * shared memory or is appended then. The pieces point into the HTTP
      * request, which outlives the job's stay in the queue, or into data_owned. */
-    struct job_piece { const uint8_t *ptr; size_t len; } *pieces; /* owned */
+    job_piece *pieces;    /* owned */
     int npieces;
     size_t pieces_len;    /* their total */
     uint8_t *data_owned;  /* tensors converted from JSON; owned */
     uint64_t line_mark;   /* the instance's count of output lines when it was sent (inst.c) */
-    int result_broken;    /* set by done: the worker's 200 answer did not parse as its type requires */
+    int result_broken;    /* set by on_done: the worker's 200 answer did not parse as its type requires */
     uint64_t enqueued_ms;
     uint64_t deadline_ms; /* on now_ms()'s clock; 0: none */
     size_t heap_index;    /* position in the deadline heap, SIZE_MAX when not in it */
     job *next, *prev;     /* queue level, or the instance's in-flight list */
-    job_done_fn done;
-    /* With done's 200 for a result in shared memory: its tensor data is
+    job_on_done_fn on_done;
+    /* With on_done's 200 for a result in shared memory: its tensor data is
      * shm_len bytes at shm_data inside shm, one reference that the callee
      * takes over (set shm to NULL) to keep the bytes while it sends them. */
     struct shm_region *shm;
@@ -66,34 +72,54 @@ struct job {
     void *ctx;            /* the caller's; not owned */
 };
 
-typedef struct sched_queue {
-    job *head[SCHED_MAX_LEVELS + 1]; /* index = priority level, 1..levels */
-    job *tail[SCHED_MAX_LEVELS + 1];
+typedef struct job_queue {
+    job *head[JOB_MAX_LEVELS + 1]; /* index = priority level, 1..levels */
+    job *tail[JOB_MAX_LEVELS + 1];
     uint64_t nonempty[2];            /* bit l set when level l has jobs */
     int levels;
     size_t count;
-} sched_queue;
+} job_queue;
 
-void sched_init(sched_queue *q, int levels);
+void job_queue_init(job_queue *q, int levels);
 /* Appends j at its priority (clamped to 1..levels). */
-void sched_push(sched_queue *q, job *j);
+void job_queue_push(job_queue *q, job *j);
 /* Removes and returns the oldest job of the highest non-empty level, or NULL. */
-job *sched_pop(sched_queue *q);
+job *job_queue_pop(job_queue *q);
 /* Unlinks a queued job. */
-void sched_remove(sched_queue *q, job *j);
+void job_queue_remove(job_queue *q, job *j);
 
 /* A new job with a fresh id; free with job_free, which also stops tracking its deadline. */
 job *job_new(struct model *m, uint8_t kind, int priority);
 void job_free(job *j);
 
 /*
+ * Builds the job's frame (docs/worker-protocol.md): the header (j->kind,
+ * j->id), the meta length, meta_len bytes of meta, then the n pieces back
+ * to back. The API layers parse and validate; only this function lays out
+ * a request frame.
+ *
+ * An INFER whose pieces total SHM_MIN_BYTES or more is not copied yet: the
+ * job keeps the pieces, which must stay valid while it is queued (they
+ * point into the HTTP request or into owned), until inst_send knows the
+ * instance and puts them in its shared memory or appends them to the
+ * frame. owned (may be NULL) is a malloc'd buffer that pieces may point
+ * into; the job takes it over in every case.
+ *
+ * Returns 0; -EFBIG when the body would pass PROTO_MAX_BODY; -ENOMEM when
+ * there is no memory for the frame now (the request's size decides it, so
+ * this is an answer, 503, not an abort). The job is unchanged on error
+ * except that it holds owned.
+ */
+int job_build_frame(job *j, const char *meta, size_t meta_len, const job_piece *pieces, int n, uint8_t *owned);
+
+/*
  * Deadlines of every live job, queued or running, in one binary min-heap:
  * O(log n) to track and untrack, O(1) to find the earliest. The owner arms
- * a single timer for sched_deadline_next().
+ * a single timer for job_deadline_next().
  */
-void sched_deadline_track(job *j);
-void sched_deadline_untrack(job *j);
+void job_deadline_track(job *j);
+void job_deadline_untrack(job *j);
 /* The job whose deadline comes first, or NULL. */
-job *sched_deadline_next(void);
+job *job_deadline_next(void);
 
 #endif

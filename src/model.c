@@ -31,7 +31,13 @@ static void on_load_failed(inst *in, const char *msg);
 static void on_exited(inst *in);
 static void on_job_finished(inst *in);
 static void on_log_line(inst *in, int stream, const char *line, size_t len, size_t dropped);
-static const inst_events events = {on_ready, on_load_failed, on_exited, on_job_finished, on_log_line};
+static const inst_events events = {
+    .on_ready = on_ready,
+    .on_load_failed = on_load_failed,
+    .on_exit = on_exited,
+    .on_job_finished = on_job_finished,
+    .on_log_line = on_log_line,
+};
 
 static void check_load_done(model *m);
 
@@ -94,7 +100,7 @@ void model_set_state(model *m, model_state s, const char *reason)
 void model_fail_queue(model *m, int status, const char *msg)
 {
     job *j;
-    while ((j = sched_pop(&m->queue)))
+    while ((j = job_queue_pop(&m->queue)))
         answer_job(j, status, msg);
 }
 
@@ -104,7 +110,7 @@ void model_notify(lifecycle_waiter **list, int status, const char *msg)
     *list = NULL;
     while (w) {
         lifecycle_waiter *next = w->next;
-        w->done(w->ctx, status, msg);
+        w->on_done(w->ctx, status, msg);
         w = next;
     }
 }
@@ -455,45 +461,23 @@ static void on_job_finished(inst *in)
 }
 
 /*
- * Worker output goes to the model's ring (GET /v1/models/NAME/logs), which
- * keeps the newest LOG_RING_BYTES and counts what it dropped, and to the
+ * Worker output goes to the model's ring (logring.h, GET /v1/models/NAME/logs),
+ * which keeps the newest LOG_RING_BYTES and counts what it dropped, and to the
  * daemon's own log at most LOG_LINES_PER_S lines a second per model (a
  * burst of LOG_LINES_BURST), each cut to LOG_COPY_MAX bytes: a chatty or
  * hostile worker cannot flood the operator's log. Lines held back are
  * counted and reported in one line when logging resumes.
  */
-static void ring_append(model *m, const char *prefix, size_t plen, const char *line, size_t len, const char *suffix,
-                        size_t slen)
-{
-    size_t need = plen + len + slen + 1;
-    if (!m->logs)
-        m->logs = xmalloc(LOG_RING_BYTES);
-    if (need > LOG_RING_BYTES)
-        return; /* cannot happen: lines are capped at INST_LINE_MAX */
-    if (m->logs_len + need > LOG_RING_BYTES) {
-        /* Drop the oldest half; a log that is read rarely need not be a true ring. */
-        size_t drop = m->logs_len / 2 > need ? m->logs_len / 2 : m->logs_len;
-        char *nl = memchr(m->logs + drop, '\n', m->logs_len - drop);
-        drop = nl ? (size_t)(nl - m->logs) + 1 : m->logs_len;
-        memmove(m->logs, m->logs + drop, m->logs_len - drop);
-        m->logs_len -= drop;
-        m->logs_cut += drop;
-    }
-    char *w = m->logs + m->logs_len;
-    memcpy(w, prefix, plen);
-    memcpy(w + plen, line, len);
-    memcpy(w + plen + len, suffix, slen);
-    w[plen + len + slen] = '\n';
-    m->logs_len += need;
-}
-
 static void on_log_line(inst *in, int stream, const char *line, size_t len, size_t dropped)
 {
     model *m = in->data;
     char prefix[64], suffix[64] = "";
     int plen = snprintf(prefix, sizeof prefix, "[%d %s] ", in->id, stream == 1 ? "out" : "err");
     int slen = dropped ? snprintf(suffix, sizeof suffix, " [... %zu more bytes of this line dropped]", dropped) : 0;
-    ring_append(m, prefix, (size_t)plen, line, len, suffix, (size_t)slen);
+    if (!m->logs.cap)
+        m->logs.cap = LOG_RING_BYTES;
+    /* Never too long: lines are capped at INST_LINE_MAX, far below the ring. */
+    logring_append(&m->logs, prefix, (size_t)plen, line, len, suffix, (size_t)slen);
 
     uint64_t now = now_ms();
     m->log_tokens += (double)(now - m->log_refill_ms) * LOG_LINES_PER_S / 1000.0;
@@ -519,9 +503,9 @@ static void on_log_line(inst *in, int stream, const char *line, size_t len, size
 
 const char *model_logs(model *m, size_t *len, size_t *start_cut)
 {
-    *len = m->logs_len;
-    *start_cut = m->logs_cut;
-    return m->logs ? m->logs : "";
+    *len = m->logs.len;
+    *start_cut = m->logs.cut;
+    return m->logs.buf ? m->logs.buf : "";
 }
 
 /* ---- load, unload, scale ---- */
@@ -605,7 +589,7 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
     m->reason[0] = 0;
     m->pressure_ticks = 0;
     m->target = target;
-    sched_init(&m->queue, m->mf->priority_levels);
+    job_queue_init(&m->queue, m->mf->priority_levels);
     model_set_state(m, MODEL_LOADING, NULL);
     if (w) {
         w->next = m->load_waiters;
@@ -633,7 +617,7 @@ int model_unload(model *m, lifecycle_waiter *w, char *msg, size_t msglen)
             m->reason[0] = 0;
         }
         if (w)
-            w->done(w->ctx, 200, NULL);
+            w->on_done(w->ctx, 200, NULL);
         return 0;
     }
     if (w) {
@@ -702,7 +686,6 @@ json_t *model_to_json(model *m)
 {
     json_t *insts = json_array();
     uint64_t now = now_ms();
-    inst_sample_rss(m->slots, (size_t)m->nslots);
     for (int i = 0; i < m->nslots; i++) {
         inst *in = m->slots[i];
         slot *s = slot_of(in);

@@ -36,7 +36,7 @@ typedef struct model model;
 
 /* A caller waiting for a load or unload to finish: status 200, or an error with msg. */
 typedef struct lifecycle_waiter {
-    void (*done)(void *ctx, int status, const char *msg);
+    void (*on_done)(void *ctx, int status, const char *msg);
     void *ctx;
     struct lifecycle_waiter *next;
 } lifecycle_waiter;
@@ -62,9 +62,19 @@ int registry_rescan(void);
 
 /*
  * Stops every instance: queued requests get 503, requests in flight may
- * finish within the drain timeout. done runs once no worker process is left.
+ * finish within the drain timeout. on_done runs once no worker process is left.
  */
-void registry_shutdown(void (*done)(void));
+void registry_shutdown(void (*on_done)(void));
+
+/*
+ * Samples the resident memory of every instance of `only`, or of every
+ * model when NULL, in one pass over /proc (the tick does this each second;
+ * a view that shows memory calls it first for fresh figures).
+ */
+void registry_sample_rss(model *only);
+
+/* Whether registry_shutdown has begun: the daemon is draining and takes no new work. */
+int registry_draining(void);
 
 model *model_find(const char *name, size_t len);
 /* Iteration in name order: pass NULL to start. */
@@ -92,13 +102,13 @@ int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after);
 int model_cancel(job *j);
 
 /*
- * Loads the model with instances (0: the manifest's count) and calls w->done
+ * Loads the model with instances (0: the manifest's count) and calls w->on_done
  * when every instance has started or given up. Returns 0, or 409 when the
  * model is unloading, with msg.
  */
 int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t msglen);
 
-/* Unloads; w->done runs once every worker has exited. Returns 0 or 409. */
+/* Unloads; w->on_done runs once every worker has exited. Returns 0 or 409. */
 int model_unload(model *m, lifecycle_waiter *w, char *msg, size_t msglen);
 
 /* Sets the instance count of a loaded model. Returns 0, 400 or 409 with msg. */
@@ -107,7 +117,7 @@ int model_scale(model *m, int instances, char *msg, size_t msglen);
 /* Removes a waiter whose client went away. */
 void model_forget_waiter(model *m, lifecycle_waiter *w);
 
-/* /v1 view of a model (state, queue, instances). */
+/* /v1 view of a model (state, queue, instances), with the memory figures of the last sample (registry_sample_rss). */
 json_t *model_to_json(model *m);
 /* v2 metadata: inputs and outputs from the manifest, else from the worker. */
 json_t *model_metadata_json(model *m);

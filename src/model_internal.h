@@ -29,6 +29,7 @@
 #ifndef CORRAL_MODEL_INTERNAL_H
 #define CORRAL_MODEL_INTERNAL_H
 
+#include "logring.h"
 #include "model.h"
 
 #include <stddef.h>
@@ -69,7 +70,7 @@ struct model {
     int nslots;
     int target;
     int rr;
-    sched_queue queue;
+    job_queue queue;
     lifecycle_waiter *load_waiters;
     lifecycle_waiter *unload_waiters;
     uv_timer_t idle_timer;
@@ -78,9 +79,7 @@ struct model {
     uint64_t restarts_at[RESTART_HISTORY];
     int nrestarts;
     uint64_t last_used_ms;
-    char *logs;
-    size_t logs_len;
-    size_t logs_cut;
+    logring logs;           /* the newest worker output */
     double log_tokens;      /* worker lines the daemon's log may take now (on_log_line) */
     uint64_t log_refill_ms;
     uint64_t log_held_lines, log_held_bytes; /* held back from the daemon's log since it last took one */
@@ -96,7 +95,7 @@ struct registry {
     int64_t stop_grace_ms;
     model *head;
     int shutting_down;
-    void (*shutdown_done)(void);
+    void (*on_shutdown_done)(void);
     int64_t drain_timeout_ms;
     uv_timer_t drain_timer;
     uv_timer_t deadline_timer; /* armed for the earliest job deadline */
@@ -108,7 +107,7 @@ extern struct registry R;
 
 static inline void answer_job(job *j, int status, const char *msg)
 {
-    j->done(j, status, msg, 0, NULL, 0);
+    j->on_done(j, status, msg, 0, NULL, 0);
     job_free(j);
 }
 
@@ -162,6 +161,14 @@ void restart_record(uint64_t *restarts_at, int *nrestarts, uint64_t now);
 
 /* ---- dispatch.c ---- */
 
+/*
+ * The instance the next job goes to: among the ready slots that are not
+ * retiring or being replaced and have fewer than the manifest's
+ * concurrency in flight, the one with the fewest in flight, the first such
+ * from m->rr on (the caller advances rr after each send, so equally busy
+ * instances take turns). NULL when none has room. Reads only; tests/unit/test_dispatch.c.
+ */
+inst *dispatch_pick(model *m);
 /* Hands queued jobs to ready instances while one has room. */
 void dispatch_jobs(model *m);
 /* Arms the keep_alive timer of a ready model with nothing queued or running. */

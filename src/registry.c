@@ -51,7 +51,7 @@ static model *model_new(const repo_entry *e)
     m->state = MODEL_UNLOADED;
     uv_timer_init(R.loop, &m->idle_timer);
     m->idle_timer.data = m;
-    sched_init(&m->queue, 1);
+    job_queue_init(&m->queue, 1);
     /* Insert in name order so listings are stable. */
     model **p = &R.head;
     while (*p && strcmp((*p)->name, m->name) < 0)
@@ -70,7 +70,7 @@ static void idle_timer_closed(uv_handle_t *h)
     free(m->name);
     free(m->dir);
     free(m->slots);
-    free(m->logs);
+    logring_free(&m->logs);
     free(m);
 }
 
@@ -277,11 +277,13 @@ static void release_idle_heap(uint64_t now)
         malloc_trim(0);
 }
 
-static void tick(uv_timer_t *t)
+void registry_sample_rss(model *only)
 {
-    (void)t;
-    release_idle_heap(now_ms());
-    /* Every instance of every model, for one pass over /proc; kept between ticks, it only grows. */
+    if (only) {
+        inst_sample_rss(only->slots, (size_t)only->nslots);
+        return;
+    }
+    /* Every instance of every model, for one pass over /proc; kept between calls, it only grows. */
     static inst **all;
     static size_t cap;
     size_t n = 0;
@@ -293,9 +295,14 @@ static void tick(uv_timer_t *t)
         for (int i = 0; i < m->nslots; i++)
             all[n++] = m->slots[i];
     }
-    if (!n)
-        return;
     inst_sample_rss(all, n);
+}
+
+static void tick(uv_timer_t *t)
+{
+    (void)t;
+    release_idle_heap(now_ms());
+    registry_sample_rss(NULL);
     uint64_t now = now_ms();
     for (model *m = R.head; m; m = m->next) {
         for (int i = 0; i < m->nslots; i++) {
@@ -372,16 +379,16 @@ int registry_fit_memory_budget(model *m, int instances, char *msg, size_t msglen
 
 void registry_check_shutdown_done(void)
 {
-    if (!R.shutting_down || !R.shutdown_done)
+    if (!R.shutting_down || !R.on_shutdown_done)
         return;
     for (model *m = R.head; m; m = m->next)
         for (int i = 0; i < m->nslots; i++)
             if (m->slots[i]->state != INST_IDLE)
                 return;
-    void (*done)(void) = R.shutdown_done;
-    R.shutdown_done = NULL;
+    void (*on_done)(void) = R.on_shutdown_done;
+    R.on_shutdown_done = NULL;
     uv_timer_stop(&R.drain_timer);
-    done();
+    on_done();
 }
 
 /* Once a model has no request queued or running during shutdown, its workers go. */
@@ -430,11 +437,16 @@ static void drain_expired(uv_timer_t *t)
     }
 }
 
-void registry_shutdown(void (*done)(void))
+int registry_draining(void)
+{
+    return R.shutting_down;
+}
+
+void registry_shutdown(void (*on_done)(void))
 {
     R.shutting_down = 1;
     uv_timer_start(&R.drain_timer, drain_expired, (uint64_t)R.drain_timeout_ms, 0);
-    R.shutdown_done = done;
+    R.on_shutdown_done = on_done;
     uv_timer_stop(&R.tick_timer);
     /* Queued and running requests go on until the drain timeout; a model
      * still loading for a waiting request finishes its load and serves it. */

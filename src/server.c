@@ -71,7 +71,6 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     S.stopping = 1;
     log_info("%s: stopping", strsignal(signum));
-    api_draining = 1;
     uv_close((uv_handle_t *)&S.listener, NULL);
     uv_timer_stop(&S.poll_timer);
     registry_shutdown(on_workers_stopped);

@@ -205,7 +205,7 @@ def tensor(name: str, datatype: str, shape: list[int], data) -> dict:
 
 
 X = [tensor("X", "INT32", [1], [0])]
-"""The smallest input: for models that ignore their inputs (tests/models/lc_ctl)."""
+"""The smallest input: for models that ignore their inputs (tests/models/steerable)."""
 
 
 def infer(d: Daemon, model: str, timeout: float = 30, **params) -> requests.Response:
@@ -243,7 +243,7 @@ def unload(d: Daemon, model: str, timeout: float = 60) -> requests.Response:
 
 
 def ctl_manifest(parameters: dict | None = None, **keys) -> str:
-    """A tests/models/lc_ctl manifest: keyword arguments become top-level keys."""
+    """A tests/models/steerable manifest: keyword arguments become top-level keys."""
     lines = ["runtime: python", "entrypoint: worker.py"] + [f"{k}: {v}" for k, v in keys.items()]
     if parameters:
         lines.append("parameters:")

@@ -11,10 +11,10 @@ id) -- visible with `pytest -s` and in a failure's captured output.
 Timing checks compare durations measured in the same test (a 504 against the
 request it waited behind) or use generous bounds: the machine may be shared.
 
-Fixtures: tests/models/ft_ctl (sleep/exit per request, counts its starts in
-the file `spawns`, can die in load; generate sleeps), tests/models/ft_leak
+Fixtures: tests/models/counts_spawns (sleep/exit per request, counts its starts in
+the file `spawns`, can die in load; generate sleeps), tests/models/leaks_memory
 (keeps 20 MiB per request; can hold memory at load and in a child process),
-tests/models/lc_ctl, examples/models/echo.
+tests/models/steerable, examples/models/echo.
 """
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def wait_replaced(d, model, old_pid, iid=0, timeout=20):
 
 
 def spawns(path) -> int:
-    """Processes an ft_ctl model directory has started (lines of its `spawns` file)."""
+    """Processes an counts_spawns model directory has started (lines of its `spawns` file)."""
     f = path / "spawns"
     return len(f.read_text().split()) if f.exists() else 0
 
@@ -257,7 +257,7 @@ def describe(pid: int) -> str:
 
 
 def ft_manifest(parameters: dict | None = None, **keys) -> str:
-    """A manifest for ft_ctl or ft_leak (both runtime python, worker.py); nested maps as YAML flow text."""
+    """A manifest for counts_spawns or leaks_memory (both runtime python, worker.py); nested maps as YAML flow text."""
     return ctl_manifest(parameters, **keys)
 
 
@@ -351,7 +351,7 @@ def test_kill9_of_random_workers_during_2000_requests(corral):
 def test_every_request_a_dead_worker_held_gets_one_502(corral):
     """An instance with concurrency 4 holding four requests is killed: each of the four gets exactly one
     502 naming model, instance, pid and signal; requests queued behind them are served by the replacement."""
-    corral.add("ft", "ft_ctl", manifest=ft_manifest(concurrency=4))
+    corral.add("ft", "counts_spawns", manifest=ft_manifest(concurrency=4))
     d = corral.start()
     pid = out(infer(d, "ft"), "PID")
     held = [Call(d, "ft", sleep=10) for _ in range(4)]
@@ -376,11 +376,11 @@ def test_every_request_a_dead_worker_held_gets_one_502(corral):
 
 
 def test_mixed_faults_every_request_gets_exactly_one_answer(corral):
-    """Chaos on two ft_ctl instances (concurrency 2, pings every 200 ms): 600 requests at concurrency 16,
+    """Chaos on two counts_spawns instances (concurrency 2, pings every 200 ms): 600 requests at concurrency 16,
     each at random a plain one, one that sleeps past its own deadline, one that makes its worker exit,
     or a slow one; meanwhile a killer SIGKILLs or SIGSTOPs a random worker. Whatever happens, every request
     gets exactly one answer, of the kind its fate allows; the model ends ready."""
-    corral.add("ft", "ft_ctl", manifest=ft_manifest(
+    corral.add("ft", "counts_spawns", manifest=ft_manifest(
         instances=2, concurrency=2, max_queue=1000, health="{interval: 200ms, timeout: 300ms}",
         restart="{max_restarts: 1000, window: 60s, backoff_min: 10ms, backoff_max: 100ms}"))
     d = corral.start("--stop-grace", "300ms")
@@ -475,7 +475,7 @@ def test_mixed_faults_every_request_gets_exactly_one_answer(corral):
 def test_sigstopped_worker_is_detected_by_ping_and_replaced(corral):
     """A worker frozen with SIGSTOP misses its ping: it is killed (SIGTERM, SIGKILL after the grace) and
     replaced within about interval + timeout + grace; the request it held gets 502 (or 504)."""
-    corral.add("ft", "ft_ctl", manifest=ft_manifest(health="{interval: 200ms, timeout: 300ms}"))
+    corral.add("ft", "counts_spawns", manifest=ft_manifest(health="{interval: 200ms, timeout: 300ms}"))
     d = corral.start("--stop-grace", "500ms")
     pid = out(infer(d, "ft"), "PID")
     held = Call(d, "ft", sleep=1)
@@ -506,7 +506,7 @@ def test_sigstopped_worker_is_detected_by_ping_and_replaced(corral):
 
 def test_hung_worker_counts_toward_the_restart_budget(corral):
     """With max_restarts 1, a second hang within the window fails the model; nothing is left running."""
-    corral.add("ft", "ft_ctl", manifest=ft_manifest(
+    corral.add("ft", "counts_spawns", manifest=ft_manifest(
         health="{interval: 200ms, timeout: 300ms}",
         restart="{max_restarts: 1, window: 60s, backoff_min: 10ms, backoff_max: 50ms}"))
     d = corral.start("--stop-grace", "500ms")
@@ -539,7 +539,7 @@ def test_hung_worker_counts_toward_the_restart_budget(corral):
 def test_deadline_passing_while_queued_is_answered_at_that_moment(corral):
     """A request with a 300 ms deadline queued behind a 3 s request gets 504 when its deadline passes,
     not when it would have been dequeued; the worker never sees it."""
-    corral.add("ft", "ft_ctl")
+    corral.add("ft", "counts_spawns")
     d = corral.start()
     assert out(infer(d, "ft"), "COUNT") == 1
     blocker = Call(d, "ft", sleep=3)
@@ -568,7 +568,7 @@ def test_deadline_passing_while_queued_is_answered_at_that_moment(corral):
 def test_many_queued_deadlines_each_expire_at_their_own_time(corral):
     """Twelve requests with deadlines from 0.2 to 2.4 s queued behind a 4 s request: each gets its 504 at its
     own deadline -- never before it, and not long after -- whatever the order they were queued in."""
-    corral.add("ft", "ft_ctl")
+    corral.add("ft", "counts_spawns")
     d = corral.start()
     assert out(infer(d, "ft"), "COUNT") == 1
     blocker = Call(d, "ft", sleep=4)
@@ -598,7 +598,7 @@ def test_many_queued_deadlines_each_expire_at_their_own_time(corral):
 def test_deadline_passing_while_the_model_loads_is_answered_at_that_moment(corral):
     """A lazy model takes 3 s to load: a request with a 500 ms deadline waiting for it gets 504 at its
     deadline; one without a short deadline waits and is served; the load is not abandoned."""
-    corral.add("slow", "lc_ctl", manifest=ctl_manifest(parameters={"load_delay": 3}))
+    corral.add("slow", "steerable", manifest=ctl_manifest(parameters={"load_delay": 3}))
     d = corral.start()
     patient = Call(d, "slow", timeout=30)
     d.wait_state("slow", "loading", timeout=10)
@@ -619,7 +619,7 @@ def test_deadline_passing_while_the_model_loads_is_answered_at_that_moment(corra
 def test_deadline_passing_while_running_replaces_the_instance_without_failing_the_model(corral):
     """A request past its deadline while running gets 504 naming instance and pid; the instance is killed and
     replaced (restarts +1). Timeouts are not crashes: three of them with max_restarts 1 leave the model ready."""
-    corral.add("ft", "ft_ctl", manifest=ft_manifest(
+    corral.add("ft", "counts_spawns", manifest=ft_manifest(
         restart="{max_restarts: 1, window: 60s, backoff_min: 10ms, backoff_max: 50ms}"))
     d = corral.start()
     pid = out(infer(d, "ft"), "PID")
@@ -649,7 +649,7 @@ def test_deadline_passing_while_running_replaces_the_instance_without_failing_th
 def test_manifest_timeout_applies_when_the_request_names_none(corral):
     """parameters.timeout 0 or absent means the manifest's timeout, for infer and for generate; a request's
     own timeout overrides it."""
-    corral.add("ft", "ft_ctl", manifest=ft_manifest(timeout="700ms"))
+    corral.add("ft", "counts_spawns", manifest=ft_manifest(timeout="700ms"))
     d = corral.start()
     pid = out(infer(d, "ft"), "PID")
     tally = Tally("manifest-timeout")
@@ -676,7 +676,7 @@ def test_manifest_timeout_applies_when_the_request_names_none(corral):
 
 
 def test_full_queue_is_503_with_retry_after_at_once_and_never_reaches_a_worker(corral):
-    corral.add("ft", "ft_ctl", manifest=ft_manifest(max_queue=2))
+    corral.add("ft", "counts_spawns", manifest=ft_manifest(max_queue=2))
     d = corral.start()
     assert out(infer(d, "ft"), "COUNT") == 1
     busy = Call(d, "ft", sleep=2.5)
@@ -713,7 +713,7 @@ def test_full_queue_is_503_with_retry_after_at_once_and_never_reaches_a_worker(c
 def test_priority_levels_with_fifo_within_a_level(corral):
     """One busy instance; requests queued with priorities 3,3,1,absent,2,1,0 (absent and 0 mean the
     default, 2) are served 1,1,2,2,2,3,3 -- each level in arrival order."""
-    corral.add("ft", "ft_ctl")
+    corral.add("ft", "counts_spawns")
     d = corral.start()
     assert out(infer(d, "ft"), "COUNT") == 1
     busy = Call(d, "ft", sleep=3)
@@ -741,7 +741,7 @@ def test_priority_levels_with_fifo_within_a_level(corral):
 
 
 def test_crash_loop_reaches_failed_within_its_budget_with_bounded_spawns(corral):
-    path = corral.add("loop", "ft_ctl", manifest=ft_manifest(
+    path = corral.add("loop", "counts_spawns", manifest=ft_manifest(
         parameters={"die_in_load": True},
         restart="{max_restarts: 2, window: 60s, backoff_min: 50ms, backoff_max: 200ms}"))
     d = corral.start()
@@ -782,7 +782,7 @@ def test_crash_loop_reaches_failed_within_its_budget_with_bounded_spawns(corral)
 
 
 def test_rss_is_the_sum_over_the_instances_process_group(corral):
-    corral.add("leak", "ft_leak", manifest=ft_manifest(parameters={"initial_mb": 32, "child_mb": 64, "leak_mb": 0}))
+    corral.add("leak", "leaks_memory", manifest=ft_manifest(parameters={"initial_mb": 32, "child_mb": 64, "leak_mb": 0}))
     d = corral.start()
     r = infer(d, "leak")
     pid, child = out(r, "PID"), out(r, "CHILD")
@@ -802,7 +802,7 @@ def test_rss_is_the_sum_over_the_instances_process_group(corral):
 
 
 def test_leaking_model_is_replaced_at_its_memory_limit_without_dropping_a_request(corral):
-    corral.add("leak", "ft_leak", manifest=ft_manifest(limits="{memory: 150MiB}", parameters={"leak_mb": 20}))
+    corral.add("leak", "leaks_memory", manifest=ft_manifest(limits="{memory: 150MiB}", parameters={"leak_mb": 20}))
     d = corral.start()
     tally = Tally("memory-limit")
     pids = []
@@ -858,7 +858,7 @@ def test_shared_memory_of_large_tensors_does_not_count_toward_the_memory_limit(c
 def test_leaking_instances_under_concurrent_load_are_replaced_without_dropping_a_request(corral):
     """Two leaking instances, four clients at once: instances are replaced one after another at their limit
     while the other keeps serving; all 48 requests get 200."""
-    corral.add("leak", "ft_leak", manifest=ft_manifest(instances=2, limits="{memory: 150MiB}",
+    corral.add("leak", "leaks_memory", manifest=ft_manifest(instances=2, limits="{memory: 150MiB}",
                                                        parameters={"leak_mb": 20}))
     d = corral.start()
     assert load(d, "leak").status_code == 200
@@ -894,10 +894,10 @@ def test_memory_budget_unloads_lru_idle_models_then_refuses_with_503(corral):
     recently. Loading C (limit 250MiB): 230 + 250 > 400, so A, idle and LRU, is unloaded to make room.
     With B and C both busy, loading D (limit 350MiB) cannot fit however: 503 naming B and C."""
     big = dict(parameters={"initial_mb": 100, "leak_mb": 0}, limits="{memory: 150MiB}", keep_alive=-1)
-    corral.add("a", "ft_leak", manifest=ft_manifest(**big))
-    corral.add("b", "ft_leak", manifest=ft_manifest(**big))
-    corral.add("c", "ft_ctl", manifest=ft_manifest(limits="{memory: 250MiB}", keep_alive=-1))
-    d_path = corral.add("d", "ft_ctl", manifest=ft_manifest(limits="{memory: 350MiB}", keep_alive=-1))
+    corral.add("a", "leaks_memory", manifest=ft_manifest(**big))
+    corral.add("b", "leaks_memory", manifest=ft_manifest(**big))
+    corral.add("c", "counts_spawns", manifest=ft_manifest(limits="{memory: 250MiB}", keep_alive=-1))
+    d_path = corral.add("d", "counts_spawns", manifest=ft_manifest(limits="{memory: 350MiB}", keep_alive=-1))
     d = corral.start("--memory-budget", "400MiB")
     assert load(d, "a").status_code == 200
     assert load(d, "b").status_code == 200
@@ -937,7 +937,7 @@ def test_memory_budget_unloads_lru_idle_models_then_refuses_with_503(corral):
 
 
 def test_autoscale_grows_under_queue_pressure_and_shrinks_when_idle(corral):
-    corral.add("ft", "ft_ctl", manifest=ft_manifest(instances=1, max_instances=3, keep_alive=-1))
+    corral.add("ft", "counts_spawns", manifest=ft_manifest(instances=1, max_instances=3, keep_alive=-1))
     d = corral.start()
     assert load(d, "ft").status_code == 200
     tally = Tally("autoscale")
@@ -981,7 +981,7 @@ def test_autoscale_grows_under_queue_pressure_and_shrinks_when_idle(corral):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_sigterm_drains_in_flight_and_queued_requests(corral, sig):
-    corral.add("ft", "ft_ctl")
+    corral.add("ft", "counts_spawns")
     d = corral.start()
     pid = out(infer(d, "ft"), "PID")
     running = Call(d, "ft", sleep=1)
@@ -1008,7 +1008,7 @@ def test_sigterm_drains_in_flight_and_queued_requests(corral, sig):
 
 
 def test_sigterm_with_a_short_drain_timeout_answers_the_rest_503_and_exits_0(corral):
-    corral.add("ft", "ft_ctl")
+    corral.add("ft", "counts_spawns")
     d = corral.start("--drain-timeout", "1s")
     pid = out(infer(d, "ft"), "PID")
     running = Call(d, "ft", sleep=10)
@@ -1118,7 +1118,7 @@ def test_sigterm_during_a_crash_storm(corral):
 
 
 def test_sigterm_while_a_lazy_load_has_a_request_waiting(corral):
-    corral.add("slow", "lc_ctl", manifest=ctl_manifest(parameters={"load_delay": 2}))
+    corral.add("slow", "steerable", manifest=ctl_manifest(parameters={"load_delay": 2}))
     d = corral.start()
     c = Call(d, "slow", timeout=30)
     d.wait_state("slow", "loading", timeout=10)
@@ -1135,10 +1135,10 @@ def test_sigkill_of_the_daemon_leaves_no_orphans(corral):
     """SIGKILL of the daemon: every worker (busy, idle, loading, frozen by SIGSTOP) and every process a
     worker started is gone within about a second."""
     corral.add("echo", "echo")
-    corral.add("ctl", "lc_ctl", manifest=ctl_manifest(instances=2, parameters={"spawn_child": True}))
-    corral.add("ft", "ft_ctl")
-    corral.add("frozen", "ft_ctl")
-    corral.add("loading", "lc_ctl", manifest=ctl_manifest(load="eager", parameters={"load_delay": 60}))
+    corral.add("ctl", "steerable", manifest=ctl_manifest(instances=2, parameters={"spawn_child": True}))
+    corral.add("ft", "counts_spawns")
+    corral.add("frozen", "counts_spawns")
+    corral.add("loading", "steerable", manifest=ctl_manifest(load="eager", parameters={"load_delay": 60}))
     d = corral.start()
     assert load(d, "echo").status_code == 200
     assert load(d, "ctl").status_code == 200

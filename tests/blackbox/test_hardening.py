@@ -195,7 +195,7 @@ def test_hostile_requests_under_an_address_space_limit(tmp_path):
     """The release build under `prlimit --as`: a claim of 1 GiB, from a client or a worker, is refused."""
     repo = tmp_path / "models"
     (repo / "raw").mkdir(parents=True)
-    src = ROOT / "tests" / "models" / "lc_raw" / "worker.py"
+    src = ROOT / "tests" / "models" / "raw_protocol" / "worker.py"
     (repo / "raw" / "worker.py").write_bytes(src.read_bytes())
     (repo / "raw" / "worker.py").chmod(0o755)
     (repo / "raw" / "model.yaml").write_text(raw_manifest("huge-claim", "timeout: 3s\n"))
@@ -244,7 +244,7 @@ def test_hostile_requests_under_an_address_space_limit(tmp_path):
 
 
 def test_hello_that_is_not_json_fails_the_start(corral):
-    corral.add("raw", "lc_raw", manifest=raw_manifest("hello-garbage", "restart: {max_restarts: 0}\n"))
+    corral.add("raw", "raw_protocol", manifest=raw_manifest("hello-garbage", "restart: {max_restarts: 0}\n"))
     d = corral.start()
     r = load(d, "raw")
     assert r.status_code >= 400, r.text
@@ -254,7 +254,7 @@ def test_hello_that_is_not_json_fails_the_start(corral):
 
 
 def test_a_lying_result_gets_502_and_the_worker_is_replaced(corral):
-    corral.add("raw", "lc_raw", manifest=raw_manifest("lying"))
+    corral.add("raw", "raw_protocol", manifest=raw_manifest("lying"))
     d = corral.start()
     assert load(d, "raw").status_code == 200
     pid = d.worker_pids("raw")[0]
@@ -281,7 +281,7 @@ def test_generate_priority_out_of_range_is_a_400(corral):
 
 
 def test_a_crash_report_quotes_only_lines_written_during_the_request(corral):
-    corral.add("raw", "lc_raw", manifest=raw_manifest("stale-line"))
+    corral.add("raw", "raw_protocol", manifest=raw_manifest("stale-line"))
     d = corral.start()
     assert infer(d, "raw").status_code == 200  # prints the line while answering
     r = infer(d, "raw")  # exits with status 3 without a word

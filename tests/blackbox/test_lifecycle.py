@@ -2,8 +2,8 @@
 start, scaling, idle unload, graceful and forced unload, and models whose
 load fails.
 
-Fixtures: tests/models/lc_ctl (load/unload/infer steered by parameters),
-tests/models/lc_badload (load raises ValueError("bad weights")),
+Fixtures: tests/models/steerable (load/unload/infer steered by parameters),
+tests/models/load_fails (load raises ValueError("bad weights")),
 tests/models/slowload, examples/models/echo.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ def ready_instances(m: dict) -> list:
 
 
 def test_lazy_model_is_unloaded_until_first_request_which_waits_for_load(corral):
-    corral.add("slow", "lc_ctl", manifest=ctl_manifest(parameters={"load_delay": 1.5}))
+    corral.add("slow", "steerable", manifest=ctl_manifest(parameters={"load_delay": 1.5}))
     d = corral.start()
     listed = {m["name"]: m for m in d.get("/v1/models").json()["models"]}
     assert listed["slow"]["state"] == "unloaded"
@@ -61,7 +61,7 @@ def test_lazy_model_is_unloaded_until_first_request_which_waits_for_load(corral)
 
 
 def test_eager_model_loads_at_start_without_any_request(corral):
-    corral.add("eager", "lc_ctl", manifest=ctl_manifest(load="eager", instances=2, parameters={"load_delay": 0.5}))
+    corral.add("eager", "steerable", manifest=ctl_manifest(load="eager", instances=2, parameters={"load_delay": 0.5}))
     corral.add("lazy", "echo")
     d = corral.start()
     m = d.model("eager")
@@ -82,7 +82,7 @@ def test_eager_model_loads_at_start_without_any_request(corral):
 
 
 def test_explicit_load_blocks_until_ready_and_unload_until_workers_exit(corral):
-    corral.add("slow", "lc_ctl", manifest=ctl_manifest(instances=2, parameters={"load_delay": 1}))
+    corral.add("slow", "steerable", manifest=ctl_manifest(instances=2, parameters={"load_delay": 1}))
     d = corral.start()
     t0 = time.monotonic()
     r = load(d, "slow")
@@ -138,7 +138,7 @@ def test_explicit_load_with_instance_count(corral):
 
 
 def test_unload_waits_for_a_graceful_unload_hook(corral):
-    corral.add("tidy", "lc_ctl", manifest=ctl_manifest(parameters={"unload_delay": 0.5}))
+    corral.add("tidy", "steerable", manifest=ctl_manifest(parameters={"unload_delay": 0.5}))
     d = corral.start()
     assert load(d, "tidy").status_code == 200
     pid = d.worker_pids("tidy")[0]
@@ -151,13 +151,13 @@ def test_unload_waits_for_a_graceful_unload_hook(corral):
     # The model's unload ran (it printed) and the worker exited cleanly.
     logs = wait_for(lambda: (lambda t: t if "instance 0 unloading" in t else None)(d.get("/v1/models/tidy/logs").text),
                     timeout=5, what="the unload hook's line in the logs")
-    assert "lc_ctl: instance 0 unloading" in logs
+    assert "steerable: instance 0 unloading" in logs
     assert f"(pid {pid}) exited with status 0" in d.log()
 
 
 def test_unload_of_a_worker_that_ignores_shutdown_is_forced(corral):
     # unload sleeps 60 s: the daemon must move on to SIGTERM after --stop-grace (1 s in the harness).
-    corral.add("stuck", "lc_ctl", manifest=ctl_manifest(parameters={"unload_delay": 60}))
+    corral.add("stuck", "steerable", manifest=ctl_manifest(parameters={"unload_delay": 60}))
     d = corral.start()
     assert load(d, "stuck").status_code == 200
     pid = d.worker_pids("stuck")[0]
@@ -172,7 +172,7 @@ def test_unload_of_a_worker_that_ignores_shutdown_is_forced(corral):
 
 
 def test_load_while_unloading_conflicts_and_then_succeeds(corral):
-    corral.add("tidy", "lc_ctl", manifest=ctl_manifest(parameters={"unload_delay": 0.8}))
+    corral.add("tidy", "steerable", manifest=ctl_manifest(parameters={"unload_delay": 0.8}))
     d = corral.start()
     assert load(d, "tidy").status_code == 200
     t = threading.Thread(target=lambda: unload(d, "tidy", timeout=20))
@@ -190,7 +190,7 @@ def test_load_while_unloading_conflicts_and_then_succeeds(corral):
 
 
 def test_instances_start_concurrently(corral):
-    corral.add("slow", "lc_ctl", manifest=ctl_manifest(parameters={"load_delay": 2}))
+    corral.add("slow", "steerable", manifest=ctl_manifest(parameters={"load_delay": 2}))
     d = corral.start()
     t0 = time.monotonic()
     assert load(d, "slow", {"instances": 1}).status_code == 200
@@ -213,7 +213,7 @@ def scale(d, model, n):
 
 
 def test_scale_up_and_down_at_runtime(corral):
-    corral.add("ctl", "lc_ctl")
+    corral.add("ctl", "steerable")
     d = corral.start()
     assert load(d, "ctl").status_code == 200
     first = d.worker_pids("ctl")
@@ -253,7 +253,7 @@ def test_scale_up_and_down_at_runtime(corral):
 
 
 def test_scale_down_lets_busy_instances_finish_their_request(corral):
-    corral.add("ctl", "lc_ctl", manifest=ctl_manifest(instances=2))
+    corral.add("ctl", "steerable", manifest=ctl_manifest(instances=2))
     d = corral.start()
     assert load(d, "ctl").status_code == 200
     pids = d.worker_pids("ctl")
@@ -284,7 +284,7 @@ def test_scale_down_lets_busy_instances_finish_their_request(corral):
 
 
 def test_scale_needs_a_loaded_model(corral):
-    corral.add("ctl", "lc_ctl")
+    corral.add("ctl", "steerable")
     d = corral.start()
     r = scale(d, "ctl", 2)
     assert r.status_code == 409, r.text
@@ -296,7 +296,7 @@ def test_scale_needs_a_loaded_model(corral):
 
 
 def test_keep_alive_unloads_an_idle_model_and_next_request_reloads(corral):
-    corral.add("brief", "lc_ctl", manifest=ctl_manifest(keep_alive="1s"))
+    corral.add("brief", "steerable", manifest=ctl_manifest(keep_alive="1s"))
     corral.add("echo", "echo")
     d = corral.start()
     pid = out(infer(d, "brief"), "PID")
@@ -317,7 +317,7 @@ def test_keep_alive_unloads_an_idle_model_and_next_request_reloads(corral):
 
 
 def test_keep_alive_never_keeps_the_model(corral):
-    corral.add("forever", "lc_ctl", manifest=ctl_manifest(keep_alive=-1))
+    corral.add("forever", "steerable", manifest=ctl_manifest(keep_alive=-1))
     d = corral.start()
     pid = out(infer(d, "forever"), "PID")
     time.sleep(1.5)
@@ -329,7 +329,7 @@ def test_keep_alive_never_keeps_the_model(corral):
 
 
 def test_load_that_raises_fails_the_model_with_its_reason(corral):
-    corral.add("bad", "lc_badload")
+    corral.add("bad", "load_fails")
     corral.add("echo", "echo")
     d = corral.start()
     t0 = time.monotonic()
@@ -364,7 +364,7 @@ def test_load_that_raises_fails_the_model_with_its_reason(corral):
 
 
 def test_failed_load_recovers_after_the_code_is_fixed(corral):
-    path = corral.add("bad", "lc_badload")
+    path = corral.add("bad", "load_fails")
     d = corral.start()
     r = load(d, "bad", timeout=30)
     assert r.status_code == 503
@@ -379,7 +379,7 @@ def test_failed_load_recovers_after_the_code_is_fixed(corral):
 
 
 def test_failed_load_recovers_after_the_manifest_is_fixed(corral):
-    path = corral.add("bad", "lc_badload")
+    path = corral.add("bad", "load_fails")
     d = corral.start()
     assert load(d, "bad", timeout=30).status_code == 503
     d.wait_state("bad", "failed", timeout=10)
@@ -392,7 +392,7 @@ def test_failed_load_recovers_after_the_manifest_is_fixed(corral):
 
 
 def test_lazy_load_failure_answers_every_waiting_request(corral):
-    corral.add("bad", "lc_badload", manifest="runtime: python\nentrypoint: slow_bad.py\n",
+    corral.add("bad", "load_fails", manifest="runtime: python\nentrypoint: slow_bad.py\n",
                files={"slow_bad.py": "import time, corral\n"
                                      "class M(corral.Model):\n"
                                      "    def load(self, ctx):\n"
@@ -418,7 +418,7 @@ def test_lazy_load_failure_answers_every_waiting_request(corral):
 
 
 def test_load_timeout_fails_a_load_that_hangs(corral):
-    corral.add("hung", "lc_ctl", manifest=ctl_manifest(
+    corral.add("hung", "steerable", manifest=ctl_manifest(
         load_timeout="1s", restart="{max_restarts: 0}", parameters={"load_delay": 60}))
     corral.add("echo", "echo")
     d = corral.start()
@@ -439,7 +439,7 @@ def test_load_timeout_fails_a_load_that_hangs(corral):
 
 
 def test_unload_lets_the_running_request_finish_and_refuses_queued_ones(corral):
-    corral.add("ctl", "lc_ctl")
+    corral.add("ctl", "steerable")
     d = corral.start()
     assert load(d, "ctl").status_code == 200
     pid = d.worker_pids("ctl")[0]
@@ -467,7 +467,7 @@ def test_unload_lets_the_running_request_finish_and_refuses_queued_ones(corral):
 
 
 def test_unload_during_load_cancels_the_load(corral):
-    corral.add("slow", "lc_ctl", manifest=ctl_manifest(parameters={"load_delay": 30}))
+    corral.add("slow", "steerable", manifest=ctl_manifest(parameters={"load_delay": 30}))
     d = corral.start()
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("load", load(d, "slow", timeout=40)))
@@ -485,7 +485,7 @@ def test_unload_during_load_cancels_the_load(corral):
 
 
 def test_concurrent_loads_share_one_start(corral):
-    corral.add("slow", "lc_ctl", manifest=ctl_manifest(instances=2, parameters={"load_delay": 1}))
+    corral.add("slow", "steerable", manifest=ctl_manifest(instances=2, parameters={"load_delay": 1}))
     d = corral.start()
     results = [None] * 3
 
@@ -503,7 +503,7 @@ def test_concurrent_loads_share_one_start(corral):
 
 
 def test_a_burst_of_lazy_requests_starts_the_model_once(corral):
-    corral.add("slow", "lc_ctl", manifest=ctl_manifest(parameters={"load_delay": 0.8}))
+    corral.add("slow", "steerable", manifest=ctl_manifest(parameters={"load_delay": 0.8}))
     d = corral.start()
     results = [None] * 5
 
@@ -522,7 +522,7 @@ def test_a_burst_of_lazy_requests_starts_the_model_once(corral):
 
 
 def test_keep_alive_does_not_unload_a_busy_model(corral):
-    corral.add("brief", "lc_ctl", manifest=ctl_manifest(keep_alive="500ms"))
+    corral.add("brief", "steerable", manifest=ctl_manifest(keep_alive="500ms"))
     d = corral.start()
     pid = out(infer(d, "brief"), "PID")
     r = infer(d, "brief", timeout=30, sleep=1.5)
@@ -532,7 +532,7 @@ def test_keep_alive_does_not_unload_a_busy_model(corral):
 
 
 def test_eager_model_that_fails_does_not_stop_the_daemon(corral):
-    corral.add("bad", "lc_badload", manifest="runtime: python\nentrypoint: worker.py\nload: eager\n")
+    corral.add("bad", "load_fails", manifest="runtime: python\nentrypoint: worker.py\nload: eager\n")
     corral.add("echo", "echo")
     d = corral.start()
     m = d.wait_state("bad", "failed", timeout=20)
@@ -541,7 +541,7 @@ def test_eager_model_that_fails_does_not_stop_the_daemon(corral):
 
 
 def test_scale_of_a_failed_model_conflicts(corral):
-    corral.add("bad", "lc_badload")
+    corral.add("bad", "load_fails")
     d = corral.start()
     assert load(d, "bad", timeout=30).status_code == 503
     r = scale(d, "bad", 2)
@@ -550,7 +550,7 @@ def test_scale_of_a_failed_model_conflicts(corral):
 
 
 def test_sigterm_while_a_model_is_loading(corral):
-    corral.add("slow", "lc_ctl", manifest=ctl_manifest(load="eager", parameters={"load_delay": 60}))
+    corral.add("slow", "steerable", manifest=ctl_manifest(load="eager", parameters={"load_delay": 60}))
     d = corral.start()
     pids = wait_for(lambda: d.worker_pids("slow"), timeout=10, what="the eager load to start")
     t0 = time.monotonic()

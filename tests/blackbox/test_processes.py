@@ -2,7 +2,7 @@
 restarts and crash loops, the daemon's own SIGTERM and SIGKILL, captured
 worker output, and what a worker process looks like from the OS.
 
-Fixtures: tests/models/lc_ctl, tests/models/lc_crashloop, tests/models/lc_raw,
+Fixtures: tests/models/steerable, tests/models/dies_in_load, tests/models/raw_protocol,
 examples/models/echo, examples/models/echo-c.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Call(threading.Thread):
 
 
 def test_model_exception_is_a_500_and_the_instance_survives(corral):
-    corral.add("ctl", "lc_ctl")
+    corral.add("ctl", "steerable")
     d = corral.start()
     pid = out(infer(d, "ctl"), "PID")
     r = infer(d, "ctl", **{"raise": "tokenizer exploded"})
@@ -75,7 +75,7 @@ def test_model_exception_is_a_500_and_the_instance_survives(corral):
 
 
 def test_worker_crash_while_holding_a_request_is_a_502_and_the_instance_restarts(corral):
-    corral.add("ctl", "lc_ctl", manifest=ctl_manifest(instances=2))
+    corral.add("ctl", "steerable", manifest=ctl_manifest(instances=2))
     d = corral.start()
     assert load(d, "ctl").status_code == 200
     pids = {i["id"]: i["pid"] for i in d.model("ctl")["instances"]}
@@ -104,7 +104,7 @@ def test_worker_crash_while_holding_a_request_is_a_502_and_the_instance_restarts
 
 
 def test_crash_after_some_requests_restarts_a_fresh_process(corral):
-    corral.add("flaky", "lc_ctl", manifest=ctl_manifest(parameters={"crash_after": 3}))
+    corral.add("flaky", "steerable", manifest=ctl_manifest(parameters={"crash_after": 3}))
     d = corral.start()
     first = infer(d, "flaky")
     pid = out(first, "PID")
@@ -121,7 +121,7 @@ def test_crash_after_some_requests_restarts_a_fresh_process(corral):
 
 
 def test_worker_killed_by_a_signal_is_reported_and_restarted(corral):
-    corral.add("ctl", "lc_ctl")
+    corral.add("ctl", "steerable")
     d = corral.start()
     pid = out(infer(d, "ctl"), "PID")
     call = Call(d, "ctl", sleep=5)
@@ -144,7 +144,7 @@ def test_worker_killed_by_a_signal_is_reported_and_restarted(corral):
 
 
 def test_crash_loop_fails_the_model_and_answers_queued_requests(corral):
-    corral.add("loop", "lc_crashloop")
+    corral.add("loop", "dies_in_load")
     corral.add("echo", "echo")
     d = corral.start()
     calls = [Call(d, "loop", timeout=30) for _ in range(3)]
@@ -183,7 +183,7 @@ def test_crash_loop_fails_the_model_and_answers_queued_requests(corral):
 
 def test_sigterm_stops_every_worker_and_exits_zero(corral):
     corral.add("echo", "echo")
-    corral.add("ctl", "lc_ctl", manifest=ctl_manifest(parameters={"spawn_child": True}))
+    corral.add("ctl", "steerable", manifest=ctl_manifest(parameters={"spawn_child": True}))
     d = corral.start()
     assert load(d, "echo").status_code == 200
     child = out(infer(d, "ctl"), "CHILD")
@@ -198,8 +198,8 @@ def test_sigterm_stops_every_worker_and_exits_zero(corral):
 
 def test_sigkill_of_the_daemon_takes_every_worker_with_it(corral):
     corral.add("echo", "echo")
-    corral.add("busy", "lc_ctl")
-    corral.add("loading", "lc_ctl", manifest=ctl_manifest(load="eager", parameters={"load_delay": 60}))
+    corral.add("busy", "steerable")
+    corral.add("loading", "steerable", manifest=ctl_manifest(load="eager", parameters={"load_delay": 60}))
     corral.add("c", "echo-c")
     d = corral.start()
     assert load(d, "echo").status_code == 200
@@ -221,7 +221,7 @@ def test_sigkill_of_the_daemon_takes_every_worker_with_it(corral):
 
 
 def test_sigkill_of_the_daemon_takes_what_workers_started_with_it(corral):
-    corral.add("ctl", "lc_ctl", manifest=ctl_manifest(parameters={"spawn_child": True}))
+    corral.add("ctl", "steerable", manifest=ctl_manifest(parameters={"spawn_child": True}))
     d = corral.start()
     r = infer(d, "ctl")
     pid, child = out(r, "PID"), out(r, "CHILD")
@@ -234,7 +234,7 @@ def test_sigkill_of_the_daemon_takes_what_workers_started_with_it(corral):
 
 
 def test_requests_running_and_queued_at_sigterm_are_answered(corral):
-    corral.add("ctl", "lc_ctl")
+    corral.add("ctl", "steerable")
     d = corral.start()
     assert load(d, "ctl").status_code == 200
     running = Call(d, "ctl", timeout=30, sleep=0.8)
@@ -257,7 +257,7 @@ def test_requests_running_and_queued_at_sigterm_are_answered(corral):
 
 
 def test_worker_stdout_and_stderr_are_captured(corral):
-    corral.add("ctl", "lc_ctl")
+    corral.add("ctl", "steerable")
     d = corral.start()
     r = infer(d, "ctl", say="out-marker-5521", say_err="err-marker-7713")
     pid = out(r, "PID")
@@ -267,8 +267,8 @@ def test_worker_stdout_and_stderr_are_captured(corral):
         return text if all(n in text for n in needles) else None
 
     text = wait_for(lambda: logs_have("out-marker-5521", "err-marker-7713"), timeout=5, what="markers in the logs")
-    assert f"lc_ctl: instance 0 loading (pid {pid})" in text
-    assert "lc_ctl: stderr hello from instance 0" in text
+    assert f"steerable: instance 0 loading (pid {pid})" in text
+    assert "steerable: stderr hello from instance 0" in text
     # Lines stay whole and in order per stream.
     lines = text.splitlines()
     out_line = next(line for line in lines if "out-marker-5521" in line)
@@ -281,15 +281,15 @@ def test_worker_stdout_and_stderr_are_captured(corral):
     # The captured output outlives the process.
     assert unload(d, "ctl").status_code == 200
     text = d.get("/v1/models/ctl/logs").text
-    assert "out-marker-5521" in text and "lc_ctl: instance 0 unloading" in text
+    assert "out-marker-5521" in text and "steerable: instance 0 unloading" in text
 
 
 def test_last_words_of_a_dying_worker_are_captured(corral):
-    corral.add("loop", "lc_crashloop")
+    corral.add("loop", "dies_in_load")
     d = corral.start()
     assert load(d, "loop", timeout=30).status_code == 503
     text = d.get("/v1/models/loop/logs").text
-    assert "lc_crashloop: instance 0 dying in load" in text
+    assert "dies_in_load: instance 0 dying in load" in text
     # The failure reason quotes them as well.
     assert "dying in load" in d.model("loop")["reason"]
 
@@ -307,7 +307,7 @@ def test_c_worker_output_is_captured(corral):
 
 
 def test_worker_process_has_its_own_group_cwd_and_environment(corral):
-    path = corral.add("ctl", "lc_ctl", manifest=ctl_manifest(env="{GREETING: hello-env}"))
+    path = corral.add("ctl", "steerable", manifest=ctl_manifest(env="{GREETING: hello-env}"))
     d = corral.start()
     pid = out(infer(d, "ctl"), "PID")
     assert os.readlink(f"/proc/{pid}/cwd") == str(path.resolve())
@@ -334,7 +334,7 @@ def test_worker_process_has_its_own_group_cwd_and_environment(corral):
 
 
 def test_processes_a_worker_started_are_swept_with_it(corral):
-    corral.add("ctl", "lc_ctl", manifest=ctl_manifest(parameters={"spawn_child": True}))
+    corral.add("ctl", "steerable", manifest=ctl_manifest(parameters={"spawn_child": True}))
     d = corral.start()
     r = infer(d, "ctl")
     pid, child = out(r, "PID"), out(r, "CHILD")
@@ -365,7 +365,7 @@ def test_c_worker_lifecycle(corral):
         assert f"(pid {p}) exited with status 0" in d.log()
 
 
-# ---------------------------------------------------------------- misbehaving workers (tests/models/lc_raw)
+# ---------------------------------------------------------------- misbehaving workers (tests/models/raw_protocol)
 
 
 def raw_manifest(mode: str, extra: str = "") -> str:
@@ -373,7 +373,7 @@ def raw_manifest(mode: str, extra: str = "") -> str:
 
 
 def test_raw_protocol_worker_serves(corral):
-    corral.add("raw", "lc_raw", manifest=raw_manifest("ok"))
+    corral.add("raw", "raw_protocol", manifest=raw_manifest("ok"))
     d = corral.start()
     r = infer(d, "raw")
     assert r.status_code == 200, r.text
@@ -381,7 +381,7 @@ def test_raw_protocol_worker_serves(corral):
 
 
 def test_worker_that_closes_its_socket_but_keeps_running_is_replaced(corral):
-    corral.add("raw", "lc_raw", manifest=raw_manifest("linger"))
+    corral.add("raw", "raw_protocol", manifest=raw_manifest("linger"))
     d = corral.start()
     assert load(d, "raw").status_code == 200
     pid = d.worker_pids("raw")[0]
@@ -397,7 +397,7 @@ def test_worker_that_closes_its_socket_but_keeps_running_is_replaced(corral):
 
 
 def test_worker_that_breaks_the_protocol_is_replaced(corral):
-    corral.add("raw", "lc_raw", manifest=raw_manifest("garbage"))
+    corral.add("raw", "raw_protocol", manifest=raw_manifest("garbage"))
     d = corral.start()
     assert load(d, "raw").status_code == 200
     pid = d.worker_pids("raw")[0]
@@ -416,7 +416,7 @@ def test_worker_that_breaks_the_protocol_is_replaced(corral):
     ("shm-short", "output sizes that run past the 1048576-byte region"),
 ])
 def test_worker_that_misuses_shared_memory_gets_502(corral, mode, why):
-    corral.add("raw", "lc_raw", manifest=raw_manifest(mode))
+    corral.add("raw", "raw_protocol", manifest=raw_manifest(mode))
     d = corral.start()
     assert load(d, "raw").status_code == 200
     r = infer(d, "raw", timeout=30)
@@ -426,7 +426,7 @@ def test_worker_that_misuses_shared_memory_gets_502(corral, mode, why):
 
 def test_shared_memory_regions_can_grow_but_never_shrink(corral):
     # Shrinking a region under the other side's mapping would be SIGBUS there: the memfds are sealed.
-    corral.add("raw", "lc_raw", manifest=raw_manifest("shm-shrink"))
+    corral.add("raw", "raw_protocol", manifest=raw_manifest("shm-shrink"))
     d = corral.start()
     r = infer(d, "raw")
     assert r.status_code == 200, r.text
@@ -436,7 +436,7 @@ def test_shared_memory_regions_can_grow_but_never_shrink(corral):
 
 
 def test_worker_that_ignores_shutdown_and_sigterm_is_killed(corral):
-    corral.add("raw", "lc_raw", manifest=raw_manifest("deaf"))
+    corral.add("raw", "raw_protocol", manifest=raw_manifest("deaf"))
     d = corral.start()
     assert load(d, "raw").status_code == 200
     pid = d.worker_pids("raw")[0]
@@ -455,7 +455,7 @@ def test_worker_that_ignores_shutdown_and_sigterm_is_killed(corral):
 
 
 def test_drain_timeout_bounds_requests_in_flight_at_sigterm(corral):
-    corral.add("ctl", "lc_ctl")
+    corral.add("ctl", "steerable")
     d = corral.start("--drain-timeout", "1s")
     assert load(d, "ctl").status_code == 200
     pid = d.worker_pids("ctl")[0]
@@ -474,7 +474,7 @@ def test_drain_timeout_bounds_requests_in_flight_at_sigterm(corral):
 
 
 def test_requests_queued_behind_a_crash_are_served_by_the_restarted_instance(corral):
-    corral.add("ctl", "lc_ctl")
+    corral.add("ctl", "steerable")
     d = corral.start()
     pid = out(infer(d, "ctl"), "PID")
     crash = Call(d, "ctl", sleep=0.5, exit=3)
@@ -493,7 +493,7 @@ def test_requests_queued_behind_a_crash_are_served_by_the_restarted_instance(cor
 
 
 def test_instance_records_report_uptime_requests_and_memory(corral):
-    corral.add("ctl", "lc_ctl")
+    corral.add("ctl", "steerable")
     d = corral.start()
     pid = out(infer(d, "ctl"), "PID")
     out(infer(d, "ctl"), "PID")

@@ -1,7 +1,7 @@
 """The model repository: discovery, names, broken manifests, rescans,
 manifest changes, external models and entry-point problems.
 
-Fixtures: tests/models/lc_ctl, examples/models/echo, examples/models/echo-c.
+Fixtures: tests/models/steerable, examples/models/echo, examples/models/echo-c.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def echo_ok(d, model="echo"):
 
 def test_discovery_finds_directories_and_links_with_a_manifest(corral, tmp_path):
     corral.add("echo", "echo")
-    corral.add("ctl", "lc_ctl")
+    corral.add("ctl", "steerable")
     corral.add("no_manifest", None, files={"worker.py": "print('not a model')\n"})
     corral.add(".hidden", "echo")
     (corral.repo / "README.md").write_text("models live here\n")
@@ -60,7 +60,7 @@ def test_discovery_finds_directories_and_links_with_a_manifest(corral, tmp_path)
 
 
 def test_manifest_name_overrides_the_directory_name(corral):
-    path = corral.add("some_dir", "lc_ctl", manifest="name: renamed\n" + ctl("renamed"))
+    path = corral.add("some_dir", "steerable", manifest="name: renamed\n" + ctl("renamed"))
     d = corral.start()
     assert names(d) == {"renamed"}
     assert d.get("/v1/models/some_dir").status_code == 404
@@ -109,8 +109,8 @@ def test_invalid_names_in_urls_are_400(corral):
 
 
 def test_two_directories_claiming_one_name(corral):
-    corral.add("alpha", "lc_ctl", manifest=ctl("alpha-dir"))
-    corral.add("beta", "lc_ctl", manifest="name: alpha\n" + ctl("beta-dir"))
+    corral.add("alpha", "steerable", manifest=ctl("alpha-dir"))
+    corral.add("beta", "steerable", manifest="name: alpha\n" + ctl("beta-dir"))
     d = corral.start()
     # The directory named like the model keeps the name; the other is listed under its own
     # directory name, unavailable, with the clash as its reason.
@@ -147,7 +147,7 @@ BROKEN = {
 
 def test_broken_manifests_make_only_their_model_unavailable(corral):
     corral.add("echo", "echo")
-    paths = {name: corral.add(name, "lc_ctl", manifest=text) for name, (text, _) in BROKEN.items()}
+    paths = {name: corral.add(name, "steerable", manifest=text) for name, (text, _) in BROKEN.items()}
     d = corral.start()
     idx = index(d)
     assert set(idx) == set(BROKEN) | {"echo"}
@@ -176,7 +176,7 @@ def test_broken_manifests_make_only_their_model_unavailable(corral):
 
 
 def test_a_fixed_manifest_is_picked_up(corral):
-    path = corral.add("broken", "lc_ctl", manifest="runtime: python\nentrypoint: worker.py\ninstances: zero\n")
+    path = corral.add("broken", "steerable", manifest="runtime: python\nentrypoint: worker.py\ninstances: zero\n")
     d = corral.start()
     assert infer(d, "broken").status_code == 503
     (path / "model.yaml").write_text(ctl("fixed"))
@@ -193,7 +193,7 @@ def test_a_fixed_manifest_is_picked_up(corral):
 
 
 def test_explicit_load_picks_up_a_fixed_manifest(corral):
-    path = corral.add("broken", "lc_ctl", manifest="runtime: python\nentrypoint: worker.py\ntimeout: 5 parsecs\n")
+    path = corral.add("broken", "steerable", manifest="runtime: python\nentrypoint: worker.py\ntimeout: 5 parsecs\n")
     d = corral.start()
     assert load(d, "broken").status_code == 503
     (path / "model.yaml").write_text(ctl("fixed"))
@@ -207,10 +207,10 @@ def test_explicit_load_picks_up_a_fixed_manifest(corral):
 
 def test_rescan_adds_new_models_and_drops_deleted_unloaded_ones(corral):
     corral.add("echo", "echo")
-    gone = corral.add("gone", "lc_ctl")
+    gone = corral.add("gone", "steerable")
     d = corral.start()
     assert names(d) == {"echo", "gone"}
-    corral.add("newbie", "lc_ctl", manifest=ctl("new"))
+    corral.add("newbie", "steerable", manifest=ctl("new"))
     # No --poll: nothing changes until a rescan is asked for.
     assert d.get("/v1/models/newbie").status_code == 404
     shutil.rmtree(gone)
@@ -228,7 +228,7 @@ def test_rescan_adds_new_models_and_drops_deleted_unloaded_ones(corral):
 
 def test_a_deleted_loaded_model_goes_once_unloaded(corral):
     corral.add("echo", "echo")
-    path = corral.add("doomed", "lc_ctl")
+    path = corral.add("doomed", "steerable")
     d = corral.start()
     pid = out(infer(d, "doomed"), "PID")
     shutil.rmtree(path)
@@ -244,13 +244,13 @@ def test_a_deleted_loaded_model_goes_once_unloaded(corral):
 def test_poll_rescans_periodically(corral):
     corral.add("echo", "echo")
     d = corral.start("--poll", "0.2")
-    corral.add("polled", "lc_ctl", manifest=ctl("polled"))
+    corral.add("polled", "steerable", manifest=ctl("polled"))
     wait_for(lambda: d.get("/v1/models/polled").status_code == 200, timeout=10, what="the poll to find polled")
     assert out(infer(d, "polled"), "TAG") == "polled"
 
 
 def test_changed_manifest_of_a_loaded_model_applies_at_the_next_load(corral):
-    path = corral.add("ctl", "lc_ctl", manifest=ctl("v1"))
+    path = corral.add("ctl", "steerable", manifest=ctl("v1"))
     d = corral.start()
     assert load(d, "ctl").status_code == 200
     pids = d.worker_pids("ctl")
@@ -275,7 +275,7 @@ def test_changed_manifest_of_a_loaded_model_applies_at_the_next_load(corral):
 
 
 def test_changed_manifest_of_an_unloaded_model_applies_at_once(corral):
-    path = corral.add("ctl", "lc_ctl", manifest=ctl("v1"))
+    path = corral.add("ctl", "steerable", manifest=ctl("v1"))
     d = corral.start()
     (path / "model.yaml").write_text(ctl("v2"))
     assert index(d)["ctl"]["changed"] is False
@@ -285,7 +285,7 @@ def test_changed_manifest_of_an_unloaded_model_applies_at_once(corral):
 def test_explicit_load_finds_a_model_added_after_start(corral):
     corral.add("echo", "echo")
     d = corral.start()
-    corral.add("late", "lc_ctl", manifest=ctl("late"))
+    corral.add("late", "steerable", manifest=ctl("late"))
     r = load(d, "late")
     assert r.status_code == 200, r.text
     assert d.model("late")["state"] == "ready"
@@ -298,9 +298,9 @@ def test_explicit_load_finds_a_model_added_after_start(corral):
 
 def test_external_models_are_linked_and_baked_in_models_take_precedence(corral):
     corral.add("echo", "echo")
-    corral.add("dup", "lc_ctl", manifest=ctl("baked"))
-    corral.add("ext", "lc_ctl", manifest=ctl("external"), external=True)
-    corral.add("dup", "lc_ctl", manifest=ctl("external"), external=True)
+    corral.add("dup", "steerable", manifest=ctl("baked"))
+    corral.add("ext", "steerable", manifest=ctl("external"), external=True)
+    corral.add("dup", "steerable", manifest=ctl("external"), external=True)
     corral.external.mkdir(exist_ok=True)
     os.symlink(corral.tmp / "nowhere", corral.external / "dangling")
     d = corral.start(external=True)
@@ -323,7 +323,7 @@ def test_external_models_are_linked_and_baked_in_models_take_precedence(corral):
     echo_ok(d)
 
     # Entries added later are linked by the next rescan.
-    corral.add("later", "lc_ctl", manifest=ctl("later"), external=True)
+    corral.add("later", "steerable", manifest=ctl("later"), external=True)
     assert "later" in index(d)
     assert (corral.repo / "later").is_symlink()
     assert out(infer(d, "later"), "TAG") == "later"
@@ -392,7 +392,7 @@ def test_worker_that_cannot_start_fails_with_its_last_words(corral):
 
 
 def test_args_and_env_reach_the_worker(corral):
-    corral.add("ctl", "lc_ctl", manifest="args: [--flag, 7]\nenv:\n  LC_NUMBER: 42\n" + ctl("args"))
+    corral.add("ctl", "steerable", manifest="args: [--flag, 7]\nenv:\n  LC_NUMBER: 42\n" + ctl("args"))
     d = corral.start()
     pid = out(infer(d, "ctl"), "PID")
     with open(f"/proc/{pid}/cmdline", "rb") as f:

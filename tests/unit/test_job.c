@@ -10,40 +10,40 @@
 
 static void priority_then_fifo(void)
 {
-    sched_queue q;
-    sched_init(&q, 3);
+    job_queue q;
+    job_queue_init(&q, 3);
     job *jobs[9];
     int prio[9] = {3, 1, 2, 1, 3, 2, 0, 9, 1}; /* 0 and 9 clamp to 1 and 3 */
     for (int i = 0; i < 9; i++) {
         jobs[i] = job_new(NULL, 0, prio[i]);
-        sched_push(&q, jobs[i]);
+        job_queue_push(&q, jobs[i]);
     }
     CHECK(q.count == 9);
     int want[9] = {1, 3, 6, 8, 2, 5, 0, 4, 7};
     for (int i = 0; i < 9; i++) {
-        job *j = sched_pop(&q);
+        job *j = job_queue_pop(&q);
         CHECK(j == jobs[want[i]]);
         job_free(j);
     }
-    CHECK(sched_pop(&q) == NULL && q.count == 0);
+    CHECK(job_queue_pop(&q) == NULL && q.count == 0);
 }
 
 static void remove_anywhere(void)
 {
-    sched_queue q;
-    sched_init(&q, 2);
+    job_queue q;
+    job_queue_init(&q, 2);
     job *a = job_new(NULL, 0, 1), *b = job_new(NULL, 0, 1), *c = job_new(NULL, 0, 1), *d = job_new(NULL, 0, 2);
-    sched_push(&q, a);
-    sched_push(&q, b);
-    sched_push(&q, c);
-    sched_push(&q, d);
-    sched_remove(&q, b); /* middle */
+    job_queue_push(&q, a);
+    job_queue_push(&q, b);
+    job_queue_push(&q, c);
+    job_queue_push(&q, d);
+    job_queue_remove(&q, b); /* middle */
     CHECK(!b->queued);
-    sched_remove(&q, a); /* head */
-    sched_remove(&q, d); /* only one of its level */
+    job_queue_remove(&q, a); /* head */
+    job_queue_remove(&q, d); /* only one of its level */
     CHECK(q.count == 1);
-    CHECK(sched_pop(&q) == c);
-    CHECK(sched_pop(&q) == NULL);
+    CHECK(job_queue_pop(&q) == c);
+    CHECK(job_queue_pop(&q) == NULL);
     CHECK(a->id != b->id && b->id != c->id);
     job_free(a);
     job_free(b);
@@ -53,15 +53,15 @@ static void remove_anywhere(void)
 
 static void many_levels(void)
 {
-    sched_queue q;
-    sched_init(&q, SCHED_MAX_LEVELS);
+    job_queue q;
+    job_queue_init(&q, JOB_MAX_LEVELS);
     job *hi = job_new(NULL, 0, 100), *lo = job_new(NULL, 0, 127), *top = job_new(NULL, 0, 64);
-    sched_push(&q, lo);
-    sched_push(&q, hi);
-    sched_push(&q, top);
-    CHECK(sched_pop(&q) == top);
-    CHECK(sched_pop(&q) == hi);
-    CHECK(sched_pop(&q) == lo);
+    job_queue_push(&q, lo);
+    job_queue_push(&q, hi);
+    job_queue_push(&q, top);
+    CHECK(job_queue_pop(&q) == top);
+    CHECK(job_queue_pop(&q) == hi);
+    CHECK(job_queue_pop(&q) == lo);
     job_free(hi);
     job_free(lo);
     job_free(top);
@@ -70,18 +70,18 @@ static void many_levels(void)
 static void large_queue(void)
 {
     enum { N = 100000 };
-    sched_queue q;
-    sched_init(&q, 3);
+    job_queue q;
+    job_queue_init(&q, 3);
     job **jobs = malloc(N * sizeof *jobs);
     for (int i = 0; i < N; i++) {
         jobs[i] = job_new(NULL, 0, 1 + i % 3);
-        sched_push(&q, jobs[i]);
+        job_queue_push(&q, jobs[i]);
     }
     CHECK(q.count == N);
     int last_level = 1, ordered = 1;
     uint64_t last_id = 0;
     for (int i = 0; i < N; i++) {
-        job *j = sched_pop(&q);
+        job *j = job_queue_pop(&q);
         if (j->priority < last_level || (j->priority == last_level && j->id < last_id))
             ordered = 0;
         last_level = j->priority;
@@ -103,9 +103,9 @@ static void deadline_heap(void)
         jobs[i] = job_new(NULL, 0, 1);
         seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
         jobs[i]->deadline_ms = 1 + (seed >> 33) % 1000000;
-        sched_deadline_track(jobs[i]);
+        job_deadline_track(jobs[i]);
     }
-    sched_deadline_track(jobs[0]); /* twice: no effect */
+    job_deadline_track(jobs[0]); /* twice: no effect */
     /* free every third job: job_free untracks it */
     for (int i = 0; i < N; i += 3) {
         job_free(jobs[i]);
@@ -114,11 +114,11 @@ static void deadline_heap(void)
     uint64_t last = 0;
     int ordered = 1, count = 0;
     job *j;
-    while ((j = sched_deadline_next())) {
+    while ((j = job_deadline_next())) {
         if (j->deadline_ms < last)
             ordered = 0;
         last = j->deadline_ms;
-        sched_deadline_untrack(j);
+        job_deadline_untrack(j);
         CHECK(j->heap_index == SIZE_MAX);
         count++;
     }
@@ -128,8 +128,8 @@ static void deadline_heap(void)
         job_free(jobs[i]);
     free(jobs);
     job *none = job_new(NULL, 0, 1); /* no deadline: never tracked */
-    sched_deadline_track(none);
-    CHECK(sched_deadline_next() == NULL);
+    job_deadline_track(none);
+    CHECK(job_deadline_next() == NULL);
     job_free(none);
 }
 

@@ -1,4 +1,4 @@
-"""ft_ctl — a model for the fault-injection tests (see model.yaml)."""
+"""counts_spawns — a model for the fault-injection tests (see model.yaml)."""
 import os
 import sys
 import time
@@ -11,7 +11,7 @@ class FaultCtl(corral.Model):
         with open(os.path.join(ctx.model_dir, "spawns"), "a") as f:
             f.write(f"{os.getpid()}\n")
         if ctx.parameters.get("die_in_load"):
-            print(f"ft_ctl: instance {ctx.instance_id} dying in load", file=sys.stderr, flush=True)
+            print(f"counts_spawns: instance {ctx.instance_id} dying in load", file=sys.stderr, flush=True)
             os._exit(3)
         self.count = 0
 
@@ -22,7 +22,7 @@ class FaultCtl(corral.Model):
         if p.get("sleep"):
             time.sleep(float(p["sleep"]))
         if "exit" in p:
-            print(f"ft_ctl: exiting with status {p['exit']} on request", file=sys.stderr, flush=True)
+            print(f"counts_spawns: exiting with status {p['exit']} on request", file=sys.stderr, flush=True)
             os._exit(int(p["exit"]))
         return {"PID": [os.getpid()], "COUNT": [self.count], "ID": [request.id], "T": [entered]}
 

@@ -1,4 +1,4 @@
-"""lc_badload — a model whose load fails the way a corrupt checkpoint would."""
+"""load_fails — a model whose load fails the way a corrupt checkpoint would."""
 import os
 
 import corral

@@ -1,4 +1,4 @@
-"""lc_crashloop — dies during load on every start (a crash loop)."""
+"""dies_in_load — dies during load on every start (a crash loop)."""
 import os
 import sys
 
@@ -7,7 +7,7 @@ import corral
 
 class CrashLoop(corral.Model):
     def load(self, ctx):
-        print(f"lc_crashloop: instance {ctx.instance_id} dying in load", file=sys.stderr, flush=True)
+        print(f"dies_in_load: instance {ctx.instance_id} dying in load", file=sys.stderr, flush=True)
         os._exit(3)
 
     def infer(self, request):

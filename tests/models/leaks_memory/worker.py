@@ -1,4 +1,4 @@
-"""ft_leak — every request allocates memory that is never released (see model.yaml)."""
+"""leaks_memory — every request allocates memory that is never released (see model.yaml)."""
 import os
 import subprocess
 import sys
@@ -25,7 +25,7 @@ class Leak(corral.Model):
         if int(p.get("child_mb", 0)):
             self.child = subprocess.Popen([sys.executable, "-c", CHILD, str(int(p["child_mb"]))])
         self.count = 0
-        print(f"ft_leak: instance {ctx.instance_id} loaded (pid {os.getpid()})", flush=True)
+        print(f"leaks_memory: instance {ctx.instance_id} loaded (pid {os.getpid()})", flush=True)
 
     def infer(self, request):
         p = request.parameters or {}

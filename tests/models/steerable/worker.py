@@ -1,4 +1,4 @@
-"""lc_ctl — a model whose behaviour the tests steer.
+"""steerable — a model whose behaviour the tests steer.
 
 Manifest `parameters` (read by load):
   load_delay     seconds load sleeps (default 0)
@@ -28,8 +28,8 @@ import corral
 class Ctl(corral.Model):
     def load(self, ctx):
         p = ctx.parameters
-        print(f"lc_ctl: instance {ctx.instance_id} loading (pid {os.getpid()})", flush=True)
-        print(f"lc_ctl: stderr hello from instance {ctx.instance_id}", file=sys.stderr, flush=True)
+        print(f"steerable: instance {ctx.instance_id} loading (pid {os.getpid()})", flush=True)
+        print(f"steerable: stderr hello from instance {ctx.instance_id}", file=sys.stderr, flush=True)
         time.sleep(float(p.get("load_delay", 0)))
         self.instance = ctx.instance_id
         self.crash_after = int(p.get("crash_after", 0))
@@ -48,10 +48,10 @@ class Ctl(corral.Model):
         if p.get("sleep"):
             time.sleep(float(p["sleep"]))
         if "exit" in p:
-            print(f"lc_ctl: exiting with status {p['exit']} on request", file=sys.stderr, flush=True)
+            print(f"steerable: exiting with status {p['exit']} on request", file=sys.stderr, flush=True)
             os._exit(int(p["exit"]))
         if self.crash_after and self.count >= self.crash_after:
-            print(f"lc_ctl: crashing after {self.count} requests", file=sys.stderr, flush=True)
+            print(f"steerable: crashing after {self.count} requests", file=sys.stderr, flush=True)
             os._exit(3)
         if p.get("raise"):
             raise RuntimeError(str(p["raise"]))
@@ -59,7 +59,7 @@ class Ctl(corral.Model):
                 "CHILD": [self.child.pid if self.child else 0]}
 
     def unload(self):
-        print(f"lc_ctl: instance {self.instance} unloading", flush=True)
+        print(f"steerable: instance {self.instance} unloading", flush=True)
         time.sleep(self.unload_delay)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""lc_raw — a hand-written protocol-1 worker that misbehaves on request.
+"""raw_protocol — a hand-written protocol-1 worker that misbehaves on request.
 
 argv[1], the mode:
   ok            answer every INFER with an empty result
@@ -55,8 +55,8 @@ def read_frame():
 
 if mode == "deaf":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-print(f"lc_raw: mode {mode}, pid {os.getpid()}", flush=True)
-hello = {"protocol": 1, "sdk": "lc_raw", "pid": os.getpid()}
+print(f"raw_protocol: mode {mode}, pid {os.getpid()}", flush=True)
+hello = {"protocol": 1, "sdk": "raw_protocol", "pid": os.getpid()}
 if mode == "shm-short":
     hello["shm"] = True
 send(HELLO, 0, b"this is not json" if mode == "hello-garbage" else json.dumps(hello).encode())
@@ -69,12 +69,12 @@ while True:
         send(PONG, fid)
     elif ftype == SHUTDOWN:
         if mode == "deaf":
-            print("lc_raw: ignoring SHUTDOWN", flush=True)
+            print("raw_protocol: ignoring SHUTDOWN", flush=True)
             continue
         sys.exit(0)
     elif ftype == INFER:
         if mode == "linger":
-            print("lc_raw: closing the protocol socket and lingering", file=sys.stderr, flush=True)
+            print("raw_protocol: closing the protocol socket and lingering", file=sys.stderr, flush=True)
             sock.shutdown(socket.SHUT_RDWR)
             time.sleep(120)
         if mode == "huge-claim":
@@ -88,7 +88,7 @@ while True:
         if mode == "stale-line":
             answered += 1
             if answered == 1:
-                print("lc_raw: a stale line from the first request", flush=True)
+                print("raw_protocol: a stale line from the first request", flush=True)
             else:
                 os._exit(3)
         if mode == "garbage":
@@ -99,9 +99,9 @@ while True:
                 os.ftruncate(fd, 1 << 20)  # growing is allowed
                 try:
                     os.ftruncate(fd, 0)
-                    print(f"lc_raw: shrank fd {fd}", flush=True)
+                    print(f"raw_protocol: shrank fd {fd}", flush=True)
                 except OSError as err:
-                    print(f"lc_raw: shrinking fd {fd} refused: {err.strerror}", flush=True)
+                    print(f"raw_protocol: shrinking fd {fd} refused: {err.strerror}", flush=True)
         if mode in ("shm-unasked", "shm-short"):
             out_fd = int(os.environ["CORRAL_SHM_FDS"].split(",")[1])
             os.ftruncate(out_fd, 1 << 20)
