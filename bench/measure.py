@@ -128,7 +128,7 @@ def queue(cfg: Config, ws: Workspace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     exe = out / "sched_bench"
     argv = ["cc", "-O2", "-g", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-iquote", "src",
-            "bench/sched_bench.c", "src/job.c", "src/shm.c", "-o", str(exe.relative_to(ROOT))]
+            "bench/sched_bench.c", "src/job.c", "src/shm.c", "src/proto.c", "-o", str(exe.relative_to(ROOT))]
     H.record("build sched_bench", argv)
     subprocess.run(argv, cwd=ROOT, check=True)
     depths = ["1000", "100000"]
