@@ -89,11 +89,24 @@ static int client_alive(job *j)
     return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
 }
 
+/* A chunk nobody will send on is credited back at once: the worker must not wait for its window. */
+static void job_chunk_routed(job *j, const job_chunk *c)
+{
+    api_pending *p = j->ctx;
+    if (!p || !p->on_chunk) {
+        free(c->body);
+        inst_credit(j->inst, j, c->cost);
+        return;
+    }
+    p->on_chunk(p, j, c);
+}
+
 void api_submit(api_pending *p, job *j)
 {
     char msg[1024];
     int retry_after = 1;
     j->on_done = job_done;
+    j->on_chunk = job_chunk_routed;
     j->client_alive = client_alive;
     j->ctx = p;
     p->job = j;

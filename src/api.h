@@ -32,6 +32,8 @@ struct api_pending {
     job *job;       /* queued or running on behalf of req; NULL when answered */
     api_respond_fn respond;
     void (*on_dispose)(api_pending *p); /* the embedding struct's cleanup, or NULL */
+    /* A chunk of j's stream (job_chunk: the body is the callee's, its cost to credit back), or NULL */
+    void (*on_chunk)(api_pending *p, job *j, const job_chunk *c);
     lifecycle_waiter waiter;
     int waiting;    /* waiter is registered with model */
     int inst_id, inst_pid; /* the instance that answered, for messages about its answer */

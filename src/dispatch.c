@@ -49,12 +49,24 @@ static void deadline_fire(uv_timer_t *t)
                      budget, (long long)(now - j->enqueued_ms));
             answer_job(j, 504, msg);
             dispatch_arm_idle_timer(m);
-        } else if (j->inst) {
+        } else if (j->inst && !j->cancelled) {
             inst *in = j->inst;
-            snprintf(msg, sizeof msg,
-                     "model '%s': deadline of %lld ms exceeded while running on instance %d (pid %d); the instance "
-                     "is being replaced",
-                     m->name, budget, in->id, in->pid);
+            int can_cancel = inst_can_cancel(in);
+            if (j->streaming)
+                snprintf(msg, sizeof msg, "model '%s': stream_timeout of %lld ms exceeded on instance %d (pid %d)",
+                         m->name, (long long)j->stream_timeout_ms, in->id, in->pid);
+            else
+                snprintf(msg, sizeof msg,
+                         "model '%s': deadline of %lld ms exceeded while running on instance %d (pid %d); %s", m->name,
+                         budget, in->id, in->pid,
+                         can_cancel ? "the request is cancelled" : "the instance is being replaced");
+            if (can_cancel) {
+                /* Answered now; the job stays in flight until the worker gives it up (inst_cancel). */
+                inst_cancel(in, j);
+                j->answered = 1;
+                j->on_done(j, 504, msg, 0, NULL, 0);
+                continue;
+            }
             inst_abandon(in, j);
             answer_job(j, 504, msg);
             if (inst_running(in) && !slot_of(in)->retire) {
@@ -63,6 +75,46 @@ static void deadline_fire(uv_timer_t *t)
             }
         }
     }
+    arm_deadline_timer();
+}
+
+/*
+ * A running request whose HTTP/1.1 client has gone is noticed only when
+ * something is written to it, which for a long request or a silent stream
+ * may be never: every WATCH_MS, while requests run, each one's client is
+ * asked (job->client_alive, a peek at the socket), and the worker of one
+ * that left is told to CANCEL. (HTTP/2 needs none of this: a reset stream
+ * disposes its request at once, and that cancels.)
+ */
+#define WATCH_MS 250
+
+static void watch_clients(uv_timer_t *t)
+{
+    int running = 0;
+    for (model *m = R.head; m; m = m->next) {
+        for (int i = 0; i < m->nslots; i++) {
+            inst *in = m->slots[i];
+            if (!inst_can_cancel(in))
+                continue;
+            for (job *j = in->inflight_head; j; j = j->next) {
+                if (j->cancelled || j->answered)
+                    continue;
+                running = 1;
+                if (j->client_alive && !j->client_alive(j))
+                    inst_cancel(in, j);
+            }
+        }
+    }
+    if (!running)
+        uv_timer_stop(t);
+}
+
+void dispatch_stream_started(job *j)
+{
+    job_deadline_untrack(j);
+    j->deadline_ms = j->stream_timeout_ms > 0 ? now_ms() + (uint64_t)j->stream_timeout_ms : 0;
+    if (j->deadline_ms)
+        job_deadline_track(j);
     arm_deadline_timer();
 }
 
@@ -98,6 +150,8 @@ void dispatch_jobs(model *m)
         m->rr = (m->rr + 1) % m->nslots;
         best->last_busy_ms = now_ms();
         inst_send(best, j);
+        if (inst_can_cancel(best) && !uv_is_active((uv_handle_t *)&R.watch_timer))
+            uv_timer_start(&R.watch_timer, watch_clients, WATCH_MS, WATCH_MS);
     }
 }
 
@@ -160,6 +214,7 @@ int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
     j->enqueued_ms = now_ms();
     if (!j->deadline_ms)
         j->deadline_ms = j->enqueued_ms + (uint64_t)m->mf->timeout_ms;
+    j->stream_timeout_ms = m->mf->stream_timeout_ms;
     job_deadline_track(j);
     arm_deadline_timer();
     uv_timer_stop(&m->idle_timer);
@@ -171,8 +226,11 @@ int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
 
 int model_cancel(job *j)
 {
-    if (!j->queued)
+    if (!j->queued) {
+        if (j->inst)
+            inst_cancel(j->inst, j); /* the worker stops, when it can be told: the instance is free sooner */
         return 0;
+    }
     model *m = j->model;
     job_queue_remove(&m->queue, j);
     dispatch_arm_idle_timer(m);

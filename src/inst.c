@@ -110,6 +110,8 @@ void inst_init(inst *in, uv_loop_t *loop, const inst_events *ev, int id, const c
     in->timer.data = in;
     uv_timer_init(loop, &in->health_timer);
     in->health_timer.data = in;
+    uv_timer_init(loop, &in->cancel_timer);
+    in->cancel_timer.data = in;
     in->cur.shm_fd[0] = in->cur.shm_fd[1] = -1;
     for (int k = 0; k < 2; k++) {
         in->output[k].in = in;
@@ -377,6 +379,8 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         in->cur.health_chan = json_integer_value(json_object_get(hello, "health_fd")) == WORKER_HEALTH_FD;
         /* The worker maps the shared-memory regions: large tensors may go through them. */
         in->cur.shm = json_is_true(json_object_get(hello, "shm")) && in->cur.shm_fd[0] >= 0;
+        /* The worker streams GENERATE answers and obeys CANCEL and CREDIT. */
+        in->cur.streams = json_is_true(json_object_get(hello, "stream"));
         json_decref(hello);
         break;
     }
@@ -425,10 +429,22 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         /* an error answer to a request */
         __attribute__((fallthrough));
     case PROTO_INFER_RESULT:
-    case PROTO_GENERATE_RESULT: {
+    case PROTO_GENERATE_RESULT:
+    case PROTO_END: {
         long long shm_len = inst_shm_result(in, h, body);
         if (shm_len < 0)
             break; /* a protocol error: the worker is being killed */
+        const job *s = inst_find_inflight(in, h->id);
+        if (s && h->type == PROTO_END && (!s->stream || h->length)) {
+            inst_protocol_error(in, "sent END for request %llu, %s", (unsigned long long)h->id,
+                                h->length ? "with a body" : "which is not streamed");
+            break;
+        }
+        if (s && h->type == PROTO_GENERATE_RESULT && s->streaming) {
+            inst_protocol_error(in, "sent a GENERATE_RESULT for request %llu after its stream began",
+                                (unsigned long long)h->id);
+            break;
+        }
         job *j = take_inflight(in, h->id);
         if (!j) {
             if (in->cur.abandoned && h->id <= in->cur.abandoned_max_id)
@@ -441,6 +457,11 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         in->requests++;
         if (h->flags & PROTO_FLAG_SHM_DATA)
             inst_shm_attach(in, j, shm_len);
+        if (j->answered) {
+            job_free(j); /* answered already (a deadline): this only frees the instance */
+            in->ev->on_job_finished(in);
+            break;
+        }
         if (h->type == PROTO_ERROR) {
             finish_error(in, j, body, h->length);
         } else if ((h->type == PROTO_INFER_RESULT) != (j->kind == PROTO_INFER)) {
@@ -461,6 +482,9 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         in->ev->on_job_finished(in);
         break;
     }
+    case PROTO_CHUNK:
+        inst_on_chunk(in, h, body);
+        return; /* the body is the chunk's owner's, or freed */
     case PROTO_PONG:
         health_pong(in, h->id);
         break;
@@ -659,6 +683,7 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     in->exited = 1;
     stop_writing(in);
     uv_timer_stop(&in->health_timer);
+    uv_timer_stop(&in->cancel_timer);
     in->cur.exit_status = (int)status;
     in->cur.term_signal = term_signal;
     uv_timer_stop(&in->timer);
@@ -702,7 +727,9 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     while (in->inflight_head) {
         job *j = take_inflight(in, in->inflight_head->id);
         int fresh = in->lines > j->line_mark;
-        if (j->deadline_ms && now >= j->deadline_ms)
+        if (j->answered)
+            ; /* answered at its deadline; the worker had been told to CANCEL */
+        else if (j->deadline_ms && now >= j->deadline_ms)
             j->on_done(j, 504, late[fresh], 0, NULL, 0);
         else
             j->on_done(j, 502, msg[fresh], 0, NULL, 0);
@@ -901,7 +928,8 @@ static void timer_closed(uv_handle_t *h)
 void inst_close(inst *in, void (*on_closed)(inst *in))
 {
     in->on_closed = on_closed;
-    in->freeing = 2;
+    in->freeing = 3;
     uv_close((uv_handle_t *)&in->health_timer, timer_closed);
+    uv_close((uv_handle_t *)&in->cancel_timer, timer_closed);
     uv_close((uv_handle_t *)&in->timer, timer_closed);
 }

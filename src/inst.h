@@ -63,6 +63,10 @@ typedef struct inst_events {
     void (*on_exit)(inst *in);
     /* A job finished (answered by the worker); the slot may take more work. */
     void (*on_job_finished)(inst *in);
+    /* j was cancelled INST_CANCEL_GRACE_MS ago and the worker has not answered: it is hung. */
+    void (*on_cancel_ignored)(inst *in, job *j);
+    /* The first chunk of j's stream arrived (before it goes to j->on_chunk). */
+    void (*on_stream_start)(inst *in, job *j);
     /* A line (without newline) the worker wrote on stdout or stderr: its
      * first len bytes (at most INST_LINE_MAX, cut at a character boundary),
      * and how many bytes of it past those were dropped. */
@@ -112,6 +116,7 @@ typedef struct inst_proc {
     int shm_fd[2];       /* memfds of the input and output regions (shm.h); -1 when none (closed at the exit) */
     struct shm_region *shm_in, *shm_out; /* the daemon's mappings of them; dropped at the exit */
     int shm;             /* the worker's HELLO says it maps them */
+    int streams;         /* the worker's HELLO says it streams and obeys CANCEL and CREDIT */
     uint64_t shm_in_job; /* the request whose data is in the input region; 0 when free */
     uint64_t shm_out_job; /* the request allowed to answer in the output region; 0 when free */
     size_t shm_used[2];  /* the most bytes each region carried since its pages were last released */
@@ -154,6 +159,7 @@ struct inst {
     chan_writer wr, hwr; /* frames to chan, and to hchan */
     uv_timer_t timer;    /* load timeout, then stop grace */
     uv_timer_t health_timer; /* next PING, or the deadline of the PING in flight */
+    uv_timer_t cancel_timer; /* while a cancelled request awaits its final frame: the grace */
     uint64_t ping_nonce; /* the id of the last PING: unique over the slot's life */
     int handles_open;    /* libuv handles not yet closed for the current process */
     inst_stream output[2]; /* stdout and stderr */
@@ -229,10 +235,31 @@ uint64_t inst_worker_rss(const inst *in);
 
 /*
  * Takes a job back from the instance (its deadline passed): the worker's
- * late answer will be ignored. The caller answers the job.
+ * late answer will be ignored. The caller answers the job. For a worker
+ * that cannot be told to cancel (inst_can_cancel).
  */
 void inst_abandon(inst *in, job *j);
 
+/* How long a worker has, after CANCEL, to send its final frame for that request: then it is killed as hung. */
+#define INST_CANCEL_GRACE_MS 5000
+
+/* Whether the worker streams and obeys CANCEL (its HELLO said "stream": true) and still runs. */
+int inst_can_cancel(const inst *in);
+
+/*
+ * Tells the worker to give up j (CANCEL). The job stays in flight until the
+ * worker's final frame for it, which frees the instance; chunks before that
+ * are dropped. Without one within INST_CANCEL_GRACE_MS, on_cancel_ignored.
+ * No-op when already cancelled or !inst_can_cancel.
+ */
+void inst_cancel(inst *in, job *j);
+
+/*
+ * The owner sent on bytes of j's stream (the cost of chunks, job_chunk):
+ * they are credited back to the worker (CREDIT) in batches, so a producer
+ * never has more than PROTO_STREAM_WINDOW bytes unsent to the client.
+ */
+void inst_credit(inst *in, job *j, uint32_t bytes);
 
 /*
  * Gives the memory of an idle instance's shared-memory regions back (their

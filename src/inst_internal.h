@@ -1,5 +1,5 @@
 /*
- * inst_internal — what inst.c and inst_shm.c share and nothing else sees.
+ * inst_internal — what inst.c, inst_shm.c and inst_stream.c share and nothing else sees.
  * Loop thread only, like inst.h.
  */
 #ifndef CORRAL_INST_INTERNAL_H
@@ -32,6 +32,12 @@ long long inst_shm_result(inst *in, const proto_header *h, const uint8_t *body);
 
 /* Hands the output region, holding len bytes of j's result, to the job until its response is sent. */
 void inst_shm_attach(inst *in, job *j, long long len);
+
+/* The job with this id in flight on the instance, or NULL. */
+job *inst_find_inflight(inst *in, uint64_t id);
+
+/* A CHUNK (inst_stream.c): handed to the job's owner, or dropped (and credited back) once the request is cancelled; body is consumed. */
+void inst_on_chunk(inst *in, const proto_header *h, uint8_t *body);
 
 /* Drops the daemon's mappings of the regions; responses still sending from one hold their own reference. */
 void inst_shm_unmap(inst *in);

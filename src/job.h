@@ -30,10 +30,30 @@ typedef struct job_piece {
 /*
  * Completion of a job: called exactly once. status is 200 with the worker's
  * result (type INFER_RESULT or GENERATE_RESULT, body owned by the callee,
- * who frees it with free()), or an HTTP error status with msg (body NULL).
- * The job itself is freed by the caller of on_done right after it returns.
+ * who frees it with free(); or END, no body, after a stream's chunks), or
+ * an HTTP error status with msg (body NULL; after a stream's first chunk
+ * it ends the stream with that error). Unless the job is answered early
+ * (job->answered: a deadline, with the worker told to CANCEL), the job is
+ * freed by the caller of on_done right after it returns.
  */
 typedef void (*job_on_done_fn)(job *j, int status, const char *msg, uint8_t type, uint8_t *body, size_t len);
+
+/*
+ * One chunk of a streamed GENERATE answer (a CHUNK frame), while the job
+ * runs. The first chunk of a stream says what the stream is: events (each
+ * chunk one line of JSON) or bytes of content_type.
+ */
+typedef struct job_chunk {
+    int first;
+    int events;
+    char content_type[200];   /* bytes streams, first chunk only */
+    uint8_t *body;            /* the frame's body: the callee's, freed with free() */
+    const uint8_t *data;      /* the chunk's payload, len bytes inside body */
+    size_t len;
+    uint32_t cost;            /* what it counts against the window: hand it back with the owner's credit call */
+} job_chunk;
+
+typedef void (*job_on_chunk_fn)(job *j, const job_chunk *c);
 
 struct job {
     uint64_t id;          /* protocol request id, unique for the daemon's life */
@@ -42,6 +62,14 @@ struct job {
     uint8_t kind;         /* PROTO_INFER or PROTO_GENERATE */
     uint8_t queued;       /* 1 while linked into a job_queue */
     uint8_t waited;       /* it was not dispatched the moment it arrived */
+    uint8_t stream;       /* GENERATE only: the client takes a stream, and the worker was told so */
+    uint8_t streaming;    /* its first chunk arrived */
+    uint8_t cancelled;    /* the worker was sent CANCEL: what it sends is dropped until its final frame */
+    uint8_t answered;     /* on_done was called early; the job stays in flight until the worker's final frame */
+    uint32_t unacked;     /* bytes of chunks received and not yet credited back to the worker */
+    uint32_t to_credit;   /* of those, bytes sent on, not yet in a CREDIT frame */
+    uint64_t cancel_ms;   /* when CANCEL was sent */
+    int64_t stream_timeout_ms; /* from the manifest at submission: the stream's run after its first chunk; -1 none */
     int priority;         /* 1 is served first */
     uint8_t *frame;       /* owned until sent: the whole frame, header included */
     size_t frame_len;
@@ -60,6 +88,7 @@ struct job {
     size_t heap_index;    /* position in the deadline heap, SIZE_MAX when not in it */
     job *next, *prev;     /* queue level, or the instance's in-flight list */
     job_on_done_fn on_done;
+    job_on_chunk_fn on_chunk; /* for streamed jobs */
     /* With on_done's 200 for a result in shared memory: its tensor data is
      * shm_len bytes at shm_data inside shm, one reference that the callee
      * takes over (set shm to NULL) to keep the bytes while it sends them. */

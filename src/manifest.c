@@ -339,7 +339,7 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
 {
     static const char *const top[] = {"name", "runtime", "entrypoint", "python", "args", "env", "instances",
                                       "max_instances", "concurrency", "load", "keep_alive", "timeout",
-                                      "load_timeout", "max_queue", "priority_levels", "default_priority",
+                                      "stream_timeout", "load_timeout", "max_queue", "priority_levels", "default_priority",
                                       "batching", "restart", "health", "limits", "parameters", "inputs",
                                       "outputs", "description", "version", NULL};
     if (check_keys(c, root, NULL, top) < 0)
@@ -431,12 +431,15 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
 
     if (get_duration(c, root, "keep_alive", "keep_alive", 5 * 60000, 1, &m->keep_alive_ms) < 0 ||
         get_duration(c, root, "timeout", "timeout", 60000, 0, &m->timeout_ms) < 0 ||
+        get_duration(c, root, "stream_timeout", "stream_timeout", 3600000, 1, &m->stream_timeout_ms) < 0 ||
         get_duration(c, root, "load_timeout", "load_timeout", 10 * 60000, 0, &m->load_timeout_ms) < 0)
         return -EINVAL;
     if (m->timeout_ms == 0)
         return fail(c, "timeout", "must be greater than zero");
     if (m->load_timeout_ms == 0)
         return fail(c, "load_timeout", "must be greater than zero");
+    if (m->stream_timeout_ms == 0)
+        return fail(c, "stream_timeout", "must be greater than zero, or -1 for none");
 
     static const char *const batching_keys[] = {"max_batch_size", "max_queue_delay", NULL};
     json_t *batching = get_section(c, root, "batching", batching_keys);

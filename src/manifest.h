@@ -27,6 +27,7 @@ typedef struct manifest {
     int load_eager;
     int64_t keep_alive_ms; /* -1: never unload */
     int64_t timeout_ms;
+    int64_t stream_timeout_ms; /* a streamed response's run after its first chunk; -1: none */
     int64_t load_timeout_ms;
     int max_queue;
     int priority_levels;

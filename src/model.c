@@ -31,12 +31,16 @@ static void on_load_failed(inst *in, const char *msg);
 static void on_exited(inst *in);
 static void on_job_finished(inst *in);
 static void on_log_line(inst *in, int stream, const char *line, size_t len, size_t dropped);
+static void on_cancel_ignored(inst *in, job *j);
+static void on_stream_start(inst *in, job *j);
 static const inst_events events = {
     .on_ready = on_ready,
     .on_load_failed = on_load_failed,
     .on_exit = on_exited,
     .on_job_finished = on_job_finished,
     .on_log_line = on_log_line,
+    .on_cancel_ignored = on_cancel_ignored,
+    .on_stream_start = on_stream_start,
 };
 
 static void check_load_done(model *m);
@@ -197,10 +201,10 @@ int model_start_slot(model *m, inst *in)
     for (size_t i = 0; i < nargs; i++)
         argv[a++] = mf->args[i];
 
-    json_t *load = json_pack("{s:s, s:o, s:i, s:s, s:i, s:O}", "model", m->name, "model_dir",
+    json_t *load = json_pack("{s:s, s:o, s:i, s:s, s:i, s:i, s:O}", "model", m->name, "model_dir",
                              utf8_json_string(m->dir, strlen(m->dir)),
                              "instance_id", in->id, "device", "cpu", "concurrency", mf->concurrency,
-                             "parameters", mf->parameters);
+                             "stream_window", (int)PROTO_STREAM_WINDOW, "parameters", mf->parameters);
     char *load_json = json_dumps(load, JSON_COMPACT);
     json_decref(load);
 
@@ -392,6 +396,23 @@ int64_t restart_delay(const restart_policy *p, const uint64_t *restarts_at, int 
             delay = (uint64_t)p->backoff_max_ms;
     }
     return (int64_t)delay;
+}
+
+/* Like a missed PONG, but a replacement, not a crash: the request it would not give up was timed out or abandoned. */
+static void on_cancel_ignored(inst *in, job *j)
+{
+    char why[160];
+    snprintf(why, sizeof why, "ignored CANCEL of request %llu for %d ms", (unsigned long long)j->id,
+             INST_CANCEL_GRACE_MS);
+    if (!slot_of(in)->retire)
+        slot_of(in)->replace = 1;
+    inst_kill(in, why);
+}
+
+static void on_stream_start(inst *in, job *j)
+{
+    (void)in;
+    dispatch_stream_started(j);
 }
 
 static void on_exited(inst *in)

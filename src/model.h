@@ -98,7 +98,11 @@ const manifest *model_manifest(const model *m);
  */
 int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after);
 
-/* Withdraws a queued job whose client went away; returns 1 when it was still queued. */
+/*
+ * The client of j went away. A queued job is withdrawn: returns 1 (the
+ * caller frees it). A running one stays with its instance, whose worker is
+ * told to CANCEL when it can be: returns 0 (its answer will be dropped).
+ */
 int model_cancel(job *j);
 
 /*

@@ -99,6 +99,7 @@ struct registry {
     int64_t drain_timeout_ms;
     uv_timer_t drain_timer;
     uv_timer_t deadline_timer; /* armed for the earliest job deadline */
+    uv_timer_t watch_timer;    /* while requests run: are their clients still there? (dispatch.c) */
     uv_timer_t tick_timer;     /* once a second: memory samples, limits, autoscaling */
     int64_t memory_budget;     /* bytes; 0: none */
     uint64_t last_submit_ms;   /* when the last request was submitted */
@@ -171,6 +172,8 @@ void restart_record(uint64_t *restarts_at, int *nrestarts, uint64_t now);
 inst *dispatch_pick(model *m);
 /* Hands queued jobs to ready instances while one has room. */
 void dispatch_jobs(model *m);
+/* j's first chunk arrived: from now on its deadline is its stream_timeout. */
+void dispatch_stream_started(job *j);
 /* Arms the keep_alive timer of a ready model with nothing queued or running. */
 void dispatch_arm_idle_timer(model *m);
 

@@ -23,6 +23,12 @@
 #define WORKER_SHM_OUT_FD 6
 /* The send buffer asked for on both ends of the protocol socket. */
 #define PROTO_SOCKET_BUFFER (4 << 20)
+/*
+ * A stream's window: the most bytes of CHUNK frames (headers included) a
+ * worker may have sent and not yet had credited back with CREDIT. It bounds
+ * what the daemon holds for a client that reads slowly.
+ */
+#define PROTO_STREAM_WINDOW (1u << 20)
 
 enum proto_type {
     PROTO_HELLO = 0x01,
@@ -32,10 +38,11 @@ enum proto_type {
     PROTO_INFER_RESULT = 0x11,
     PROTO_GENERATE = 0x12,
     PROTO_GENERATE_RESULT = 0x13,
-    PROTO_CHUNK = 0x14,  /* reserved: streamed chunk */
-    PROTO_END = 0x15,    /* reserved: end of stream */
-    PROTO_CANCEL = 0x16, /* reserved: cancel a request */
+    PROTO_CHUNK = 0x14,  /* one chunk of a streamed GENERATE answer */
+    PROTO_END = 0x15,    /* the end of a stream */
+    PROTO_CANCEL = 0x16, /* the daemon gave up on a request: stop it, answer once */
     PROTO_BATCH = 0x17,  /* reserved: batched INFER */
+    PROTO_CREDIT = 0x18, /* the daemon sent on this many bytes of a stream: u32 body */
     PROTO_ERROR = 0x1f,
     PROTO_PING = 0x20,
     PROTO_PONG = 0x21,

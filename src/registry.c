@@ -172,6 +172,7 @@ int registry_init(uv_loop_t *loop, const registry_config *cfg)
     R.drain_timeout_ms = cfg->drain_timeout_ms > 0 ? cfg->drain_timeout_ms : 30000;
     uv_timer_init(loop, &R.drain_timer);
     uv_timer_init(loop, &R.deadline_timer);
+    uv_timer_init(loop, &R.watch_timer);
     uv_timer_init(loop, &R.tick_timer);
     R.memory_budget = cfg->memory_budget;
     int rc = registry_rescan();

@@ -39,7 +39,7 @@ TTS_BIN = Path(os.environ.get("CORRAL_TTS_ESPEAK_BIN", TTS_DIR / "tts-espeak"))
 HEADER = struct.Struct("<IBBHQ")
 HELLO, LOAD, READY = 0x01, 0x02, 0x03
 INFER, INFER_RESULT, GENERATE, GENERATE_RESULT = 0x10, 0x11, 0x12, 0x13
-CHUNK = 0x14
+CHUNK, BATCH = 0x14, 0x17
 ERROR, PING, PONG, SHUTDOWN = 0x1F, 0x20, 0x21, 0x22
 
 TIMEOUT = 10.0  # seconds any single frame may take to arrive
@@ -521,7 +521,8 @@ def test_eof_before_load_exits(spawn):
     (dict(type_=PING, flags=1), "bad frame header"),
     (dict(type_=0x7E), "bad frame header"),
     (dict(type_=INFER, id_=5, length=(1 << 30) + 1), "exceeds"),
-    (dict(type_=CHUNK, id_=5), "reserved"),
+    (dict(type_=BATCH, id_=5), "reserved"),
+    (dict(type_=CHUNK, id_=5), "unexpected CHUNK"),
     (dict(type_=READY), "unexpected READY"),
     (dict(type_=INFER, id_=5, body=b"\x01\x00"), "shorter"),
     (dict(type_=INFER, id_=5, body=tensor_body({"inputs": 3})), "not a list"),

@@ -39,7 +39,7 @@ ECHO_WORKER = REPO / "examples" / "models" / "echo" / "worker.py"
 HEADER = struct.Struct("<IBBHQ")
 HELLO, LOAD, READY = 0x01, 0x02, 0x03
 INFER, INFER_RESULT, GENERATE, GENERATE_RESULT = 0x10, 0x11, 0x12, 0x13
-CANCEL = 0x16
+CANCEL, BATCH, CREDIT = 0x16, 0x17, 0x18
 ERROR, PING, PONG, SHUTDOWN = 0x1F, 0x20, 0x21, 0x22
 
 READ_TIMEOUT_S = 10.0
@@ -820,7 +820,10 @@ def test_concurrency_1_serialises_requests(spawn: Any) -> None:
     "frame",
     [
         pytest.param(dict(frame_type=0x7F), id="unknown-type"),
-        pytest.param(dict(frame_type=CANCEL, frame_id=1), id="reserved-type"),
+        pytest.param(dict(frame_type=BATCH, frame_id=1), id="reserved-type"),
+        pytest.param(dict(frame_type=CANCEL, frame_id=1, body=b"x"), id="cancel-with-body"),
+        pytest.param(dict(frame_type=CREDIT, frame_id=1, body=b"\x01\x00"), id="credit-of-2-bytes"),
+        pytest.param(dict(frame_type=CANCEL, frame_id=0), id="cancel-id-0"),
         pytest.param(dict(frame_type=PING, version=2), id="bad-version"),
         pytest.param(dict(frame_type=PING, flags=1), id="nonzero-flags"),
         pytest.param(dict(frame_type=INFER, frame_id=1, body=b"\xff\x00\x00\x00{}"), id="meta-overrun"),
@@ -1013,3 +1016,128 @@ def test_public_objects() -> None:
 
     assert issubclass(corral.BadRequest, Exception)
     assert {"BOOL", "BF16", "BYTES", "FP16", "UINT64"} <= set(corral.DATATYPES)
+
+
+# ------------------------------------------------------------------ streams (CHUNK, END, CANCEL, CREDIT)
+
+CHUNK, END = 0x14, 0x15
+
+STREAMER = '''
+import os
+import time
+
+import corral
+
+class Streamer(corral.Model):
+    def load(self, ctx):
+        self.dir = ctx.model_dir
+
+    def generate(self, request):
+        body = request.json
+        if body.get("bytes"):
+            return corral.Stream((b"x" * body["chunk"] for _ in range(body["bytes"] // body["chunk"])),
+                                 content_type="audio/L16")
+        def events():
+            try:
+                for i in range(body.get("n", 1000000)):
+                    yield {"i": i}
+                    if body.get("fail") == i:
+                        raise ValueError("broke")
+            finally:
+                with open(os.path.join(self.dir, "closed"), "w") as f:
+                    f.write(str(request.cancelled))
+        return events()
+
+if __name__ == "__main__":
+    corral.run(Streamer)
+'''
+
+
+def chunk_parts(body: bytes) -> Tuple[Optional[Dict[str, Any]], bytes]:
+    """A CHUNK's meta (None when it has none: every chunk after the first) and payload."""
+    (n,) = struct.unpack_from("<I", body)
+    return (json.loads(body[4 : 4 + n]) if n else None), body[4 + n :]
+
+
+def send_stream(d: FakeDaemon, frame_id: int, obj: Any) -> None:
+    meta = {"id": "", "content_type": "application/json", "stream": True}
+    d.send(GENERATE, frame_id, body_with_meta(meta, json.dumps(obj).encode()))
+
+
+def test_hello_says_the_sdk_streams(spawn: Any) -> None:
+    d = spawn(STREAMER)
+    hello = json.loads(d.expect(HELLO, 0))
+    assert hello["stream"] is True
+
+
+def test_a_generator_streams_chunks_then_end(spawn: Any) -> None:
+    d = spawn(STREAMER)
+    d.start()
+    send_stream(d, 1, {"n": 3})
+    metas, datas = [], []
+    for _ in range(3):
+        meta, data = chunk_parts(d.expect(CHUNK, 1))
+        metas.append(meta)
+        datas.append(json.loads(data))
+    assert d.expect(END, 1) == b""
+    assert metas == [{"events": True}, None, None]  # only the first chunk says what the stream is
+    assert datas == [{"i": 0}, {"i": 1}, {"i": 2}]
+    # without "stream" in the meta the same generator is collected into one answer
+    content_type, body = d.generate_json(2, {"n": 2})
+    assert content_type == "application/x-ndjson" and body == b'{"i":0}\n{"i":1}\n'
+
+
+def test_a_byte_stream_names_its_content_type_and_waits_for_credit(spawn: Any) -> None:
+    """The window is 1 MiB of CHUNK frames: past it the producer waits until CREDIT comes."""
+    d = spawn(STREAMER)
+    d.start()
+    send_stream(d, 1, {"bytes": 4 << 20, "chunk": 65536})
+    meta, data = chunk_parts(d.expect(CHUNK, 1))
+    assert meta == {"content_type": "audio/L16"} and data == b"x" * 65536
+    sent = HEADER.size + 4 + len(json.dumps(meta, separators=(",", ":"))) + 65536
+    while sent + HEADER.size + 4 + 65536 <= 1 << 20:
+        d.expect(CHUNK, 1)
+        sent += HEADER.size + 4 + 65536
+    d.sock.settimeout(0.5)
+    with pytest.raises(socket.timeout):  # the window is full: nothing more until credit
+        d.recv()
+    d.sock.settimeout(READ_TIMEOUT_S)
+    d.send(CREDIT, 1, struct.pack("<I", sent))
+    total = sent
+    while True:
+        frame_type, _, body = d.recv()
+        if frame_type == END:
+            break
+        assert frame_type == CHUNK
+        total += HEADER.size + len(body)
+        d.send(CREDIT, 1, struct.pack("<I", HEADER.size + len(body)))
+    assert total == 64 * (HEADER.size + 4 + 65536) + len(json.dumps(meta, separators=(",", ":")))
+
+
+def test_cancel_closes_the_generator_at_its_next_yield_and_ends_the_stream(spawn: Any, tmp_path: Path) -> None:
+    d = spawn(STREAMER, health=True)  # inline mode: CANCEL comes on the health socket
+    d.start()
+    send_stream(d, 1, {})
+    d.expect(CHUNK, 1)
+    assert d.health is not None
+    d.health.sendall(HEADER.pack(0, 1, CANCEL, 0, 1))
+    while True:
+        frame_type, frame_id, _ = d.recv()
+        assert frame_id == 1
+        if frame_type == END:
+            break
+        assert frame_type == CHUNK  # those already on their way
+    assert (tmp_path / "closed").read_text() == "True"
+    send_stream(d, 2, {"n": 1})  # the instance serves the next request
+    d.expect(CHUNK, 2)
+    d.expect(END, 2)
+
+
+def test_an_exception_mid_stream_is_an_error_after_the_chunks(spawn: Any) -> None:
+    d = spawn(STREAMER)
+    d.start()
+    send_stream(d, 1, {"fail": 1})
+    d.expect(CHUNK, 1)
+    d.expect(CHUNK, 1)
+    err = json.loads(d.expect(ERROR, 1))
+    assert err["status"] == 500 and err["message"] == "ValueError: broke"

@@ -30,12 +30,16 @@ map exactly (float16/32/64, int8..64, uint8..64, bool; object, bytes_ and str_
 arrays -> BYTES).
 
 ``generate`` returns a ``corral.Response``, bytes, str or dict/list, or yields
-chunks, collected into one reply until streaming reaches the wire protocol.
+chunks: bytes (or ``corral.Stream(chunks, content_type=...)``) or dicts. When
+the client asked for a stream they are sent as they come (a ``yield`` waits
+while the client is behind), else collected into one reply.
+``request.cancelled`` turns true once the client has gone or the deadline has
+passed; a streaming generator is then closed at its next ``yield``.
 
 The worker protocol is docs/worker-protocol.md.
 """
 
-from ._model import BadRequest, Context, Model, Request, Response
+from ._model import BadRequest, Context, Model, Request, Response, Stream
 from ._tensor import DATATYPES, Tensor, np as _np
 from ._worker import SDK_VERSION as __version__
 from ._worker import run
@@ -51,6 +55,7 @@ __all__ = [
     "Model",
     "Request",
     "Response",
+    "Stream",
     "Tensor",
     "run",
     "__version__",

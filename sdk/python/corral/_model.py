@@ -73,9 +73,10 @@ class Request:
         content_type: the body's content type (``generate`` only; None for infer).
         json: the parsed body when ``content_type`` is JSON, else None (read on
             first access; a body that is not valid JSON raises BadRequest).
+        cancelled: true once the client has gone or the deadline has passed.
     """
 
-    __slots__ = ("id", "inputs", "parameters", "outputs", "body", "content_type", "_json", "_json_parsed")
+    __slots__ = ("id", "inputs", "parameters", "outputs", "body", "content_type", "_json", "_json_parsed", "_cancel")
 
     def __init__(
         self,
@@ -94,6 +95,16 @@ class Request:
         self.content_type = content_type
         self._json: Any = None
         self._json_parsed = False
+        self._cancel: Optional[Any] = None  # a threading.Event set when the daemon sends CANCEL
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the client has gone or the deadline has passed: the answer will be dropped.
+
+        A long computation may check it and return early; a streaming
+        generator is also closed at its next ``yield``.
+        """
+        return self._cancel is not None and self._cancel.is_set()
 
     @property
     def json(self) -> Any:
@@ -142,6 +153,32 @@ class Response:
 
     def __repr__(self) -> str:
         return f"Response({len(self.body)} bytes, content_type={self.content_type!r})"
+
+
+class Stream:
+    """A streamed ``generate`` result: ``chunks`` (an iterable of bytes) sent with ``content_type``.
+
+    Returning a generator of bytes streams ``application/octet-stream``;
+    wrap it to name the type (``corral.Stream(pcm(), content_type="audio/L16")``).
+    A generator of dicts streams events (server-sent events or NDJSON).
+    """
+
+    __slots__ = ("chunks", "content_type")
+
+    def __init__(self, chunks: Iterable[Any], content_type: str = BINARY_CONTENT_TYPE) -> None:
+        self.chunks = iter(chunks)
+        self.content_type = content_type
+
+    def __iter__(self) -> Any:
+        return self.chunks
+
+    def __next__(self) -> Any:
+        return next(self.chunks)
+
+    def close(self) -> None:
+        close = getattr(self.chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _json_default(value: Any) -> Any:

@@ -39,6 +39,12 @@ PING = 0x20
 PONG = 0x21
 SHUTDOWN = 0x22
 SHM = 0x30
+CREDIT = 0x18
+
+# A stream's window (the daemon's PROTO_STREAM_WINDOW, also sent in LOAD as
+# stream_window): the most bytes of CHUNK frames, headers included, sent and
+# not yet credited back.
+STREAM_WINDOW = 1 << 20
 
 # Header flags (docs/worker-protocol.md, "Shared memory").
 FLAG_SHM_DATA = 0x0001  # INFER / INFER_RESULT: the tensor data is at offset 0 of the sender's region
@@ -59,6 +65,7 @@ TYPE_NAMES = {
     END: "END",
     CANCEL: "CANCEL",
     BATCH: "BATCH",
+    CREDIT: "CREDIT",
     ERROR: "ERROR",
     PING: "PING",
     PONG: "PONG",

@@ -44,6 +44,7 @@ from ._model import (
     Model,
     Request,
     Response,
+    Stream,
     dumps_json,
     iter_chunks,
     overrides,
@@ -89,6 +90,17 @@ def error_body(err: BaseException) -> Dict[str, Any]:
     return {"type": kind, "message": f"{kind}: {text}" if text else kind, "status": 500}
 
 
+class _Active:
+    """A request in flight: its cancellation, and for a stream the bytes not yet credited back."""
+
+    __slots__ = ("cancel", "cond", "unacked")
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.cond = threading.Condition()
+        self.unacked = 0
+
+
 class Worker:
     """One model served over one protocol socket; see the module comment for threads."""
 
@@ -108,8 +120,11 @@ class Worker:
         self._control_ready = threading.Condition(self._control_lock)
         self._load_meta: Optional[Dict[str, Any]] = None
         self._shutdown_requested = False
-        self._inflight: Set[int] = set()
+        self._inflight: Dict[int, _Active] = {}
         self._inflight_lock = threading.Lock()
+        self._highest_id = 0  # the highest request id seen: a CANCEL above it is for a request not read yet
+        self._early_cancels: Set[int] = set()
+        self._window = proto.STREAM_WINDOW
 
     # ------------------------------------------------------------ writing
 
@@ -141,6 +156,7 @@ class Worker:
             hello["health_fd"] = self._health_fd
         if self._shm is not None:
             hello["shm"] = True
+        hello["stream"] = True  # streams GENERATE answers, obeys CANCEL and CREDIT
         self._send_json(proto.HELLO, 0, hello)
         if self._health is not None:
             threading.Thread(target=self._health_loop, name="corral-health", daemon=True).start()
@@ -221,6 +237,9 @@ class Worker:
                     return
                 _exit_now(EXIT_OK)  # end-of-file: the daemon is gone
             frame_type, frame_id, body, _ = frame
+            if frame_type in (proto.CANCEL, proto.CREDIT):
+                self._control(frame_type, frame_id, body)
+                continue
             if frame_type != proto.PING or len(body):
                 raise proto.ProtocolError(f"{proto.type_name(frame_type)} frame ({len(body)}-byte body) on the health socket")
             health.send(proto.PONG, frame_id)
@@ -259,6 +278,8 @@ class Worker:
                 self._send(proto.PONG, frame_id)
             elif frame_type in (proto.INFER, proto.GENERATE):
                 self._accept_request(frame_type, frame_id, body, flags)
+            elif frame_type in (proto.CANCEL, proto.CREDIT):
+                self._control(frame_type, frame_id, body)
             elif frame_type == proto.LOAD:
                 self._accept_load(body)
             elif frame_type == proto.SHUTDOWN:
@@ -267,6 +288,24 @@ class Worker:
                     self._control_ready.notify_all()
             else:
                 raise proto.ProtocolError(f"unexpected {proto.type_name(frame_type)} frame from the daemon")
+
+    def _control(self, frame_type: int, frame_id: int, body: memoryview) -> None:
+        """CANCEL (empty body) or CREDIT (u32 bytes) for a request; either may race with its end, and is then moot."""
+        if frame_id == 0 or len(body) != (4 if frame_type == proto.CREDIT else 0):
+            raise proto.ProtocolError(f"{proto.type_name(frame_type)} with id {frame_id} and a {len(body)}-byte body")
+        with self._inflight_lock:
+            active = self._inflight.get(frame_id)
+            if active is None:
+                # CANCEL may overtake its request (it comes on the health socket): remember it until the request is read.
+                if frame_type == proto.CANCEL and frame_id > self._highest_id:
+                    self._early_cancels.add(frame_id)
+                return
+        with active.cond:
+            if frame_type == proto.CANCEL:
+                active.cancel.set()
+            else:
+                active.unacked = max(0, active.unacked - proto.U32.unpack_from(body)[0])
+            active.cond.notify_all()
 
     def _accept_load(self, body: memoryview) -> None:
         meta = proto.parse_json_object(body)
@@ -279,6 +318,9 @@ class Worker:
             self._inline = self._health is not None and concurrency == 1
             if not self._inline:
                 self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="corral-request")
+            window = meta.get("stream_window")
+            if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+                self._window = window
             self._load_meta = meta
             self._control_ready.notify_all()
 
@@ -291,19 +333,24 @@ class Worker:
         meta, data = proto.split_body(body)
         if flags & proto.FLAG_SHM_DATA:
             data = self._shared_input(meta, data)
+        active = _Active()
         with self._inflight_lock:
             if frame_id in self._inflight:
                 raise proto.ProtocolError(f"{name} reuses id {frame_id} of a request in flight")
-            self._inflight.add(frame_id)
+            self._inflight[frame_id] = active
+            self._highest_id = max(self._highest_id, frame_id)
+            if frame_id in self._early_cancels:
+                self._early_cancels.discard(frame_id)
+                active.cancel.set()
         if self._shutdown_requested:
             self._finish(frame_id, proto.ERROR, [proto.dumps({"type": "ShuttingDown", "message": "the instance is shutting down", "status": 503})])
             return
         shm_out = bool(flags & proto.FLAG_SHM_OUT) and self._shm is not None
         if self._inline:
-            self._serve(frame_type, frame_id, meta, data, shm_out)
+            self._serve(frame_type, frame_id, meta, data, shm_out, active)
         else:
             assert self._executor is not None
-            self._executor.submit(self._serve, frame_type, frame_id, meta, data, shm_out)
+            self._executor.submit(self._serve, frame_type, frame_id, meta, data, shm_out, active)
 
     def _shared_input(self, meta: Dict[str, Any], rest: memoryview) -> memoryview:
         """The data of an INFER whose tensors the daemon put in the input region."""
@@ -324,18 +371,25 @@ class Worker:
 
     def _finish(self, frame_id: int, frame_type: int, parts: List[Any], flags: int = 0) -> None:
         with self._inflight_lock:
-            self._inflight.discard(frame_id)
+            self._inflight.pop(frame_id, None)
         self._send(frame_type, frame_id, parts, flags)
 
     def _serve(self, frame_type: int, frame_id: int, meta: Dict[str, Any], data: memoryview,
-               shm_out: bool = False) -> None:
+               shm_out: bool = False, active: Optional[_Active] = None) -> None:
         self._loaded.wait()
+        active = active or _Active()
         flags = 0
         try:
             if frame_type == proto.INFER:
-                reply_type, parts = proto.INFER_RESULT, self._infer(meta, data)
+                reply_type, parts = proto.INFER_RESULT, self._infer(meta, data, active)
             else:
-                reply_type, parts = proto.GENERATE_RESULT, self._generate(meta, data)
+                result = self._call_generate(meta, data, active)
+                chunks = result if isinstance(result, Stream) else iter_chunks(result)
+                if chunks is not None and meta.get("stream") is True:
+                    self._stream(frame_id, chunks, active)
+                    return
+                content_type, body = _generate_result(result)
+                reply_type, parts = proto.GENERATE_RESULT, proto.meta_parts({"content_type": content_type}) + [body]
             length = sum(memoryview(part).nbytes for part in parts)
             if length > proto.MAX_BODY:  # checked before shared memory, which has the same limit
                 raise ValueError(f"result of {length} bytes exceeds the {proto.MAX_BODY}-byte frame limit")
@@ -366,7 +420,55 @@ class Worker:
         name = self._ctx.name if self._ctx is not None else "?"
         return BadRequest(f"model {name} does not implement {method}")
 
-    def _infer(self, meta: Dict[str, Any], data: memoryview) -> List[Any]:
+    def _stream(self, frame_id: int, chunks: Any, active: _Active) -> None:
+        """Sends a generator's chunks as CHUNK frames as it yields them, then END (or ERROR if it raises).
+
+        A chunk waits while the stream's window is full (the client is
+        behind); once the request is cancelled the generator is closed at
+        its next yield and END is sent at once.
+        """
+        kind: Optional[str] = None
+        default_type = chunks.content_type if isinstance(chunks, Stream) else None
+        try:
+            for chunk in chunks:
+                if active.cancel.is_set():
+                    break
+                if chunk is None:
+                    continue
+                chunk_kind, payload, content_type = _encode_chunk(chunk, default_type)
+                if kind is None:
+                    kind = chunk_kind
+                    first = {"events": True} if kind == "events" else {"content_type": content_type}
+                    parts = proto.meta_parts(first) + [payload]
+                elif chunk_kind != kind:
+                    raise TypeError("generate yielded chunks of mixed kinds (bytes or str, and dict)")
+                else:
+                    parts = [proto.U32.pack(0), payload]
+                cost = proto.HEADER.size + sum(memoryview(part).nbytes for part in parts)
+                if not self._take_window(active, cost):
+                    break  # cancelled while the client was behind
+                self._send(proto.CHUNK, frame_id, parts)
+        except BaseException as err:
+            _close(chunks)
+            body = error_body(err)
+            if body["status"] == 500:
+                traceback.print_exc()
+            self._finish(frame_id, proto.ERROR, [proto.dumps(body)])
+            return
+        _close(chunks)  # GeneratorExit at the model's yield, when it stopped early
+        self._finish(frame_id, proto.END, [])
+
+    def _take_window(self, active: _Active, cost: int) -> bool:
+        """Waits until cost more bytes fit the stream's window (a chunk alone always fits); False when cancelled."""
+        with active.cond:
+            while active.unacked and active.unacked + cost > self._window and not active.cancel.is_set():
+                active.cond.wait()
+            if active.cancel.is_set():
+                return False
+            active.unacked += cost
+            return True
+
+    def _infer(self, meta: Dict[str, Any], data: memoryview, active: Optional[_Active] = None) -> List[Any]:
         requested = meta.get("outputs")
         if requested is not None and (not isinstance(requested, list) or not all(isinstance(n, str) for n in requested)):
             raise BadRequest("'outputs' must be a list of names")
@@ -377,6 +479,7 @@ class Worker:
             parameters=parameters if isinstance(parameters, dict) else {},
             outputs=requested or None,
         )
+        request._cancel = active.cancel if active is not None else None
         model = self._model
         if overrides(model, "infer"):
             result = model.infer(request)
@@ -408,7 +511,7 @@ class Worker:
             buffers.append(raw_view)
         return proto.meta_parts({"outputs": specs}) + buffers
 
-    def _generate(self, meta: Dict[str, Any], data: memoryview) -> List[Any]:
+    def _call_generate(self, meta: Dict[str, Any], data: memoryview, active: _Active) -> Any:
         parameters = meta.get("parameters")
         content_type = meta.get("content_type")
         request = Request(
@@ -417,24 +520,47 @@ class Worker:
             body=bytes(data),
             content_type=str(content_type) if content_type else None,
         )
+        request._cancel = active.cancel
         if not overrides(self._model, "generate"):
             raise self._not_implemented("generate")
-        content_type, body = _generate_result(self._model.generate(request))
-        return proto.meta_parts({"content_type": content_type}) + [body]
+        return self._model.generate(request)
+
+
+def _close(chunks: Any) -> None:
+    close = getattr(chunks, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception:  # a generator that yields in its finally block: nothing more is sent anyway
+        traceback.print_exc()
+
+
+def _encode_chunk(chunk: Any, default_type: Optional[str]) -> Tuple[str, bytes, str]:
+    """One yielded chunk -> (kind "bytes" or "events", payload, content type of a byte stream)."""
+    if isinstance(chunk, Response):
+        return "bytes", chunk.body, chunk.content_type
+    if isinstance(chunk, (bytes, bytearray, memoryview)):
+        return "bytes", bytes(chunk), default_type or BINARY_CONTENT_TYPE
+    if isinstance(chunk, str):
+        return "bytes", chunk.encode("utf-8"), default_type or TEXT_CONTENT_TYPE
+    if isinstance(chunk, (dict, list)):
+        return "events", dumps_json(chunk).encode("utf-8"), NDJSON_CONTENT_TYPE
+    raise TypeError(f"generate yielded a {type(chunk).__name__}; chunks must be bytes, str or dict")
 
 
 def _generate_result(result: Any) -> Tuple[str, Any]:
     """What generate returned -> (content type, body bytes)."""
-    chunks = iter_chunks(result)
+    chunks = result if isinstance(result, Stream) else iter_chunks(result)
     if chunks is None:
         if result is None:
             return BINARY_CONTENT_TYPE, b""
         response = result if isinstance(result, Response) else Response(result)
         return response.content_type, response.body
-    # Streaming is not on the wire yet (CHUNK is reserved): collect the chunks.
+    # The client did not ask for a stream: the chunks are collected into one answer.
     pieces: List[bytes] = []
     kinds: Set[str] = set()
-    content_type: Optional[str] = None
+    content_type: Optional[str] = chunks.content_type if isinstance(chunks, Stream) else None
     for chunk in chunks:
         if isinstance(chunk, Response):
             kinds.add("bytes")
