@@ -38,6 +38,15 @@ def rss_kib(pid):
     return 0
 
 
+def raw_post(port, body):
+    """Sends a generate request over a raw HTTP/1.1 socket and returns the socket, for tests that read or leave."""
+    payload = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /v1/models/s/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+    return s
+
+
 @pytest.fixture
 def streams(corral):
     path = corral.add("s", "streams")
@@ -146,10 +155,7 @@ def test_a_failed_byte_stream_is_truncated_not_ended(streams):
         "                    raise RuntimeError('broke')\n"))
     d = corral.start()
     port = int(d.base.rsplit(":", 1)[1])
-    body = json.dumps({"stream": True, "bytes": 100_000, "chunk": 1000, "break": True}).encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"POST /v1/models/s/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    with raw_post(port, {"stream": True, "bytes": 100_000, "chunk": 1000, "break": True}) as s:
         raw = b""
         while True:
             got = s.recv(65536)
@@ -164,10 +170,7 @@ def test_a_failed_byte_stream_is_truncated_not_ended(streams):
 
 def disconnect_after_first_event(port, body):
     """Opens a stream over HTTP/1.1, reads until its first event, and closes the connection."""
-    payload = json.dumps(body).encode()
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"POST /v1/models/s/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+    s = raw_post(port, body)
     raw = b""
     while b"data: " not in raw:
         got = s.recv(4096)
@@ -218,10 +221,7 @@ def test_a_non_streamed_request_whose_client_left_is_cancelled(streams):
     d = corral.start()
     port = int(d.base.rsplit(":", 1)[1])
     gen(d, {"events": 1})
-    payload = json.dumps({"wait": 30}).encode()
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"POST /v1/models/s/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+    s = raw_post(port, {"wait": 30})
     wait_for(lambda: d.model("s")["instances"][0]["inflight"] == 1, timeout=5, what="the request to run")
     s.close()
     left = time.monotonic()
