@@ -116,6 +116,38 @@ void corral__chan_pong(corral__chan *ch, uint64_t nonce);
 void corral__chan_wake(corral__chan *ch);
 void corral__chan_peer_may_close(corral__chan *ch);
 
+/* ---- corral_stream.c: requests in flight, their CANCEL and CREDIT, streamed answers ---- */
+
+/* CANCELs remembered for requests not read yet (the health socket may overtake the protocol socket). */
+#define CORRAL__EARLY_CANCELS 64
+
+/*
+ * Every request from the moment the reader accepts it until just before its
+ * final frame is written. mu guards the table and each request's control
+ * fields (cancelled, on_cancel, unacked); cond wakes a stream waiting for
+ * CREDIT, or cancelled while it waits.
+ */
+typedef struct corral__flight {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    corral__chan *chan; /* where CHUNK frames go */
+    uint32_t window;    /* bytes of one stream that may be sent and not yet credited */
+    corral_request **reqs;
+    size_t n, cap;
+    uint64_t highest; /* highest request id accepted */
+    uint64_t early[CORRAL__EARLY_CANCELS];
+    size_t nearly;
+} corral__flight;
+
+void corral__flight_init(corral__flight *f, corral__chan *chan);
+void corral__flight_destroy(corral__flight *f);
+/* Adds req (taking any CANCEL that came ahead of it): 0, -EEXIST for an id in flight, -ENOMEM. */
+int corral__flight_add(corral__flight *f, corral_request *req);
+/* Removes the request with this id, if present: it is answered, so no control reaches it any more. */
+void corral__flight_remove(corral__flight *f, uint64_t id);
+/* Applies CANCEL or CREDIT: 0, or -EPROTO when the frame is malformed (*what says why). */
+int corral__flight_control(corral__flight *f, const corral__frame *fr, const char **what);
+
 /* ---- corral_request.c ---- */
 
 struct corral_request {
@@ -141,6 +173,15 @@ struct corral_request {
 
     json_t *body_json; /* owned: lazily parsed generate body */
     int body_json_parsed;
+
+    int stream; /* GENERATE meta "stream": true */
+
+    /* Control, guarded by flight->mu (cancelled is also read without it, atomically). */
+    corral__flight *flight; /* set while in flight */
+    int cancelled;
+    void (*on_cancel)(void *);
+    void *on_cancel_arg;
+    size_t unacked; /* CHUNK bytes sent and not yet credited */
 
     char what[256]; /* why parsing failed, for -EPROTO */
     corral_request *next; /* queue link; the queue owns queued requests */
@@ -180,10 +221,18 @@ struct corral_response {
     size_t body_len;
     void *body_owned;
 
+    const corral_request *req; /* what it answers; NULL for an error the SDK makes up */
+    int stream_kind;           /* CORRAL__STREAM_*: what corral_stream_* sent so far */
+    int streamed;              /* chunks went out as CHUNK frames (else they are collected in body) */
+    size_t collect_cap;        /* bytes allocated at body_owned while chunks are collected */
+    char *stream_type;         /* owned: a byte stream's content type */
+
     int status; /* 0 until an error is recorded */
     char *error_type;    /* owned */
     char *error_message; /* owned */
 };
+
+enum { CORRAL__STREAM_NONE, CORRAL__STREAM_BYTES, CORRAL__STREAM_EVENTS };
 
 /* A frame ready to send: iov[0] is prefix (the meta length), iov[1] the meta. */
 typedef struct corral__encoded {
@@ -200,7 +249,8 @@ void corral__response_close(corral_response *res);
 /* Records an error without formatting (message copied). */
 void corral__response_set_error(corral_response *res, int status, const char *type, const char *message);
 /*
- * Encodes the reply to req: INFER_RESULT, GENERATE_RESULT or ERROR. A result
+ * Encodes the reply to req: INFER_RESULT, GENERATE_RESULT, END (a stream that
+ * went out as CHUNKs and ended well) or ERROR. A result
  * that cannot be encoded (too large, out of memory) becomes an ERROR 500.
  * res must stay alive until the frame is sent (iov borrows its data).
  */

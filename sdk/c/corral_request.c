@@ -235,6 +235,7 @@ int corral__request_parse(corral_request *req, corral_response *res, const char 
         if (ct && !json_is_string(ct))
             return proto_fail(req, what, "meta 'content_type' is not a string");
         req->content_type = ct && json_string_length(ct) > 0 ? json_string_value(ct) : "application/octet-stream";
+        req->stream = json_is_true(json_object_get(req->meta, "stream"));
         return 0;
     }
     req->content_type = "application/octet-stream";

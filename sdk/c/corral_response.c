@@ -36,14 +36,16 @@ static void drop_results(corral_response *res)
     res->body_owned = NULL;
     res->body = NULL;
     res->body_len = 0;
+    res->collect_cap = 0;
 }
 
 void corral__response_close(corral_response *res)
 {
     drop_results(res);
+    free(res->stream_type);
     free(res->error_type);
     free(res->error_message);
-    res->error_type = res->error_message = NULL;
+    res->stream_type = res->error_type = res->error_message = NULL;
 }
 
 static int name_ok(const char *name)
@@ -155,7 +157,8 @@ int corral_response_set_body(corral_response *res, const char *content_type, con
 {
     void *owned = mem == CORRAL_TAKE ? (void *)data : NULL;
     char *ct = NULL;
-    if (!res || (len > 0 && !data) || (content_type && !name_ok(content_type))) {
+    if (!res || (len > 0 && !data) || (content_type && !name_ok(content_type)) ||
+        res->stream_kind != CORRAL__STREAM_NONE) {
         free(owned);
         return -EINVAL;
     }
@@ -299,8 +302,18 @@ static int encode_infer(corral_response *res, const corral_request *req, corral_
 
 static int encode_generate(corral_response *res, corral__encoded *enc)
 {
-    json_t *meta = json_pack("{s:s}", "content_type",
-                             res->content_type ? res->content_type : "application/octet-stream");
+    if (res->streamed) { /* the chunks are out: END closes the stream */
+        enc->type = PROTO_END;
+        enc->iov = enc->small;
+        enc->iovcnt = 0;
+        return 0;
+    }
+    /* Chunks collected for a client that wanted no stream: one answer. */
+    const char *ct = res->stream_kind == CORRAL__STREAM_EVENTS  ? "application/x-ndjson"
+                     : res->stream_kind == CORRAL__STREAM_BYTES ? res->stream_type
+                     : res->content_type                        ? res->content_type
+                                                                : "application/octet-stream";
+    json_t *meta = json_pack("{s:s}", "content_type", ct);
     if (!meta)
         return -ENOMEM;
     int rc = encode_meta(enc, PROTO_GENERATE_RESULT, meta, 1, res->body_len);

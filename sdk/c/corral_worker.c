@@ -5,10 +5,12 @@
  *   main thread    HELLO, waits for LOAD, runs load, READY, waits for
  *                  SHUTDOWN, joins the workers, runs unload, returns.
  *   health thread  when the daemon gave a health socket (CORRAL_HEALTH_FD):
- *                  answers every PING on it, and exits the process at once
- *                  when it closes (the daemon is gone).
+ *                  answers every PING on it, applies CANCEL and CREDIT
+ *                  (corral_stream.c), and exits the process at once when it
+ *                  closes (the daemon is gone).
  *   reader thread  reads every frame of the protocol socket; answers PING
- *                  there (daemons that give no health socket send it there);
+ *                  and applies CANCEL and CREDIT there (daemons that give no
+ *                  health socket send them there);
  *                  queues INFER and GENERATE for the worker threads, or, in
  *                  inline mode, runs them itself.
  *   worker threads `concurrency` of them; each takes a request from the
@@ -21,7 +23,7 @@
  * microseconds. Without a health socket, model code never runs on the
  * reader, so PONG is never late because a model is busy.
  *
- * Invariants: a request id is in `inflight` from the moment the reader
+ * Invariants: a request is in `flight` from the moment the reader
  * queues it until just before its reply is written, so a duplicate id from
  * the daemon is caught without racing the daemon's reuse of a finished id.
  * After SHUTDOWN nothing is queued; requests already queued are still
@@ -55,8 +57,7 @@ typedef struct worker {
     int load_seen;
     int stopping;
     corral_request *head, *tail; /* owned: requests not yet started */
-    uint64_t *inflight;          /* owned: ids queued or running */
-    size_t ninflight, inflight_cap;
+    corral__flight flight;       /* requests queued or running; its own lock */
 
     corral_ctx *ctx; /* owned; set before the workers start, read-only after */
     void *state;     /* the model's; set before the workers start */
@@ -68,18 +69,6 @@ static const char *kind_name(uint8_t type)
 }
 
 /* ---- replies ---- */
-
-static void inflight_remove(worker *w, uint64_t id)
-{
-    pthread_mutex_lock(&w->mu);
-    for (size_t i = 0; i < w->ninflight; i++) {
-        if (w->inflight[i] == id) {
-            w->inflight[i] = w->inflight[--w->ninflight];
-            break;
-        }
-    }
-    pthread_mutex_unlock(&w->mu);
-}
 
 /* Encodes and sends the reply to req (which may be NULL for an error reply). */
 /*
@@ -114,7 +103,7 @@ static void send_reply(worker *w, uint64_t id, const corral_request *req, corral
     corral__encoded enc;
     corral__response_encode(res, req, &enc);
     uint16_t flags = share_result(w, req, &enc);
-    inflight_remove(w, id);
+    corral__flight_remove(&w->flight, id);
     corral__chan_send_flags(&w->chan, enc.type, flags, id, enc.iov, enc.iovcnt);
     corral__encoded_free(&enc);
 }
@@ -135,6 +124,7 @@ static void handle_request(worker *w, corral_request *req)
     corral_response res;
     const char *what;
     corral__response_init(&res, req->type);
+    res.req = req;
 
     int rc = corral__request_parse(req, &res, &what);
     if (rc == -EPROTO)
@@ -192,29 +182,22 @@ static void on_request(worker *w, corral__frame *f)
         send_error(w, f->h.id, f->h.type, 503, "ShuttingDown", "the worker is shutting down");
         return;
     }
-    for (size_t i = 0; i < w->ninflight; i++)
-        if (w->inflight[i] == f->h.id)
-            corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: request id %llu is already in flight",
-                        (unsigned long long)f->h.id);
-    corral_request *req = NULL;
-    if (w->ninflight == w->inflight_cap) {
-        size_t cap = w->inflight_cap ? w->inflight_cap * 2 : 16;
-        uint64_t *grown = realloc(w->inflight, cap * sizeof *grown);
-        if (grown) {
-            w->inflight = grown;
-            w->inflight_cap = cap;
-        }
-    }
-    if (w->ninflight < w->inflight_cap)
-        req = corral__request_new(f);
-    if (req)
-        corral__request_set_region(req, &w->shm[0]);
-    if (!req) {
+    corral_request *req = corral__request_new(f);
+    int rc = req ? corral__flight_add(&w->flight, req) : -ENOMEM;
+    if (rc == -EEXIST)
+        corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: request id %llu is already in flight",
+                    (unsigned long long)f->h.id);
+    if (rc < 0) {
         pthread_mutex_unlock(&w->mu);
+        if (req) { /* give the body back: the reader frees it */
+            f->alloc = req->alloc;
+            req->alloc = NULL;
+            corral__request_free(req);
+        }
         send_error(w, f->h.id, f->h.type, 500, "MemoryError", "out of memory queueing the request");
         return;
     }
-    w->inflight[w->ninflight++] = req->frame_id;
+    corral__request_set_region(req, &w->shm[0]);
     if (w->inline_mode) {
         pthread_mutex_unlock(&w->mu);
         handle_request(w, req);
@@ -255,6 +238,15 @@ static void on_shutdown(worker *w)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* CANCEL or CREDIT, on either socket. */
+static void control(worker *w, const corral__frame *f, const char *where)
+{
+    const char *what;
+    if (corral__flight_control(&w->flight, f, &what) < 0)
+        corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error%s: %s (id %llu, %u-byte body)", where, what,
+                    (unsigned long long)f->h.id, f->h.length);
+}
+
 static void dispatch(worker *w, corral__frame *f)
 {
     switch (f->h.type) {
@@ -274,6 +266,10 @@ static void dispatch(worker *w, corral__frame *f)
     case PROTO_INFER:
     case PROTO_GENERATE:
         on_request(w, f);
+        break;
+    case PROTO_CANCEL:
+    case PROTO_CREDIT:
+        control(w, f, "");
         break;
     default:
         corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: unexpected %s frame from the daemon%s",
@@ -337,10 +333,13 @@ static void *health_main(void *arg)
         if (rc < 0)
             corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error on the health socket: %s",
                         what ? what : strerror(-rc));
-        if (f.h.type != PROTO_PING || f.h.length != 0)
+        if (f.h.type == PROTO_CANCEL || f.h.type == PROTO_CREDIT)
+            control(w, &f, " on the health socket");
+        else if (f.h.type == PROTO_PING && f.h.length == 0)
+            corral__chan_pong(&w->health, f.h.id);
+        else
             corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: %s frame (%u-byte body) on the health socket",
                         proto_type_name(f.h.type), f.h.length);
-        corral__chan_pong(&w->health, f.h.id);
         free(f.alloc);
     }
 }
@@ -385,8 +384,9 @@ static int protocol_fd(void)
 
 static void send_hello(worker *w)
 {
-    json_t *hello = json_pack("{s:i,s:s,s:s,s:I}", "protocol", PROTO_VERSION, "sdk", "c", "sdk_version",
-                              CORRAL_SDK_VERSION, "pid", (json_int_t)getpid());
+    /* stream: this SDK streams GENERATE answers and obeys CANCEL and CREDIT. */
+    json_t *hello = json_pack("{s:i,s:s,s:s,s:I,s:b}", "protocol", PROTO_VERSION, "sdk", "c", "sdk_version",
+                              CORRAL_SDK_VERSION, "pid", (json_int_t)getpid(), "stream", 1);
     if (hello && w->shm[0].fd >= 0 && json_object_set_new(hello, "shm", json_true()) < 0) {
         json_decref(hello);
         hello = NULL;
@@ -424,6 +424,12 @@ static void set_stopping(worker *w)
 /* Runs load and answers READY or ERROR; 0 when the model is ready. */
 static int load_model(worker *w, json_t *load_msg)
 {
+    json_t *window = json_object_get(load_msg, "stream_window");
+    if (json_is_integer(window) && json_integer_value(window) > 0 && json_integer_value(window) <= UINT32_MAX) {
+        pthread_mutex_lock(&w->flight.mu);
+        w->flight.window = (uint32_t)json_integer_value(window);
+        pthread_mutex_unlock(&w->flight.mu);
+    }
     w->ctx = corral__ctx_new(load_msg);
     if (!w->ctx) {
         send_load_error(w, "MemoryError", "out of memory reading LOAD");
@@ -451,7 +457,7 @@ static void worker_free(worker *w)
         w->head = next;
     }
     json_decref(w->load_msg);
-    free(w->inflight);
+    corral__flight_destroy(&w->flight);
     corral__ctx_free(w->ctx);
     corral__chan_close(&w->chan);
     if (w->has_health)
@@ -479,9 +485,11 @@ int corral_run(const corral_model_ops *ops)
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->main_cond, NULL);
     pthread_cond_init(&w->work_cond, NULL);
+    corral__flight_init(&w->flight, &w->chan);
     int rc = corral__chan_init(&w->chan, fd);
     if (rc < 0) {
         corral_log("corral: cannot use CORRAL_FD=%d: %s", fd, strerror(-rc));
+        corral__flight_destroy(&w->flight);
         pthread_cond_destroy(&w->work_cond);
         pthread_cond_destroy(&w->main_cond);
         pthread_mutex_destroy(&w->mu);

@@ -5,7 +5,7 @@
  * A model is four callbacks (corral_model_ops) handed to corral_run(). The
  * SDK owns everything else: the inherited protocol socket (CORRAL_FD), the
  * HELLO / LOAD / READY start-up, the frame loop, PING/PONG, ERROR replies,
- * SHUTDOWN and end-of-file. The protocol is documented in
+ * streams and their flow control, CANCEL, SHUTDOWN and end-of-file. The protocol is documented in
  * docs/worker-protocol.md; a model author never needs to read it.
  *
  *     static int echo_infer(void *state, const corral_request *req, corral_response *res)
@@ -22,7 +22,9 @@
  *         return corral_run(&ops);
  *     }
  *
- * Threads. corral_run() starts a health thread that answers PING, a reader
+ * Threads. corral_run() starts a health thread that answers PING (and
+ * applies CANCEL and CREDIT, so a stream blocked on flow control or a
+ * request being cancelled never waits for the model's thread), a reader
  * thread that reads requests, and N worker threads that run infer/generate,
  * where N is the model's `concurrency` (from LOAD; default 1). With N == 1
  * (and a daemon that gives the health socket, as corral does) the reader runs
@@ -142,7 +144,8 @@ typedef struct corral_tensor {
  * infer    tensors in (corral_request_input*), tensors out
  *          (corral_response_add_output and friends).
  * generate free-form body in (corral_request_body/json), body out
- *          (corral_response_set_body).
+ *          (corral_response_set_body), or a stream of chunks
+ *          (corral_stream_write / corral_stream_event).
  * unload   on SHUTDOWN, after every request in progress has been answered.
  */
 typedef struct corral_model_ops {
@@ -288,6 +291,66 @@ CORRAL_API int corral_response_error(corral_response *res, int status, const cha
     CORRAL_PRINTF(4, 5);
 /* corral_response_error(res, 400, "BadRequest", fmt, ...). */
 CORRAL_API int corral_bad_request(corral_response *res, const char *fmt, ...) CORRAL_PRINTF(2, 3);
+
+/* ---- streams and cancellation ---------------------------------------------- */
+
+/*
+ * Whether the client asked for a stream ("stream": true, or an Accept header
+ * for events): generate may then send its answer piece by piece with
+ * corral_stream_write / corral_stream_event, which the client receives as
+ * they are sent. Without a stream the same calls still work: the pieces
+ * are collected into one answer (events one JSON per line,
+ * application/x-ndjson), so a model need not be written twice.
+ */
+CORRAL_API int corral_request_streamed(const corral_request *req);
+
+/*
+ * Whether the daemon has cancelled the request: the client went away, its
+ * deadline passed (the client already has its 504) or the model's
+ * stream_timeout passed. Nobody reads the answer any more; the model should
+ * return as soon as it can (whatever it returns is dropped). Any thread may
+ * call it, for infer and generate alike.
+ */
+CORRAL_API int corral_request_cancelled(const corral_request *req);
+
+/*
+ * Registers fn(arg) to run once when the request is cancelled (at once, on
+ * this thread, when it already is), so a model blocked in its own library
+ * can be told to stop, e.g. by a flag its synthesis callback checks. fn runs
+ * on an SDK thread while the SDK holds a lock: it must return quickly and
+ * call no corral function other than corral_request_cancelled. Replaces an
+ * earlier registration; fn NULL removes it. Never called after the
+ * callback that received req has returned.
+ */
+CORRAL_API void corral_request_on_cancel(const corral_request *req, void (*fn)(void *arg), void *arg);
+
+/*
+ * Sends len bytes as the next chunk of a byte stream (generate only). The
+ * first call fixes the stream's content type (NULL:
+ * application/octet-stream); later calls ignore content_type. When the client
+ * is behind, the call blocks until the daemon has passed earlier chunks on
+ * (each stream may have stream_window bytes, 1 MiB, in flight), so a slow
+ * client holds back only this request. The data is sent before the call
+ * returns and may be reused at once.
+ *
+ * The answer ends when generate returns: 0 ends the stream normally, an
+ * error recorded with corral_response_error() ends it with that error (the
+ * client sees a truncated stream or an error event). Returns 0; -ECANCELED
+ * once the request is cancelled (return from generate); -EINVAL when the
+ * call does not fit (not a generate request, an event stream, a body already
+ * set with corral_response_set_body, an error already recorded);
+ * -EMSGSIZE when one chunk, or the collected answer of a request that is
+ * not streamed, exceeds the 1 GiB frame limit; -ENOMEM.
+ */
+CORRAL_API int corral_stream_write(corral_response *res, const char *content_type, const void *data, size_t len);
+
+/*
+ * Sends event (any JSON value, usually an object) as the next chunk of an
+ * event stream: a server-sent event or an NDJSON line for the client. Like
+ * corral_stream_write otherwise; -EINVAL also when the stream carries bytes.
+ * event is not stolen.
+ */
+CORRAL_API int corral_stream_event(corral_response *res, const json_t *event);
 
 /* ---- logging ----------------------------------------------------------------- */
 

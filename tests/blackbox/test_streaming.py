@@ -313,3 +313,66 @@ def test_many_concurrent_streams_each_get_their_own_chunks_in_order(corral):
     for k in range(100):
         want = b"".join(b'data: {"i":%d,"tag":%d}\n\n' % (i, k) for i in range(20))
         assert results[k] == want, (k, results[k][:200])
+
+
+# ---- the C SDK's examples through the daemon: tts-espeak streams audio, echo-c streams and is cancelled
+
+LONG_TEXT = " ".join(["Audio that plays while it is made reaches the listener long before the whole file would."] * 12)
+
+
+def test_tts_audio_streams_first_audio_long_before_the_end_and_is_a_valid_wav(corral):
+    corral.add("tts-espeak", "tts-espeak")
+    d = corral.start()
+    whole = d.post("/v1/models/tts-espeak/generate", {"text": "Warm up."})  # the instance is loaded and ready
+    assert whole.status_code == 200, whole.text
+    t0 = time.monotonic()
+    r = d.http.post(d.url("/v1/models/tts-espeak/generate"), json={"text": LONG_TEXT, "stream": True},
+                    stream=True, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "audio/wav" and r.headers.get("transfer-encoding") == "chunked"
+    data, first_audio = b"", None
+    for piece in r.iter_content(chunk_size=None):
+        data += piece
+        if first_audio is None and len(data) > 44:
+            first_audio = time.monotonic() - t0
+    total = time.monotonic() - t0
+    print(f"[tts-stream] first audio after {first_audio * 1000:.1f} ms, whole {len(data)} bytes after "
+          f"{total * 1000:.1f} ms", flush=True)
+    assert first_audio < total / 10, (first_audio, total)
+    import io
+    import wave
+    with wave.open(io.BytesIO(data)) as wf:  # valid once complete: sizes say "unknown", readers read to the end
+        assert (wf.getnchannels(), wf.getsampwidth()) == (1, 2)
+        frames = wf.readframes(1 << 30)
+    assert len(frames) == len(data) - 44 and len(frames) / 2 / wf.getframerate() > 20  # over 20 s of speech
+    r = d.post("/v1/models/tts-espeak/generate", {"text": "Raw.", "format": "l16", "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("audio/L16; rate=")
+    assert r.content[:4] != b"RIFF" and len(r.content) % 2 == 0
+
+
+def test_echo_c_chunks_stream_as_events_and_a_client_that_leaves_frees_the_c_instance(corral):
+    corral.add("e", "echo-c")
+    d = corral.start()
+    r = d.post("/v1/models/e/generate", {"chunks": [{"a": 1}, {"b": "two"}], "stream": True})
+    assert r.status_code == 200
+    assert r.content == b'data: {"a":1}\n\ndata: {"b":"two"}\n\n'
+    r = d.post("/v1/models/e/generate", {"chunks": [{"a": 1}, {"b": "two"}]})
+    assert r.headers["content-type"] == "application/x-ndjson" and r.content == b'{"a":1}\n{"b":"two"}\n'
+    # A non-streamed infer sleeping 30 s; its client leaves; the C model's cancel callback ends the sleep.
+    port = int(d.base.rsplit(":", 1)[1])
+    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1], "data": [1]}],
+                       "parameters": {"delay_ms": 30000}}).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /v2/models/e/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    wait_for(lambda: d.model("e")["instances"][0]["inflight"] == 1, timeout=5, what="the request to run")
+    pid = d.model("e")["instances"][0]["pid"]
+    s.close()
+    left = time.monotonic()
+    r = d.infer("e", [{"name": "INPUT0", "datatype": "INT32", "shape": [1], "data": [2]}])
+    took = time.monotonic() - left
+    assert r.status_code == 200, r.text
+    print(f"[cancel-c] the C instance served again {took:.2f} s after the client left", flush=True)
+    assert took < 1.5, took
+    inst = d.model("e")["instances"][0]
+    assert inst["pid"] == pid and inst["restarts"] == 0, inst

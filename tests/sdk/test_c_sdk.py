@@ -39,7 +39,7 @@ TTS_BIN = Path(os.environ.get("CORRAL_TTS_ESPEAK_BIN", TTS_DIR / "tts-espeak"))
 HEADER = struct.Struct("<IBBHQ")
 HELLO, LOAD, READY = 0x01, 0x02, 0x03
 INFER, INFER_RESULT, GENERATE, GENERATE_RESULT = 0x10, 0x11, 0x12, 0x13
-CHUNK, BATCH = 0x14, 0x17
+CHUNK, END, CANCEL, BATCH, CREDIT = 0x14, 0x15, 0x16, 0x17, 0x18
 ERROR, PING, PONG, SHUTDOWN = 0x1F, 0x20, 0x21, 0x22
 
 TIMEOUT = 10.0  # seconds any single frame may take to arrive
@@ -55,9 +55,10 @@ def tensor_body(meta: dict, data: bytes = b"") -> bytes:
     return struct.pack("<I", len(m)) + m + data
 
 
-def split_body(body: bytes) -> tuple[dict, bytes]:
+def split_body(body: bytes) -> tuple[Optional[dict], bytes]:
+    """(meta, data); meta None when its length is 0 (a later CHUNK of a stream)."""
     (mlen,) = struct.unpack_from("<I", body)
-    return json.loads(body[4 : 4 + mlen]), body[4 + mlen :]
+    return (json.loads(body[4 : 4 + mlen]) if mlen else None), body[4 + mlen :]
 
 
 def encode_bytes(items: list[bytes]) -> bytes:
@@ -160,16 +161,16 @@ class Worker:
     def hello(self) -> dict:
         return json.loads(self.expect(HELLO, 0))
 
-    def start(self, concurrency: int = 1, parameters: Optional[dict] = None) -> dict:
+    def start(self, concurrency: int = 1, parameters: Optional[dict] = None, stream_window: int = 1 << 20) -> dict:
         """HELLO, LOAD, READY: returns READY's metadata."""
         hello = self.hello()
         assert hello["protocol"] == 1 and hello["sdk"] == "c" and hello["pid"] == self.proc.pid
-        self.load(concurrency, parameters)
+        self.load(concurrency, parameters, stream_window)
         return json.loads(self.expect(READY, 0))
 
-    def load(self, concurrency: int = 1, parameters: Optional[dict] = None) -> None:
-        msg = {"model": "test", "model_dir": str(self.model_dir), "instance_id": 0,
-               "device": "cpu", "concurrency": concurrency, "parameters": parameters or {}}
+    def load(self, concurrency: int = 1, parameters: Optional[dict] = None, stream_window: int = 1 << 20) -> None:
+        msg = {"model": "test", "model_dir": str(self.model_dir), "instance_id": 0, "device": "cpu",
+               "concurrency": concurrency, "stream_window": stream_window, "parameters": parameters or {}}
         self.send(LOAD, 0, json.dumps(msg).encode())
 
     # -- requests --
@@ -187,10 +188,31 @@ class Worker:
         self.send(INFER, id_, tensor_body(meta, b"".join(b for *_, b in inputs)))
         return id_
 
-    def send_generate(self, body: bytes, content_type: str = "application/json", id_: Optional[int] = None) -> int:
+    def send_generate(self, body: bytes, content_type: str = "application/json", id_: Optional[int] = None,
+                      stream: bool = False) -> int:
         id_ = id_ or self.new_id()
-        self.send(GENERATE, id_, tensor_body({"id": "", "content_type": content_type}, body))
+        meta = {"id": "", "content_type": content_type}
+        if stream:
+            meta["stream"] = True
+        self.send(GENERATE, id_, tensor_body(meta, body))
         return id_
+
+    def control(self, type_: int, id_: int, body: bytes = b"") -> None:
+        """CANCEL or CREDIT, on the health socket when there is one (as the daemon sends them)."""
+        frame = HEADER.pack(len(body), 1, type_, 0, id_) + body
+        (self.health or self.sock).sendall(frame)
+
+    def stream(self, id_: int, credit: bool = True) -> tuple[list[tuple[dict, bytes]], int, bytes]:
+        """Reads CHUNKs of id_ until END or ERROR: ([(meta, data)], final type, final body), crediting each."""
+        chunks = []
+        while True:
+            type_, rid, body = self.recv()
+            assert rid == id_
+            if type_ != CHUNK:
+                return chunks, type_, body
+            chunks.append(split_body(body))
+            if credit:
+                self.control(CREDIT, id_, struct.pack("<I", HEADER.size + len(body)))
 
     def infer(self, *args, **kwargs) -> dict[str, tuple[str, list[int], bytes]]:
         id_ = self.send_infer(*args, **kwargs)
@@ -269,7 +291,8 @@ def _bounded_time():
 def test_hello_load_ready(spawn):
     w = spawn()
     hello = w.hello()
-    assert hello == {"protocol": 1, "sdk": "c", "sdk_version": hello["sdk_version"], "pid": w.proc.pid}
+    assert hello == {"protocol": 1, "sdk": "c", "sdk_version": hello["sdk_version"], "pid": w.proc.pid,
+                     "stream": True}
     w.load()
     assert json.loads(w.expect(READY, 0)) == {}
 
@@ -472,6 +495,166 @@ def test_concurrency_runs_requests_in_parallel(spawn):
     elapsed = time.monotonic() - t0
     assert seen == {id_: struct.pack("<i", i) for i, id_ in enumerate(ids)}
     assert elapsed < 2.0, f"3 x 800 ms at concurrency 3 took {elapsed:.2f}s"
+
+
+# ---- streams and cancellation (docs/worker-protocol.md, Streams and Cancellation)
+
+def chunks_body(chunks: list) -> bytes:
+    return json.dumps({"chunks": chunks}).encode()
+
+
+@pytest.mark.parametrize("health", [False, True])
+def test_stream_of_events(spawn, health):
+    w = spawn(health=health)
+    w.start()
+    events = [{"token": "Hello"}, {"token": " world", "n": 2}, [1, 2], {"text": "line\nbreak \u00e9"}]
+    id_ = w.send_generate(chunks_body(events), stream=True)
+    chunks, final, body = w.stream(id_)
+    assert (final, body) == (END, b"")
+    assert chunks[0][0] == {"events": True}
+    assert all(meta is None for meta, _ in chunks[1:])  # meta length 0 on every later chunk
+    for (_, data), want in zip(chunks, events):
+        assert b"\n" not in data and json.loads(data) == want
+    assert len(chunks) == len(events)
+
+
+def test_stream_of_bytes_names_its_content_type_once(spawn):
+    w = spawn()
+    w.start()
+    id_ = w.send_generate(chunks_body(["one ", "two ", "three"]), stream=True)
+    chunks, final, _ = w.stream(id_)
+    assert final == END
+    assert chunks[0] == ({"content_type": "text/plain; charset=utf-8"}, b"one ")
+    assert [c[1] for c in chunks[1:]] == [b"two ", b"three"] and all(c[0] is None for c in chunks[1:])
+
+
+def test_chunks_without_a_stream_are_collected_into_one_answer(spawn):
+    w = spawn()
+    w.start()
+    meta, data = split_body(w.expect(GENERATE_RESULT, w.send_generate(chunks_body([{"a": 1}, {"b": [2]}]))))
+    assert meta == {"content_type": "application/x-ndjson"}
+    assert data == b'{"a":1}\n{"b":[2]}\n'
+    meta, data = split_body(w.expect(GENERATE_RESULT, w.send_generate(chunks_body(["ab", "cd"]))))
+    assert (meta, data) == ({"content_type": "text/plain; charset=utf-8"}, b"abcd")
+
+
+def test_mixed_chunk_kinds_end_the_stream_with_an_error(spawn):
+    w = spawn()
+    w.start()
+    id_ = w.send_generate(chunks_body([{"a": 1}, "text"]), stream=True)
+    chunks, final, body = w.stream(id_)
+    assert len(chunks) == 1 and final == ERROR
+    err = json.loads(body)
+    assert err["status"] == 400 and "cannot mix" in err["message"]
+    assert w.error(w.send_generate(chunks_body(["text", {"a": 1}]))) ["status"] == 400  # collected: same rule
+    id_ = w.send_generate(chunks_body([{"still": "serving"}]), stream=True)
+    assert w.stream(id_)[1] == END
+
+
+def _frame_cost(meta: Optional[dict], data: bytes) -> int:
+    return HEADER.size + 4 + (len(json.dumps(meta, separators=(",", ":"))) if meta else 0) + len(data)
+
+
+@pytest.mark.parametrize("health", [False, True])
+def test_stream_waits_for_credit_when_its_window_is_full(spawn, health):
+    w = spawn(health=health)
+    window = 200
+    w.start(stream_window=window)
+    events = [{"n": i, "pad": "x" * 40} for i in range(12)]  # about 70 bytes a frame: 2 fit the window
+    id_ = w.send_generate(chunks_body(events), stream=True)
+    got, outstanding, credits = [], 0, 0
+    while len(got) < len(events):
+        w.sock.settimeout(0.3)
+        try:
+            type_, rid, body = w.recv()
+        except socket.timeout:
+            # Blocked when the frames sent and not credited fill the window (else merely slow: wait on).
+            if outstanding + _frame_cost(None, json.dumps(events[len(got)], separators=(",", ":")).encode()) > window:
+                w.control(CREDIT, id_, struct.pack("<I", outstanding))
+                outstanding, credits = 0, credits + 1
+            continue
+        finally:
+            w.sock.settimeout(TIMEOUT)
+        assert (type_, rid) == (CHUNK, id_)
+        outstanding += HEADER.size + len(body)
+        assert outstanding <= window  # never past the window
+        got.append(json.loads(split_body(body)[1]))
+    assert got == events and credits >= 4  # 12 chunks, 2 to a window
+    assert w.recv()[0] == END
+
+
+def test_one_chunk_larger_than_the_window_goes_when_nothing_is_outstanding(spawn):
+    w = spawn()
+    w.start(stream_window=64)
+    big = "y" * 500
+    id_ = w.send_generate(chunks_body([big, big]), stream=True)
+    chunks, final, _ = w.stream(id_)  # credits each chunk as it comes
+    assert final == END and [c[1] for c in chunks] == [big.encode()] * 2
+
+
+@pytest.mark.parametrize("health", [False, True])
+def test_cancel_unblocks_a_stream_waiting_for_credit(spawn, health):
+    w = spawn(health=health)
+    w.start(stream_window=100)
+    id_ = w.send_generate(chunks_body([{"i": i} for i in range(1000)]), stream=True)
+    sent = 0
+    w.sock.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        while True:
+            type_, _, _ = w.recv()
+            assert type_ == CHUNK
+            sent += 1
+    w.sock.settimeout(TIMEOUT)
+    assert 1 <= sent < 10
+    w.control(CANCEL, id_)
+    type_, rid, _ = w.recv()
+    assert (type_, rid) == (END, id_)  # the model returned: the slot is free
+    assert w.stream(w.send_generate(chunks_body([{"next": 1}]), stream=True))[1] == END
+
+
+@pytest.mark.parametrize("health", [False, True])
+def test_cancel_cuts_a_running_infer_short_through_the_callback(spawn, health):
+    w = spawn(health=health)
+    w.start()
+    id_ = w.send_infer([("INPUT0", "INT32", [1], struct.pack("<i", 7))], parameters={"delay_ms": 30000})
+    time.sleep(0.2)
+    started = time.monotonic()
+    w.control(CANCEL, id_)
+    err = w.error(id_)
+    assert err["type"] == "Cancelled" and time.monotonic() - started < 5
+    out = w.infer([("INPUT0", "INT32", [1], struct.pack("<i", 8))])
+    assert out["OUTPUT0"][2] == struct.pack("<i", 8)
+
+
+def test_cancel_that_overtakes_its_request_is_kept(spawn):
+    w = spawn(health=True)
+    w.start()
+    id_ = w.new_id()
+    w.control(CANCEL, id_)  # on the health socket, before the request exists
+    time.sleep(0.2)
+    w.send_infer([("INPUT0", "INT32", [1], struct.pack("<i", 1))], parameters={"delay_ms": 30000}, id_=id_)
+    assert w.error(id_)["type"] == "Cancelled"
+
+
+def test_cancel_and_credit_for_answered_requests_are_moot(spawn):
+    w = spawn(health=True)
+    w.start()
+    id_ = w.send_generate(chunks_body([{"a": 1}]), stream=True)
+    assert w.stream(id_, credit=False)[1] == END
+    w.control(CREDIT, id_, struct.pack("<I", 100))
+    w.control(CANCEL, id_)
+    w.control(CANCEL, 1)  # below every id seen: dropped
+    assert w.stream(w.send_generate(chunks_body([{"b": 2}]), stream=True))[1] == END
+
+
+@pytest.mark.parametrize("frame", [(CANCEL, 5, b"x"), (CREDIT, 5, b"\x01\x00"), (CREDIT, 0, b"\x01\x00\x00\x00")])
+@pytest.mark.parametrize("health", [False, True])
+def test_malformed_cancel_or_credit_is_a_protocol_error(spawn, frame, health):
+    w = spawn(health=health)
+    w.start()
+    w.control(*frame)
+    assert w.wait() == 2
+    assert "protocol error" in w.stderr_text()
 
 
 def test_shutdown_finishes_work_then_unloads_and_exits_0(spawn):
@@ -692,6 +875,64 @@ def test_tts_ping_while_synthesising(tts):
     assert time.monotonic() - t0 < 0.5
     type_, rid, body = tts.recv()
     assert (type_, rid) == (GENERATE_RESULT, id_)
+
+
+LONG_TEXT = ("Streaming speech starts playing while the rest is still being made. " * 6).strip()
+
+
+def test_tts_stream_is_a_wav_of_the_same_audio(tts):
+    whole_type, meta, whole = tts_generate(tts, {"text": LONG_TEXT})
+    assert whole_type == GENERATE_RESULT
+    id_ = tts.send_generate(json.dumps({"text": LONG_TEXT}).encode(), stream=True)
+    chunks, final, _ = tts.stream(id_)
+    assert final == END
+    assert chunks[0][0] == {"content_type": "audio/wav"} and all(c[0] is None for c in chunks[1:])
+    assert len(chunks) > 10  # piece by piece, not the whole at the end
+    data = b"".join(c[1] for c in chunks)
+    header = data[:44]
+    assert header[:4] == b"RIFF" and header[8:16] == b"WAVEfmt " and header[36:40] == b"data"
+    assert struct.unpack_from("<I", header, 4)[0] == 0xFFFFFFFF  # length unknown when it starts
+    assert struct.unpack_from("<I", header, 40)[0] == 0xFFFFFFFF
+    assert header[16:36] == whole[16:36]  # same format: PCM 16-bit mono, same rate
+    # The same speech (espeak's filters keep a little state between calls: a few samples may differ).
+    assert abs(len(data) - len(whole)) < len(whole) // 100
+    with wave.open(io.BytesIO(data)) as wf:  # a WAV reader takes it as it is
+        assert (wf.getnchannels(), wf.getsampwidth(), wf.getframerate()) == wav_info(whole)[:3]
+        assert wf.readframes(1 << 30) == data[44:]
+
+
+def test_tts_l16_is_big_endian_raw_pcm(tts):
+    _, _, wav = tts_generate(tts, {"text": "Raw samples"})
+    _, meta, raw = tts_generate(tts, {"text": "Raw samples", "format": "l16"})
+    rate = struct.unpack_from("<I", wav, 24)[0]
+    assert meta == {"content_type": f"audio/L16; rate={rate}; channels=1"}
+    little = struct.unpack(f"<{(len(wav) - 44) // 2}h", wav[44:])
+    big = struct.unpack(f">{len(raw) // 2}h", raw)
+    assert abs(len(big) - len(little)) < len(little) // 100
+    # The same speech, read big-endian: the loudest sample is of the same size (little-endian it would not be).
+    assert abs(max(map(abs, big)) - max(map(abs, little))) < max(map(abs, little)) // 10
+    id_ = tts.send_generate(json.dumps({"text": "Raw samples", "format": "l16"}).encode(), stream=True)
+    chunks, final, _ = tts.stream(id_)
+    assert final == END and chunks[0][0]["content_type"].startswith("audio/L16")
+    streamed = b"".join(c[1] for c in chunks)
+    assert abs(len(streamed) - len(raw)) < len(raw) // 100 and streamed[:4] != b"RIFF"  # no header on raw PCM
+    assert tts_generate(tts, {"text": "x", "format": "mp3"})[1]["status"] == 400
+
+
+def test_tts_stream_cancelled_mid_synthesis_ends_at_once(spawn):
+    w = spawn(TTS_BIN)
+    w.start(stream_window=8192)
+    id_ = w.send_generate(json.dumps({"text": LONG_TEXT * 3}).encode(), stream=True)
+    first = w.recv()
+    assert first[0] == CHUNK  # the header, then audio until the window is full
+    w.sock.settimeout(1.0)
+    with pytest.raises(socket.timeout):
+        while True:
+            assert w.recv()[0] == CHUNK
+    w.sock.settimeout(TIMEOUT)
+    w.control(CANCEL, id_)
+    assert w.recv()[:2] == (END, id_)
+    assert tts_generate(w, {"text": "Next"})[0] == GENERATE_RESULT
 
 
 def test_tts_shutdown_exits_0(tts):

@@ -3,13 +3,18 @@
  *
  * infer returns every input renamed INPUTn -> OUTPUTn (other names unchanged)
  * without copying: the outputs borrow the request's memory. generate returns
- * the body with the same content type. The request parameter `delay_ms`
- * (0..60000) makes either sleep first, so tests can keep an instance busy.
+ * the body with the same content type, except a JSON object with a "chunks"
+ * array: its elements come back one chunk each (a string as text bytes,
+ * anything else as an event), streamed when the client asked for a stream
+ * and collected into one answer otherwise. The request parameter `delay_ms`
+ * (0..60000) makes either sleep first, so tests can keep an instance busy;
+ * a cancelled request (corral_request_on_cancel) stops sleeping at once.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "corral_worker.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -17,7 +22,23 @@
 #define MAX_DELAY_MS 60000
 #define MAX_NAME 256
 
-/* Sleeps for the request's delay_ms; 0, or a 400 recorded in res. */
+/* A sleep that a CANCEL cuts short. */
+typedef struct nap {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int woken;
+} nap;
+
+static void wake_nap(void *arg)
+{
+    nap *n = arg;
+    pthread_mutex_lock(&n->mu);
+    n->woken = 1;
+    pthread_cond_signal(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* Sleeps for the request's delay_ms; 0, a 400 recorded in res, or an error once cancelled. */
 static int apply_delay(const corral_request *req, corral_response *res)
 {
     int64_t delay_ms = corral_param_int(corral_request_parameters(req), "delay_ms", 0);
@@ -25,10 +46,24 @@ static int apply_delay(const corral_request *req, corral_response *res)
         return corral_bad_request(res, "delay_ms must be between 0 and %d, not %lld", MAX_DELAY_MS,
                                   (long long)delay_ms);
     if (delay_ms == 0)
-        return 0; /* even a zero-length nanosleep costs a trip through the scheduler */
-    struct timespec left = {.tv_sec = delay_ms / 1000, .tv_nsec = (delay_ms % 1000) * 1000000L};
-    while (nanosleep(&left, &left) < 0 && errno == EINTR)
+        return 0; /* even a zero-length wait costs a trip through the scheduler */
+    nap n = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += delay_ms / 1000;
+    until.tv_nsec += (delay_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    corral_request_on_cancel(req, wake_nap, &n);
+    pthread_mutex_lock(&n.mu);
+    while (!n.woken && pthread_cond_timedwait(&n.cond, &n.mu, &until) != ETIMEDOUT)
         ;
+    pthread_mutex_unlock(&n.mu);
+    corral_request_on_cancel(req, NULL, NULL); /* n is about to go */
+    if (corral_request_cancelled(req))
+        return corral_response_error(res, 500, "Cancelled", "cancelled during a %lld ms sleep", (long long)delay_ms);
     return 0;
 }
 
@@ -58,12 +93,34 @@ static int echo_infer(void *state, const corral_request *req, corral_response *r
     return 0;
 }
 
+/* Sends each element of chunks as one chunk; stops early, successfully, once the request is cancelled. */
+static int echo_chunks(const json_t *chunks, corral_response *res)
+{
+    size_t i;
+    const json_t *elem;
+    json_array_foreach(chunks, i, elem) {
+        int rc = json_is_string(elem) ? corral_stream_write(res, "text/plain; charset=utf-8", json_string_value(elem),
+                                                            json_string_length(elem))
+                                      : corral_stream_event(res, elem);
+        if (rc == -ECANCELED)
+            return 0; /* nobody reads the rest; returning frees the instance */
+        if (rc == -EINVAL)
+            return corral_bad_request(res, "chunk %zu: strings (bytes) and other values (events) cannot mix", i);
+        if (rc < 0)
+            return corral_response_error(res, 500, NULL, "chunk %zu: %s", i, strerror(-rc));
+    }
+    return 0;
+}
+
 static int echo_generate(void *state, const corral_request *req, corral_response *res)
 {
     (void)state;
     int rc = apply_delay(req, res);
     if (rc < 0)
         return rc;
+    const json_t *chunks = json_object_get(corral_request_json(req), "chunks");
+    if (json_is_array(chunks))
+        return echo_chunks(chunks, res);
     size_t len;
     const void *body = corral_request_body(req, &len);
     return corral_response_set_body(res, corral_request_content_type(req), body, len, CORRAL_BORROW);

@@ -3,7 +3,11 @@
  *
  * generate: {"text": "Hello", "voice": "en", "rate": 175} (or a text/plain
  *           body) in, a complete audio/wav out: RIFF/WAVE, PCM 16-bit mono
- *           at espeak's sample rate.
+ *           at espeak's sample rate. "format": "l16" answers raw PCM instead
+ *           (audio/L16, big-endian as RFC 3551 has it). With a stream
+ *           ("stream": true) the audio is sent as espeak makes it, 60 ms at
+ *           a time: a WAV header whose sizes say "unknown length"
+ *           (0xFFFFFFFF, as streaming players expect), then the samples.
  * infer:    BYTES TEXT [1] (and optional BYTES VOICE [1]; request parameter
  *           `rate`) in, INT16 AUDIO [n_samples] and INT32 SAMPLE_RATE [1] out.
  *
@@ -50,12 +54,20 @@ typedef struct tts {
     char *suggestion; /* owned: "en, en-us, ..." for error messages */
 } tts;
 
-/* Samples as little-endian bytes after `reserve` bytes kept free for a header. */
+/*
+ * Where samples go: collected in buf (after room for a header), or, for a
+ * stream, sent to res as they come (buf is then scratch for one piece).
+ */
 typedef struct pcm {
     unsigned char *buf;
     size_t len, cap;
-    int too_long; /* past MAX_AUDIO_BYTES: synthesis was aborted */
+    int big_endian;          /* audio/L16 */
+    corral_response *stream; /* non-NULL: send each piece at once */
+    const char *stream_type;
+    int too_long;  /* past MAX_AUDIO_BYTES: synthesis was aborted */
     int no_memory; /* realloc failed: synthesis was aborted */
+    int send_failed; /* a negative errno from corral_stream_write other than -ECANCELED */
+    int cancelled;   /* the client went away: synthesis was aborted */
 } pcm;
 
 /* The buffer the synth callback fills; espeak's callback has no reliable
@@ -69,6 +81,8 @@ static int on_samples(short *wav, int n, espeak_EVENT *events)
     if (!wav || n <= 0)
         return 0;
     size_t add = (size_t)n * 2;
+    if (out->stream)
+        out->len = 0; /* the previous piece is out */
     if (out->len + add > MAX_AUDIO_BYTES) {
         out->too_long = 1;
         return 1;
@@ -86,13 +100,22 @@ static int on_samples(short *wav, int n, espeak_EVENT *events)
         out->cap = cap;
     }
     unsigned char *p = out->buf + out->len;
+    int hi = out->big_endian, lo = !out->big_endian;
     for (int i = 0; i < n; i++) {
         unsigned short s = (unsigned short)wav[i];
-        p[2 * i] = (unsigned char)s;
-        p[2 * i + 1] = (unsigned char)(s >> 8);
+        p[2 * i + hi] = (unsigned char)s;
+        p[2 * i + lo] = (unsigned char)(s >> 8);
     }
     out->len += add;
-    return 0;
+    if (!out->stream)
+        return 0;
+    /* Blocks while the client is behind: espeak waits with us. */
+    int rc = corral_stream_write(out->stream, out->stream_type, out->buf, out->len);
+    if (rc == -ECANCELED)
+        out->cancelled = 1;
+    else if (rc < 0)
+        out->send_failed = rc;
+    return rc < 0; /* 1 aborts the synthesis */
 }
 
 /* ---- voices ---- */
@@ -189,6 +212,10 @@ static int speak(tts *t, const char *text, const char *voice, int rate, pcm *out
     }
     pthread_mutex_unlock(&t->lock);
 
+    if (out->cancelled)
+        return 0; /* nobody listens: a quiet end frees the instance */
+    if (out->send_failed)
+        return corral_response_error(res, 500, NULL, "sending audio failed: %s", strerror(-out->send_failed));
     if (out->too_long)
         return corral_bad_request(res, "the text makes more than %u MiB of audio", MAX_AUDIO_BYTES >> 20);
     if (out->no_memory)
@@ -233,11 +260,14 @@ static void put_u16le(unsigned char *p, uint16_t v)
     p[1] = (unsigned char)(v >> 8);
 }
 
+/* Sizes in the header of a WAV whose length is not known when it starts. */
+#define WAV_UNKNOWN_LENGTH 0xFFFFFFFFu
+
 /* The canonical 44-byte header of a PCM 16-bit mono WAV file. */
 static void wav_header(unsigned char *h, uint32_t data_bytes, uint32_t sample_rate)
 {
     memcpy(h, "RIFF", 4);
-    put_u32le(h + 4, 36 + data_bytes);
+    put_u32le(h + 4, data_bytes == WAV_UNKNOWN_LENGTH ? WAV_UNKNOWN_LENGTH : 36 + data_bytes);
     memcpy(h + 8, "WAVEfmt ", 8);
     put_u32le(h + 16, 16);              /* fmt chunk size */
     put_u16le(h + 20, 1);               /* PCM */
@@ -258,6 +288,7 @@ static int tts_generate(void *state, const corral_request *req, corral_response 
     size_t text_len;
     int64_t rate = t->default_rate;
     char *plain = NULL;
+    int l16 = 0;
 
     if (body) {
         if (!json_is_object(body))
@@ -273,6 +304,11 @@ static int tts_generate(void *state, const corral_request *req, corral_response 
             return corral_bad_request(res, "voice must be a string");
         if (jr && !json_is_null(jr) && !json_is_integer(jr))
             return corral_bad_request(res, "rate must be an integer (words per minute)");
+        const json_t *jf = json_object_get(body, "format");
+        const char *format = json_is_string(jf) ? json_string_value(jf) : NULL;
+        if (jf && !json_is_null(jf) && (!format || (strcasecmp(format, "wav") && strcasecmp(format, "l16"))))
+            return corral_bad_request(res, "format must be \"wav\" (the default) or \"l16\" (raw PCM)");
+        l16 = format && strcasecmp(format, "l16") == 0;
         text = json_string_value(jt);
         text_len = json_string_length(jt);
         if (json_is_string(jv))
@@ -295,12 +331,30 @@ static int tts_generate(void *state, const corral_request *req, corral_response 
     }
 
     int rc = check_args(t, text, text_len, voice, rate, &canonical, res);
-    pcm out = {0};
+    char l16_type[64];
+    snprintf(l16_type, sizeof l16_type, "audio/L16; rate=%d; channels=1", t->sample_rate);
+    const char *content_type = l16 ? l16_type : "audio/wav";
+    pcm out = {.big_endian = l16};
+    if (rc == 0 && corral_request_streamed(req)) {
+        out.stream = res;
+        out.stream_type = content_type;
+        unsigned char header[WAV_HEADER_SIZE];
+        wav_header(header, WAV_UNKNOWN_LENGTH, (uint32_t)t->sample_rate);
+        rc = l16 ? 0 : corral_stream_write(res, content_type, header, sizeof header);
+        if (rc == 0)
+            rc = speak(t, text, canonical, (int)rate, &out, res);
+        else if (rc == -ECANCELED)
+            rc = 0;
+        free(plain);
+        free(out.buf);
+        return rc;
+    }
+    size_t reserve = l16 ? 0 : WAV_HEADER_SIZE;
     if (rc == 0) {
         /* Room for the header up front, so the body is one buffer, never copied. */
         out.buf = malloc(64 * 1024);
         out.cap = out.buf ? 64 * 1024 : 0;
-        out.len = WAV_HEADER_SIZE;
+        out.len = reserve;
         rc = out.buf ? speak(t, text, canonical, (int)rate, &out, res) : -ENOMEM;
     }
     free(plain);
@@ -308,8 +362,9 @@ static int tts_generate(void *state, const corral_request *req, corral_response 
         free(out.buf);
         return rc;
     }
-    wav_header(out.buf, (uint32_t)(out.len - WAV_HEADER_SIZE), (uint32_t)t->sample_rate);
-    return corral_response_set_body(res, "audio/wav", out.buf, out.len, CORRAL_TAKE);
+    if (!l16)
+        wav_header(out.buf, (uint32_t)(out.len - WAV_HEADER_SIZE), (uint32_t)t->sample_rate);
+    return corral_response_set_body(res, content_type, out.buf, out.len, CORRAL_TAKE);
 }
 
 /* Copies the single element of a BYTES tensor into a new NUL-terminated string. */
