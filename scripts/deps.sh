@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential cmake pkg-config libuv1-dev libh2o-dev libssl-dev libjansson-dev libyaml-dev
 libcurl4-openssl-dev libespeak-ng-dev espeak-ng-data python3 python3-pytest python3-numpy python3-requests
-clang libclang-rt-14-dev util-linux"
+clang libclang-rt-14-dev util-linux prometheus"
 
 missing=""
 for p in $PKGS; do

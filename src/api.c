@@ -14,6 +14,8 @@
 #include "http.h"
 #include "intake.h"
 #include "log.h"
+#include "metrics.h"
+#include "sb.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -187,6 +189,23 @@ static int split_path(h2o_mem_pool_t *pool, h2o_iovec_t path, api_path *out)
     return 0;
 }
 
+/* GET /metrics: Prometheus' text exposition format, version 0.0.4. */
+static void serve_metrics(h2o_req_t *req)
+{
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+        !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        http_method_not_allowed(req, "GET");
+        return;
+    }
+    registry_sample_rss(NULL); /* fresh memory figures */
+    sb out;
+    sb_init(&out, 16384);
+    metrics_render(&out);
+    size_t len;
+    char *text = sb_take(&out, &len);
+    http_send_owned(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
 int api_handle(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
@@ -200,6 +219,10 @@ int api_handle(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     if (rc == -2) {
         http_error(req, 400, 0, "malformed percent-encoding in the request path");
+        return 0;
+    }
+    if (rc == 0 && p.n == 1 && h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("metrics"))) {
+        serve_metrics(req);
         return 0;
     }
     if (rc == 0 && p.n >= 1) {

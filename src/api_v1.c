@@ -3,6 +3,7 @@
  * free-form generate (generate.c), scaling and the workers' logs.
  */
 #include "api.h"
+#include "events.h"
 
 #include "generate.h"
 #include "http.h"
@@ -37,6 +38,10 @@ int api_v1(h2o_req_t *req, const api_path *p)
 {
     int get = METHOD_IS(req, "GET") || METHOD_IS(req, "HEAD");
     int post = METHOD_IS(req, "POST");
+    if (p->n == 2 && SEG_IS(p, 1, "events")) {
+        events_handle(req);
+        return 0;
+    }
     if (!SEG_IS(p, 1, "models"))
         return -1;
     if (p->n == 2) {

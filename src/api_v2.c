@@ -10,6 +10,7 @@
  * binary section without a copy.
  */
 #include "api.h"
+#include "metrics.h"
 
 #include "http.h"
 #include "infer.h"
@@ -295,6 +296,14 @@ int api_v2(h2o_req_t *req, const api_path *p)
     }
     if (!SEG_IS(p, 1, "models") || p->n < 3)
         return -1;
+    if (p->n == 3 && SEG_IS(p, 2, "stats")) { /* Triton's statistics of every model */
+        if (!get) {
+            http_method_not_allowed(req, "GET");
+            return 0;
+        }
+        http_send_json(req, 200, metrics_triton_stats(NULL, 0));
+        return 0;
+    }
     /* /v2/models/{name}[/versions/{v}][/ready|/infer] */
     int rest = 3;
     int versioned = SEG_IS(p, 3, "versions") && p->n >= 5;
@@ -302,7 +311,10 @@ int api_v2(h2o_req_t *req, const api_path *p)
         rest = 5;
     if (p->n > rest + 1)
         return -1;
-    const char *action = p->n == rest + 1 ? (SEG_IS(p, rest, "ready") ? "ready" : SEG_IS(p, rest, "infer") ? "infer" : NULL)
+    const char *action = p->n == rest + 1 ? (SEG_IS(p, rest, "ready")   ? "ready"
+                                             : SEG_IS(p, rest, "infer") ? "infer"
+                                             : SEG_IS(p, rest, "stats") ? "stats"
+                                                                        : NULL)
                                            : "metadata";
     if (!action)
         return -1;
@@ -328,6 +340,11 @@ int api_v2(h2o_req_t *req, const api_path *p)
     }
     if (!get) {
         http_method_not_allowed(req, "GET");
+        return 0;
+    }
+    if (strcmp(action, "stats") == 0) {
+        const char *name = model_name(m);
+        http_send_json(req, 200, metrics_triton_stats(name, strlen(name)));
         return 0;
     }
     if (strcmp(action, "ready") == 0) {

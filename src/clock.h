@@ -10,6 +10,13 @@
 #include <time.h>
 
 /* Milliseconds on a monotonic clock. */
+static inline uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static inline uint64_t now_ms(void)
 {
     struct timespec ts;

@@ -71,6 +71,9 @@ static void deadline_fire(uv_timer_t *t)
             answer_job(j, 504, msg);
             if (inst_running(in) && !slot_of(in)->retire) {
                 slot_of(in)->replace = 1;
+                slot_of(in)->replace_cause = RESTART_DEADLINE;
+                model_emit_instance("instance.killed", m, in,
+                                    json_pack("{s:s,s:I}", "cause", "deadline", "request", (json_int_t)j->id));
                 inst_kill(in, "a request exceeded its deadline");
             }
         }
@@ -118,6 +121,23 @@ void dispatch_stream_started(job *j)
     arm_deadline_timer();
 }
 
+/* ---- counting: every answer passes here once (metrics.h) ---- */
+
+static void count_answer(job *j, int status, const char *msg, uint8_t type, uint8_t *body, size_t len)
+{
+    j->answer_cb(j, status, msg, type, body, len);
+    if (j->counted) /* cannot happen: a job is answered once; kept so a slip cannot count twice */
+        return;
+    j->counted = 1;
+    if (status == 200 && j->result_broken)
+        status = 502; /* what the client got */
+    uint64_t now = now_us();
+    int64_t queue = j->sent_us ? (int64_t)(j->sent_us - j->accepted_us) : -1;
+    int64_t compute = j->sent_us ? (int64_t)(now - j->sent_us) : -1;
+    int fail = status == 200 && !j->client_gone ? -1 : (int)metrics_fail_reason(status, j->client_gone);
+    metrics_answered(&j->model->stats, fail, now - j->accepted_us, queue, compute);
+}
+
 /* ---- requests ---- */
 
 inst *dispatch_pick(model *m)
@@ -144,11 +164,15 @@ void dispatch_jobs(model *m)
             return;
         job *j = job_queue_pop(&m->queue);
         if (j->waited && j->client_alive && !j->client_alive(j)) {
+            j->client_gone = 1;
             answer_job(j, 503, "the client went away while the request was queued");
             continue;
         }
         m->rr = (m->rr + 1) % m->nslots;
         best->last_busy_ms = now_ms();
+        j->sent_us = now_us();
+        metrics_dispatched(&m->stats, j->sent_us - j->accepted_us);
+        metrics_executed(&m->stats, 1);
         inst_send(best, j);
         if (inst_can_cancel(best) && !uv_is_active((uv_handle_t *)&R.watch_timer))
             uv_timer_start(&R.watch_timer, watch_clients, WATCH_MS, WATCH_MS);
@@ -178,7 +202,7 @@ void dispatch_arm_idle_timer(model *m)
     uv_timer_start(&m->idle_timer, idle_fire, (uint64_t)m->mf->keep_alive_ms + 1, 0);
 }
 
-int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
+static int admit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
 {
     *retry_after = 1;
     R.last_submit_ms = now_ms();
@@ -211,6 +235,8 @@ int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
     }
     if (j->priority == 0)
         j->priority = m->mf->default_priority;
+    j->answer_cb = j->on_done;
+    j->on_done = count_answer;
     j->enqueued_ms = now_ms();
     if (!j->deadline_ms)
         j->deadline_ms = j->enqueued_ms + (uint64_t)m->mf->timeout_ms;
@@ -224,8 +250,18 @@ int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
     return 0;
 }
 
+int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
+{
+    j->accepted_us = now_us();
+    int status = admit(m, j, msg, msglen, retry_after);
+    if (status) /* refused before it was queued: the caller answers it */
+        metrics_answered(&m->stats, (int)metrics_fail_reason(status, 0), 0, -1, -1);
+    return status;
+}
+
 int model_cancel(job *j)
 {
+    j->client_gone = 1;
     if (!j->queued) {
         if (j->inst)
             inst_cancel(j->inst, j); /* the worker stops, when it can be told: the instance is free sooner */
@@ -233,6 +269,8 @@ int model_cancel(job *j)
     }
     model *m = j->model;
     job_queue_remove(&m->queue, j);
+    metrics_answered(&m->stats, FAIL_CANCELED, now_us() - j->accepted_us, -1, -1);
+    j->counted = 1;
     dispatch_arm_idle_timer(m);
     return 1;
 }

@@ -58,6 +58,16 @@ void inst_exit_reason(const inst *in, int with_line, char *buf, size_t len)
     utf8_trim_partial(buf);
 }
 
+int inst_exit_signal(const inst *in)
+{
+    return in->cur.term_signal;
+}
+
+int inst_exit_status(const inst *in)
+{
+    return in->cur.exit_status;
+}
+
 void inst_exit_text(const inst *in, char *buf, size_t len)
 {
     if (in->cur.term_signal)
@@ -277,6 +287,9 @@ static void health_fire(uv_timer_t *t)
     }
     snprintf(in->fault, sizeof in->fault, "hung: no answer to a ping within %lld ms",
              (long long)in->cur.health_timeout_ms);
+    in->hung = 1;
+    if (in->ev->on_hung)
+        in->ev->on_hung(in);
     log_warn("%s (pid %d): %s; sending SIGTERM", in->label, in->pid, in->fault);
     inst_set_state(in, INST_STOPPING, in->fault);
     in->cur.stop_stage = INST_STOP_SIGTERM;
@@ -773,6 +786,7 @@ static void begin_process(inst *in, const inst_spawn *sp, const int mfd[2])
     in->ready_ms = 0;
     in->load_error = 0;
     in->fault[0] = 0;
+    in->hung = 0;
     in->rss_bytes = 0;
     json_decref(in->metadata);
     in->metadata = NULL;

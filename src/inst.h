@@ -65,6 +65,8 @@ typedef struct inst_events {
     void (*on_job_finished)(inst *in);
     /* j was cancelled INST_CANCEL_GRACE_MS ago and the worker has not answered: it is hung. */
     void (*on_cancel_ignored)(inst *in, job *j);
+    /* The worker missed its health check: it is being stopped (in->fault says why). */
+    void (*on_hung)(inst *in);
     /* The first chunk of j's stream arrived (before it goes to j->on_chunk). */
     void (*on_stream_start)(inst *in, job *j);
     /* A line (without newline) the worker wrote on stdout or stderr: its
@@ -129,6 +131,7 @@ struct inst {
     const inst_events *ev;
     int id;
     char fault[160];     /* the daemon's diagnosis (protocol error, timeout), or empty; the owner may set one */
+    int hung;            /* the current or last process missed its health check (reset at each start) */
     uint64_t rss_bytes;  /* resident memory of the worker's process group, last sample; the owner may raise it */
     uint64_t last_busy_ms; /* when it last finished or started a request */
 
@@ -211,6 +214,9 @@ void inst_close(inst *in, void (*on_closed)(inst *in));
 
 const char *inst_state_name(inst_state s);
 
+/* The last process's exit: its signal (0 when it exited), and its status (when it exited). */
+int inst_exit_signal(const inst *in);
+int inst_exit_status(const inst *in);
 /* "exited with status 3" / "killed by signal 9 (SIGKILL)" for the last process. */
 void inst_exit_text(const inst *in, char *buf, size_t len);
 

@@ -85,6 +85,11 @@ struct job {
     int result_broken;    /* set by on_done: the worker's 200 answer did not parse as its type requires */
     uint64_t enqueued_ms;
     uint64_t deadline_ms; /* on now_ms()'s clock; 0: none */
+    uint64_t accepted_us; /* now_us() when model_submit took it, for metrics */
+    uint64_t sent_us;     /* now_us() when it went to a worker; 0 while it has not */
+    uint8_t client_gone;  /* its client left: its answer counts as CANCELED */
+    uint8_t counted;      /* its answer has been counted (the metrics see each job once) */
+    job_on_done_fn answer_cb; /* the submitter's on_done; model_submit puts the counting one in front */
     size_t heap_index;    /* position in the deadline heap, SIZE_MAX when not in it */
     job *next, *prev;     /* queue level, or the instance's in-flight list */
     job_on_done_fn on_done;

@@ -7,9 +7,14 @@
 #ifndef CORRAL_LOG_H
 #define CORRAL_LOG_H
 
+#include <stddef.h>
+
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 extern int log_threshold;
+
+/* The current UTC time as log lines write it: "2026-12-01T10:00:00.000Z". */
+void log_timestamp(char *buf, size_t len);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

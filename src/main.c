@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "intake.h"
 #include "log.h"
+#include "metrics.h"
 #include "manifest.h"
 #include "proto.h"
 #include "server.h"
@@ -480,7 +481,9 @@ int main(int argc, char **argv)
         printf("corral %s\n", CORRAL_VERSION);
         return 0;
     }
-    if (strcmp(argv[1], "serve") == 0)
+    if (strcmp(argv[1], "serve") == 0) {
+        metrics_start();
         return serve(argc, argv);
+    }
     return cli_main(argc - 1, argv + 1);
 }

@@ -8,6 +8,7 @@
 #include "model_internal.h"
 
 #include "clock.h"
+#include "events.h"
 #include "log.h"
 #include "proto.h"
 #include "utf8.h"
@@ -32,6 +33,7 @@ static void on_exited(inst *in);
 static void on_job_finished(inst *in);
 static void on_log_line(inst *in, int stream, const char *line, size_t len, size_t dropped);
 static void on_cancel_ignored(inst *in, job *j);
+static void on_hung(inst *in);
 static void on_stream_start(inst *in, job *j);
 static const inst_events events = {
     .on_ready = on_ready,
@@ -40,6 +42,7 @@ static const inst_events events = {
     .on_job_finished = on_job_finished,
     .on_log_line = on_log_line,
     .on_cancel_ignored = on_cancel_ignored,
+    .on_hung = on_hung,
     .on_stream_start = on_stream_start,
 };
 
@@ -48,6 +51,22 @@ static void check_load_done(model *m);
 const char *model_name(const model *m)
 {
     return m->name;
+}
+
+const struct model_stats *model_stats_get(const model *m)
+{
+    return &m->stats;
+}
+
+size_t model_queue_depth(const model *m)
+{
+    return m->queue.count;
+}
+
+int model_instances(const model *m, inst *const **slots)
+{
+    *slots = m->slots;
+    return m->nslots;
 }
 
 int model_changed(const model *m)
@@ -96,7 +115,32 @@ void model_set_state(model *m, model_state s, const char *reason)
         log_error("model %s: %s -> failed: %s", m->name, model_state_name(m->state), m->reason);
     else
         log_info("model %s: %s -> %s", m->name, model_state_name(m->state), model_state_name(s));
+    static const char *const kinds[] = {
+        [MODEL_UNLOADED] = "model.unloaded", [MODEL_LOADING] = "model.loading", [MODEL_READY] = "model.loaded",
+        [MODEL_UNLOADING] = "model.unloading", [MODEL_FAILED] = "model.failed"};
+    json_t *data = json_pack("{s:s,s:s,s:s}", "model", m->name, "from", model_state_name(m->state), "state",
+                             model_state_name(s));
+    if (s == MODEL_FAILED)
+        json_object_set_new(data, "reason", utf8_json_string(m->reason, strlen(m->reason)));
     m->state = s;
+    events_emit(kinds[s], data);
+}
+
+void model_emit_instance(const char *kind, model *m, const inst *in, json_t *extra)
+{
+    json_t *data = json_pack("{s:s,s:i}", "model", m->name, "instance", in->id);
+    if (in->pid > 0)
+        json_object_set_new(data, "pid", json_integer(in->pid));
+    if (extra) {
+        json_object_update(data, extra);
+        json_decref(extra);
+    }
+    events_emit(kind, data);
+}
+
+void model_emit_scaled(model *m, int from, int to, const char *why)
+{
+    events_emit("model.scaled", json_pack("{s:s,s:i,s:i,s:s}", "model", m->name, "from", from, "to", to, "by", why));
 }
 
 /* ---- answering ---- */
@@ -221,6 +265,8 @@ int model_start_slot(model *m, inst *in)
                          .load_timeout_ms = mf->load_timeout_ms, .health_interval_ms = mf->health_interval_ms,
                          .health_timeout_ms = mf->health_timeout_ms, .stop_grace_ms = R.stop_grace_ms};
         rc = inst_start(in, &sp, err, sizeof err);
+        if (rc == 0)
+            model_emit_instance("instance.started", m, in, NULL);
     }
     free(load_json);
     free(argv);
@@ -333,6 +379,12 @@ static void on_ready(inst *in)
         inst_stop(in, R.stop_grace_ms);
         return;
     }
+    model_emit_instance("instance.ready", m, in,
+                        json_pack("{s:I}", "load_ms", (json_int_t)(in->ready_ms - in->started_ms)));
+    if (m->load_started_us) {
+        m->stats.load_seconds = (double)(now_us() - m->load_started_us) / 1e6;
+        m->load_started_us = 0;
+    }
     if (m->state == MODEL_LOADING)
         model_set_state(m, MODEL_READY, NULL);
     dispatch_jobs(m);
@@ -404,21 +456,47 @@ static void on_cancel_ignored(inst *in, job *j)
     char why[160];
     snprintf(why, sizeof why, "ignored CANCEL of request %llu for %d ms", (unsigned long long)j->id,
              INST_CANCEL_GRACE_MS);
-    if (!slot_of(in)->retire)
+    if (!slot_of(in)->retire) {
         slot_of(in)->replace = 1;
+        slot_of(in)->replace_cause = RESTART_HANG;
+    }
+    model_emit_instance("instance.killed", (model *)in->data, in, json_pack("{s:s,s:s}", "cause", "hang", "why", why));
     inst_kill(in, why);
+}
+
+static void on_hung(inst *in)
+{
+    model_emit_instance("instance.killed", (model *)in->data, in, json_pack("{s:s,s:s}", "cause", "hang", "why", in->fault));
 }
 
 static void on_stream_start(inst *in, job *j)
 {
-    (void)in;
+    model *m = in->data;
+    metrics_first_chunk(&m->stats, now_us() - j->accepted_us);
     dispatch_stream_started(j);
+}
+
+/* instance.exited: how the process ended, and whether the daemon meant it to. */
+static void emit_exited(model *m, inst *in, int expected)
+{
+    char text[96], why[600];
+    inst_exit_text(in, text, sizeof text);
+    inst_exit_reason(in, 1, why, sizeof why);
+    json_t *extra = json_pack("{s:s,s:o,s:b}", "exit", text, "why", utf8_json_string(why, strlen(why)), "expected",
+                              expected);
+    if (inst_exit_signal(in))
+        json_object_set_new(extra, "signal", json_integer(inst_exit_signal(in)));
+    else
+        json_object_set_new(extra, "status", json_integer(inst_exit_status(in)));
+    model_emit_instance("instance.exited", m, in, extra);
 }
 
 static void on_exited(inst *in)
 {
     model *m = in->data;
     slot *s = slot_of(in);
+    emit_exited(m, in, s->retire || s->replace || m->state == MODEL_UNLOADING || m->state == MODEL_UNLOADED ||
+                           m->state == MODEL_FAILED || R.shutting_down);
     /* During shutdown a crashed instance is still replaced while its model has queued work to drain. */
     if (s->retire || m->state == MODEL_UNLOADING || m->state == MODEL_FAILED || (R.shutting_down && !m->queue.count) ||
         m->state == MODEL_UNLOADED) {
@@ -433,7 +511,12 @@ static void on_exited(inst *in)
     if (s->replace) {
         /* Stopped on purpose (a deadline, the memory limit): not a crash. */
         s->replace = 0;
+        m->stats.restarts[s->replace_cause]++;
         log_info("model %s instance %d: replacing it", m->name, in->id);
+        model_emit_instance("instance.restarting", m, in,
+                            json_pack("{s:i,s:s}", "delay_ms", 0, "cause", s->replace_cause == RESTART_MEMORY ? "memory"
+                                                                         : s->replace_cause == RESTART_HANG   ? "hang"
+                                                                                                              : "deadline"));
         uv_timer_start(&s->restart_timer, restart_fire, 1, 0);
         return;
     }
@@ -453,6 +536,9 @@ static void on_exited(inst *in)
         return;
     }
     restart_record(m->restarts_at, &m->nrestarts, now);
+    m->stats.restarts[in->hung ? RESTART_HANG : RESTART_CRASH]++;
+    model_emit_instance("instance.restarting", m, in,
+                        json_pack("{s:I,s:s}", "delay_ms", (json_int_t)delay, "cause", in->hung ? "hang" : "crash"));
     log_info("model %s instance %d: restarting in %llu ms", m->name, in->id, (unsigned long long)delay);
     if (count_slots(m, INST_READY) == 0 && m->state == MODEL_READY)
         model_set_state(m, MODEL_LOADING, NULL);
@@ -611,6 +697,7 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
     m->pressure_ticks = 0;
     m->target = target;
     job_queue_init(&m->queue, m->mf->priority_levels);
+    m->load_started_us = now_us();
     model_set_state(m, MODEL_LOADING, NULL);
     if (w) {
         w->next = m->load_waiters;
@@ -672,6 +759,7 @@ int model_scale(model *m, int instances, char *msg, size_t msglen)
         if (!slot_of(m->slots[i])->retire)
             active++;
     log_info("model %s: scaling from %d to %d instances", m->name, active, instances);
+    model_emit_scaled(m, active, instances, "request");
     m->target = instances;
     while (active < instances) {
         inst *in = model_add_slot(m);

@@ -121,6 +121,14 @@ int model_scale(model *m, int instances, char *msg, size_t msglen);
 /* Removes a waiter whose client went away. */
 void model_forget_waiter(model *m, lifecycle_waiter *w);
 
+struct model_stats;
+/* What the metrics count about the model (metrics.h). */
+const struct model_stats *model_stats_get(const model *m);
+/* Requests waiting in the model's queue. */
+size_t model_queue_depth(const model *m);
+/* The model's instances (slots), in id order of creation: sets *slots and returns how many. */
+int model_instances(const model *m, inst *const **slots);
+
 /* /v1 view of a model (state, queue, instances), with the memory figures of the last sample (registry_sample_rss). */
 json_t *model_to_json(model *m);
 /* v2 metadata: inputs and outputs from the manifest, else from the worker. */

@@ -30,6 +30,7 @@
 #define CORRAL_MODEL_INTERNAL_H
 
 #include "logring.h"
+#include "metrics.h"
 #include "model.h"
 
 #include <stddef.h>
@@ -47,6 +48,7 @@ typedef struct slot {
     uv_timer_t restart_timer; /* delays restarts; data is the slot */
     int retire;               /* stop once idle; the slot is removed after the exit */
     int replace;              /* stopped on purpose (deadline, memory): restart at once, not a crash */
+    int replace_cause;        /* with replace: RESTART_DEADLINE or RESTART_MEMORY (metrics.h) */
     int restarts;             /* processes started after the first */
 } slot;
 
@@ -79,6 +81,8 @@ struct model {
     uint64_t restarts_at[RESTART_HISTORY];
     int nrestarts;
     uint64_t last_used_ms;
+    model_stats stats;      /* what /metrics and Triton's statistics report (metrics.h) */
+    uint64_t load_started_us; /* when the current load began; 0 once its first instance is ready */
     logring logs;           /* the newest worker output */
     double log_tokens;      /* worker lines the daemon's log may take now (on_log_line) */
     uint64_t log_refill_ms;
@@ -115,6 +119,10 @@ static inline void answer_job(job *j, int status, const char *msg)
 /* ---- model.c ---- */
 
 void model_set_state(model *m, model_state s, const char *reason);
+/* Emits an instance event (events.h): {"model", "instance", "pid"} and extra's members (stolen; may be NULL). */
+void model_emit_instance(const char *kind, model *m, const inst *in, json_t *extra);
+/* Emits model.scaled: the instance count goes from `from` to `to`, for `why` ("request", "autoscale"). */
+void model_emit_scaled(model *m, int from, int to, const char *why);
 /* Answers every queued job with status and msg. */
 void model_fail_queue(model *m, int status, const char *msg);
 /* Calls and empties a list of lifecycle waiters. */

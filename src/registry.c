@@ -229,6 +229,10 @@ void registry_check_memory_limit(model *m, inst *in)
              m->name, in->id, in->pid, (unsigned long long)(in->rss_bytes >> 20), (long long)(m->mf->memory_limit >> 20));
     snprintf(in->fault, sizeof in->fault, "replaced: resident memory above limits.memory");
     s->replace = 1;
+    s->replace_cause = RESTART_MEMORY;
+    model_emit_instance("instance.killed", m, in,
+                        json_pack("{s:s,s:I,s:I}", "cause", "memory", "rss_bytes", (json_int_t)in->rss_bytes,
+                                  "limit_bytes", (json_int_t)m->mf->memory_limit));
     if (in->inflight == 0)
         inst_stop(in, R.stop_grace_ms);
 }
@@ -245,6 +249,7 @@ static void autoscale(model *m, uint64_t now)
         m->pressure_ticks = 0;
         log_info("model %s: %zu requests waiting for %d s; adding an instance (%d of at most %d)", m->name,
                  m->queue.count, AUTOSCALE_PRESSURE_TICKS * TICK_MS / 1000, active + 1, ceiling);
+        model_emit_scaled(m, active, active + 1, "autoscale");
         inst *in = model_add_slot(m);
         if (model_start_slot(m, in) < 0)
             model_fail(m, m->reason);
@@ -259,6 +264,7 @@ static void autoscale(model *m, uint64_t now)
         log_info("model %s: instance %d idle for %d s; scaling back to %d", m->name, in->id,
                  AUTOSCALE_IDLE_MS / 1000, active - 1);
         slot_of(in)->retire = 1;
+        model_emit_scaled(m, active, active - 1, "autoscale");
         inst_stop(in, R.stop_grace_ms);
         return; /* one a tick */
     }

@@ -9,6 +9,7 @@
 #include "server.h"
 
 #include "access.h"
+#include "events.h"
 #include "api.h"
 #include "http.h"
 #include "intake.h"
@@ -58,6 +59,7 @@ static void on_flushed(uv_timer_t *t)
 static void on_workers_stopped(void)
 {
     log_info("every worker has exited; stopping");
+    events_shutdown(); /* their streams end, so their connections can close */
     h2o_context_request_shutdown(&S.ctx);
     uv_timer_start(&S.flush_timer, on_flushed, 200, 0);
 }

@@ -1,0 +1,366 @@
+/*
+ * metrics — counting and rendering; see metrics.h.
+ */
+#include "metrics.h"
+
+#include "inst.h"
+#include "model.h"
+#include "procfs.h"
+
+#include <dirent.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+const uint64_t metrics_time_bounds_us[METRICS_TIME_BUCKETS] = {
+    100,    250,    500,     1000,    2500,    5000,     10000,    25000,    50000,    100000,
+    250000, 500000, 1000000, 2500000, 5000000, 10000000, 30000000, 60000000, 300000000,
+};
+const uint64_t metrics_batch_bounds[METRICS_BATCH_BUCKETS] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+
+static double start_time_s;
+
+void metrics_start(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    start_time_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- counting ---- */
+
+void histogram_observe(histogram *h, const uint64_t *bounds, int nbounds, uint64_t value)
+{
+    int lo = 0, hi = nbounds; /* the first bound >= value, or nbounds (+Inf) */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (bounds[mid] >= value)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    if (lo < nbounds)
+        h->bucket[lo]++;
+    h->count++;
+    h->sum += value;
+}
+
+static void observe_time(histogram *h, uint64_t us)
+{
+    histogram_observe(h, metrics_time_bounds_us, METRICS_TIME_BUCKETS, us);
+}
+
+metrics_fail metrics_fail_reason(int status, int client_gone)
+{
+    if (client_gone)
+        return FAIL_CANCELED;
+    switch (status) {
+    case 503:
+    case 504:
+        return FAIL_REJECTED;
+    case 400:
+    case 500:
+    case 502:
+        return FAIL_BACKEND;
+    default:
+        return FAIL_OTHER;
+    }
+}
+
+void metrics_answered(model_stats *s, int fail, uint64_t total_us, int64_t queue_us, int64_t compute_us)
+{
+    observe_time(&s->latency, total_us);
+    if (compute_us >= 0)
+        observe_time(&s->compute, (uint64_t)compute_us);
+    if (fail >= 0 && fail < FAIL_REASONS) {
+        s->fail[fail]++;
+        s->fail_us += total_us;
+        return;
+    }
+    s->success++;
+    s->success_us += total_us;
+    s->inference_count++;
+    if (queue_us >= 0) {
+        s->queue_count++;
+        s->queue_us += (uint64_t)queue_us;
+    }
+    if (compute_us >= 0) {
+        s->compute_count++;
+        s->compute_us += (uint64_t)compute_us;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    s->last_inference_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void metrics_dispatched(model_stats *s, uint64_t queue_us)
+{
+    observe_time(&s->queue, queue_us);
+}
+
+void metrics_first_chunk(model_stats *s, uint64_t ttfc_us)
+{
+    observe_time(&s->ttfc, ttfc_us);
+}
+
+void metrics_executed(model_stats *s, uint64_t rows)
+{
+    s->execution_count++;
+    histogram_observe(&s->batch, metrics_batch_bounds, METRICS_BATCH_BUCKETS, rows);
+}
+
+/* ---- the exposition ---- */
+
+static const char *const fail_names[FAIL_REASONS] = {"REJECTED", "CANCELED", "BACKEND", "OTHER"};
+static const char *const restart_names[RESTART_CAUSES] = {"crash", "hang", "deadline", "memory"};
+
+static void family(sb *out, const char *name, const char *type, const char *help)
+{
+    sb_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value as the exposition format escapes it. */
+static void label_value(sb *out, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            sb_addc(out, '\\');
+        if (*v == '\n') {
+            sb_adds(out, "\\n");
+            continue;
+        }
+        sb_addc(out, *v);
+    }
+}
+
+/* name{model="m",version="1"} (Triton's labels) followed by a space. */
+static void triton_sample(sb *out, const char *name, const char *model, const char *extra)
+{
+    sb_printf(out, "%s{model=\"", name);
+    label_value(out, model);
+    sb_printf(out, "\",version=\"1\"%s} ", extra ? extra : "");
+}
+
+static void u64_line(sb *out, uint64_t v)
+{
+    sb_printf(out, "%llu\n", (unsigned long long)v);
+}
+
+/* One histogram's samples; scale turns its unit into the exported one (1e-6: µs to seconds). */
+static void histogram_samples(sb *out, const char *name, const char *model, const histogram *h,
+                              const uint64_t *bounds, int nbounds, double scale)
+{
+    uint64_t cumulative = 0;
+    for (int i = 0; i < nbounds; i++) {
+        cumulative += h->bucket[i];
+        sb_printf(out, "%s_bucket{model=\"", name);
+        label_value(out, model);
+        sb_printf(out, "\",le=\"%.17g\"} %llu\n", (double)bounds[i] * scale, (unsigned long long)cumulative);
+    }
+    sb_printf(out, "%s_bucket{model=\"", name);
+    label_value(out, model);
+    sb_printf(out, "\",le=\"+Inf\"} %llu\n%s_sum{model=\"", (unsigned long long)h->count, name);
+    label_value(out, model);
+    sb_printf(out, "\"} %.17g\n%s_count{model=\"", (double)h->sum * scale, name);
+    label_value(out, model);
+    sb_printf(out, "\"} %llu\n", (unsigned long long)h->count);
+}
+
+typedef uint64_t (*stat_fn)(const model *m, const model_stats *s);
+
+static uint64_t get_success(const model *m, const model_stats *s) { (void)m; return s->success; }
+static uint64_t get_inference(const model *m, const model_stats *s) { (void)m; return s->inference_count; }
+static uint64_t get_exec(const model *m, const model_stats *s) { (void)m; return s->execution_count; }
+static uint64_t get_pending(const model *m, const model_stats *s) { (void)s; return model_queue_depth(m); }
+static uint64_t get_request_us(const model *m, const model_stats *s) { (void)m; return s->success_us; }
+static uint64_t get_queue_us(const model *m, const model_stats *s) { (void)m; return s->queue_us; }
+static uint64_t get_compute_us(const model *m, const model_stats *s) { (void)m; return s->compute_us; }
+
+static void triton_family(sb *out, const char *name, const char *type, const char *help, stat_fn get)
+{
+    family(out, name, type, help);
+    for (model *m = model_next(NULL); m; m = model_next(m)) {
+        triton_sample(out, name, model_name(m), NULL);
+        u64_line(out, get(m, model_stats_get(m)));
+    }
+}
+
+static void process_families(sb *out)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+                 (double)ru.ru_stime.tv_usec / 1e6;
+    family(out, "process_cpu_seconds_total", "counter", "User and system CPU time the daemon spent, in seconds.");
+    sb_printf(out, "process_cpu_seconds_total %.6f\n", cpu);
+    uint64_t rss = 0;
+    procfs_rss(getpid(), &rss);
+    family(out, "process_resident_memory_bytes", "gauge", "The daemon's resident memory (its workers not included).");
+    sb_printf(out, "process_resident_memory_bytes %llu\n", (unsigned long long)rss);
+    long fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; d && (e = readdir(d));)
+        fds += e->d_name[0] != '.';
+    if (d) {
+        closedir(d);
+        fds--; /* the directory's own descriptor */
+    }
+    family(out, "process_open_fds", "gauge", "Open file descriptors of the daemon.");
+    sb_printf(out, "process_open_fds %ld\n", fds);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        family(out, "process_max_fds", "gauge", "The daemon's limit on open file descriptors.");
+        sb_printf(out, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
+    family(out, "process_start_time_seconds", "gauge", "When the daemon started, in seconds since the epoch.");
+    sb_printf(out, "process_start_time_seconds %.3f\n", start_time_s);
+}
+
+void metrics_render(sb *out)
+{
+    triton_family(out, "nv_inference_request_success", "counter",
+                  "Number of successful inference requests, all batch sizes.", get_success);
+    family(out, "nv_inference_request_failure", "counter",
+           "Number of failed inference requests, all batch sizes, by reason.");
+    for (model *m = model_next(NULL); m; m = model_next(m)) {
+        const model_stats *s = model_stats_get(m);
+        for (int r = 0; r < FAIL_REASONS; r++) {
+            char extra[40];
+            snprintf(extra, sizeof extra, ",reason=\"%s\"", fail_names[r]);
+            triton_sample(out, "nv_inference_request_failure", model_name(m), extra);
+            u64_line(out, s->fail[r]);
+        }
+    }
+    triton_family(out, "nv_inference_count", "counter", "Number of inferences performed (rows of every request).",
+                  get_inference);
+    triton_family(out, "nv_inference_exec_count", "counter", "Number of model executions performed.", get_exec);
+    triton_family(out, "nv_inference_pending_request_count", "gauge",
+                  "Instantaneous number of requests waiting in the model's queue.", get_pending);
+    triton_family(out, "nv_inference_request_duration_us", "counter",
+                  "Cumulative duration of successful requests, enqueue to answer, in microseconds.", get_request_us);
+    triton_family(out, "nv_inference_queue_duration_us", "counter",
+                  "Cumulative time successful requests waited in the queue, in microseconds.", get_queue_us);
+    triton_family(out, "nv_inference_compute_infer_duration_us", "counter",
+                  "Cumulative time successful requests spent with a worker, in microseconds.", get_compute_us);
+    family(out, "nv_model_load_duration_secs", "gauge", "How long the model's last load took, in seconds.");
+    for (model *m = model_next(NULL); m; m = model_next(m)) {
+        triton_sample(out, "nv_model_load_duration_secs", model_name(m), NULL);
+        sb_printf(out, "%.6f\n", model_stats_get(m)->load_seconds);
+    }
+
+    static const struct {
+        const char *name, *help;
+        size_t offset;
+    } hists[] = {
+        {"corral_request_duration_seconds", "Time from accepting a request to answering it, every answered request.",
+         offsetof(model_stats, latency)},
+        {"corral_queue_duration_seconds", "Time requests waited in the queue before a worker took them.",
+         offsetof(model_stats, queue)},
+        {"corral_compute_duration_seconds", "Time from handing a request to a worker to its answer.",
+         offsetof(model_stats, compute)},
+        {"corral_time_to_first_chunk_seconds", "Time from accepting a streamed request to its first chunk.",
+         offsetof(model_stats, ttfc)},
+    };
+    for (size_t k = 0; k < sizeof hists / sizeof hists[0]; k++) {
+        family(out, hists[k].name, "histogram", hists[k].help);
+        for (model *m = model_next(NULL); m; m = model_next(m)) {
+            const histogram *h = (const histogram *)((const char *)model_stats_get(m) + hists[k].offset);
+            histogram_samples(out, hists[k].name, model_name(m), h, metrics_time_bounds_us, METRICS_TIME_BUCKETS,
+                              1e-6);
+        }
+    }
+    family(out, "corral_batch_size", "histogram", "Rows per model execution (1 for every request until batching).");
+    for (model *m = model_next(NULL); m; m = model_next(m))
+        histogram_samples(out, "corral_batch_size", model_name(m), &model_stats_get(m)->batch, metrics_batch_bounds,
+                          METRICS_BATCH_BUCKETS, 1);
+
+    family(out, "corral_model_state", "gauge", "1 for the state each model is in, 0 for the others.");
+    for (model *m = model_next(NULL); m; m = model_next(m)) {
+        for (int st = MODEL_UNLOADED; st <= MODEL_FAILED; st++) {
+            sb_adds(out, "corral_model_state{model=\"");
+            label_value(out, model_name(m));
+            sb_printf(out, "\",state=\"%s\"} %d\n", model_state_name((model_state)st), (int)model_get_state(m) == st);
+        }
+    }
+    family(out, "corral_queue_depth", "gauge", "Requests waiting in the model's queue.");
+    for (model *m = model_next(NULL); m; m = model_next(m)) {
+        sb_adds(out, "corral_queue_depth{model=\"");
+        label_value(out, model_name(m));
+        sb_printf(out, "\"} %zu\n", model_queue_depth(m));
+    }
+    family(out, "corral_instances", "gauge", "The model's instances by state.");
+    for (model *m = model_next(NULL); m; m = model_next(m)) {
+        int count[INST_STOPPING + 1] = {0};
+        inst *const *slots;
+        int n = model_instances(m, &slots);
+        for (int i = 0; i < n; i++)
+            count[slots[i]->state]++;
+        for (int st = INST_IDLE; st <= INST_STOPPING; st++) {
+            sb_adds(out, "corral_instances{model=\"");
+            label_value(out, model_name(m));
+            sb_printf(out, "\",state=\"%s\"} %d\n", inst_state_name((inst_state)st), count[st]);
+        }
+    }
+    family(out, "corral_instance_restarts_total", "counter", "Worker processes restarted, by cause.");
+    for (model *m = model_next(NULL); m; m = model_next(m)) {
+        for (int c = 0; c < RESTART_CAUSES; c++) {
+            sb_adds(out, "corral_instance_restarts_total{model=\"");
+            label_value(out, model_name(m));
+            sb_printf(out, "\",cause=\"%s\"} %llu\n", restart_names[c],
+                      (unsigned long long)model_stats_get(m)->restarts[c]);
+        }
+    }
+    family(out, "corral_instance_resident_memory_bytes", "gauge",
+           "Resident memory of each running instance's process group, shared memory regions left out.");
+    for (model *m = model_next(NULL); m; m = model_next(m)) {
+        inst *const *slots;
+        int n = model_instances(m, &slots);
+        for (int i = 0; i < n; i++) {
+            if (slots[i]->state == INST_IDLE)
+                continue;
+            sb_adds(out, "corral_instance_resident_memory_bytes{model=\"");
+            label_value(out, model_name(m));
+            sb_printf(out, "\",instance=\"%d\"} %llu\n", slots[i]->id, (unsigned long long)slots[i]->rss_bytes);
+        }
+    }
+    process_families(out);
+}
+
+/* ---- Triton's statistics extension ---- */
+
+static json_t *duration(uint64_t count, uint64_t us)
+{
+    return json_pack("{s:I,s:I}", "count", (json_int_t)count, "ns", (json_int_t)(us * 1000));
+}
+
+static json_t *model_stats_json(const model *m)
+{
+    const model_stats *s = model_stats_get(m);
+    uint64_t failed = 0;
+    for (int r = 0; r < FAIL_REASONS; r++)
+        failed += s->fail[r];
+    /* corral cannot tell a worker's input and output handling from its run: all of it is compute_infer. */
+    json_t *inference = json_pack("{s:o,s:o,s:o,s:o,s:o,s:o}", "success", duration(s->success, s->success_us),
+                                  "fail", duration(failed, s->fail_us), "queue", duration(s->queue_count, s->queue_us),
+                                  "compute_input", duration(s->compute_count, 0), "compute_infer",
+                                  duration(s->compute_count, s->compute_us), "compute_output",
+                                  duration(s->compute_count, 0));
+    return json_pack("{s:s,s:s,s:I,s:I,s:I,s:o,s:[]}", "name", model_name(m), "version", "1", "last_inference",
+                     (json_int_t)s->last_inference_ms, "inference_count", (json_int_t)s->inference_count,
+                     "execution_count", (json_int_t)s->execution_count, "inference_stats", inference, "batch_stats");
+}
+
+json_t *metrics_triton_stats(const char *name, size_t name_len)
+{
+    json_t *list = json_array();
+    for (model *m = model_next(NULL); m; m = model_next(m)) {
+        const char *n = model_name(m);
+        if (name && (strlen(n) != name_len || memcmp(n, name, name_len) != 0))
+            continue;
+        json_array_append_new(list, model_stats_json(m));
+    }
+    return json_pack("{s:o}", "model_stats", list);
+}
