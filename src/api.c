@@ -23,17 +23,22 @@
 #include <string.h>
 #include <sys/socket.h>
 
+void api_release_job(api_pending *p)
+{
+    if (!p->job)
+        return;
+    if (model_cancel(p->job))
+        job_free(p->job);
+    else
+        p->job->ctx = NULL; /* running: the worker's answer will be dropped */
+    p->job = NULL;
+}
+
 static void pending_dispose(void *ptr)
 {
     api_pending *p = ptr;
     p->req = NULL;
-    if (p->job) {
-        if (model_cancel(p->job))
-            job_free(p->job);
-        else
-            p->job->ctx = NULL; /* running: the worker's answer will be dropped */
-        p->job = NULL;
-    }
+    api_release_job(p);
     if (p->waiting) {
         model_forget_waiter(p->model, &p->waiter);
         p->waiting = 0;

@@ -48,6 +48,15 @@ api_pending *api_pending_new(h2o_req_t *req, model *m, size_t size);
  */
 void api_submit(api_pending *p, job *j);
 
+/*
+ * Lets go of p's job, if it has one: a queued job is withdrawn and freed; a
+ * running one's worker is told to CANCEL (when it can be) and its answer,
+ * chunks included, is dropped when it comes. For a client that left, and
+ * for a handler that answers its client before the job ends (the model's
+ * answer does not fit the endpoint). p->job is NULL afterwards.
+ */
+void api_release_job(api_pending *p);
+
 /* The h2o handler: every request enters here. */
 int api_handle(h2o_handler_t *self, h2o_req_t *req);
 
