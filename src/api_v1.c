@@ -75,7 +75,7 @@ int api_v1(h2o_req_t *req, const api_path *p)
             http_method_not_allowed(req, "POST");
             return 0;
         }
-        generate_handle(req, m);
+        generate_handle(req, m, GENERATE_V1);
     } else if (SEG_IS(p, 3, "scale")) {
         if (!post) {
             http_method_not_allowed(req, "POST");

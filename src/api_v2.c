@@ -1,7 +1,8 @@
 /*
  * api_v2 — the Open Inference Protocol (KServe v2) as Triton serves it:
  * health, server and model metadata, inference with JSON and binary
- * tensors, and the model repository extension.
+ * tensors, the model repository extension, and the routes of the generate
+ * extension (served by generate.c).
  *
  * One inference: the JSON header (and, with the binary extension, the
  * binary section after it) becomes one INFER frame — meta JSON plus raw
@@ -12,6 +13,7 @@
 #include "api.h"
 #include "metrics.h"
 
+#include "generate.h"
 #include "http.h"
 #include "infer.h"
 #include "log.h"
@@ -251,8 +253,8 @@ int api_v2(h2o_req_t *req, const api_path *p)
             http_method_not_allowed(req, "GET");
             return 0;
         }
-        http_send_json(req, 200, json_pack("{s:s, s:s, s:[s,s]}", "name", "corral", "version", CORRAL_VERSION,
-                                           "extensions", "binary_tensor_data", "model_repository"));
+        http_send_json(req, 200, json_pack("{s:s, s:s, s:[s,s,s]}", "name", "corral", "version", CORRAL_VERSION,
+                                           "extensions", "binary_tensor_data", "model_repository", "generate"));
         return 0;
     }
     if (SEG_IS(p, 1, "health") && p->n == 3) {
@@ -304,18 +306,18 @@ int api_v2(h2o_req_t *req, const api_path *p)
         http_send_json(req, 200, metrics_triton_stats(NULL, 0));
         return 0;
     }
-    /* /v2/models/{name}[/versions/{v}][/ready|/infer] */
+    /* /v2/models/{name}[/versions/{v}][/ready|/infer|/stats|/generate|/generate_stream] */
     int rest = 3;
     int versioned = SEG_IS(p, 3, "versions") && p->n >= 5;
     if (versioned)
         rest = 5;
     if (p->n > rest + 1)
         return -1;
-    const char *action = p->n == rest + 1 ? (SEG_IS(p, rest, "ready")   ? "ready"
-                                             : SEG_IS(p, rest, "infer") ? "infer"
-                                             : SEG_IS(p, rest, "stats") ? "stats"
-                                                                        : NULL)
-                                           : "metadata";
+    static const char *const actions[] = {"ready", "infer", "stats", "generate", "generate_stream"};
+    const char *action = p->n == rest + 1 ? NULL : "metadata";
+    for (size_t i = 0; !action && i < sizeof actions / sizeof actions[0]; i++)
+        if (h2o_memis(p->seg[rest].base, p->seg[rest].len, actions[i], strlen(actions[i])))
+            action = actions[i];
     if (!action)
         return -1;
     model *m = api_model_or_error(req, p->seg[2]);
@@ -336,6 +338,14 @@ int api_v2(h2o_req_t *req, const api_path *p)
             return 0;
         }
         handle_infer(req, m);
+        return 0;
+    }
+    if (strncmp(action, "generate", 8) == 0) {
+        if (!post) {
+            http_method_not_allowed(req, "POST");
+            return 0;
+        }
+        generate_handle(req, m, action[8] ? GENERATE_TRITON_STREAM : GENERATE_TRITON);
         return 0;
     }
     if (!get) {

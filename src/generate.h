@@ -15,6 +15,17 @@
  * an {"error"} event, or for bytes a truncated response (no final chunk on
  * HTTP/1.1, a reset stream on HTTP/2). A silent event stream gets an SSE
  * comment every GENERATE_HEARTBEAT_MS.
+ *
+ * Triton's generate extension is the same machinery in two more flavours.
+ * POST /v2/models/{name}/generate answers one JSON object: the model's
+ * application/json answer, or the one event it streamed; a second event is
+ * a 400 (use generate_stream), and the rest of the model's work is
+ * cancelled. POST /v2/models/{name}/generate_stream is always a stream of
+ * server-sent events, one JSON object each; a whole JSON answer is one
+ * event. Both take a JSON object as the body, ask the worker for a stream
+ * whatever the body says, refuse byte answers and JSON that is not an
+ * object (500, naming the model and the content type), and put Triton's
+ * "model_name" and "model_version" first in each object that lacks them.
  * Loop thread only.
  */
 #ifndef CORRAL_GENERATE_H
@@ -26,7 +37,13 @@
 
 #define GENERATE_HEARTBEAT_MS 5000
 
-/* Handles a POST to /v1/models/{name}/generate for model m. */
-void generate_handle(h2o_req_t *req, model *m);
+typedef enum generate_flavour {
+    GENERATE_V1,            /* POST /v1/models/{name}/generate */
+    GENERATE_TRITON,        /* POST /v2/models/{name}/generate: one JSON object */
+    GENERATE_TRITON_STREAM, /* POST /v2/models/{name}/generate_stream: events of JSON objects */
+} generate_flavour;
+
+/* Handles a POST to one of the generate endpoints for model m. */
+void generate_handle(h2o_req_t *req, model *m, generate_flavour flavour);
 
 #endif
