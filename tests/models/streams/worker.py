@@ -21,6 +21,8 @@ class Streams(corral.Model):
                 time.sleep(0.02)
             self.note("wait", 0, request)
             return {"waited": True, "cancelled": request.cancelled}
+        if "reply" in body:
+            return corral.Response(str(body["reply"]), content_type=str(body["content_type"]))
         if "bytes" in body:
             return corral.Stream(self.byte_chunks(request, int(body["bytes"]), int(body.get("chunk", 65536))),
                                  content_type="text/x-test")
@@ -41,6 +43,9 @@ class Streams(corral.Model):
         n = 0
         delay = float(body.get("delay", 0))
         try:
+            for value in body.get("yield", ()):
+                n += 1
+                yield value
             k = 0
             while body.get("forever") or k < int(body.get("events", body.get("fail_after", body.get("exit_after", 0)))):
                 if k and delay:
