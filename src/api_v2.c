@@ -208,6 +208,83 @@ static const char *triton_state(model *m)
     }
 }
 
+/* Triton's logging extension, over corral's one threshold (log.h). */
+static json_t *logging_json(void)
+{
+    return json_pack("{s:s,s:b,s:b,s:b,s:i,s:s,s:s}", "log_file", "", "log_info", log_threshold >= LOG_INFO,
+                     "log_warning", log_threshold >= LOG_WARN, "log_error", log_threshold >= LOG_ERROR,
+                     "log_verbose_level", log_threshold >= LOG_DEBUG ? 1 : 0, "log_format",
+                     log_json ? "json" : "default", "level", log_level_name(log_threshold));
+}
+
+static void handle_logging(h2o_req_t *req, int post)
+{
+    if (!post || req->entity.len == 0) {
+        http_send_json(req, 200, logging_json());
+        return;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(req->entity.base, req->entity.len, 0, &jerr);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        http_error(req, 400, 0, "logging settings must be a JSON object such as {\"log_verbose_level\": 1}");
+        return;
+    }
+    int info = log_threshold >= LOG_INFO, warning = log_threshold >= LOG_WARN, error = log_threshold >= LOG_ERROR;
+    int verbose = log_threshold >= LOG_DEBUG, json = log_json, level = -2;
+    const char *key;
+    json_t *v;
+    char bad[300] = "";
+    json_object_foreach(root, key, v) {
+        int *flag = strcmp(key, "log_info") == 0      ? &info
+                    : strcmp(key, "log_warning") == 0 ? &warning
+                    : strcmp(key, "log_error") == 0   ? &error
+                                                      : NULL;
+        if (flag) {
+            if (!json_is_boolean(v))
+                snprintf(bad, sizeof bad, "%s must be true or false", key);
+            *flag = json_is_true(v);
+        } else if (strcmp(key, "log_verbose_level") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0)
+                snprintf(bad, sizeof bad, "log_verbose_level must be an integer from 0");
+            verbose = json_integer_value(v) > 0;
+        } else if (strcmp(key, "log_format") == 0) {
+            const char *f = json_string_value(v);
+            if (!f || (strcmp(f, "default") && strcmp(f, "ISO8601") && strcmp(f, "json")))
+                snprintf(bad, sizeof bad, "log_format must be \"default\" (ISO 8601 times, as \"ISO8601\") or \"json\"");
+            json = f && strcmp(f, "json") == 0;
+        } else if (strcmp(key, "log_file") == 0) {
+            if (!json_is_string(v) || json_string_length(v) > 0)
+                snprintf(bad, sizeof bad, "log_file: corral logs to stderr only; it must be \"\"");
+        } else if (strcmp(key, "level") == 0) {
+            level = json_is_string(v) ? log_level_parse(json_string_value(v)) : -1;
+            if (level < 0)
+                snprintf(bad, sizeof bad, "level must be error, warning, info or debug");
+        } else {
+            snprintf(bad, sizeof bad, "unknown logging setting '%.64s'", key);
+        }
+        if (bad[0])
+            break;
+    }
+    json_decref(root);
+    /* One threshold: each level enables the ones below it, so the flags must say the same. */
+    if (!bad[0] && level == -2) {
+        level = verbose ? LOG_DEBUG : info ? LOG_INFO : warning ? LOG_WARN : error ? LOG_ERROR : LOG_ERROR - 1;
+        if ((level >= LOG_WARN && !error) || (level >= LOG_INFO && !warning) || (level >= LOG_DEBUG && !info))
+            snprintf(bad, sizeof bad, "corral logs by level: enabling a level enables the ones above it "
+                                      "(log_info needs log_warning and log_error)");
+    }
+    if (bad[0]) {
+        http_error(req, 400, 0, "%s", bad);
+        return;
+    }
+    if (level != log_threshold || json != log_json) /* logged under the settings it replaces */
+        log_info("logging: level %s, format %s (POST /v2/logging)", log_level_name(level), json ? "json" : "text");
+    log_threshold = level;
+    log_json = json;
+    http_send_json(req, 200, logging_json());
+}
+
 static void handle_index(h2o_req_t *req)
 {
     int ready_only = 0;
@@ -269,6 +346,14 @@ int api_v2(h2o_req_t *req, const api_path *p)
             http_error(req, 503, 1, "corral is shutting down");
         else
             http_send_json(req, 200, json_pack("{s:b}", live ? "live" : "ready", 1));
+        return 0;
+    }
+    if (SEG_IS(p, 1, "logging") && p->n == 2) {
+        if (!get && !post) {
+            http_method_not_allowed(req, "GET, POST");
+            return 0;
+        }
+        handle_logging(req, post);
         return 0;
     }
     if (SEG_IS(p, 1, "repository")) {

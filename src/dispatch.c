@@ -131,11 +131,25 @@ static void count_answer(job *j, int status, const char *msg, uint8_t type, uint
     j->counted = 1;
     if (status == 200 && j->result_broken)
         status = 502; /* what the client got */
+    if (j->failed_status) {
+        status = j->failed_status;
+        j->client_gone = 0;
+    }
     uint64_t now = now_us();
     int64_t queue = j->sent_us ? (int64_t)(j->sent_us - j->accepted_us) : -1;
     int64_t compute = j->sent_us ? (int64_t)(now - j->sent_us) : -1;
     int fail = status == 200 && !j->client_gone ? -1 : (int)metrics_fail_reason(status, j->client_gone);
     metrics_answered(&j->model->stats, fail, now - j->accepted_us, queue, compute);
+    if (LOG_DEBUG <= log_threshold) { /* the access log */
+        inst *in = j->inst;
+        log_with(LOG_DEBUG,
+                 &(log_ctx){.model = j->model->name, .instance = in ? in->id : -1, .pid = in ? in->pid : 0,
+                            .request = j->id},
+                 "%s %llu: %d%s in %.3f ms (queued %.3f ms, ran %.3f ms)",
+                 j->kind == PROTO_INFER ? "infer" : "generate", (unsigned long long)j->id, status,
+                 fail == FAIL_CANCELED ? " (client gone)" : "", (double)(now - j->accepted_us) / 1000.0,
+                 queue >= 0 ? (double)queue / 1000.0 : 0.0, compute >= 0 ? (double)compute / 1000.0 : 0.0);
+    }
 }
 
 /* ---- requests ---- */
@@ -187,7 +201,7 @@ static void idle_fire(uv_timer_t *t)
     for (int i = 0; i < m->nslots; i++)
         if (m->slots[i]->inflight)
             return;
-    log_info("model %s: idle for its keep_alive; unloading", m->name);
+    MODEL_LOG(LOG_INFO, m, "model %s: idle for its keep_alive; unloading", m->name);
     char msg[64];
     model_unload(m, NULL, msg, sizeof msg);
 }

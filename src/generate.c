@@ -396,6 +396,8 @@ static void stream_fail(stream_pending *s, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (s->base.job)
+        s->base.job->failed_status = (uint16_t)status; /* the model failed it, not a departed client */
     api_release_job(&s->base);
     if (s->started) {
         end_with_error(s, msg);

@@ -102,12 +102,12 @@ static void inst_set_state(inst *in, inst_state s, const char *why)
     assert(legal_transition(in->state, s));
     if (in->state == s)
         return;
-    log_debug("%s (pid %d): %s -> %s: %s", in->label, in->pid, inst_state_name(in->state), inst_state_name(s), why);
+    INST_LOG(LOG_DEBUG, in, "%s (pid %d): %s -> %s: %s", in->label, in->pid, inst_state_name(in->state), inst_state_name(s), why);
     in->state = s;
 }
 
 void inst_init(inst *in, uv_loop_t *loop, const inst_events *ev, int id, const char *label,
-               const char *owner_label, void *data)
+               const char *owner_label, const char *log_name, void *data)
 {
     memset(in, 0, sizeof *in);
     in->loop = loop;
@@ -116,6 +116,7 @@ void inst_init(inst *in, uv_loop_t *loop, const inst_events *ev, int id, const c
     in->id = id;
     in->label = xstrdup(label);
     in->owner_label = xstrdup(owner_label);
+    in->log_name = xstrdup(log_name);
     uv_timer_init(loop, &in->timer);
     in->timer.data = in;
     uv_timer_init(loop, &in->health_timer);
@@ -226,12 +227,12 @@ static void on_stop_timer(uv_timer_t *t)
     if (in->state != INST_STOPPING)
         return;
     if (in->cur.stop_stage == INST_STOP_SHUTDOWN) {
-        log_info("%s (pid %d): no exit after SHUTDOWN; sending SIGTERM", in->label, in->pid);
+        INST_LOG(LOG_INFO, in, "%s (pid %d): no exit after SHUTDOWN; sending SIGTERM", in->label, in->pid);
         signal_group(in, SIGTERM);
         in->cur.stop_stage = INST_STOP_SIGTERM;
         uv_timer_start(&in->timer, on_stop_timer, (uint64_t)t->repeat ? t->repeat : 2000, 0);
     } else if (in->cur.stop_stage == INST_STOP_SIGTERM) {
-        log_warn("%s (pid %d): still running%s%s; sending SIGKILL", in->label, in->pid,
+        INST_LOG(LOG_WARN, in, "%s (pid %d): still running%s%s; sending SIGKILL", in->label, in->pid,
                  in->fault[0] ? " after it " : " after SIGTERM", in->fault);
         signal_group(in, SIGKILL);
         in->cur.stop_stage = INST_STOP_SIGKILL;
@@ -254,7 +255,7 @@ void inst_kill(inst *in, const char *why)
 {
     if (in->state == INST_IDLE || in->exited)
         return;
-    log_warn("%s (pid %d): %s; killing it", in->label, in->pid, why);
+    INST_LOG(LOG_WARN, in, "%s (pid %d): %s; killing it", in->label, in->pid, why);
     snprintf(in->fault, sizeof in->fault, "%s", why);
     utf8_trim_partial(in->fault);
     inst_set_state(in, INST_STOPPING, in->fault);
@@ -290,7 +291,7 @@ static void health_fire(uv_timer_t *t)
     in->hung = 1;
     if (in->ev->on_hung)
         in->ev->on_hung(in);
-    log_warn("%s (pid %d): %s; sending SIGTERM", in->label, in->pid, in->fault);
+    INST_LOG(LOG_WARN, in, "%s (pid %d): %s; sending SIGTERM", in->label, in->pid, in->fault);
     inst_set_state(in, INST_STOPPING, in->fault);
     in->cur.stop_stage = INST_STOP_SIGTERM;
     signal_group(in, SIGTERM);
@@ -416,7 +417,7 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         in->ready_ms = in->last_busy_ms = now_ms();
         in->cur.ping_outstanding = 0;
         uv_timer_start(&in->health_timer, health_fire, (uint64_t)in->cur.health_interval_ms, 0);
-        log_info("%s (pid %d) ready in %llu ms", in->label, in->pid, (unsigned long long)(in->ready_ms - in->started_ms));
+        INST_LOG(LOG_INFO, in, "%s (pid %d) ready in %llu ms", in->label, in->pid, (unsigned long long)(in->ready_ms - in->started_ms));
         in->ev->on_ready(in);
         break;
     case PROTO_ERROR:
@@ -713,9 +714,9 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
     char why[600];
     inst_exit_reason(in, 1, why, sizeof why);
     if (in->cur.stop_stage == INST_STOP_SHUTDOWN && !term_signal && status == 0)
-        log_info("%s (pid %d) %s", in->label, in->pid, why);
+        INST_LOG(LOG_INFO, in, "%s (pid %d) %s", in->label, in->pid, why);
     else
-        log_warn("%s (pid %d) %s", in->label, in->pid, why);
+        INST_LOG(LOG_WARN, in, "%s (pid %d) %s", in->label, in->pid, why);
 
     uv_close((uv_handle_t *)&in->chan, handle_closed);
     uv_close((uv_handle_t *)&in->out, handle_closed);
@@ -907,7 +908,7 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen)
     uv_read_start((uv_stream_t *)&in->err, output_alloc, output_read);
     chan_writer_send(&in->wr, PROTO_LOAD, 0, sp->load_json, strlen(sp->load_json));
     uv_timer_start(&in->timer, on_stop_timer, (uint64_t)sp->load_timeout_ms, 0);
-    log_info("%s started (guard pid %d)", in->label, in->cur.guard_pid);
+    INST_LOG(LOG_INFO, in, "%s started (guard pid %d)", in->label, in->cur.guard_pid);
     return 0;
 }
 
@@ -925,6 +926,7 @@ static void maybe_release(inst *in)
     inst_shm_unmap(in); /* normally gone with the exit already */
     free(in->label);
     free(in->owner_label);
+    free(in->log_name);
     in->metadata = NULL;
     in->label = in->owner_label = NULL;
     void (*cb)(inst *) = in->on_closed;

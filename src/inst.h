@@ -138,6 +138,7 @@ struct inst {
     /* read-only: the slot, all processes together */
     char *label;         /* names the slot in the daemon's log: "model echo instance 0"; owned */
     char *owner_label;   /* names the owner in messages to clients: "model 'echo'"; owned */
+    char *log_name;      /* the owner's name as a field of JSON log lines (log.h); owned */
     inst_state state;    /* changed only through inst_set_state (inst.c) */
     uint64_t requests;   /* answered by this slot */
     uint64_t lines;      /* lines of output written */
@@ -177,7 +178,7 @@ struct inst {
  * owner's, for its callbacks.
  */
 void inst_init(inst *in, uv_loop_t *loop, const inst_events *ev, int id, const char *label,
-               const char *owner_label, void *data);
+               const char *owner_label, const char *log_name, void *data);
 
 /*
  * Spawns a process into an idle slot. Returns 0, or a negative errno with

@@ -6,6 +6,7 @@
 #define CORRAL_INST_INTERNAL_H
 
 #include "inst.h"
+#include "log.h"
 
 /* Kills the worker for breaking the protocol; the reason is logged and kept in fault. */
 void inst_protocol_error(inst *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -44,5 +45,9 @@ void inst_shm_unmap(inst *in);
 
 /* The process exited: closes its memfds and drops the mappings. */
 void inst_shm_close(inst *in);
+
+/* A log line about the instance: its model, id and pid are fields of the JSON format (log.h). */
+#define INST_LOG(level, in, ...)                                                                            \
+    log_with((level), &(log_ctx){.model = (in)->log_name, .instance = (in)->id, .pid = (in)->pid}, __VA_ARGS__)
 
 #endif

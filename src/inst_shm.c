@@ -52,7 +52,7 @@ uint8_t *inst_shm_place(inst *in, job *j, uint8_t *frame, size_t *len)
             flags |= PROTO_FLAG_SHM_DATA;
             in->cur.shm_in_job = j->id;
         } else {
-            log_warn("%s: cannot grow the shared-memory input region to %zu bytes (%s); "
+            INST_LOG(LOG_WARN, in, "%s: cannot grow the shared-memory input region to %zu bytes (%s); "
                      "sending the tensors over the socket", in->label, j->pieces_len, strerror(-rc));
         }
     }
@@ -87,7 +87,7 @@ void inst_release_shm(inst *in)
     for (int k = 0; k < 2; k++) {
         int rc = in->cur.shm_fd[k] >= 0 ? shm_release_pages(in->cur.shm_fd[k]) : 0;
         if (rc < 0)
-            log_warn("%s: cannot release a shared-memory region's pages: %s", in->label, strerror(-rc));
+            INST_LOG(LOG_WARN, in, "%s: cannot release a shared-memory region's pages: %s", in->label, strerror(-rc));
         in->cur.shm_used[k] = 0;
     }
     inst_shm_unmap(in);

@@ -88,6 +88,8 @@ struct job {
     uint64_t accepted_us; /* now_us() when model_submit took it, for metrics */
     uint64_t sent_us;     /* now_us() when it went to a worker; 0 while it has not */
     uint8_t client_gone;  /* its client left: its answer counts as CANCELED */
+    uint16_t failed_status; /* the daemon failed it itself with this status while it ran (e.g. a second
+                               response on Triton's generate): counted so, whatever the worker sends */
     uint8_t counted;      /* its answer has been counted (the metrics see each job once) */
     job_on_done_fn answer_cb; /* the submitter's on_done; model_submit puts the counting one in front */
     size_t heap_index;    /* position in the deadline heap, SIZE_MAX when not in it */

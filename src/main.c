@@ -48,7 +48,10 @@ static const char usage[] =
     "  --memory-budget SIZE    memory all loaded models may use together, e.g. 8GiB; loading past\n"
     "                          it unloads least-recently-used idle models first (default: none)\n"
     "  --python-sdk DIR        the Python SDK put on workers' PYTHONPATH\n"
-    "  --log-level LEVEL       error, warn, info or debug (default info)\n"
+    "  --log-level LEVEL       error, warn(ing), info or debug, any case (default $LOG_LEVEL, else\n"
+    "                          info); debug adds an access line per request\n"
+    "  --log-format FORMAT     text (default) or json: one object per line with time, level,\n"
+    "                          model, instance, pid, request and message\n"
     "  --auth-token-file FILE  require 'Authorization: Bearer TOKEN', TOKEN being the file's first\n"
     "                          line (default: $CORRAL_TOKEN if set, else no token)\n"
     "  --auth all|management   what the token guards: every endpoint but /v2/health/* (all, the\n"
@@ -329,6 +332,15 @@ static int serve(int argc, char **argv)
     const char *token_file = NULL;
     const char *allow_hosts[argc], *allow_origins[argc]; /* at most one per argument */
     size_t n_hosts = 0, n_origins = 0;
+    const char *env_level = getenv("LOG_LEVEL"); /* the model-management standard's name; --log-level wins */
+    if (env_level && *env_level) {
+        int level = log_level_parse(env_level);
+        if (level < 0) {
+            fprintf(stderr, "corral: LOG_LEVEL=%s: must be DEBUG, INFO, WARNING or ERROR (any case)\n", env_level);
+            return 2;
+        }
+        log_threshold = level;
+    }
     for (int i = 2; i < argc; i++) {
         const char *opt = argv[i];
         if (strcmp(opt, "--help") == 0 || strcmp(opt, "-h") == 0) {
@@ -388,16 +400,18 @@ static int serve(int argc, char **argv)
         } else if (strcmp(opt, "--python-sdk") == 0)
             cfg.python_sdk_dir = val;
         else if (strcmp(opt, "--log-level") == 0) {
-            static const char *levels[] = {"error", "warn", "info", "debug"};
-            int found = -1;
-            for (int l = 0; l < 4; l++)
-                if (strcmp(val, levels[l]) == 0)
-                    found = l;
+            int found = log_level_parse(val);
             if (found < 0) {
-                fprintf(stderr, "corral: --log-level must be error, warn, info or debug\n");
+                fprintf(stderr, "corral: --log-level must be error, warn(ing), info or debug\n");
                 return 2;
             }
             log_threshold = found;
+        } else if (strcmp(opt, "--log-format") == 0) {
+            if (strcmp(val, "json") != 0 && strcmp(val, "text") != 0) {
+                fprintf(stderr, "corral: --log-format must be text or json\n");
+                return 2;
+            }
+            log_json = strcmp(val, "json") == 0;
         } else if (strcmp(opt, "--auth-token-file") == 0) {
             token_file = val;
         } else if (strcmp(opt, "--auth") == 0) {

@@ -112,9 +112,9 @@ void model_set_state(model *m, model_state s, const char *reason)
     if (m->state == s)
         return;
     if (s == MODEL_FAILED)
-        log_error("model %s: %s -> failed: %s", m->name, model_state_name(m->state), m->reason);
+        MODEL_LOG(LOG_ERROR, m, "model %s: %s -> failed: %s", m->name, model_state_name(m->state), m->reason);
     else
-        log_info("model %s: %s -> %s", m->name, model_state_name(m->state), model_state_name(s));
+        MODEL_LOG(LOG_INFO, m, "model %s: %s -> %s", m->name, model_state_name(m->state), model_state_name(s));
     static const char *const kinds[] = {
         [MODEL_UNLOADED] = "model.unloaded", [MODEL_LOADING] = "model.loading", [MODEL_READY] = "model.loaded",
         [MODEL_UNLOADING] = "model.unloading", [MODEL_FAILED] = "model.failed"};
@@ -274,7 +274,7 @@ int model_start_slot(model *m, inst *in)
     if (rc < 0) {
         char reason[1024];
         snprintf(reason, sizeof reason, "instance %d cannot start: %s", in->id, err);
-        log_error("model %s: %s", m->name, reason);
+        MODEL_LOG(LOG_ERROR, m, "model %s: %s", m->name, reason);
         /* Nothing to retry: the same spawn would fail the same way. */
         model_set_state(m, MODEL_FAILED, reason);
         return rc;
@@ -301,7 +301,7 @@ inst *model_add_slot(model *m)
     char label[256], owner_label[256]; /* names are at most 128 bytes (model_name_valid) */
     snprintf(label, sizeof label, "model %s instance %d", m->name, id);
     snprintf(owner_label, sizeof owner_label, "model '%s'", m->name);
-    inst_init(&s->in, R.loop, &events, id, label, owner_label, m);
+    inst_init(&s->in, R.loop, &events, id, label, owner_label, m->name, m);
     uv_timer_init(R.loop, &s->restart_timer);
     s->restart_timer.data = s;
     m->slots = xrealloc(m->slots, (size_t)(m->nslots + 1) * sizeof *m->slots);
@@ -512,7 +512,7 @@ static void on_exited(inst *in)
         /* Stopped on purpose (a deadline, the memory limit): not a crash. */
         s->replace = 0;
         m->stats.restarts[s->replace_cause]++;
-        log_info("model %s instance %d: replacing it", m->name, in->id);
+        MODEL_LOG(LOG_INFO, m, "model %s instance %d: replacing it", m->name, in->id);
         model_emit_instance("instance.restarting", m, in,
                             json_pack("{s:i,s:s}", "delay_ms", 0, "cause", s->replace_cause == RESTART_MEMORY ? "memory"
                                                                          : s->replace_cause == RESTART_HANG   ? "hang"
@@ -539,7 +539,7 @@ static void on_exited(inst *in)
     m->stats.restarts[in->hung ? RESTART_HANG : RESTART_CRASH]++;
     model_emit_instance("instance.restarting", m, in,
                         json_pack("{s:I,s:s}", "delay_ms", (json_int_t)delay, "cause", in->hung ? "hang" : "crash"));
-    log_info("model %s instance %d: restarting in %llu ms", m->name, in->id, (unsigned long long)delay);
+    MODEL_LOG(LOG_INFO, m, "model %s instance %d: restarting in %llu ms", m->name, in->id, (unsigned long long)delay);
     if (count_slots(m, INST_READY) == 0 && m->state == MODEL_READY)
         model_set_state(m, MODEL_LOADING, NULL);
     uv_timer_start(&s->restart_timer, restart_fire, delay ? (uint64_t)delay : 1, 0);
@@ -598,14 +598,15 @@ static void on_log_line(inst *in, int stream, const char *line, size_t len, size
     }
     m->log_tokens -= 1;
     if (m->log_held_lines) {
-        log_warn("%s: %llu lines (%llu bytes) of worker output were not copied here (over %d lines/s); "
+        MODEL_LOG(LOG_WARN, m, "%s: %llu lines (%llu bytes) of worker output were not copied here (over %d lines/s); "
                  "GET /v1/models/%s/logs keeps the newest",
                  m->name, (unsigned long long)m->log_held_lines, (unsigned long long)m->log_held_bytes,
                  LOG_LINES_PER_S, m->name);
         m->log_held_lines = m->log_held_bytes = 0;
     }
     size_t shown = utf8_cut(line, len, LOG_COPY_MAX);
-    log_info("%s/%d: %.*s%s", m->name, in->id, (int)shown, line, shown < len || dropped ? " [...]" : "");
+    log_worker_line(&(log_ctx){.model = m->name, .instance = in->id, .pid = in->pid}, stream == 1 ? "stdout" : "stderr",
+                    line, shown, shown < len || dropped);
 }
 
 const char *model_logs(model *m, size_t *len, size_t *start_cut)
@@ -758,7 +759,7 @@ int model_scale(model *m, int instances, char *msg, size_t msglen)
     for (int i = 0; i < m->nslots; i++)
         if (!slot_of(m->slots[i])->retire)
             active++;
-    log_info("model %s: scaling from %d to %d instances", m->name, active, instances);
+    MODEL_LOG(LOG_INFO, m, "model %s: scaling from %d to %d instances", m->name, active, instances);
     model_emit_scaled(m, active, instances, "request");
     m->target = instances;
     while (active < instances) {

@@ -29,6 +29,7 @@
 #ifndef CORRAL_MODEL_INTERNAL_H
 #define CORRAL_MODEL_INTERNAL_H
 
+#include "log.h"
 #include "logring.h"
 #include "metrics.h"
 #include "model.h"
@@ -89,6 +90,9 @@ struct model {
     uint64_t log_held_lines, log_held_bytes; /* held back from the daemon's log since it last took one */
     model *next;
 };
+
+/* A log line about the model: its name is a field of the JSON format (log.h). */
+#define MODEL_LOG(level, m, ...) log_with((level), &(log_ctx){.model = (m)->name, .instance = -1}, __VA_ARGS__)
 
 /* The one registry: defined in registry.c, read and written by all three files. */
 struct registry {

@@ -82,7 +82,7 @@ static void model_remove(model *m)
             break;
         }
     }
-    log_info("model %s: removed from the repository", m->name);
+    MODEL_LOG(LOG_INFO, m, "model %s: removed from the repository", m->name);
     uv_close((uv_handle_t *)&m->idle_timer, idle_timer_closed);
 }
 
@@ -113,7 +113,7 @@ static void model_apply_entry(model *m, repo_entry *e)
     }
     if (running) {
         if (!m->next_mf || m->next_mf->digest != e->mf->digest)
-            log_info("model %s: manifest changed; it applies at the next load", m->name);
+            MODEL_LOG(LOG_INFO, m, "model %s: manifest changed; it applies at the next load", m->name);
         manifest_free(m->next_mf);
         m->next_mf = e->mf;
         m->changed = 1;
@@ -224,7 +224,7 @@ void registry_check_memory_limit(model *m, inst *in)
     if (!m->mf || !m->mf->memory_limit || in->state != INST_READY || s->replace || s->retire ||
         in->rss_bytes <= (uint64_t)m->mf->memory_limit)
         return;
-    log_warn("model %s instance %d (pid %d): resident memory %llu MiB is above limits.memory %lld MiB; replacing it "
+    MODEL_LOG(LOG_WARN, m, "model %s instance %d (pid %d): resident memory %llu MiB is above limits.memory %lld MiB; replacing it "
              "between requests",
              m->name, in->id, in->pid, (unsigned long long)(in->rss_bytes >> 20), (long long)(m->mf->memory_limit >> 20));
     snprintf(in->fault, sizeof in->fault, "replaced: resident memory above limits.memory");
@@ -247,7 +247,7 @@ static void autoscale(model *m, uint64_t now)
     m->pressure_ticks = m->queue.count ? m->pressure_ticks + 1 : 0;
     if (m->pressure_ticks >= AUTOSCALE_PRESSURE_TICKS && active < ceiling) {
         m->pressure_ticks = 0;
-        log_info("model %s: %zu requests waiting for %d s; adding an instance (%d of at most %d)", m->name,
+        MODEL_LOG(LOG_INFO, m, "model %s: %zu requests waiting for %d s; adding an instance (%d of at most %d)", m->name,
                  m->queue.count, AUTOSCALE_PRESSURE_TICKS * TICK_MS / 1000, active + 1, ceiling);
         model_emit_scaled(m, active, active + 1, "autoscale");
         inst *in = model_add_slot(m);
@@ -261,7 +261,7 @@ static void autoscale(model *m, uint64_t now)
         inst *in = m->slots[i];
         if (slot_of(in)->retire || in->state != INST_READY || in->inflight || now - in->last_busy_ms < AUTOSCALE_IDLE_MS)
             continue;
-        log_info("model %s: instance %d idle for %d s; scaling back to %d", m->name, in->id,
+        MODEL_LOG(LOG_INFO, m, "model %s: instance %d idle for %d s; scaling back to %d", m->name, in->id,
                  AUTOSCALE_IDLE_MS / 1000, active - 1);
         slot_of(in)->retire = 1;
         model_emit_scaled(m, active, active - 1, "autoscale");

@@ -11,6 +11,7 @@ Request `parameters` (read by infer):
   sleep          seconds to sleep before answering
   exit           exit the process with this status while holding the request
   raise          raise RuntimeError with this text
+  bad            raise corral.BadRequest with this text (a 400)
   say            print this line to stdout
   say_err        print this line to stderr
 
@@ -55,6 +56,8 @@ class Ctl(corral.Model):
             os._exit(3)
         if p.get("raise"):
             raise RuntimeError(str(p["raise"]))
+        if p.get("bad"):
+            raise corral.BadRequest(str(p["bad"]))
         return {"PID": [os.getpid()], "INSTANCE": [self.instance], "COUNT": [self.count], "TAG": [self.tag],
                 "CHILD": [self.child.pid if self.child else 0]}
 
