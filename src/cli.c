@@ -84,50 +84,70 @@ static int add_auth(struct curl_slist **headers)
     return 0;
 }
 
-/* Performs a request; returns 0 or prints why it could not and returns -1. */
-static int request(const char *method, const char *path, const char *content_type, const void *body, size_t len,
-                   response *r)
+/*
+ * A handle for one request to the daemon: the URL, the method, the body
+ * (not copied: it must outlive the transfer), the token, and the headers,
+ * which *headers owns and the caller frees after the transfer. accept, when
+ * not NULL, is sent as the Accept header. Returns NULL after saying why.
+ */
+static CURL *open_request(const char *method, const char *path, const char *content_type, const char *accept,
+                          const void *body, size_t len, struct curl_slist **headers)
 {
-    memset(r, 0, sizeof *r);
-    struct curl_slist *headers = NULL;
-    if (add_auth(&headers) < 0)
-        return -1;
-    sb_init(&r->body, 4096);
+    *headers = NULL;
+    if (add_auth(headers) < 0)
+        return NULL;
     char url[4096];
     const char *base = base_url();
     size_t blen = strlen(base);
     while (blen && base[blen - 1] == '/')
         blen--;
     snprintf(url, sizeof url, "%.*s%s", (int)blen, base, path);
-    CURL *c = curl_easy_init();
+    char h[256];
     if (content_type) {
-        char h[256];
         snprintf(h, sizeof h, "Content-Type: %s", content_type);
-        headers = curl_slist_append(headers, h);
+        *headers = curl_slist_append(*headers, h);
     } else {
         /* curl would label a POST form-encoded, which the daemon refuses (415) */
-        headers = curl_slist_append(headers, "Content-Type:");
+        *headers = curl_slist_append(*headers, "Content-Type:");
     }
-    headers = curl_slist_append(headers, "Expect:");
-    curl_easy_setopt(c, CURLOPT_URL, url);
+    if (accept) {
+        snprintf(h, sizeof h, "Accept: %s", accept);
+        *headers = curl_slist_append(*headers, h);
+    }
+    *headers = curl_slist_append(*headers, "Expect:");
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url); /* copied */
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     if (strcmp(method, "POST") == 0) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, *headers);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    return c;
+}
+
+/* Performs a request; returns 0 or prints why it could not and returns -1. */
+static int request(const char *method, const char *path, const char *content_type, const void *body, size_t len,
+                   response *r)
+{
+    memset(r, 0, sizeof *r);
+    struct curl_slist *headers;
+    CURL *c = open_request(method, path, content_type, NULL, body, len, &headers);
+    if (!c)
+        return -1;
+    sb_init(&r->body, 4096);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     CURLcode rc = curl_easy_perform(c);
     if (rc == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
     curl_slist_free_all(headers);
     curl_easy_cleanup(c);
     if (rc != CURLE_OK) {
-        fprintf(stderr, "corral: cannot reach %s: %s\n", base, curl_easy_strerror(rc));
+        fprintf(stderr, "corral: cannot reach %s: %s\n", base_url(), curl_easy_strerror(rc));
         sb_free(&r->body);
         return -1;
     }
