@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,57 +388,170 @@ static int cmd_infer(int argc, char **argv)
     return 0;
 }
 
-static int cmd_generate(int argc, char **argv)
+/* ---- generate ---- */
+
+#define GENERATE_USAGE "generate NAME (JSON|@FILE|- | --text TEXT) [--voice V] [--rate N] [-o FILE]"
+
+typedef struct gen_args {
+    const char *model;
+    const char *input; /* JSON|@FILE|-, or NULL */
+    const char *out;   /* -o FILE, or NULL for stdout */
+    const char *text, *voice;
+    long long rate; /* 0: not given */
+} gen_args;
+
+/* Parses --rate: a positive decimal integer, nothing else. */
+static int parse_rate(const char *s, long long *rate)
 {
-    const char *out = NULL, *text = NULL, *input = NULL;
-    for (int i = 2; i < argc; i++) {
-        if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) && i + 1 < argc)
-            out = argv[++i];
-        else if (strcmp(argv[i], "--text") == 0 && i + 1 < argc)
-            text = argv[++i];
-        else if (!input)
-            input = argv[i];
-        else {
-            fprintf(stderr, "corral: unknown argument '%s' for generate\n", argv[i]);
-            return 2;
-        }
-    }
-    if (argc < 2 || argv[1][0] == '-' || (!input && !text)) {
-        fprintf(stderr, "corral: usage: corral generate NAME (JSON|@FILE|- | --text TEXT) [-o FILE]\n");
+    if (*s < '0' || *s > '9')
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < 1 || v > INT_MAX)
+        return -1;
+    *rate = v;
+    return 0;
+}
+
+/* Returns 0, or 2 after a usage message. */
+static int parse_generate(int argc, char **argv, gen_args *a)
+{
+    memset(a, 0, sizeof *a);
+    if (argc < 2 || argv[1][0] == '-') {
+        fprintf(stderr, "corral: usage: corral " GENERATE_USAGE "\n");
         return 2;
     }
-    size_t len;
-    char *body;
-    if (text) {
-        json_t *j = json_pack("{s:s}", "text", text);
-        body = json_dumps(j, JSON_COMPACT);
-        len = strlen(body);
-        json_decref(j);
-    } else if (!(body = read_body(input, &len))) {
-        return 1;
+    a->model = argv[1];
+    const char *rate = NULL;
+    for (int i = 2; i < argc; i++) {
+        const char *arg = argv[i], **value;
+        if (strcmp(arg, "-o") == 0 || strcmp(arg, "--output") == 0)
+            value = &a->out;
+        else if (strcmp(arg, "--text") == 0)
+            value = &a->text;
+        else if (strcmp(arg, "--voice") == 0)
+            value = &a->voice;
+        else if (strcmp(arg, "--rate") == 0)
+            value = &rate;
+        else if (arg[0] == '-' && arg[1]) {
+            fprintf(stderr, "corral: unknown option '%s' for generate (usage: corral " GENERATE_USAGE ")\n", arg);
+            return 2;
+        } else if (!a->input) {
+            a->input = arg;
+            continue;
+        } else {
+            fprintf(stderr, "corral: unknown argument '%s' for generate\n", arg);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "corral: %s needs a value (usage: corral " GENERATE_USAGE ")\n", arg);
+            return 2;
+        }
+        *value = argv[++i];
     }
-    char path[512];
-    snprintf(path, sizeof path, "/v1/models/%s/generate", argv[1]);
+    if (rate && parse_rate(rate, &a->rate) < 0) {
+        fprintf(stderr, "corral: --rate needs a positive integer (words per minute), not '%s'\n", rate);
+        return 2;
+    }
+    if (!a->input && !a->text) {
+        fprintf(stderr, "corral: usage: corral " GENERATE_USAGE "\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* Sets key to a string given on the command line; -1 after saying why it cannot be JSON. */
+static int set_string(json_t *obj, const char *key, const char *flag, const char *value)
+{
+    json_t *v = json_string(value);
+    if (!v) {
+        fprintf(stderr, "corral: %s is not valid UTF-8, which a JSON string must be\n", flag);
+        return -1;
+    }
+    json_object_set_new(obj, key, v);
+    return 0;
+}
+
+/*
+ * The request body. The argument goes as it is unless a flag sets a key of
+ * it: --text, --voice and --rate set "text", "voice" and "rate" (the
+ * tts-espeak example's keys) in the argument's JSON object (the flags win
+ * over its keys) or in a new one. Returns 0, -EINVAL after a usage
+ * message, or -EIO after saying why the body cannot be read.
+ */
+static int generate_body(const gen_args *a, char **body, size_t *len)
+{
+    char *raw = NULL;
+    size_t raw_len = 0;
+    if (a->input && !(raw = read_body(a->input, &raw_len)))
+        return -EIO;
+    const char *key_flag = a->text ? "--text" : a->voice ? "--voice" : a->rate ? "--rate" : NULL;
+    if (!key_flag) {
+        *body = raw;
+        *len = raw_len;
+        return 0;
+    }
+    json_t *obj = raw ? json_loadb(raw, raw_len, 0, NULL) : json_object();
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        fprintf(stderr, "corral: %s sets a key of a JSON object, and the body %s is not one\n", key_flag,
+                strcmp(a->input, "-") == 0 ? "from standard input" : a->input[0] == '@' ? "in the file" : "given");
+        free(raw);
+        return -EINVAL;
+    }
+    free(raw);
+    if ((a->text && set_string(obj, "text", "--text", a->text) < 0) ||
+        (a->voice && set_string(obj, "voice", "--voice", a->voice) < 0)) {
+        json_decref(obj);
+        return -EINVAL;
+    }
+    if (a->rate)
+        json_object_set_new(obj, "rate", json_integer(a->rate));
+    *body = json_dumps(obj, JSON_COMPACT);
+    *len = strlen(*body);
+    json_decref(obj);
+    return 0;
+}
+
+/* The whole answer, to FILE or stdout. */
+static int generate_whole(const gen_args *a, const char *path, const char *body, size_t len)
+{
     response r;
-    int rc = request("POST", path, "application/json", body, len, &r);
-    free(body);
-    if (rc < 0)
+    if (request("POST", path, "application/json", body, len, &r) < 0)
         return 1;
     if (r.status != 200)
         return report_failure(&r);
-    FILE *f = out ? fopen(out, "wb") : stdout;
+    FILE *f = a->out ? fopen(a->out, "wb") : stdout;
     if (!f) {
-        fprintf(stderr, "corral: cannot write %s: %s\n", out, strerror(errno));
+        fprintf(stderr, "corral: cannot write %s: %s\n", a->out, strerror(errno));
         sb_free(&r.body);
         return 1;
     }
     fwrite(r.body.p, 1, r.body.len, f);
-    if (out) {
+    if (a->out) {
         fclose(f);
-        fprintf(stderr, "wrote %zu bytes (%s) to %s\n", r.body.len, r.content_type, out);
+        fprintf(stderr, "wrote %zu bytes (%s) to %s\n", r.body.len, r.content_type, a->out);
     }
     sb_free(&r.body);
     return 0;
+}
+
+static int cmd_generate(int argc, char **argv)
+{
+    gen_args a;
+    int rc = parse_generate(argc, argv, &a);
+    if (rc)
+        return rc;
+    char *body;
+    size_t len;
+    if ((rc = generate_body(&a, &body, &len)) < 0)
+        return rc == -EINVAL ? 2 : 1;
+    char path[512];
+    snprintf(path, sizeof path, "/v1/models/%s/generate", a.model);
+    rc = generate_whole(&a, path, body, len);
+    free(body);
+    return rc;
 }
 
 static int cmd_logs(int argc, char **argv)

@@ -53,6 +53,8 @@ def test_help_and_version(corral):
         assert "usage" in out
         for verb in ("serve", "ls", "ps", "load", "unload", "scale", "infer", "generate", "logs"):
             assert re.search(rf"\b{verb}\b", out), verb
+        for option in ("--voice V", "--rate N", "--text TEXT", "-o FILE"):
+            assert option in out, option
     out = ok(cli("--version", url=None))
     version = d.get("/v2").json()["version"]
     assert out == f"corral {version}\n", out
@@ -243,3 +245,79 @@ def test_logs_follow(corral):
         follower.wait(timeout=10)
         follower.stdout.close()
         follower.stderr.close()
+
+
+# ---- generate --voice, --rate ----
+
+def one_line_error(err: bytes, *needles: str) -> str:
+    text = err.decode()
+    assert text.endswith("\n") and text.count("\n") == 1 and text.startswith("corral: "), f"not one line: {text!r}"
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in {text!r}"
+    return text
+
+
+def test_generate_voice_and_rate_set_keys_of_the_body(corral, tmp_path):
+    corral.add("echo", "echo")
+    d = corral.start()
+    out = ok(cli("generate", "echo", "--text", "hi", "--voice", "fr", "--rate", "120", url=d.base))
+    assert json.loads(out) == {"echo": {"text": "hi", "voice": "fr", "rate": 120}}
+    # merged into a JSON body argument, the flags winning
+    out = ok(cli("generate", "echo", '{"text": "a", "voice": "en", "n": 1}', "--voice", "de", "--rate", "90",
+                 url=d.base))
+    assert json.loads(out) == {"echo": {"text": "a", "voice": "de", "n": 1, "rate": 90}}
+    f = tmp_path / "body.json"
+    f.write_text('{"text": "from a file", "stream": false}')
+    out = ok(cli("generate", "echo", f"@{f}", "--rate", "300", url=d.base))
+    assert json.loads(out) == {"echo": {"text": "from a file", "stream": False, "rate": 300}}
+    out = ok(cli("generate", "echo", "-", "--voice", "it", url=d.base, stdin=b'{"text": "stdin"}'))
+    assert json.loads(out) == {"echo": {"text": "stdin", "voice": "it"}}
+    # --text with a body argument sets its "text" too
+    out = ok(cli("generate", "echo", '{"text": "old", "n": 2}', "--text", "new", url=d.base))
+    assert json.loads(out) == {"echo": {"text": "new", "n": 2}}
+
+
+def test_generate_bad_flags_are_usage_errors(corral):
+    corral.add("echo", "echo")
+    d = corral.start()
+    for bad in ("0", "-5", "12x", "", " 12", "+3", "1.5", "99999999999999999999"):
+        p = cli("generate", "echo", "--text", "hi", "--rate", bad, url=d.base)
+        assert p.returncode == 2, (bad, p)
+        one_line_error(p.stderr, "--rate", "positive integer")
+    for args in (("--voice",), ("--text", "x", "--rate"), ("--text", "x", "-o")):
+        p = cli("generate", "echo", *args, url=d.base)
+        assert p.returncode == 2, (args, p)
+        one_line_error(p.stderr, "needs a value")
+    p = cli("generate", "echo", "--text", "x", "--speed", "3", url=d.base)
+    assert p.returncode == 2
+    one_line_error(p.stderr, "--speed")
+    p = cli("generate", "echo", "--voice", "fr", url=d.base)  # nothing to say
+    assert p.returncode == 2
+    one_line_error(p.stderr, "usage", "--voice V", "--rate N")
+    for body in ("[1, 2]", "not json"):
+        p = cli("generate", "echo", body, "--voice", "fr", url=d.base)
+        assert p.returncode == 2, p
+        one_line_error(p.stderr, "--voice", "JSON object")
+    p = cli("generate", "echo", "--text", os.fsdecode(b"\xff"), url=d.base)
+    assert p.returncode == 2
+    one_line_error(p.stderr, "--text", "UTF-8")
+    assert d.model("echo")["state"] == "unloaded"  # none of them reached the daemon
+
+
+def test_generate_tts_voice_and_rate_reach_the_model(corral, tmp_path):
+    if not (EXAMPLES / "tts-espeak" / "tts-espeak").exists():
+        pytest.fail("examples/models/tts-espeak is not built: run `make build`")
+    corral.add("tts-espeak", "tts-espeak")
+    d = corral.start()
+    durations = {}
+    for rate in ("80", "400"):
+        target = tmp_path / f"r{rate}.wav"
+        ok(cli("generate", "tts-espeak", "--text", "hello there, how are you", "--voice", "fr", "--rate", rate,
+               "-o", str(target), url=d.base))
+        with wave.open(io.BytesIO(target.read_bytes())) as w:
+            assert w.getnchannels() == 1 and w.getsampwidth() == 2 and w.getnframes() > 0
+            durations[rate] = w.getnframes() / w.getframerate()
+    assert durations["80"] > 2 * durations["400"], durations  # the rate reached espeak
+    failed(cli("generate", "tts-espeak", "--text", "hi", "--voice", "no-such-voice", url=d.base), "400",
+           "no-such-voice")
+    failed(cli("generate", "tts-espeak", "--text", "hi", "--rate", "20", url=d.base), "400", "rate")
