@@ -9,7 +9,9 @@
 #include "cli.h"
 
 #include "access.h"
+#include "evstream.h"
 #include "sb.h"
+#include "xmalloc.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 typedef struct response {
@@ -390,7 +393,8 @@ static int cmd_infer(int argc, char **argv)
 
 /* ---- generate ---- */
 
-#define GENERATE_USAGE "generate NAME (JSON|@FILE|- | --text TEXT) [--voice V] [--rate N] [-o FILE]"
+#define GENERATE_USAGE                                                                                                \
+    "generate NAME (JSON|@FILE|- | --text TEXT) [--voice V] [--rate N] [--stream] [-o FILE]"
 
 typedef struct gen_args {
     const char *model;
@@ -398,6 +402,7 @@ typedef struct gen_args {
     const char *out;   /* -o FILE, or NULL for stdout */
     const char *text, *voice;
     long long rate; /* 0: not given */
+    int stream;
 } gen_args;
 
 /* Parses --rate: a positive decimal integer, nothing else. */
@@ -434,7 +439,10 @@ static int parse_generate(int argc, char **argv, gen_args *a)
             value = &a->voice;
         else if (strcmp(arg, "--rate") == 0)
             value = &rate;
-        else if (arg[0] == '-' && arg[1]) {
+        else if (strcmp(arg, "--stream") == 0) {
+            a->stream = 1;
+            continue;
+        } else if (arg[0] == '-' && arg[1]) {
             fprintf(stderr, "corral: unknown option '%s' for generate (usage: corral " GENERATE_USAGE ")\n", arg);
             return 2;
         } else if (!a->input) {
@@ -476,9 +484,11 @@ static int set_string(json_t *obj, const char *key, const char *flag, const char
 /*
  * The request body. The argument goes as it is unless a flag sets a key of
  * it: --text, --voice and --rate set "text", "voice" and "rate" (the
- * tts-espeak example's keys) in the argument's JSON object (the flags win
- * over its keys) or in a new one. Returns 0, -EINVAL after a usage
- * message, or -EIO after saying why the body cannot be read.
+ * tts-espeak example's keys) and --stream sets "stream": true, in the
+ * argument's JSON object (the flags win over its keys) or in a new one.
+ * --stream on a body that is not a JSON object leaves it as it is, and the
+ * Accept header alone asks for the stream. Returns 0, -EINVAL after a
+ * usage message, or -EIO after saying why the body cannot be read.
  */
 static int generate_body(const gen_args *a, char **body, size_t *len)
 {
@@ -487,7 +497,7 @@ static int generate_body(const gen_args *a, char **body, size_t *len)
     if (a->input && !(raw = read_body(a->input, &raw_len)))
         return -EIO;
     const char *key_flag = a->text ? "--text" : a->voice ? "--voice" : a->rate ? "--rate" : NULL;
-    if (!key_flag) {
+    if (!key_flag && !a->stream) {
         *body = raw;
         *len = raw_len;
         return 0;
@@ -495,10 +505,15 @@ static int generate_body(const gen_args *a, char **body, size_t *len)
     json_t *obj = raw ? json_loadb(raw, raw_len, 0, NULL) : json_object();
     if (!json_is_object(obj)) {
         json_decref(obj);
-        fprintf(stderr, "corral: %s sets a key of a JSON object, and the body %s is not one\n", key_flag,
-                strcmp(a->input, "-") == 0 ? "from standard input" : a->input[0] == '@' ? "in the file" : "given");
-        free(raw);
-        return -EINVAL;
+        if (key_flag) {
+            fprintf(stderr, "corral: %s sets a key of a JSON object, and the body %s is not one\n", key_flag,
+                    strcmp(a->input, "-") == 0 ? "from standard input" : a->input[0] == '@' ? "in the file" : "given");
+            free(raw);
+            return -EINVAL;
+        }
+        *body = raw;
+        *len = raw_len;
+        return 0;
     }
     free(raw);
     if ((a->text && set_string(obj, "text", "--text", a->text) < 0) ||
@@ -508,6 +523,8 @@ static int generate_body(const gen_args *a, char **body, size_t *len)
     }
     if (a->rate)
         json_object_set_new(obj, "rate", json_integer(a->rate));
+    if (a->stream)
+        json_object_set_new(obj, "stream", json_true());
     *body = json_dumps(obj, JSON_COMPACT);
     *len = strlen(*body);
     json_decref(obj);
@@ -537,6 +554,221 @@ static int generate_whole(const gen_args *a, const char *path, const char *body,
     return 0;
 }
 
+/* What a streamed answer turned out to be, decided at its first byte (gen_begin). */
+typedef enum gen_kind { GEN_PENDING, GEN_FAILED, GEN_EVENTS, GEN_BYTES } gen_kind;
+
+/* The most of a failed answer's body kept for its one-line reason. */
+#define GEN_ERROR_BODY_MAX 65536
+
+/* One streamed answer, handled as it arrives: nothing of it is kept but a failed answer's body. */
+typedef struct gen_stream {
+    const gen_args *args; /* not owned */
+    CURL *curl;           /* not owned: the transfer this reads */
+    response r;           /* the content type; the body of a failed answer */
+    gen_kind kind;
+    evstream ev;       /* GEN_EVENTS */
+    FILE *out;         /* stdout, or -o FILE (owned); NULL until the answer is known to be a stream */
+    size_t bytes;      /* written to out */
+    size_t printed;    /* events printed */
+    char *error;       /* the message of an {"error"} event, which ends the stream; owned */
+    char stop[640];    /* why the client stopped reading, when it did */
+} gen_stream;
+
+/* Whether a Content-Type names type, parameters aside. */
+static int media_is(const char *ct, const char *type)
+{
+    size_t n = strlen(type);
+    return strncasecmp(ct, type, n) == 0 && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* Whether bytes of this type can go to a terminal: text, and JSON or XML. */
+static int media_is_text(const char *ct)
+{
+    const char *semi = strchr(ct, ';');
+    size_t n = semi ? (size_t)(semi - ct) : strlen(ct);
+    while (n && ct[n - 1] == ' ')
+        n--;
+    if (strncasecmp(ct, "text/", 5) == 0)
+        return 1;
+    static const char *const ends[] = {"/json", "+json", "/xml", "+xml", "/x-ndjson"};
+    for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+        size_t k = strlen(ends[i]);
+        if (n >= k && strncasecmp(ct + n - k, ends[i], k) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int gen_write(gen_stream *g, const char *p, size_t len)
+{
+    if ((len && fwrite(p, 1, len, g->out) != len) || fflush(g->out) != 0) {
+        snprintf(g->stop, sizeof g->stop, "cannot write %s: %s", g->args->out ? g->args->out : "standard output",
+                 strerror(errno));
+        return -1;
+    }
+    g->bytes += len;
+    return 0;
+}
+
+/*
+ * One event: its JSON goes out on a line of its own at once. Data of
+ * several lines is JSON written across lines: it is printed compact, on one.
+ * An object {"error": "..."} is how the daemon ends a stream that failed.
+ */
+static int on_event(void *data, const char *event, size_t len)
+{
+    gen_stream *g = data;
+    json_t *j = json_loadb(event, len, JSON_DECODE_ANY, NULL);
+    const char *msg = json_object_size(j) == 1 ? json_string_value(json_object_get(j, "error")) : NULL;
+    if (msg) {
+        g->error = xstrdup(msg);
+        json_decref(j);
+        return 1;
+    }
+    char *line = j && memchr(event, '\n', len) ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(j);
+    if (line) {
+        event = line;
+        len = strlen(line);
+    }
+    int rc = gen_write(g, event, len) < 0 || gen_write(g, "\n", 1) < 0 ? -1 : 0;
+    free(line);
+    if (rc == 0)
+        g->printed++;
+    return rc;
+}
+
+/* The answer's first byte, or its end if it had none: what it is, and where it goes. -1 stops it. */
+static int gen_begin(gen_stream *g)
+{
+    const gen_args *a = g->args;
+    curl_easy_getinfo(g->curl, CURLINFO_RESPONSE_CODE, &g->r.status);
+    const char *ct = g->r.content_type;
+    if (g->r.status < 200 || g->r.status > 299) {
+        g->kind = GEN_FAILED;
+        return 0;
+    }
+    int sse = media_is(ct, "text/event-stream");
+    g->kind = sse || media_is(ct, "application/x-ndjson") ? GEN_EVENTS : GEN_BYTES;
+    if (g->kind == GEN_EVENTS)
+        evstream_init(&g->ev, sse ? EVSTREAM_SSE : EVSTREAM_NDJSON, on_event, g);
+    if (g->kind == GEN_BYTES && !a->out && isatty(STDOUT_FILENO) && !media_is_text(ct)) {
+        snprintf(g->stop, sizeof g->stop,
+                 "model '%s' answers %s, which a terminal cannot show: use -o FILE, or send stdout to a file or a "
+                 "pipe",
+                 a->model, *ct ? ct : "bytes of no stated type");
+        return -1;
+    }
+    g->out = a->out ? fopen(a->out, "wb") : stdout;
+    if (!g->out) {
+        snprintf(g->stop, sizeof g->stop, "cannot write %s: %s", a->out, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static size_t on_stream_body(char *p, size_t size, size_t n, void *ud)
+{
+    gen_stream *g = ud;
+    size_t len = size * n;
+    if (g->kind == GEN_PENDING && gen_begin(g) < 0)
+        return 0; /* anything but len stops the transfer, and the daemon cancels the model */
+    switch (g->kind) {
+    case GEN_FAILED:
+        sb_add(&g->r.body, p, len < GEN_ERROR_BODY_MAX - g->r.body.len ? len : GEN_ERROR_BODY_MAX - g->r.body.len);
+        return len;
+    case GEN_EVENTS: {
+        int rc = evstream_feed(&g->ev, p, len);
+        if (rc < 0 && !g->stop[0])
+            snprintf(g->stop, sizeof g->stop, "model '%s' sent an event %s", g->args->model,
+                     rc == -EMSGSIZE ? "larger than the client takes (256 MiB)" : "too large for the memory at hand");
+        return rc ? 0 : len;
+    }
+    case GEN_BYTES:
+        return gen_write(g, p, len) < 0 ? 0 : len;
+    case GEN_PENDING:
+        break;
+    }
+    return 0; /* can't happen: gen_begin decided the kind */
+}
+
+/* Says what came of a streamed answer; returns the exit status. */
+static int gen_finish(gen_stream *g, CURLcode rc)
+{
+    const gen_args *a = g->args;
+    size_t count = g->kind == GEN_EVENTS ? g->printed : g->bytes;
+    const char *unit = g->kind == GEN_EVENTS ? (count == 1 ? "event" : "events") : count == 1 ? "byte" : "bytes";
+    if (g->error) {
+        fprintf(stderr, "corral: the stream failed after %zu event%s: %s\n", g->printed, g->printed == 1 ? "" : "s",
+                g->error);
+        return 1;
+    }
+    if (g->stop[0]) {
+        fprintf(stderr, "corral: %s\n", g->stop);
+        return 1;
+    }
+    if (rc != CURLE_OK && g->kind == GEN_PENDING && !g->r.status) {
+        fprintf(stderr, "corral: cannot reach %s: %s\n", base_url(), curl_easy_strerror(rc));
+        return 1;
+    }
+    if (g->kind == GEN_FAILED || (g->r.status && (g->r.status < 200 || g->r.status > 299))) {
+        sb_reserve(&g->r.body, 0);
+        g->r.body.p[g->r.body.len] = 0;
+        return report_failure(&g->r); /* frees the body, and a second sb_free is harmless */
+    }
+    int cut = rc != CURLE_OK;
+    if (!cut && g->kind == GEN_EVENTS && evstream_end(&g->ev) == -EPIPE)
+        cut = 1;
+    if (g->out && g->out != stdout) {
+        FILE *f = g->out;
+        g->out = NULL;
+        if (fclose(f) != 0 && !cut) {
+            fprintf(stderr, "corral: cannot write %s: %s\n", a->out, strerror(errno));
+            return 1;
+        }
+    }
+    if (cut) {
+        fprintf(stderr, "corral: the stream from model '%s' broke off after %zu %s%s%s%s: %s\n", a->model, count,
+                unit, a->out ? " (" : "", a->out ? a->out : "", a->out ? " is incomplete)" : "",
+                rc != CURLE_OK ? curl_easy_strerror(rc) : "it ended in the middle of an event");
+        return 1;
+    }
+    if (a->out)
+        fprintf(stderr, "wrote %zu %s (%s) to %s\n", count, unit, *g->r.content_type ? g->r.content_type : "no type",
+                a->out);
+    return 0;
+}
+
+/* The answer as it arrives: events printed one per line, bytes written as they come. */
+static int generate_stream(const gen_args *a, const char *path, const char *body, size_t len)
+{
+    gen_stream g = {.args = a};
+    struct curl_slist *headers;
+    g.curl = open_request("POST", path, "application/json", "text/event-stream", body, len, &headers);
+    if (!g.curl)
+        return 1;
+    sb_init(&g.r.body, 256);
+    curl_easy_setopt(g.curl, CURLOPT_WRITEFUNCTION, on_stream_body);
+    curl_easy_setopt(g.curl, CURLOPT_WRITEDATA, &g);
+    curl_easy_setopt(g.curl, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(g.curl, CURLOPT_HEADERDATA, &g.r);
+    CURLcode rc = curl_easy_perform(g.curl);
+    if (rc == CURLE_OK && g.kind == GEN_PENDING)
+        gen_begin(&g); /* an answer without a body: an empty stream, or an empty file */
+    else if (g.kind == GEN_PENDING)
+        curl_easy_getinfo(g.curl, CURLINFO_RESPONSE_CODE, &g.r.status);
+    int status = gen_finish(&g, rc);
+    if (g.out && g.out != stdout)
+        fclose(g.out);
+    if (g.kind == GEN_EVENTS)
+        evstream_close(&g.ev);
+    free(g.error);
+    sb_free(&g.r.body);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(g.curl);
+    return status;
+}
+
 static int cmd_generate(int argc, char **argv)
 {
     gen_args a;
@@ -549,7 +781,7 @@ static int cmd_generate(int argc, char **argv)
         return rc == -EINVAL ? 2 : 1;
     char path[512];
     snprintf(path, sizeof path, "/v1/models/%s/generate", a.model);
-    rc = generate_whole(&a, path, body, len);
+    rc = a.stream ? generate_stream(&a, path, body, len) : generate_whole(&a, path, body, len);
     free(body);
     return rc;
 }

@@ -1,12 +1,16 @@
 """The corral command line as a client of a running daemon (CORRAL_URL)."""
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
 import re
+import select
 import socket
 import subprocess
+import threading
+import time
 import wave
 
 import pytest
@@ -53,7 +57,7 @@ def test_help_and_version(corral):
         assert "usage" in out
         for verb in ("serve", "ls", "ps", "load", "unload", "scale", "infer", "generate", "logs"):
             assert re.search(rf"\b{verb}\b", out), verb
-        for option in ("--voice V", "--rate N", "--text TEXT", "-o FILE"):
+        for option in ("--stream", "--voice V", "--rate N", "--text TEXT", "-o FILE"):
             assert option in out, option
     out = ok(cli("--version", url=None))
     version = d.get("/v2").json()["version"]
@@ -262,14 +266,14 @@ def test_generate_voice_and_rate_set_keys_of_the_body(corral, tmp_path):
     d = corral.start()
     out = ok(cli("generate", "echo", "--text", "hi", "--voice", "fr", "--rate", "120", url=d.base))
     assert json.loads(out) == {"echo": {"text": "hi", "voice": "fr", "rate": 120}}
-    # merged into a JSON body argument, the flags winning
+    # merged into a JSON body argument, the flags winning; with --stream, "stream": true as well
     out = ok(cli("generate", "echo", '{"text": "a", "voice": "en", "n": 1}', "--voice", "de", "--rate", "90",
                  url=d.base))
     assert json.loads(out) == {"echo": {"text": "a", "voice": "de", "n": 1, "rate": 90}}
     f = tmp_path / "body.json"
     f.write_text('{"text": "from a file", "stream": false}')
-    out = ok(cli("generate", "echo", f"@{f}", "--rate", "300", url=d.base))
-    assert json.loads(out) == {"echo": {"text": "from a file", "stream": False, "rate": 300}}
+    out = ok(cli("generate", "echo", f"@{f}", "--rate", "300", "--stream", url=d.base))
+    assert json.loads(out) == {"echo": {"text": "from a file", "stream": True, "rate": 300}}
     out = ok(cli("generate", "echo", "-", "--voice", "it", url=d.base, stdin=b'{"text": "stdin"}'))
     assert json.loads(out) == {"echo": {"text": "stdin", "voice": "it"}}
     # --text with a body argument sets its "text" too
@@ -293,7 +297,7 @@ def test_generate_bad_flags_are_usage_errors(corral):
     one_line_error(p.stderr, "--speed")
     p = cli("generate", "echo", "--voice", "fr", url=d.base)  # nothing to say
     assert p.returncode == 2
-    one_line_error(p.stderr, "usage", "--voice V", "--rate N")
+    one_line_error(p.stderr, "usage", "--voice V", "--rate N", "--stream")
     for body in ("[1, 2]", "not json"):
         p = cli("generate", "echo", body, "--voice", "fr", url=d.base)
         assert p.returncode == 2, p
@@ -321,3 +325,326 @@ def test_generate_tts_voice_and_rate_reach_the_model(corral, tmp_path):
     failed(cli("generate", "tts-espeak", "--text", "hi", "--voice", "no-such-voice", url=d.base), "400",
            "no-such-voice")
     failed(cli("generate", "tts-espeak", "--text", "hi", "--rate", "20", url=d.base), "400", "rate")
+    # --stream to a model that answers whole: the WAV arrives as a byte stream
+    target = tmp_path / "streamed.wav"
+    p = cli("generate", "tts-espeak", "--text", "hi", "--voice", "fr", "--stream", "-o", str(target), url=d.base)
+    assert ok(p) == "" and "audio/wav" in p.stderr.decode()
+    with wave.open(io.BytesIO(target.read_bytes())) as w:
+        assert w.getnframes() > 0
+
+
+# ---- generate --stream ----
+
+GATE_WORKER = '''"""gate — a stream that, with "gate" in its body, waits after its first chunk until a file of that
+name exists in the model directory, so a test can see the first chunk arrive before the model is done."""
+import os
+import time
+
+import corral
+
+
+class Gate(corral.Model):
+    def load(self, ctx):
+        self.dir = ctx.model_dir
+
+    def generate(self, request):
+        body = request.json
+
+        def wait():
+            while "gate" in body and not os.path.exists(os.path.join(self.dir, body["gate"])):
+                if request.cancelled:
+                    return
+                time.sleep(0.02)
+
+        def chunks():
+            yield b"first chunk\\n"
+            wait()
+            yield b"second chunk\\n"
+            if body.get("break"):
+                raise RuntimeError("broke")
+
+        def events():
+            yield {"i": 0}
+            wait()
+            yield {"i": 1}
+
+        if body.get("bytes"):
+            return corral.Stream(chunks(), content_type="application/octet-stream")
+        return events()
+
+
+if __name__ == "__main__":
+    corral.run(Gate)
+'''
+
+
+@pytest.fixture
+def gate(corral):
+    """A daemon serving tests/models/streams as 's', the gate model above as 'gate', and examples/models/tokens."""
+    corral.add("s", "streams")
+    corral.add("tokens", "tokens")
+    path = corral.add("gate", manifest="runtime: python\nentrypoint: worker.py\n", files={"worker.py": GATE_WORKER})
+    return corral.start(), path
+
+
+def spawn(*args: str, url: str, **kw) -> subprocess.Popen:
+    env = dict(os.environ, CORRAL_URL=url)
+    return subprocess.Popen([BIN, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, **kw)
+
+
+def finish(p: subprocess.Popen, timeout: float = 30) -> tuple[int, bytes, bytes]:
+    """Waits for a spawned CLI; kills it if it takes longer than timeout."""
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise AssertionError(f"the CLI did not exit within {timeout}s")
+    return p.returncode, out, err
+
+
+def read_line(f, timeout: float = 20) -> bytes:
+    """One line from a pipe, or a failure after timeout: a CLI that holds its output back never gives it."""
+    line = b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        assert left > 0 and select.select([f], [], [], left)[0], f"no whole line within {timeout}s: {line!r}"
+        byte = os.read(f.fileno(), 1)
+        assert byte, f"the output ended at {line!r}"
+        line += byte
+    return line
+
+
+def test_generate_stream_prints_one_event_per_line_in_order(gate):
+    d, _ = gate
+    p = cli("generate", "s", '{"events": 5, "tag": "t"}', "--stream", url=d.base)
+    assert [json.loads(line) for line in ok(p).splitlines()] == [{"i": k, "tag": "t"} for k in range(5)]
+    assert p.stderr == b""
+    # --text builds the body, and --stream asks for a stream of it: the tokens example
+    p = cli("generate", "tokens", "--text", "one two three", "--stream", url=d.base)
+    assert [json.loads(line)["token"] for line in ok(p).splitlines()] == ["one", "two", "three"]
+    # an event stream with no event in it is an empty, successful answer
+    assert ok(cli("generate", "s", '{"events": 0}', "--stream", url=d.base)) == ""
+    # without --stream, the same model's answer is the whole collected body, as before
+    assert ok(cli("generate", "s", '{"events": 2}', url=d.base)) == '{"i":0,"tag":null}\n{"i":1,"tag":null}\n'
+
+
+def test_generate_stream_prints_each_event_as_it_arrives(gate):
+    d, path = gate
+    p = spawn("generate", "gate", '{"gate": "go-events"}', "--stream", url=d.base)
+    try:
+        assert json.loads(read_line(p.stdout)) == {"i": 0}
+        # the model is still waiting for the gate: the first event came before the model finished
+        assert p.poll() is None and not (path / "go-events").exists()
+        (path / "go-events").touch()
+        rc, rest, err = finish(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert rc == 0, err
+    assert rest == b'{"i":1}\n' and err == b""
+
+
+def test_generate_stream_writes_a_byte_stream_to_a_file_as_it_arrives(gate, tmp_path):
+    d, path = gate
+    target = tmp_path / "out.bin"
+    p = spawn("generate", "gate", '{"gate": "go-bytes", "bytes": true}', "--stream", "-o", str(target), url=d.base)
+    try:
+        wait_for(lambda: target.exists() and target.read_bytes() == b"first chunk\n", timeout=20,
+                 what="the first chunk in the output file")
+        assert p.poll() is None and not (path / "go-bytes").exists()
+        (path / "go-bytes").touch()
+        rc, out, err = finish(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert rc == 0, err
+    assert target.read_bytes() == b"first chunk\nsecond chunk\n" and out == b""
+    assert err.decode() == f"wrote 25 bytes (application/octet-stream) to {target}\n"
+
+
+def test_generate_stream_byte_stream_is_exactly_the_bytes(gate, tmp_path):
+    d, _ = gate
+    body = '{"bytes": 300000, "chunk": 70000}'
+    target = tmp_path / "x.bin"
+    p = cli("generate", "s", body, "--stream", "-o", str(target), url=d.base)
+    assert ok(p) == ""
+    assert target.read_bytes() == b"x" * 300_000
+    assert p.stderr.decode() == f"wrote 300000 bytes (text/x-test) to {target}\n"
+    # to a pipe, when there is no -o
+    p = cli("generate", "s", body, "--stream", url=d.base)
+    assert p.returncode == 0 and p.stdout == b"x" * 300_000 and p.stderr == b"", p.stderr
+
+
+def test_generate_stream_error_event_fails_with_its_reason(gate):
+    d, _ = gate
+    p = cli("generate", "s", '{"fail_after": 2}', "--stream", url=d.base)
+    assert p.returncode == 1, p
+    assert p.stdout == b'{"i":0,"tag":null}\n{"i":1,"tag":null}\n'  # what came before the error stays printed
+    one_line_error(p.stderr, "after 2 events", "'s'", "ValueError: failed after 2 chunks")
+    # a worker that dies mid-stream: the daemon's error event names it
+    p = cli("generate", "s", '{"exit_after": 1}', "--stream", url=d.base)
+    assert p.returncode == 1 and p.stdout == b'{"i":0,"tag":null}\n', p
+    one_line_error(p.stderr, "after 1 event:", "exited with status 3")
+
+
+def test_generate_stream_errors_before_the_stream_are_one_line(gate):
+    d, _ = gate
+    failed(cli("generate", "s", '{"fail_after": 0}', "--stream", url=d.base), "500", "failed after 0 chunks")
+    failed(cli("generate", "nope", "--text", "x", "--stream", url=d.base), "404", "nope")
+    failed(cli("generate", "s", '{"stream": "yes"', "--stream", url=d.base), "400")  # not JSON: sent as it is
+    url = f"http://127.0.0.1:{free_port()}"
+    failed(cli("generate", "s", "{}", "--stream", url=url, timeout=15), "cannot reach", "127.0.0.1")
+
+
+def test_generate_stream_truncated_byte_stream_fails(gate, tmp_path):
+    """The daemon cuts a byte stream whose model fails (no final chunk): the CLI must not call that a success."""
+    d, _ = gate
+    target = tmp_path / "cut.bin"
+    p = cli("generate", "gate", '{"bytes": true, "break": true}', "--stream", "-o", str(target), url=d.base)
+    assert p.returncode == 1 and p.stdout == b"", p
+    one_line_error(p.stderr, "broke off", "'gate'", f"{target} is incomplete")
+    assert target.read_bytes() == b"first chunk\nsecond chunk\n"
+    p = cli("generate", "gate", '{"bytes": true, "break": true}', "--stream", url=d.base)
+    assert p.returncode == 1 and p.stdout == b"first chunk\nsecond chunk\n", p
+    one_line_error(p.stderr, "broke off after 25 bytes")
+
+
+def test_generate_stream_refuses_binary_to_a_terminal(gate):
+    d, _ = gate
+    primary, secondary = os.openpty()
+    try:
+        env = dict(os.environ, CORRAL_URL=d.base)
+        p = subprocess.run([BIN, "generate", "gate", '{"bytes": true}', "--stream"], stdin=subprocess.DEVNULL,
+                           stdout=secondary, stderr=subprocess.PIPE, env=env, timeout=30)
+        os.close(secondary)
+        secondary = -1
+        shown = b""
+        while select.select([primary], [], [], 0)[0]:
+            try:
+                got = os.read(primary, 4096)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not got:
+                break
+            shown += got
+    finally:
+        os.close(primary)
+        if secondary >= 0:
+            os.close(secondary)
+    assert p.returncode == 1, p
+    one_line_error(p.stderr, "application/octet-stream", "terminal", "-o FILE")
+    assert b"chunk" not in shown, shown
+    # text goes to a terminal
+    primary, secondary = os.openpty()
+    try:
+        p = subprocess.run([BIN, "generate", "s", '{"bytes": 5}', "--stream"], stdin=subprocess.DEVNULL,
+                           stdout=secondary, stderr=subprocess.PIPE, env=env, timeout=30)
+        assert p.returncode == 0, p.stderr
+        assert os.read(primary, 100) == b"xxxxx"
+    finally:
+        os.close(primary)
+        os.close(secondary)
+
+
+# ---- the stream parser against a scripted server: what the daemon never sends, but a stream may hold ----
+
+class Scripted(http.server.BaseHTTPRequestHandler):
+    """Answers every POST with self.server.answer: (status, content type, [pieces], whole) — pieces sent with a
+    flush between them, chunked; whole=False leaves out the final chunk. The request is kept in server.seen."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.seen.append((self.path, dict(self.headers), body))
+        status, ctype, pieces, whole = self.server.answer
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for piece in pieces:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.flush()
+        if whole:
+            self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_generate_stream_parses_server_sent_events(scripted):
+    server, url = scripted
+    server.answer = (200, "text/event-stream", [
+        b"\xef\xbb\xbf: a comment\n\n", b"data: {\"a\":\r\ndata:  1}\r\n", b"\r\n",      # data over two lines
+        b"event: tick\rid: 7\rretry: 100\rdata:{\"b\":2}\r\r",                         # CR line ends, other fields
+        b": keep-alive\n\n", b"da", b"ta: {\"c\": \"x\"}\n", b"\n",                     # split anywhere
+        b"data: not json\ndata: at all\n\n", b"id: 9\n\n",                             # no data: no event
+    ], True)
+    p = cli("generate", "m", '{"x": 1}', "--stream", url=url)
+    assert ok(p).splitlines() == ['{"a":1}', '{"b":2}', '{"c": "x"}', "not json", "at all"]
+    path, headers, body = server.seen[0]
+    assert path == "/v1/models/m/generate"
+    assert headers["Accept"] == "text/event-stream" and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"x": 1, "stream": True}
+    # a body that is not a JSON object goes as it is: Accept alone asks for the stream
+    ok(cli("generate", "m", "[1,2]", "--stream", url=url))
+    assert server.seen[1][2] == b"[1,2]" and server.seen[1][1]["Accept"] == "text/event-stream"
+
+
+def test_generate_stream_parses_ndjson(scripted):
+    server, url = scripted
+    server.answer = (200, "application/x-ndjson", [b'{"i":0}\n{"i"', b':1}\r\n\n', b'{"i":2}'], True)
+    assert ok(cli("generate", "m", "{}", "--stream", url=url)).splitlines() == ['{"i":0}', '{"i":1}', '{"i":2}']
+    server.answer = (200, "application/x-ndjson", [b'{"i":0}\n', b'{"error": "boom at 1"}\n', b'{"i":2}\n'], True)
+    p = cli("generate", "m", "{}", "--stream", url=url)
+    assert p.returncode == 1 and p.stdout == b'{"i":0}\n', p
+    one_line_error(p.stderr, "after 1 event:", "boom at 1")
+    # an object that merely has an "error" key among others is an event
+    server.answer = (200, "application/x-ndjson", [b'{"error": "none", "i": 0}\n'], True)
+    assert ok(cli("generate", "m", "{}", "--stream", url=url)) == '{"error": "none", "i": 0}\n'
+
+
+def test_generate_stream_cut_off_streams_fail(scripted, tmp_path):
+    server, url = scripted
+    # the connection closes without the last chunk, in the middle of an event
+    server.answer = (200, "text/event-stream", [b"data: {\"i\":0}\n\n", b"data: {\"i\""], False)
+    p = cli("generate", "m", "{}", "--stream", url=url)
+    assert p.returncode == 1 and p.stdout == b'{"i":0}\n', p
+    one_line_error(p.stderr, "broke off after 1 event")
+    # a whole response that ends in the middle of an event is cut off too
+    server.answer = (200, "text/event-stream", [b"data: {\"i\":0}\n\n", b"data: {\"i\":1}\n"], True)
+    p = cli("generate", "m", "{}", "--stream", url=url)
+    assert p.returncode == 1 and p.stdout == b'{"i":0}\n', p
+    one_line_error(p.stderr, "broke off after 1 event", "middle of an event")
+    # bytes
+    server.answer = (200, "audio/wav", [b"RIFF", b"more"], False)
+    target = tmp_path / "cut.wav"
+    p = cli("generate", "m", "{}", "--stream", "-o", str(target), url=url)
+    assert p.returncode == 1, p
+    one_line_error(p.stderr, "broke off after 8 bytes", "is incomplete")
+    assert target.read_bytes() == b"RIFFmore"
+    # an error answer's body is read whole for its reason
+    server.answer = (503, "application/json", [b'{"error": "model ', b"'m' is busy\"}"], True)
+    failed(cli("generate", "m", "{}", "--stream", url=url), "HTTP 503", "model 'm' is busy")
