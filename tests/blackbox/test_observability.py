@@ -312,3 +312,94 @@ def test_events_reach_many_subscribers_and_time_is_utc(corral):
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ev[-1][2]["time"])
         s.close()
     assert d.get("/v1/events", stream=True, timeout=5).headers["cache-control"] == "no-cache"
+
+
+# ---- logs: LOG_LEVEL, --log-format json, the access line, Triton's logging extension
+
+def log_records(d) -> list[dict]:
+    out = []
+    for line in d.log().splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))  # every line of the JSON format is one object
+    return out
+
+
+def test_json_log_lines_carry_model_instance_pid_and_the_access_line(corral):
+    corral.add("c", "steerable", manifest=ctl_manifest())
+    d = corral.start("--log-format", "json", env={"LOG_LEVEL": "DEBUG"})
+    assert infer(d, "c", say="hello from the model").status_code == 200
+    assert infer(d, "c", bad="nope").status_code == 400
+    lines = d.log().splitlines()
+    records = wait_for(lambda: (lambda r: r if any(x.get("stream") == "stdout" and "hello from" in x["message"]
+                                                   for x in r) else None)(log_records(d)),
+                       what="the worker's line in the log")
+    assert all(line.startswith("{") for line in d.log().splitlines() if line.strip()), lines[:5]
+    for r in records:
+        assert set(r) >= {"time", "level", "message"} and r["level"] in ("error", "warn", "info", "debug")
+    said = next(r for r in records if r.get("stream") == "stdout" and "hello from" in r["message"])
+    pid = d.worker_pids("c")[0]
+    assert said["model"] == "c" and said["instance"] == 0 and said["pid"] == pid
+    assert said["message"] == "hello from the model"  # the fields carry the prefix
+    access = [r for r in records if r["level"] == "debug" and r.get("request") and r["message"].startswith("infer ")]
+    assert len(access) == 2, access
+    assert ": 200 in " in access[0]["message"] and ": 400 in " in access[1]["message"]
+    assert access[0]["model"] == "c" and access[0]["pid"] == pid and "queued" in access[0]["message"]
+    state = [r for r in records if r.get("model") == "c" and "loading -> ready" in r["message"]]
+    assert state and "instance" not in state[0]
+
+
+def test_log_level_environment_and_flag(corral, tmp_path):
+    from conftest import BIN
+    corral.add("c", "steerable", manifest=ctl_manifest())
+    port = free_port()
+    log = tmp_path / "quiet.log"
+    with open(log, "wb") as f:
+        p = subprocess.Popen([BIN, "serve", "--models", str(corral.repo), "--port", str(port)], stdout=f,
+                             stderr=subprocess.STDOUT, env={**os.environ, "LOG_LEVEL": "Warning"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        def live():
+            try:
+                return urllib.request.urlopen(url + "/v2/health/live", timeout=2).status == 200
+            except OSError:
+                return False
+
+        wait_for(live, what="the daemon to listen")
+        req = urllib.request.Request(url + "/v2/models/c/infer", data=json.dumps({"inputs": X}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        assert urllib.request.urlopen(req, timeout=30).status == 200
+    finally:
+        p.terminate()
+        p.wait(timeout=20)
+    text = log.read_text()
+    assert "listening" not in text and " info: " not in text, text  # WARNING, any case, hides info lines
+    bad = subprocess.run([BIN, "serve", "--port", "0"], env={**os.environ, "LOG_LEVEL": "chatty"},
+                         capture_output=True, timeout=10)
+    assert bad.returncode == 2 and b"LOG_LEVEL=chatty" in bad.stderr
+    bad = subprocess.run([BIN, "serve", "--port", "0", "--log-format", "xml"], capture_output=True, timeout=10)
+    assert bad.returncode == 2 and b"--log-format" in bad.stderr
+
+
+def test_triton_logging_extension_reads_and_sets_the_level(corral):
+    corral.add("c", "steerable", manifest=ctl_manifest())
+    d = corral.start()
+    got = d.get("/v2/logging").json()
+    assert got == {"log_file": "", "log_info": True, "log_warning": True, "log_error": True,
+                   "log_verbose_level": 0, "log_format": "default", "level": "info"}
+    r = d.post("/v2/logging", {"log_verbose_level": 1})
+    assert r.status_code == 200 and r.json()["log_verbose_level"] == 1 and r.json()["level"] == "debug"
+    assert infer(d, "c").status_code == 200
+    wait_for(lambda: "corral debug: infer " in d.log(), what="the access line at debug")
+    r = d.post("/v2/logging", {"log_verbose_level": 0, "log_info": False})
+    assert r.json()["level"] == "warn" and r.json()["log_info"] is False
+    mark = len(d.log())
+    assert infer(d, "c", say="quiet now").status_code == 200
+    assert d.post("/v1/models/c/scale", {"instances": 2}).status_code == 200
+    time.sleep(0.5)
+    assert " corral info: " not in d.log()[mark:]
+    for body, fragment in [({"log_file": "/tmp/x"}, "stderr only"), ({"verbose": 1}, "unknown logging setting"),
+                           ({"log_error": False, "log_info": True}, "by level"), ({"log_info": "yes"}, "true or false"),
+                           ([1], "JSON object")]:
+        r = d.post("/v2/logging", body)
+        assert r.status_code == 400 and fragment in r.json()["error"], (body, r.text)
+    assert d.get("/v2/logging").json()["level"] == "warn"  # a refused change changes nothing
