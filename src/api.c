@@ -202,7 +202,8 @@ static void serve_metrics(h2o_req_t *req)
         http_method_not_allowed(req, "GET");
         return;
     }
-    registry_sample_rss(NULL); /* fresh memory figures */
+    /* Memory figures are the tick's, at most a second old: a pass over /proc
+     * per scrape would cost more than the whole rendering. */
     sb out;
     sb_init(&out, 16384);
     metrics_render(&out);

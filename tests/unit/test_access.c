@@ -192,6 +192,11 @@ static void paths_needing_the_token(void)
     CHECK(!NEEDS(mgmt, S("v2"), S("models"), S("echo")));
     CHECK(!NEEDS(mgmt, S("v2"), S("models"), S("echo"), S("versions"), S("1"), S("infer")));
     CHECK(!NEEDS(mgmt, S("v2"), S("models"), S("echo"), S("ready")));
+    CHECK(NEEDS(mgmt, S("v2"), S("logging")));
+    CHECK(!NEEDS(mgmt, S("v2"), S("models"), S("stats")));
+    CHECK(!NEEDS(mgmt, S("v2"), S("models"), S("echo"), S("stats")));
+    CHECK(!NEEDS(mgmt, S("metrics")));
+    CHECK(NEEDS(all, S("metrics")));
 }
 
 #define KIND(s) access_body_kind_of((s), strlen(s), NULL, NULL)
