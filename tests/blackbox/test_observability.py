@@ -168,7 +168,9 @@ def test_counters_move_by_exactly_what_was_sent(corral):
     assert sample(text, "corral_model_state", model="c", state="ready") == 1
     assert sample(text, "nv_inference_request_duration_us", model="c") > 1.5e6  # the 1.5 s request
     assert sample(text, "nv_model_load_duration_secs", model="c") > 0
-    assert sample(text, "corral_instance_resident_memory_bytes", model="c", instance="0") > 1 << 20
+    # Memory comes from the once-a-second sample.
+    wait_for(lambda: sample(scrape(d), "corral_instance_resident_memory_bytes", model="c", instance="0") > 1 << 20,
+             what="the instance's memory sample")
     assert sample(text, "process_resident_memory_bytes") > 1 << 20
     assert sample(text, "process_open_fds") > 3
     assert abs(sample(text, "process_start_time_seconds") - time.time()) < 600
