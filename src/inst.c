@@ -310,14 +310,15 @@ static void health_pong(inst *in, uint64_t nonce)
 /* ---- reading ---- */
 
 void inst_protocol_error(inst *in, const char *fmt, ...)
-                         {
-                         char why[256];
+{
+    char why[256];
     int n = snprintf(why, sizeof why, "broke the protocol: ");
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why + n, sizeof why - (size_t)n, fmt, ap);
     va_end(ap);
     utf8_trim_partial(why);
+    chan_reader_stop(&in->rd); /* an END read behind the violation would end a broken stream cleanly */
     inst_kill(in, why);
 }
 

@@ -8,7 +8,11 @@
 #include "inst.h"
 #include "log.h"
 
-/* Kills the worker for breaking the protocol; the reason is logged and kept in fault. */
+/*
+ * Kills the worker for breaking the protocol; the reason is logged and kept
+ * in fault. Nothing the process sent after the violation counts, frames
+ * already read included: every request it held gets the error of its exit.
+ */
 void inst_protocol_error(inst *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*
