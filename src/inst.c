@@ -253,7 +253,8 @@ void inst_stop(inst *in, int64_t grace_ms)
 
 void inst_kill(inst *in, const char *why)
 {
-    if (in->state == INST_IDLE || in->exited)
+    /* Killed already: the first reason is the diagnosis, a later one (a write to the dead socket) its echo. */
+    if (in->state == INST_IDLE || in->exited || in->cur.stop_stage == INST_STOP_SIGKILL)
         return;
     INST_LOG(LOG_WARN, in, "%s (pid %d): %s; killing it", in->label, in->pid, why);
     snprintf(in->fault, sizeof in->fault, "%s", why);

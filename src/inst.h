@@ -198,7 +198,7 @@ void inst_send(inst *in, job *j);
  */
 void inst_stop(inst *in, int64_t grace_ms);
 
-/* SIGKILL to the process group now (hung, broken or over budget). */
+/* SIGKILL to the process group now (hung, broken or over budget). No-op once killed: the first why stays in fault. */
 void inst_kill(inst *in, const char *why);
 
 /* Whether the slot has libuv handles still closing (it may not start yet). */
