@@ -451,9 +451,12 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         if (shm_len < 0)
             break; /* a protocol error: the worker is being killed */
         const job *s = inst_find_inflight(in, h->id);
-        if (s && h->type == PROTO_END && (!s->stream || h->length)) {
+        /* Only a worker whose HELLO says it streams may end a stream, as only it may send CHUNK. */
+        if (s && h->type == PROTO_END && (!s->stream || !in->cur.streams || h->length)) {
             inst_protocol_error(in, "sent END for request %llu, %s", (unsigned long long)h->id,
-                                h->length ? "with a body" : "which is not streamed");
+                                h->length           ? "with a body"
+                                : !in->cur.streams ? "though its HELLO did not say \"stream\": true"
+                                                   : "which is not streamed");
             break;
         }
         if (s && h->type == PROTO_GENERATE_RESULT && s->streaming) {

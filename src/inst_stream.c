@@ -132,7 +132,9 @@ void inst_on_chunk(inst *in, const proto_header *h, uint8_t *body)
         return;
     }
     if (j->kind != PROTO_GENERATE || !j->stream || !in->cur.streams) {
-        inst_protocol_error(in, "sent a CHUNK for request %llu, which is not streamed", (unsigned long long)h->id);
+        inst_protocol_error(in, "sent a CHUNK for request %llu, %s", (unsigned long long)h->id,
+                            in->cur.streams ? "which is not streamed"
+                                            : "though its HELLO did not say \"stream\": true");
         free(body);
         return;
     }
