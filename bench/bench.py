@@ -4,8 +4,8 @@
     BENCH_QUICK=1 make bench        # 1 s points, fewer repetitions: for development
     /usr/bin/python3 bench/bench.py # the same, without installing or building
 
-Runs the eight measurements of issue #4 on this machine, side by side with
-the peers started here on loopback, writes build/bench/results.json, then
+Runs the measurements of issues #4 and #10 (streaming) on this machine, side
+by side with the peers started here on loopback, writes build/bench/results.json, then
 docs/benchmarks.md and docs/bench-*.png from it (bench/report.py). Every
 process it starts is stopped before it exits, however it exits.
 Environment knobs are listed in bench/README.md.
@@ -36,6 +36,7 @@ SECTIONS = [
     ("memory", "6. memory reclaim", M.memory),
     ("recovery", "7. recovery after kill -9", M.recovery),
     ("idle", "8. idle cost", M.idle),
+    ("streaming", "9. streaming", M.streaming),
 ]
 
 

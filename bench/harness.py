@@ -217,6 +217,15 @@ def proc_rss(pid: int) -> int:
         return int(f.read().split()[1]) * PAGE
 
 
+def proc_read_calls(pid: int) -> int:
+    """read-type system calls one process has made (syscr in /proc/PID/io), all its descriptors."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("syscr:"):
+                return int(line.split()[1])
+    raise OSError(f"/proc/{pid}/io has no syscr")
+
+
 def descendants(pid: int) -> List[int]:
     """pid and every live process below it."""
     children: Dict[int, List[int]] = {}

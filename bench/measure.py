@@ -1,4 +1,4 @@
-"""measure — the eight measurements of the benchmark suite (issue #4).
+"""measure — the measurements of the benchmark suite (issue #4; streaming, issue #10).
 
 Each function starts what it needs (a corral daemon over a repository of
 bench-local model copies, a peer server), measures, stops it, and returns
@@ -7,6 +7,7 @@ the results into docs/benchmarks.md and its plots.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import pathlib
@@ -52,6 +53,10 @@ class Config:
         self.load_delay_s = float(env.get("BENCH_LOAD_DELAY") or 2)
         self.cold_instances = [int(n) for n in (env.get("BENCH_COLD_INSTANCES") or "1,4,8").split(",")]
         self.alloc_mib = int(env.get("BENCH_ALLOC_MIB") or 512)
+        self.tts_runs = int(env.get("BENCH_TTS_RUNS") or (3 if self.quick else 15))
+        self.stream_requests = int(env.get("BENCH_STREAM_REQUESTS") or (500 if self.quick else 5000))
+        self.stream_chunks = int(env.get("BENCH_STREAM_CHUNKS") or 100000)
+        self.stream_rounds = int(env.get("BENCH_STREAM_ROUNDS") or (1 if self.quick else 5))
         self.restart_window_ms = 500
 
     def as_dict(self) -> dict:
@@ -652,3 +657,333 @@ def idle(cfg: Config, ws: Workspace) -> dict:
         print(f"  idle {key}: supervisor {r['leader_rss'] / 2**20:.1f} MiB, {r['leader_cpu_pct']:.3f}% CPU; "
               f"tree {r['tree_rss'] / 2**20:.1f} MiB, {r['tree_cpu_pct']:.3f}% CPU", flush=True)
     return {"rows": rows}
+
+
+# ---- 9. streaming ----
+
+# 60 words: long enough that speaking all of it takes espeak a noticeable time.
+TTS_TEXT = ("Streaming speech lets a listener hear the first words of an answer while the rest is still being "
+            "made. This paragraph has sixty words, so that the synthesizer needs a noticeable time to speak all of "
+            "it, and the difference between hearing the start at once and waiting for the whole file becomes easy "
+            "to measure on any ordinary machine.")
+WAV_HEADER_BYTES = 44
+STREAM_PATH = "/v1/models/{}/generate"
+
+
+def build_c_tool(name: str, sources: List[str]) -> pathlib.Path:
+    """Builds bench/NAME.c (with sources from src/) into build/bench/NAME, as worker_rtt is built."""
+    out = ROOT / "build" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    exe = out / name
+    argv = ["cc", "-O2", "-g", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-iquote", "src",
+            f"bench/{name}.c", *sources, "-o", str(exe.relative_to(ROOT))]
+    H.record(f"build {name}", argv)
+    subprocess.run(argv, cwd=ROOT, check=True)
+    return exe
+
+
+def generate_frame_body(request: bytes) -> bytes:
+    """The GENERATE body corral sends for a streamed JSON request (see src/generate.c)."""
+    meta = b'{"id":"","content_type":"application/json","stream":true}'
+    return struct.pack("<I", len(meta)) + meta + request
+
+
+def chunks_request(n: int) -> bytes:
+    """echo-c's streamed generate request for n events {"i": 0} .. {"i": n-1}."""
+    return json.dumps({"chunks": [{"i": i} for i in range(n)], "stream": True}, separators=(",", ":")).encode()
+
+
+def sse_bytes(n: int) -> int:
+    """Bytes of the event stream corral makes of chunks_request(n): `data: {"i":k}\\n\\n` each."""
+    return sum(len(f'data: {{"i":{i}}}\n\n') for i in range(n))
+
+
+class BareWorker:
+    """A model's worker started without the daemon, its protocol and health sockets held here.
+
+    Started as corral starts it (docs/worker-protocol.md "The channel"): fds 3 and 4, the
+    environment, 4 MiB send buffers on the protocol socket. The harness that drives it sends
+    LOAD and, at the end, SHUTDOWN; stop() closes the sockets, waits for the exit, then makes
+    sure of it."""
+
+    def __init__(self, ws: Workspace, label: str, model: str, mdir: pathlib.Path, argv: List[str]) -> None:
+        self.model, self.mdir = model, mdir
+        self.ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.health, health_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for s in (self.ours, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)  # PROTO_SOCKET_BUFFER, as src/inst.c
+        fds = {3: theirs.fileno(), 4: health_theirs.fileno()}
+
+        def on_fds(fds=fds):
+            moved = {target: os.dup(fd) for target, fd in fds.items()}
+            for target, fd in moved.items():
+                os.dup2(fd, target, inheritable=True)
+
+        env = {"CORRAL_FD": "3", "CORRAL_HEALTH_FD": "4", "CORRAL_PROTOCOL": "1", "CORRAL_MODEL": model,
+               "CORRAL_INSTANCE": "0", "CORRAL_MODEL_DIR": str(mdir)}
+        self.log = ws.logs / f"bare-{model}.log"
+        try:
+            self.proc = H.start(label, argv, self.log, cwd=str(mdir), env=env, preexec_fn=on_fds)
+        finally:
+            theirs.close()
+            health_theirs.close()
+
+    def load_json(self) -> str:
+        return json.dumps({"model": self.model, "model_dir": str(self.mdir), "instance_id": 0, "device": "cpu",
+                           "concurrency": 1, "stream_window": 1 << 20, "parameters": {}})
+
+    def run(self, label: str, exe: pathlib.Path, args: List[str]) -> dict:
+        """Runs the C harness exe MODE FD HEALTH_FD LOAD_JSON args...; its JSON output."""
+        fds = (self.ours.fileno(), self.health.fileno())
+        H.record(label, [str(exe.relative_to(ROOT)), args[0], "FD", "HEALTH_FD", "LOAD_JSON", *args[1:]])
+        r = subprocess.run([str(exe), args[0], str(fds[0]), str(fds[1]), self.load_json(), *args[1:]],
+                           pass_fds=fds, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError(f"{exe.name} {args[0]} ({self.model}): {r.stderr.strip()}\n"
+                               f"{self.log.read_text(errors='replace')[-2000:]}")
+        return json.loads(r.stdout)
+
+    def stop(self) -> None:
+        # End-of-file tells a worker the harness left without SHUTDOWN, as it does when the daemon goes.
+        self.ours.close()
+        self.health.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        H.stop(self.proc, timeout=5)
+
+
+def start_tts_peer(ws: Workspace) -> Tuple[int, subprocess.Popen]:
+    port = H.free_port()
+    argv = [PYTHON, str(PEERS_DIR / "tts_whole.py"), str(port)]
+    p = H.start("whole-file TTS peer (http.server, espeak-ng --stdout per request)", argv, ws.logs / "tts-peer.log")
+    try:
+        H.wait_for(lambda: H.port_answers(port), 15, "the TTS peer to listen")
+    except Exception:
+        H.stop(p)
+        raise
+    return port, p
+
+
+def timed_read(port: int, path: str, body: bytes) -> dict:
+    """One POST on a fresh connection, the answer read as it arrives: seconds from sending
+    to the first body byte, to the first byte past the WAV header, and to the last; and the body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        t0 = time.perf_counter()
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        if r.status != 200:
+            raise RuntimeError(f"POST {path} on port {port} answered {r.status}: {r.read()[:300]!r}")
+        parts: List[bytes] = []
+        got, first, first_audio = 0, None, None
+        while True:
+            piece = r.read1(1 << 16)
+            if not piece:
+                break
+            t = time.perf_counter() - t0
+            first = first if first is not None else t
+            got += len(piece)
+            if first_audio is None and got > WAV_HEADER_BYTES:
+                first_audio = t
+            parts.append(piece)
+        end = time.perf_counter() - t0
+        return {"first_byte_s": first, "first_audio_s": first_audio, "end_s": end, "body": b"".join(parts),
+                "chunked": (r.getheader("Transfer-Encoding") or "").lower() == "chunked"}
+    finally:
+        conn.close()
+
+
+def wav_seconds(wav: bytes, what: str) -> float:
+    if len(wav) <= WAV_HEADER_BYTES or wav[:4] != b"RIFF" or wav[8:12] != b"WAVE" or wav[36:40] != b"data":
+        raise RuntimeError(f"{what}: not a 16-bit PCM WAV with a 44-byte header: {wav[:48]!r}")
+    rate = struct.unpack("<I", wav[24:28])[0]
+    return (len(wav) - WAV_HEADER_BYTES) / 2 / rate
+
+
+def tts_compare(cfg: Config, port: int, peer_port: int) -> dict:
+    """Time to first audio: the 60-word text through corral streamed and whole, through the
+    whole-file peer, and spoken by espeak-ng's command line alone; in rounds, one warm-up first."""
+    path = STREAM_PATH.format("tts-espeak")
+    streamed = json.dumps({"text": TTS_TEXT, "stream": True}).encode()
+    whole = json.dumps({"text": TTS_TEXT}).encode()
+    peer_body = json.dumps({"text": TTS_TEXT, "voice": "en", "rate": 175}).encode()
+    cli = ["espeak-ng", "--stdout", "-v", "en", "-s", "175", "--stdin"]
+    H.record("espeak-ng alone (the text on stdin, the WAV to a pipe)", cli)
+    runs: Dict[str, List[dict]] = {"stream": [], "whole": [], "peer": [], "cli": []}
+    for i in range(cfg.tts_runs + 1):
+        s = timed_read(port, path, streamed)
+        w = timed_read(port, path, whole)
+        p = timed_read(peer_port, "/", peer_body)
+        t0 = time.perf_counter()
+        c = subprocess.run(cli, input=TTS_TEXT.encode(), capture_output=True, check=True, timeout=60)
+        cli_s = time.perf_counter() - t0
+        if i == 0:  # the warm-up round's answers are checked, its times dropped
+            if not s["chunked"] or w["chunked"]:
+                raise RuntimeError("tts-espeak: the streamed answer was not chunked, or the whole one was")
+            lengths = {"corral streamed": wav_seconds(s["body"], "corral, streamed"),
+                       "corral whole": wav_seconds(w["body"], "corral, whole"),
+                       "peer": wav_seconds(p["body"], "the TTS peer"),
+                       "espeak-ng": wav_seconds(c.stdout, "espeak-ng --stdout")}
+            # espeak in one long-lived process does not speak the same text to the sample each time
+            # (the command line, started afresh, does): the lengths agree to well within 5%.
+            if max(lengths.values()) > 1.05 * min(lengths.values()):
+                raise RuntimeError(f"tts: the WAVs differ in length by more than 5%: {lengths}")
+            continue
+        for key, r in (("stream", s), ("whole", w), ("peer", p)):
+            runs[key].append({k: v for k, v in r.items() if k not in ("body", "chunked")})
+        runs["cli"].append({"end_s": cli_s})
+
+    paths = {key: {field: statistics.median(r[field] for r in rs) for field in rs[0]} for key, rs in runs.items()}
+    out = {"words": len(TTS_TEXT.split()), "runs": cfg.tts_runs, "audio_s": lengths["corral whole"],
+           "audio_s_all": lengths, "paths": paths, "all": runs,
+           "first_audio_over_whole": paths["stream"]["first_audio_s"] / paths["whole"]["end_s"]}
+    ms = {key: {k: v * 1e3 for k, v in p.items()} for key, p in paths.items()}
+    print(f"  tts, {out['words']} words ({out['audio_s']:.1f} s of audio): corral streamed first audio "
+          f"{ms['stream']['first_audio_s']:.1f} ms, last byte {ms['stream']['end_s']:.1f} ms; corral whole WAV "
+          f"{ms['whole']['end_s']:.1f} ms (first audio ÷ whole {out['first_audio_over_whole']:.3f}); whole-file peer "
+          f"{ms['peer']['end_s']:.1f} ms; espeak-ng alone {ms['cli']['end_s']:.1f} ms", flush=True)
+    return out
+
+
+def stream_rate(run: dict, count_key: str) -> dict:
+    """A pipe run's rates: events per second from the first chunk to the last, and over the whole request."""
+    stream_s = (run["end_us"] - run["first_us"]) / 1e6
+    return {**run, "chunks_s": run[count_key] / stream_s if stream_s > 0 else 0.0,
+            "request_chunks_s": run[count_key] / (run["end_us"] / 1e6)}
+
+
+def median_run(runs: List[dict]) -> dict:
+    """The run with the median streaming rate, with every run's rate kept beside it."""
+    ordered = sorted(runs, key=lambda r: r["chunks_s"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["rounds_chunks_s"] = [r["chunks_s"] for r in runs]
+    return chosen
+
+
+def median_rounds(rounds: List[dict]) -> dict:
+    """Each latency figure's median over the rounds, with every round's p50 kept beside it."""
+    keys = [k for k in rounds[0] if k.endswith("_us")]
+    out = {k: statistics.median(r[k] for r in rounds) for k in keys}
+    out["rounds_p50_us"] = [r["p50_us"] for r in rounds]
+    return out
+
+
+def run_tool(label: str, exe: pathlib.Path, args: List[str]) -> dict:
+    """Runs a C tool of the bench (its port shown as PORT); its JSON output."""
+    shown = ["PORT" if i == 1 else a for i, a in enumerate(args)]
+    H.record(label, [str(exe.relative_to(ROOT)), *shown])
+    r = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"{exe.name} {args[0]}: {r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
+def bare_run(ws: Workspace, mdir: pathlib.Path, exe: pathlib.Path, args: List[str]) -> dict:
+    """Starts echo-c alone, runs the C harness exe on its sockets, stops it; the harness's JSON output."""
+    w = BareWorker(ws, "echo-c alone (a fresh worker for each stream_rtt run)", "echo-c", mdir, ["./echo-c"])
+    try:
+        return w.run(f"{exe.name} {args[0]} (echo-c alone)", exe, args)
+    finally:
+        w.stop()
+
+
+def streaming(cfg: Config, ws: Workspace) -> dict:
+    """Issue #10's streaming figures: time to first audio against the whole WAV (tts-espeak, and a
+    whole-file peer), the time corral adds to a first chunk, and chunks/s through one stream, each
+    against the same model's worker driven directly over its sockets."""
+    stream_rtt = build_c_tool("stream_rtt", ["src/proto.c"])
+    sse_reader = build_c_tool("sse_reader", [])
+    tts = EXAMPLES / "tts-espeak"
+    for exe in (EXAMPLES / "echo-c" / "echo-c", tts / "tts-espeak"):
+        if not exe.exists():
+            raise RuntimeError(f"{exe.relative_to(ROOT)} is missing; run `make build` first")
+    repo = ws.repo("streaming", {"echo-c": (EXAMPLES / "echo-c", echo_c_manifest(1)),
+                                 "tts-espeak": (tts, (tts / "model.yaml").read_text() + "keep_alive: -1\n")})
+    n = cfg.stream_requests
+    first_req = ws.path / "stream-first.json"
+    first_req.write_bytes(json.dumps({"chunks": [{"i": 0}], "stream": True}, separators=(",", ":")).encode())
+    many_req = ws.path / "stream-many.json"
+    many_req.write_bytes(chunks_request(cfg.stream_chunks))
+    first_frame, many_frame = ws.path / "stream-first.bin", ws.path / "stream-many.bin"
+    first_frame.write_bytes(generate_frame_body(first_req.read_bytes()))
+    many_frame.write_bytes(generate_frame_body(many_req.read_bytes()))
+    path = STREAM_PATH.format("echo-c")
+    out: Dict[str, dict] = {}
+    corral_first: List[dict] = []
+    bare_first: List[dict] = []
+    corral_pipe: List[dict] = []
+    bare_pipe: List[dict] = []
+
+    d = H.Corral("streaming", repo, ws.logs)
+    peer = None
+    try:
+        d.load("tts-espeak")
+        d.load("echo-c")
+        peer_port, peer = start_tts_peer(ws)
+        out["tts"] = tts_compare(cfg, d.port, peer_port)
+        H.stop(peer)
+        peer = None
+
+        # The stream is checked byte for byte before it is timed.
+        status, _, body = H.http_request(d.port, "POST", path, chunks_request(3), {"Content-Type": "application/json"})
+        if status != 200 or body != b'data: {"i":0}\n\ndata: {"i":1}\n\ndata: {"i":2}\n\n':
+            raise RuntimeError(f"echo-c: the stream of 3 events came back as {status} {body[:300]!r}")
+
+        # In rounds, both paths in turn (a shared machine's speed drifts); each figure is the median round's.
+        per_round = max(n // cfg.stream_rounds, 100)
+        warm = max(per_round // 10, 50)
+        mdir = repo / "echo-c"
+        for rnd in range(cfg.stream_rounds):
+            corral_first.append(run_tool("sse_reader first (through corral)", sse_reader,
+                                         ["first", str(d.port), path, str(first_req), str(per_round), str(warm)]))
+            bare_first.append(bare_run(ws, mdir, stream_rtt,
+                                       ["first", str(first_frame), str(per_round), str(warm)]))
+
+            pids = H.descendants(d.pid)
+            cpu0, lead0, reads0 = H.tree_cpu_s(pids), H.proc_cpu_s(d.pid), H.proc_read_calls(d.pid)
+            # Two streams each time, the first unmeasured: the fresh bare worker warms up as corral's has.
+            runs = run_tool("sse_reader pipe (through corral)", sse_reader,
+                            ["pipe", str(d.port), path, str(many_req), "2"])["runs"]
+            for run in runs:
+                if run["events"] != cfg.stream_chunks or run["bytes"] != sse_bytes(cfg.stream_chunks):
+                    raise RuntimeError(f"echo-c through corral: {run['events']} events, {run['bytes']} bytes, for "
+                                       f"{cfg.stream_chunks} events of {sse_bytes(cfg.stream_chunks)} bytes")
+            run = runs[-1]
+            # CPU and read calls over both streams, per stream.
+            run["daemon_cpu_s"] = (H.proc_cpu_s(d.pid) - lead0) / len(runs)
+            run["workers_cpu_s"] = (H.tree_cpu_s(pids) - cpu0) / len(runs) - run["daemon_cpu_s"]
+            run["daemon_reads"] = (H.proc_read_calls(d.pid) - reads0) / len(runs)
+            corral_pipe.append(stream_rate(run, "events"))
+            # A fresh worker, the same chunks, credited as they are read (in quarter-window batches).
+            runs = bare_run(ws, mdir, stream_rtt, ["pipe", str(many_frame), "2"])["runs"]
+            for run in runs:
+                if run["chunks"] != cfg.stream_chunks:
+                    raise RuntimeError(f"echo-c alone: {run['chunks']} chunks for {cfg.stream_chunks}")
+            bare_pipe.append(stream_rate(runs[-1], "chunks"))
+            print(f"  round {rnd + 1}/{cfg.stream_rounds}: first chunk p50 through corral "
+                  f"{corral_first[-1]['p50_us']:.1f} µs, echo-c alone {bare_first[-1]['p50_us']:.1f} µs; "
+                  f"{cfg.stream_chunks} events through corral {corral_pipe[-1]['chunks_s']:,.0f}/s, bare pipe "
+                  f"{bare_pipe[-1]['chunks_s']:,.0f}/s", flush=True)
+    finally:
+        if peer is not None:
+            H.stop(peer)
+        d.stop()
+
+    fc = {"requests": per_round * cfg.stream_rounds, "rounds": cfg.stream_rounds,
+          "corral": median_rounds(corral_first), "worker": median_rounds(bare_first)}
+    fc["added_p50_us"] = fc["corral"]["p50_us"] - fc["worker"]["p50_us"]
+    fc["added_p90_us"] = fc["corral"]["p90_us"] - fc["worker"]["p90_us"]
+    out["first_chunk"] = fc
+    print(f"  first chunk: corral p50 {fc['corral']['p50_us']:.1f} µs p90 {fc['corral']['p90_us']:.1f} µs; "
+          f"echo-c alone p50 {fc['worker']['p50_us']:.1f} µs p90 {fc['worker']['p90_us']:.1f} µs; added p50 "
+          f"{fc['added_p50_us']:.1f} µs", flush=True)
+    c, b = median_run(corral_pipe), median_run(bare_pipe)
+    out["pipe"] = {"chunks": cfg.stream_chunks, "request_bytes": len(many_req.read_bytes()),
+                   "sse_bytes": sse_bytes(cfg.stream_chunks), "rounds": cfg.stream_rounds,
+                   "corral": c, "bare": b, "bare_over_corral": b["chunks_s"] / c["chunks_s"] if c["chunks_s"] else None}
+    print(f"  {cfg.stream_chunks} events: corral {c['chunks_s']:,.0f}/s, bare pipe {b['chunks_s']:,.0f}/s "
+          f"(bare ÷ corral {out['pipe']['bare_over_corral']:.2f}); the client's CPU "
+          f"{c['cpu_s'] * 1e6 / c['end_us'] * 100:.0f}% of the request's time", flush=True)
+    return out
