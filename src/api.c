@@ -11,6 +11,7 @@
 #include "api.h"
 
 #include "access.h"
+#include "dashboard.h"
 #include "http.h"
 #include "intake.h"
 #include "log.h"
@@ -227,6 +228,8 @@ int api_handle(h2o_handler_t *self, h2o_req_t *req)
         http_error(req, 400, 0, "malformed percent-encoding in the request path");
         return 0;
     }
+    if (rc == 0 && dashboard_handle(req, p.seg, p.n) == 0)
+        return 0;
     if (rc == 0 && p.n == 1 && h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("metrics"))) {
         serve_metrics(req);
         return 0;

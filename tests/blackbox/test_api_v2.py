@@ -608,7 +608,7 @@ def test_unknown_model_and_endpoint_are_404(corral):
     assert_error(d.infer("nope", [tensor("INPUT0", "INT8", [1], [1])]), 404, "nope")
     assert_error(d.post("/v2/repository/models/nope/load"), 404, "nope")
     assert_error(d.post("/v2/repository/models/nope/unload"), 404, "nope")
-    for path in ("/v2/nothing", "/v2/models", "/v2/models/echo-py/frobnicate", "/v2/health/dead", "/v3", "/",
+    for path in ("/v2/nothing", "/v2/models", "/v2/models/echo-py/frobnicate", "/v2/health/dead", "/v3", "/dashboard",
                  "/v2/models/echo-py/versions/1/infer/more"):
         assert_error(d.get(path), 404)
 
