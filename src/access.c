@@ -14,10 +14,14 @@
  *   4. Content-Type (415): JSON endpoints refuse the three types a page may
  *      send without a CORS preflight, should a browser omit the Origin.
  * Health stays open to all four: probes and load balancers call it with
- * hosts and no headers of their choosing, and it tells nothing.
+ * hosts and no headers of their choosing, and it tells nothing. The
+ * dashboard's files (GET / and /dashboard/...) pass checks 1 and 2 but
+ * need no token: they are the same static files for every daemon of a
+ * version, and the page asks for the token before it shows anything.
  */
 #include "access.h"
 
+#include "dashboard.h"
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -60,6 +64,10 @@ static int is_generate(const h2o_iovec_t *seg, int n)
 int access_path_needs_token(access_scope scope, const h2o_iovec_t *seg, int n)
 {
     if (is_health(seg, n))
+        return 0;
+    /* The dashboard's files hold no data (every figure on the page comes
+     * from the API, with the token), and the page must load to ask for it. */
+    if (dashboard_is_route(seg, n))
         return 0;
     if (scope == ACCESS_SCOPE_ALL)
         return 1;

@@ -74,7 +74,7 @@ int access_host_allowed(const access_config *cfg, const char *host, size_t len);
 /* Whether addr (an IP literal, as --host takes it) is a loopback address. */
 int access_is_loopback(const char *addr);
 
-/* Whether the path seg[0..n) needs the token under scope (health never does). */
+/* Whether the path seg[0..n) needs the token under scope (health and the dashboard's files never do). */
 int access_path_needs_token(access_scope scope, const h2o_iovec_t *seg, int n);
 
 /* The request body types a browser may send cross-site without a preflight. */

@@ -177,6 +177,13 @@ static void paths_needing_the_token(void)
     CHECK(NEEDS(all, S("v2"), S("models"), S("echo"), S("infer")));
     CHECK(NEEDS(all, S("v1"), S("models"), S("echo"), S("generate")));
     CHECK(NEEDS(all, S("nowhere")));
+    /* The dashboard's files: "/" and /dashboard/{file}, nothing deeper or beside them. */
+    CHECK(!access_path_needs_token(all, NULL, 0));
+    CHECK(!NEEDS(all, S("dashboard"), S("app.js")));
+    CHECK(!NEEDS(mgmt, S("dashboard"), S("style.css")));
+    CHECK(NEEDS(all, S("dashboard")));
+    CHECK(NEEDS(all, S("dashboard"), S("app.js"), S("x")));
+    CHECK(NEEDS(all, S("index.html")));
 
     CHECK(NEEDS(mgmt, S("v2"), S("repository"), S("index")));
     CHECK(NEEDS(mgmt, S("v2"), S("repository"), S("models"), S("echo"), S("load")));
