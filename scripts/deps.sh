@@ -5,12 +5,15 @@ set -eu
 
 PKGS="build-essential cmake pkg-config libuv1-dev libh2o-dev libssl-dev libjansson-dev libyaml-dev
 libcurl4-openssl-dev libespeak-ng-dev espeak-ng-data python3 python3-pytest python3-numpy python3-requests
-clang libclang-rt-14-dev util-linux prometheus"
+clang libclang-rt-14-dev util-linux prometheus chromium nodejs"
 
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# npm for the dashboard's browser test (tests/browser): Debian's, unless npm
+# came with nodejs (NodeSource's nodejs bundles it, and conflicts with Debian's).
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 [ -z "$missing" ] && exit 0
 
 echo "deps: installing$missing"
