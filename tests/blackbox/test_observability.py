@@ -184,6 +184,7 @@ def test_counters_move_by_exactly_what_was_sent(corral):
     assert inf["success"]["ns"] >= inf["compute_infer"]["ns"] > 1.5e9
     assert stats[0]["inference_count"] == 6 and stats[0]["execution_count"] == 11
     assert abs(stats[0]["last_inference"] / 1000 - time.time()) < 60
+    assert {"statistics", "logging"} <= set(d.get("/v2").json()["extensions"])
     every = d.get("/v2/models/stats").json()["model_stats"]
     assert [s["name"] for s in every] == ["c"]
 
