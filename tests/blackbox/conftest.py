@@ -16,6 +16,7 @@ import pathlib
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from typing import Iterable
@@ -85,6 +86,10 @@ class Daemon:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -200,6 +205,25 @@ def corral(tmp_path):
     c.close()
 
 
+def post_bytes(path: str, body, headers: bytes = b"", close: bool = False) -> bytes:
+    """A JSON POST as raw HTTP/1.1 bytes, with the Host the access guard accepts (127.0.0.1)."""
+    payload = json.dumps(body).encode()
+    return (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n%s\r\n%s"
+            % (path.encode(), b"Connection: close\r\n" if close else b"", len(payload), headers, payload))
+
+
+def raw_post(d: "Daemon", path: str, body, headers: bytes = b"", close: bool = False, rcvbuf: int | None = None,
+             timeout: float = 20) -> socket.socket:
+    """Sends a JSON POST over a raw HTTP/1.1 socket and returns the socket, for tests that read slowly or leave."""
+    s = socket.socket()
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", d.port))
+    s.sendall(post_bytes(path, body, headers, close))
+    return s
+
+
 def tensor(name: str, datatype: str, shape: list[int], data) -> dict:
     return {"name": name, "datatype": datatype, "shape": shape, "data": data}
 
@@ -257,4 +281,4 @@ def pytest_configure(config):
 
 
 __all__ = ["Daemon", "Corral", "wait_for", "processes_under", "tensor", "json", "X", "infer", "out", "alive", "load",
-           "unload", "ctl_manifest"]
+           "unload", "ctl_manifest", "post_bytes", "raw_post"]

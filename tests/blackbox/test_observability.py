@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import X, ctl_manifest, infer, wait_for
+from conftest import X, ctl_manifest, infer, raw_post, wait_for
 
 
 def scrape(d) -> str:
@@ -46,8 +46,7 @@ class SSE:
     """A subscriber to /v1/events over a raw HTTP/1.1 socket: events as (id, kind, data)."""
 
     def __init__(self, d, last_event_id=None):
-        port = int(d.base.rsplit(":", 1)[1])
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+        self.sock = socket.create_connection(("127.0.0.1", d.port), timeout=15)
         extra = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id is not None else ""
         self.sock.sendall(f"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode())
         self.buf = b""
@@ -129,11 +128,7 @@ def test_counters_move_by_exactly_what_was_sent(corral):
     runner = threading.Thread(target=lambda: results.setdefault("run", infer(d, "c", sleep=1.5).status_code))
     runner.start()
     wait_for(lambda: d.model("c")["instances"][0]["inflight"] == 1, what="the long request to run")
-    port = int(d.base.rsplit(":", 1)[1])
-    body = json.dumps({"inputs": X}).encode()
-    left = socket.create_connection(("127.0.0.1", port))
-    left.sendall(b"POST /v2/models/c/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    left = raw_post(d, "/v2/models/c/infer", {"inputs": X})
     wait_for(lambda: d.model("c")["queue"] == 1, what="the second request to queue")
     text = scrape(d)
     assert sample(text, "nv_inference_pending_request_count", model="c") == 1  # the queue, not what runs
@@ -343,8 +338,12 @@ def test_json_log_lines_carry_model_instance_pid_and_the_access_line(corral):
     pid = d.worker_pids("c")[0]
     assert said["model"] == "c" and said["instance"] == 0 and said["pid"] == pid
     assert said["message"] == "hello from the model"  # the fields carry the prefix
-    access = [r for r in records if r["level"] == "debug" and r.get("request") and r["message"].startswith("infer ")]
-    assert len(access) == 2, access
+    def access_lines():
+        return [r for r in log_records(d)
+                if r["level"] == "debug" and r.get("request") and r["message"].startswith("infer ")]
+
+    # Written just after the answer goes out: the client may have it first.
+    access = wait_for(lambda: (lambda a: a if len(a) == 2 else None)(access_lines()), what="two access lines")
     assert ": 200 in " in access[0]["message"] and ": 400 in " in access[1]["message"]
     assert access[0]["model"] == "c" and access[0]["pid"] == pid and "queued" in access[0]["message"]
     state = [r for r in records if r.get("model") == "c" and "loading -> ready" in r["message"]]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 
@@ -18,6 +17,7 @@ import pytest
 import requests
 
 from conftest import alive, wait_for
+from conftest import raw_post as conftest_raw_post
 
 WINDOW = 1 << 20  # stream_window (src/proto.h PROTO_STREAM_WINDOW)
 
@@ -75,16 +75,7 @@ def sse_events(content):
 
 def raw_post(d, path, body, headers=b"", rcvbuf=None):
     """A request over a raw HTTP/1.1 socket that asks the daemon to close after the response."""
-    port = int(d.base.rsplit(":", 1)[1])
-    s = socket.socket()
-    if rcvbuf:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.settimeout(20)
-    s.connect(("127.0.0.1", port))
-    payload = json.dumps(body).encode()
-    s.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nConnection: close\r\n"
-              b"Content-Length: %d\r\n%s\r\n%s" % (path.encode(), len(payload), headers, payload))
-    return s
+    return conftest_raw_post(d, path, body, headers=headers, close=True, rcvbuf=rcvbuf)
 
 
 def read_to_eof(s):

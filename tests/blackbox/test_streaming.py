@@ -5,8 +5,6 @@ streams at once. Real daemon, real workers (tests/models/streams)."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import threading
 import time
@@ -14,7 +12,7 @@ import time
 import pytest
 import requests
 
-from conftest import wait_for
+from conftest import raw_post, wait_for
 
 SSE = {"Accept": "text/event-stream"}
 
@@ -36,15 +34,6 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
-
-
-def raw_post(port, body):
-    """Sends a generate request over a raw HTTP/1.1 socket and returns the socket, for tests that read or leave."""
-    payload = json.dumps(body).encode()
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"POST /v1/models/s/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
-    return s
 
 
 @pytest.fixture
@@ -154,8 +143,7 @@ def test_a_failed_byte_stream_is_truncated_not_ended(streams):
         "                total -= take\n                if n == 2 and request.json.get('break'):\n"
         "                    raise RuntimeError('broke')\n"))
     d = corral.start()
-    port = int(d.base.rsplit(":", 1)[1])
-    with raw_post(port, {"stream": True, "bytes": 100_000, "chunk": 1000, "break": True}) as s:
+    with raw_post(d, "/v1/models/s/generate", {"stream": True, "bytes": 100_000, "chunk": 1000, "break": True}) as s:
         raw = b""
         while True:
             got = s.recv(65536)
@@ -168,9 +156,9 @@ def test_a_failed_byte_stream_is_truncated_not_ended(streams):
     assert not rest.endswith(b"0\r\n\r\n"), rest[-20:]
 
 
-def disconnect_after_first_event(port, body):
+def disconnect_after_first_event(d, body):
     """Opens a stream over HTTP/1.1, reads until its first event, and closes the connection."""
-    s = raw_post(port, body)
+    s = raw_post(d, "/v1/models/s/generate", body)
     raw = b""
     while b"data: " not in raw:
         got = s.recv(4096)
@@ -183,9 +171,8 @@ def disconnect_after_first_event(port, body):
 def test_a_client_leaving_a_stream_cancels_it_and_frees_the_instance_http1(streams):
     corral, path = streams
     d = corral.start()
-    port = int(d.base.rsplit(":", 1)[1])
     gen(d, {"stream": True, "events": 1})
-    left = disconnect_after_first_event(port, {"stream": True, "forever": True})
+    left = disconnect_after_first_event(d, {"stream": True, "forever": True})
     wait_for(lambda: any("cancelled=1" in line for line in log_lines(path)), timeout=5,
              what="the model to see the cancellation")
     r = gen(d, {"stream": True, "events": 1})
@@ -219,9 +206,8 @@ def test_a_client_leaving_a_stream_cancels_it_http2(streams):
 def test_a_non_streamed_request_whose_client_left_is_cancelled(streams):
     corral, path = streams
     d = corral.start()
-    port = int(d.base.rsplit(":", 1)[1])
     gen(d, {"events": 1})
-    s = raw_post(port, {"wait": 30})
+    s = raw_post(d, "/v1/models/s/generate", {"wait": 30})
     wait_for(lambda: d.model("s")["instances"][0]["inflight"] == 1, timeout=5, what="the request to run")
     s.close()
     left = time.monotonic()
@@ -267,12 +253,8 @@ def test_a_slow_reader_holds_the_producer_back(streams):
     d = corral.start()
     gen(d, {"stream": True, "events": 1})
     before = rss_kib(d.proc.pid)
-    port = int(d.base.rsplit(":", 1)[1])
-    payload = json.dumps({"stream": True, "bytes": 100 << 20, "chunk": 16384}).encode()
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    s.sendall(b"POST /v1/models/s/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+    s = raw_post(d, "/v1/models/s/generate", {"stream": True, "bytes": 100 << 20, "chunk": 16384}, rcvbuf=16384,
+                 timeout=10)
     got = 0
     for _ in range(30):  # 3 s at 10 KiB/s
         got += len(s.recv(1024))
@@ -359,12 +341,8 @@ def test_echo_c_chunks_stream_as_events_and_a_client_that_leaves_frees_the_c_ins
     r = d.post("/v1/models/e/generate", {"chunks": [{"a": 1}, {"b": "two"}]})
     assert r.headers["content-type"] == "application/x-ndjson" and r.content == b'{"a":1}\n{"b":"two"}\n'
     # A non-streamed infer sleeping 30 s; its client leaves; the C model's cancel callback ends the sleep.
-    port = int(d.base.rsplit(":", 1)[1])
-    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1], "data": [1]}],
-                       "parameters": {"delay_ms": 30000}}).encode()
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"POST /v2/models/e/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    s = raw_post(d, "/v2/models/e/infer", {"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1], "data": [1]}],
+                                           "parameters": {"delay_ms": 30000}}, timeout=10)
     wait_for(lambda: d.model("e")["instances"][0]["inflight"] == 1, timeout=5, what="the request to run")
     pid = d.model("e")["instances"][0]["pid"]
     s.close()

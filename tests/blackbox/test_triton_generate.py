@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import wait_for
+from conftest import post_bytes, wait_for
 
 TAG = b'"model_name":"s","model_version":"1"'
 
@@ -57,12 +57,6 @@ def read_response(sock, buf=b""):
         assert got, rest
         rest += got
     return head, rest[:length[0]], rest[length[0]:]
-
-
-def raw_request(port, path, body):
-    payload = json.dumps(body).encode()
-    return (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (path.encode(), len(payload), payload))
 
 
 @pytest.fixture
@@ -131,13 +125,13 @@ def test_after_the_400_nothing_more_is_written_to_the_connection(streams):
     d = corral.start()
     port = int(d.base.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(raw_request(port, "/v2/models/s/generate", {"forever": True}))
+        sock.sendall(post_bytes("/v2/models/s/generate", {"forever": True}))
         head, body, left = read_response(sock)
         assert head.startswith(b"HTTP/1.1 400 "), head
         assert b"more than one response" in body and left == b"", (body, left)
         wait_for(lambda: any("cancelled=1" in line for line in log_lines(path)), timeout=5,
                  what="the model to see the cancellation")
-        sock.sendall(raw_request(port, "/v2/models/s/generate", {"events": 1, "tag": "second"}))
+        sock.sendall(post_bytes("/v2/models/s/generate", {"events": 1, "tag": "second"}))
         head, body, left = read_response(sock, left)
         assert head.startswith(b"HTTP/1.1 200 "), head
         assert body == b'{' + TAG + b',"i":0,"tag":"second"}' and left == b"", (body, left)
