@@ -226,6 +226,65 @@ def proc_read_calls(pid: int) -> int:
     raise OSError(f"/proc/{pid}/io has no syscr")
 
 
+def proc_switches(pid: int) -> dict:
+    """One process's context switches and CPU ticks, all its threads.
+
+    /proc/PID/status counts the switches of one thread only (the leader), so
+    voluntary (went to sleep: a read with nothing to read, a wait) and
+    involuntary (preempted) switches are summed over /proc/PID/task/*/status;
+    a thread that exits takes its counts with it. utime and stime come from
+    /proc/PID/stat, which sums every thread, live and exited, in clock ticks."""
+    vol = invol = threads = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        invol += int(line.split()[1])
+            threads += 1
+        except OSError:
+            pass  # a thread that just exited
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return {"voluntary": vol, "involuntary": invol, "utime": int(fields[11]), "stime": int(fields[12]),
+            "threads": threads}
+
+
+def switches_snapshot(roles: Dict[str, List[int]]) -> Dict[str, Dict[int, dict]]:
+    """proc_switches of every process, by role ("daemon", "workers", ...); a process gone is left out."""
+    out: Dict[str, Dict[int, dict]] = {}
+    for role, pids in roles.items():
+        out[role] = {}
+        for pid in pids:
+            try:
+                out[role][pid] = proc_switches(pid)
+            except OSError:
+                pass
+    return out
+
+
+def switches_per_request(before: Dict[str, Dict[int, dict]], after: Dict[str, Dict[int, dict]],
+                         requests: int) -> Dict[str, dict]:
+    """Each role's context switches and CPU time between two snapshots, summed over its
+    processes and divided by requests. A process missing from either snapshot (it exited,
+    or was replaced) is not counted and is named in "missing"."""
+    out = {}
+    n = requests or 1
+    for role, procs in before.items():
+        common = [pid for pid in procs if pid in after.get(role, {})]
+        d = {k: sum(after[role][pid][k] - procs[pid][k] for pid in common)
+             for k in ("voluntary", "involuntary", "utime", "stime")}
+        user_us, sys_us = d["utime"] * 1e6 / CLK_TCK / n, d["stime"] * 1e6 / CLK_TCK / n
+        out[role] = {"processes": len(common), "threads": sum(after[role][pid]["threads"] for pid in common),
+                     "voluntary_per_req": d["voluntary"] / n, "involuntary_per_req": d["involuntary"] / n,
+                     "switches_per_req": (d["voluntary"] + d["involuntary"]) / n,
+                     "user_us_per_req": user_us, "sys_us_per_req": sys_us, "cpu_us_per_req": user_us + sys_us,
+                     "totals": d, "missing": sorted(set(procs) ^ set(after.get(role, {})))}
+    return out
+
+
 def descendants(pid: int) -> List[int]:
     """pid and every live process below it."""
     children: Dict[int, List[int]] = {}
