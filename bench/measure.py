@@ -153,13 +153,36 @@ def queue(cfg: Config, ws: Workspace) -> dict:
 # ---- 2/4. throughput, latency and large tensors, server by server ----
 
 class Server:
-    """A server under test: its port, inference path, and the root of its process tree."""
+    """A server under test: its port, inference path, and the root of its process tree.
+
+    roles() names the processes whose wake-ups are counted, by role; by default the
+    root (a peer's master) and every process below it (its workers)."""
 
     def __init__(self, key: str, label: str, group: str, port: int, path: str, root_pid: int,
-                 stopper: Callable[[], None], tensors: bool = True) -> None:
+                 stopper: Callable[[], None], tensors: bool = True,
+                 roles: Optional[Callable[[], Dict[str, List[int]]]] = None) -> None:
         self.key, self.label, self.group = key, label, group
         self.port, self.path, self.root_pid = port, path, root_pid
         self.stopper, self.tensors = stopper, tensors
+        self.roles = roles or self.master_and_workers
+
+    def master_and_workers(self) -> Dict[str, List[int]]:
+        return {"daemon": [self.root_pid], "workers": [p for p in H.descendants(self.root_pid) if p != self.root_pid]}
+
+
+def corral_roles(d: H.Corral, model: str) -> Callable[[], Dict[str, List[int]]]:
+    """The daemon, the model's workers (pids from /v1/models: the worker itself, not the
+    `corral __shim` guard above it) and their guards. Other models' workers are left out."""
+    def roles() -> Dict[str, List[int]]:
+        pids = [i["pid"] for i in d.model(model)["instances"] if i["state"] == "ready" and i.get("pid")]
+        if not pids:
+            raise RuntimeError(f"corral: {model} has no ready instance with a pid")
+        guards = []
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                guards.append(int(f.read().rsplit(")", 1)[1].split()[1]))
+        return {"daemon": [d.pid], "workers": pids, "guards": guards}
+    return roles
 
 
 def start_gunicorn(ws: Workspace) -> Server:
@@ -249,13 +272,18 @@ def warm_up(server: Server, body_file: pathlib.Path) -> None:
 def load_point(cfg: Config, server: Server, conns: int, body_file: pathlib.Path) -> dict:
     url = f"http://127.0.0.1:{server.port}{server.path}"
     pids = H.descendants(server.root_pid)
+    roles = server.roles()  # before the first reading: for corral it is a request to the daemon
     cpu0, lead0 = H.tree_cpu_s(pids), H.proc_cpu_s(server.root_pid)
+    switches0 = H.switches_snapshot(roles)
     res = H.wrk(f"{server.key}, {conns} connection{'s' if conns > 1 else ''}", url, conns, cfg.duration, body_file)
+    switches1 = H.switches_snapshot(roles)
     n = res["requests"] or 1
     res["cpu_us_per_req"] = (H.tree_cpu_s(pids) - cpu0) * 1e6 / n
     # For corral, the daemon alone (the root is the daemon; the rest are its workers).
     res["root_cpu_us_per_req"] = (H.proc_cpu_s(server.root_pid) - lead0) * 1e6 / n
     res["processes"] = len(pids)
+    # Issue #12's wake-ups: context switches and CPU ticks by role over the same run.
+    res["wakeups"] = H.switches_per_request(switches0, switches1, res["requests"])
     return res
 
 
@@ -367,9 +395,9 @@ def serving(cfg: Config, ws: Workspace) -> dict:
         d.load("echo-c")
         c_body = check_echo(d.port, "/v2/models/echo-c/infer", body, cfg.elements)
         corral_py = Server("corral", "corral, Python echo (2 instances)", "python", d.port, "/v2/models/echo/infer",
-                           d.pid, lambda: None)
+                           d.pid, lambda: None, roles=corral_roles(d, "echo"))
         corral_c = Server("corral-c", "corral, C echo (2 instances)", "c", d.port, "/v2/models/echo-c/infer",
-                          d.pid, lambda: None)
+                          d.pid, lambda: None, roles=corral_roles(d, "echo-c"))
         starters = [lambda: corral_py, lambda: start_gunicorn(ws), lambda: start_uwsgi(ws),
                     lambda: start_uvicorn(ws), lambda: corral_c, lambda: start_nginx(ws, c_body)]
         running: List[Server] = []
@@ -385,9 +413,11 @@ def serving(cfg: Config, ws: Workspace) -> dict:
                     for server in running:
                         res = load_point(cfg, server, conns, body_file)
                         taken.setdefault((server.key, conns), []).append(res)
+                        wk = res["wakeups"]
                         print(f"  round {r + 1}/{cfg.rounds} {server.label:38s} c={conns:<3d} {res['rps']:10.0f} req/s"
-                              f"  p50 {res['p50_us']:7d} µs  p99 {res['p99_us']:7d} µs  errors {res['errors']}",
-                              flush=True)
+                              f"  p50 {res['p50_us']:7d} µs  p99 {res['p99_us']:7d} µs  errors {res['errors']}"
+                              f"  switches/req daemon {wk['daemon']['switches_per_req']:.2f}"
+                              f" workers {wk['workers']['switches_per_req']:.2f}", flush=True)
             for server in running:
                 entry = {"label": server.label, "group": server.group,
                          "points": [median_round(taken[(server.key, conns)]) for conns in cfg.connections]}
@@ -410,7 +440,7 @@ def serving(cfg: Config, ws: Workspace) -> dict:
         print(f"  {'loopback TCP echo, no HTTP':38s} {mib:3d} MiB tensor in and out: {floor[-1]['mb_s']:8.0f} MB/s",
               flush=True)
     return {"request_bytes": len(body), "elements": cfg.elements, "response_bytes_c": len(c_body),
-            "servers": results, "loopback_floor": floor}
+            "servers": results, "loopback_floor": floor, "clk_tck": H.CLK_TCK}
 
 
 # ---- 3. the worker's own time per request ----
