@@ -34,6 +34,10 @@ GOAL_STREAM_ADDED_FIRST_US = 1000.0
 GOAL_STREAM_CHUNKS_S = 100000.0
 GOAL_STREAM_VS_BARE = 2.0
 
+# What the wake-up figures (section 2) measure the daemon against: issue #12 asks for them
+# before and after its batching and pipelining. Change this line when those land.
+WAKEUPS_STAGE = "before dynamic batching and pipelining (issue #12, items 1 and 3, not yet done)"
+
 CORRAL_COLOR = "#d62728"
 PEER_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#7f7f7f"]
 # One colour per server or queue, the same in every plot.
@@ -673,6 +677,7 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
             w("![Throughput](bench-throughput.png)\n")
         if plots.get("latency"):
             w("![Latency](bench-latency.png)\n")
+        render_wakeups(res, w)
 
     # 3. added latency
     rtt = res.get("worker_rtt")
@@ -908,6 +913,65 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
         for name, text in manifests.items():
             w(f"`{name}`:\n\n```yaml\n{text.rstrip()}\n```\n")
     return "\n".join(out).rstrip() + "\n"
+
+
+def f_split(role: dict, total: str, a: str, b: str, digits: int) -> str:
+    return f"{f_num(role[total], digits)} ({f_num(role[a], digits)} + {f_num(role[b], digits)})"
+
+
+def render_wakeups(res: dict, w) -> None:
+    """Section 2's wake-ups (issue #12, item 4): context switches and CPU per request, by process."""
+    srv = servers(res)
+    keys = [k for k in ("corral", "uwsgi", "corral-c", "nginx") if k in srv]
+    if not any(p.get("wakeups") for k in keys for p in srv[k]["points"]):
+        return
+    serving, cfg = res["serving"], scfg(res, "serving")
+    w(f"### Wake-ups per request, {WAKEUPS_STAGE}\n")
+    w("Read from `/proc` around the same wrk points as the table above (the median round's), measured by "
+      "`make bench`, or by `BENCH_ONLY=serving make bench` alone. *Switches/req* are the context switches of "
+      "the processes during the point, summed over all their threads (`voluntary_ctxt_switches`, a thread "
+      "going to sleep because it has nothing to do, + `nonvoluntary_ctxt_switches`, a thread preempted; "
+      "`/proc/PID/task/*/status`), divided by the requests wrk completed. *CPU µs/req* is `utime` + `stime` "
+      f"of `/proc/PID/stat` (every thread; clock ticks of {f_num(1000 / serving.get('clk_tck', 100), 0)} ms, so "
+      "±1 tick per process over the point), user + system, over the same requests. For corral the daemon is "
+      "`corral serve`, and the workers are the model's 2 worker processes named by `/v1/models` (the "
+      "process running the SDK and the model, with its reader and health threads; not its `corral __shim` "
+      "guard, counted apart below); the other model's workers are left out. For the peers the first columns "
+      "are the master process (uWSGI's master, nginx's master), which takes no part in a request, and the "
+      "workers are every process below it. A request through corral wakes the daemon (the client's bytes, "
+      "then the worker's answer) and a worker (the INFER frame); a peer's worker alone does the whole "
+      "request.\n")
+    rows = []
+    for conns in cfg.get("connections", []):
+        for key in keys:
+            p = point(res, key, conns)
+            if not p or not p.get("wakeups"):
+                continue
+            d, wk = p["wakeups"]["daemon"], p["wakeups"]["workers"]
+            is_corral = key.startswith("corral")
+            rows.append([str(conns), srv[key]["label"], f_int(p["rps"]),
+                         f_split(d, "switches_per_req", "voluntary_per_req", "involuntary_per_req", 2)
+                         if is_corral else f"{f_num(d['switches_per_req'], 2)}",
+                         f_split(d, "cpu_us_per_req", "user_us_per_req", "sys_us_per_req", 1)
+                         if is_corral else f"{f_num(d['cpu_us_per_req'], 1)}",
+                         f_split(wk, "switches_per_req", "voluntary_per_req", "involuntary_per_req", 2),
+                         f_split(wk, "cpu_us_per_req", "user_us_per_req", "sys_us_per_req", 1),
+                         f_num(d["switches_per_req"] + wk["switches_per_req"], 2)])
+    w(table(["conn.", "server", "req/s", "daemon (peer: master) switches/req (vol. + invol.)",
+             "daemon (peer: master) CPU µs/req (user + sys)", "workers switches/req (vol. + invol.)",
+             "workers CPU µs/req (user + sys)", "all switches/req"], rows, "llrrrrrr"))
+    w("")
+    guards = [p["wakeups"]["guards"] for k in ("corral", "corral-c") if k in srv
+              for p in srv[k]["points"] if p.get("wakeups") and "guards" in p["wakeups"]]
+    if guards:
+        w(f"The guards (`corral __shim`, one above each worker) slept through the load: at most "
+          f"{f_num(max(g['switches_per_req'] for g in guards) * 1000, 1)} context switches and "
+          f"{f_num(max(g['cpu_us_per_req'] for g in guards) * 1000, 1)} µs of CPU per 1,000 requests at any "
+          f"point.\n")
+    missing = sorted({pid for k in keys for p in srv[k]["points"] if p.get("wakeups")
+                      for r in p["wakeups"].values() for pid in r["missing"]})
+    if missing:
+        w(f"> Some processes exited during a point and are not counted: pids {', '.join(map(str, missing))}.\n")
 
 
 def render_streaming(res: dict, w) -> None:
