@@ -13,12 +13,16 @@ void evstream_init(evstream *s, evstream_kind kind, evstream_event_cb on_event, 
     s->max = EVSTREAM_MAX;
     sb_init(&s->line, 256);
     sb_init(&s->ev, 256);
+    sb_init(&s->type, 32);
+    sb_init(&s->id, 32);
 }
 
 void evstream_close(evstream *s)
 {
     sb_free(&s->line);
     sb_free(&s->ev);
+    sb_free(&s->type);
+    sb_free(&s->id);
 }
 
 /* Appends n bytes to b, within s->max and the memory at hand. */
@@ -42,32 +46,59 @@ static int deliver(evstream *s, char *p, size_t len)
     return s->on_event(s->data, p, len);
 }
 
-/* A blank line: the event's data, less the '\n' after its last value, goes out if there is any. */
+/*
+ * A blank line: the event's data, less the '\n' after its last value, goes
+ * out if there is any, with its type and the last id; the type lasts for
+ * this event only, whether or not it had data.
+ */
 static int sse_dispatch(evstream *s)
 {
+    size_t type_len = s->type.len;
+    s->type.len = 0;
     if (!s->ev.len)
         return 0;
     size_t len = s->ev.len - 1;
     s->ev.len = 0;
-    return deliver(s, s->ev.p, len);
+    s->type.p[type_len] = '\0'; /* within the buffer, as in deliver */
+    s->id.p[s->id.len] = '\0';
+    s->event_type = type_len ? s->type.p : "message";
+    s->last_id = s->id.p;
+    int rc = deliver(s, s->ev.p, len);
+    s->event_type = s->last_id = NULL;
+    return rc;
 }
 
-static int sse_line(evstream *s, const char *l, size_t len)
+/* Sets a field's buffer to value. */
+static int set_field(const evstream *s, sb *b, const char *value, size_t len)
+{
+    b->len = 0;
+    return add_bounded(s, b, value, len);
+}
+
+static int sse_line(evstream *s, char *l, size_t len)
 {
     if (!len)
         return sse_dispatch(s);
-    if (l[0] == ':')
-        return 0; /* a comment: keep-alive */
     const char *colon = memchr(l, ':', len);
     size_t name_len = colon ? (size_t)(colon - l) : len;
-    if (name_len != 4 || memcmp(l, "data", 4) != 0)
-        return 0; /* event, id, retry and unknown fields change nothing we print */
-    const char *value = colon ? colon + 1 : l + len;
+    char *value = colon ? (char *)colon + 1 : l + len;
     size_t value_len = (size_t)(l + len - value);
     if (value_len && value[0] == ' ') {
         value++;
         value_len--;
     }
+    if (name_len == 0) { /* a comment: the daemon's keep-alive, or why it ends the stream */
+        if (!s->on_comment)
+            return 0;
+        value[value_len] = '\0'; /* the line's end: within its buffer, as in deliver */
+        return s->on_comment(s->data, value, value_len);
+    }
+    if (name_len == 5 && memcmp(l, "event", 5) == 0)
+        return set_field(s, &s->type, value, value_len);
+    if (name_len == 2 && memcmp(l, "id", 2) == 0)
+        return memchr(value, '\0', value_len) ? 0 : set_field(s, &s->id, value, value_len);
+    if (name_len != 4 || memcmp(l, "data", 4) != 0)
+        return 0; /* retry and unknown fields change nothing we print */
     int rc = add_bounded(s, &s->ev, value, value_len);
     return rc < 0 ? rc : add_bounded(s, &s->ev, "\n", 1);
 }

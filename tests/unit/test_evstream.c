@@ -3,7 +3,8 @@
  * of any size (every split of one stream gives the same events), comments,
  * multi-line data, CR, LF and CR LF line ends, fields that are ignored, a
  * BOM, the end of a stream in the middle of an event, a callback that
- * stops the feed, and the size cap.
+ * stops the feed, the size cap, and the event types, last ids and comments
+ * handed to the owner.
  */
 #include "check.h"
 #include "evstream.h"
@@ -105,6 +106,100 @@ static void ndjson_lines(void)
     CHECK(g.n == 1 && strcmp(g.ev[0], "{\"i\":\r0}") == 0);
 }
 
+/* What the callbacks saw of types, ids and comments. */
+typedef struct typed {
+    const evstream *s;
+    int n, comments;
+    char type[4][32], id[4][32], comment[4][64];
+} typed;
+
+static int on_typed(void *data, const char *event, size_t len)
+{
+    typed *t = data;
+    CHECK(event[len] == '\0');
+    CHECK(t->s->event_type && t->s->last_id);
+    if (t->n < 4 && t->s->event_type && t->s->last_id) {
+        snprintf(t->type[t->n], sizeof t->type[0], "%s", t->s->event_type);
+        snprintf(t->id[t->n], sizeof t->id[0], "%s", t->s->last_id);
+    }
+    t->n++;
+    return 0;
+}
+
+static int on_comment(void *data, const char *comment, size_t len)
+{
+    typed *t = data;
+    CHECK(comment[len] == '\0' && strlen(comment) == len);
+    if (t->comments < 4)
+        snprintf(t->comment[t->comments], sizeof t->comment[0], "%s", comment);
+    t->comments++;
+    return 0;
+}
+
+/* Feeds len bytes in pieces of `piece` (0: at once), comments to on_comment, and ends the stream. */
+static void decode_typed(const char *text, size_t len, size_t piece, typed *t)
+{
+    evstream s;
+    evstream_init(&s, EVSTREAM_SSE, on_typed, t);
+    s.on_comment = on_comment;
+    t->s = &s;
+    size_t step = piece ? piece : len;
+    for (size_t i = 0; i < len; i += step)
+        CHECK(evstream_feed(&s, text + i, len - i < step ? len - i : step) == 0);
+    CHECK(evstream_end(&s) == 0);
+    CHECK(s.event_type == NULL && s.last_id == NULL); /* only during on_event */
+    evstream_close(&s);
+}
+
+static void sse_types_ids_and_comments(void)
+{
+    const char *text = ":first\n\n"
+                       "data: a\n\n" /* no type, no id yet */
+                       "id: 7\nevent: model.loaded\ndata: b\n\n"
+                       "event: gone\n\n" /* a type without data goes with its event */
+                       "data: c\n\n"     /* the id lasts, the type does not */
+                       ": events were lost\r\n"
+                       "id: 8\n\n"       /* an id alone: no event, but it is the last id... */
+                       "id\nevent:x\ndata: d\r\n\r\n"; /* ...until an empty one clears it */
+    for (size_t piece = 0; piece <= 5; piece++) {
+        typed t = {0};
+        decode_typed(text, strlen(text), piece, &t);
+        CHECK(t.n == 4 && t.comments == 2);
+        CHECK(strcmp(t.type[0], "message") == 0 && strcmp(t.id[0], "") == 0);
+        CHECK(strcmp(t.type[1], "model.loaded") == 0 && strcmp(t.id[1], "7") == 0);
+        CHECK(strcmp(t.type[2], "message") == 0 && strcmp(t.id[2], "7") == 0);
+        CHECK(strcmp(t.type[3], "x") == 0 && strcmp(t.id[3], "") == 0);
+        CHECK(strcmp(t.comment[0], "first") == 0);
+        CHECK(strcmp(t.comment[1], "events were lost") == 0);
+    }
+}
+
+static void sse_an_id_holding_a_nul_is_ignored(void)
+{
+    static const char text[] = "id: 3\ndata: a\n\nid: 4\0x\ndata: b\n\n";
+    typed t = {0};
+    decode_typed(text, sizeof text - 1, 1, &t);
+    CHECK(t.n == 2 && strcmp(t.id[0], "3") == 0 && strcmp(t.id[1], "3") == 0);
+}
+
+static int stop_at_comment(void *data, const char *comment, size_t len)
+{
+    (void)data;
+    (void)len;
+    return strcmp(comment, "stop") == 0 ? 5 : 0;
+}
+
+static void a_comment_callback_stops_the_feed(void)
+{
+    got g = {0};
+    evstream s;
+    evstream_init(&s, EVSTREAM_SSE, on_event, &g);
+    s.on_comment = stop_at_comment;
+    CHECK(evstream_feed(&s, "data: a\n\n:go on\n:stop\ndata: b\n\n", 31) == 5);
+    CHECK(g.n == 1);
+    evstream_close(&s);
+}
+
 static void a_callback_stops_the_feed(void)
 {
     got g = {.stop_at = 2};
@@ -137,4 +232,6 @@ static void a_line_or_event_past_the_cap_is_refused(void)
 
 CHECK_MAIN(CASE(sse_events_in_any_pieces), CASE(sse_events_without_data_are_not_delivered),
            CASE(sse_bom_is_dropped_only_at_the_start), CASE(sse_ending_mid_event_is_an_error), CASE(ndjson_lines),
-           CASE(a_callback_stops_the_feed), CASE(a_line_or_event_past_the_cap_is_refused))
+           CASE(a_callback_stops_the_feed), CASE(a_line_or_event_past_the_cap_is_refused),
+           CASE(sse_types_ids_and_comments), CASE(sse_an_id_holding_a_nul_is_ignored),
+           CASE(a_comment_callback_stops_the_feed))
