@@ -814,6 +814,336 @@ static int cmd_logs(int argc, char **argv)
     }
 }
 
+/* ---- events ---- */
+
+#define EVENTS_USAGE "events [--json] [--since ID]"
+/* The daemon writes at least a keep-alive comment every 15 s: this long without a byte, it is gone. */
+#define EVENTS_SILENCE_S 45L
+
+/* One tail of /v1/events, printed as it arrives. */
+typedef struct ev_tail {
+    int json;        /* --json: one object per line; else a table for people */
+    CURL *curl;      /* not owned: the transfer this reads */
+    response r;      /* the content type; the body of a failed answer */
+    int begun;       /* the answer's first byte came: its status is known */
+    int failed;      /* the answer is an error, its body collected for report_failure */
+    int streaming;   /* ev is set up: the answer is an event stream */
+    evstream ev;     /* while streaming */
+    size_t printed;  /* events printed */
+    char last_id[32];  /* the newest event's id, for a --since that resumes */
+    char dropped[256]; /* why the daemon ended the stream, when it said so */
+    char stop[640];    /* why the client stopped reading, when it did */
+} ev_tail;
+
+/* Appends s with its control characters as '?': what a worker said must not steer the terminal. */
+static void add_printable(sb *out, const char *s)
+{
+    for (; s && *s; s++)
+        sb_addc(out, (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s);
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(o, key));
+}
+
+static long long jint(json_t *o, const char *key)
+{
+    return (long long)json_integer_value(json_object_get(o, key));
+}
+
+/* The table's columns: the widths of ID, TIME, EVENT, MODEL and INST; DETAIL takes the rest. */
+enum { EV_COL_ID = 6, EV_COL_TIME = 24, EV_COL_EVENT = 19, EV_COL_MODEL = 16, EV_COL_INST = 4 };
+
+/* A column: text, printable, then spaces to width and one more (a longer text pushes the rest right). */
+static void add_column(sb *out, const char *text, size_t width)
+{
+    size_t start = out->len;
+    add_printable(out, text);
+    do
+        sb_addc(out, ' ');
+    while (out->len - start < width + 1);
+}
+
+/* What a person wants to know of an event beyond its kind, model and instance. */
+static void event_detail(const char *kind, json_t *d, sb *out)
+{
+    char a[32], b[32];
+    size_t start = out->len;
+    if (json_is_integer(json_object_get(d, "pid")))
+        sb_printf(out, "pid %lld", jint(d, "pid"));
+    const char *sep = out->len > start ? ", " : "";
+    if (strncmp(kind, "model.", 6) == 0 && jstr(d, "from") && jstr(d, "state")) {
+        sb_printf(out, "%s%s -> %s", sep, jstr(d, "from"), jstr(d, "state"));
+        if (jstr(d, "reason")) {
+            sb_adds(out, ": ");
+            add_printable(out, jstr(d, "reason"));
+        }
+    } else if (strcmp(kind, "model.scaled") == 0) {
+        sb_printf(out, "%s%lld -> %lld instances (by ", sep, jint(d, "from"), jint(d, "to"));
+        add_printable(out, jstr(d, "by") ? jstr(d, "by") : "?");
+        sb_addc(out, ')');
+    } else if (strcmp(kind, "instance.started") == 0) {
+        /* the pid is all there is to say */
+    } else if (strcmp(kind, "instance.ready") == 0) {
+        sb_printf(out, "%sloaded in %lld ms", sep, jint(d, "load_ms"));
+    } else if (strcmp(kind, "instance.exited") == 0) {
+        /* why is exit and then, after ": ", what the worker said last */
+        const char *exit = jstr(d, "exit"), *why = jstr(d, "why");
+        size_t n = exit ? strlen(exit) : 0;
+        sb_adds(out, sep);
+        add_printable(out, exit ? exit : why ? why : "exited");
+        if (json_is_false(json_object_get(d, "expected")))
+            sb_adds(out, ", unexpected");
+        if (exit && why && strncmp(why, exit, n) == 0 && strncmp(why + n, ": ", 2) == 0) {
+            sb_adds(out, " - ");
+            add_printable(out, why + n + 2);
+        }
+    } else if (strcmp(kind, "instance.restarting") == 0) {
+        sb_printf(out, "%srestarting in %lld ms (", sep, jint(d, "delay_ms"));
+        add_printable(out, jstr(d, "cause") ? jstr(d, "cause") : "?");
+        sb_addc(out, ')');
+    } else if (strcmp(kind, "instance.killed") == 0) {
+        sb_adds(out, sep);
+        sb_adds(out, "killed (");
+        add_printable(out, jstr(d, "cause") ? jstr(d, "cause") : "?");
+        sb_addc(out, ')');
+        if (json_is_integer(json_object_get(d, "request")))
+            sb_printf(out, ": request %lld", jint(d, "request"));
+        if (json_is_integer(json_object_get(d, "rss_bytes"))) {
+            human_size((double)jint(d, "rss_bytes"), a, sizeof a);
+            human_size((double)jint(d, "limit_bytes"), b, sizeof b);
+            sb_printf(out, ": %s resident, the limit is %s", a, b);
+        }
+        if (jstr(d, "why")) {
+            sb_adds(out, ": ");
+            add_printable(out, jstr(d, "why"));
+        }
+    } else {
+        /* A kind this client does not know: the fields the columns leave out, as they came. */
+        json_t *rest = json_deep_copy(d);
+        static const char *const shown[] = {"time", "model", "instance", "pid"};
+        for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++)
+            json_object_del(rest, shown[i]);
+        if (json_object_size(rest)) {
+            char *text = json_dumps(rest, JSON_COMPACT);
+            sb_adds(out, sep);
+            add_printable(out, text);
+            free(text);
+        }
+        json_decref(rest);
+    }
+}
+
+/* Writes a line and flushes it, so a pipe gets each event as it comes; -1 after noting why it cannot. */
+static int ev_write(ev_tail *t, const char *line, size_t len)
+{
+    if (fwrite(line, 1, len, stdout) != len || fflush(stdout) != 0) {
+        snprintf(t->stop, sizeof t->stop, "cannot write standard output: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int on_daemon_event(void *ud, const char *text, size_t len)
+{
+    ev_tail *t = ud;
+    snprintf(t->last_id, sizeof t->last_id, "%s", t->ev.last_id);
+    json_t *data = json_loadb(text, len, JSON_DECODE_ANY, NULL);
+    if (!data)
+        data = json_stringn(text, len); /* not JSON: kept as the text it is */
+    if (!data)
+        data = json_string("(not UTF-8)");
+    sb line;
+    sb_init(&line, 256);
+    if (t->json) {
+        const char *id = t->ev.last_id;
+        size_t n = strspn(id, "0123456789");
+        json_t *jid = !*id ? json_null() : id[n] || n > 18 ? json_string(id) : json_integer(atoll(id));
+        json_t *o = json_pack("{s:o?,s:s,s:O}", "id", jid, "event", t->ev.event_type, "data", data);
+        char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        sb_adds(&line, s ? s : "{}");
+        free(s);
+        json_decref(o);
+    } else {
+        json_t *d = json_is_object(data) ? data : NULL;
+        char inst[24] = "-";
+        if (json_is_integer(json_object_get(d, "instance")))
+            snprintf(inst, sizeof inst, "%lld", jint(d, "instance"));
+        add_column(&line, *t->ev.last_id ? t->ev.last_id : "-", EV_COL_ID);
+        add_column(&line, jstr(d, "time") ? jstr(d, "time") : "-", EV_COL_TIME);
+        add_column(&line, t->ev.event_type, EV_COL_EVENT);
+        add_column(&line, jstr(d, "model") ? jstr(d, "model") : "-", EV_COL_MODEL);
+        add_column(&line, inst, EV_COL_INST);
+        if (d)
+            event_detail(t->ev.event_type, d, &line);
+        else
+            add_printable(&line, json_string_value(data));
+        while (line.len && line.p[line.len - 1] == ' ')
+            line.len--;
+    }
+    json_decref(data);
+    sb_addc(&line, '\n');
+    int rc = ev_write(t, line.p, line.len);
+    sb_free(&line);
+    if (rc == 0)
+        t->printed++;
+    return rc;
+}
+
+/* The daemon's comments: a keep-alive, or why it ends this stream. */
+static int on_daemon_comment(void *ud, const char *text, size_t len)
+{
+    ev_tail *t = ud;
+    (void)len;
+    if (strncmp(text, "events were lost", 16) == 0)
+        snprintf(t->dropped, sizeof t->dropped, "%s", text);
+    return 0;
+}
+
+/* The answer's first byte: a stream to print, or an error to collect. -1 stops it. */
+static int ev_begin(ev_tail *t)
+{
+    t->begun = 1;
+    curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &t->r.status);
+    if (t->r.status < 200 || t->r.status > 299) {
+        t->failed = 1;
+        return 0;
+    }
+    if (!media_is(t->r.content_type, "text/event-stream")) {
+        snprintf(t->stop, sizeof t->stop, "%s/v1/events answered %s, not an event stream", base_url(),
+                 *t->r.content_type ? t->r.content_type : "bytes of no stated type");
+        return -1;
+    }
+    evstream_init(&t->ev, EVSTREAM_SSE, on_daemon_event, t);
+    t->ev.on_comment = on_daemon_comment;
+    t->streaming = 1;
+    if (!t->json) {
+        sb head;
+        sb_init(&head, 128);
+        add_column(&head, "ID", EV_COL_ID);
+        add_column(&head, "TIME", EV_COL_TIME);
+        add_column(&head, "EVENT", EV_COL_EVENT);
+        add_column(&head, "MODEL", EV_COL_MODEL);
+        add_column(&head, "INST", EV_COL_INST);
+        sb_adds(&head, "DETAIL\n");
+        int rc = ev_write(t, head.p, head.len);
+        sb_free(&head);
+        return rc;
+    }
+    return 0;
+}
+
+static size_t on_events_body(char *p, size_t size, size_t n, void *ud)
+{
+    ev_tail *t = ud;
+    size_t len = size * n;
+    if (!t->begun && ev_begin(t) < 0)
+        return 0;
+    if (!t->streaming) {
+        sb_add(&t->r.body, p, len < GEN_ERROR_BODY_MAX - t->r.body.len ? len : GEN_ERROR_BODY_MAX - t->r.body.len);
+        return len;
+    }
+    int rc = evstream_feed(&t->ev, p, len);
+    if (rc < 0 && !t->stop[0])
+        snprintf(t->stop, sizeof t->stop, "the daemon sent an event %s",
+                 rc == -EMSGSIZE ? "larger than the client takes (256 MiB)" : "too large for the memory at hand");
+    return rc ? 0 : len;
+}
+
+/* Says how the tail ended; returns the exit status. */
+static int ev_finish(ev_tail *t, CURLcode rc)
+{
+    if (t->stop[0]) {
+        fprintf(stderr, "corral: %s\n", t->stop);
+        return 1;
+    }
+    if (!t->begun && rc != CURLE_OK) {
+        fprintf(stderr, "corral: cannot reach %s: %s\n", base_url(), curl_easy_strerror(rc));
+        return 1;
+    }
+    if (!t->begun || t->failed) {
+        if (!t->begun)
+            curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &t->r.status);
+        sb_reserve(&t->r.body, 0);
+        t->r.body.p[t->r.body.len] = 0;
+        if (t->r.status >= 200 && t->r.status <= 299) {
+            fprintf(stderr, "corral: %s/v1/events answered with no stream at all\n", base_url());
+            return 1;
+        }
+        return report_failure(&t->r);
+    }
+    char resume[96] = "";
+    if (t->last_id[0])
+        snprintf(resume, sizeof resume, " (resume with corral events --since %s)", t->last_id);
+    if (rc == CURLE_OK && t->dropped[0]) {
+        fprintf(stderr, "corral: the daemon ended the stream after %zu event%s: %s%s\n", t->printed,
+                t->printed == 1 ? "" : "s", t->dropped, resume);
+        return 1;
+    }
+    if (rc == CURLE_OK && evstream_end(&t->ev) == 0)
+        return 0; /* the daemon ended the stream: it is stopping */
+    fprintf(stderr, "corral: the event stream from %s broke off after %zu event%s%s: %s\n", base_url(), t->printed,
+            t->printed == 1 ? "" : "s", resume,
+            rc == CURLE_OPERATION_TIMEDOUT ? "nothing came from the daemon for 45 s, not even a keep-alive"
+            : rc != CURLE_OK               ? curl_easy_strerror(rc)
+                                           : "it ended in the middle of an event");
+    return 1;
+}
+
+/* Whether s is an event id the daemon could have sent: a decimal number. */
+static int is_event_id(const char *s)
+{
+    size_t n = strspn(s, "0123456789");
+    return n && !s[n] && n <= 20;
+}
+
+static int cmd_events(int argc, char **argv)
+{
+    ev_tail t = {0};
+    const char *since = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            t.json = 1;
+        } else if (strcmp(argv[i], "--since") == 0) {
+            if (i + 1 >= argc || !is_event_id(argv[i + 1])) {
+                fprintf(stderr, "corral: --since needs an event id, a decimal number (usage: corral " EVENTS_USAGE
+                                ")\n");
+                return 2;
+            }
+            since = argv[++i];
+        } else {
+            fprintf(stderr, "corral: unknown argument '%s' for events (usage: corral " EVENTS_USAGE ")\n", argv[i]);
+            return 2;
+        }
+    }
+    struct curl_slist *headers;
+    t.curl = open_request("GET", "/v1/events", NULL, "text/event-stream", NULL, 0, &headers);
+    if (!t.curl)
+        return 1;
+    if (since) {
+        char h[64];
+        snprintf(h, sizeof h, "Last-Event-ID: %s", since);
+        headers = curl_slist_append(headers, h);
+        curl_easy_setopt(t.curl, CURLOPT_HTTPHEADER, headers);
+    }
+    sb_init(&t.r.body, 256);
+    curl_easy_setopt(t.curl, CURLOPT_WRITEFUNCTION, on_events_body);
+    curl_easy_setopt(t.curl, CURLOPT_WRITEDATA, &t);
+    curl_easy_setopt(t.curl, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(t.curl, CURLOPT_HEADERDATA, &t.r);
+    curl_easy_setopt(t.curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(t.curl, CURLOPT_LOW_SPEED_TIME, EVENTS_SILENCE_S);
+    CURLcode rc = curl_easy_perform(t.curl);
+    int status = ev_finish(&t, rc);
+    if (t.streaming)
+        evstream_close(&t.ev);
+    sb_free(&t.r.body);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(t.curl);
+    return status;
+}
+
 int cli_main(int argc, char **argv)
 {
     static const struct {
@@ -821,7 +1151,7 @@ int cli_main(int argc, char **argv)
         int (*fn)(int, char **);
     } verbs[] = {{"ls", cmd_ls},       {"ps", cmd_ps},         {"load", cmd_load},
                  {"unload", cmd_unload}, {"scale", cmd_scale}, {"infer", cmd_infer},
-                 {"generate", cmd_generate}, {"logs", cmd_logs}};
+                 {"generate", cmd_generate}, {"logs", cmd_logs}, {"events", cmd_events}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (strcmp(argv[0], verbs[i].verb) == 0) {
             curl_global_init(CURL_GLOBAL_DEFAULT);

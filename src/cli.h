@@ -1,6 +1,6 @@
 /*
  * cli — the client verbs of the corral binary (ls, ps, load, unload, scale,
- * infer, generate, logs), talking HTTP to the daemon at CORRAL_URL.
+ * infer, generate, logs, events, top), talking HTTP to the daemon at CORRAL_URL.
  */
 #ifndef CORRAL_CLI_H
 #define CORRAL_CLI_H

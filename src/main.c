@@ -77,6 +77,10 @@ static const char usage[] =
     "                                    they come (not binary to a terminal); a stream that fails\n"
     "                                    or is cut off exits non-zero\n"
     "  logs NAME [-f]                    the workers' captured output\n"
+    "  events [--json] [--since ID]      follow the lifecycle events (/v1/events) as a table, or with\n"
+    "                                    --json one {\"id\",\"event\",\"data\"} per line; --since ID\n"
+    "                                    resumes after event ID. Ends when the daemon ends the stream\n"
+    "                                    (exit 0) or the connection breaks (exit 1)\n"
     "\n"
     "  --help, --version\n";
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import threading
@@ -14,6 +15,7 @@ import time
 import wave
 
 import pytest
+import requests
 
 from conftest import BIN, EXAMPLES, tensor, wait_for
 
@@ -55,9 +57,9 @@ def test_help_and_version(corral):
     for flag in ("--help", "-h"):
         out = ok(cli(flag, url=None))
         assert "usage" in out
-        for verb in ("serve", "ls", "ps", "load", "unload", "scale", "infer", "generate", "logs"):
+        for verb in ("serve", "ls", "ps", "load", "unload", "scale", "infer", "generate", "logs", "events"):
             assert re.search(rf"\b{verb}\b", out), verb
-        for option in ("--stream", "--voice V", "--rate N", "--text TEXT", "-o FILE"):
+        for option in ("--stream", "--voice V", "--rate N", "--text TEXT", "-o FILE", "--since ID"):
             assert option in out, option
     out = ok(cli("--version", url=None))
     version = d.get("/v2").json()["version"]
@@ -576,6 +578,8 @@ class Scripted(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
         self.close_connection = True
 
+    do_GET = do_POST
+
     def log_message(self, *args):
         pass
 
@@ -648,3 +652,208 @@ def test_generate_stream_cut_off_streams_fail(scripted, tmp_path):
     # an error answer's body is read whole for its reason
     server.answer = (503, "application/json", [b'{"error": "model ', b"'m' is busy\"}"], True)
     failed(cli("generate", "m", "{}", "--stream", url=url), "HTTP 503", "model 'm' is busy")
+
+
+# ---- events ----
+
+def events_manifest(**parameters) -> str:
+    """tests/models/steerable, one instance; keyword arguments become its parameters."""
+    lines = ["runtime: python", "entrypoint: worker.py", "instances: 1"]
+    if parameters:
+        lines.append("parameters:")
+        lines += [f"  {k}: {v}" for k, v in parameters.items()]
+    return "\n".join(lines) + "\n"
+
+
+def stop_cli(p: subprocess.Popen) -> None:
+    """Ends a CLI that tails forever, and closes its pipes."""
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    p.stdout.close()
+    p.stderr.close()
+
+
+def read_events(p: subprocess.Popen, until: str, limit: int = 40) -> list[dict]:
+    """--json lines, read one at a time as they come, up to the first event of kind `until`."""
+    got = []
+    for _ in range(limit):
+        got.append(json.loads(read_line(p.stdout)))
+        if got[-1]["event"] == until:
+            return got
+    raise AssertionError(f"no {until} among {got}")
+
+
+def test_events_json_prints_a_load_as_it_happens(corral):
+    corral.add("c", "steerable", manifest=events_manifest(load_delay=2))
+    d = corral.start()
+    # --since 0: every event from the daemon's first, so none is missed while the CLI connects
+    p = spawn("events", "--json", "--since", "0", url=d.base)
+    loader = threading.Thread(target=lambda: d.post("/v2/repository/models/c/load", timeout=60), daemon=True)
+    try:
+        loader.start()
+        first = json.loads(read_line(p.stdout))
+        second = json.loads(read_line(p.stdout))
+        # the load is still sleeping in the model's load(): the lines came as the events did, not at the end
+        assert loader.is_alive() and d.model("c")["state"] == "loading"
+        assert (first["event"], second["event"]) == ("model.loading", "instance.started"), (first, second)
+        rest = read_events(p, "model.loaded")
+        loader.join(timeout=30)
+        events = [first, second, *rest]
+        assert [e["event"] for e in events] == ["model.loading", "instance.started", "instance.ready", "model.loaded"]
+        assert [e["id"] for e in events] == list(range(1, 5)), events
+        assert set(events[0]) == {"id", "event", "data"}
+        assert events[0]["data"]["model"] == "c" and events[0]["data"]["state"] == "loading"
+        assert events[2]["data"]["pid"] == d.worker_pids("c")[0] and events[2]["data"]["instance"] == 0
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", events[3]["data"]["time"])
+        assert p.poll() is None  # it tails on
+    finally:
+        stop_cli(p)
+
+
+def test_events_since_resumes_without_gaps_or_repeats(corral):
+    corral.add("c", "steerable", manifest=events_manifest())
+    d = corral.start()
+    assert d.post("/v2/repository/models/c/load").status_code == 200
+    assert d.post("/v2/repository/models/c/unload").status_code == 200
+    p = spawn("events", "--json", "--since", "0", url=d.base)
+    try:
+        history = read_events(p, "model.unloaded")
+    finally:
+        stop_cli(p)
+    ids = [e["id"] for e in history]
+    assert ids == list(range(1, len(ids) + 1)) and len(ids) == 7, history
+    # from the middle of the history: exactly what came after that id, then live events
+    mark = ids[2]
+    p = spawn("events", "--json", "--since", str(mark), url=d.base)
+    try:
+        again = read_events(p, "model.unloaded")
+        assert again == history[3:], (again, history)
+        assert d.post("/v2/repository/models/c/load").status_code == 200
+        live = read_events(p, "model.loaded")
+        assert [e["id"] for e in live] == list(range(ids[-1] + 1, ids[-1] + 1 + len(live))), live
+    finally:
+        stop_cli(p)
+    # from the newest id: nothing old, only what happens next
+    newest = live[-1]["id"]
+    p = spawn("events", "--json", "--since", str(newest), url=d.base)
+    try:
+        assert d.post("/v1/models/c/scale", {"instances": 2}).status_code == 200
+        nxt = json.loads(read_line(p.stdout))
+        assert nxt["id"] == newest + 1 and nxt["event"] == "model.scaled", nxt
+        assert nxt["data"]["from"] == 1 and nxt["data"]["to"] == 2
+    finally:
+        stop_cli(p)
+
+
+def test_events_for_people_show_a_kill_9(corral):
+    corral.add("c", "steerable", manifest=events_manifest())
+    d = corral.start()
+    assert d.post("/v2/repository/models/c/load").status_code == 200
+    pid = d.worker_pids("c")[0]
+    p = spawn("events", url=d.base)
+    try:
+        head = read_line(p.stdout).decode().split()
+        assert head == ["ID", "TIME", "EVENT", "MODEL", "INST", "DETAIL"], head  # printed once subscribed
+        os.kill(pid, signal.SIGKILL)
+        lines = []
+        while not lines or " instance.ready " not in lines[-1]:
+            lines.append(read_line(p.stdout).decode().rstrip("\n"))
+            assert len(lines) < 20, lines
+    finally:
+        stop_cli(p)
+    rows = [line.split(None, 5) for line in lines]
+    kinds = [r[2] for r in rows]
+    assert kinds == ["instance.exited", "instance.restarting", "model.loading", "instance.started", "instance.ready"]
+    ids = [int(r[0]) for r in rows]
+    assert ids == list(range(ids[0], ids[0] + len(ids))), lines
+    exited, restarting = rows[0], rows[1]
+    assert exited[3] == "c" and exited[4] == "0", exited
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", exited[1]), exited
+    assert f"pid {pid}, killed by signal 9 (SIGKILL), unexpected" in exited[5], exited
+    assert re.search(r"restarting in \d+ ms \(crash\)$", restarting[5]), restarting
+    assert "loading" in rows[2][5] and rows[2][4] == "-", rows[2]  # a model's event has no instance
+    assert re.search(r"loaded in \d+ ms$", rows[4][5]), rows[4]
+
+
+def test_events_end_with_the_daemon(corral):
+    d = corral.start()
+    p = spawn("events", url=d.base)
+    try:
+        read_line(p.stdout)  # subscribed
+        assert d.stop() == 0
+        rc, out, err = finish(p, timeout=20)
+    finally:
+        stop_cli(p)
+    assert rc == 0 and out == b"" and err == b"", (rc, out, err)  # the daemon ended the stream: a clean end
+    # a daemon that dies breaks the connection: that is a failure, said in one line
+    d = corral.start()
+    p = spawn("events", "--json", url=d.base)
+    try:
+        assert d.post("/v1/models/nope/scale", {"instances": 1}).status_code == 404  # the daemon is up
+        time.sleep(0.5)
+        d.proc.kill()
+        rc, out, err = finish(p, timeout=20)
+    finally:
+        stop_cli(p)
+    assert rc == 1 and out == b"", (rc, out, err)
+    one_line_error(err, "broke off after 0 events", d.base)
+
+
+def test_events_failures_are_one_line(corral):
+    url = f"http://127.0.0.1:{free_port()}"
+    failed(cli("events", url=url, timeout=15), "cannot reach", "127.0.0.1")
+    for args in (("--since",), ("--since", "x1"), ("--since", "-1"), ("--since", "1\r\nX-Evil: 1"), ("--follow",)):
+        p = cli("events", *args, url=url)
+        assert p.returncode == 2 and p.stdout == b"", (args, p)
+        one_line_error(p.stderr, "events")
+    d = corral.start(env={"CORRAL_TOKEN": "s3cret-token"})
+    env = {k: v for k, v in os.environ.items() if k != "CORRAL_TOKEN"}
+    p = subprocess.run([BIN, "events"], capture_output=True, env={**env, "CORRAL_URL": d.base}, timeout=15,
+                       stdin=subprocess.DEVNULL)
+    failed(p, "HTTP 401")
+    # with the token it subscribes
+    q = subprocess.Popen([BIN, "events"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         env={**env, "CORRAL_URL": d.base, "CORRAL_TOKEN": "s3cret-token"})
+    try:
+        assert read_line(q.stdout).split()[:2] == [b"ID", b"TIME"]
+    finally:
+        stop_cli(q)
+
+
+def test_events_from_a_scripted_stream(scripted):
+    server, url = scripted
+    # the daemon dropped a subscriber that read too slowly: said so, with where to resume
+    server.answer = (200, "text/event-stream", [
+        b": corral events; the newest id is 2\n\n", b"id: 41\nevent: model.loaded\ndata: {\"model\":\"m\"}\n\n",
+        b": events were lost: this subscriber read too slowly; reconnect with Last-Event-ID\n\n"], True)
+    p = cli("events", "--json", url=url)
+    assert p.returncode == 1, p
+    assert [json.loads(line) for line in p.stdout.splitlines()] == [
+        {"id": 41, "event": "model.loaded", "data": {"model": "m"}}]
+    one_line_error(p.stderr, "after 1 event:", "events were lost", "--since 41")
+    path, headers, _ = server.seen[-1]
+    assert path == "/v1/events" and headers["Accept"] == "text/event-stream" and "Last-Event-ID" not in headers
+    # --since sends Last-Event-ID; an event of a kind this client does not know shows its fields;
+    # data that is not JSON is a string; a stream cut in the middle of an event is a failure
+    server.answer = (200, "text/event-stream; charset=utf-8", [
+        b"id: 7\nevent: pull.progress\ndata: {\"model\":\"m\",\"time\":\"t\",\"bytes\":5}\n\n",
+        b"id: 8\nevent: odd\ndata: not json\n\n", b"id: 9\ndata: {\"cut"], False)
+    p = cli("events", "--since", "6", url=url)
+    assert server.seen[-1][1]["Last-Event-ID"] == "6"
+    lines = p.stdout.decode().splitlines()
+    assert p.returncode == 1 and len(lines) == 3, p
+    assert lines[1].split() == ["7", "t", "pull.progress", "m", "-", '{"bytes":5}'], lines
+    assert lines[2].split()[:3] == ["8", "-", "odd"] and lines[2].endswith("not json"), lines
+    one_line_error(p.stderr, "broke off after 2 events", "--since 8")
+    p = cli("events", "--json", url=url)
+    assert json.loads(p.stdout.splitlines()[1]) == {"id": 8, "event": "odd", "data": "not json"}
+    # an answer that is not an event stream
+    server.answer = (200, "application/json", [b"{}"], True)
+    failed(cli("events", url=url), "not an event stream", "application/json")
+    server.answer = (404, "application/json", [b'{"error": "no such endpoint"}'], True)
+    failed(cli("events", url=url), "HTTP 404", "no such endpoint")
