@@ -9,6 +9,7 @@
 #include "cli.h"
 
 #include "access.h"
+#include "cli_internal.h"
 #include "evstream.h"
 #include "sb.h"
 #include "xmalloc.h"
@@ -1144,6 +1145,23 @@ static int cmd_events(int argc, char **argv)
     return status;
 }
 
+/* ---- for the client's other files (cli_internal.h) ---- */
+
+const char *cli__base_url(void)
+{
+    return base_url();
+}
+
+CURL *cli__open_request(const char *method, const char *path, const char *accept, struct curl_slist **headers)
+{
+    return open_request(method, path, NULL, accept, NULL, 0, headers);
+}
+
+void cli__human_size(double bytes, char *buf, size_t len)
+{
+    human_size(bytes, buf, len);
+}
+
 int cli_main(int argc, char **argv)
 {
     static const struct {
@@ -1151,7 +1169,8 @@ int cli_main(int argc, char **argv)
         int (*fn)(int, char **);
     } verbs[] = {{"ls", cmd_ls},       {"ps", cmd_ps},         {"load", cmd_load},
                  {"unload", cmd_unload}, {"scale", cmd_scale}, {"infer", cmd_infer},
-                 {"generate", cmd_generate}, {"logs", cmd_logs}, {"events", cmd_events}};
+                 {"generate", cmd_generate}, {"logs", cmd_logs}, {"events", cmd_events},
+                 {"top", cli__top}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (strcmp(argv[0], verbs[i].verb) == 0) {
             curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -81,6 +81,10 @@ static const char usage[] =
     "                                    --json one {\"id\",\"event\",\"data\"} per line; --since ID\n"
     "                                    resumes after event ID. Ends when the daemon ends the stream\n"
     "                                    (exit 0) or the connection breaks (exit 1)\n"
+    "  top [--once] [--interval S]       a live table of models and instances: state, queue, req/s,\n"
+    "                                    errors/s, p50/p99 latency of the interval (default 1 s),\n"
+    "                                    memory; q or Ctrl-C quits. Not on a terminal, or with\n"
+    "                                    --once: one plain table after one interval\n"
     "\n"
     "  --help, --version\n";
 

@@ -1,6 +1,7 @@
 """The corral command line as a client of a running daemon (CORRAL_URL)."""
 from __future__ import annotations
 
+import fcntl
 import http.server
 import io
 import json
@@ -9,7 +10,9 @@ import re
 import select
 import signal
 import socket
+import struct
 import subprocess
+import termios
 import threading
 import time
 import wave
@@ -57,9 +60,9 @@ def test_help_and_version(corral):
     for flag in ("--help", "-h"):
         out = ok(cli(flag, url=None))
         assert "usage" in out
-        for verb in ("serve", "ls", "ps", "load", "unload", "scale", "infer", "generate", "logs", "events"):
+        for verb in ("serve", "ls", "ps", "load", "unload", "scale", "infer", "generate", "logs", "events", "top"):
             assert re.search(rf"\b{verb}\b", out), verb
-        for option in ("--stream", "--voice V", "--rate N", "--text TEXT", "-o FILE", "--since ID"):
+        for option in ("--stream", "--voice V", "--rate N", "--text TEXT", "-o FILE", "--since ID", "--interval S", "--once"):
             assert option in out, option
     out = ok(cli("--version", url=None))
     version = d.get("/v2").json()["version"]
@@ -857,3 +860,203 @@ def test_events_from_a_scripted_stream(scripted):
     failed(cli("events", url=url), "not an event stream", "application/json")
     server.answer = (404, "application/json", [b'{"error": "no such endpoint"}'], True)
     failed(cli("events", url=url), "HTTP 404", "no such endpoint")
+
+
+# ---- top ----
+
+def seconds(text: str) -> float:
+    """A latency as top prints it: 850us, 1.2ms, 3.40s."""
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    assert m, text
+    return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1}[m.group(2)]
+
+
+def top_tables(out: str) -> tuple[dict, dict]:
+    """top's two tables: models by name, instances by (model, id); each row a dict of its columns."""
+    blocks = [b for b in out.strip("\n").split("\n\n")]
+    assert len(blocks) == 2, out
+    tables = []
+    for block in blocks:
+        lines = block.splitlines()
+        head = lines[0].split()
+        rows = [line.split() for line in lines[1:]]
+        tables.append([dict(zip(head, row)) for row in rows])
+    models = {r["MODEL"]: r for r in tables[0]}
+    instances = {(r["MODEL"], int(r["ID"])): r for r in tables[1]}
+    return models, instances
+
+
+class Sender:
+    """Sends requests to a model, one after another, until stopped."""
+
+    def __init__(self, d, model: str, **params):
+        self.d, self.model, self.params, self.sent, self.errors = d, model, params, 0, []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        session = requests.Session()
+        body = {"inputs": [tensor("X", "INT32", [1], [0])], "parameters": self.params}
+        while not self.stopping.is_set():
+            r = session.post(self.d.url(f"/v2/models/{self.model}/infer"), json=body, timeout=30)
+            if r.status_code != 200:
+                self.errors.append(r.text)
+            self.sent += 1
+        session.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join(timeout=30)
+
+
+def test_top_once_shows_the_rates_and_latency_of_the_interval(corral):
+    corral.add("c", "steerable", manifest=events_manifest())
+    corral.add("idle", "steerable", manifest=events_manifest())
+    d = corral.start()
+    assert d.post("/v2/repository/models/c/load").status_code == 200
+    # fast requests before: a p50 from the counters since the start would be one of these, not of the interval's
+    for _ in range(60):
+        assert d.infer("c", [tensor("X", "INT32", [1], [0])]).status_code == 200
+    with Sender(d, "c", sleep=0.06) as sender:
+        out = ok(cli("top", "--once", "--interval", "1.5", url=d.base))
+    assert not sender.errors and sender.sent > 5, (sender.sent, sender.errors)
+    models, instances = top_tables(out)
+    assert list(models) == ["c", "idle"], out
+    c = models["c"]
+    assert c["STATE"] == "ready" and c["INST"] == "1/1", out
+    # ~16 requests a second can pass one instance that sleeps 60 ms in each
+    assert 3 <= float(c["REQ/S"]) <= 17, out
+    assert float(c["ERR/S"]) == 0
+    assert 0.05 <= seconds(c["P50"]) <= 0.1 and 0.05 <= seconds(c["P99"]) <= 0.1, out  # the (50, 100] ms bucket
+    assert c["QUEUE"] == "0" and re.fullmatch(r"[\d.]+MiB", c["MEM"]), out
+    idle = models["idle"]
+    assert idle["STATE"] == "unloaded" and idle["INST"] == "0/0" and idle["REQ/S"] == "0.0", out
+    assert idle["P50"] == "-" and idle["P99"] == "-" and idle["MEM"] == "-", out
+    assert set(instances) == {("c", 0)}, out
+    inst = instances[("c", 0)]
+    assert int(inst["PID"]) == d.worker_pids("c")[0] and inst["STATE"] == "ready", out
+    assert 3 <= float(inst["REQ/S"]) <= 17 and int(inst["REQUESTS"]) >= 60, out
+    # not on a terminal, top is the same one table without --once; and no requests: a rate of 0
+    p = cli("top", "--interval", "0.2", url=d.base, timeout=15)
+    models, _ = top_tables(ok(p))
+    assert models["c"]["REQ/S"] == "0.0" and models["c"]["P50"] == "-", p.stdout
+    assert b"\x1b" not in p.stdout
+
+
+def test_top_counts_failures(corral):
+    corral.add("c", "steerable", manifest=events_manifest())
+    d = corral.start()
+    assert d.post("/v2/repository/models/c/load").status_code == 200
+    with Sender(d, "c", bad="no") as sender:
+        out = ok(cli("top", "--once", "--interval", "1", url=d.base))
+    models, _ = top_tables(out)
+    assert sender.errors and float(models["c"]["ERR/S"]) > 0, out
+    assert float(models["c"]["REQ/S"]) >= float(models["c"]["ERR/S"]), out
+
+
+def test_top_failures_are_one_line(corral):
+    url = f"http://127.0.0.1:{free_port()}"
+    failed(cli("top", "--once", url=url, timeout=15), "cannot reach", "127.0.0.1")
+    failed(cli("top", url=url, timeout=15), "cannot reach")
+    for args in (("--interval",), ("--interval", "0"), ("--interval", "-1"), ("--interval", "fast"), ("--watch",)):
+        p = cli("top", *args, url=url)
+        assert p.returncode == 2 and p.stdout == b"", (args, p)
+        one_line_error(p.stderr, "top")
+    d = corral.start(env={"CORRAL_TOKEN": "s3cret-token"})
+    env = {k: v for k, v in os.environ.items() if k != "CORRAL_TOKEN"}
+    p = subprocess.run([BIN, "top", "--once"], capture_output=True, env={**env, "CORRAL_URL": d.base}, timeout=15,
+                       stdin=subprocess.DEVNULL)
+    failed(p, "HTTP 401")
+    p = subprocess.run([BIN, "top", "--once", "--interval", "0.1"], capture_output=True, timeout=15,
+                       stdin=subprocess.DEVNULL, env={**env, "CORRAL_URL": d.base, "CORRAL_TOKEN": "s3cret-token"})
+    assert p.returncode == 0 and b"MODEL" in p.stdout, p
+
+
+class Terminal:
+    """A pseudo-terminal of 120 x 30 for a CLI; everything it shows is kept in .shown."""
+
+    def __init__(self, *args: str, url: str):
+        self.primary, self.secondary = os.openpty()
+        fcntl.ioctl(self.secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+        self.before = termios.tcgetattr(self.secondary)
+        self.proc = subprocess.Popen([BIN, *args], stdin=self.secondary, stdout=self.secondary, stderr=self.secondary,
+                                     env=dict(os.environ, CORRAL_URL=url), start_new_session=True)
+        self.shown = b""
+
+    def read(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([self.primary], [], [], left)[0]:
+                try:
+                    self.shown += os.read(self.primary, 65536)
+                except OSError:
+                    return
+
+    def until(self, predicate, timeout: float = 15, what: str = "the screen") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.shown):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {self.shown[-2000:]!r}"
+            assert self.proc.poll() is None, f"exited {self.proc.returncode}: {self.shown[-2000:]!r}"
+            self.read(0.1)
+
+    def attrs(self) -> list:
+        return termios.tcgetattr(self.secondary)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.primary)
+        os.close(self.secondary)
+
+
+def frames(shown: bytes) -> list[bytes]:
+    """What each redraw wrote: top homes the cursor, then writes the whole table."""
+    return shown.split(b"\x1b[H")[1:]
+
+
+def test_top_on_a_terminal_redraws_and_quits_on_q(corral):
+    corral.add("c", "steerable", manifest=events_manifest())
+    d = corral.start()
+    assert d.post("/v2/repository/models/c/load").status_code == 200
+    term = Terminal("top", "--interval", "0.3", url=d.base)
+    try:
+        term.until(lambda s: len(frames(s)) >= 3 and b"c " in frames(s)[-1], what="three frames")
+        assert term.shown.startswith(b"\x1b[?1049h"), term.shown[:100]  # the alternate screen
+        last = frames(term.shown)[-1]
+        assert b"corral top" in last and b"MODEL" in last and b" ready " in last, last
+        lflag = term.attrs()[3]
+        assert not lflag & termios.ECHO and not lflag & termios.ICANON  # keys are read as they are typed
+        with Sender(d, "c"):
+            term.until(lambda s: re.search(rb"c +ready +1/1 +0 +[1-9][\d.]* ", frames(s)[-1]), what="a rate")
+        os.write(term.primary, b"q")
+        rc = term.proc.wait(timeout=10)
+        term.read(0.3)
+        assert rc == 0, term.shown[-2000:]
+        assert term.shown.endswith(b"\x1b[?25h\x1b[?1049l"), term.shown[-200:]  # the screen given back
+        assert term.attrs() == term.before  # the terminal as it was
+    finally:
+        term.close()
+
+
+def test_top_redraws_at_once_on_a_lifecycle_event_and_quits_on_ctrl_c(corral):
+    corral.add("c", "steerable", manifest=events_manifest())
+    d = corral.start()
+    # an interval far longer than the test: only /v1/events can make it redraw
+    term = Terminal("top", "--interval", "600", url=d.base)
+    try:
+        term.until(lambda s: len(frames(s)) >= 1 and b" unloaded " in frames(s)[-1], what="the first frame")
+        time.sleep(0.5)  # the event stream is open
+        assert d.post("/v2/repository/models/c/load").status_code == 200
+        term.until(lambda s: b" ready " in frames(s)[-1] and b"1/1" in frames(s)[-1], what="the load")
+        os.killpg(term.proc.pid, signal.SIGINT)  # Ctrl-C
+        rc = term.proc.wait(timeout=10)
+        term.read(0.3)
+        assert rc == 0 and term.shown.endswith(b"\x1b[?25h\x1b[?1049l"), (rc, term.shown[-200:])
+        assert term.attrs() == term.before
+    finally:
+        term.close()

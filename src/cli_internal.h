@@ -1,0 +1,27 @@
+/*
+ * cli_internal — what the client's verbs share across files: cli.c owns
+ * the connection to the daemon (CORRAL_URL, the token, the headers) and
+ * the table helpers; cli_top.c is `corral top`.
+ */
+#ifndef CORRAL_CLI_INTERNAL_H
+#define CORRAL_CLI_INTERNAL_H
+
+#include <curl/curl.h>
+#include <stddef.h>
+
+/* $CORRAL_URL, or the default address. */
+const char *cli__base_url(void);
+/*
+ * A handle for one request to the daemon at path, with the token and the
+ * headers (which *headers owns and the caller frees after the transfer);
+ * accept, when not NULL, is sent as Accept. NULL after saying on stderr why
+ * the token cannot be sent.
+ */
+CURL *cli__open_request(const char *method, const char *path, const char *accept, struct curl_slist **headers);
+/* bytes as "512B", "1.5KiB", "3.0GiB". */
+void cli__human_size(double bytes, char *buf, size_t len);
+
+/* corral top [--once] [--interval S]; returns the exit status. */
+int cli__top(int argc, char **argv);
+
+#endif
