@@ -50,6 +50,22 @@ static uint64_t oldest_id(void)
     return E.next_id > EVENTS_HISTORY ? E.next_id - EVENTS_HISTORY : 1;
 }
 
+/*
+ * Once stopping, the history is freed when no subscriber is left to read
+ * it: one that was mid-send at events_shutdown still sends what it had not
+ * had, and then the end of its stream, at its proceed.
+ */
+static void free_history_when_done(void)
+{
+    if (!E.stopping || E.subs)
+        return;
+    for (size_t i = 0; i < EVENTS_HISTORY; i++) {
+        free(E.ring[i].text);
+        E.ring[i].text = NULL;
+        E.ring[i].len = 0;
+    }
+}
+
 static void sub_unlink(sub *s)
 {
     if (s->prev)
@@ -59,6 +75,7 @@ static void sub_unlink(sub *s)
     if (s->next)
         s->next->prev = s->prev;
     s->next = s->prev = NULL;
+    free_history_when_done();
 }
 
 /* Sends what the subscriber has not had yet, one h2o_send at a time. */
@@ -135,7 +152,7 @@ static void heartbeat_fire(uv_timer_t *t)
 
 void events_emit(const char *kind, json_t *data)
 {
-    if (E.stopping) { /* the history is gone with the subscribers */
+    if (E.stopping) { /* the streams are ending: nobody would read it */
         json_decref(data);
         return;
     }
@@ -236,13 +253,9 @@ void events_shutdown(void)
         next = s->next;
         if (!s->sending)
             pump(s, 1);
-        /* one mid-send ends at its proceed: the loop stops soon anyway */
+        /* one mid-send gets the rest and its end at its proceed (on_proceed pumps with E.stopping) */
     }
     if (E.heartbeat_init)
         uv_close((uv_handle_t *)&E.heartbeat, NULL);
-    for (size_t i = 0; i < EVENTS_HISTORY; i++) {
-        /* A cursor never reads past next_id, and no event comes after this. */
-        free(E.ring[i].text);
-        E.ring[i].text = NULL;
-    }
+    free_history_when_done();
 }

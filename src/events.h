@@ -36,7 +36,10 @@ void events_emit(const char *kind, json_t *data);
 void events_handle(h2o_req_t *req);
 /* The id of the newest event, 0 before the first. */
 uint64_t events_last_id(void);
-/* Ends every subscriber's stream (the daemon is stopping) and frees the history. */
+/*
+ * Ends every subscriber's stream after what it has not had yet (the daemon
+ * is stopping); the history is freed once the last stream has ended.
+ */
 void events_shutdown(void);
 
 #endif

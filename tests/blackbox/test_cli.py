@@ -784,15 +784,19 @@ def test_events_for_people_show_a_kill_9(corral):
 
 
 def test_events_end_with_the_daemon(corral):
+    corral.add("c", "steerable", manifest=events_manifest())
     d = corral.start()
-    p = spawn("events", url=d.base)
+    assert d.post("/v2/repository/models/c/load").status_code == 200
+    p = spawn("events", "--json", "--since", "0", url=d.base)
     try:
-        read_line(p.stdout)  # subscribed
-        assert d.stop() == 0
+        read_events(p, "model.loaded")
+        assert d.stop() == 0  # stopping unloads c: its events come last, then the end of the stream
         rc, out, err = finish(p, timeout=20)
     finally:
         stop_cli(p)
-    assert rc == 0 and out == b"" and err == b"", (rc, out, err)  # the daemon ended the stream: a clean end
+    assert rc == 0 and err == b"", (rc, out, err)  # the daemon ended the stream: a clean end
+    assert [json.loads(line)["event"] for line in out.splitlines()] == ["model.unloading", "instance.exited",
+                                                                       "model.unloaded"], out
     # a daemon that dies breaks the connection: that is a failure, said in one line
     d = corral.start()
     p = spawn("events", "--json", url=d.base)
