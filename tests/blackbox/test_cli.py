@@ -935,7 +935,8 @@ def test_top_once_shows_the_rates_and_latency_of_the_interval(corral):
     # ~16 requests a second can pass one instance that sleeps 60 ms in each
     assert 3 <= float(c["REQ/S"]) <= 17, out
     assert float(c["ERR/S"]) == 0
-    assert 0.05 <= seconds(c["P50"]) <= 0.1 and 0.05 <= seconds(c["P99"]) <= 0.1, out  # the (50, 100] ms bucket
+    # the interval's requests took 60 ms and more: a p50 of the counters since the start would be a fast one's
+    assert 0.05 <= seconds(c["P50"]) <= 0.25 and seconds(c["P50"]) <= seconds(c["P99"]) <= 0.5, out
     assert c["QUEUE"] == "0" and re.fullmatch(r"[\d.]+MiB", c["MEM"]), out
     idle = models["idle"]
     assert idle["STATE"] == "unloaded" and idle["INST"] == "0/0" and idle["REQ/S"] == "0.0", out
