@@ -1,0 +1,298 @@
+/*
+ * metrics_scrape — GET /metrics again and again over one keep-alive HTTP/1.1
+ * connection, as a Prometheus server scrapes: the client of bench/'s metrics
+ * section.
+ *
+ *   metrics_scrape scrape PORT PATH SCRAPES WARMUP BODY_OUT
+ *       connects to 127.0.0.1:PORT (TCP_NODELAY), sends WARMUP untimed
+ *       scrapes and then SCRAPES timed ones, one at a time: each is GET PATH,
+ *       answered 200 with a Content-Length body (what the daemon sends for
+ *       /metrics), read whole into one buffer that is reused. A scrape is
+ *       timed from the request's write to the body's last byte. The last body
+ *       is written to BODY_OUT, for promtool and for the bench's checks.
+ *   metrics_scrape fds PID REPEATS
+ *       lists /proc/PID/fd REPEATS times, as the daemon lists its own
+ *       descriptors for the process_open_fds gauge on every scrape (the same
+ *       kernel path: one entry per open descriptor).
+ *
+ * Prints one JSON object: for scrape, the percentiles in microseconds, the
+ * bodies' sizes (the last one's lines), the scrapes sent in all (warm-up
+ * included, so that the daemon's CPU over the run can be divided by them);
+ * for fds, the entries and the time per listing; for both, this process's
+ * own CPU seconds.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READ_BUFFER (256 * 1024)
+/* Longest status line or header accepted. */
+#define MAX_LINE (64 * 1024)
+/* Largest body accepted: far above any registry's exposition. */
+#define MAX_BODY (1024L * 1024 * 1024)
+
+static int conn_fd;
+static char *rbuf; /* bytes read and not yet parsed: rbuf[rpos, rend) */
+static size_t rpos, rend;
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "metrics_scrape: %s%s%s\n", what, errno ? ": " : "", errno ? strerror(errno) : "");
+    exit(1);
+}
+
+static void fail(const char *what)
+{
+    errno = 0;
+    die(what);
+}
+
+/* Reads more bytes into rbuf, keeping the unparsed ones. */
+static void fill(void)
+{
+    if (rpos) {
+        memmove(rbuf, rbuf + rpos, rend - rpos);
+        rend -= rpos;
+        rpos = 0;
+    }
+    if (rend == READ_BUFFER)
+        fail("a header longer than the read buffer");
+    for (;;) {
+        ssize_t r = read(conn_fd, rbuf + rend, READ_BUFFER - rend);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0)
+            fail("the server closed the connection");
+        if (r < 0)
+            die("read from the server");
+        rend += (size_t)r;
+        return;
+    }
+}
+
+/* The next line ending in "\r\n": its start, with *len its length without the "\r\n". */
+static const char *next_line(size_t *len)
+{
+    for (;;) {
+        char *nl = memmem(rbuf + rpos, rend - rpos, "\r\n", 2);
+        if (nl) {
+            const char *line = rbuf + rpos;
+            *len = (size_t)(nl - line);
+            rpos += *len + 2;
+            return line;
+        }
+        if (rend - rpos > MAX_LINE)
+            fail("a line longer than 64 KiB");
+        fill();
+    }
+}
+
+static void write_all(const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(conn_fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            die("write to the server");
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static char *body;      /* the last answer's body */
+static size_t body_cap; /* bytes allocated at body; grows only when an answer is larger */
+
+/* Reads one answer: status line, headers, then Content-Length bytes of body. Returns the body's length. */
+static size_t read_answer(void)
+{
+    size_t len;
+    const char *line = next_line(&len);
+    if (len < 12 || strncmp(line, "HTTP/1.1 200", 12) != 0) {
+        fprintf(stderr, "metrics_scrape: the server answered \"%.*s\"\n", (int)len, line);
+        exit(1);
+    }
+    long length = -1;
+    while ((line = next_line(&len)) && len > 0) {
+        if (len >= 15 && strncasecmp(line, "content-length:", 15) == 0)
+            length = strtol(line + 15, NULL, 10);
+        if (len >= 18 && strncasecmp(line, "transfer-encoding:", 18) == 0)
+            fail("the answer is chunked; this client reads only Content-Length bodies");
+        if (len >= 11 && strncasecmp(line, "connection:", 11) == 0 && memmem(line, len, "close", 5))
+            fail("the server closes the connection after this answer: no keep-alive");
+    }
+    if (length < 0 || length > MAX_BODY)
+        fail("the answer has no Content-Length, or one above 1 GiB");
+    if ((size_t)length > body_cap) {
+        free(body);
+        body_cap = (size_t)length;
+        body = malloc(body_cap);
+        if (!body)
+            die("out of memory");
+    }
+    size_t got = 0;
+    while (got < (size_t)length) {
+        if (rpos == rend) {
+            /* Large bodies go straight from the socket into place, not through rbuf. */
+            rpos = rend = 0;
+            ssize_t r = read(conn_fd, body + got, (size_t)length - got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r == 0)
+                fail("the server closed the connection in the middle of a body");
+            if (r < 0)
+                die("read from the server");
+            got += (size_t)r;
+            continue;
+        }
+        size_t take = rend - rpos < (size_t)length - got ? rend - rpos : (size_t)length - got;
+        memcpy(body + got, rbuf + rpos, take);
+        rpos += take;
+        got += take;
+    }
+    return (size_t)length;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double percentile(const double *sorted, size_t n, double p)
+{
+    size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
+    return sorted[i < n ? i : n - 1];
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: metrics_scrape scrape PORT PATH SCRAPES WARMUP BODY_OUT\n"
+                    "       metrics_scrape fds PID REPEATS\n");
+    exit(2);
+}
+
+static int list_fds(const char *pid, long repeats)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%s/fd", pid);
+    long entries = 0;
+    double cpu0 = cpu_s(), wall0 = now_us();
+    for (long i = 0; i < repeats; i++) {
+        DIR *d = opendir(path);
+        if (!d)
+            die(path);
+        entries = 0;
+        for (struct dirent *e; (e = readdir(d));)
+            entries += e->d_name[0] != '.';
+        closedir(d);
+    }
+    double wall_us = now_us() - wall0, cpu = cpu_s() - cpu0;
+    printf("{\"repeats\":%ld,\"entries\":%ld,\"us_per_listing\":%.2f,\"cpu_us_per_listing\":%.2f,\"cpu_s\":%.4f}\n",
+           repeats, entries, wall_us / (double)repeats, cpu * 1e6 / (double)repeats, cpu);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 4 && strcmp(argv[1], "fds") == 0) {
+        long repeats = atol(argv[3]);
+        if (atoi(argv[2]) <= 0 || repeats < 1)
+            usage();
+        return list_fds(argv[2], repeats);
+    }
+    if (argc != 7 || strcmp(argv[1], "scrape") != 0)
+        usage();
+    argv++; /* the scrape's arguments from argv[1] */
+    int port = atoi(argv[1]);
+    long scrapes = atol(argv[3]), warmup = atol(argv[4]);
+    if (port <= 0 || port > 65535 || scrapes < 1 || warmup < 0) {
+        fprintf(stderr, "metrics_scrape: bad PORT, or SCRAPES not positive, or WARMUP negative\n");
+        return 2;
+    }
+    char req[1024];
+    int req_len =
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n", argv[2]);
+    if (req_len < 0 || (size_t)req_len >= sizeof req)
+        fail("the request does not fit");
+    rbuf = malloc(READ_BUFFER);
+    double *times = malloc((size_t)scrapes * sizeof *times);
+    if (!rbuf || !times)
+        die("out of memory");
+
+    conn_fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (conn_fd < 0)
+        die("socket");
+    int one = 1;
+    setsockopt(conn_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(conn_fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        die("connect to 127.0.0.1");
+
+    double cpu0 = cpu_s(), wall0 = now_us();
+    size_t bytes = 0, bytes_min = (size_t)-1, bytes_max = 0;
+    for (long i = -warmup; i < scrapes; i++) {
+        double t0 = now_us();
+        write_all(req, (size_t)req_len);
+        bytes = read_answer();
+        double t = now_us() - t0;
+        if (i < 0)
+            continue;
+        times[i] = t;
+        bytes_min = bytes < bytes_min ? bytes : bytes_min;
+        bytes_max = bytes > bytes_max ? bytes : bytes_max;
+    }
+    double wall_s = (now_us() - wall0) * 1e-6, client_cpu_s = cpu_s() - cpu0;
+    close(conn_fd);
+
+    long lines = 0;
+    for (const char *p = body, *end = body + bytes; p < end && (p = memchr(p, '\n', (size_t)(end - p))); p++)
+        lines++;
+    FILE *f = fopen(argv[5], "wb");
+    if (!f || fwrite(body, 1, bytes, f) != bytes || fclose(f) != 0)
+        die(argv[5]);
+
+    qsort(times, (size_t)scrapes, sizeof *times, cmp_double);
+    size_t n = (size_t)scrapes;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += times[i];
+    printf("{\"scrapes\":%ld,\"scrapes_total\":%ld,\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,"
+           "\"min_us\":%.2f,\"max_us\":%.2f,\"mean_us\":%.2f,\"bytes\":%zu,\"bytes_min\":%zu,\"bytes_max\":%zu,"
+           "\"lines\":%ld,\"wall_s\":%.4f,\"cpu_s\":%.4f}\n",
+           scrapes, scrapes + warmup, percentile(times, n, 50), percentile(times, n, 90), percentile(times, n, 99),
+           times[0], times[n - 1], sum / (double)n, bytes, bytes_min, bytes_max, lines, wall_s, client_cpu_s);
+    free(times);
+    free(body);
+    free(rbuf);
+    return 0;
+}
