@@ -4,10 +4,11 @@
     BENCH_QUICK=1 make bench        # 1 s points, fewer repetitions: for development
     /usr/bin/python3 bench/bench.py # the same, without installing or building
 
-Runs the measurements of issues #4 and #10 (streaming) on this machine, side
-by side with the peers started here on loopback, writes build/bench/results.json, then
-docs/benchmarks.md and docs/bench-*.png from it (bench/report.py). Every
-process it starts is stopped before it exits, however it exits.
+Runs the measurements of issues #4, #10 (streaming) and #11 (GET /metrics)
+on this machine, side by side with the peers started here on loopback,
+writes build/bench/results.json, then docs/benchmarks.md and
+docs/bench-*.png from it (bench/report.py). Every process it starts is
+stopped before it exits, however it exits.
 Environment knobs are listed in bench/README.md.
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ SECTIONS = [
     ("recovery", "7. recovery after kill -9", M.recovery),
     ("idle", "8. idle cost", M.idle),
     ("streaming", "9. streaming", M.streaming),
+    ("metrics", "10. GET /metrics", M.metrics),
 ]
 
 

@@ -14,13 +14,14 @@ import json
 import os
 import pathlib
 import re
+import resource
 import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYTHON = "/usr/bin/python3"
@@ -303,6 +304,40 @@ def descendants(pid: int) -> List[int]:
         out.append(p)
         todo.extend(children.get(p, []))
     return out
+
+
+def proc_identity(pid: int) -> Optional[Tuple[int, int]]:
+    """(pid, its start time in clock ticks since boot): names one process even once
+    its pid is reused; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return pid, int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def still_running(identities: Iterable[Tuple[int, int]]) -> List[int]:
+    """The pids of those processes (from proc_identity) that still run, zombies left out."""
+    out = []
+    for pid, start in identities:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(rest[19]) == start and rest[0] != "Z":
+            out.append(pid)
+    return out
+
+
+def raise_fd_limit(need: int) -> int:
+    """Raises this process's soft limit on open files to need (its children inherit it),
+    as far as the hard limit allows; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
 
 
 def tree_cpu_s(pids: Iterable[int]) -> float:

@@ -1,4 +1,4 @@
-"""measure — the measurements of the benchmark suite (issue #4; streaming, issue #10).
+"""measure — the measurements of the benchmark suite (issue #4; streaming, #10; GET /metrics, #11).
 
 Each function starts what it needs (a corral daemon over a repository of
 bench-local model copies, a peer server), measures, stops it, and returns
@@ -11,6 +11,8 @@ import http.client
 import json
 import os
 import pathlib
+import re
+import resource
 import shutil
 import signal
 import socket
@@ -57,6 +59,11 @@ class Config:
         self.stream_requests = int(env.get("BENCH_STREAM_REQUESTS") or (500 if self.quick else 5000))
         self.stream_chunks = int(env.get("BENCH_STREAM_CHUNKS") or 100000)
         self.stream_rounds = int(env.get("BENCH_STREAM_ROUNDS") or (1 if self.quick else 5))
+        self.metrics_models = int(env.get("BENCH_METRICS_MODELS") or (20 if self.quick else 100))
+        self.metrics_instances = int(env.get("BENCH_METRICS_INSTANCES") or (4 if self.quick else 8))
+        self.metrics_scrapes = int(env.get("BENCH_METRICS_SCRAPES") or (30 if self.quick else 200))
+        self.metrics_requests = int(env.get("BENCH_METRICS_REQUESTS") or 4)
+        self.metrics_idle_s = float(env.get("BENCH_METRICS_IDLE") or (2 if self.quick else 5))
         self.restart_window_ms = 500
 
     def as_dict(self) -> dict:
@@ -1016,4 +1023,235 @@ def streaming(cfg: Config, ws: Workspace) -> dict:
     print(f"  {cfg.stream_chunks} events: corral {c['chunks_s']:,.0f}/s, bare pipe {b['chunks_s']:,.0f}/s "
           f"(bare ÷ corral {out['pipe']['bare_over_corral']:.2f}); the client's CPU "
           f"{c['cpu_s'] * 1e6 / c['end_us'] * 100:.0f}% of the request's time", flush=True)
+    return out
+
+
+# ---- 10. GET /metrics ----
+
+# What one echo-c instance (the worker and its guard) holds, with room to spare; measured at
+# about 2 MiB of the host's memory each. The section refuses to start more than the host can hold.
+METRICS_INSTANCE_BYTES = 4 << 20
+# Descriptors the daemon holds per instance (sockets, pipes, memfds: about 6), with room to spare.
+METRICS_INSTANCE_FDS = 8
+
+
+def metrics_repo(ws: Workspace, models: int, instances: int) -> Tuple[pathlib.Path, List[str]]:
+    """A repository of `models` copies of echo-c, each with `instances` instances loaded at start.
+
+    Each model directory gets its own copy of the binary: an entrypoint is a path inside the
+    model's directory, and separate models are separate files in any real repository."""
+    exe = EXAMPLES / "echo-c" / "echo-c"
+    if not exe.exists():
+        raise RuntimeError(f"{exe.relative_to(ROOT)} is missing; run `make build` first")
+    manifest = (f"# examples/models/echo-c (C SDK), {models} copies, all loaded at start.\n"
+                f"runtime: exec\nentrypoint: echo-c\ninstances: {instances}\nload: eager\nkeep_alive: -1\n")
+    repo = ws.path / "metrics" / "models"
+    repo.mkdir(parents=True)
+    names = [f"echo-c-{i:03d}" for i in range(models)]
+    for name in names:
+        (repo / name).mkdir()
+        shutil.copy2(exe, repo / name / "echo-c")
+        (repo / name / "model.yaml").write_text(manifest)
+    ws.manifests[f"{names[0]} … {names[-1]} (each)"] = manifest
+    return repo, names
+
+
+def wait_all_ready(d: H.Corral, models: int, instances: int, timeout: float) -> None:
+    def ready():
+        status, _, body = H.http_request(d.port, "GET", "/v1/models")
+        if status != 200:
+            raise RuntimeError(f"/v1/models answered {status}: {body[:300]!r}")
+        listed = json.loads(body)["models"]
+        bad = [m["name"] for m in listed if m["state"] == "failed"]
+        if bad:
+            raise RuntimeError(f"metrics: {len(bad)} models failed to load, {bad[0]} first: "
+                               f"{next(m['reason'] for m in listed if m['state'] == 'failed')}")
+        up = sum(1 for m in listed for i in m["instances"] if i["state"] == "ready")
+        return len(listed) == models and up == models * instances
+    H.wait_for(ready, timeout, f"{models * instances} instances to be ready", interval=0.5)
+
+
+def metrics_traffic(port: int, names: List[str], requests: int, elements: int) -> int:
+    """`requests` inferences and one streamed generate per model, over one keep-alive connection,
+    so that every histogram (time to first chunk included) has samples. Returns the requests sent."""
+    body = json_request(elements)
+    stream = chunks_request(3)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    sent = 0
+    try:
+        for name in names:
+            for path, data in [(f"/v2/models/{name}/infer", body)] * requests + [(STREAM_PATH.format(name), stream)]:
+                conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+                r = conn.getresponse()
+                answer = r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"POST {path} answered {r.status}: {answer[:300]!r}")
+                sent += 1
+    finally:
+        conn.close()
+    return sent
+
+
+def idle_cpu_rate(pid: int, seconds: float) -> float:
+    """The daemon's CPU seconds per second while nothing is asked of it (its timers)."""
+    c0, t0 = H.proc_cpu_s(pid), time.perf_counter()
+    time.sleep(seconds)
+    return (H.proc_cpu_s(pid) - c0) / (time.perf_counter() - t0)
+
+
+def exposition_check(text: str, names: List[str], instances: int, requests: int) -> dict:
+    """Counts the exposition's families and samples, and checks that it describes the whole
+    registry: every instance ready and with a resident memory figure, every request counted."""
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    families = sum(1 for line in text.splitlines() if line.startswith("# TYPE "))
+
+    def values(prefix: str) -> List[float]:
+        return [float(line.rsplit(" ", 1)[1]) for line in samples if line.startswith(prefix)]
+
+    ready = sum(float(s.rsplit(" ", 1)[1]) for s in samples
+                if s.startswith("corral_instances{") and 'state="ready"' in s)
+    rss = values("corral_instance_resident_memory_bytes{")
+    success = sum(values("nv_inference_request_success{"))
+    ttfc = values("corral_time_to_first_chunk_seconds_count{")
+    want = len(names) * instances
+    problems = []
+    if ready != want:
+        problems.append(f"{ready:g} instances ready for {want}")
+    if len(rss) != want or min(rss or [0]) <= 0:
+        problems.append(f"{len(rss)} resident-memory samples for {want} instances, the smallest {min(rss or [0]):g}")
+    if success != len(names) * (requests + 1):
+        problems.append(f"{success:g} successful requests counted for {len(names) * (requests + 1)} sent")
+    if len(ttfc) != len(names) or min(ttfc or [0]) < 1:
+        problems.append("a model without a first-chunk sample")
+    if problems:
+        raise RuntimeError("metrics: the exposition does not describe the registry: " + "; ".join(problems))
+    return {"families": families, "samples": len(samples), "instances_ready": ready, "rss_samples": len(rss),
+            "requests_counted": success}
+
+
+def promtool_check(body_file: pathlib.Path) -> Optional[dict]:
+    """`promtool check metrics` on the exposition: a parse error exits 1, lint findings alone 3
+    (one line each on stderr, naming the family). None without promtool."""
+    if not shutil.which("promtool"):
+        return None
+    argv = ["promtool", "check", "metrics"]
+    H.record("promtool check metrics (the last scrape's body on stdin)", argv)
+    with open(body_file, "rb") as f:
+        r = subprocess.run(argv, stdin=f, capture_output=True, text=True, timeout=120)
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    parse_errors = [line for line in lines if "error" in line.lower() and "parsing" in line.lower()]
+    findings = [line for line in lines if line not in parse_errors]
+    v = subprocess.run(["promtool", "--version"], capture_output=True, text=True, timeout=30)
+    m = re.search(r"version (\S+)", v.stdout + v.stderr)
+    version = m.group(1) if m else "?"
+    return {"version": version, "rc": r.returncode, "ok": r.returncode in (0, 3) and not parse_errors,
+            "parse_errors": parse_errors, "findings": len(findings),
+            "findings_nv": sum(1 for line in findings if line.startswith("nv_")),
+            "findings_other": [line for line in findings if not line.startswith("nv_")]}
+
+
+def metrics(cfg: Config, ws: Workspace) -> dict:
+    """Issue #11: GET /metrics over a large registry (models × instances echo-c workers, every
+    histogram with samples), scraped over one keep-alive connection: wall time per scrape, the
+    daemon's CPU per scrape (its idle CPU taken out), the exposition's size, and promtool's verdict."""
+    scrape = build_c_tool("metrics_scrape", [])
+    models, instances = cfg.metrics_models, cfg.metrics_instances
+    total = models * instances
+    avail = H.meminfo()["MemAvailable"]
+    if total * METRICS_INSTANCE_BYTES + (512 << 20) > avail:
+        need_mib = total * METRICS_INSTANCE_BYTES >> 20
+        raise RuntimeError(f"metrics: {total} instances need about {need_mib:,} MiB and {avail >> 20:,} MiB are "
+                           f"available; lower BENCH_METRICS_MODELS or BENCH_METRICS_INSTANCES")
+    fd_need = total * METRICS_INSTANCE_FDS + 1024
+    fd_limit = H.raise_fd_limit(fd_need)
+    if fd_limit != resource.RLIM_INFINITY and fd_limit < fd_need:
+        raise RuntimeError(f"metrics: {total} instances need about {fd_need} open files and the limit is {fd_limit}")
+    repo, names = metrics_repo(ws, models, instances)
+    body_file = ws.path / "metrics-body.txt"
+    mem0 = H.host_used()
+    out: Dict[str, object] = {"models": models, "instances": instances, "workers": total,
+                              "requests_per_model": cfg.metrics_requests, "scrapes": cfg.metrics_scrapes}
+    procs: List[Tuple[int, int]] = []
+    t0 = time.perf_counter()
+    d = H.Corral("metrics", repo, ws.logs)
+    try:
+        wait_all_ready(d, models, instances, max(60.0, total * 0.1))
+        out["startup_s"] = time.perf_counter() - t0
+        pids = H.descendants(d.pid)
+        procs = [ident for ident in map(H.proc_identity, pids) if ident]
+        out["processes"] = len(pids)
+        out["tree_rss"] = H.tree_rss(pids)
+        out["daemon_rss"] = H.proc_rss(d.pid)
+        out["host_used_delta"] = H.host_used() - mem0
+        out["daemon_fds"] = len(os.listdir(f"/proc/{d.pid}/fd"))
+        print(f"  {models} models × {instances} instances ready in {out['startup_s']:.1f} s: {len(pids)} processes, "
+              f"host memory +{out['host_used_delta'] / 2**20:,.0f} MiB", flush=True)
+
+        t = time.perf_counter()
+        out["requests_sent"] = metrics_traffic(d.port, names, cfg.metrics_requests, cfg.elements)
+        out["traffic_s"] = time.perf_counter() - t
+        time.sleep(1.5)  # a memory tick after the traffic, so every instance's figure is fresh
+
+        warm = max(cfg.metrics_scrapes // 10, 3)
+        idle_before = idle_cpu_rate(d.pid, cfg.metrics_idle_s)
+        H.record("metrics_scrape (GET /metrics over one keep-alive connection)",
+                 [str(scrape.relative_to(ROOT)), "scrape", "PORT", "/metrics", str(cfg.metrics_scrapes), str(warm),
+                  str(body_file)])
+        c0, w0 = H.proc_cpu_s(d.pid), time.perf_counter()
+        r = subprocess.run([str(scrape), "scrape", str(d.port), "/metrics", str(cfg.metrics_scrapes), str(warm),
+                            str(body_file)], capture_output=True, text=True, timeout=600)
+        daemon_cpu, wall = H.proc_cpu_s(d.pid) - c0, time.perf_counter() - w0
+        if r.returncode != 0:
+            raise RuntimeError(f"metrics_scrape: {r.stderr.strip()}")
+        sc = json.loads(r.stdout)
+        idle_after = idle_cpu_rate(d.pid, cfg.metrics_idle_s)
+        idle_rate = (idle_before + idle_after) / 2
+        n = sc["scrapes_total"]
+        sc["daemon_cpu_s"] = daemon_cpu
+        sc["run_wall_s"] = wall
+        sc["daemon_cpu_us_raw"] = daemon_cpu * 1e6 / n
+        sc["daemon_cpu_us"] = max(daemon_cpu - idle_rate * wall, 0.0) * 1e6 / n
+        sc["client_cpu_us"] = sc["cpu_s"] * 1e6 / n
+        out["scrape"] = sc
+        out["idle_cpu_rate"] = {"before": idle_before, "after": idle_after, "seconds": cfg.metrics_idle_s}
+        # One part of every scrape measured apart: the process_open_fds gauge lists /proc/self/fd,
+        # an entry per descriptor, and the daemon holds several per instance.
+        reps = max(cfg.metrics_scrapes // 2, 10)
+        H.record("metrics_scrape fds (list the daemon's /proc/PID/fd, as process_open_fds does)",
+                 [str(scrape.relative_to(ROOT)), "fds", "PID", str(reps)])
+        r = subprocess.run([str(scrape), "fds", str(d.pid), str(reps)], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"metrics_scrape fds: {r.stderr.strip()}")
+        out["fd_listing"] = json.loads(r.stdout)
+        out["exposition"] = exposition_check(body_file.read_text(), names, instances, cfg.metrics_requests)
+        out["promtool"] = promtool_check(body_file)
+        pt = out["promtool"]
+        print(f"  {n} scrapes ({sc['bytes']:,} bytes, {sc['lines']:,} lines): p50 {sc['p50_us'] / 1e3:.2f} ms, p90 "
+              f"{sc['p90_us'] / 1e3:.2f} ms, max {sc['max_us'] / 1e3:.2f} ms; daemon CPU "
+              f"{sc['daemon_cpu_us'] / 1e3:.2f} ms per scrape ({sc['daemon_cpu_us_raw'] / 1e3:.2f} ms before taking out its idle "
+              f"{idle_rate * 100:.2f}%); listing its {out['fd_listing']['entries']:,} descriptors alone "
+              f"{out['fd_listing']['cpu_us_per_listing'] / 1e3:.2f} ms; promtool: "
+              + ("not installed" if pt is None else
+                 f"{'no parse error' if pt['ok'] else 'PARSE ERROR'}, {pt['findings']} lint findings "
+                 f"({pt['findings_nv']} on nv_ names)"), flush=True)
+    finally:
+        # Whatever became of the section, every process below the daemon is known before it stops.
+        procs += [ident for ident in map(H.proc_identity, H.descendants(d.pid)) if ident and ident not in procs]
+        t = time.perf_counter()
+        d.stop()
+        # The daemon stops its workers before it exits; give any straggler a moment, then make sure.
+        try:
+            H.wait_for(lambda: not H.still_running(procs), 10, "corral's workers to exit", interval=0.1)
+            left: List[int] = []
+        except RuntimeError:
+            left = H.still_running(procs)
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        out["stop_s"] = time.perf_counter() - t
+    if left:
+        raise RuntimeError(f"metrics: {len(left)} of corral's {len(procs)} processes outlived it (killed now)")
+    print(f"  stopped with SIGTERM: all {len(procs)} processes gone in {out['stop_s']:.1f} s", flush=True)
     return out
