@@ -114,7 +114,6 @@ void metrics_executed(model_stats *s, uint64_t rows)
 
 /* ---- the exposition ---- */
 
-static const char *const fail_names[FAIL_REASONS] = {"REJECTED", "CANCELED", "BACKEND", "OTHER"};
 static const char *const restart_names[RESTART_CAUSES] = {"crash", "hang", "deadline", "memory"};
 
 static void family(sb *out, const char *name, const char *type, const char *help)
@@ -122,9 +121,13 @@ static void family(sb *out, const char *name, const char *type, const char *help
     sb_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* A label value as the exposition format escapes it. */
+/* A label value as the exposition format escapes it (model names never need it: model_name_valid). */
 static void label_value(sb *out, const char *v)
 {
+    if (!strpbrk(v, "\\\"\n")) {
+        sb_adds(out, v);
+        return;
+    }
     for (; *v; v++) {
         if (*v == '\\' || *v == '"')
             sb_addc(out, '\\');
@@ -136,37 +139,79 @@ static void label_value(sb *out, const char *v)
     }
 }
 
+/* name + suffix + {model="m" */
+static void series(sb *out, const char *name, const char *suffix, const char *model)
+{
+    sb_adds(out, name);
+    sb_adds(out, suffix);
+    sb_adds(out, "{model=\"");
+    label_value(out, model);
+}
+
 /* name{model="m",version="1"} (Triton's labels) followed by a space. */
 static void triton_sample(sb *out, const char *name, const char *model, const char *extra)
 {
-    sb_printf(out, "%s{model=\"", name);
-    label_value(out, model);
-    sb_printf(out, "\",version=\"1\"%s} ", extra ? extra : "");
+    series(out, name, "", model);
+    sb_adds(out, "\",version=\"1\"");
+    if (extra)
+        sb_adds(out, extra);
+    sb_adds(out, "} ");
 }
 
 static void u64_line(sb *out, uint64_t v)
 {
-    sb_printf(out, "%llu\n", (unsigned long long)v);
+    sb_u64(out, v);
+    sb_addc(out, '\n');
 }
 
-/* One histogram's samples; scale turns its unit into the exported one (1e-6: µs to seconds). */
-static void histogram_samples(sb *out, const char *name, const char *model, const histogram *h,
-                              const uint64_t *bounds, int nbounds, double scale)
+/* µs as seconds, exactly: "1.000250". */
+static void seconds_of_us(sb *out, uint64_t us)
+{
+    sb_u64(out, us / 1000000);
+    char frac[8];
+    snprintf(frac, sizeof frac, ".%06u", (unsigned)(us % 1000000));
+    sb_adds(out, frac);
+}
+
+/* The le="..." text of each bound, made once: formatting them is most of a scrape otherwise. */
+static char time_le[METRICS_TIME_BUCKETS][24], batch_le[METRICS_BATCH_BUCKETS][24];
+
+static void make_le_labels(void)
+{
+    if (time_le[0][0])
+        return;
+    for (int i = 0; i < METRICS_TIME_BUCKETS; i++)
+        snprintf(time_le[i], sizeof time_le[i], "%g", (double)metrics_time_bounds_us[i] / 1e6);
+    for (int i = 0; i < METRICS_BATCH_BUCKETS; i++)
+        snprintf(batch_le[i], sizeof batch_le[i], "%llu", (unsigned long long)metrics_batch_bounds[i]);
+}
+
+/* One histogram's samples; in_us: its unit is µs, exported in seconds (else a plain count). */
+static void histogram_samples(sb *out, const char *name, const char *model, const histogram *h, int nbounds,
+                              int in_us)
 {
     uint64_t cumulative = 0;
     for (int i = 0; i < nbounds; i++) {
         cumulative += h->bucket[i];
-        sb_printf(out, "%s_bucket{model=\"", name);
-        label_value(out, model);
-        sb_printf(out, "\",le=\"%.17g\"} %llu\n", (double)bounds[i] * scale, (unsigned long long)cumulative);
+        series(out, name, "_bucket", model);
+        sb_adds(out, "\",le=\"");
+        sb_adds(out, in_us ? time_le[i] : batch_le[i]);
+        sb_adds(out, "\"} ");
+        u64_line(out, cumulative);
     }
-    sb_printf(out, "%s_bucket{model=\"", name);
-    label_value(out, model);
-    sb_printf(out, "\",le=\"+Inf\"} %llu\n%s_sum{model=\"", (unsigned long long)h->count, name);
-    label_value(out, model);
-    sb_printf(out, "\"} %.17g\n%s_count{model=\"", (double)h->sum * scale, name);
-    label_value(out, model);
-    sb_printf(out, "\"} %llu\n", (unsigned long long)h->count);
+    series(out, name, "_bucket", model);
+    sb_adds(out, "\",le=\"+Inf\"} ");
+    u64_line(out, h->count);
+    series(out, name, "_sum", model);
+    sb_adds(out, "\"} ");
+    if (in_us)
+        seconds_of_us(out, h->sum);
+    else
+        sb_u64(out, h->sum);
+    sb_addc(out, '\n');
+    series(out, name, "_count", model);
+    sb_adds(out, "\"} ");
+    u64_line(out, h->count);
 }
 
 typedef uint64_t (*stat_fn)(const model *m, const model_stats *s);
@@ -200,13 +245,23 @@ static void process_families(sb *out)
     procfs_rss(getpid(), &rss);
     family(out, "process_resident_memory_bytes", "gauge", "The daemon's resident memory (its workers not included).");
     sb_printf(out, "process_resident_memory_bytes %llu\n", (unsigned long long)rss);
-    long fds = 0;
-    DIR *d = opendir("/proc/self/fd");
-    for (struct dirent *e; d && (e = readdir(d));)
-        fds += e->d_name[0] != '.';
-    if (d) {
-        closedir(d);
-        fds--; /* the directory's own descriptor */
+    /* Counted at most once a second: with hundreds of workers the listing costs more than the rest. */
+    static long fds;
+    static uint64_t fds_at_ms;
+    struct timespec mono;
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    uint64_t now = (uint64_t)mono.tv_sec * 1000 + (uint64_t)mono.tv_nsec / 1000000;
+    if (!fds_at_ms || now - fds_at_ms >= 1000) {
+        long n = 0;
+        DIR *d = opendir("/proc/self/fd");
+        for (struct dirent *e; d && (e = readdir(d));)
+            n += e->d_name[0] != '.';
+        if (d) {
+            closedir(d);
+            n--; /* the directory's own descriptor */
+        }
+        fds = n;
+        fds_at_ms = now;
     }
     family(out, "process_open_fds", "gauge", "Open file descriptors of the daemon.");
     sb_printf(out, "process_open_fds %ld\n", fds);
@@ -221,16 +276,17 @@ static void process_families(sb *out)
 
 void metrics_render(sb *out)
 {
+    make_le_labels();
     triton_family(out, "nv_inference_request_success", "counter",
                   "Number of successful inference requests, all batch sizes.", get_success);
     family(out, "nv_inference_request_failure", "counter",
            "Number of failed inference requests, all batch sizes, by reason.");
     for (model *m = model_next(NULL); m; m = model_next(m)) {
         const model_stats *s = model_stats_get(m);
+        static const char *const reason_labels[FAIL_REASONS] = {
+            ",reason=\"REJECTED\"", ",reason=\"CANCELED\"", ",reason=\"BACKEND\"", ",reason=\"OTHER\""};
         for (int r = 0; r < FAIL_REASONS; r++) {
-            char extra[40];
-            snprintf(extra, sizeof extra, ",reason=\"%s\"", fail_names[r]);
-            triton_sample(out, "nv_inference_request_failure", model_name(m), extra);
+            triton_sample(out, "nv_inference_request_failure", model_name(m), reason_labels[r]);
             u64_line(out, s->fail[r]);
         }
     }
@@ -248,7 +304,8 @@ void metrics_render(sb *out)
     family(out, "nv_model_load_duration_secs", "gauge", "How long the model's last load took, in seconds.");
     for (model *m = model_next(NULL); m; m = model_next(m)) {
         triton_sample(out, "nv_model_load_duration_secs", model_name(m), NULL);
-        sb_printf(out, "%.6f\n", model_stats_get(m)->load_seconds);
+        seconds_of_us(out, (uint64_t)(model_stats_get(m)->load_seconds * 1e6 + 0.5));
+        sb_addc(out, '\n');
     }
 
     static const struct {
@@ -268,28 +325,29 @@ void metrics_render(sb *out)
         family(out, hists[k].name, "histogram", hists[k].help);
         for (model *m = model_next(NULL); m; m = model_next(m)) {
             const histogram *h = (const histogram *)((const char *)model_stats_get(m) + hists[k].offset);
-            histogram_samples(out, hists[k].name, model_name(m), h, metrics_time_bounds_us, METRICS_TIME_BUCKETS,
-                              1e-6);
+            histogram_samples(out, hists[k].name, model_name(m), h, METRICS_TIME_BUCKETS, 1);
         }
     }
     family(out, "corral_batch_size", "histogram", "Rows per model execution (1 for every request until batching).");
     for (model *m = model_next(NULL); m; m = model_next(m))
-        histogram_samples(out, "corral_batch_size", model_name(m), &model_stats_get(m)->batch, metrics_batch_bounds,
-                          METRICS_BATCH_BUCKETS, 1);
+        histogram_samples(out, "corral_batch_size", model_name(m), &model_stats_get(m)->batch, METRICS_BATCH_BUCKETS,
+                          0);
 
     family(out, "corral_model_state", "gauge", "1 for the state each model is in, 0 for the others.");
     for (model *m = model_next(NULL); m; m = model_next(m)) {
         for (int st = MODEL_UNLOADED; st <= MODEL_FAILED; st++) {
-            sb_adds(out, "corral_model_state{model=\"");
-            label_value(out, model_name(m));
-            sb_printf(out, "\",state=\"%s\"} %d\n", model_state_name((model_state)st), (int)model_get_state(m) == st);
+            series(out, "corral_model_state", "", model_name(m));
+            sb_adds(out, "\",state=\"");
+            sb_adds(out, model_state_name((model_state)st));
+            sb_adds(out, "\"} ");
+            u64_line(out, (int)model_get_state(m) == st);
         }
     }
     family(out, "corral_queue_depth", "gauge", "Requests waiting in the model's queue.");
     for (model *m = model_next(NULL); m; m = model_next(m)) {
-        sb_adds(out, "corral_queue_depth{model=\"");
-        label_value(out, model_name(m));
-        sb_printf(out, "\"} %zu\n", model_queue_depth(m));
+        series(out, "corral_queue_depth", "", model_name(m));
+        sb_adds(out, "\"} ");
+        u64_line(out, model_queue_depth(m));
     }
     family(out, "corral_instances", "gauge", "The model's instances by state.");
     for (model *m = model_next(NULL); m; m = model_next(m)) {
@@ -299,18 +357,21 @@ void metrics_render(sb *out)
         for (int i = 0; i < n; i++)
             count[slots[i]->state]++;
         for (int st = INST_IDLE; st <= INST_STOPPING; st++) {
-            sb_adds(out, "corral_instances{model=\"");
-            label_value(out, model_name(m));
-            sb_printf(out, "\",state=\"%s\"} %d\n", inst_state_name((inst_state)st), count[st]);
+            series(out, "corral_instances", "", model_name(m));
+            sb_adds(out, "\",state=\"");
+            sb_adds(out, inst_state_name((inst_state)st));
+            sb_adds(out, "\"} ");
+            u64_line(out, (uint64_t)count[st]);
         }
     }
     family(out, "corral_instance_restarts_total", "counter", "Worker processes restarted, by cause.");
     for (model *m = model_next(NULL); m; m = model_next(m)) {
         for (int c = 0; c < RESTART_CAUSES; c++) {
-            sb_adds(out, "corral_instance_restarts_total{model=\"");
-            label_value(out, model_name(m));
-            sb_printf(out, "\",cause=\"%s\"} %llu\n", restart_names[c],
-                      (unsigned long long)model_stats_get(m)->restarts[c]);
+            series(out, "corral_instance_restarts_total", "", model_name(m));
+            sb_adds(out, "\",cause=\"");
+            sb_adds(out, restart_names[c]);
+            sb_adds(out, "\"} ");
+            u64_line(out, model_stats_get(m)->restarts[c]);
         }
     }
     family(out, "corral_instance_resident_memory_bytes", "gauge",
@@ -321,9 +382,11 @@ void metrics_render(sb *out)
         for (int i = 0; i < n; i++) {
             if (slots[i]->state == INST_IDLE)
                 continue;
-            sb_adds(out, "corral_instance_resident_memory_bytes{model=\"");
-            label_value(out, model_name(m));
-            sb_printf(out, "\",instance=\"%d\"} %llu\n", slots[i]->id, (unsigned long long)slots[i]->rss_bytes);
+            series(out, "corral_instance_resident_memory_bytes", "", model_name(m));
+            sb_adds(out, "\",instance=\"");
+            sb_u64(out, (uint64_t)slots[i]->id);
+            sb_adds(out, "\"} ");
+            u64_line(out, slots[i]->rss_bytes);
         }
     }
     process_families(out);

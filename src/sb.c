@@ -73,6 +73,20 @@ void sb_addc(sb *b, char c)
     b->len++;
 }
 
+void sb_u64(sb *b, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    char *p = sb_reserve(b, n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    b->len += n;
+}
+
 void sb_printf(sb *b, const char *fmt, ...)
 {
     va_list ap;
