@@ -194,6 +194,8 @@ def _object_array(items: List[Any], shape: Sequence[int]) -> Any:
 
 # ---------------------------------------------------------------- decoding
 
+_U32 = struct.Struct("<I")
+
 
 def _decode_fixed_list(datatype: str, count: int, raw: memoryview) -> List[Any]:
     if datatype == "BF16":
@@ -243,16 +245,19 @@ def _check_shape(name: str, shape: Any) -> List[int]:
     return shape
 
 
-def decode_inputs(specs: Any, data: memoryview) -> Dict[str, Any]:
-    """The INFER meta's ``inputs`` list and the data after it -> name -> tensor.
+def check_inputs(specs: Any, data: memoryview) -> List[Tuple[str, str, List[int], memoryview]]:
+    """The INFER meta's ``inputs`` list and the data after it -> (name, datatype, shape, raw) per input.
 
-    Raises BadRequest when the list does not describe the data exactly.
+    Checks the descriptions and that their sizes cover the data exactly; each
+    tensor's own bytes are checked when it is decoded (decode_tensor). Raises
+    BadRequest.
     """
     if specs is None:
         specs = []
     if not isinstance(specs, list):
         raise BadRequest("'inputs' must be a list")
-    inputs: Dict[str, Any] = {}
+    checked: List[Tuple[str, str, List[int], memoryview]] = []
+    names = set()
     offset = 0
     for spec in specs:
         if not isinstance(spec, dict):
@@ -260,8 +265,9 @@ def decode_inputs(specs: Any, data: memoryview) -> Dict[str, Any]:
         name = spec.get("name")
         if not isinstance(name, str) or not name:
             raise BadRequest("an input has no name")
-        if name in inputs:
+        if name in names:
             raise BadRequest(f"input {name!r} appears twice")
+        names.add(name)
         datatype = spec.get("datatype")
         if datatype not in DATATYPES:
             raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}")
@@ -271,11 +277,53 @@ def decode_inputs(specs: Any, data: memoryview) -> Dict[str, Any]:
             raise BadRequest(f"input {name!r}: 'size' must be a non-negative integer")
         if offset + size > len(data):
             raise BadRequest(f"input {name!r}: size {size} runs past the request's data")
-        inputs[name] = decode_tensor(name, datatype, shape, data[offset : offset + size])
+        checked.append((name, datatype, shape, data[offset : offset + size]))
         offset += size
     if offset != len(data):
         raise BadRequest(f"the request carries {len(data) - offset} bytes of data beyond its inputs")
-    return inputs
+    return checked
+
+
+def decode_inputs(specs: Any, data: memoryview) -> Dict[str, Any]:
+    """The INFER meta's ``inputs`` list and the data after it -> name -> tensor.
+
+    Raises BadRequest when the list does not describe the data exactly.
+    """
+    return {name: decode_tensor(name, datatype, shape, raw) for name, datatype, shape, raw in check_inputs(specs, data)}
+
+
+def split_rows(name: str, datatype: str, shape: Sequence[int], raw: memoryview, rows: Sequence[int]) -> List[memoryview]:
+    """A tensor's raw data cut along dimension 0 into pieces of ``rows[i]`` rows: views, no copy.
+
+    shape[0] must be sum(rows). Fixed-size data is cut by byte counts, BYTES
+    data walked element by element; either raises BadRequest when the data
+    does not hold exactly its shape's elements.
+    """
+    assert shape and shape[0] == sum(rows), "split_rows needs rows that add up to dimension 0"
+    per_row = _element_count(shape[1:])
+    pieces: List[memoryview] = []
+    offset = 0
+    if datatype != "BYTES":
+        row_bytes = per_row * ITEM_SIZE[datatype]
+        if len(raw) != shape[0] * row_bytes:
+            raise BadRequest(f"tensor {name!r}: {datatype} {list(shape)} needs {shape[0] * row_bytes} bytes, got {len(raw)}")
+        for count in rows:
+            pieces.append(raw[offset : offset + count * row_bytes])
+            offset += count * row_bytes
+        return pieces
+    end = len(raw)
+    for count in rows:
+        start = offset
+        for _ in range(count * per_row):
+            if offset + 4 > end:
+                raise BadRequest(f"tensor {name!r}: BYTES element length runs past the tensor's data")
+            offset += 4 + _U32.unpack_from(raw, offset)[0]
+            if offset > end:
+                raise BadRequest(f"tensor {name!r}: BYTES element runs past the tensor's data")
+        pieces.append(raw[start:offset])
+    if offset != end:
+        raise BadRequest(f"tensor {name!r}: {end - offset} bytes of BYTES data beyond its {shape} elements")
+    return pieces
 
 
 # ---------------------------------------------------------------- encoding
