@@ -41,6 +41,7 @@ HELLO, LOAD, READY = 0x01, 0x02, 0x03
 INFER, INFER_RESULT, GENERATE, GENERATE_RESULT = 0x10, 0x11, 0x12, 0x13
 CANCEL, BATCH, CREDIT = 0x16, 0x17, 0x18
 ERROR, PING, PONG, SHUTDOWN = 0x1F, 0x20, 0x21, 0x22
+SHM = 0x30  # reserved: no version-1 peer sends it
 
 READ_TIMEOUT_S = 10.0
 TEST_DEADLINE_S = 60
@@ -820,7 +821,7 @@ def test_concurrency_1_serialises_requests(spawn: Any) -> None:
     "frame",
     [
         pytest.param(dict(frame_type=0x7F), id="unknown-type"),
-        pytest.param(dict(frame_type=BATCH, frame_id=1), id="reserved-type"),
+        pytest.param(dict(frame_type=SHM), id="reserved-type"),
         pytest.param(dict(frame_type=CANCEL, frame_id=1, body=b"x"), id="cancel-with-body"),
         pytest.param(dict(frame_type=CREDIT, frame_id=1, body=b"\x01\x00"), id="credit-of-2-bytes"),
         pytest.param(dict(frame_type=CANCEL, frame_id=0), id="cancel-id-0"),
@@ -1141,3 +1142,386 @@ def test_an_exception_mid_stream_is_an_error_after_the_chunks(spawn: Any) -> Non
     d.expect(CHUNK, 1)
     err = json.loads(d.expect(ERROR, 1))
     assert err["status"] == 500 and err["message"] == "ValueError: broke"
+
+
+
+# ------------------------------------------------------------------ batches (BATCH)
+
+CONCAT = """
+import json, os, time
+import corral
+
+def renamed(name):
+    return "OUTPUT" + name[5:] if name.startswith("INPUT") else name
+
+class Concat(corral.Model):
+    def load(self, ctx):
+        self.calls = os.path.join(ctx.model_dir, "calls.jsonl")
+
+    def infer(self, request):
+        if request.parameters.get("wait"):  # until CANCEL, at most 5 s
+            deadline = time.monotonic() + 5
+            while not request.cancelled and time.monotonic() < deadline:
+                time.sleep(0.01)
+        with open(self.calls, "a") as f:
+            f.write(json.dumps({
+                "batch_sizes": request.batch_sizes, "batch_ids": request.batch_ids,
+                "batch_parameters": request.batch_parameters, "id": request.id,
+                "parameters": request.parameters, "outputs": request.outputs,
+                "cancelled": request.cancelled,
+                "shapes": {n: list(v.shape) for n, v in request.inputs.items()},
+            }) + "\\n")
+        out = {renamed(n): v for n, v in request.inputs.items()}
+        out["EXTRA"] = list(range(sum(request.batch_sizes)))
+        return out
+
+if __name__ == "__main__":
+    corral.run(Concat)
+"""
+
+PER_REQUEST = """
+import json, os, time
+import corral
+
+def renamed(name):
+    return "OUTPUT" + name[5:] if name.startswith("INPUT") else name
+
+class Classifier(corral.Model):
+    def load(self, ctx):
+        self.calls = os.path.join(ctx.model_dir, "calls.jsonl")
+
+    def infer_batch(self, requests):
+        first = requests[0].parameters
+        if first.get("raise") == "bad":
+            raise corral.BadRequest("the whole batch is bad")
+        if first.get("raise") == "boom":
+            raise ValueError("batch kaboom")
+        if first.get("short"):
+            return [{} for _ in requests[1:]]
+        if first.get("not_list"):
+            return {"OUTPUT0": [1]}
+        if first.get("wait"):  # until CANCEL, at most 5 s
+            deadline = time.monotonic() + 5
+            while not all(r.cancelled for r in requests) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        seen, results = [], []
+        for r in requests:
+            x = r.inputs.get("INPUT0")
+            seen.append({
+                "id": r.id, "parameters": r.parameters, "outputs": r.outputs,
+                "batch_sizes": r.batch_sizes, "cancelled": r.cancelled,
+                "shapes": {n: list(v.shape) for n, v in r.inputs.items()},
+                "types": {n: type(v).__name__ for n, v in r.inputs.items()},
+                "view": (not x.flags.owndata) if hasattr(x, "flags") else None,
+            })
+            if r.parameters.get("bad"):
+                results.append(corral.BadRequest(f"request {r.id}: bad input"))
+            elif r.parameters.get("boom"):
+                results.append(ValueError("kaboom"))
+            elif r.parameters.get("not_dict"):
+                results.append([1, 2])
+            else:
+                results.append({renamed(n): v for n, v in r.inputs.items()})
+        with open(self.calls, "a") as f:
+            f.write(json.dumps(seen) + "\\n")
+        return results
+
+if __name__ == "__main__":
+    corral.run(Classifier)
+"""
+
+# Three requests of 2, 1 and 3 rows, concatenated: INPUT0 FP32 [6, 2], INPUT1 BYTES [6].
+BATCH_ROWS = [2, 1, 3]
+X_VALUES = [float(v) for v in range(12)]
+Y_VALUES = [b"a", b"bb", b"", b"dddd", "\u00e9".encode(), b"f"]
+BATCH_INPUTS = [
+    ("INPUT0", "FP32", [6, 2], tensor_raw("FP32", X_VALUES)),
+    ("INPUT1", "BYTES", [6], tensor_raw("BYTES", Y_VALUES)),
+]
+
+
+def x_rows(start: int, count: int) -> bytes:
+    return tensor_raw("FP32", X_VALUES[2 * start : 2 * (start + count)])
+
+
+def y_rows(start: int, count: int) -> bytes:
+    return tensor_raw("BYTES", Y_VALUES[start : start + count])
+
+
+def batch_entry(request_id: int, rows: int, **fields: Any) -> Dict[str, Any]:
+    return {"id": request_id, "client_id": f"client-{request_id}", "rows": rows, "parameters": {}, **fields}
+
+
+def batch_meta(entries: Any, inputs: Sequence[Tuple[str, str, List[int], bytes]] = BATCH_INPUTS) -> Dict[str, Any]:
+    meta: Dict[str, Any] = {"inputs": [{"name": n, "datatype": t, "shape": s, "size": len(raw)} for n, t, s, raw in inputs]}
+    if entries is not None:
+        meta["batch"] = entries
+    return meta
+
+
+def send_batch(d: FakeDaemon, frame_id: int, entries: Any,
+               inputs: Sequence[Tuple[str, str, List[int], bytes]] = BATCH_INPUTS, flags: int = 0) -> None:
+    data = b"".join(raw for _, _, _, raw in inputs)
+    if flags & SHM_DATA:
+        d.region_write(data)
+        d.send(BATCH, frame_id, body_with_meta(batch_meta(entries, inputs)), flags=flags)
+    else:
+        d.send(BATCH, frame_id, body_with_meta(batch_meta(entries, inputs), data), flags=flags)
+
+
+def parse_results(body: bytes) -> List[Dict[str, Any]]:
+    """A {"results": [...]} INFER_RESULT -> per request, its tensors by name or {"error": body}."""
+    meta, data = split_meta(body)
+    assert list(meta) == ["results"]
+    results: List[Dict[str, Any]] = []
+    offset = 0
+    for entry in meta["results"]:
+        if "error" in entry:
+            assert list(entry) == ["error"]
+            results.append(entry)
+            continue
+        tensors = {}
+        for spec in entry["outputs"]:
+            tensors[spec["name"]] = (spec["datatype"], spec["shape"], data[offset : offset + spec["size"]])
+            offset += spec["size"]
+        results.append(tensors)
+    assert offset == len(data), "the results' sizes must add up to the data"
+    return results
+
+
+def calls(tmp_path: Path) -> List[Any]:
+    return [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+
+
+def test_hello_says_the_sdk_batches(spawn: Any) -> None:
+    d = spawn()
+    assert json.loads(d.expect(HELLO, 0))["batch"] is True
+
+
+def test_a_batch_comes_whole_to_infer(spawn: Any, tmp_path: Path) -> None:
+    d = spawn(CONCAT)
+    d.start()
+    entries = [batch_entry(11, 2, parameters={"k": 1}, outputs=["OUTPUT1"]),
+               batch_entry(12, 1),
+               batch_entry(13, 3, parameters={"k": 3})]
+    send_batch(d, 100, entries)
+    out = parse_tensors(d.expect(INFER_RESULT, 100))  # one answer, all rows: the daemon splits them
+    assert out == {
+        "OUTPUT0": ("FP32", [6, 2], BATCH_INPUTS[0][3]),
+        "OUTPUT1": ("BYTES", [6], BATCH_INPUTS[1][3]),
+        "EXTRA": ("INT64", [6], tensor_raw("INT64", list(range(6)))),
+    }
+    seen = calls(tmp_path)[0]
+    assert seen == {
+        "batch_sizes": BATCH_ROWS,
+        "batch_ids": ["client-11", "client-12", "client-13"],
+        "batch_parameters": [{"k": 1}, {}, {"k": 3}],
+        "id": "client-11",  # the first request's
+        "parameters": {"k": 1},
+        "outputs": None,  # request 12 asked for all
+        "cancelled": False,
+        "shapes": {"INPUT0": [6, 2], "INPUT1": [6]},
+    }
+    # Every request names its outputs: the union, in order of first mention, and only it.
+    send_batch(d, 101, [batch_entry(14, 2, outputs=["OUTPUT1"]), batch_entry(15, 4, outputs=["EXTRA", "OUTPUT1"])])
+    out = parse_tensors(d.expect(INFER_RESULT, 101))
+    assert list(out) == ["OUTPUT1", "EXTRA"]
+    assert calls(tmp_path)[1]["outputs"] == ["OUTPUT1", "EXTRA"]
+
+
+def test_a_single_infer_has_batch_sizes_too(spawn: Any, tmp_path: Path) -> None:
+    d = spawn(CONCAT)
+    d.start()
+    d.infer(1, [ALL_INPUTS[0]], parameters={"k": 1})  # FP32 [2, 3]
+    d.infer(2)  # no inputs: one request of one row
+    d.infer(3, [ALL_INPUTS[-1]])  # a scalar
+    first, second, third = calls(tmp_path)
+    assert first["batch_sizes"] == [2]
+    assert first["batch_ids"] == ["req-1"] and first["batch_parameters"] == [{"k": 1}]
+    assert second["batch_sizes"] == [1] and third["batch_sizes"] == [1]
+
+
+def test_a_batch_request_asking_for_a_missing_output_fails_alone(spawn: Any) -> None:
+    d = spawn(CONCAT)
+    d.start()
+    send_batch(d, 100, [batch_entry(11, 2, outputs=["OUTPUT0"]),
+                        batch_entry(12, 1, outputs=["NOPE"]),
+                        batch_entry(13, 3)])
+    first, second, third = parse_results(d.expect(INFER_RESULT, 100))
+    assert first == {"OUTPUT0": ("FP32", [2, 2], x_rows(0, 2))}
+    assert second["error"]["status"] == 400 and "NOPE" in second["error"]["message"]
+    assert third == {
+        "OUTPUT0": ("FP32", [3, 2], x_rows(3, 3)),
+        "OUTPUT1": ("BYTES", [3], y_rows(3, 3)),
+        "EXTRA": ("INT64", [3], tensor_raw("INT64", [3, 4, 5])),
+    }
+
+
+def test_infer_batch_gets_each_request_and_one_error_fails_only_it(spawn: Any, tmp_path: Path) -> None:
+    d = spawn(PER_REQUEST)
+    d.start()
+    x = ("INPUT0", "FP32", [7, 2], tensor_raw("FP32", X_VALUES + [12.0, 13.0]))
+    y = ("INPUT1", "BYTES", [7], tensor_raw("BYTES", Y_VALUES + [b"g"]))
+    entries = [batch_entry(11, 2, parameters={"k": 1}),
+               batch_entry(12, 1, parameters={"bad": True}),
+               batch_entry(13, 3, outputs=["OUTPUT1"]),
+               batch_entry(14, 1, parameters={"boom": True})]
+    send_batch(d, 100, entries, [x, y])
+    results = parse_results(d.expect(INFER_RESULT, 100))
+    assert results == [
+        {"OUTPUT0": ("FP32", [2, 2], x_rows(0, 2)), "OUTPUT1": ("BYTES", [2], y_rows(0, 2))},
+        {"error": {"type": "BadRequest", "message": "request client-12: bad input", "status": 400}},
+        {"OUTPUT1": ("BYTES", [3], y_rows(3, 3))},
+        {"error": {"type": "ValueError", "message": "ValueError: kaboom", "status": 500}},
+    ]
+    seen = calls(tmp_path)[0]
+    assert [r["id"] for r in seen] == ["client-11", "client-12", "client-13", "client-14"]
+    assert [r["batch_sizes"] for r in seen] == [[2], [1], [3], [1]]
+    assert [r["shapes"] for r in seen] == [{"INPUT0": [n, 2], "INPUT1": [n]} for n in (2, 1, 3, 1)]
+    assert [r["parameters"] for r in seen] == [{"k": 1}, {"bad": True}, {}, {"boom": True}]
+    assert [r["outputs"] for r in seen] == [None, None, ["OUTPUT1"], None]
+    plain = "ndarray" if d.numpy else "Tensor"
+    assert all(r["types"] == {"INPUT0": plain, "INPUT1": plain} for r in seen)
+    if d.numpy:
+        assert all(r["view"] for r in seen), "each request's inputs are views of the batch's data"
+    assert "ValueError: kaboom" in d.log()  # a 500 leaves its traceback in the log
+    # a result that is not a dict fails its own request too
+    send_batch(d, 101, [batch_entry(15, 2, parameters={"not_dict": True}), batch_entry(16, 4)])
+    first, second = parse_results(d.expect(INFER_RESULT, 101))
+    assert first["error"]["status"] == 500 and first["error"]["type"] == "TypeError"
+    assert second == {"OUTPUT0": ("FP32", [4, 2], x_rows(2, 4)), "OUTPUT1": ("BYTES", [4], y_rows(2, 4))}
+
+
+def test_infer_batch_failures_that_fail_the_whole_batch(spawn: Any) -> None:
+    d = spawn(PER_REQUEST)
+    d.start()
+    cases = [
+        ({"raise": "bad"}, {"type": "BadRequest", "message": "the whole batch is bad", "status": 400}),
+        ({"raise": "boom"}, {"type": "ValueError", "message": "ValueError: batch kaboom", "status": 500}),
+    ]
+    for frame_id, (parameters, error) in enumerate(cases, start=100):
+        send_batch(d, frame_id, [batch_entry(frame_id * 10, 2, parameters=parameters), batch_entry(frame_id * 10 + 1, 4)])
+        assert json.loads(d.expect(ERROR, frame_id)) == error
+    send_batch(d, 200, [batch_entry(1, 2, parameters={"short": True}), batch_entry(2, 1), batch_entry(3, 3)])
+    err = json.loads(d.expect(ERROR, 200))
+    assert err["status"] == 500 and "2 results for a batch of 3 requests" in err["message"]
+    send_batch(d, 201, [batch_entry(4, 2, parameters={"not_list": True}), batch_entry(5, 4)])
+    err = json.loads(d.expect(ERROR, 201))
+    assert err["status"] == 500 and "list" in err["message"]
+    # Inputs whose description is wrong fail the batch with 400, as they fail an INFER.
+    bad = [("INPUT0", "COMPLEX64", [6], b"\0" * 48)]
+    send_batch(d, 202, [batch_entry(6, 2), batch_entry(7, 4)], bad)
+    assert json.loads(d.expect(ERROR, 202))["status"] == 400
+    short = [("INPUT1", "BYTES", [6], tensor_raw("BYTES", Y_VALUES[:5]))]
+    send_batch(d, 203, [batch_entry(8, 2), batch_entry(9, 4)], short)
+    assert json.loads(d.expect(ERROR, 203))["status"] == 400
+    send_batch(d, 204, [batch_entry(10, 6)])  # and the instance still serves
+    assert parse_results(d.expect(INFER_RESULT, 204))[0]["OUTPUT0"] == ("FP32", [6, 2], BATCH_INPUTS[0][3])
+
+
+def test_a_batch_for_a_model_without_infer(spawn: Any) -> None:
+    d = spawn(GENERATE_ONLY)
+    d.start()
+    send_batch(d, 100, [batch_entry(1, 2), batch_entry(2, 4)])
+    assert json.loads(d.expect(ERROR, 100)) == {
+        "type": "BadRequest", "message": "model probe does not implement infer", "status": 400}
+
+
+@pytest.mark.parametrize("health", [False, True], ids=["executor", "inline"])
+@pytest.mark.parametrize("model", ["concat", "per-request"])
+def test_cancel_of_a_batch_reaches_every_request(spawn: Any, tmp_path: Path, health: bool, model: str) -> None:
+    d = spawn(CONCAT if model == "concat" else PER_REQUEST, health=health)
+    d.start()
+    send_batch(d, 100, [batch_entry(11, 2, parameters={"wait": True}), batch_entry(12, 1), batch_entry(13, 3)])
+    time.sleep(0.2)
+    started = time.monotonic()
+    if health:  # inline mode: the reader is busy with the batch, CANCEL comes on the health socket
+        assert d.health is not None
+        d.health.sendall(HEADER.pack(0, 1, CANCEL, 0, 100))
+    else:
+        d.send(CANCEL, 100)
+    d.expect(INFER_RESULT, 100)  # one final frame, as for any request
+    assert time.monotonic() - started < 3.0, "the model did not see the cancel"
+    seen = calls(tmp_path)[0]
+    if model == "concat":
+        assert seen["cancelled"] is True
+    else:
+        assert [r["cancelled"] for r in seen] == [True, True, True]
+
+
+def test_a_batch_through_shared_memory(spawn: Any) -> None:
+    d = spawn(CONCAT, health=True, shm=True)
+    d.start()
+    values = [float(i % 251) for i in range(4 * 65536)]  # 4 rows of 256 KiB: 1 MiB
+    raw = tensor_raw("FP32", values)
+    inputs = [("INPUT0", "FP32", [4, 65536], raw)]
+    send_batch(d, 100, [batch_entry(1, 1, outputs=["OUTPUT0"]), batch_entry(2, 3, outputs=["OUTPUT0"])],
+               inputs, flags=SHM_DATA | SHM_OUT)
+    frame_type, frame_id, body, flags = d.recv_flagged()
+    assert (frame_type, frame_id, flags) == (INFER_RESULT, 100, SHM_DATA), body[:200]
+    meta, rest = split_meta(body)
+    assert rest == b"" and meta["outputs"] == [{"name": "OUTPUT0", "datatype": "FP32", "shape": [4, 65536], "size": len(raw)}]
+    assert d.region_read(len(raw)) == raw
+
+
+def test_per_request_results_through_shared_memory(spawn: Any) -> None:
+    d = spawn(PER_REQUEST, health=True, shm=True)
+    d.start()
+    raw = bytes(range(256)) * (4 * 4096)  # UINT8 [4, 1 MiB]: the first request's MiB goes to the output region
+    inputs = [("INPUT0", "UINT8", [4, len(raw) // 4], raw)]
+    send_batch(d, 100, [batch_entry(1, 1), batch_entry(2, 3, parameters={"bad": True})], inputs, flags=SHM_DATA | SHM_OUT)
+    frame_type, frame_id, body, flags = d.recv_flagged()
+    assert (frame_type, frame_id, flags) == (INFER_RESULT, 100, SHM_DATA)
+    meta, rest = split_meta(body)
+    assert rest == b""
+    assert meta["results"][0] == {"outputs": [{"name": "OUTPUT0", "datatype": "UINT8", "shape": [1, len(raw) // 4], "size": len(raw) // 4}]}
+    assert meta["results"][1]["error"]["status"] == 400
+    assert d.region_read(len(raw) // 4) == raw[: len(raw) // 4]
+
+
+def test_echo_example_takes_a_batch(spawn: Any) -> None:
+    d = spawn(ECHO_WORKER)
+    d.start()
+    send_batch(d, 100, [batch_entry(1, 2), batch_entry(2, 1), batch_entry(3, 3)])
+    out = parse_tensors(d.expect(INFER_RESULT, 100))
+    assert out == {"OUTPUT0": ("FP32", [6, 2], BATCH_INPUTS[0][3]), "OUTPUT1": ("BYTES", [6], BATCH_INPUTS[1][3])}
+
+
+def _meta_with(**changes: Any) -> bytes:
+    meta = batch_meta([batch_entry(11, 2), batch_entry(12, 1), batch_entry(13, 3)])
+    meta.update(changes)
+    return body_with_meta(meta, b"".join(raw for _, _, _, raw in BATCH_INPUTS))
+
+
+def _entries_with(index: int, **changes: Any) -> bytes:
+    entries = [batch_entry(11, 2), batch_entry(12, 1), batch_entry(13, 3)]
+    entries[index].update(changes)
+    return _meta_with(batch=entries)
+
+
+@pytest.mark.parametrize(
+    "frame_id,body,reason",
+    [
+        pytest.param(0, _meta_with(), "BATCH with id 0", id="id-0"),
+        pytest.param(100, body_with_meta({"inputs": []}), "no 'batch' list", id="no-batch-list"),
+        pytest.param(100, _meta_with(batch=[]), "no 'batch' list", id="empty-batch-list"),
+        pytest.param(100, _meta_with(batch={"id": 11, "rows": 6}), "no 'batch' list", id="batch-not-a-list"),
+        pytest.param(100, _meta_with(batch=[batch_entry(11, 2), 7, batch_entry(13, 4)]), "request 1 is not an object",
+                     id="entry-not-an-object"),
+        pytest.param(100, _entries_with(1, id="12"), "'id' must be", id="id-not-an-integer"),
+        pytest.param(100, _entries_with(1, rows=-1), "'rows' must be", id="negative-rows"),
+        pytest.param(100, _entries_with(0, parameters=[1]), "'parameters' must be", id="parameters-not-an-object"),
+        pytest.param(100, _entries_with(2, outputs="OUTPUT0"), "'outputs' must be", id="outputs-not-a-list"),
+        pytest.param(100, _entries_with(2, id=11), "repeats the id 11", id="duplicate-request-id"),
+        pytest.param(100, _entries_with(2, id=100), "the batch's own id", id="request-id-is-the-batch-id"),
+        pytest.param(100, _entries_with(2, rows=2), "rows add up to 5", id="rows-do-not-add-up"),
+        pytest.param(100, body_with_meta(batch_meta([batch_entry(11, 1)], [("INPUT0", "FP32", [], b"\0" * 4)]), b"\0" * 4),
+                     "rows add up to 1", id="input-without-dimension-0"),
+    ],
+)
+def test_malformed_batches_are_protocol_errors(spawn: Any, frame_id: int, body: bytes, reason: str) -> None:
+    d = spawn(CONCAT)
+    d.start()
+    d.send(BATCH, frame_id, body)
+    assert d.wait_exit() == 2
+    assert "protocol error" in d.log() and reason in d.log()

@@ -25,6 +25,14 @@ class BadRequest(Exception):
     """
 
 
+def _rows(inputs: Mapping[str, Any]) -> int:
+    """A single request's rows: its first input's dimension 0, or 1 without one."""
+    for tensor in inputs.values():
+        shape = getattr(tensor, "shape", None)
+        return int(shape[0]) if shape else 1
+    return 1
+
+
 def is_json_content_type(content_type: Optional[str]) -> bool:
     """Whether a content type is JSON (``application/json`` or any ``+json`` type)."""
     if not content_type:
@@ -55,7 +63,7 @@ class Context:
 
 
 class Request:
-    """One request handed to ``Model.infer`` or ``Model.generate``.
+    """One request handed to ``Model.infer``, ``Model.infer_batch`` or ``Model.generate``.
 
     Attributes:
         id: the client's request id (``""`` when it gave none).
@@ -74,9 +82,22 @@ class Request:
         json: the parsed body when ``content_type`` is JSON, else None (read on
             first access; a body that is not valid JSON raises BadRequest).
         cancelled: true once the client has gone or the deadline has passed.
+        batch_sizes: the rows (dimension 0) of each request this one holds.
+            ``[rows]`` for a single request; for a batch handed whole to
+            ``infer`` (a model with ``batching`` and no ``infer_batch``) one
+            entry per request in the order of the rows, ``inputs`` being
+            their tensors concatenated along dimension 0.
+        batch_ids: the client's request id of each request, as ``batch_sizes``.
+        batch_parameters: the ``parameters`` of each request, as ``batch_sizes``.
+
+    For a batch handed whole to ``infer``, ``id`` and ``parameters`` are the
+    first request's (each request keeps its own: read ``batch_parameters``
+    when they may differ) and ``outputs`` is the union of every request's
+    selection (None when any of them asked for all).
     """
 
-    __slots__ = ("id", "inputs", "parameters", "outputs", "body", "content_type", "_json", "_json_parsed", "_cancel")
+    __slots__ = ("id", "inputs", "parameters", "outputs", "body", "content_type", "_json", "_json_parsed", "_cancel",
+                 "_batch_sizes", "_batch_ids", "_batch_parameters")
 
     def __init__(
         self,
@@ -86,6 +107,9 @@ class Request:
         outputs: Optional[List[str]] = None,
         body: bytes = b"",
         content_type: Optional[str] = None,
+        batch_sizes: Optional[List[int]] = None,
+        batch_ids: Optional[List[str]] = None,
+        batch_parameters: Optional[List[Dict[str, Any]]] = None,
     ) -> None:
         self.id = id
         self.inputs: Dict[str, Any] = inputs if inputs is not None else {}
@@ -96,6 +120,34 @@ class Request:
         self._json: Any = None
         self._json_parsed = False
         self._cancel: Optional[Any] = None  # a threading.Event set when the daemon sends CANCEL
+        self._batch_sizes = batch_sizes
+        self._batch_ids = batch_ids
+        self._batch_parameters = batch_parameters
+
+    @property
+    def batch_sizes(self) -> List[int]:
+        """The rows of each request held: ``[rows]`` for one request, one entry per request for a batch.
+
+        For one request, rows is its first input's dimension 0 (1 when it
+        has no input, or the first is a scalar).
+        """
+        if self._batch_sizes is None:
+            self._batch_sizes = [_rows(self.inputs)]
+        return self._batch_sizes
+
+    @property
+    def batch_ids(self) -> List[str]:
+        """The client's request id of each request held (``[id]`` for one request)."""
+        if self._batch_ids is None:
+            self._batch_ids = [self.id]
+        return self._batch_ids
+
+    @property
+    def batch_parameters(self) -> List[Dict[str, Any]]:
+        """The ``parameters`` of each request held (``[parameters]`` for one request)."""
+        if self._batch_parameters is None:
+            self._batch_parameters = [self.parameters]
+        return self._batch_parameters
 
     @property
     def cancelled(self) -> bool:
@@ -221,11 +273,26 @@ class Model:
         ``corral.Tensor``, a nested list of bool/int/float (BOOL, INT64, FP64),
         of bytes/str (BYTES), or a single such value (shape ``[1]``).
         Models that only define ``infer_batch`` get it called with one request.
+
+        With ``batching`` in the manifest and no ``infer_batch``, a batch
+        comes here whole: ``request.inputs`` are every request's tensors
+        concatenated along dimension 0, ``request.batch_sizes`` the rows of
+        each, and the outputs must have the batch's total rows (the daemon
+        gives each request its own).
         """
         raise BadRequest("model does not implement infer")
 
-    def infer_batch(self, requests: List[Request]) -> List[Mapping[str, Any]]:
-        """Answers several tensor requests at once; returns one output dict per request, in order."""
+    def infer_batch(self, requests: List[Request]) -> List[Union[Mapping[str, Any], BaseException]]:
+        """Answers several tensor requests at once: returns one result per request, in order.
+
+        Defined, it takes every batch of a model with ``batching`` (and any
+        single request too, as a list of one, when ``infer`` is not
+        defined). Each request's inputs are views of its own rows of the
+        batch. A result is an output dict, as ``infer`` returns, or an
+        exception instance, which fails only its own request (400 for
+        ``corral.BadRequest``, else 500). Raising fails every request of
+        the batch; so does a list of the wrong length.
+        """
         return [self.infer(request) for request in requests]
 
     def generate(self, request: Request) -> Any:

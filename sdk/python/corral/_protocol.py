@@ -47,11 +47,11 @@ CREDIT = 0x18
 STREAM_WINDOW = 1 << 20
 
 # Header flags (docs/worker-protocol.md, "Shared memory").
-FLAG_SHM_DATA = 0x0001  # INFER / INFER_RESULT: the tensor data is at offset 0 of the sender's region
-FLAG_SHM_OUT = 0x0002  # INFER: the worker may answer with FLAG_SHM_DATA
+FLAG_SHM_DATA = 0x0001  # INFER / BATCH / INFER_RESULT: the tensor data is at offset 0 of the sender's region
+FLAG_SHM_OUT = 0x0002  # INFER / BATCH: the worker may answer with FLAG_SHM_DATA
 # Tensor data at least this large goes through shared memory (the daemon's SHM_MIN_BYTES).
 SHM_MIN_BYTES = 1 << 20
-_FLAGS_FROM_DAEMON = {INFER: FLAG_SHM_DATA | FLAG_SHM_OUT}
+_FLAGS_FROM_DAEMON = {INFER: FLAG_SHM_DATA | FLAG_SHM_OUT, BATCH: FLAG_SHM_DATA | FLAG_SHM_OUT}
 
 TYPE_NAMES = {
     HELLO: "HELLO",

@@ -7,8 +7,10 @@ Threads:
   - health: when the daemon gave a health socket (CORRAL_HEALTH_FD), answers
     every PING on it and exits the process when it closes;
   - reader: reads every frame of the protocol socket, answers PING there
-    (a daemon that gives no health socket sends it there) and hands requests
-    to the executor, or in inline mode serves them itself;
+    (a daemon that gives no health socket sends it there), checks the frame
+    (a malformed BATCH list is a protocol error here, before any model
+    code) and hands requests to the executor, or in inline mode serves
+    them itself;
   - executor: `concurrency` threads (from LOAD) that decode requests, run
     model code and write the replies.
 
@@ -17,6 +19,11 @@ executor; the reader runs each request. A busy model cannot delay PONG (the
 health thread answers it), and a request costs no hand-off between threads:
 no GIL transfer and, on a virtual machine, no cross-CPU wake-up of tens of
 microseconds.
+
+Batches: a BATCH is one request in flight under its own id (CANCEL names
+it), answered by exactly one frame. A model without infer_batch gets it
+whole in infer; with infer_batch, one Request per entry whose inputs are
+views of its rows, and the answer is the per-request "results" form.
 
 What must stay true: model code runs on the reader thread only in inline
 mode; a frame is written whole under Channel's lock; the process exits as
@@ -49,7 +56,7 @@ from ._model import (
     iter_chunks,
     overrides,
 )
-from ._tensor import decode_inputs, encode_output
+from ._tensor import check_inputs, decode_inputs, decode_tensor, encode_output, split_rows
 
 SDK_VERSION = "0.1.0"
 
@@ -88,6 +95,112 @@ def error_body(err: BaseException) -> Dict[str, Any]:
     kind = type(err).__name__
     text = str(err)
     return {"type": kind, "message": f"{kind}: {text}" if text else kind, "status": 500}
+
+
+def _failed(err: BaseException) -> Dict[str, Any]:
+    """One request's entry in a "results" answer for an error; a 500 leaves its traceback in the log."""
+    body = error_body(err)
+    if body["status"] == 500:
+        traceback.print_exception(type(err), err, err.__traceback__)
+    return {"error": body}
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class _Entry:
+    """One request of a BATCH, from its meta's ``batch`` list (checked on the reader thread)."""
+
+    __slots__ = ("id", "client_id", "rows", "parameters", "outputs")
+
+    def __init__(self, id: int, client_id: str, rows: int, parameters: Dict[str, Any], outputs: Optional[List[str]]) -> None:
+        self.id = id
+        self.client_id = client_id
+        self.rows = rows
+        self.parameters = parameters
+        self.outputs = outputs
+
+
+def parse_batch(meta: Dict[str, Any], batch_id: int) -> List[_Entry]:
+    """A BATCH meta's ``batch`` list -> its entries; raises ProtocolError when it is not as the protocol says.
+
+    The daemon built the list, so anything wrong in it (missing, empty,
+    ill-typed, a request id twice, rows that do not add up to the inputs'
+    dimension 0) is the daemon's fault, not a client's.
+    """
+    raw = meta.get("batch")
+    if not isinstance(raw, list) or not raw:
+        raise proto.ProtocolError(f"BATCH {batch_id} has no 'batch' list of requests")
+    entries: List[_Entry] = []
+    seen: Set[int] = set()
+    for index, item in enumerate(raw):
+        where = f"BATCH {batch_id} request {index}"
+        if not isinstance(item, dict):
+            raise proto.ProtocolError(f"{where} is not an object")
+        request_id = item.get("id")
+        if not _is_count(request_id) or not 0 < request_id < 1 << 64:
+            raise proto.ProtocolError(f"{where}: 'id' must be a positive integer, not {request_id!r}")
+        if request_id == batch_id:
+            raise proto.ProtocolError(f"{where} has the batch's own id")
+        if request_id in seen:
+            raise proto.ProtocolError(f"{where} repeats the id {request_id}")
+        seen.add(request_id)
+        rows = item.get("rows")
+        if not _is_count(rows):
+            raise proto.ProtocolError(f"{where}: 'rows' must be a non-negative integer, not {rows!r}")
+        client_id = item.get("client_id", "")
+        if not isinstance(client_id, str):
+            raise proto.ProtocolError(f"{where}: 'client_id' must be a string")
+        parameters = item.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise proto.ProtocolError(f"{where}: 'parameters' must be an object")
+        outputs = item.get("outputs")
+        if outputs is not None and (not isinstance(outputs, list) or not all(isinstance(n, str) for n in outputs)):
+            raise proto.ProtocolError(f"{where}: 'outputs' must be a list of names")
+        entries.append(_Entry(request_id, client_id, rows, parameters, outputs or None))
+    total = sum(entry.rows for entry in entries)
+    specs = meta.get("inputs")
+    for spec in specs if isinstance(specs, list) else ():
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if isinstance(shape, list) and (not shape or shape[0] != total or isinstance(shape[0], bool)):
+            name = spec.get("name")
+            raise proto.ProtocolError(f"BATCH {batch_id} input {name!r} of shape {shape}: its requests' rows add up to {total}")
+    return entries
+
+
+def _union_outputs(batch: List[_Entry]) -> Optional[List[str]]:
+    """Every output some request of the batch asked for, in order of first mention; None when one asked for all."""
+    names: Dict[str, None] = {}
+    for entry in batch:
+        if entry.outputs is None:
+            return None
+        names.update(dict.fromkeys(entry.outputs))
+    return list(names)
+
+
+def _encode_outputs(result: Any, requested: Optional[List[str]], method: str = "infer") -> Tuple[List[Dict[str, Any]], List[Any]]:
+    """What infer returned -> (the outputs' specs, their data), the requested ones only (all when None)."""
+    if not isinstance(result, Mapping):
+        raise TypeError(f"{method} must return a dict of output name to tensor, not {type(result).__name__}")
+    if requested:
+        missing = [name for name in requested if name not in result]
+        if missing:
+            raise BadRequest(f"requested output {missing[0]!r} is not produced by the model (it produces {sorted(map(str, result))})")
+        selected = [(name, result[name]) for name in requested]
+    else:
+        selected = list(result.items())
+    specs: List[Dict[str, Any]] = []
+    buffers: List[Any] = []
+    for name, value in selected:
+        try:
+            datatype, shape, raw = encode_output(value)
+        except (TypeError, ValueError, OverflowError) as err:
+            raise type(err)(f"output {name!r}: {err}") from err
+        raw_view = proto.byte_view(raw)
+        specs.append({"name": str(name), "datatype": datatype, "shape": shape, "size": raw_view.nbytes})
+        buffers.append(raw_view)
+    return specs, buffers
 
 
 class _Active:
@@ -157,6 +270,7 @@ class Worker:
         if self._shm is not None:
             hello["shm"] = True
         hello["stream"] = True  # streams GENERATE answers, obeys CANCEL and CREDIT
+        hello["batch"] = True  # takes BATCH; the daemon sends one only to a model with batching
         self._send_json(proto.HELLO, 0, hello)
         if self._health is not None:
             threading.Thread(target=self._health_loop, name="corral-health", daemon=True).start()
@@ -276,7 +390,7 @@ class Worker:
                 raise proto.ProtocolError(f"{proto.type_name(frame_type)} with a {len(body)}-byte body")
             if frame_type == proto.PING:
                 self._send(proto.PONG, frame_id)
-            elif frame_type in (proto.INFER, proto.GENERATE):
+            elif frame_type in (proto.INFER, proto.BATCH, proto.GENERATE):
                 self._accept_request(frame_type, frame_id, body, flags)
             elif frame_type in (proto.CANCEL, proto.CREDIT):
                 self._control(frame_type, frame_id, body)
@@ -331,14 +445,16 @@ class Worker:
         if self._load_meta is None:
             raise proto.ProtocolError(f"{name} before LOAD")
         meta, data = proto.split_body(body)
+        batch = parse_batch(meta, frame_id) if frame_type == proto.BATCH else None
         if flags & proto.FLAG_SHM_DATA:
-            data = self._shared_input(meta, data)
+            data = self._shared_input(meta, data, name)
         active = _Active()
         with self._inflight_lock:
             if frame_id in self._inflight:
                 raise proto.ProtocolError(f"{name} reuses id {frame_id} of a request in flight")
             self._inflight[frame_id] = active
-            self._highest_id = max(self._highest_id, frame_id)
+            # A batch's requests' ids count as seen: a CANCEL naming one of them is moot, not early.
+            self._highest_id = max(self._highest_id, frame_id, *(entry.id for entry in batch or ()))
             if frame_id in self._early_cancels:
                 self._early_cancels.discard(frame_id)
                 active.cancel.set()
@@ -347,17 +463,17 @@ class Worker:
             return
         shm_out = bool(flags & proto.FLAG_SHM_OUT) and self._shm is not None
         if self._inline:
-            self._serve(frame_type, frame_id, meta, data, shm_out, active)
+            self._serve(frame_type, frame_id, meta, data, shm_out, active, batch)
         else:
             assert self._executor is not None
-            self._executor.submit(self._serve, frame_type, frame_id, meta, data, shm_out, active)
+            self._executor.submit(self._serve, frame_type, frame_id, meta, data, shm_out, active, batch)
 
-    def _shared_input(self, meta: Dict[str, Any], rest: memoryview) -> memoryview:
-        """The data of an INFER whose tensors the daemon put in the input region."""
+    def _shared_input(self, meta: Dict[str, Any], rest: memoryview, name: str = "INFER") -> memoryview:
+        """The data of an INFER or BATCH whose tensors the daemon put in the input region."""
         if self._shm is None:
-            raise proto.ProtocolError("INFER with its data in shared memory, which this worker was not given")
+            raise proto.ProtocolError(f"{name} with its data in shared memory, which this worker was not given")
         if len(rest):
-            raise proto.ProtocolError(f"INFER with its data in shared memory carries {len(rest)} bytes of data too")
+            raise proto.ProtocolError(f"{name} with its data in shared memory carries {len(rest)} bytes of data too")
         specs = meta.get("inputs")
         total = 0
         for spec in specs if isinstance(specs, list) else ():
@@ -375,13 +491,16 @@ class Worker:
         self._send(frame_type, frame_id, parts, flags)
 
     def _serve(self, frame_type: int, frame_id: int, meta: Dict[str, Any], data: memoryview,
-               shm_out: bool = False, active: Optional[_Active] = None) -> None:
+               shm_out: bool = False, active: Optional[_Active] = None, batch: Optional[List[_Entry]] = None) -> None:
         self._loaded.wait()
         active = active or _Active()
         flags = 0
         try:
             if frame_type == proto.INFER:
                 reply_type, parts = proto.INFER_RESULT, self._infer(meta, data, active)
+            elif frame_type == proto.BATCH:
+                assert batch is not None
+                reply_type, parts = proto.INFER_RESULT, self._infer_batch(meta, data, batch, active)
             else:
                 result = self._call_generate(meta, data, active)
                 chunks = result if isinstance(result, Stream) else iter_chunks(result)
@@ -481,35 +600,126 @@ class Worker:
         )
         request._cancel = active.cancel if active is not None else None
         model = self._model
+        method = "infer"
         if overrides(model, "infer"):
             result = model.infer(request)
         elif overrides(model, "infer_batch"):
+            method = "infer_batch"
             results = model.infer_batch([request])
             if not isinstance(results, (list, tuple)) or len(results) != 1:
                 raise TypeError("infer_batch must return a list with one result per request")
             result = results[0]
+            if isinstance(result, BaseException):
+                raise result
         else:
             raise self._not_implemented("infer")
-        if not isinstance(result, Mapping):
-            raise TypeError(f"infer must return a dict of output name to tensor, not {type(result).__name__}")
-        if request.outputs:
-            missing = [name for name in request.outputs if name not in result]
-            if missing:
-                raise BadRequest(f"requested output {missing[0]!r} is not produced by the model (it produces {sorted(map(str, result))})")
-            selected = [(name, result[name]) for name in request.outputs]
-        else:
-            selected = list(result.items())
-        specs: List[Dict[str, Any]] = []
-        buffers: List[Any] = []
-        for name, value in selected:
-            try:
-                datatype, shape, raw = encode_output(value)
-            except (TypeError, ValueError, OverflowError) as err:
-                raise type(err)(f"output {name!r}: {err}") from err
-            raw_view = memoryview(raw)
-            specs.append({"name": str(name), "datatype": datatype, "shape": shape, "size": raw_view.nbytes})
-            buffers.append(raw_view)
+        specs, buffers = _encode_outputs(result, request.outputs, method)
         return proto.meta_parts({"outputs": specs}) + buffers
+
+    def _infer_batch(self, meta: Dict[str, Any], data: memoryview, batch: List[_Entry], active: _Active) -> List[Any]:
+        """A BATCH -> the parts of its one INFER_RESULT; raises for an ERROR that fails every request of it."""
+        model = self._model
+        if overrides(model, "infer_batch"):
+            return self._serve_per_request(meta, data, batch, active)
+        if not overrides(model, "infer"):
+            raise self._not_implemented("infer")
+        union = _union_outputs(batch)
+        request = Request(
+            id=batch[0].client_id,
+            inputs=decode_inputs(meta.get("inputs"), data),
+            parameters=batch[0].parameters,
+            outputs=union,
+            batch_sizes=[entry.rows for entry in batch],
+            batch_ids=[entry.client_id for entry in batch],
+            batch_parameters=[entry.parameters for entry in batch],
+        )
+        request._cancel = active.cancel
+        result = model.infer(request)
+        if not isinstance(result, Mapping) or all(name in result for entry in batch for name in entry.outputs or ()):
+            specs, buffers = _encode_outputs(result, union)
+            return proto.meta_parts({"outputs": specs}) + buffers  # the daemon splits the rows
+        # Some request asked for an output the model does not produce: that
+        # request alone fails (400, as it would alone), so the rows are split here.
+        return self._split_result(result, batch)
+
+    def _serve_per_request(self, meta: Dict[str, Any], data: memoryview, batch: List[_Entry], active: _Active) -> List[Any]:
+        """infer_batch over one Request per entry, its inputs views of its own rows; the "results" answer."""
+        rows = [entry.rows for entry in batch]
+        inputs = check_inputs(meta.get("inputs"), data)  # parse_batch made sure dimension 0 is sum(rows)
+        pieces = [split_rows(name, datatype, shape, raw, rows) for name, datatype, shape, raw in inputs]
+        requests: List[Request] = []
+        for index, entry in enumerate(batch):
+            request = Request(
+                id=entry.client_id,
+                inputs={name: decode_tensor(name, datatype, [entry.rows] + shape[1:], tensor_pieces[index])
+                        for (name, datatype, shape, _), tensor_pieces in zip(inputs, pieces)},
+                parameters=entry.parameters,
+                outputs=entry.outputs,
+                batch_sizes=[entry.rows],
+            )
+            request._cancel = active.cancel
+            requests.append(request)
+        results = self._model.infer_batch(requests)
+        if not isinstance(results, (list, tuple)):
+            raise TypeError(f"infer_batch must return a list with one result per request, not {type(results).__name__}")
+        if len(results) != len(requests):
+            raise TypeError(f"infer_batch returned {len(results)} results for a batch of {len(requests)} requests")
+        entries: List[Dict[str, Any]] = []
+        buffers: List[Any] = []
+        for request, result in zip(requests, results):
+            if isinstance(result, BaseException):  # fails this request only
+                entries.append(_failed(result))
+                continue
+            try:
+                specs, data_parts = _encode_outputs(result, request.outputs, "infer_batch")
+            except Exception as err:
+                entries.append(_failed(err))
+                continue
+            entries.append({"outputs": specs})
+            buffers.extend(data_parts)
+        return proto.meta_parts({"results": entries}) + buffers
+
+    def _split_result(self, result: Mapping[str, Any], batch: List[_Entry]) -> List[Any]:
+        """infer's outputs for a whole batch -> the "results" answer, each request its own rows of what it asked for."""
+        rows = [entry.rows for entry in batch]
+        total = sum(rows)
+        encoded: Dict[str, Any] = {}  # name -> (datatype, shape, a piece per request), or an exception
+
+        def pieces_of(name: str) -> Tuple[str, List[int], List[memoryview]]:
+            if name not in encoded:
+                try:
+                    specs, buffers = _encode_outputs(result, [name])
+                    datatype, shape = specs[0]["datatype"], specs[0]["shape"]
+                    if not shape or shape[0] != total:
+                        raise ValueError(f"output {name!r} of shape {shape} does not have the batch's {total} rows")
+                    encoded[name] = (datatype, shape, split_rows(name, datatype, shape, buffers[0], rows))
+                except Exception as err:
+                    encoded[name] = err
+            found = encoded[name]
+            if isinstance(found, Exception):
+                raise found
+            return found
+
+        entries: List[Dict[str, Any]] = []
+        buffers: List[Any] = []
+        for index, entry in enumerate(batch):
+            try:
+                names = entry.outputs if entry.outputs else [str(name) for name in result]
+                missing = [name for name in names if name not in result]
+                if missing:
+                    raise BadRequest(f"requested output {missing[0]!r} is not produced by the model (it produces {sorted(map(str, result))})")
+                specs, data_parts = [], []
+                for name in names:
+                    datatype, shape, pieces = pieces_of(name)
+                    piece = pieces[index]
+                    specs.append({"name": name, "datatype": datatype, "shape": [entry.rows] + shape[1:], "size": piece.nbytes})
+                    data_parts.append(piece)
+            except Exception as err:
+                entries.append(_failed(err))
+                continue
+            entries.append({"outputs": specs})
+            buffers.extend(data_parts)
+        return proto.meta_parts({"results": entries}) + buffers
 
     def _call_generate(self, meta: Dict[str, Any], data: memoryview, active: _Active) -> Any:
         parameters = meta.get("parameters")
