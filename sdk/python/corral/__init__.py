@@ -29,6 +29,15 @@ float -> FP64, bytes/str -> BYTES; a scalar becomes shape ``[1]``. numpy dtypes
 map exactly (float16/32/64, int8..64, uint8..64, bool; object, bytes_ and str_
 arrays -> BYTES).
 
+With ``batching`` in the manifest, ``infer`` gets a batch of requests whole:
+each input holds every request's rows concatenated along dimension 0 and
+``request.batch_sizes`` the rows of each (``[rows]`` for a single request);
+it returns outputs with all the rows, and the daemon gives each request its
+own. Or define ``infer_batch(self, requests)`` to get one request each
+(inputs are views of its own rows) and return one result per request, in
+order: an output dict, or an exception instance that fails only that
+request. docs/sdk.md, "Batching", has both in full.
+
 ``generate`` returns a ``corral.Response``, bytes, str or dict/list, or yields
 chunks: bytes (or ``corral.Stream(chunks, content_type=...)``) or dicts. When
 the client asked for a stream they are sent as they come (a ``yield`` waits
