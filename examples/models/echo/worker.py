@@ -5,6 +5,10 @@ infer renames each input INPUTn -> OUTPUTn (more generally, a leading "INPUT"
 becomes "OUTPUT"; any other name is returned unchanged) and returns the tensor
 as received: same datatype, shape and bytes. generate answers a JSON body with
 {"echo": body} and any other body with the same bytes and content type.
+
+With `batching` in the manifest, infer gets a batch whole: each input holds
+every request's rows, and returning them as they are gives each request its
+own rows back.
 """
 
 from typing import Any, Dict
