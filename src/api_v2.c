@@ -98,7 +98,8 @@ static void handle_infer(h2o_req_t *req, model *m)
                       .body = (const uint8_t *)req->entity.base,
                       .len = req->entity.len,
                       .header_length = hcl ? hcl->base : NULL,
-                      .header_length_len = hcl ? hcl->len : 0};
+                      .header_length_len = hcl ? hcl->len : 0,
+                      .max_batch_size = mf ? mf->max_batch_size : 0};
     char err[1024];
     int status = infer_parse_request(&in, j, &p->opts, err, sizeof err);
     if (status) {

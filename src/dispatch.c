@@ -7,6 +7,7 @@
  */
 #include "model_internal.h"
 
+#include "batch.h"
 #include "clock.h"
 #include "log.h"
 
@@ -33,6 +34,15 @@ static void arm_deadline_timer(void)
  * trusted to finish in any useful time, so it is killed and replaced (as
  * uWSGI's harakiri does) — a replacement, not a crash.
  */
+/* Every member of the batch has its answer (deadlines): nobody waits for the batch any more. */
+static int batch_abandoned(const job *b)
+{
+    for (int i = 0; i < b->nmembers; i++)
+        if (b->members[i] && !b->members[i]->answered)
+            return 0;
+    return 1;
+}
+
 static void deadline_fire(uv_timer_t *t)
 {
     (void)t;
@@ -43,6 +53,25 @@ static void deadline_fire(uv_timer_t *t)
         model *m = j->model;
         char msg[512];
         long long budget = (long long)(j->deadline_ms - j->enqueued_ms);
+        if (j->batch && !j->answered) {
+            /* In a batch that runs: answered now; the batch goes on for the others. */
+            snprintf(msg, sizeof msg, "model '%s': deadline of %lld ms exceeded while running in a batch", m->name,
+                     budget);
+            j->answered = 1;
+            j->on_done(j, 504, msg, 0, NULL, 0);
+            job *b = j->batch;
+            inst *in = b->inst;
+            if (in && batch_abandoned(b) && !b->cancelled) {
+                if (inst_can_cancel(in)) {
+                    inst_cancel(in, b);
+                } else if (inst_running(in) && !slot_of(in)->retire) {
+                    slot_of(in)->replace = 1;
+                    slot_of(in)->replace_cause = RESTART_DEADLINE;
+                    inst_kill(in, "a batch's requests all exceeded their deadlines");
+                }
+            }
+            continue;
+        }
         if (j->queued) {
             job_queue_remove(&m->queue, j);
             snprintf(msg, sizeof msg, "model '%s': deadline of %lld ms exceeded while queued (waited %lld ms)", m->name,
@@ -139,7 +168,7 @@ static void count_answer(job *j, int status, const char *msg, uint8_t type, uint
     int64_t queue = j->sent_us ? (int64_t)(j->sent_us - j->accepted_us) : -1;
     int64_t compute = j->sent_us ? (int64_t)(now - j->sent_us) : -1;
     int fail = status == 200 && !j->client_gone ? -1 : (int)metrics_fail_reason(status, j->client_gone);
-    metrics_answered(&j->model->stats, fail, now - j->accepted_us, queue, compute);
+    metrics_answered(&j->model->stats, fail, j->bentry ? j->bentry->rows : 1, now - j->accepted_us, queue, compute);
     if (LOG_DEBUG <= log_threshold) { /* the access log */
         inst *in = j->inst;
         log_with(LOG_DEBUG,
@@ -170,12 +199,106 @@ inst *dispatch_pick(model *m)
     return best;
 }
 
+/* ---- dynamic batching (batch.h has the mechanics) ---- */
+
+static void batch_fire(uv_timer_t *t)
+{
+    dispatch_jobs(t->data);
+}
+
+/* A queued job whose client left is answered now instead of joining a batch. */
+static int client_gone(job *j)
+{
+    if (!j->waited || !j->client_alive || j->client_alive(j))
+        return 0;
+    j->client_gone = 1;
+    job_queue_remove(&j->model->queue, j);
+    answer_job(j, 503, "the client went away while the request was queued");
+    return 1;
+}
+
+static int preferred(const manifest *mf, uint64_t rows)
+{
+    for (int i = 0; i < mf->npreferred; i++)
+        if ((uint64_t)mf->preferred_batch_sizes[i] == rows)
+            return 1;
+    return 0;
+}
+
+/*
+ * Triton's dynamic batcher, for a model with batching and an instance that
+ * takes BATCH: the head of the queue (highest priority, oldest) and the
+ * queued requests that can share its batch, in priority then arrival order,
+ * up to max_batch_size rows, none split. The batch goes when it is full or
+ * at a preferred size, or once its oldest request has waited
+ * max_queue_delay; until then the batch timer waits. Returns 1 when
+ * something was sent to in, 0 when the batch waits, -1 when the head
+ * cannot batch (the caller sends it alone).
+ */
+static int dispatch_batch(model *m, inst *in)
+{
+    const manifest *mf = m->mf;
+    job *members[JOB_BATCH_MAX];
+    int n = 0;
+    uint64_t rows = 0;
+    for (int l = 1; l <= m->queue.levels && rows < (uint64_t)mf->max_batch_size; l++) {
+        for (job *j = m->queue.head[l], *next; j && rows < (uint64_t)mf->max_batch_size && n < JOB_BATCH_MAX;
+             j = next) {
+            next = j->next;
+            if (n == 0 && !j->bentry)
+                return -1; /* the head goes alone */
+            if (n > 0 && (!batch_compatible(members[0], j) || rows + j->bentry->rows > (uint64_t)mf->max_batch_size))
+                continue;
+            if (client_gone(j))
+                continue;
+            members[n++] = j;
+            rows += j->bentry->rows;
+        }
+    }
+    if (n == 0)
+        return m->queue.count ? -1 : 0;
+    uint64_t now = now_ms();
+    uint64_t oldest = members[0]->enqueued_ms;
+    for (int i = 1; i < n; i++)
+        if (members[i]->enqueued_ms < oldest)
+            oldest = members[i]->enqueued_ms;
+    if (rows < (uint64_t)mf->max_batch_size && !preferred(mf, rows) && now - oldest < (uint64_t)mf->max_queue_delay_ms) {
+        uv_timer_start(&m->batch_timer, batch_fire, oldest + (uint64_t)mf->max_queue_delay_ms - now, 0);
+        return 0;
+    }
+    uv_timer_stop(&m->batch_timer);
+    job *send = members[0];
+    if (n > 1 && !(send = batch_new(m, members, n, rows)))
+        send = members[0], n = 1; /* no memory for the batch's frame now: the head goes alone */
+    uint64_t us = now_us();
+    for (int i = 0; i < n; i++) {
+        job_queue_remove(&m->queue, members[i]);
+        members[i]->sent_us = us;
+        metrics_dispatched(&m->stats, us - members[i]->accepted_us);
+    }
+    metrics_executed(&m->stats, n > 1 ? rows : members[0]->bentry->rows);
+    m->rr = (m->rr + 1) % m->nslots;
+    in->last_busy_ms = now;
+    inst_send(in, send);
+    return 1;
+}
+
 void dispatch_jobs(model *m)
 {
     while (m->queue.count) {
         inst *best = dispatch_pick(m);
         if (!best)
             return;
+        if (m->mf && m->mf->max_batch_size > 0 && inst_can_batch(best)) {
+            int sent = dispatch_batch(m, best);
+            if (sent == 0)
+                return; /* the batch waits for more, or for its delay */
+            if (sent == 1) {
+                if (inst_can_cancel(best) && !uv_is_active((uv_handle_t *)&R.watch_timer))
+                    uv_timer_start(&R.watch_timer, watch_clients, WATCH_MS, WATCH_MS);
+                continue;
+            }
+        }
         job *j = job_queue_pop(&m->queue);
         if (j->waited && j->client_alive && !j->client_alive(j)) {
             j->client_gone = 1;
@@ -269,7 +392,7 @@ int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
     j->accepted_us = now_us();
     int status = admit(m, j, msg, msglen, retry_after);
     if (status) /* refused before it was queued: the caller answers it */
-        metrics_answered(&m->stats, (int)metrics_fail_reason(status, 0), 0, -1, -1);
+        metrics_answered(&m->stats, (int)metrics_fail_reason(status, 0), 1, 0, -1, -1);
     return status;
 }
 
@@ -283,7 +406,7 @@ int model_cancel(job *j)
     }
     model *m = j->model;
     job_queue_remove(&m->queue, j);
-    metrics_answered(&m->stats, FAIL_CANCELED, now_us() - j->accepted_us, -1, -1);
+    metrics_answered(&m->stats, FAIL_CANCELED, 1, now_us() - j->accepted_us, -1, -1);
     j->counted = 1;
     dispatch_arm_idle_timer(m);
     return 1;

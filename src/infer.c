@@ -9,6 +9,8 @@
  */
 #include "infer.h"
 
+#include "batch.h"
+
 #include "clock.h"
 #include "proto.h"
 #include "sb.h"
@@ -163,6 +165,11 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     sb meta, data;
     sb_init(&meta, 512);
     sb_init(&data, 256);
+    /* With batching, what this request brings to a batch (batch.h); dropped if it cannot batch. */
+    batch_entry *be = NULL;
+    int64_t batch_rows = -1;
+    sb sig;
+    sb_init(&sig, 64);
     segment segs[INFER_MAX_TENSORS];
     int nsegs = 0;
     char why[512];
@@ -225,6 +232,13 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         sb_adds(&meta, "{}");
     }
     sb_adds(&meta, ",\"inputs\":[");
+    if (in->max_batch_size > 0) {
+        be = xcalloc(1, sizeof *be);
+        size_t n = json_array_size(inputs);
+        be->spec = xcalloc(n, sizeof *be->spec);
+        be->dims = xcalloc(n, sizeof *be->dims);
+        be->size = xcalloc(n, sizeof *be->size);
+    }
     size_t i;
     json_t *input;
     json_array_foreach(inputs, i, input) {
@@ -284,6 +298,25 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
                 BAD("input '%s': data %s", nm, why);
             }
             s->len = data.len - s->off;
+        }
+        if (be && ndim >= 1 && (batch_rows < 0 || batch_rows == dims[0])) {
+            batch_rows = dims[0];
+            sb spec, rest;
+            sb_init(&spec, 64);
+            sb_init(&rest, 16);
+            sb_adds(&spec, "\"name\":");
+            sb_json_str(&spec, nm, json_string_length(name));
+            sb_printf(&spec, ",\"datatype\":\"%s\"", dtype_name(t));
+            for (int d = 1; d < ndim; d++)
+                sb_printf(&rest, ",%lld", (long long)dims[d]);
+            sb_add(&sig, spec.p, spec.len);
+            sb_add(&sig, rest.p, rest.len);
+            sb_addc(&sig, ';');
+            be->spec[be->ninputs] = sb_take(&spec, NULL);
+            be->dims[be->ninputs] = sb_take(&rest, NULL);
+            be->size[be->ninputs++] = s->len;
+        } else if (be) {
+            batch_rows = 0; /* no common dimension 0: this request goes alone */
         }
         if (i)
             sb_addc(&meta, ',');
@@ -349,6 +382,39 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         status = 503;
         BAD("cannot allocate %zu bytes for the request now", 4 + meta.len + data_total);
     }
+    if (be && batch_rows > 0 && batch_rows <= in->max_batch_size) {
+        /* Its part of the batch meta: the client's id, parameters and output selection. */
+        sb f;
+        sb_init(&f, 128);
+        sb_adds(&f, "\"client_id\":");
+        if (id)
+            sb_json_str(&f, json_string_value(id), json_string_length(id));
+        else
+            sb_adds(&f, "\"\"");
+        char *ptext = params ? json_dumps(params, JSON_COMPACT) : NULL;
+        sb_adds(&f, ",\"parameters\":");
+        sb_adds(&f, ptext ? ptext : "{}");
+        free(ptext);
+        if (opts->requested) {
+            sb_adds(&f, ",\"outputs\":[");
+            size_t k;
+            json_t *o;
+            json_array_foreach(opts->requested, k, o) {
+                if (k)
+                    sb_addc(&f, ',');
+                sb_json_str(&f, json_string_value(o), json_string_length(o));
+            }
+            sb_addc(&f, ']');
+        }
+        be->fields = sb_take(&f, NULL);
+        be->rows = (uint64_t)batch_rows;
+        be->sig = sb_take(&sig, NULL);
+        be->wanted = opts->requested ? json_incref(opts->requested) : NULL;
+        j->bentry = be;
+        be = NULL;
+    }
+    batch_entry_free(be);
+    sb_free(&sig);
     j->priority = priority;
     if (timeout && json_integer_value(timeout) > 0) /* 0 or absent: the model's own timeout */
         j->deadline_ms = now_ms() + ((uint64_t)json_integer_value(timeout) + 999) / 1000;
@@ -362,6 +428,8 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     json_decref(root);
     return 0;
 fail:
+    batch_entry_free(be);
+    sb_free(&sig);
     sb_free(&meta);
     sb_free(&data);
     json_decref(root);

@@ -43,6 +43,7 @@ typedef struct infer_input {
     size_t len;
     const char *header_length;  /* the header's raw value, not NUL-terminated */
     size_t header_length_len;
+    int max_batch_size;         /* the model's batching; 0: off. With it, j gets its batch_entry (batch.h) */
 } infer_input;
 
 /*

@@ -178,7 +178,7 @@ void inst_send(inst *in, job *j)
     uint8_t *frame = j->frame;
     size_t len = j->frame_len;
     j->frame = NULL;
-    if (j->kind == PROTO_INFER && !(frame = inst_shm_place(in, j, frame, &len))) {
+    if (job_is_tensor(j) && !(frame = inst_shm_place(in, j, frame, &len))) {
         /* Refused, not fatal: the instance is unharmed and takes the next request. */
         take_inflight(in, j->id);
         j->inst = NULL;
@@ -397,6 +397,8 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         in->cur.shm = json_is_true(json_object_get(hello, "shm")) && in->cur.shm_fd[0] >= 0;
         /* The worker streams GENERATE answers and obeys CANCEL and CREDIT. */
         in->cur.streams = json_is_true(json_object_get(hello, "stream"));
+        /* It takes BATCH (docs/worker-protocol.md, "Batches"). */
+        in->cur.batches = json_is_true(json_object_get(hello, "batch"));
         json_decref(hello);
         break;
     }
@@ -483,7 +485,7 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         }
         if (h->type == PROTO_ERROR) {
             finish_error(in, j, body, h->length);
-        } else if ((h->type == PROTO_INFER_RESULT) != (j->kind == PROTO_INFER)) {
+        } else if ((h->type == PROTO_INFER_RESULT) != job_is_tensor(j)) {
             char msg[256];
             snprintf(msg, sizeof msg, "%s instance %d (pid %d) answered with the wrong message type %s",
                      in->owner_label, in->id, in->pid, proto_type_name(h->type));

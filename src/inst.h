@@ -119,6 +119,7 @@ typedef struct inst_proc {
     struct shm_region *shm_in, *shm_out; /* the daemon's mappings of them; dropped at the exit */
     int shm;             /* the worker's HELLO says it maps them */
     int streams;         /* the worker's HELLO says it streams and obeys CANCEL and CREDIT */
+    int batches;         /* the worker's HELLO says it takes BATCH */
     uint64_t shm_in_job; /* the request whose data is in the input region; 0 when free */
     uint64_t shm_out_job; /* the request allowed to answer in the output region; 0 when free */
     size_t shm_used[2];  /* the most bytes each region carried since its pages were last released */
@@ -252,6 +253,8 @@ void inst_abandon(inst *in, job *j);
 
 /* Whether the worker streams and obeys CANCEL (its HELLO said "stream": true) and still runs. */
 int inst_can_cancel(const inst *in);
+/* Whether the worker takes BATCH (its HELLO said "batch": true). */
+int inst_can_batch(const inst *in);
 
 /*
  * Tells the worker to give up j (CANCEL). The job stays in flight until the

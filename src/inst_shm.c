@@ -37,7 +37,7 @@ static void copy_pieces(const job *j, uint8_t *dst)
 uint8_t *inst_shm_place(inst *in, job *j, uint8_t *frame, size_t *len)
 {
     uint16_t flags = 0;
-    if (in->cur.shm && j->kind == PROTO_INFER && !in->cur.shm_out_job &&
+    if (in->cur.shm && job_is_tensor(j) && !in->cur.shm_out_job &&
         !(in->cur.shm_out && in->cur.shm_out->refs > 1)) {
         flags |= PROTO_FLAG_SHM_OUT;
         in->cur.shm_out_job = j->id;
@@ -119,16 +119,20 @@ static long long shm_result_len(const uint8_t *body, size_t len)
     if (proto_split_body(body, len, &meta, &meta_len, &data, &data_len) < 0 || data_len != 0)
         return -1;
     json_t *m = json_loadb(meta, meta_len, 0, NULL);
-    json_t *outputs = json_object_get(m, "outputs");
-    long long total = json_is_array(outputs) ? 0 : -1;
-    size_t i;
-    json_t *o;
-    json_array_foreach(outputs, i, o) {
-        json_t *size = json_object_get(o, "size");
-        if (!json_is_integer(size) || json_integer_value(size) < 0 ||
-            (total += json_integer_value(size)) > (long long)PROTO_MAX_BODY) {
-            total = -1;
-            break;
+    json_t *results = json_object_get(m, "results"); /* a batch's per-request results (batch.h) */
+    long long total = json_is_array(results) || json_is_array(json_object_get(m, "outputs")) ? 0 : -1;
+    size_t r, nr = json_is_array(results) ? json_array_size(results) : 1;
+    for (r = 0; r < nr && total >= 0; r++) {
+        json_t *outputs = json_object_get(results ? json_array_get(results, r) : m, "outputs");
+        size_t i;
+        json_t *o;
+        json_array_foreach(outputs, i, o) {
+            json_t *size = json_object_get(o, "size");
+            if (!json_is_integer(size) || json_integer_value(size) < 0 ||
+                (total += json_integer_value(size)) > (long long)PROTO_MAX_BODY) {
+                total = -1;
+                break;
+            }
         }
     }
     json_decref(m);

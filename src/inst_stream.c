@@ -29,6 +29,11 @@ int inst_can_cancel(const inst *in)
     return in->cur.streams && !in->exited;
 }
 
+int inst_can_batch(const inst *in)
+{
+    return in->cur.batches && !in->exited;
+}
+
 /* CANCEL and CREDIT go where PING goes: the worker reads its health socket on a thread that never runs model code. */
 static chan_writer *control_writer(inst *in)
 {

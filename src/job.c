@@ -3,6 +3,8 @@
  */
 #include "job.h"
 
+#include "batch.h"
+
 #include "proto.h"
 #include "shm.h"
 #include "xmalloc.h"
@@ -108,7 +110,7 @@ int job_build_frame(job *j, const char *meta, size_t meta_len, const job_piece *
     if (meta_len > PROTO_MAX_BODY || data > PROTO_MAX_BODY - meta_len - 4)
         return -EFBIG;
     size_t body = 4 + meta_len + data;
-    int defer = j->kind == PROTO_INFER && data >= SHM_MIN_BYTES;
+    int defer = job_is_tensor(j) && data >= SHM_MIN_BYTES;
     size_t len = PROTO_HEADER_SIZE + body - (defer ? data : 0);
     uint8_t *frame = malloc(len); /* sized by the request: may fail */
     job_piece *kept = defer ? malloc((size_t)n * sizeof *kept) : NULL;
@@ -146,6 +148,9 @@ void job_free(job *j)
     if (!j)
         return;
     job_deadline_untrack(j);
+    if (j->members)
+        batch_drop_members(j);
+    batch_entry_free(j->bentry);
     shm_unref(j->shm);
     free(j->frame);
     free(j->pieces);

@@ -11,11 +11,14 @@
 #define CORRAL_JOB_H
 
 #include "clock.h" /* the clock of enqueued_ms and deadline_ms */
+#include "proto.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
 #define JOB_MAX_LEVELS 128
+/* The most requests one batch carries (each of at least one row; max_batch_size bounds the rows). */
+#define JOB_BATCH_MAX 1024
 
 struct model;
 struct inst;
@@ -102,6 +105,14 @@ struct job {
     struct shm_region *shm;
     const uint8_t *shm_data;
     size_t shm_len;
+    /* Dynamic batching (batch.h). A request of a batching model: what it
+     * brings to a batch, and the batch it travels in once sent. A batch
+     * (kind PROTO_BATCH): its members, in row order, and their rows. */
+    struct batch_entry *bentry; /* owned */
+    job *batch;                 /* not owned */
+    job **members;              /* owned array; the members are answered and freed by batch_answer */
+    int nmembers;
+    uint64_t batch_rows;
     /* Whether the client still waits for the answer; asked before a job that
      * waited in the queue is sent, so abandoned work never reaches a worker. */
     int (*client_alive)(job *j);
@@ -127,6 +138,11 @@ void job_queue_remove(job_queue *q, job *j);
 /* A new job with a fresh id; free with job_free, which also stops tracking its deadline. */
 job *job_new(struct model *m, uint8_t kind, int priority);
 void job_free(job *j);
+/* A job that goes to a worker as a tensor message (INFER or BATCH): shared memory may carry its data. */
+static inline int job_is_tensor(const job *j)
+{
+    return j->kind == PROTO_INFER || j->kind == PROTO_BATCH;
+}
 
 /*
  * Builds the job's frame (docs/worker-protocol.md): the header (j->kind,

@@ -441,13 +441,33 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
     if (m->stream_timeout_ms == 0)
         return fail(c, "stream_timeout", "must be greater than zero, or -1 for none");
 
-    static const char *const batching_keys[] = {"max_batch_size", "max_queue_delay", NULL};
+    static const char *const batching_keys[] = {"max_batch_size", "max_queue_delay", "preferred_batch_sizes", NULL};
     json_t *batching = get_section(c, root, "batching", batching_keys);
     if (!batching)
         return -EINVAL;
     int rc = get_int(c, batching, "max_batch_size", "batching.max_batch_size", 0, 0, 65536, &m->max_batch_size);
     if (rc == 0)
         rc = get_duration(c, batching, "max_queue_delay", "batching.max_queue_delay", 0, 0, &m->max_queue_delay_ms);
+    json_t *pref = rc == 0 ? json_object_get(batching, "preferred_batch_sizes") : NULL;
+    if (pref && !json_is_null(pref)) {
+        size_t k;
+        json_t *v;
+        if (!json_is_array(pref) || json_array_size(pref) > MANIFEST_MAX_PREFERRED || m->max_batch_size == 0)
+            rc = fail(c, "batching.preferred_batch_sizes",
+                      m->max_batch_size == 0 ? "needs batching.max_batch_size"
+                                             : "must be a list of at most 16 batch sizes");
+        json_array_foreach(pref, k, v) {
+            if (rc < 0)
+                break;
+            json_int_t n = json_integer_value(v);
+            if (!json_is_integer(v) || n < 1 || n > m->max_batch_size ||
+                (m->npreferred && n <= m->preferred_batch_sizes[m->npreferred - 1]))
+                rc = fail(c, "batching.preferred_batch_sizes",
+                          "must be ascending integers from 1 to max_batch_size (%d)", m->max_batch_size);
+            else
+                m->preferred_batch_sizes[m->npreferred++] = (int)n;
+        }
+    }
     json_decref(batching);
     if (rc < 0)
         return rc;

@@ -14,6 +14,9 @@
 
 enum manifest_runtime { RUNTIME_PYTHON, RUNTIME_EXEC };
 
+/* The most preferred_batch_sizes a manifest may list. */
+#define MANIFEST_MAX_PREFERRED 16
+
 typedef struct manifest {
     char *name; /* from the manifest, or the directory name */
     enum manifest_runtime runtime;
@@ -34,6 +37,8 @@ typedef struct manifest {
     int default_priority;
     int max_batch_size; /* 0: batching off */
     int64_t max_queue_delay_ms;
+    int preferred_batch_sizes[MANIFEST_MAX_PREFERRED]; /* ascending, each at most max_batch_size */
+    int npreferred;
     int max_restarts;
     int64_t restart_window_ms;
     int64_t backoff_min_ms;

@@ -70,7 +70,7 @@ metrics_fail metrics_fail_reason(int status, int client_gone)
     }
 }
 
-void metrics_answered(model_stats *s, int fail, uint64_t total_us, int64_t queue_us, int64_t compute_us)
+void metrics_answered(model_stats *s, int fail, uint64_t rows, uint64_t total_us, int64_t queue_us, int64_t compute_us)
 {
     observe_time(&s->latency, total_us);
     if (compute_us >= 0)
@@ -82,7 +82,7 @@ void metrics_answered(model_stats *s, int fail, uint64_t total_us, int64_t queue
     }
     s->success++;
     s->success_us += total_us;
-    s->inference_count++;
+    s->inference_count += rows;
     if (queue_us >= 0) {
         s->queue_count++;
         s->queue_us += (uint64_t)queue_us;

@@ -74,12 +74,13 @@ typedef struct model_stats {
 } model_stats;
 
 /*
- * A request was answered. fail is -1 for a success, else its metrics_fail.
+ * A request of rows rows (its inputs' dimension 0 when it can batch, else 1)
+ * was answered. fail is -1 for a success, else its metrics_fail.
  * total_us: enqueue to answer. queue_us and compute_us are -1 when the
  * request never reached a worker. Counts it in the Triton counters and
  * corral's histograms alike.
  */
-void metrics_answered(model_stats *s, int fail, uint64_t total_us, int64_t queue_us, int64_t compute_us);
+void metrics_answered(model_stats *s, int fail, uint64_t rows, uint64_t total_us, int64_t queue_us, int64_t compute_us);
 /* The request left the queue for a worker after waiting queue_us. */
 void metrics_dispatched(model_stats *s, uint64_t queue_us);
 /* A stream's first chunk arrived ttfc_us after the request was accepted. */

@@ -77,6 +77,8 @@ struct model {
     lifecycle_waiter *load_waiters;
     lifecycle_waiter *unload_waiters;
     uv_timer_t idle_timer;
+    uv_timer_t batch_timer; /* a batch waits for more requests until max_queue_delay (dispatch.c) */
+    int timers_open;        /* of idle_timer and batch_timer, while the model is being removed */
     int pressure_ticks;     /* consecutive ticks with requests waiting */
     uint64_t rss_per_instance; /* largest resident memory an instance had, for the memory budget */
     uint64_t restarts_at[RESTART_HISTORY];

@@ -51,6 +51,8 @@ static model *model_new(const repo_entry *e)
     m->state = MODEL_UNLOADED;
     uv_timer_init(R.loop, &m->idle_timer);
     m->idle_timer.data = m;
+    uv_timer_init(R.loop, &m->batch_timer);
+    m->batch_timer.data = m;
     job_queue_init(&m->queue, 1);
     /* Insert in name order so listings are stable. */
     model **p = &R.head;
@@ -61,9 +63,11 @@ static model *model_new(const repo_entry *e)
     return m;
 }
 
-static void idle_timer_closed(uv_handle_t *h)
+static void timers_closed(uv_handle_t *h)
 {
     model *m = h->data;
+    if (--m->timers_open > 0)
+        return;
     manifest_free(m->mf);
     manifest_free(m->next_mf);
     free(m->broken);
@@ -83,7 +87,9 @@ static void model_remove(model *m)
         }
     }
     MODEL_LOG(LOG_INFO, m, "model %s: removed from the repository", m->name);
-    uv_close((uv_handle_t *)&m->idle_timer, idle_timer_closed);
+    m->timers_open = 2;
+    uv_close((uv_handle_t *)&m->idle_timer, timers_closed);
+    uv_close((uv_handle_t *)&m->batch_timer, timers_closed);
 }
 
 /* Takes ownership of e's manifest or error. */

@@ -120,7 +120,7 @@ static void every_key(void)
                        "max_queue: 7\n"
                        "priority_levels: 5\n"
                        "default_priority: 4\n"
-                       "batching: {max_batch_size: 8, max_queue_delay: 5ms}\n"
+                       "batching: {max_batch_size: 8, max_queue_delay: 5ms, preferred_batch_sizes: [2, 4]}\n"
                        "restart: {max_restarts: 2, window: 10s, backoff_min: 50ms, backoff_max: 1s}\n"
                        "health: {interval: 1s, timeout: 500ms}\n"
                        "limits: {memory: 512MiB}\n"
@@ -143,6 +143,7 @@ static void every_key(void)
     CHECK(m->timeout_ms == 250 && m->load_timeout_ms == 120000);
     CHECK(m->max_queue == 7 && m->priority_levels == 5 && m->default_priority == 4);
     CHECK(m->max_batch_size == 8 && m->max_queue_delay_ms == 5);
+    CHECK(m->npreferred == 2 && m->preferred_batch_sizes[0] == 2 && m->preferred_batch_sizes[1] == 4);
     CHECK(m->max_restarts == 2 && m->restart_window_ms == 10000 && m->backoff_min_ms == 50 &&
           m->backoff_max_ms == 1000);
     CHECK(m->health_interval_ms == 1000 && m->health_timeout_ms == 500);
@@ -186,6 +187,12 @@ static void errors(void)
         {"runtime: python\nentrypoint: w.py\noutputs: [{name: X, datatype: FP32}]\n", "key 'outputs[0]': shape"},
         {"runtime: python\nentrypoint: w.py\nargs: {a: 1}\n", "key 'args'"},
         {"runtime: python\nentrypoint: w.py\nenv: [A]\n", "key 'env'"},
+        {"runtime: python\nentrypoint: w.py\nbatching: {max_batch_size: 8, preferred_batch_sizes: [4, 2]}\n",
+         "key 'batching.preferred_batch_sizes': must be ascending"},
+        {"runtime: python\nentrypoint: w.py\nbatching: {max_batch_size: 8, preferred_batch_sizes: [16]}\n",
+         "key 'batching.preferred_batch_sizes': must be ascending integers from 1 to max_batch_size (8)"},
+        {"runtime: python\nentrypoint: w.py\nbatching: {preferred_batch_sizes: [2]}\n",
+         "key 'batching.preferred_batch_sizes': needs batching.max_batch_size"},
         {"runtime: [python\n", "YAML error"},
         {"- just\n- a list\n", "must be a mapping"},
         {"", "must be a mapping"},

@@ -1,0 +1,61 @@
+/*
+ * batch — dynamic batching's mechanics (docs/worker-protocol.md, "Batches";
+ * SPEC section 2): what a request of a batching model contributes to a
+ * batch (batch_entry, filled by infer.c), whether two requests may share a
+ * batch, the BATCH frame of several requests with their inputs gathered
+ * along dimension 0, and the answer split back into each request's rows.
+ * When a batch is formed is the scheduler's decision (dispatch.c).
+ *
+ * A batch travels as a job of kind PROTO_BATCH with its own id that owns
+ * its member jobs: the instance holds it like any job, and its answer (one
+ * frame) answers every member through the member's own on_done. Loop
+ * thread only.
+ */
+#ifndef CORRAL_BATCH_H
+#define CORRAL_BATCH_H
+
+#include "job.h"
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* What one request of a batching model brings to a batch. */
+typedef struct batch_entry {
+    uint64_t rows;  /* every input's dimension 0 */
+    char *sig;      /* the inputs' names, datatypes and shapes after dimension 0: equal strings batch together */
+    char *fields;   /* "\"client_id\":\"...\",\"parameters\":{...}[,\"outputs\":[...]]": its part of the batch meta */
+    int ninputs;
+    char **spec;    /* per input: "\"name\":\"X\",\"datatype\":\"FP32\"" */
+    char **dims;    /* per input: its dimensions after the first, each with a leading comma: ",3,4" or "" */
+    size_t *size;   /* per input: bytes of its data */
+    json_t *wanted; /* the output names the client asked for (an array), or NULL for all */
+} batch_entry;
+
+void batch_entry_free(batch_entry *e);
+
+/* Whether two requests may share a batch: the same inputs apart from dimension 0. */
+int batch_compatible(const job *a, const job *b);
+
+/*
+ * A batch job for members[0..n) (each with a batch_entry, n >= 2, rows in
+ * total at most PROTO_MAX... checked by the caller), built for model m and
+ * answered through batch_answer. The members' data is gathered, input by
+ * input, into the frame (or kept as pieces for shared memory). Returns NULL
+ * when there is no memory for the frame (the members are untouched).
+ */
+job *batch_new(struct model *m, job **members, int n, uint64_t rows);
+
+/*
+ * The batch's answer (a job_on_done_fn for the batch job): a 200
+ * INFER_RESULT is split into each member's rows, or its per-request
+ * results are handed out; any other status answers every member with it.
+ * mname names the model in messages. Members already answered (a deadline)
+ * are skipped; every member is freed.
+ */
+void batch_answer(job *b, int status, const char *msg, uint8_t type, uint8_t *body, size_t len);
+
+/* A batch freed with members still unanswered answers them 500 (job_free calls it): none is left waiting. */
+void batch_drop_members(job *b);
+
+#endif
