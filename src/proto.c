@@ -39,7 +39,7 @@ void proto_header_set_flags(uint8_t out[PROTO_HEADER_SIZE], uint16_t flags)
 
 uint16_t proto_flags_allowed(uint8_t type)
 {
-    if (type == PROTO_INFER)
+    if (type == PROTO_INFER || type == PROTO_BATCH)
         return PROTO_FLAG_SHM_DATA | PROTO_FLAG_SHM_OUT;
     if (type == PROTO_INFER_RESULT)
         return PROTO_FLAG_SHM_DATA;
@@ -61,7 +61,7 @@ int proto_type_known(uint8_t type)
 
 int proto_type_reserved(uint8_t type)
 {
-    return type == PROTO_BATCH || type == PROTO_SHM;
+    return type == PROTO_SHM;
 }
 
 const char *proto_type_name(uint8_t type)

@@ -41,7 +41,7 @@ enum proto_type {
     PROTO_CHUNK = 0x14,  /* one chunk of a streamed GENERATE answer */
     PROTO_END = 0x15,    /* the end of a stream */
     PROTO_CANCEL = 0x16, /* the daemon gave up on a request: stop it, answer once */
-    PROTO_BATCH = 0x17,  /* reserved: batched INFER */
+    PROTO_BATCH = 0x17,  /* several requests' INFERs in one tensor message */
     PROTO_CREDIT = 0x18, /* the daemon sent on this many bytes of a stream: u32 body */
     PROTO_ERROR = 0x1f,
     PROTO_PING = 0x20,
@@ -52,10 +52,10 @@ enum proto_type {
 
 /*
  * Header flags (all others must be 0):
- * SHM_DATA on INFER or INFER_RESULT: the tensor data is not in the frame but
- *   at offset 0 of the sender's shared-memory region; the body is the u32
- *   meta length and the meta only.
- * SHM_OUT on INFER: the worker may answer this request with SHM_DATA.
+ * SHM_DATA on INFER, BATCH or INFER_RESULT: the tensor data is not in the
+ *   frame but at offset 0 of the sender's shared-memory region; the body is
+ *   the u32 meta length and the meta only.
+ * SHM_OUT on INFER or BATCH: the worker may answer this request with SHM_DATA.
  */
 #define PROTO_FLAG_SHM_DATA 0x0001
 #define PROTO_FLAG_SHM_OUT 0x0002

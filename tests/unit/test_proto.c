@@ -79,6 +79,9 @@ static void shm_flags(void)
     proto_header_encode(buf, PROTO_INFER_RESULT, 9, 0);
     proto_header_set_flags(buf, PROTO_FLAG_SHM_DATA);
     CHECK(proto_header_decode(buf, sizeof buf, PROTO_MAX_BODY, &h) == 0 && h.flags == PROTO_FLAG_SHM_DATA);
+    proto_header_encode(buf, PROTO_BATCH, 10, 12); /* a batch is an INFER of several requests */
+    proto_header_set_flags(buf, PROTO_FLAG_SHM_DATA | PROTO_FLAG_SHM_OUT);
+    CHECK(proto_header_decode(buf, sizeof buf, PROTO_MAX_BODY, &h) == 0 && h.flags == 3 && h.type == PROTO_BATCH);
 }
 
 static void types(void)
@@ -87,7 +90,7 @@ static void types(void)
     for (int t = 0; t < 256; t++)
         known += proto_type_known((uint8_t)t);
     CHECK(known == 17);
-    CHECK(proto_type_reserved(PROTO_BATCH) && proto_type_reserved(PROTO_SHM));
+    CHECK(!proto_type_reserved(PROTO_BATCH) && proto_type_reserved(PROTO_SHM));
     CHECK(!proto_type_reserved(PROTO_CHUNK) && !proto_type_reserved(PROTO_CANCEL) && proto_type_known(PROTO_CREDIT));
     CHECK(!proto_type_reserved(PROTO_INFER));
     CHECK(strcmp(proto_type_name(PROTO_GENERATE_RESULT), "GENERATE_RESULT") == 0);
