@@ -194,7 +194,7 @@ int corral__chan_read(corral__chan *ch, corral__frame *f, const char **what)
      * body) starts on a CORRAL__ALIGN boundary: tensors can then be used in
      * place without copies. */
     size_t pad = 0;
-    if ((f->h.type == PROTO_INFER || f->h.type == PROTO_GENERATE) && f->h.length >= 4) {
+    if ((f->h.type == PROTO_INFER || f->h.type == PROTO_BATCH || f->h.type == PROTO_GENERATE) && f->h.length >= 4) {
         rc = fill(ch, 4);
         if (rc != 0)
             return rc;

@@ -148,11 +148,24 @@ void corral__flight_remove(corral__flight *f, uint64_t id);
 /* Applies CANCEL or CREDIT: 0, or -EPROTO when the frame is malformed (*what says why). */
 int corral__flight_control(corral__flight *f, const corral__frame *fr, const char **what);
 
+/* Attaches infer_batch's requests to their batch while it runs, so that a CANCEL reaches their
+ * on_cancel too; views NULL detaches them. */
+void corral__flight_set_views(corral__flight *f, corral_request *batch, corral_request **views, size_t n);
+
 /* ---- corral_request.c ---- */
+
+/* One request of a BATCH, from its meta's `batch` list. */
+typedef struct corral__batch_entry {
+    uint64_t id;           /* the daemon's id for the request (never the client's) */
+    const char *client_id; /* owned by the batch's meta */
+    int64_t rows;          /* its rows of every input */
+    json_t *parameters;    /* owned reference */
+    const json_t *wanted;  /* owned by the batch's meta: its output names, or NULL for all */
+} corral__batch_entry;
 
 struct corral_request {
     uint64_t frame_id;
-    uint8_t type;     /* PROTO_INFER or PROTO_GENERATE */
+    uint8_t type;     /* PROTO_INFER, PROTO_BATCH or PROTO_GENERATE */
     uint16_t flags;   /* the frame's PROTO_FLAG_* */
     corral__region *region; /* the input region, when the worker has one; not owned */
     void *alloc;      /* owned: the frame body's allocation */
@@ -176,6 +189,17 @@ struct corral_request {
 
     int stream; /* GENERATE meta "stream": true */
 
+    /* A BATCH: its requests in batch order (nbatch >= 1 once parsed). */
+    corral__batch_entry *batch; /* owned */
+    size_t nbatch;
+    /* One of infer_batch's requests (a view): the batch it is part of and
+     * whose cancellation is its own (not owned; outlives the view), and its rows. */
+    const corral_request *batch_of;
+    int64_t view_rows;
+    /* The batch's views while infer_batch runs: CANCEL runs their on_cancel. Guarded by flight->mu. */
+    corral_request **views; /* not owned */
+    size_t nviews;
+
     /* Control, guarded by flight->mu (cancelled is also read without it, atomically). */
     corral__flight *flight; /* set while in flight */
     int cancelled;
@@ -198,6 +222,13 @@ void corral__request_free(corral_request *req);
  * -EINVAL after recording a 400 in res (the request's content is at fault).
  */
 int corral__request_parse(corral_request *req, corral_response *res, const char **what);
+/*
+ * infer_batch's requests for a parsed BATCH: nbatch views whose inputs
+ * point at their own rows of the batch's (no copy). They borrow the batch's
+ * memory, so they go before it does. NULL when out of memory.
+ */
+corral_request **corral__batch_views(const corral_request *batch);
+void corral__batch_views_free(corral_request **views, size_t n);
 
 /* ---- corral_response.c ---- */
 
@@ -212,7 +243,7 @@ typedef struct corral__output {
 } corral__output;
 
 struct corral_response {
-    uint8_t type; /* PROTO_INFER or PROTO_GENERATE: what it answers */
+    uint8_t type; /* PROTO_INFER, PROTO_BATCH or PROTO_GENERATE: what it answers */
     corral__output *outputs;
     size_t noutputs, cap;
 
@@ -255,6 +286,15 @@ void corral__response_set_error(corral_response *res, int status, const char *ty
  * res must stay alive until the frame is sent (iov borrows its data).
  */
 void corral__response_encode(corral_response *res, const corral_request *req, corral__encoded *enc);
+/*
+ * Encodes the reply to a BATCH answered by infer_batch: an INFER_RESULT
+ * with one entry per request ({"results": [...]}: its outputs, or its
+ * error), or ERROR when batch holds an error (or the results cannot be
+ * encoded: the error is then recorded in batch). Each res[i]->req is
+ * request i's view; every res[i] must stay alive until the frame is sent.
+ */
+void corral__response_encode_batch(corral_response *batch, corral_response *const *res, size_t n,
+                                   corral__encoded *enc);
 void corral__encoded_free(corral__encoded *enc);
 
 /* ---- corral_ctx.c ---- */

@@ -1,6 +1,7 @@
 /*
- * corral_request.c — one INFER or GENERATE as the model sees it: parsing the
- * frame's JSON meta, validating tensors, and the corral_request_* accessors.
+ * corral_request.c — one INFER, BATCH or GENERATE as the model sees it:
+ * parsing the frame's JSON meta, validating tensors, a batch's per-request
+ * views for infer_batch, and the corral_request_* accessors.
  *
  * Two kinds of failure are told apart. A body that does not follow the
  * protocol (meta not JSON, fields of the wrong JSON type, tensor sizes that do
@@ -14,6 +15,7 @@
 #endif
 #include "corral_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -46,6 +48,9 @@ void corral__request_free(corral_request *req)
 {
     if (!req)
         return;
+    for (size_t i = 0; i < req->nbatch; i++)
+        json_decref(req->batch[i].parameters);
+    free(req->batch);
     for (size_t i = 0; req->copies && i < req->ninputs; i++)
         free(req->copies[i]);
     free(req->copies);
@@ -205,6 +210,83 @@ static int parse_infer(corral_request *req, corral_response *res, const char **w
     return 0;
 }
 
+/*
+ * BATCH: reads the meta's `batch` list, one entry per request. Its shape is
+ * the daemon's to get right, so every flaw is a protocol error.
+ */
+static int parse_batch_entries(corral_request *req, corral_response *res, const char **what)
+{
+    const json_t *list = json_object_get(req->meta, "batch");
+    if (!json_is_array(list) || json_array_size(list) == 0)
+        return proto_fail(req, what, "BATCH meta 'batch' is %s", list ? "not a non-empty list" : "missing");
+    size_t n = json_array_size(list);
+    req->batch = calloc(n, sizeof *req->batch);
+    if (!req->batch)
+        return corral_response_error(res, 500, "MemoryError", "out of memory reading a batch of %zu requests", n);
+    for (size_t i = 0; i < n; i++) {
+        corral__batch_entry *e = &req->batch[i];
+        const json_t *spec = json_array_get(list, i);
+        if (!json_is_object(spec))
+            return proto_fail(req, what, "BATCH entry %zu is not an object", i);
+        const json_t *id = json_object_get(spec, "id");
+        const json_t *client_id = json_object_get(spec, "client_id");
+        const json_t *rows = json_object_get(spec, "rows");
+        json_t *params = json_object_get(spec, "parameters");
+        const json_t *wanted = json_object_get(spec, "outputs");
+        if (!json_is_integer(id) || json_integer_value(id) <= 0)
+            return proto_fail(req, what, "BATCH entry %zu: 'id' is not a positive integer", i);
+        if (client_id && !json_is_string(client_id))
+            return proto_fail(req, what, "BATCH entry %zu: 'client_id' is not a string", i);
+        if (!json_is_integer(rows) || json_integer_value(rows) < 0)
+            return proto_fail(req, what, "BATCH entry %zu: 'rows' is not a count", i);
+        if (params && !json_is_object(params))
+            return proto_fail(req, what, "BATCH entry %zu: 'parameters' is not an object", i);
+        if (wanted) {
+            size_t k;
+            const json_t *v;
+            if (!json_is_array(wanted))
+                return proto_fail(req, what, "BATCH entry %zu: 'outputs' is not a list", i);
+            json_array_foreach(wanted, k, v) {
+                if (!json_is_string(v))
+                    return proto_fail(req, what, "BATCH entry %zu: 'outputs' holds a non-string", i);
+            }
+        }
+        e->id = (uint64_t)json_integer_value(id);
+        e->client_id = client_id ? json_string_value(client_id) : "";
+        e->rows = json_integer_value(rows);
+        e->parameters = params ? json_incref(params) : json_object();
+        e->wanted = wanted;
+        req->nbatch = i + 1;
+        if (!e->parameters)
+            return corral_response_error(res, 500, "MemoryError", "out of memory");
+    }
+    /* The batch answers to its first request's id and parameters (corral_worker.h). */
+    json_decref(req->parameters);
+    req->parameters = json_incref(req->batch[0].parameters);
+    req->client_id = req->batch[0].client_id;
+    return 0;
+}
+
+/* BATCH, once its inputs are parsed: the requests' rows add up to every input's dimension 0. */
+static int check_batch_rows(corral_request *req, const char **what)
+{
+    int64_t total = 0;
+    for (size_t i = 0; i < req->nbatch; i++) {
+        if (req->batch[i].rows > INT64_MAX - total)
+            return proto_fail(req, what, "BATCH rows add up to more than 2^63");
+        total += req->batch[i].rows;
+    }
+    for (size_t k = 0; k < req->ninputs; k++) {
+        const corral_tensor *t = &req->inputs[k];
+        if (t->ndim == 0)
+            return proto_fail(req, what, "BATCH input '%s' is a scalar: it has no rows", t->name);
+        if (t->shape[0] != total)
+            return proto_fail(req, what, "BATCH rows add up to %lld, but input '%s' has %lld", (long long)total,
+                              t->name, (long long)t->shape[0]);
+    }
+    return 0;
+}
+
 int corral__request_parse(corral_request *req, corral_response *res, const char **what)
 {
     const char *meta;
@@ -239,12 +321,90 @@ int corral__request_parse(corral_request *req, corral_response *res, const char 
         return 0;
     }
     req->content_type = "application/octet-stream";
-    if (req->flags & PROTO_FLAG_SHM_DATA) {
-        int rc = shared_data(req, what);
-        if (rc < 0)
-            return rc;
+    int rc;
+    if (req->type == PROTO_BATCH && (rc = parse_batch_entries(req, res, what)) < 0)
+        return rc;
+    if ((req->flags & PROTO_FLAG_SHM_DATA) && (rc = shared_data(req, what)) < 0)
+        return rc;
+    if ((rc = parse_infer(req, res, what)) < 0)
+        return rc;
+    return req->type == PROTO_BATCH ? check_batch_rows(req, what) : 0;
+}
+
+/* ---- infer_batch's views of a batch ---- */
+
+/*
+ * Points each view's copy of the batch's input k at that request's rows of
+ * it. The batch's rows were checked against the input's dimension 0, and
+ * BYTES were validated, so the walk cannot run past the data.
+ */
+static void slice_input(const corral_request *batch, size_t k, corral_request **views)
+{
+    const corral_tensor *t = &batch->inputs[k];
+    int64_t total = t->shape[0];
+    int64_t per_row = total > 0 ? corral_tensor_count(t) / total : 0; /* elements in one row */
+    size_t elem = corral_dtype_size(t->dtype);
+    const uint8_t *base = t->data;
+    size_t offset = 0;
+    for (size_t i = 0; i < batch->nbatch; i++) {
+        corral_tensor *v = &views[i]->inputs[k];
+        int64_t count = batch->batch[i].rows * per_row;
+        size_t len = 0;
+        if (t->dtype != CORRAL_BYTES) {
+            len = (size_t)count * elem;
+        } else {
+            for (int64_t e = 0; e < count; e++)
+                len += 4 + proto_get_u32(base + offset + len);
+        }
+        *v = *t;
+        v->shape[0] = batch->batch[i].rows;
+        v->data = base + offset;
+        v->size = len;
+        /* A whole number of rows into an aligned tensor: aligned too, so no view needs the copy
+         * that parse_infer makes of a misaligned input. */
+        assert(elem <= 1 || (uintptr_t)v->data % elem == 0);
+        offset += len;
     }
-    return parse_infer(req, res, what);
+    assert(offset == t->size);
+}
+
+corral_request **corral__batch_views(const corral_request *batch)
+{
+    size_t n = batch->nbatch;
+    corral_request **views = calloc(n, sizeof *views);
+    if (!views)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const corral__batch_entry *e = &batch->batch[i];
+        corral_request *v = calloc(1, sizeof *v);
+        if (!v)
+            goto fail;
+        views[i] = v;
+        v->frame_id = e->id;
+        v->type = PROTO_INFER;
+        v->client_id = e->client_id;
+        v->parameters = json_incref(e->parameters);
+        v->wanted = e->wanted;
+        v->content_type = "application/octet-stream";
+        v->batch_of = batch;
+        v->view_rows = e->rows;
+        if (batch->ninputs > 0 && !(v->inputs = calloc(batch->ninputs, sizeof *v->inputs)))
+            goto fail;
+        v->ninputs = batch->ninputs;
+    }
+    for (size_t k = 0; k < batch->ninputs; k++)
+        slice_input(batch, k, views);
+    return views;
+fail:
+    corral__batch_views_free(views, n);
+    return NULL;
+}
+
+void corral__batch_views_free(corral_request **views, size_t n)
+{
+    for (size_t i = 0; views && i < n; i++)
+        corral__request_free(views[i]);
+    free(views);
 }
 
 /* ---- accessors ---- */
@@ -277,17 +437,60 @@ const corral_tensor *corral_request_input(const corral_request *req, const char 
     return NULL;
 }
 
-int corral_request_output_wanted(const corral_request *req, const char *name)
+/* Whether the output list wanted (NULL: all) names name. */
+static int list_wants(const json_t *wanted, const char *name)
 {
     size_t i;
     const json_t *v;
-    if (!req->wanted)
+    if (!wanted)
         return 1;
-    json_array_foreach(req->wanted, i, v) {
+    json_array_foreach(wanted, i, v) {
         if (strcmp(json_string_value(v), name) == 0)
             return 1;
     }
     return 0;
+}
+
+int corral_request_output_wanted(const corral_request *req, const char *name)
+{
+    if (!name)
+        return 0;
+    if (req->nbatch == 0)
+        return list_wants(req->wanted, name);
+    for (size_t i = 0; i < req->nbatch; i++)
+        if (list_wants(req->batch[i].wanted, name))
+            return 1;
+    return 0;
+}
+
+size_t corral_request_batch_count(const corral_request *req)
+{
+    return req->nbatch > 0 ? req->nbatch : 1;
+}
+
+int64_t corral_request_batch_rows(const corral_request *req, size_t i)
+{
+    if (i >= corral_request_batch_count(req))
+        return -1;
+    if (req->nbatch > 0)
+        return req->batch[i].rows;
+    if (req->batch_of)
+        return req->view_rows;
+    return req->ninputs > 0 && req->inputs[0].ndim > 0 ? req->inputs[0].shape[0] : 0;
+}
+
+const char *corral_request_batch_id(const corral_request *req, size_t i)
+{
+    if (i >= corral_request_batch_count(req))
+        return NULL;
+    return req->nbatch > 0 ? req->batch[i].client_id : corral_request_id(req);
+}
+
+const json_t *corral_request_batch_parameters(const corral_request *req, size_t i)
+{
+    if (i >= corral_request_batch_count(req))
+        return NULL;
+    return req->nbatch > 0 ? req->batch[i].parameters : req->parameters;
 }
 
 const void *corral_request_body(const corral_request *req, size_t *len)

@@ -264,6 +264,38 @@ static int encode_meta(corral__encoded *enc, uint8_t type, json_t *meta, size_t 
     return 0;
 }
 
+/*
+ * Appends to list the description of each of res's outputs that req asks
+ * for (all when req is NULL), and adds their sizes to *data_len (saturating)
+ * and their count to *kept.
+ */
+static int describe_outputs(const corral_response *res, const corral_request *req, json_t *list, size_t *data_len,
+                            size_t *kept)
+{
+    for (size_t i = 0; i < res->noutputs; i++) {
+        const corral__output *o = &res->outputs[i];
+        if (req && !corral_request_output_wanted(req, o->name))
+            continue;
+        json_t *t = corral__tensor_json(o->name, o->dtype, o->shape, o->ndim, (int64_t)o->size);
+        if (!t || json_array_append_new(list, t) < 0)
+            return -ENOMEM;
+        *data_len = *data_len + o->size < *data_len ? SIZE_MAX : *data_len + o->size;
+        (*kept)++;
+    }
+    return 0;
+}
+
+/* Points the next pieces of enc at the data of the outputs describe_outputs kept, in the same order. */
+static void add_output_data(const corral_response *res, const corral_request *req, corral__encoded *enc)
+{
+    for (size_t i = 0; i < res->noutputs; i++) {
+        const corral__output *o = &res->outputs[i];
+        if (req && !corral_request_output_wanted(req, o->name))
+            continue;
+        enc->iov[enc->iovcnt++] = (struct iovec){.iov_base = (void *)o->data, .iov_len = o->size};
+    }
+}
+
 static int encode_infer(corral_response *res, const corral_request *req, corral__encoded *enc)
 {
     json_t *list = json_array();
@@ -276,28 +308,64 @@ static int encode_infer(corral_response *res, const corral_request *req, corral_
         json_decref(meta);
         return -ENOMEM;
     }
-    for (size_t i = 0; i < res->noutputs; i++) {
-        corral__output *o = &res->outputs[i];
-        if (req && !corral_request_output_wanted(req, o->name))
-            continue;
-        json_t *t = corral__tensor_json(o->name, o->dtype, o->shape, o->ndim, (int64_t)o->size);
-        if (!t || json_array_append_new(list, t) < 0) {
-            json_decref(meta);
-            return -ENOMEM;
-        }
-        data_len = data_len + o->size < data_len ? SIZE_MAX : data_len + o->size;
-        kept++;
+    if (describe_outputs(res, req, list, &data_len, &kept) < 0) {
+        json_decref(meta);
+        return -ENOMEM;
     }
     int rc = encode_meta(enc, PROTO_INFER_RESULT, meta, kept, data_len);
     if (rc < 0)
         return rc;
-    for (size_t i = 0; i < res->noutputs; i++) {
-        corral__output *o = &res->outputs[i];
-        if (req && !corral_request_output_wanted(req, o->name))
-            continue;
-        enc->iov[enc->iovcnt++] = (struct iovec){.iov_base = (void *)o->data, .iov_len = o->size};
-    }
+    add_output_data(res, req, enc);
     return 0;
+}
+
+/* {"type", "message", "status"} of res's recorded error. New reference, or NULL. */
+static json_t *error_json(const corral_response *res)
+{
+    return json_pack("{s:s,s:s,s:i}", "type", res->error_type ? res->error_type : "MemoryError", "message",
+                     res->error_message ? res->error_message : "out of memory", "status", res->status);
+}
+
+/* {"results": [...]}: each request's outputs (its tensors' data in entry order) or its error. */
+static int encode_results(corral_response *const *res, size_t n, corral__encoded *enc)
+{
+    json_t *list = json_array();
+    json_t *meta = json_object();
+    size_t data_len = 0;
+    size_t kept = 0;
+
+    if (!list || !meta || json_object_set_new(meta, "results", list) < 0) {
+        json_decref(list);
+        json_decref(meta);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *entry = json_object();
+        json_t *body = res[i]->status ? error_json(res[i]) : json_array();
+        if (!entry || !body ||
+            (!res[i]->status && describe_outputs(res[i], res[i]->req, body, &data_len, &kept) < 0)) {
+            json_decref(entry);
+            json_decref(body);
+            goto nomem;
+        }
+        /* The _new setters take the reference even when they fail. */
+        if (json_object_set_new(entry, res[i]->status ? "error" : "outputs", body) < 0) {
+            json_decref(entry);
+            goto nomem;
+        }
+        if (json_array_append_new(list, entry) < 0)
+            goto nomem;
+    }
+    int rc = encode_meta(enc, PROTO_INFER_RESULT, meta, kept, data_len);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        if (!res[i]->status)
+            add_output_data(res[i], res[i]->req, enc);
+    return 0;
+nomem:
+    json_decref(meta);
+    return -ENOMEM;
 }
 
 static int encode_generate(corral_response *res, corral__encoded *enc)
@@ -327,9 +395,7 @@ static void encode_error(corral_response *res, corral__encoded *enc)
 {
     /* Sent when even the error cannot be encoded: a literal needs no memory. */
     static const char fallback[] = "{\"type\":\"MemoryError\",\"message\":\"out of memory\",\"status\":500}";
-    json_t *body = json_pack("{s:s,s:s,s:i}", "type", res->error_type ? res->error_type : "MemoryError",
-                             "message", res->error_message ? res->error_message : "out of memory", "status",
-                             res->status);
+    json_t *body = error_json(res);
     enc->type = PROTO_ERROR;
     enc->meta = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
@@ -339,19 +405,38 @@ static void encode_error(corral_response *res, corral__encoded *enc)
     enc->iovcnt = 1;
 }
 
+/* A result that could not be encoded (rc < 0) becomes res's error. */
+static void encoding_failed(corral_response *res, corral__encoded *enc, int rc)
+{
+    corral__encoded_free(enc);
+    if (rc == -EMSGSIZE)
+        corral__response_set_error(res, 500, "ResponseTooLarge",
+                                   "the response exceeds the protocol's 1 GiB frame limit");
+    else
+        corral__response_set_error(res, 500, "MemoryError", "out of memory encoding the response");
+}
+
 void corral__response_encode(corral_response *res, const corral_request *req, corral__encoded *enc)
 {
     memset(enc, 0, sizeof *enc);
     if (res->status == 0) {
-        int rc = res->type == PROTO_INFER ? encode_infer(res, req, enc) : encode_generate(res, enc);
+        int rc = res->type == PROTO_GENERATE ? encode_generate(res, enc) : encode_infer(res, req, enc);
         if (rc == 0)
             return;
-        corral__encoded_free(enc);
-        if (rc == -EMSGSIZE)
-            corral__response_set_error(res, 500, "ResponseTooLarge",
-                                       "the response exceeds the protocol's 1 GiB frame limit");
-        else
-            corral__response_set_error(res, 500, "MemoryError", "out of memory encoding the response");
+        encoding_failed(res, enc, rc);
     }
     encode_error(res, enc);
+}
+
+void corral__response_encode_batch(corral_response *batch, corral_response *const *res, size_t n,
+                                   corral__encoded *enc)
+{
+    memset(enc, 0, sizeof *enc);
+    if (batch->status == 0) {
+        int rc = encode_results(res, n, enc);
+        if (rc == 0)
+            return;
+        encoding_failed(batch, enc, rc);
+    }
+    encode_error(batch, enc);
 }

@@ -33,7 +33,7 @@ void corral__flight_destroy(corral__flight *f)
     pthread_mutex_destroy(&f->mu);
 }
 
-/* Marks req cancelled and tells whoever waits; under f->mu. */
+/* Marks req cancelled (and so its views, which read its flag) and tells whoever waits; under f->mu. */
 static void cancel_locked(corral__flight *f, corral_request *req)
 {
     if (req->cancelled)
@@ -41,7 +41,18 @@ static void cancel_locked(corral__flight *f, corral_request *req)
     __atomic_store_n(&req->cancelled, 1, __ATOMIC_RELEASE);
     if (req->on_cancel)
         req->on_cancel(req->on_cancel_arg);
+    for (size_t i = 0; i < req->nviews; i++)
+        if (req->views[i]->on_cancel)
+            req->views[i]->on_cancel(req->views[i]->on_cancel_arg);
     pthread_cond_broadcast(&f->cond);
+}
+
+void corral__flight_set_views(corral__flight *f, corral_request *batch, corral_request **views, size_t n)
+{
+    pthread_mutex_lock(&f->mu);
+    batch->views = views;
+    batch->nviews = views ? n : 0;
+    pthread_mutex_unlock(&f->mu);
 }
 
 int corral__flight_add(corral__flight *f, corral_request *req)
@@ -147,20 +158,23 @@ int corral_request_streamed(const corral_request *req)
 
 int corral_request_cancelled(const corral_request *req)
 {
+    if (req && req->batch_of) /* one of infer_batch's requests: cancelled with its batch */
+        req = req->batch_of;
     return req && __atomic_load_n(&req->cancelled, __ATOMIC_ACQUIRE);
 }
 
 void corral_request_on_cancel(const corral_request *req, void (*fn)(void *arg), void *arg)
 {
     corral_request *mut = (corral_request *)req; /* control fields are the SDK's, behind const */
-    corral__flight *f = req ? req->flight : NULL;
     if (!req)
         return;
+    /* A view's CANCEL comes to its batch, so the batch's flight lock guards the view's fields. */
+    corral__flight *f = req->batch_of ? req->batch_of->flight : req->flight;
     if (f)
         pthread_mutex_lock(&f->mu);
     mut->on_cancel = fn;
     mut->on_cancel_arg = arg;
-    if (fn && mut->cancelled)
+    if (fn && corral_request_cancelled(req))
         fn(arg);
     if (f)
         pthread_mutex_unlock(&f->mu);

@@ -11,8 +11,10 @@
  *   reader thread  reads every frame of the protocol socket; answers PING
  *                  and applies CANCEL and CREDIT there (daemons that give no
  *                  health socket send them there);
- *                  queues INFER and GENERATE for the worker threads, or, in
- *                  inline mode, runs them itself.
+ *                  queues INFER, BATCH and GENERATE for the worker threads,
+ *                  or, in inline mode, runs them itself. A BATCH is one
+ *                  request here: one queue entry, one flight entry under the
+ *                  batch's id, one reply.
  *   worker threads `concurrency` of them; each takes a request from the
  *                  queue, runs infer/generate and sends the reply.
  *
@@ -65,7 +67,7 @@ typedef struct worker {
 
 static const char *kind_name(uint8_t type)
 {
-    return type == PROTO_INFER ? "infer" : "generate";
+    return type == PROTO_GENERATE ? "generate" : "infer";
 }
 
 /* ---- replies ---- */
@@ -98,14 +100,20 @@ static uint16_t share_result(worker *w, const corral_request *req, corral__encod
     return PROTO_FLAG_SHM_DATA;
 }
 
+/* Sends the encoded reply to request id (req may be NULL for an error reply), which leaves the flight table first. */
+static void send_encoded(worker *w, uint64_t id, const corral_request *req, corral__encoded *enc)
+{
+    uint16_t flags = share_result(w, req, enc);
+    corral__flight_remove(&w->flight, id);
+    corral__chan_send_flags(&w->chan, enc->type, flags, id, enc->iov, enc->iovcnt);
+    corral__encoded_free(enc);
+}
+
 static void send_reply(worker *w, uint64_t id, const corral_request *req, corral_response *res)
 {
     corral__encoded enc;
     corral__response_encode(res, req, &enc);
-    uint16_t flags = share_result(w, req, &enc);
-    corral__flight_remove(&w->flight, id);
-    corral__chan_send_flags(&w->chan, enc.type, flags, id, enc.iov, enc.iovcnt);
-    corral__encoded_free(&enc);
+    send_encoded(w, id, req, &enc);
 }
 
 static void send_error(worker *w, uint64_t id, uint8_t type, int status, const char *err_type, const char *message)
@@ -119,6 +127,83 @@ static void send_error(worker *w, uint64_t id, uint8_t type, int status, const c
 
 /* ---- worker threads ---- */
 
+/* A callback returned rc != 0 without recording an error: a 500 that names the code. */
+static void callback_failed(corral_response *res, const char *callback, int rc)
+{
+    corral_response_error(res, CORRAL_STATUS_INTERNAL, "ModelError", "%s returned %d%s%s%s", callback, rc,
+                          rc < 0 ? " (" : "", rc < 0 ? strerror(-rc) : "", rc < 0 ? ")" : "");
+}
+
+/*
+ * Runs the callback that answers req in res: generate; infer, which gets a
+ * BATCH whole when there is no infer_batch; or infer_batch, alone (n = 1),
+ * for an INFER when there is no infer.
+ */
+static void run_model(worker *w, const corral_request *req, corral_response *res)
+{
+    const corral_model_ops *ops = w->ops;
+    const char *callback = kind_name(req->type);
+    int rc;
+    if (req->type == PROTO_GENERATE ? ops->generate != NULL : ops->infer != NULL) {
+        rc = (req->type == PROTO_GENERATE ? ops->generate : ops->infer)(w->state, req, res);
+    } else if (req->type == PROTO_INFER && ops->infer_batch) {
+        callback = "infer_batch";
+        rc = ops->infer_batch(w->state, &req, &res, 1);
+    } else {
+        corral_response_error(res, CORRAL_STATUS_BAD_REQUEST, "NotImplemented", "model '%s' does not implement %s",
+                              w->ctx->model_name, callback);
+        return;
+    }
+    if (rc != 0 && res->status == 0)
+        callback_failed(res, callback, rc);
+}
+
+/*
+ * A BATCH for infer_batch: one view and one response per request, then one
+ * INFER_RESULT with every request's result, or one ERROR (batch_res) when
+ * the batch fails as a whole.
+ */
+static void answer_batch(worker *w, corral_request *batch, corral_response *batch_res)
+{
+    size_t n = batch->nbatch;
+    corral_request **views = corral__batch_views(batch);
+    corral_response *res = views ? calloc(n, sizeof *res) : NULL;
+    corral_response **each = res ? calloc(n, sizeof *each) : NULL;
+    corral__encoded enc;
+
+    if (!each) {
+        corral_response_error(batch_res, 500, "MemoryError", "out of memory splitting a batch of %zu requests", n);
+        send_reply(w, batch->frame_id, batch, batch_res);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        corral__response_init(&res[i], PROTO_INFER);
+        res[i].req = views[i];
+        each[i] = &res[i];
+    }
+    corral__flight_set_views(&w->flight, batch, views, n);
+    int rc = w->ops->infer_batch(w->state, (const corral_request *const *)views, each, n);
+    corral__flight_set_views(&w->flight, batch, NULL, 0); /* on_cancel runs only while the callback does */
+    if (rc != 0) {
+        size_t failed = 0;
+        for (size_t i = 0; i < n; i++)
+            failed += res[i].status != 0;
+        if (failed == 0) /* nothing says which request is at fault: all are */
+            callback_failed(batch_res, "infer_batch", rc);
+        for (size_t i = 0; failed > 0 && i < n; i++)
+            if (res[i].status == 0)
+                callback_failed(&res[i], "infer_batch", rc);
+    }
+    corral__response_encode_batch(batch_res, each, n, &enc);
+    send_encoded(w, batch->frame_id, batch, &enc);
+out:
+    for (size_t i = 0; each && i < n; i++)
+        corral__response_close(&res[i]);
+    free(each);
+    free(res);
+    corral__batch_views_free(views, n);
+}
+
 static void handle_request(worker *w, corral_request *req)
 {
     corral_response res;
@@ -130,21 +215,13 @@ static void handle_request(worker *w, corral_request *req)
     if (rc == -EPROTO)
         corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: %s %llu: %s", proto_type_name(req->type),
                     (unsigned long long)req->frame_id, what);
-    if (rc == 0) {
-        int (*cb)(void *, const corral_request *, corral_response *) =
-            req->type == PROTO_INFER ? w->ops->infer : w->ops->generate;
-        if (!cb) {
-            corral_response_error(&res, CORRAL_STATUS_BAD_REQUEST, "NotImplemented",
-                                  "model '%s' does not implement %s", w->ctx->model_name, kind_name(req->type));
-        } else {
-            rc = cb(w->state, req, &res);
-            if (rc != 0 && res.status == 0)
-                corral_response_error(&res, CORRAL_STATUS_INTERNAL, "ModelError", "%s returned %d%s%s%s",
-                                      kind_name(req->type), rc, rc < 0 ? " (" : "", rc < 0 ? strerror(-rc) : "",
-                                      rc < 0 ? ")" : "");
-        }
+    if (rc == 0 && req->type == PROTO_BATCH && w->ops->infer_batch) {
+        answer_batch(w, req, &res);
+    } else {
+        if (rc == 0)
+            run_model(w, req, &res);
+        send_reply(w, req->frame_id, req, &res);
     }
-    send_reply(w, req->frame_id, req, &res);
     corral__response_close(&res);
 }
 
@@ -264,6 +341,7 @@ static void dispatch(worker *w, corral__frame *f)
         on_load(w, f);
         break;
     case PROTO_INFER:
+    case PROTO_BATCH:
     case PROTO_GENERATE:
         on_request(w, f);
         break;
@@ -304,7 +382,8 @@ static void *reader_main(void *arg)
             daemon_gone(w);
             return NULL;
         }
-        if (rc == -ENOMEM && (f.h.type == PROTO_INFER || f.h.type == PROTO_GENERATE) && f.h.id != 0) {
+        if (rc == -ENOMEM && (f.h.type == PROTO_INFER || f.h.type == PROTO_BATCH || f.h.type == PROTO_GENERATE) &&
+            f.h.id != 0) {
             send_error(w, f.h.id, f.h.type, 500, "MemoryError", "out of memory receiving the request");
             continue;
         }
@@ -384,9 +463,10 @@ static int protocol_fd(void)
 
 static void send_hello(worker *w)
 {
-    /* stream: this SDK streams GENERATE answers and obeys CANCEL and CREDIT. */
-    json_t *hello = json_pack("{s:i,s:s,s:s,s:I,s:b}", "protocol", PROTO_VERSION, "sdk", "c", "sdk_version",
-                              CORRAL_SDK_VERSION, "pid", (json_int_t)getpid(), "stream", 1);
+    /* stream: this SDK streams GENERATE answers and obeys CANCEL and CREDIT.
+     * batch: it takes BATCH, whether or not the model has infer_batch (infer then gets the batch whole). */
+    json_t *hello = json_pack("{s:i,s:s,s:s,s:I,s:b,s:b}", "protocol", PROTO_VERSION, "sdk", "c", "sdk_version",
+                              CORRAL_SDK_VERSION, "pid", (json_int_t)getpid(), "stream", 1, "batch", 1);
     if (hello && w->shm[0].fd >= 0 && json_object_set_new(hello, "shm", json_true()) < 0) {
         json_decref(hello);
         hello = NULL;

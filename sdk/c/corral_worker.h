@@ -147,12 +147,19 @@ typedef struct corral_tensor {
  *          (corral_response_set_body), or a stream of chunks
  *          (corral_stream_write / corral_stream_event).
  * unload   on SHUTDOWN, after every request in progress has been answered.
+ * infer_batch
+ *          optional: a batch of n requests (the manifest's `batching`) as n
+ *          requests and n responses, request i answered in res[i]; see
+ *          "Batches" below. Without it, infer gets a batch as one request.
+ *          With it and no infer, infer_batch also gets each request that
+ *          was not batched, alone (n = 1).
  */
 typedef struct corral_model_ops {
     int (*load)(corral_ctx *ctx, void **state);
     int (*infer)(void *state, const corral_request *req, corral_response *res);
     int (*generate)(void *state, const corral_request *req, corral_response *res);
     void (*unload)(void *state);
+    int (*infer_batch)(void *state, const corral_request *const *reqs, corral_response *const *res, size_t n);
 } corral_model_ops;
 
 /*
@@ -208,9 +215,9 @@ CORRAL_API int corral_param_bool(const json_t *obj, const char *key, int def);
 
 /* ---- requests ------------------------------------------------------------ */
 
-/* The client's request id ("" when it gave none). */
+/* The client's request id ("" when it gave none); a batch's first request's. */
 CORRAL_API const char *corral_request_id(const corral_request *req);
-/* Request parameters (an object, possibly empty; owned by req). */
+/* Request parameters (an object, possibly empty; owned by req); a batch's first request's. */
 CORRAL_API const json_t *corral_request_parameters(const corral_request *req);
 
 /* infer: inputs in the order the client sent them. */
@@ -219,11 +226,52 @@ CORRAL_API const corral_tensor *corral_request_input_at(const corral_request *re
 /* The input called name, or NULL. */
 CORRAL_API const corral_tensor *corral_request_input(const corral_request *req, const char *name);
 /*
- * Whether the client asked for output name (true when it named none).
- * Outputs it did not ask for are dropped by the SDK anyway; this lets a
- * model skip computing them.
+ * Whether the client asked for output name (true when it named none); for
+ * a batch, whether any of its requests did. Outputs nobody asked for are
+ * dropped by the SDK anyway; this lets a model skip computing them.
  */
 CORRAL_API int corral_request_output_wanted(const corral_request *req, const char *name);
+
+/*
+ * Batches. A model whose manifest sets `batching` may be sent several
+ * queued requests at once, when their inputs match (the same names,
+ * datatypes and shapes apart from dimension 0). It takes them in one of two
+ * forms; requests that were not batched come one at a time as always.
+ *
+ * 1. infer, when infer_batch is NULL, gets the batch as ONE request: each
+ *    input holds every request's rows of it, concatenated along dimension 0
+ *    in batch order; request i has corral_request_batch_rows(req, i) of
+ *    them. The model answers with outputs whose dimension 0 is the total
+ *    rows, and the daemon gives each request its own rows of each (an
+ *    output with any other dimension 0 fails the whole batch with a 502).
+ *    corral_request_id and corral_request_parameters give the first
+ *    request's; _batch_id and _batch_parameters give each one's. An error
+ *    recorded fails every request of the batch. An echo needs no code for
+ *    batches: its outputs are its inputs.
+ * 2. infer_batch gets n requests and n responses. reqs[i] looks like an
+ *    ordinary request: its inputs are its own rows of the batch (views into
+ *    the batch's data, no copy, aligned as any input is), with its own id,
+ *    parameters and output selection, and a batch count of 1. Each res[i] is
+ *    answered as infer answers its response; an error recorded in res[i]
+ *    fails request i alone. A non-zero return fails every request without
+ *    an error of its own with a 500 (in one ERROR when none has one).
+ *
+ * Cancellation concerns the batch: once the daemon cancels it (every
+ * request of it is gone), corral_request_cancelled is true for the batch
+ * and for each of infer_batch's requests, and each one's on_cancel runs.
+ */
+/* Requests in the batch req is; 1 for an ordinary request, and for each request infer_batch gets. */
+CORRAL_API size_t corral_request_batch_count(const corral_request *req);
+/*
+ * Rows of request i (0 <= i < batch count) of the batch: its inputs'
+ * dimension 0. For an ordinary request (i = 0) the dimension 0 of its first
+ * input, 0 when it has none or that one is a scalar. -1 when i is out of range.
+ */
+CORRAL_API int64_t corral_request_batch_rows(const corral_request *req, size_t i);
+/* The client's request id of request i ("" when it gave none); NULL when i is out of range. */
+CORRAL_API const char *corral_request_batch_id(const corral_request *req, size_t i);
+/* Request parameters of request i (an object, possibly empty; owned by req); NULL when i is out of range. */
+CORRAL_API const json_t *corral_request_batch_parameters(const corral_request *req, size_t i);
 
 /* generate: the HTTP body exactly as received, and its content type. */
 CORRAL_API const void *corral_request_body(const corral_request *req, size_t *len);
@@ -309,7 +357,7 @@ CORRAL_API int corral_request_streamed(const corral_request *req);
  * deadline passed (the client already has its 504) or the model's
  * stream_timeout passed. Nobody reads the answer any more; the model should
  * return as soon as it can (whatever it returns is dropped). Any thread may
- * call it, for infer and generate alike.
+ * call it, for infer, infer_batch and generate alike (a batch: see "Batches").
  */
 CORRAL_API int corral_request_cancelled(const corral_request *req);
 

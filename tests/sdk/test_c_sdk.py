@@ -41,6 +41,7 @@ HELLO, LOAD, READY = 0x01, 0x02, 0x03
 INFER, INFER_RESULT, GENERATE, GENERATE_RESULT = 0x10, 0x11, 0x12, 0x13
 CHUNK, END, CANCEL, BATCH, CREDIT = 0x14, 0x15, 0x16, 0x17, 0x18
 ERROR, PING, PONG, SHUTDOWN = 0x1F, 0x20, 0x21, 0x22
+SHM = 0x30  # reserved
 
 TIMEOUT = 10.0  # seconds any single frame may take to arrive
 
@@ -292,7 +293,7 @@ def test_hello_load_ready(spawn):
     w = spawn()
     hello = w.hello()
     assert hello == {"protocol": 1, "sdk": "c", "sdk_version": hello["sdk_version"], "pid": w.proc.pid,
-                     "stream": True}
+                     "stream": True, "batch": True}
     w.load()
     assert json.loads(w.expect(READY, 0)) == {}
 
@@ -704,7 +705,7 @@ def test_eof_before_load_exits(spawn):
     (dict(type_=PING, flags=1), "bad frame header"),
     (dict(type_=0x7E), "bad frame header"),
     (dict(type_=INFER, id_=5, length=(1 << 30) + 1), "exceeds"),
-    (dict(type_=BATCH, id_=5), "reserved"),
+    (dict(type_=SHM), "reserved"),
     (dict(type_=CHUNK, id_=5), "unexpected CHUNK"),
     (dict(type_=READY), "unexpected READY"),
     (dict(type_=INFER, id_=5, body=b"\x01\x00"), "shorter"),
