@@ -1,7 +1,8 @@
-"""Tests of the C SDK (sdk/c) through its two example models.
+"""Tests of the C SDK (sdk/c) through its two example models and a fixture.
 
 Each test starts a built worker binary (examples/models/echo-c/echo-c,
-examples/models/tts-espeak/tts-espeak) with one end of a socketpair as fd 3
+examples/models/tts-espeak/tts-espeak, tests/models/infer_batch_c/infer_batch_c)
+with one end of a socketpair as fd 3
 and plays the daemon's part of docs/worker-protocol.md by hand: frames are
 written and read here, byte by byte, so the tests check the wire format and
 not just a client library. Every test bounds its time and kills the processes
@@ -32,9 +33,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ECHO_DIR = ROOT / "examples" / "models" / "echo-c"
 TTS_DIR = ROOT / "examples" / "models" / "tts-espeak"
+BATCH_DIR = ROOT / "tests" / "models" / "infer_batch_c"
 # Overridable to test other builds (sanitized, valgrind) without touching the tree's binaries.
 ECHO_BIN = Path(os.environ.get("CORRAL_ECHO_C_BIN", ECHO_DIR / "echo-c"))
 TTS_BIN = Path(os.environ.get("CORRAL_TTS_ESPEAK_BIN", TTS_DIR / "tts-espeak"))
+BATCH_BIN = Path(os.environ.get("CORRAL_INFER_BATCH_C_BIN", BATCH_DIR / "infer_batch_c"))
 
 HEADER = struct.Struct("<IBBHQ")
 HELLO, LOAD, READY = 0x01, 0x02, 0x03
@@ -198,6 +201,33 @@ class Worker:
         self.send(GENERATE, id_, tensor_body(meta, body))
         return id_
 
+    def send_batch(self, parts: list[list[tuple[str, str, list[int], bytes]]], extras: Optional[list[dict]] = None,
+                   id_: Optional[int] = None, flags: int = 0, in_region: bool = False) -> tuple[int, list[int]]:
+        """A BATCH of one request per part (its inputs, all with the same names and datatypes, in the same
+        order): each input concatenated along dimension 0; extras[i] updates request i's entry (parameters,
+        outputs, ...). in_region puts the data in the input region. Returns (batch id, request ids)."""
+        ids = [self.new_id() for _ in parts]
+        entries = [{"id": rid, "client_id": f"client-{i}", "rows": part[0][2][0], "parameters": {}}
+                   for i, (rid, part) in enumerate(zip(ids, parts))]
+        for entry, extra in zip(entries, extras or []):
+            entry.update(extra)
+        inputs, data = [], b""
+        for k, (name, dtype, shape, _) in enumerate(parts[0]):
+            blob = b"".join(part[k][3] for part in parts)
+            inputs.append({"name": name, "datatype": dtype, "shape": [sum(part[k][2][0] for part in parts), *shape[1:]],
+                           "size": len(blob)})
+            data += blob
+        id_ = id_ or self.new_id()
+        meta = {"batch": entries, "inputs": inputs}
+        if in_region:
+            fd = self.regions[0]
+            if os.fstat(fd).st_size < len(data):
+                os.ftruncate(fd, len(data))
+            os.pwrite(fd, data, 0)
+            data = b""
+        self.send(BATCH, id_, tensor_body(meta, data), flags=flags)
+        return id_, ids
+
     def control(self, type_: int, id_: int, body: bytes = b"") -> None:
         """CANCEL or CREDIT, on the health socket when there is one (as the daemon sends them)."""
         frame = HEADER.pack(len(body), 1, type_, 0, id_) + body
@@ -257,7 +287,7 @@ def spawn() -> Iterator:
     started: list[Worker] = []
 
     def make(binary: Path = ECHO_BIN, **kwargs) -> Worker:
-        w = Worker(binary, ECHO_DIR if binary == ECHO_BIN else TTS_DIR, **kwargs)
+        w = Worker(binary, {ECHO_BIN: ECHO_DIR, BATCH_BIN: BATCH_DIR}.get(binary, TTS_DIR), **kwargs)
         started.append(w)
         return w
 
@@ -751,6 +781,281 @@ def test_unsupported_protocol_version_fails(spawn):
     w = spawn(env={"CORRAL_PROTOCOL": "2"})
     assert w.wait() == 1
     assert "protocol 2" in w.stderr_text()
+
+
+# ---- batches (docs/worker-protocol.md, Batches)
+
+def tensors(meta_list: list[dict], data: bytes) -> tuple[dict[str, tuple[str, list[int], bytes]], bytes]:
+    """{name: (datatype, shape, data)} of a list of tensor descriptions at the start of data, and the rest."""
+    out, off = {}, 0
+    for t in meta_list:
+        out[t["name"]] = (t["datatype"], t["shape"], data[off : off + t["size"]])
+        off += t["size"]
+    return out, data[off:]
+
+
+def batch_results(body: bytes) -> list:
+    """The {"results": [...]} form: per request, its {name: tensor} or its error object."""
+    meta, data = split_body(body)
+    assert set(meta) == {"results"}, meta
+    results = []
+    for entry in meta["results"]:
+        if "error" in entry:
+            assert set(entry) == {"error"} and set(entry["error"]) == {"type", "message", "status"}, entry
+            results.append(entry["error"])
+        else:
+            assert set(entry) == {"outputs"}, entry
+            out, data = tensors(entry["outputs"], data)
+            results.append(out)
+    assert data == b""
+    return results
+
+
+ROWS = [2, 1, 3]
+
+
+def batch_parts(rows: list[int] = ROWS) -> list[list[tuple[str, str, list[int], bytes]]]:
+    """Per request: a 3-byte-a-row UINT8 input first (so the FP32 after it is misaligned in the frame),
+    FP32 rows of 3, and BYTES rows of 2 strings of varied lengths; every value tells its request and row."""
+    parts = []
+    for r, n in enumerate(rows):
+        odd = bytes(range(10 * r, 10 * r + 3 * n))
+        fp32 = struct.pack(f"<{3 * n}f", *(100 * r + i + 0.5 for i in range(3 * n)))
+        strings = encode_bytes([f"r{r}e{i}".encode() * (i + 1) for i in range(2 * n)])
+        parts.append([("EXTRA", "UINT8", [n, 3], odd), ("INPUT0", "FP32", [n, 3], fp32),
+                      ("INPUT1", "BYTES", [n, 2], strings)])
+    return parts
+
+
+@pytest.mark.parametrize("health, concurrency", [(False, 1), (True, 1), (True, 2)],
+                         ids=["threads", "inline", "concurrent"])
+def test_batch_to_echo_c_is_answered_whole(spawn, health, concurrency):
+    w = spawn(health=health)
+    w.start(concurrency=concurrency)
+    parts = batch_parts()
+    batch_id, _ = w.send_batch(parts)
+    meta, data = split_body(w.expect(INFER_RESULT, batch_id))
+    out, rest = tensors(meta["outputs"], data)
+    assert rest == b"" and list(out) == ["EXTRA", "OUTPUT0", "OUTPUT1"]
+    total = sum(ROWS)
+    assert out["EXTRA"] == ("UINT8", [total, 3], b"".join(p[0][3] for p in parts))
+    assert out["OUTPUT0"] == ("FP32", [total, 3], b"".join(p[1][3] for p in parts))
+    assert out["OUTPUT1"] == ("BYTES", [total, 2], b"".join(p[2][3] for p in parts))
+    assert w.infer([("INPUT0", "INT8", [1], b"\x05")])["OUTPUT0"][2] == b"\x05"  # and serves on
+
+
+@pytest.mark.parametrize("dtype", ["FP32", "BYTES"])
+def test_batch_of_one_input_type(spawn, dtype):
+    w = spawn()
+    w.start()
+    parts = [[p[1 if dtype == "FP32" else 2]] for p in batch_parts()]
+    batch_id, _ = w.send_batch(parts)
+    meta, data = split_body(w.expect(INFER_RESULT, batch_id))
+    out, _ = tensors(meta["outputs"], data)
+    shape = [6, 3] if dtype == "FP32" else [6, 2]
+    assert out == {"OUTPUT0" if dtype == "FP32" else "OUTPUT1": (dtype, shape, b"".join(p[0][3] for p in parts))}
+
+
+def test_batch_outputs_are_the_union_of_the_requests_selections(spawn):
+    w = spawn()
+    w.start()
+    parts = batch_parts([1, 2])
+    batch_id, _ = w.send_batch(parts, [{"outputs": ["OUTPUT1"]}, {"outputs": ["EXTRA", "OUTPUT1"]}])
+    meta, _ = split_body(w.expect(INFER_RESULT, batch_id))
+    assert [t["name"] for t in meta["outputs"]] == ["EXTRA", "OUTPUT1"]
+    batch_id, _ = w.send_batch(parts, [{"outputs": ["OUTPUT1"]}, {}])  # one that names none wants all
+    meta, _ = split_body(w.expect(INFER_RESULT, batch_id))
+    assert [t["name"] for t in meta["outputs"]] == ["EXTRA", "OUTPUT0", "OUTPUT1"]
+
+
+def test_batch_with_a_bad_tensor_fails_whole_and_the_worker_survives(spawn):
+    w = spawn()
+    w.start()
+    batch_id, _ = w.send_batch([[("INPUT0", "FP33", [1], b"\x00" * 4)], [("INPUT0", "FP33", [1], b"\x00" * 4)]])
+    err = w.error(batch_id)
+    assert err["status"] == 400 and "FP33" in err["message"]
+    batch_id, _ = w.send_batch([[("INPUT0", "INT8", [1], b"\x01")]] * 2, [{"parameters": {"delay_ms": -1}}])
+    assert w.error(batch_id)["status"] == 400  # form 1: the first request's parameters are the batch's
+    assert w.infer([("INPUT0", "INT8", [1], b"\x05")])["OUTPUT0"][2] == b"\x05"
+
+
+@pytest.mark.parametrize("health", [False, True])
+def test_infer_batch_one_bad_request_fails_alone(spawn, health):
+    w = spawn(BATCH_BIN, health=health)
+    w.start()
+    parts = batch_parts()
+    batch_id, _ = w.send_batch(parts, [{"outputs": ["OUTPUT0"]}, {"parameters": {"fail": True}}, {}])
+    results = batch_results(w.expect(INFER_RESULT, batch_id))
+    assert len(results) == 3
+    assert results[0] == {"OUTPUT0": ("FP32", [2, 3], parts[0][1][3])}  # its own rows, its own selection
+    assert results[1]["status"] == 400 and results[1]["type"] == "BadRequest"
+    assert "client-1" in results[1]["message"]
+    assert results[2] == {"EXTRA": ("UINT8", [3, 3], parts[2][0][3]), "OUTPUT0": ("FP32", [3, 3], parts[2][1][3]),
+                          "OUTPUT1": ("BYTES", [3, 2], parts[2][2][3])}
+    assert "infer_batch_c: 3 requests, 6 rows" in w.stderr_text()
+
+
+def test_infer_batch_views_of_every_request(spawn):
+    w = spawn(BATCH_BIN)
+    w.start()
+    rows = [1, 4, 2, 1, 3]
+    parts = batch_parts(rows)
+    batch_id, _ = w.send_batch(parts)
+    results = batch_results(w.expect(INFER_RESULT, batch_id))
+    for part, result, n in zip(parts, results, rows):
+        assert result == {"EXTRA": ("UINT8", [n, 3], part[0][3]), "OUTPUT0": ("FP32", [n, 3], part[1][3]),
+                          "OUTPUT1": ("BYTES", [n, 2], part[2][3])}
+
+
+def test_infer_batch_zero_rows_and_a_lone_request(spawn):
+    w = spawn(BATCH_BIN)
+    w.start()
+    parts = [[("INPUT0", "INT16", [n, 2], struct.pack(f"<{2 * n}h", *range(2 * n)))] for n in (0, 2, 0)]
+    results = batch_results(w.expect(INFER_RESULT, w.send_batch(parts)[0]))
+    assert [r["OUTPUT0"][1] for r in results] == [[0, 2], [2, 2], [0, 2]]
+    assert results[1]["OUTPUT0"][2] == parts[1][0][3]
+    # Without infer, an ordinary INFER goes to infer_batch alone, and is answered as ever.
+    assert w.infer([("INPUT0", "INT8", [2], b"\x01\x02")])["OUTPUT0"] == ("INT8", [2], b"\x01\x02")
+    err = w.error(w.send_infer([("INPUT0", "INT8", [1], b"\x01")], parameters={"fail": True}))
+    assert err["status"] == 400 and "asked to fail" in err["message"]
+    err = w.error(w.send_infer([("INPUT0", "INT8", [1], b"\x01")], parameters={"return": -22}))
+    assert err["status"] == 500 and "infer_batch returned -22" in err["message"]
+
+
+def test_infer_batch_nonzero_return_fails_the_requests_without_an_error(spawn):
+    w = spawn(BATCH_BIN)
+    w.start()
+    parts = batch_parts()
+    batch_id, _ = w.send_batch(parts, [{}, {"parameters": {"return": 7}}, {}])
+    err = w.error(batch_id)  # nobody's fault in particular: the whole batch
+    assert err["status"] == 500 and "infer_batch returned 7" in err["message"]
+    batch_id, _ = w.send_batch(parts, [{}, {"parameters": {"fail": True, "return": 7}}, {}])
+    results = batch_results(w.expect(INFER_RESULT, batch_id))
+    assert [r["status"] for r in results] == [500, 400, 500]
+    assert "infer_batch returned 7" in results[0]["message"]
+
+
+@pytest.mark.parametrize("health", [False, True])
+def test_cancel_of_a_batch_reaches_the_model(spawn, health):
+    w = spawn(health=health)
+    w.start()
+    batch_id, _ = w.send_batch(batch_parts(), [{"parameters": {"delay_ms": 30000}}])
+    time.sleep(0.2)
+    started = time.monotonic()
+    w.control(CANCEL, batch_id)
+    err = w.error(batch_id)
+    assert err["type"] == "Cancelled" and time.monotonic() - started < 5
+    assert w.infer([("INPUT0", "INT8", [1], b"\x05")])["OUTPUT0"][2] == b"\x05"
+
+
+@pytest.mark.parametrize("health", [False, True])
+def test_cancel_of_a_batch_cancels_every_request_of_infer_batch(spawn, health):
+    w = spawn(BATCH_BIN, health=health)
+    w.start()
+    sleepy = [{"parameters": {"delay_ms": 30000}}] * 3
+    batch_id, _ = w.send_batch(batch_parts(), sleepy)
+    time.sleep(0.2)
+    started = time.monotonic()
+    w.control(CANCEL, batch_id)
+    # Request 0 is woken by its on_cancel; 1 and 2 find themselves cancelled before they sleep.
+    results = batch_results(w.expect(INFER_RESULT, batch_id))
+    assert [r["type"] for r in results] == ["Cancelled"] * 3
+    assert time.monotonic() - started < 5
+
+
+def test_cancel_that_overtakes_its_batch_is_kept(spawn):
+    w = spawn(BATCH_BIN, health=True)
+    w.start()
+    batch_id = w.new_id() + 10
+    w.control(CANCEL, batch_id)
+    time.sleep(0.2)
+    w.send_batch(batch_parts([1, 1]), [{"parameters": {"delay_ms": 30000}}] * 2, id_=batch_id)
+    assert [r["type"] for r in batch_results(w.expect(INFER_RESULT, batch_id))] == ["Cancelled"] * 2
+
+
+@pytest.mark.parametrize("binary", ["echo-c", "infer_batch_c"])
+def test_batch_in_shared_memory_both_ways(spawn, binary):
+    w = spawn(ECHO_BIN if binary == "echo-c" else BATCH_BIN, health=True, shm=True)
+    w.start()
+    rows = [3, 1, 4]
+    row = 256 * 1024  # bytes a row: 2 MiB in all
+    parts = [[("INPUT0", "UINT8", [n, row], bytes([r + 1]) * (n * row))] for r, n in enumerate(rows)]
+    batch_id, _ = w.send_batch(parts, flags=SHM_DATA | SHM_OUT, in_region=True)
+    type_, got, body, flags = w.recv_flagged()
+    assert (type_, got, flags) == (INFER_RESULT, batch_id, SHM_DATA), body[:200]
+    meta, rest = split_body(body)
+    assert rest == b""
+    whole = b"".join(p[0][3] for p in parts)
+    if binary == "echo-c":
+        assert meta["outputs"] == [{"name": "OUTPUT0", "datatype": "UINT8", "shape": [8, row], "size": len(whole)}]
+    else:
+        assert [r["outputs"][0]["shape"] for r in meta["results"]] == [[n, row] for n in rows]
+    assert os.pread(w.regions[1], len(whole), 0) == whole
+
+
+@pytest.mark.parametrize("binary", ["echo-c", "infer_batch_c"])
+def test_batches_then_shutdown_exits_0(spawn, binary):
+    # A graceful exit: a leak checker (CORRAL_ECHO_C_BIN=an ASan build) sees everything a batch allocated.
+    w = spawn(ECHO_BIN if binary == "echo-c" else BATCH_BIN)
+    w.start(concurrency=2)
+    ids = [w.send_batch(batch_parts(), [{"parameters": {"fail": i == 1}}])[0] for i in range(3)]
+    ids.append(w.send_batch([[("INPUT0", "FP33", [1], b"\x00" * 4)]] * 2)[0])
+    replies = {}
+    for _ in ids:
+        type_, rid, body = w.recv()
+        replies[rid] = type_
+    assert [replies[i] for i in ids] == [INFER_RESULT] * 3 + [ERROR]
+    w.send(SHUTDOWN)
+    assert w.wait() == 0
+
+
+def _batch(entries, inputs=None, data=None) -> bytes:
+    inputs = [{"name": "INPUT0", "datatype": "INT8", "shape": [3], "size": 3}] if inputs is None else inputs
+    return tensor_body({"batch": entries, "inputs": inputs}, b"\x01\x02\x03" if data is None else data)
+
+
+def _entry(rows: int = 1, **kw) -> dict:
+    return {"id": 9, "client_id": "", "rows": rows, "parameters": {}, **kw}
+
+
+@pytest.mark.parametrize("body, why", [
+    (tensor_body({"inputs": [{"name": "INPUT0", "datatype": "INT8", "shape": [1], "size": 1}]}, b"\x01"), "missing"),
+    (_batch([]), "not a non-empty list"),
+    (_batch({"id": 1}), "not a non-empty list"),
+    (_batch([_entry(1), 5]), "entry 1 is not an object"),
+    (_batch([_entry(1), _entry(1)]), "add up to 2, but input 'INPUT0' has 3"),
+    (_batch([_entry(2), _entry(2)]), "add up to 4"),
+    (_batch([_entry(1), _entry(2)], [{"name": "INPUT0", "datatype": "INT8", "shape": [3], "size": 3},
+                                     {"name": "INPUT1", "datatype": "INT8", "shape": [2], "size": 2}],
+            b"\x01\x02\x03\x04\x05"), "input 'INPUT1' has 2"),
+    (_batch([_entry(1)], [{"name": "INPUT0", "datatype": "INT8", "shape": [], "size": 1}], b"\x01"), "scalar"),
+    (_batch([_entry(3, id="9")]), "'id' is not a positive integer"),
+    (_batch([_entry(3, id=0)]), "'id' is not a positive integer"),
+    (_batch([_entry(3, id=1.5)]), "'id' is not a positive integer"),
+    (_batch([_entry(3, client_id=5)]), "'client_id' is not a string"),
+    (_batch([_entry("3")]), "'rows' is not a count"),
+    (_batch([_entry(-1), _entry(4)]), "'rows' is not a count"),
+    (_batch([_entry(3, parameters=[1])]), "'parameters' is not an object"),
+    (_batch([_entry(3, outputs="OUTPUT0")]), "'outputs' is not a list"),
+    (_batch([_entry(3, outputs=[1])]), "'outputs' holds a non-string"),
+    (_batch([_entry(3)], data=b"\x01\x02"), "input 'INPUT0' has a size beyond the frame's data"),
+])
+@pytest.mark.parametrize("binary", ["echo-c", "infer_batch_c"])
+def test_malformed_batch_is_a_protocol_error(spawn, body, why, binary):
+    w = spawn(ECHO_BIN if binary == "echo-c" else BATCH_BIN)
+    w.start()
+    w.send(BATCH, 5, body)
+    assert w.wait() == 2
+    err = w.stderr_text()
+    assert "protocol error: BATCH 5" in err and why in err, err
+
+
+def test_batch_with_id_0_is_a_protocol_error(spawn):
+    w = spawn()
+    w.start()
+    w.send(BATCH, 0, _batch([_entry(3)]))
+    assert w.wait() == 2
+    assert "BATCH with id 0" in w.stderr_text()
 
 
 # ---------------------------------------------------------------- tts-espeak
