@@ -9,6 +9,11 @@
  * and collected into one answer otherwise. The request parameter `delay_ms`
  * (0..60000) makes either sleep first, so tests can keep an instance busy;
  * a cancelled request (corral_request_on_cancel) stops sleeping at once.
+ *
+ * Batches (examples/models/echo-c-batch runs this binary with `batching`)
+ * need no code: infer gets the batch whole, every request's rows of each
+ * input back to back, and echoing them gives outputs of the batch's total
+ * rows, which the daemon splits. delay_ms is then the first request's.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "corral_worker.h"
