@@ -242,3 +242,44 @@ def test_metrics_count_executions_and_rows(batcher):
     assert value("corral_batch_size_sum", model="b") == 7
     stats = d.get("/v2/models/b/stats").json()["model_stats"][0]
     assert stats["execution_count"] == n_batches and stats["inference_count"] == 7
+
+
+# ---- the C SDK's two forms through the daemon
+
+C_DELAY = "batching:\n  max_batch_size: 8\n  max_queue_delay: 200ms\n"
+
+
+def c_request(d, model, rows, value, params=None):
+    body = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [rows, 2],
+                        "data": [[value + r, value - r] for r in range(rows)]}]}
+    if params:
+        body["parameters"] = params
+    return d.post(f"/v2/models/{model}/infer", body, timeout=30)
+
+
+def test_echo_c_batch_gives_each_request_its_rows(corral):
+    corral.add("ec", "echo-c-batch", manifest=f"runtime: exec\nentrypoint: echo-c\n{C_DELAY}")
+    d = corral.start()
+    assert c_request(d, "ec", 1, 0).status_code == 200
+    rows = [1, 3, 2, 1, 1]
+    results = concurrently([lambda i=i, n=n: c_request(d, "ec", n, 10.0 * i) for i, n in enumerate(rows)])
+    for i, (n, r) in enumerate(zip(rows, results)):
+        assert r.status_code == 200, r.text
+        out = output(r, "OUTPUT0")
+        assert out["shape"] == [n, 2] and out["data"] == [v for k in range(n) for v in (10.0 * i + k, 10.0 * i - k)]
+    text = d.get("/metrics").text
+    execs = float(next(line for line in text.splitlines() if line.startswith('nv_inference_exec_count{model="ec"'))
+                  .rsplit(" ", 1)[1])
+    assert execs < 1 + len(rows), text  # fewer executions than requests: they were batched
+
+
+def test_infer_batch_c_fails_only_its_bad_request(corral):
+    corral.add("ib", "infer_batch_c", manifest=f"runtime: exec\nentrypoint: infer_batch_c\n{C_DELAY}")
+    d = corral.start()
+    assert c_request(d, "ib", 1, 0).status_code == 200
+    results = concurrently([lambda: c_request(d, "ib", 1, 1.0), lambda: c_request(d, "ib", 2, 2.0, {"fail": True}),
+                            lambda: c_request(d, "ib", 1, 3.0)])
+    assert results[1].status_code == 400, results[1].text
+    assert results[0].status_code == 200 and output(results[0], "OUTPUT0")["data"] == [1.0, 1.0]
+    assert results[2].status_code == 200 and output(results[2], "OUTPUT0")["data"] == [3.0, 3.0]
+    assert "3 requests" in d.get("/v1/models/ib/logs").text  # one batch of the three
