@@ -261,38 +261,40 @@ static uint8_t *result_body(const out_tensor *t, size_t n, const batch_entry *e,
     return body;
 }
 
-/* {"results": [...]}: each member's own outputs, or its own error. */
-static int split_results(job *b, json_t *results, const uint8_t *data, size_t data_len, char *why, size_t whylen)
+static void part_error(batch_part *p, int status, const char *fmt, const char *model, const char *message)
 {
-    const char *mname = model_name(b->model);
-    if (json_array_size(results) != (size_t)b->nmembers) {
-        snprintf(why, whylen, "it sent %zu results for a batch of %d requests", json_array_size(results),
-                 b->nmembers);
+    size_t n = strlen(fmt) + strlen(model) + strlen(message) + 1;
+    p->msg = xmalloc(n);
+    snprintf(p->msg, n, fmt, model, message);
+    p->status = status;
+}
+
+/* {"results": [...]}: each member's own outputs, or its own error. Checked whole before any part is made. */
+static int split_results(const char *model, const batch_entry *const *entries, int nmembers, json_t *results,
+                         const uint8_t *data, size_t data_len, batch_part *parts, char *why, size_t whylen)
+{
+    if (json_array_size(results) != (size_t)nmembers) {
+        snprintf(why, whylen, "it sent %zu results for a batch of %d requests", json_array_size(results), nmembers);
         return -1;
     }
     out_tensor *t = xcalloc(256, sizeof *t);
-    size_t off = 0;
-    /* Check all of it before anyone is answered: a broken answer answers every member 502. */
     for (int pass = 0; pass < 2; pass++) {
-        off = 0;
-        for (int i = 0; i < b->nmembers; i++) {
+        size_t off = 0;
+        for (int i = 0; i < nmembers; i++) {
             json_t *r = json_array_get(results, (size_t)i);
             json_t *err = json_object_get(r, "error");
             if (err) {
                 const char *message = json_string_value(json_object_get(err, "message"));
-                json_int_t status = json_integer_value(json_object_get(err, "status"));
                 if (!message) {
                     snprintf(why, whylen, "its result %d has an error without a message", i);
                     free(t);
                     return -1;
                 }
                 if (pass == 1) {
-                    char msg[2048];
-                    if (status == 400)
-                        snprintf(msg, sizeof msg, "model '%s' rejected the input: %s", mname, message);
-                    else
-                        snprintf(msg, sizeof msg, "model '%s' raised %s", mname, message);
-                    answer_member(b, i, status == 400 ? 400 : 500, msg, NULL, 0);
+                    int rejected = json_integer_value(json_object_get(err, "status")) == 400;
+                    part_error(&parts[i], rejected ? 400 : 500,
+                               rejected ? "model '%s' rejected the input: %s" : "model '%s' raised %s", model,
+                               message);
                 }
                 continue;
             }
@@ -303,9 +305,8 @@ static int split_results(job *b, json_t *results, const uint8_t *data, size_t da
                 return -1;
             }
             if (pass == 1) {
-                size_t len;
-                uint8_t *body = result_body(t, n, b->members[i] ? b->members[i]->bentry : NULL, 0, 0, &len);
-                answer_member(b, i, 200, NULL, body, len);
+                parts[i].status = 200;
+                parts[i].body = result_body(t, n, entries[i], 0, 0, &parts[i].len);
             }
             off += used;
         }
@@ -319,24 +320,29 @@ static int split_results(job *b, json_t *results, const uint8_t *data, size_t da
     return 0;
 }
 
-void batch_answer(job *b, int status, const char *msg, uint8_t type, uint8_t *body, size_t len)
+void batch_parts_free(batch_part *parts, int n)
 {
-    (void)type;
-    const char *mname = model_name(b->model);
-    if (status != 200) {
-        free(body);
-        answer_all(b, status, msg);
-        return;
+    for (int i = 0; i < n; i++) {
+        free(parts[i].msg);
+        free(parts[i].body);
+        parts[i] = (batch_part){0};
     }
+}
+
+int batch_split(const char *model, const batch_entry *const *entries, int n, uint64_t rows, const uint8_t *body,
+                size_t len, const uint8_t *shm_data, size_t shm_len, batch_part *parts, char *msg, size_t msglen)
+{
     const char *metap;
     size_t meta_len, data_len;
     const uint8_t *data;
     json_t *meta = NULL;
     char why[512] = "";
+    int rc = 0;
+    memset(parts, 0, (size_t)n * sizeof *parts);
     int split = proto_split_body(body, len, &metap, &meta_len, &data, &data_len);
-    if (split == 0 && b->shm_data) { /* the data came in shared memory; the frame held the meta only */
-        data = b->shm_data;
-        data_len = b->shm_len;
+    if (split == 0 && shm_data) { /* the data came in shared memory; the frame held the meta only */
+        data = shm_data;
+        data_len = shm_len;
     }
     if (split < 0 || !(meta = json_loadb(metap, meta_len, 0, NULL)) || !json_is_object(meta)) {
         snprintf(why, sizeof why, "its meta is not a JSON object");
@@ -344,13 +350,13 @@ void batch_answer(job *b, int status, const char *msg, uint8_t type, uint8_t *bo
     }
     json_t *results = json_object_get(meta, "results");
     if (results) {
-        if (split_results(b, results, data, data_len, why, sizeof why) < 0)
+        if (split_results(model, entries, n, results, data, data_len, parts, why, sizeof why) < 0)
             goto broken;
         goto done;
     }
     out_tensor *t = xcalloc(256, sizeof *t);
-    size_t n, used;
-    if (parse_outputs(json_object_get(meta, "outputs"), data, data_len, t, &n, &used, why, sizeof why) < 0 ||
+    size_t nout, used = 0;
+    if (parse_outputs(json_object_get(meta, "outputs"), data, data_len, t, &nout, &used, why, sizeof why) < 0 ||
         used != data_len) {
         if (!why[0])
             snprintf(why, sizeof why, "its outputs claim %zu of %zu bytes of data", used, data_len);
@@ -358,41 +364,62 @@ void batch_answer(job *b, int status, const char *msg, uint8_t type, uint8_t *bo
         goto broken;
     }
     /* Every output must have the batch's rows: else nobody can say whose rows are whose. */
-    for (size_t i = 0; i < n; i++) {
-        if (t[i].ndim == 0 || (uint64_t)t[i].dims[0] != b->batch_rows) {
-            char m[512];
-            snprintf(m, sizeof m,
+    for (size_t i = 0; i < nout; i++) {
+        if (t[i].ndim == 0 || (uint64_t)t[i].dims[0] != rows) {
+            snprintf(msg, msglen,
                      "model '%s' answered a batch of %llu rows with output '%.200s' of %s%lld rows in dimension 0; "
                      "a batching model's outputs must have one row per input row",
-                     mname, (unsigned long long)b->batch_rows, t[i].name, t[i].ndim ? "" : "no dimension, not ",
+                     model, (unsigned long long)rows, t[i].name, t[i].ndim ? "" : "no dimension, not ",
                      (long long)(t[i].ndim ? t[i].dims[0] : 0));
             free(t);
-            json_decref(meta);
-            free(body);
-            answer_all(b, 502, m);
-            return;
+            rc = 1;
+            goto done;
         }
     }
     uint64_t row = 0;
-    for (int i = 0; i < b->nmembers; i++) {
-        const batch_entry *e = b->members[i] ? b->members[i]->bentry : NULL;
-        uint64_t rows = e ? e->rows : 0;
-        size_t rlen;
-        uint8_t *rbody = result_body(t, n, e, row, rows, &rlen);
-        row += rows;
-        answer_member(b, i, 200, NULL, rbody, rlen);
+    for (int i = 0; i < n; i++) {
+        uint64_t r = entries[i] ? entries[i]->rows : 0;
+        parts[i].status = 200;
+        parts[i].body = result_body(t, nout, entries[i], row, r, &parts[i].len);
+        row += r;
     }
     free(t);
 done:
     json_decref(meta);
-    free(body);
-    return;
-broken: {
-    char m[700];
-    snprintf(m, sizeof m, "model '%s' sent a malformed answer to a batch: %s; it is replaced", mname, why);
+    return rc;
+broken:
+    snprintf(msg, msglen, "model '%s' sent a malformed answer to a batch: %s; it is replaced", model, why);
     json_decref(meta);
-    free(body);
-    answer_all(b, 502, m);
-    b->result_broken = 1; /* a protocol error: the instance replaces the worker */
+    batch_parts_free(parts, n);
+    return -1;
 }
+
+void batch_answer(job *b, int status, const char *msg, uint8_t type, uint8_t *body, size_t len)
+{
+    (void)type;
+    if (status != 200) {
+        free(body);
+        answer_all(b, status, msg);
+        return;
+    }
+    const batch_entry **entries = xmalloc((size_t)b->nmembers * sizeof *entries);
+    batch_part *parts = xmalloc((size_t)b->nmembers * sizeof *parts);
+    for (int i = 0; i < b->nmembers; i++)
+        entries[i] = b->members[i] ? b->members[i]->bentry : NULL;
+    char why[900];
+    int rc = batch_split(model_name(b->model), entries, b->nmembers, b->batch_rows, body, len, b->shm_data,
+                         b->shm_len, parts, why, sizeof why);
+    free(body);
+    if (rc != 0) {
+        answer_all(b, 502, why);
+        b->result_broken = rc < 0; /* a protocol error: the instance replaces the worker */
+    } else {
+        for (int i = 0; i < b->nmembers; i++) {
+            answer_member(b, i, parts[i].status, parts[i].msg, parts[i].body, parts[i].len);
+            parts[i].body = NULL; /* passed on */
+        }
+        batch_parts_free(parts, b->nmembers);
+    }
+    free(parts);
+    free(entries);
 }

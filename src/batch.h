@@ -55,6 +55,31 @@ job *batch_new(struct model *m, job **members, int n, uint64_t rows);
  */
 void batch_answer(job *b, int status, const char *msg, uint8_t type, uint8_t *body, size_t len);
 
+/* One request's part of a batch's answer. */
+typedef struct batch_part {
+    int status;    /* 200 with body, or 400/500 with msg (its own error, from per-request results) */
+    char *msg;     /* owned */
+    uint8_t *body; /* owned: an INFER_RESULT body (meta length, meta, data) of its rows and outputs */
+    size_t len;
+} batch_part;
+
+/*
+ * Splits a worker's 200 INFER_RESULT answer to a batch of n requests whose
+ * entries (in batch order; NULL for one that needs no part) hold rows rows
+ * in all: every output into each request's rows (only the outputs it asked
+ * for), or the per-request results handed out. The body is the frame's
+ * (meta only when its data came in shared memory: shm_data). Pure: no
+ * jobs, no model (model names it in messages), so tests and the fuzzer
+ * drive it with hostile answers. Returns 0 with parts filled (free them
+ * with batch_parts_free); 1 when an output lacks the batch's rows (msg:
+ * every request fails 502 with it; the worker is not at fault for the
+ * protocol); -1 when the answer is malformed (msg; the worker broke the
+ * protocol and is replaced).
+ */
+int batch_split(const char *model, const batch_entry *const *entries, int n, uint64_t rows, const uint8_t *body,
+                size_t len, const uint8_t *shm_data, size_t shm_len, batch_part *parts, char *msg, size_t msglen);
+void batch_parts_free(batch_part *parts, int n);
+
 /* A batch freed with members still unanswered answers them 500 (job_free calls it): none is left waiting. */
 void batch_drop_members(job *b);
 
