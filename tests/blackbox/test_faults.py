@@ -14,7 +14,7 @@ request it waited behind) or use generous bounds: the machine may be shared.
 Fixtures: tests/models/counts_spawns (sleep/exit per request, counts its starts in
 the file `spawns`, can die in load; generate sleeps), tests/models/leaks_memory
 (keeps 20 MiB per request; can hold memory at load and in a child process),
-tests/models/steerable, examples/models/echo.
+tests/models/steerable, examples/models/echo (also with batching, for the kill -9 storm).
 """
 from __future__ import annotations
 
@@ -264,16 +264,16 @@ def ft_manifest(parameters: dict | None = None, **keys) -> str:
 # ---------------------------------------------------------------- crashes under load
 
 
-def test_kill9_of_random_workers_during_2000_requests(corral):
-    """2,000 requests at concurrency 32 on two echo instances while a killer SIGKILLs a random worker
-    every 100-200 ms: no request lost or answered twice, every 200 carries its own id and data,
-    >= 95% succeed, the rest are 502 (held by a killed worker) or 503."""
-    corral.add("echo", "echo", manifest=ft_manifest(
-        instances=2, restart="{max_restarts: 1000, window: 60s, backoff_min: 10ms, backoff_max: 100ms}"))
-    d = corral.start()
-    assert load(d, "echo").status_code == 200
-    total, concurrency = 2000, 32
-    tally = Tally("kill9-storm")
+def kill9_storm(d, model: str, name: str, total: int, concurrency: int, make_request,
+                min_ok: float = 0.95) -> tuple[Tally, list]:
+    """`total` requests of `model` from `concurrency` client threads while a killer SIGKILLs a random ready
+    worker every 100-200 ms; then the storm's invariants: none lost, none answered twice, every 200 carries
+    exactly what its request sent, >= min_ok of them succeed, the rest are 502 naming the killed worker, and
+    the model ends the storm ready with every instance back. Returns the tally and the pids killed.
+
+    make_request(n) -> (body, check): the JSON body of request n (its id included) and a function of a
+    200's JSON answer that returns None when the answer is that request's own, else what came back."""
+    tally = Tally(name)
     counter = itertools.count()
     stop = threading.Event()
     kills = []
@@ -285,22 +285,21 @@ def test_kill9_of_random_workers_during_2000_requests(corral):
                 n = next(counter)
                 if n >= total:
                     return
-                rid = f"storm-{n}"
-                payload = f"payload-{n}-{random.randrange(1 << 40):x}"
+                body, check = make_request(n)
+                rid = body["id"]
                 tally.send(rid)
                 try:
-                    r = s.post(d.url("/v2/models/echo/infer"), timeout=60,
-                               json={"id": rid, "inputs": [tensor("INPUT0", "BYTES", [1], [payload])]})
+                    r = s.post(d.url(f"/v2/models/{model}/infer"), timeout=60, json=body)
                 except Exception as e:  # noqa: BLE001
                     tally.lose(rid, e)
                     continue
                 echoed = None
                 if r.status_code == 200:
-                    body = r.json()
-                    echoed = body.get("id")
-                    data = body["outputs"][0]["data"]
-                    if data != [payload]:
-                        tally.mismatched.append((rid, f"data {data!r}"))
+                    answer = r.json()
+                    echoed = answer.get("id")
+                    wrong = check(answer)
+                    if wrong is not None:
+                        tally.mismatched.append((rid, wrong))
                 tally.answer(rid, r, echoed)
 
     def killer():
@@ -308,7 +307,7 @@ def test_kill9_of_random_workers_during_2000_requests(corral):
             while not stop.is_set():
                 time.sleep(random.uniform(0.1, 0.2))
                 try:
-                    m = s.get(d.url("/v1/models/echo"), timeout=10).json()
+                    m = s.get(d.url(f"/v1/models/{model}"), timeout=10).json()
                 except Exception:  # noqa: BLE001 - the daemon is busy; try again
                     continue
                 pids = [i["pid"] for i in m["instances"] if i["state"] == "ready" and i["pid"]]
@@ -333,19 +332,87 @@ def test_kill9_of_random_workers_during_2000_requests(corral):
     k.join(timeout=15)
     elapsed = time.monotonic() - t0
     hung = [c for c in clients if c.is_alive()]
-    print(f"[kill9-storm] {elapsed:.1f}s, {len(kills)} workers killed", flush=True)
+    print(f"[{name}] {elapsed:.1f}s, {len(kills)} workers killed", flush=True)
     assert not hung, f"{len(hung)} client threads still waiting: {tally.line()}"
     assert tally.sent == total, f"only {tally.sent} of {total} sent in the time allowed: {tally.line()}"
     text = tally.check(allowed={200, 502, 503})
-    assert tally.ok >= 0.95 * total, text
+    assert tally.ok >= min_ok * total, text
     assert len(kills) >= 5, f"the killer only killed {len(kills)} workers; the test proved little"
     for body in tally.bodies.get(502, []):
-        assert "echo" in body and "instance" in body and "pid" in body and "signal 9" in body, body
-    # The model survives the storm: not failed, both instances back.
-    m = wait_for(lambda: (lambda m: m if len(ready(m)) == 2 else None)(d.model("echo")), timeout=20,
-                 what="both echo instances ready again")
+        assert model in body and "instance" in body and "pid" in body and "signal 9" in body, body
+    # The model survives the storm: not failed, every instance back.
+    want = len(d.model(model)["instances"])
+    m = wait_for(lambda: (lambda m: m if len(ready(m)) == want else None)(d.model(model)), timeout=20,
+                 what=f"all {want} {model} instances ready again")
     assert m["state"] == "ready"
     assert not any(alive(p) for p in kills)
+    return tally, kills
+
+
+def metric(d, name: str, model: str) -> float:
+    """The value of a /metrics series of name for model."""
+    for line in d.get("/metrics").text.splitlines():
+        if line.startswith(name + "{") and f'model="{model}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} for {model} in /metrics")
+
+
+STORM_RESTART = "{max_restarts: 1000, window: 60s, backoff_min: 10ms, backoff_max: 100ms}"
+
+
+def test_kill9_of_random_workers_during_2000_requests(corral):
+    """2,000 requests at concurrency 32 on two echo instances while a killer SIGKILLs a random worker
+    every 100-200 ms: no request lost or answered twice, every 200 carries its own id and data,
+    >= 95% succeed, the rest are 502 (held by a killed worker) or 503."""
+    corral.add("echo", "echo", manifest=ft_manifest(instances=2, restart=STORM_RESTART))
+    d = corral.start()
+    assert load(d, "echo").status_code == 200
+
+    def make_request(n):
+        payload = f"payload-{n}-{random.randrange(1 << 40):x}"
+
+        def check(answer):
+            data = answer["outputs"][0]["data"]
+            return None if data == [payload] else f"data {data!r}"
+        return {"id": f"storm-{n}", "inputs": [tensor("INPUT0", "BYTES", [1], [payload])]}, check
+
+    kill9_storm(d, "echo", "kill9-storm", 2000, 32, make_request)
+
+
+def test_kill9_of_random_workers_during_1500_batched_requests(corral):
+    """The kill -9 storm with dynamic batching: 1,500 requests of 1-3 rows each (a BYTES and an INT32 input,
+    every row its own values) at concurrency 32 on two batching echo instances (max_batch_size 8,
+    max_queue_delay 5 ms): batches form (fewer executions than requests), no request is lost or answered
+    twice, and every 200 carries exactly its own rows of both outputs, in order -- rows handed to another
+    request of the batch would show."""
+    corral.add("echo", "echo", manifest=ft_manifest(
+        instances=2, restart=STORM_RESTART, batching="{max_batch_size: 8, max_queue_delay: 5ms}"))
+    d = corral.start()
+    assert load(d, "echo").status_code == 200
+
+    def make_request(n):
+        rows = random.randint(1, 3)
+        words = [f"p{n}.{k}-{random.randrange(1 << 40):x}" for k in range(rows)]
+        ints = [v for k in range(rows) for v in (10 * n + k, -(10 * n + k))]
+
+        def check(answer):
+            got = {o["name"]: (o["shape"], o["data"]) for o in answer["outputs"]}
+            want = {"OUTPUT0": ([rows], words), "OUTPUT1": ([rows, 2], ints)}
+            return None if got == want else f"outputs {got!r}, sent {want!r}"
+        body = {"id": f"bstorm-{n}", "inputs": [tensor("INPUT0", "BYTES", [rows], words),
+                                                 tensor("INPUT1", "INT32", [rows, 2], ints)]}
+        return body, check
+
+    total = 1500
+    # A killed worker held one batch (concurrency 1) of at most 8 requests: at most 8 502s per kill, and a
+    # slower machine (a sanitizer build) sees more kills per request, so the floor is lower than the plain storm's.
+    tally, kills = kill9_storm(d, "echo", "kill9-batch-storm", total, 32, make_request, min_ok=0.9)
+    assert tally.statuses[502] <= 8 * len(kills), f"{tally.line()}: more 502s than {len(kills)} killed batches hold"
+    executions = metric(d, "nv_inference_exec_count", "echo")
+    rows = metric(d, "corral_batch_size_sum", "echo")
+    print(f"[kill9-batch-storm] {executions:.0f} executions for {tally.sent} requests "
+          f"({rows / executions:.2f} rows each)", flush=True)
+    assert executions < 0.5 * total, f"{executions:.0f} executions for {total} requests: they hardly batched"
 
 
 def test_every_request_a_dead_worker_held_gets_one_502(corral):
