@@ -2,8 +2,9 @@
 request gets exactly its own rows, id and datatype back (JSON and binary in one batch), inputs that
 differ are not batched together, a lone request goes after max_queue_delay, infer_batch fails only
 the request that failed, a wrong output shape fails the batch, a worker killed holding a batch
-answers each of its requests 502 once, deadlines inside a batch, and the metrics count executions
-and rows. Real daemon, real workers (tests/models/batcher)."""
+answers each of its requests 502 once while the requests still queued go elsewhere with 200,
+deadlines inside a batch, and the metrics count executions and rows. Real daemon, real workers
+(tests/models/batcher). The kill -9 storm with batching is in test_faults.py."""
 from __future__ import annotations
 
 import json
@@ -210,6 +211,53 @@ def test_a_worker_killed_holding_a_batch_answers_each_request_502_once(batcher):
     assert all(f"pid {pid}" in out[i].json()["error"] for i in range(3))
     wait_for(lambda: d.model("b")["state"] == "ready", what="the replacement")
     assert request(d, 1, 9).status_code == 200
+
+
+def test_requests_queued_when_a_batch_holder_is_killed_are_served_elsewhere_with_200(batcher):
+    """Two instances, both busy: instance A holds a long batch, instance B a short one, and three more
+    requests wait in the queue. A is killed: its batch's requests get 502 once each, and the queued ones,
+    which the dead worker never had, are served by B or A's replacement with 200 and their own rows."""
+    d, path = batcher(max_batch_size=4, extra="instances: 2\n")
+    assert request(d, 1, 0).status_code == 200
+    wait_for(lambda: len([i for i in d.model("b")["instances"] if i["state"] == "ready"]) == 2,
+             what="both instances ready")
+    out = {}
+
+    def go(name, rows, value, params=None):
+        out[name] = request(d, rows, value, params=params, rid=name)
+
+    def start(names, rows, value, params=None):
+        threads = [threading.Thread(target=go, args=(n, rows, value + k, params)) for k, n in enumerate(names)]
+        for t in threads:
+            t.start()
+        return threads
+
+    held = start(["held0", "held1"], 1, 10, {"sleep": 30})
+    wait_for(lambda: len(batches(path)) == 2, what="the long batch to reach the model")
+    victim = next(i for i in d.model("b")["instances"] if i["inflight"])
+    short = start(["short0", "short1"], 1, 20, {"sleep": 2})
+    wait_for(lambda: len(batches(path)) == 3, what="the short batch to reach the other instance")
+    assert all(i["inflight"] for i in d.model("b")["instances"]), d.model("b")
+    queued = start(["queued0", "queued1", "queued2"], 2, 30)
+    wait_for(lambda: d.model("b")["queue"] == 3, what="three requests queued behind the two batches")
+    os.kill(victim["pid"], signal.SIGKILL)
+    for t in held + short + queued:
+        t.join(30)
+    assert sorted(out) == sorted(["held0", "held1", "short0", "short1", "queued0", "queued1", "queued2"]), out
+    for name in ["held0", "held1"]:
+        assert out[name].status_code == 502, out[name].text
+        assert f"pid {victim['pid']}" in out[name].json()["error"], out[name].text
+    for name in ["short0", "short1", "queued0", "queued1", "queued2"]:
+        assert out[name].status_code == 200, (name, out[name].text)
+        assert out[name].json()["id"] == name
+    for k in range(3):
+        assert output(out[f"queued{k}"], "OUTPUT0")["data"] == [30 + k, -30 - k, 31 + k, -31 - k]
+    ids = [sorted(line.split()) for line in (path / "batches.log.ids").read_text().splitlines()]
+    assert ids[1] == ["held0", "held1"] and ids[2] == ["short0", "short1"], ids
+    assert sorted(x for line in ids[3:] for x in line) == ["queued0", "queued1", "queued2"], ids  # once each
+    m = d.model("b")
+    restarts = {i["id"]: i["restarts"] for i in m["instances"]}
+    assert restarts == {victim["id"]: 1, 1 - victim["id"]: 0}, m
 
 
 def test_a_deadline_inside_a_running_batch_answers_that_request_alone(batcher):
