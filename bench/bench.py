@@ -4,10 +4,11 @@
     BENCH_QUICK=1 make bench        # 1 s points, fewer repetitions: for development
     /usr/bin/python3 bench/bench.py # the same, without installing or building
 
-Runs the measurements of issues #4, #10 (streaming) and #11 (GET /metrics)
-on this machine, side by side with the peers started here on loopback,
-writes build/bench/results.json, then docs/benchmarks.md and
-docs/bench-*.png from it (bench/report.py). Every process it starts is
+Runs the measurements of issues #4, #10 (streaming), #11 (GET /metrics)
+and #12 (batching and wake-ups, in the serving section) on this machine,
+side by side with the peers started here on loopback, writes
+build/bench/results.json, then docs/benchmarks.md and docs/bench-*.png
+from it (bench/report.py). Every process it starts is
 stopped before it exits, however it exits.
 Environment knobs are listed in bench/README.md.
 """

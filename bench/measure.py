@@ -1,4 +1,5 @@
-"""measure — the measurements of the benchmark suite (issue #4; streaming, #10; GET /metrics, #11).
+"""measure — the measurements of the benchmark suite (issue #4; streaming, #10; GET /metrics, #11;
+batching and wake-ups, #12).
 
 Each function starts what it needs (a corral daemon over a repository of
 bench-local model copies, a peer server), measures, stops it, and returns
@@ -65,6 +66,10 @@ class Config:
         self.metrics_requests = int(env.get("BENCH_METRICS_REQUESTS") or 4)
         self.metrics_idle_s = float(env.get("BENCH_METRICS_IDLE") or (2 if self.quick else 5))
         self.restart_window_ms = 500
+        # Issue #12: the serving section's batching series (the manifests' `batching` key).
+        self.batching = env.get("BENCH_BATCHING", "1") not in ("", "0")
+        self.batch_size = int(env.get("BENCH_BATCH_SIZE") or 32)
+        self.batch_delay_ms = int(env.get("BENCH_BATCH_DELAY_MS") or 2)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items()}
@@ -94,15 +99,25 @@ class Workspace:
 
 # ---- manifests: every model the bench serves, in one place ----
 
-def echo_py_manifest(instances: int = 2, restart: str = "") -> str:
-    return (f"# examples/models/echo with Debian's interpreter, as the peers use it.\n"
+def echo_py_manifest(instances: int = 2, restart: str = "", batching: str = "") -> str:
+    return (f"# examples/models/echo with Debian's interpreter, as the peers use it"
+            f"{', with dynamic batching' if batching else ''}.\n"
             f"runtime: python\nentrypoint: worker.py\npython: {PYTHON}\ninstances: {instances}\n"
-            f"keep_alive: -1\nmax_queue: 256\n{restart}")
+            f"keep_alive: -1\nmax_queue: 256\n{restart}{batching}")
 
 
-def echo_c_manifest(instances: int = 2, restart: str = "") -> str:
-    return (f"# examples/models/echo-c (C SDK).\n"
-            f"runtime: exec\nentrypoint: echo-c\ninstances: {instances}\nkeep_alive: -1\nmax_queue: 256\n{restart}")
+def echo_c_manifest(instances: int = 2, restart: str = "", batching: str = "") -> str:
+    what = ("examples/models/echo-c-batch (echo-c built into its own directory), with dynamic batching"
+            if batching else "examples/models/echo-c (C SDK)")
+    return (f"# {what}.\n"
+            f"runtime: exec\nentrypoint: echo-c\ninstances: {instances}\nkeep_alive: -1\nmax_queue: 256\n"
+            f"{restart}{batching}")
+
+
+def batching_policy(cfg: Config) -> str:
+    """The `batching` key of the batching series (SPEC section 2): a batch goes when it holds
+    max_batch_size rows, or when its oldest request has waited max_queue_delay."""
+    return f"batching: {{max_batch_size: {cfg.batch_size}, max_queue_delay: {cfg.batch_delay_ms}ms}}\n"
 
 
 def restart_policy(window_ms: int) -> str:
@@ -163,15 +178,17 @@ class Server:
     """A server under test: its port, inference path, and the root of its process tree.
 
     roles() names the processes whose wake-ups are counted, by role; by default the
-    root (a peer's master) and every process below it (its workers)."""
+    root (a peer's master) and every process below it (its workers). model names
+    corral's model, whose batch counters (GET /metrics) are read around each point."""
 
     def __init__(self, key: str, label: str, group: str, port: int, path: str, root_pid: int,
                  stopper: Callable[[], None], tensors: bool = True,
-                 roles: Optional[Callable[[], Dict[str, List[int]]]] = None) -> None:
+                 roles: Optional[Callable[[], Dict[str, List[int]]]] = None, model: Optional[str] = None) -> None:
         self.key, self.label, self.group = key, label, group
         self.port, self.path, self.root_pid = port, path, root_pid
         self.stopper, self.tensors = stopper, tensors
         self.roles = roles or self.master_and_workers
+        self.model = model
 
     def master_and_workers(self) -> Dict[str, List[int]]:
         return {"daemon": [self.root_pid], "workers": [p for p in H.descendants(self.root_pid) if p != self.root_pid]}
@@ -190,6 +207,40 @@ def corral_roles(d: H.Corral, model: str) -> Callable[[], Dict[str, List[int]]]:
                 guards.append(int(f.read().rsplit(")", 1)[1].split()[1]))
         return {"daemon": [d.pid], "workers": pids, "guards": guards}
     return roles
+
+
+BATCH_SAMPLE = re.compile(r'^(corral_batch_size_bucket|corral_batch_size_sum|corral_batch_size_count|'
+                          r'nv_inference_count|nv_inference_exec_count)\{model="([^"]*)"'
+                          r'(?:,version="1")?(?:,le="([^"]*)")?\} (\S+)$', re.M)
+
+
+def batch_counters(port: int, model: str) -> Dict[str, float]:
+    """One model's batch counters from GET /metrics: the corral_batch_size histogram (rows per
+    execution: its sum, count and buckets, "le=N") and Triton's inference and execution counts."""
+    status, _, body = H.http_request(port, "GET", "/metrics")
+    if status != 200:
+        raise RuntimeError(f"GET /metrics answered {status}: {body[:300]!r}")
+    out: Dict[str, float] = {}
+    for name, m, le, value in BATCH_SAMPLE.findall(body.decode()):
+        if m == model:
+            out[f"{name}:{le}" if le else name] = float(value)
+    if "corral_batch_size_count" not in out or "nv_inference_exec_count" not in out:
+        raise RuntimeError(f"GET /metrics has no batch counters for {model}")
+    return out
+
+
+def batch_delta(before: Dict[str, float], after: Dict[str, float]) -> dict:
+    """What one point added to the counters: executions, rows, the mean batch (rows per execution,
+    by both counts) and the largest batch's bucket (the smallest bound that holds every batch)."""
+    d = {k: after[k] - before.get(k, 0.0) for k in after}
+    execs, rows = d["corral_batch_size_count"], d["corral_batch_size_sum"]
+    bounds = sorted((float(k.split(":", 1)[1]), v) for k, v in d.items()
+                    if k.startswith("corral_batch_size_bucket:") and not k.endswith("+Inf"))
+    largest = next((b for b, cum in bounds if cum >= execs), None) if execs else None
+    return {"executions": execs, "rows": rows, "mean": rows / execs if execs else None,
+            "nv_inferences": d["nv_inference_count"], "nv_executions": d["nv_inference_exec_count"],
+            "nv_mean": d["nv_inference_count"] / d["nv_inference_exec_count"] if d["nv_inference_exec_count"] else None,
+            "largest_le": largest, "buckets": {f"{b:g}": cum for b, cum in bounds}}
 
 
 def start_gunicorn(ws: Workspace) -> Server:
@@ -280,6 +331,8 @@ def load_point(cfg: Config, server: Server, conns: int, body_file: pathlib.Path)
     url = f"http://127.0.0.1:{server.port}{server.path}"
     pids = H.descendants(server.root_pid)
     roles = server.roles()  # before the first reading: for corral it is a request to the daemon
+    # Likewise the batch counters, read before the CPU readings start and after they end.
+    counters0 = batch_counters(server.port, server.model) if server.model else None
     cpu0, lead0 = H.tree_cpu_s(pids), H.proc_cpu_s(server.root_pid)
     switches0 = H.switches_snapshot(roles)
     res = H.wrk(f"{server.key}, {conns} connection{'s' if conns > 1 else ''}", url, conns, cfg.duration, body_file)
@@ -291,6 +344,8 @@ def load_point(cfg: Config, server: Server, conns: int, body_file: pathlib.Path)
     res["processes"] = len(pids)
     # Issue #12's wake-ups: context switches and CPU ticks by role over the same run.
     res["wakeups"] = H.switches_per_request(switches0, switches1, res["requests"])
+    if counters0 is not None:
+        res["batch"] = batch_delta(counters0, batch_counters(server.port, server.model))
     return res
 
 
@@ -299,6 +354,7 @@ def median_round(rounds: List[dict]) -> dict:
     ordered = sorted(rounds, key=lambda r: r["rps"])
     chosen = dict(ordered[(len(ordered) - 1) // 2])
     chosen["rounds_rps"] = [r["rps"] for r in rounds]
+    chosen["rounds_p50_us"] = [r["p50_us"] for r in rounds]
     return chosen
 
 
@@ -389,24 +445,44 @@ def loopback_floor(cfg: Config, mib: int) -> dict:
 
 def serving(cfg: Config, ws: Workspace) -> dict:
     """Items 2 and 4: every server started side by side; wrk points in rounds, every server in
-    turn (the median round is kept); then the large tensors, server by server."""
-    repo = ws.repo("serving", {"echo": (EXAMPLES / "echo", echo_py_manifest(2)),
-                               "echo-c": (EXAMPLES / "echo-c", echo_c_manifest(2))})
+    turn (the median round is kept); then the large tensors, server by server. With
+    cfg.batching, corral's two echoes are also served as batching models (issue #12) beside
+    the others."""
+    models = {"echo": (EXAMPLES / "echo", echo_py_manifest(2)),
+              "echo-c": (EXAMPLES / "echo-c", echo_c_manifest(2))}
+    if cfg.batching:
+        if not (EXAMPLES / "echo-c-batch" / "echo-c").exists():
+            raise RuntimeError("examples/models/echo-c-batch/echo-c is missing; run `make build` first")
+        models["echo-batch"] = (EXAMPLES / "echo", echo_py_manifest(2, batching=batching_policy(cfg)))
+        models["echo-c-batch"] = (EXAMPLES / "echo-c-batch", echo_c_manifest(2, batching=batching_policy(cfg)))
+    repo = ws.repo("serving", models)
     body = json_request(cfg.elements)
     body_file = ws.path / "request.json"
     body_file.write_bytes(body)
     d = H.Corral("serving", repo, ws.logs)
     results: Dict[str, dict] = {}
     try:
-        d.load("echo")
-        d.load("echo-c")
+        for name in models:
+            d.load(name)
         c_body = check_echo(d.port, "/v2/models/echo-c/infer", body, cfg.elements)
-        corral_py = Server("corral", "corral, Python echo (2 instances)", "python", d.port, "/v2/models/echo/infer",
-                           d.pid, lambda: None, roles=corral_roles(d, "echo"))
-        corral_c = Server("corral-c", "corral, C echo (2 instances)", "c", d.port, "/v2/models/echo-c/infer",
-                          d.pid, lambda: None, roles=corral_roles(d, "echo-c"))
-        starters = [lambda: corral_py, lambda: start_gunicorn(ws), lambda: start_uwsgi(ws),
-                    lambda: start_uvicorn(ws), lambda: corral_c, lambda: start_nginx(ws, c_body)]
+
+        def corral_server(key: str, label: str, group: str, model: str) -> Server:
+            # Batching series take no large tensors: a [N] tensor is N rows, more than max_batch_size.
+            return Server(key, label, group, d.port, f"/v2/models/{model}/infer", d.pid, lambda: None,
+                          tensors=model in ("echo", "echo-c"), roles=corral_roles(d, model), model=model)
+
+        corral_py = corral_server("corral", "corral, Python echo (2 instances)", "python", "echo")
+        corral_c = corral_server("corral-c", "corral, C echo (2 instances)", "c", "echo-c")
+        starters = [lambda: corral_py]
+        if cfg.batching:
+            starters.append(lambda: corral_server("corral-batch", "corral, Python echo, batching (2 instances)",
+                                                  "python", "echo-batch"))
+        starters += [lambda: start_gunicorn(ws), lambda: start_uwsgi(ws), lambda: start_uvicorn(ws),
+                     lambda: corral_c]
+        if cfg.batching:
+            starters.append(lambda: corral_server("corral-c-batch", "corral, C echo, batching (2 instances)", "c",
+                                                  "echo-c-batch"))
+        starters.append(lambda: start_nginx(ws, c_body))
         running: List[Server] = []
         try:
             for make in starters:
@@ -421,19 +497,23 @@ def serving(cfg: Config, ws: Workspace) -> dict:
                         res = load_point(cfg, server, conns, body_file)
                         taken.setdefault((server.key, conns), []).append(res)
                         wk = res["wakeups"]
-                        print(f"  round {r + 1}/{cfg.rounds} {server.label:38s} c={conns:<3d} {res['rps']:10.0f} req/s"
+                        mean = (res.get("batch") or {}).get("mean")
+                        print(f"  round {r + 1}/{cfg.rounds} {server.label:44s} c={conns:<3d} {res['rps']:10.0f} req/s"
                               f"  p50 {res['p50_us']:7d} µs  p99 {res['p99_us']:7d} µs  errors {res['errors']}"
                               f"  switches/req daemon {wk['daemon']['switches_per_req']:.2f}"
-                              f" workers {wk['workers']['switches_per_req']:.2f}", flush=True)
+                              f" workers {wk['workers']['switches_per_req']:.2f}"
+                              + (f"  batch {mean:.2f}" if mean else ""), flush=True)
             for server in running:
                 entry = {"label": server.label, "group": server.group,
                          "points": [median_round(taken[(server.key, conns)]) for conns in cfg.connections]}
+                if server.model:
+                    entry["model"] = server.model
                 if server.tensors:
                     entry["tensors"] = []
                     for mib in cfg.tensor_mib:
                         t = tensor_roundtrips(cfg, server, mib, ws)
                         entry["tensors"].append(t)
-                        print(f"  {server.label:38s} {mib:3d} MiB tensor in and out: {t['mb_s']:8.0f} MB/s",
+                        print(f"  {server.label:44s} {mib:3d} MiB tensor in and out: {t['mb_s']:8.0f} MB/s",
                               flush=True)
                 results[server.key] = entry
         finally:
@@ -444,10 +524,13 @@ def serving(cfg: Config, ws: Workspace) -> dict:
     floor = []
     for mib in cfg.tensor_mib:
         floor.append(loopback_floor(cfg, mib))
-        print(f"  {'loopback TCP echo, no HTTP':38s} {mib:3d} MiB tensor in and out: {floor[-1]['mb_s']:8.0f} MB/s",
+        print(f"  {'loopback TCP echo, no HTTP':44s} {mib:3d} MiB tensor in and out: {floor[-1]['mb_s']:8.0f} MB/s",
               flush=True)
-    return {"request_bytes": len(body), "elements": cfg.elements, "response_bytes_c": len(c_body),
-            "servers": results, "loopback_floor": floor, "clk_tck": H.CLK_TCK}
+    out = {"request_bytes": len(body), "elements": cfg.elements, "response_bytes_c": len(c_body),
+           "servers": results, "loopback_floor": floor, "clk_tck": H.CLK_TCK}
+    if cfg.batching:
+        out["batching"] = {"max_batch_size": cfg.batch_size, "max_queue_delay_ms": cfg.batch_delay_ms}
+    return out
 
 
 # ---- 3. the worker's own time per request ----
