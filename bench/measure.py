@@ -66,10 +66,12 @@ class Config:
         self.metrics_requests = int(env.get("BENCH_METRICS_REQUESTS") or 4)
         self.metrics_idle_s = float(env.get("BENCH_METRICS_IDLE") or (2 if self.quick else 5))
         self.restart_window_ms = 500
-        # Issue #12: the serving section's batching series (the manifests' `batching` key).
+        # Issue #12: the serving section's batching series (the manifests' `batching` key), and a
+        # perf profile of the daemon while they run, to find what forming batches costs it.
         self.batching = env.get("BENCH_BATCHING", "1") not in ("", "0")
         self.batch_size = int(env.get("BENCH_BATCH_SIZE") or 32)
         self.batch_delay_ms = int(env.get("BENCH_BATCH_DELAY_MS") or 2)
+        self.perf = env.get("BENCH_PERF", "1") not in ("", "0")
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items()}
@@ -443,11 +445,103 @@ def loopback_floor(cfg: Config, mib: int) -> dict:
             "mb_s": nbytes / med / 1e6}
 
 
+# The daemon's functions that run only because a model batches (src/dispatch.c, src/batch.c), by
+# what they do: forming a batch (choosing its members, the BATCH frame gathered from theirs, the
+# delay's timer, each request's batch entry freed) and splitting its answer by rows. A profile
+# sample is charged to the first of these on its stack, leaf first. Two more run with and without
+# batching, and their cost with batching less their cost without is batching's: "parse", the
+# request's parse (src/infer.c), which builds each request's batch entry inline when its model
+# batches, and "client_check", the check that a queued request's client is still there (a
+# recv(MSG_PEEK) in src/api.c), made for a request about to be sent and, with batching, for every
+# queued member each time a batch is considered. The functions under PROFILE_COMMON (sending a
+# frame, answering one request) run without batching too, and end the search.
+PROFILE_FUNCTIONS = {
+    "formation": ("dispatch_batch", "batch_new", "batch_compatible", "batch_fire", "batch_entry_free"),
+    "split": ("batch_answer", "parse_outputs", "result_body", "row_offset", "batch_drop_members"),
+    "parse": ("infer_parse_request",),
+    "client_check": ("client_alive",),
+}
+PROFILE_COMMON = ("inst_send", "count_answer", "answer_job", "job_free", "infer_build_response")
+
+
+def perf_stacks(data: pathlib.Path) -> dict:
+    """The recorded samples' periods (CPU nanoseconds) by PROFILE_FUNCTIONS' category and in all,
+    and for each category the functions its samples were running (leaf first), most first."""
+    argv = ["perf", "script", "-i", str(data), "-F", "period,ip,sym", "--no-inline"]
+    H.record("perf script (the samples' stacks)", argv)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"perf script failed ({r.returncode}): {r.stderr[-500:]}")
+    owner = {f: cat for cat, fs in PROFILE_FUNCTIONS.items() for f in fs}
+    owner.update({f: None for f in PROFILE_COMMON})
+    total, samples = 0.0, 0
+    by_cat = {cat: 0.0 for cat in PROFILE_FUNCTIONS}
+    leaves: Dict[str, Dict[str, float]] = {cat: {} for cat in PROFILE_FUNCTIONS}
+    for block in r.stdout.split("\n\n"):
+        lines = [line.strip() for line in block.strip().splitlines()]
+        if not lines or not lines[0].isdigit():
+            continue
+        period = float(lines[0])
+        total += period
+        samples += 1
+        syms = [(line.split(None, 1) + [""])[1].split(".")[0] for line in lines[1:]]  # batch_new.cold: batch_new
+        cat = next((owner[sym] for sym in syms if sym in owner), None)
+        if cat:
+            by_cat[cat] += period
+            leaf = syms[0] if syms else "?"
+            leaves[cat][leaf] = leaves[cat].get(leaf, 0.0) + period
+    top = {cat: [[sym, v / total] for sym, v in sorted(d.items(), key=lambda kv: -kv[1])[:6]]
+           for cat, d in leaves.items()} if total else {}
+    return {"all": total, "samples": samples, "by_category": by_cat, "top_leaves": top}
+
+
+def profile_daemon(cfg: Config, server: Server, conns: int, body_file: pathlib.Path, ws: Workspace) -> dict:
+    """A wrk run apart from the measured points, with perf sampling the daemon's stacks: what
+    forming batches and splitting their answers cost it per request (the samples' share of its
+    CPU time, times its CPU per request over the same run). {"error": ...} when perf cannot run."""
+    if not shutil.which("perf"):
+        return {"error": "perf is not installed"}
+    data = ws.path / f"perf-{server.key}.data"
+    log = ws.logs / f"perf-{server.key}.log"
+    argv = ["perf", "record", "-q", "-F", "1999", "--call-graph", "dwarf,8192", "-p", str(server.root_pid),
+            "-o", str(data)]
+    url = f"http://127.0.0.1:{server.port}{server.path}"
+    rec = H.start(f"perf record (the daemon, during {server.key} at {conns} connections)", argv, log)
+    try:
+        try:
+            H.wait_for(lambda: rec.poll() is not None or (data.exists() and data.stat().st_size > 0), 10,
+                       "perf record to attach")
+        except RuntimeError:
+            pass
+        if rec.poll() is not None:
+            return {"error": f"perf record exited with {rec.returncode}: "
+                             f"{log.read_text(errors='replace')[-300:].strip()}"}
+        time.sleep(0.2)
+        cpu0 = H.proc_cpu_s(server.root_pid)
+        res = H.wrk(f"{server.key}, {conns} connections, under perf", url, conns, cfg.duration, body_file)
+        cpu_us = (H.proc_cpu_s(server.root_pid) - cpu0) * 1e6 / (res["requests"] or 1)
+    finally:
+        H.stop(rec, signal.SIGINT, timeout=60)
+    try:
+        st = perf_stacks(data)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:  # a failed profile loses only itself
+        return {"error": str(e)}
+    finally:
+        data.unlink(missing_ok=True)
+    if not st["samples"]:
+        return {"error": "perf recorded no samples of the daemon"}
+    share = {cat: v / st["all"] for cat, v in st["by_category"].items()}
+    return {"connections": conns, "requests": res["requests"], "rps": res["rps"], "samples": st["samples"],
+            "daemon_cpu_us_per_req": cpu_us, "share": share,
+            "us_per_req": {cat: v * cpu_us for cat, v in share.items()}, "top_leaves": st["top_leaves"],
+            "functions": {cat: list(fs) for cat, fs in PROFILE_FUNCTIONS.items()}}
+
+
 def serving(cfg: Config, ws: Workspace) -> dict:
     """Items 2 and 4: every server started side by side; wrk points in rounds, every server in
     turn (the median round is kept); then the large tensors, server by server. With
     cfg.batching, corral's two echoes are also served as batching models (issue #12) beside
-    the others."""
+    the others, and the daemon is profiled with perf while each of those runs once more."""
     models = {"echo": (EXAMPLES / "echo", echo_py_manifest(2)),
               "echo-c": (EXAMPLES / "echo-c", echo_c_manifest(2))}
     if cfg.batching:
@@ -461,6 +555,7 @@ def serving(cfg: Config, ws: Workspace) -> dict:
     body_file.write_bytes(body)
     d = H.Corral("serving", repo, ws.logs)
     results: Dict[str, dict] = {}
+    profiles: Dict[str, dict] = {}
     try:
         for name in models:
             d.load(name)
@@ -503,6 +598,22 @@ def serving(cfg: Config, ws: Workspace) -> dict:
                               f"  switches/req daemon {wk['daemon']['switches_per_req']:.2f}"
                               f" workers {wk['workers']['switches_per_req']:.2f}"
                               + (f"  batch {mean:.2f}" if mean else ""), flush=True)
+            if cfg.batching and cfg.perf:
+                # Every corral series once more under perf, at the most connections: the echoes
+                # without batching give the request parse's cost without a batch entry.
+                conns = max(cfg.connections)
+                for server in running:
+                    if server.model:
+                        profiles[server.key] = prof = profile_daemon(cfg, server, conns, body_file, ws)
+                        if "error" in prof:
+                            print(f"  {server.label:44s} perf: {prof['error']}", flush=True)
+                        else:
+                            us = prof["us_per_req"]
+                            print(f"  {server.label:44s} perf at c={conns}: the daemon "
+                                  f"{prof['daemon_cpu_us_per_req']:.1f} µs/req, forming batches "
+                                  f"{us['formation']:.2f}, splitting answers {us['split']:.2f}, parsing requests "
+                                  f"{us['parse']:.2f}, checking clients {us['client_check']:.2f} "
+                                  f"({prof['samples']} samples)", flush=True)
             for server in running:
                 entry = {"label": server.label, "group": server.group,
                          "points": [median_round(taken[(server.key, conns)]) for conns in cfg.connections]}
@@ -529,7 +640,8 @@ def serving(cfg: Config, ws: Workspace) -> dict:
     out = {"request_bytes": len(body), "elements": cfg.elements, "response_bytes_c": len(c_body),
            "servers": results, "loopback_floor": floor, "clk_tck": H.CLK_TCK}
     if cfg.batching:
-        out["batching"] = {"max_batch_size": cfg.batch_size, "max_queue_delay_ms": cfg.batch_delay_ms}
+        out["batching"] = {"max_batch_size": cfg.batch_size, "max_queue_delay_ms": cfg.batch_delay_ms,
+                           "perf": profiles if cfg.perf else None}
     return out
 
 
