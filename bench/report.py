@@ -38,14 +38,31 @@ GOAL_METRICS_MODELS = 100
 GOAL_METRICS_INSTANCES = 8
 GOAL_METRICS_CPU_MS = 3.0
 
+# Issue #12, item 5 (batching and wake-ups): targets for the report, read on section 2's points.
+GOAL12_BATCH_VS_UWSGI = 1.5  # Python echo with batching ÷ uWSGI, at GOAL12_CONNS
+GOAL12_NOBATCH_VS_UWSGI = 1.0  # Python echo without batching ÷ uWSGI, at each of GOAL12_NOBATCH_CONNS
+GOAL12_C_VS_NGINX = 0.5  # C echo with batching ÷ nginx `return 200`, at GOAL12_CONNS
+GOAL12_FORMATION_US = 1.0  # batch formation, the daemon's CPU per request
+GOAL12_CONNS = 64
+GOAL12_NOBATCH_CONNS = (16, 64)
+# "p50 within noise" at one connection: within this fraction of the p50 without batching, or within
+# the spread of that p50 over the rounds, whichever is wider.
+GOAL12_P50_NOISE = 0.10
+
 # What the wake-up figures (section 2) measure the daemon against: issue #12 asks for them
-# before and after its batching and pipelining. Change this line when those land.
-WAKEUPS_STAGE = "before dynamic batching and pipelining (issue #12, items 1 and 3, not yet done)"
+# before and after its batching and pipelining. Change this line when pipelining lands.
+WAKEUPS_STAGE = ("with dynamic batching in the rows marked batching (issue #12, item 1) and without it in the "
+                 "others, before pipelining (item 3, not yet done)")
+# The same, for a run without the batching series (BENCH_BATCHING=0).
+WAKEUPS_STAGE_UNBATCHED = ("without dynamic batching (`BENCH_BATCHING=0`), before pipelining (issue #12, item 3, "
+                           "not yet done)")
 
 CORRAL_COLOR = "#d62728"
 PEER_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#7f7f7f"]
 # One colour per server or queue, the same in every plot.
+BATCH_COLOR = "#ff9896"  # corral with batching: corral's red, lighter
 COLORS = {"corral": CORRAL_COLOR, "corral-c": CORRAL_COLOR, "corral sched (C)": CORRAL_COLOR,
+          "corral-batch": BATCH_COLOR, "corral-c-batch": BATCH_COLOR,
           "gunicorn": "#2ca02c", "uwsgi": "#9467bd", "uvicorn": "#8c564b", "nginx": "#1f77b4",
           "asyncio.PriorityQueue": "#2ca02c", "heapq": "#9467bd"}
 
@@ -68,6 +85,13 @@ def f_ratio(x: Optional[float]) -> str:
 
 def f_mib(b: Optional[float]) -> str:
     return "–" if b is None else f"{b / 2**20:,.1f} MiB"
+
+
+def f_signed(x: Optional[float], digits: int = 1) -> str:
+    """A difference with its sign always written: +1.5, −0.3."""
+    if x is None:
+        return "–"
+    return f"{'+' if x >= 0 else '−'}{abs(x):,.{digits}f}"
 
 
 def f_pct(x: Optional[float], digits: int = 1) -> str:
@@ -445,6 +469,225 @@ def metrics_goals(res: dict) -> List[Goal]:
     return out
 
 
+# ---- issue #12: batching ----
+
+# The batching series beside the series they batch, and how the report names them.
+BATCH_PAIRS = (("corral-batch", "corral", "Python echo"), ("corral-c-batch", "corral-c", "C echo"))
+
+
+def batching(res: dict) -> dict:
+    """The serving section's batching settings and perf profiles; {} without the batching series."""
+    return (res.get("serving") or {}).get("batching") or {}
+
+
+def batch_mean(p: Optional[dict]) -> Optional[float]:
+    """Rows per model execution over one point (GET /metrics), or None."""
+    return ((p or {}).get("batch") or {}).get("mean")
+
+
+def f_batch(p: Optional[dict]) -> str:
+    m = batch_mean(p)
+    return "–" if m is None else f_num(m, 1)
+
+
+def cost_sentence(res: dict, key: str, peer: str, peer_label: str, conns: int) -> str:
+    """Where a corral series' CPU and wake-ups went at one point, beside a peer's whole request."""
+    c, p = point(res, key, conns), point(res, peer, conns)
+    if not c or not p:
+        return ""
+    text = (f"At {conns} connections {servers(res)[key]['label'].split(' (')[0]} spent "
+            f"{f_num(c['cpu_us_per_req'])} µs of CPU per request ({f_num(c['root_cpu_us_per_req'])} µs in the "
+            f"daemon, the rest in its workers) against {f_num(p['cpu_us_per_req'])} µs for {peer_label}'s whole "
+            f"request")
+    cw, pw = c.get("wakeups"), p.get("wakeups")
+    if cw and pw:
+        text += (f"; {f_num(cw['daemon']['switches_per_req'], 2)} context switches per request in the daemon "
+                 f"and {f_num(cw['workers']['switches_per_req'], 2)} in the workers, against "
+                 f"{f_num(pw['workers']['switches_per_req'], 2)} in {peer_label}'s workers")
+    if batch_mean(c) and batch_mean(c) > 1.05:
+        text += f", with {f_num(batch_mean(c), 1)} requests per batch on average"
+    return text + f". With {res['machine']['cores']} cores shared with wrk, CPU per request sets the rate."
+
+
+def formation_figures(res: dict, batch_key: str, plain_key: str) -> Optional[dict]:
+    """What forming batches costs the daemon per request, from the perf profiles at the same
+    connection count: the batching functions' own share, and what the request's parse and the
+    clients' checks cost with batching beyond their cost without. None without both profiles."""
+    prof = batching(res).get("perf") or {}
+    b, n = prof.get(batch_key), prof.get(plain_key)
+    if not b or not n or "error" in b or "error" in n:
+        return None
+    bu, nu = b["us_per_req"], n["us_per_req"]
+    parse = bu.get("parse", 0.0) - nu.get("parse", 0.0)
+    check = bu.get("client_check", 0.0) - nu.get("client_check", 0.0)
+    # A difference below zero is the two profiles' noise, not a saving of batching's: it counts as zero.
+    return {"formation": bu["formation"], "parse": parse, "client_check": check, "split": bu["split"],
+            "total": bu["formation"] + max(parse, 0.0) + max(check, 0.0), "profile": b, "plain": n}
+
+
+def batching_goals(res: dict) -> List[Goal]:
+    """Issue #12's item 5: batching against uWSGI and nginx, the latency it adds, what it costs."""
+    srv = servers(res)
+    if not any(k in srv for k, _, _ in BATCH_PAIRS):
+        return []
+    out: List[Goal] = []
+    bcfg = batching(res)
+    delay_us = bcfg.get("max_queue_delay_ms", 0) * 1000
+    pipelining = ("Pipelining (issue #12, item 3: the next request already written to a busy worker, several "
+                  "frames per system call) is not done yet")
+
+    def at(key: str, peer: str, conns: int):
+        a, b = point(res, key, conns), point(res, peer, conns)
+        return a, b, ratio(a and a["rps"], b and b["rps"])
+
+    a, u, r = at("corral-batch", "uwsgi", GOAL12_CONNS)
+    why = ""
+    if r is not None and r < GOAL12_BATCH_VS_UWSGI:
+        why = cost_sentence(res, "corral-batch", "uwsgi", "uWSGI", GOAL12_CONNS)
+        f = formation_figures(res, "corral-batch", "corral")
+        why += (" What remains is the daemon's own work per request, which batching does not share out: HTTP, "
+                "parsing the JSON and converting the tensor, the answer"
+                + (f", and forming the batches ({f_num(f['total'], 1)} µs per request, see the goal below)"
+                   if f else "") + ". " + pipelining + ".")
+    out.append(Goal(f"Python echo with batching ÷ uWSGI, requests/s at {GOAL12_CONNS} connections",
+                    f"≥ {GOAL12_BATCH_VS_UWSGI:g}×",
+                    f"{f_ratio(r)} ({f_int(a and a['rps'])} vs {f_int(u and u['rps'])} req/s; "
+                    f"{f_batch(a)} requests per batch)" if a else "not measured", None if r is None else
+                    r >= GOAL12_BATCH_VS_UWSGI, why))
+
+    parts, oks = [], []
+    for conns in GOAL12_NOBATCH_CONNS:
+        a, u, r = at("corral", "uwsgi", conns)
+        if r is not None:
+            parts.append(f"{f_ratio(r)} at {conns} ({f_int(a['rps'])} vs {f_int(u['rps'])} req/s)")
+            oks.append(r >= GOAL12_NOBATCH_VS_UWSGI)
+    ok = all(oks) if len(oks) == len(GOAL12_NOBATCH_CONNS) else None
+    why = ""
+    if ok is False:
+        worst = min((c for c in GOAL12_NOBATCH_CONNS), key=lambda c: at("corral", "uwsgi", c)[2] or 0)
+        why = (f"{pipelining}, and this goal waits for it: without batching every request still wakes the "
+               f"daemon for its HTTP bytes and for the worker's answer, and wakes a worker for its INFER frame. "
+               + cost_sentence(res, "corral", "uwsgi", "uWSGI", worst))
+    out.append(Goal("Python echo without batching ÷ uWSGI, requests/s at "
+                    + " and ".join(map(str, GOAL12_NOBATCH_CONNS)) + " connections",
+                    f"≥ {GOAL12_NOBATCH_VS_UWSGI:g}× at each", "; ".join(parts) or "not measured", ok, why))
+
+    a, n, r = at("corral-c-batch", "nginx", GOAL12_CONNS)
+    plain = at("corral-c", "nginx", GOAL12_CONNS)[2]
+    why = ""
+    if r is not None and r < GOAL12_C_VS_NGINX:
+        why = (cost_sentence(res, "corral-c-batch", "nginx", "nginx", GOAL12_CONNS) +
+               " nginx answers from memory in one process; corral still parses each request's JSON, converts "
+               "its tensor, hands it to a worker (in a batch) and writes the JSON answer.")
+        f = formation_figures(res, "corral-c-batch", "corral-c")
+        if f:
+            why += f" Forming the batches costs the daemon {f_num(f['total'], 1)} µs per request of that (below)."
+    out.append(Goal(f"C echo with batching ÷ nginx `return 200`, requests/s at {GOAL12_CONNS} connections",
+                    f"≥ {GOAL12_C_VS_NGINX:g}×",
+                    f"{f_ratio(r)} ({f_int(a and a['rps'])} vs {f_int(n and n['rps'])} req/s; {f_batch(a)} "
+                    f"requests per batch; without batching {f_ratio(plain)})" if a else "not measured",
+                    None if r is None else r >= GOAL12_C_VS_NGINX, why))
+
+    for batch_key, plain_key, model in BATCH_PAIRS:
+        b1, p1 = point(res, batch_key, 1), point(res, plain_key, 1)
+        if not b1 or not p1:
+            continue
+        rounds = p1.get("rounds_p50_us") or [p1["p50_us"]]
+        noise = max(GOAL12_P50_NOISE * p1["p50_us"], max(rounds) - min(rounds))
+        added = b1["p50_us"] - p1["p50_us"]
+        ok = added <= noise
+        why = ""
+        if not ok:
+            beyond = b1["p50_us"] - delay_us
+            why = (f"With batching, a request that finds no other to join waits `max_queue_delay` "
+                   f"({f_num(delay_us / 1000, 0)} ms) for company before it is sent, by design (SPEC section 2, "
+                   f"Triton's rule); at one connection no other request ever comes, so every request waits the "
+                   f"whole delay, measured in whole milliseconds (the queue's clock and libuv's timers), so give "
+                   f"or take up to one. Less the delay its p50 is {f_int(beyond)} µs against "
+                   f"{f_int(p1['p50_us'])} µs without batching ({f_signed(beyond - p1['p50_us'], 0)} µs; the "
+                   f"noise allowed is {f_int(noise)} µs).")
+            bw, pw = b1.get("wakeups"), p1.get("wakeups")
+            if bw and pw:
+                why += (f" The timer is one more wake-up of the daemon per request: "
+                        f"{f_num(bw['daemon']['switches_per_req'], 2)} context switches per request against "
+                        f"{f_num(pw['daemon']['switches_per_req'], 2)} without batching.")
+            why += (" What remains: no work in the daemon closes a gap of the delay's own making; a lone request "
+                    "goes at once only with a shorter `max_queue_delay` (0: batches then form only from the "
+                    "requests that queue while every instance is busy).")
+        out.append(Goal(f"p50 at 1 connection, {model} with batching vs without",
+                        f"within noise (≤ +{f_int(noise)} µs)",
+                        f"{f_int(b1['p50_us'])} µs with batching, {f_int(p1['p50_us'])} µs without "
+                        f"({f_signed(added, 0)} µs; max_queue_delay {f_num(delay_us / 1000, 0)} ms)", ok, why))
+
+    figs = [(model, batch_key, plain_key, formation_figures(res, batch_key, plain_key))
+            for batch_key, plain_key, model in BATCH_PAIRS if batch_key in srv]
+    net, net_us = [], []
+    for model, batch_key, plain_key, _ in figs:
+        b, p = point(res, batch_key, GOAL12_CONNS), point(res, plain_key, GOAL12_CONNS)
+        if b and p:
+            net_us.append(b["root_cpu_us_per_req"] - p["root_cpu_us_per_req"])
+            net.append(f"{model} {f_signed(net_us[-1])} µs")
+    net_text = (f"the daemon's CPU per request with batching less without, in section 2's points at "
+                f"{GOAL12_CONNS} connections: {', '.join(net)}") if net else ""
+    perf = bcfg.get("perf")
+    measured_figs = [(m, f) for m, _, _, f in figs if f]
+    why = ""
+    if measured_figs:
+        conns = measured_figs[0][1]["profile"]["connections"]
+        measured = "; ".join(
+            f"{m} {f_num(f['total'], 2)} µs (forming {f_num(f['formation'], 2)}, extra client checks "
+            f"{f_signed(f['client_check'], 2)}, batch entries in the parse {f_signed(f['parse'], 2)}; splitting "
+            f"answers {f_num(f['split'], 2)} more)" for m, f in measured_figs)
+        measured += f"; perf at {conns} connections"
+        if net_text:
+            measured += "; " + net_text
+        ok = all(f["total"] <= GOAL12_FORMATION_US for _, f in measured_figs)
+        if not ok:
+            m, f = max(measured_figs, key=lambda x: x[1]["total"])
+            top = ", ".join(f"`{sym}` {f_pct(share, 1)}" for sym, share in f["profile"]["top_leaves"]["formation"][:4])
+            cc = f["profile"]["us_per_req"]["client_check"]
+            why = (f"For the {m} the daemon spends {f_num(f['profile']['daemon_cpu_us_per_req'], 1)} µs of CPU per "
+                   f"request under perf. The checks that queued clients are still there take {f_num(cc, 2)} µs of "
+                   f"it, against {f_num(f['plain']['us_per_req']['client_check'], 2)} µs without batching: while "
+                   f"an instance waits for its batch to fill, every arriving request runs `dispatch_batch` again, "
+                   f"which walks the queue from its head and checks each queued member's client with a "
+                   f"`recv(MSG_PEEK)` system call, so a request's share grows with the requests queued before it. "
+                   f"The batching functions themselves (`{'`, `'.join(f['profile']['functions']['formation'])}`) "
+                   f"take {f_num(f['formation'], 2)} µs; the samples in them were in {top} of all the daemon's "
+                   f"samples. What remains: check a member's client once, when its batch is sent (as the path "
+                   f"without batching checks a request once, when it is sent), and keep the batch being formed "
+                   f"between arrivals instead of rebuilding it from the queue's head.")
+    elif net:
+        errors = sorted({v["error"] for v in (perf or {}).values() if v.get("error")})
+        reason = "; ".join(errors) if errors else "the run skipped it (`BENCH_PERF=0`)"
+        measured = (net_text[0].upper() + net_text[1:] + f" (no profile: {reason}; the net difference counts what "
+                    f"batching saves as well as what it costs)")
+        ok = max(net_us) <= GOAL12_FORMATION_US
+        if not ok:
+            why = ("The daemon spent more CPU per request with batching than without; without a profile the "
+                   "share that is batch formation cannot be told apart.")
+    else:
+        measured, ok = "not measured", None
+    out.append(Goal("batch formation overhead per request, in the daemon", f"≤ {GOAL12_FORMATION_US:g} µs",
+                    measured, ok, why))
+
+    rows = []
+    for batch_key, _, model in BATCH_PAIRS:
+        if batch_key in srv:
+            rows.append(f"{model} " + " / ".join(f_batch(point(res, batch_key, c))
+                                                 for c in scfg(res, "serving").get("connections", [])))
+    largest = [((p.get("batch") or {}).get("largest_le")) for k, _, _ in BATCH_PAIRS if k in srv
+               for p in srv[k]["points"]]
+    largest = [x for x in largest if x is not None]
+    # Not a goal of the issue: the figure behind the others.
+    out.append(Goal("requests per batch, with batching (`corral_batch_size` sum ÷ count over each point)",
+                    f"– (max_batch_size {bcfg.get('max_batch_size', '?')})",
+                    "; ".join(rows) + f" at {', '.join(map(str, scfg(res, 'serving').get('connections', [])))} "
+                    f"connections" + (f"; every batch ≤ {max(largest):g} rows (`corral_batch_size_bucket`)"
+                                      if largest else ""), None))
+    return out
+
+
 def mem_median(mem: dict, key: str, field: str) -> Optional[float]:
     return median([r[key][field] for r in mem["reps"] if r.get(key) and r[key][field] is not None])
 
@@ -464,8 +707,10 @@ def plot_throughput(res: dict, path: pathlib.Path) -> bool:
     if not srv:
         return False
     conns = scfg(res, "serving")["connections"]
-    groups = [("Python echo (2 processes each)", [k for k in ("corral", "gunicorn", "uwsgi", "uvicorn") if k in srv]),
-              ("C echo vs nginx `return 200` (2 processes each)", [k for k in ("corral-c", "nginx") if k in srv])]
+    groups = [("Python echo (2 processes each)",
+               [k for k in ("corral", "corral-batch", "gunicorn", "uwsgi", "uvicorn") if k in srv]),
+              ("C echo vs nginx `return 200` (2 processes each)",
+               [k for k in ("corral-c", "corral-c-batch", "nginx") if k in srv])]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, (title, keys) in zip(axes, groups):
         width = 0.8 / max(len(keys), 1)
@@ -492,8 +737,10 @@ def plot_latency(res: dict, path: pathlib.Path) -> bool:
     if not srv:
         return False
     conns = scfg(res, "serving")["connections"]
-    keys = [k for k in ("corral", "gunicorn", "uwsgi", "uvicorn", "corral-c", "nginx") if k in srv]
-    fig, axes = plt.subplots(1, len(conns), figsize=(4.2 * len(conns), 4.5), squeeze=False)
+    keys = [k for k in ("corral", "corral-batch", "gunicorn", "uwsgi", "uvicorn", "corral-c", "corral-c-batch", "nginx")
+            if k in srv]
+    # Room under each panel for every server's name: wider with the batching series.
+    fig, axes = plt.subplots(1, len(conns), figsize=(max(4.2, 0.68 * len(keys)) * len(conns), 4.8), squeeze=False)
     for ax, c in zip(axes[0], conns):
         p50 = [(point(res, k, c) or {}).get("p50_us", 0) for k in keys]
         p99 = [(point(res, k, c) or {}).get("p99_us", 0) for k in keys]
@@ -503,8 +750,8 @@ def plot_latency(res: dict, path: pathlib.Path) -> bool:
         ax.bar([x + 0.2 for x in xs], p99, 0.4, color=colors, alpha=0.45, label="p99")
         ax.set_yscale("log")
         ax.set_xticks(list(xs))
-        ax.set_xticklabels([srv[k]["label"].split(" (")[0].replace(", ", "\n") for k in keys], fontsize=7,
-                           rotation=30, ha="right")
+        ax.set_xticklabels([srv[k]["label"].split(" (")[0].replace(", batching", "\nbatching") for k in keys],
+                           fontsize=7, rotation=30, ha="right")
         ax.set_title(f"{c} connection{'s' if c > 1 else ''}", fontsize=10)
         ax.set_ylabel("latency, µs (log)")
         ax.grid(axis="y", alpha=0.3, which="both")
@@ -626,12 +873,16 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
     w("")
 
     gl = goals(res)
+    gl12 = batching_goals(res)
     w("## Goals\n")
-    w("The targets of issues #4, #10 (streaming) and #11 (GET /metrics), against this run's numbers. They are targets for this "
+    w("The targets of issues #4, #10 (streaming), #11 (GET /metrics) and #12 (batching, the second table), against "
+      "this run's numbers. They are targets for this "
       "report, not test assertions; each one not met is explained in [Where corral falls short]"
       "(#where-corral-falls-short).\n")
     w(table(["goal", "target", "measured", ""], [[g.name, g.target, g.measured, verdict(g.ok)] for g in gl], "llll"))
     w("")
+    if gl12:
+        render_batching_goals(res, gl12, w)
 
     # 1. queue
     q = res.get("queue")
@@ -697,19 +948,30 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
           "and 2 worker processes; FastAPI's handler reads the raw body, its fastest path.\n"
           f"- **nginx** answers `return 200` with the C echo's response, byte for byte ({s['response_bytes_c']} "
           f"bytes), from 2 worker processes.\n"
-          "- *server CPU/req* is the CPU time of the server's whole process tree during the point divided by "
+          + (f"- **corral, batching** (issue #12): the same two echoes served as batching models beside the "
+             f"others, by the same daemon: `examples/models/echo` with `batching: {{max_batch_size: "
+             f"{s['batching']['max_batch_size']}, max_queue_delay: {s['batching']['max_queue_delay_ms']}ms}}` "
+             f"added to its manifest, and `examples/models/echo-c-batch` (echo-c built into its own directory, "
+             f"the same `batching`). Queued requests whose inputs match go to a worker as one `BATCH` message "
+             f"([worker-protocol.md](worker-protocol.md#batches)) when it holds max_batch_size rows or its "
+             f"oldest request has waited max_queue_delay; each request here is one row. Their figures, like "
+             f"the others', are taken in the same rounds at the same connection counts; they take no large "
+             f"tensors (a [N] tensor is N rows, more than a batch holds).\n" if s.get("batching") else "")
+          + "- *server CPU/req* is the CPU time of the server's whole process tree during the point divided by "
           "the requests served (for corral: daemon and workers; the daemon's share is in brackets). wrk runs "
           "on the same cores.\n")
-        for title, keys, base_key in (
-                ("Python echo", ["corral", "gunicorn", "uwsgi", "uvicorn"], "corral"),
-                ("C echo against nginx `return 200`", ["corral-c", "nginx"], "corral-c")):
+        for title, keys, base_key, batch_key in (
+                ("Python echo", ["corral", "corral-batch", "gunicorn", "uwsgi", "uvicorn"], "corral", "corral-batch"),
+                ("C echo against nginx `return 200`", ["corral-c", "corral-c-batch", "nginx"], "corral-c",
+                 "corral-c-batch")):
             keys = [k for k in keys if k in srv]
             if not keys:
                 continue
+            batched = batch_key in srv
             w(f"### {title}\n")
             rows = []
             for conns in cfg["connections"]:
-                base = point(res, base_key, conns)
+                base, bbase = point(res, base_key, conns), point(res, batch_key, conns)
                 for key in keys:
                     p = point(res, key, conns)
                     if not p:
@@ -718,16 +980,22 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
                     if key.startswith("corral"):
                         cpu += f" ({f_num(p['root_cpu_us_per_req'])})"
                     is_base = key == base_key
-                    rows.append([str(conns), srv[key]["label"], f_int(p["rps"]), f_int(p["p50_us"]),
-                                 f_int(p["p99_us"]), cpu, str(p["errors"]),
-                                 "–" if is_base else f_ratio(ratio(base and base["rps"], p["rps"])),
-                                 "–" if is_base else f_ratio(ratio(base and base["p50_us"], p["p50_us"])),
-                                 "–" if is_base else f_ratio(ratio(base and base["p99_us"], p["p99_us"]))])
-            w(table(["conn.", "server", "req/s", "p50 µs", "p99 µs", "server CPU/req µs", "errors",
-                     "corral ÷ it, req/s", "corral ÷ it, p50", "corral ÷ it, p99"], rows, "llrrrrrrrr"))
+                    row = [str(conns), srv[key]["label"], f_int(p["rps"]), f_int(p["p50_us"]),
+                           f_int(p["p99_us"]), cpu, str(p["errors"]),
+                           "–" if is_base else f_ratio(ratio(base and base["rps"], p["rps"])),
+                           "–" if is_base else f_ratio(ratio(base and base["p50_us"], p["p50_us"])),
+                           "–" if is_base else f_ratio(ratio(base and base["p99_us"], p["p99_us"]))]
+                    if batched:
+                        row.append("–" if key == batch_key else f_ratio(ratio(bbase and bbase["rps"], p["rps"])))
+                    rows.append(row)
+            header = ["conn.", "server", "req/s", "p50 µs", "p99 µs", "server CPU/req µs", "errors",
+                      "corral ÷ it, req/s", "corral ÷ it, p50", "corral ÷ it, p99"]
+            if batched:
+                header.append("corral with batching ÷ it, req/s")
+            w(table(header, rows, "ll" + "r" * (len(header) - 2)))
             w("")
-            w("Ratios: above 1× in *req/s* means corral serves more; below 1× in *p50*/*p99* means corral "
-              "answers sooner.\n")
+            w("Ratios: *corral* is the first row, without batching; above 1× in *req/s* means corral serves more; "
+              "below 1× in *p50*/*p99* means corral answers sooner.\n")
         if plots.get("throughput"):
             w("![Throughput](bench-throughput.png)\n")
         if plots.get("latency"):
@@ -917,6 +1185,7 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
 
     # shortfalls
     w("## Where corral falls short\n")
+    gl = gl + gl12
     short = [g for g in gl if g.ok is False]
     if not short:
         w("Every goal measured in this run was met.\n")
@@ -971,6 +1240,32 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def render_batching_goals(res: dict, gl12: List[Goal], w) -> None:
+    """The goals of issue #12, item 5, in a table of their own under the others."""
+    b = batching(res)
+    w("### Issue #12: dynamic batching\n")
+    w(f"Item 5's goals, read on section 2's points of this run (each series' median round, every series in "
+      f"the same rounds) and on its perf profile of the daemon. *With batching* is the same echo served as a "
+      f"batching model (`batching: {{max_batch_size: {b.get('max_batch_size', '?')}, max_queue_delay: "
+      f"{b.get('max_queue_delay_ms', '?')}ms}}`); *without* is the echo as it was. Pipelining (item 3) is not "
+      f"done yet, so the figures without batching are still one wake-up per request each way.\n")
+    w(table(["goal", "target", "measured", ""], [[g.name, g.target, g.measured, verdict(g.ok)] for g in gl12],
+            "llll"))
+    w("")
+    slower = []
+    for batch_key, plain_key, model in BATCH_PAIRS:
+        for conns in scfg(res, "serving").get("connections", []):
+            bp, pp = point(res, batch_key, conns), point(res, plain_key, conns)
+            if conns > 1 and bp and pp and bp["rps"] < pp["rps"]:
+                slower.append(f"the {model} at {conns} connections ({f_int(bp['rps'])} against {f_int(pp['rps'])} "
+                              f"req/s, {f_batch(bp)} requests per batch, p50 {f_int(bp['p50_us'])} µs against "
+                              f"{f_int(pp['p50_us'])} µs)")
+    if slower:
+        w(f"Batching served fewer requests than no batching for {'; '.join(slower)}. With fewer connections in "
+          f"flight than max_batch_size, a batch cannot fill: it goes when its oldest request has waited "
+          f"max_queue_delay, and every client waits that long for each answer.\n")
+
+
 def f_split(role: dict, total: str, a: str, b: str, digits: int) -> str:
     return f"{f_num(role[total], digits)} ({f_num(role[a], digits)} + {f_num(role[b], digits)})"
 
@@ -978,11 +1273,12 @@ def f_split(role: dict, total: str, a: str, b: str, digits: int) -> str:
 def render_wakeups(res: dict, w) -> None:
     """Section 2's wake-ups (issue #12, item 4): context switches and CPU per request, by process."""
     srv = servers(res)
-    keys = [k for k in ("corral", "uwsgi", "corral-c", "nginx") if k in srv]
+    keys = [k for k in ("corral", "corral-batch", "uwsgi", "corral-c", "corral-c-batch", "nginx") if k in srv]
     if not any(p.get("wakeups") for k in keys for p in srv[k]["points"]):
         return
+    batched = any(k in srv for k, _, _ in BATCH_PAIRS)
     serving, cfg = res["serving"], scfg(res, "serving")
-    w(f"### Wake-ups per request, {WAKEUPS_STAGE}\n")
+    w(f"### Wake-ups per request, {WAKEUPS_STAGE if batched else WAKEUPS_STAGE_UNBATCHED}\n")
     w("Read from `/proc` around the same wrk points as the table above (the median round's), measured by "
       "`make bench`, or by `BENCH_ONLY=serving make bench` alone. *Switches/req* are the context switches of "
       "the processes during the point, summed over all their threads (`voluntary_ctxt_switches`, a thread "
@@ -996,7 +1292,11 @@ def render_wakeups(res: dict, w) -> None:
       "are the master process (uWSGI's master, nginx's master), which takes no part in a request, and the "
       "workers are every process below it. A request through corral wakes the daemon (the client's bytes, "
       "then the worker's answer) and a worker (the INFER frame); a peer's worker alone does the whole "
-      "request.\n")
+      "request."
+      + (" With batching a worker is woken once per batch (the BATCH frame) and the daemon once per batch's "
+         "answer; *requests per batch* is rows per model execution over the point, from the model's "
+         "`corral_batch_size_sum` ÷ `corral_batch_size_count` on `GET /metrics` read before and after it (1 "
+         "for a model without batching: every request is its own execution)." if batched else "") + "\n")
     rows = []
     for conns in cfg.get("connections", []):
         for key in keys:
@@ -1012,10 +1312,12 @@ def render_wakeups(res: dict, w) -> None:
                          if is_corral else f"{f_num(d['cpu_us_per_req'], 1)}",
                          f_split(wk, "switches_per_req", "voluntary_per_req", "involuntary_per_req", 2),
                          f_split(wk, "cpu_us_per_req", "user_us_per_req", "sys_us_per_req", 1),
-                         f_num(d["switches_per_req"] + wk["switches_per_req"], 2)])
-    w(table(["conn.", "server", "req/s", "daemon (peer: master) switches/req (vol. + invol.)",
-             "daemon (peer: master) CPU µs/req (user + sys)", "workers switches/req (vol. + invol.)",
-             "workers CPU µs/req (user + sys)", "all switches/req"], rows, "llrrrrrr"))
+                         f_num(d["switches_per_req"] + wk["switches_per_req"], 2)]
+                        + ([f_batch(p)] if batched else []))
+    header = ["conn.", "server", "req/s", "daemon (peer: master) switches/req (vol. + invol.)",
+              "daemon (peer: master) CPU µs/req (user + sys)", "workers switches/req (vol. + invol.)",
+              "workers CPU µs/req (user + sys)", "all switches/req"] + (["requests per batch"] if batched else [])
+    w(table(header, rows, "ll" + "r" * (len(header) - 2)))
     w("")
     guards = [p["wakeups"]["guards"] for k in ("corral", "corral-c") if k in srv
               for p in srv[k]["points"] if p.get("wakeups") and "guards" in p["wakeups"]]
@@ -1028,6 +1330,53 @@ def render_wakeups(res: dict, w) -> None:
                       for r in p["wakeups"].values() for pid in r["missing"]})
     if missing:
         w(f"> Some processes exited during a point and are not counted: pids {', '.join(map(str, missing))}.\n")
+    render_profile(res, w)
+
+
+def render_profile(res: dict, w) -> None:
+    """Section 2's perf profile of the daemon (issue #12: what forming batches costs it)."""
+    prof = batching(res).get("perf")
+    if prof is None:
+        return
+    srv = servers(res)
+    w("### What batching costs the daemon (perf)\n")
+    errors = {k: v["error"] for k, v in prof.items() if "error" in v}
+    good = {k: v for k, v in prof.items() if "error" not in v}
+    if not good:
+        w(f"Not profiled: {'; '.join(sorted(set(errors.values()))) or 'no profile was taken'}.\n")
+        return
+    any_prof = next(iter(good.values()))
+    fs = any_prof["functions"]
+    w(f"After the rounds, each corral series runs once more at {any_prof['connections']} connections for the same "
+      f"duration with `perf record -F 1999 --call-graph dwarf` on the daemon alone (so these figures are not "
+      f"the points' above, and perf's own cost slows them). Each sample is charged to the first of these "
+      f"functions on its stack, leaf first, callees included: *forming batches* "
+      f"(`{'`, `'.join(fs['formation'])}`), *splitting answers* (`{'`, `'.join(fs['split'])}`), *parsing "
+      f"requests* (`{'`, `'.join(fs['parse'])}`, which builds each request's batch entry inline when its model "
+      f"batches) and *checking clients* (`{'`, `'.join(fs['client_check'])}`, a `recv(MSG_PEEK)` on the "
+      f"client's socket); the search stops at what every request does with or without batching (sending a "
+      f"frame, answering a request). A category's µs per request is its share of the daemon's samples times "
+      f"the daemon's CPU per request over the same run. *Formation per request* is forming, plus parsing and "
+      f"checking clients beyond what they cost without batching in the same echo's profile (a difference below "
+      f"zero is the profiles' noise and counts as zero).\n")
+    rows = []
+    for batch_key, plain_key, model in BATCH_PAIRS:
+        for key in (plain_key, batch_key):
+            v = good.get(key)
+            if not v:
+                continue
+            u = v["us_per_req"]
+            f = formation_figures(res, batch_key, plain_key) if key == batch_key else None
+            rows.append([srv[key]["label"] if key in srv else key, f_int(v["rps"]), str(v["samples"]),
+                         f_num(v["daemon_cpu_us_per_req"], 1), f_num(u["formation"], 2), f_num(u["split"], 2),
+                         f_num(u["parse"], 2), f_num(u["client_check"], 2),
+                         f"**{f_num(f['total'], 2)}**" if f else "–"])
+    w(table(["series", "req/s under perf", "samples", "daemon CPU µs/req", "forming batches µs/req",
+             "splitting answers µs/req", "parsing requests µs/req", "checking clients µs/req",
+             "formation per request µs"], rows, "lrrrrrrrr"))
+    w("")
+    for k, e in sorted(errors.items()):
+        w(f"> {srv[k]['label'] if k in srv else k}: not profiled: {e}.\n")
 
 
 def render_streaming(res: dict, w) -> None:
