@@ -249,8 +249,6 @@ static int dispatch_batch(model *m, inst *in)
                 return -1; /* the head goes alone */
             if (n > 0 && (!batch_compatible(members[0], j) || rows + j->bentry->rows > (uint64_t)mf->max_batch_size))
                 continue;
-            if (client_gone(j))
-                continue;
             members[n++] = j;
             rows += j->bentry->rows;
         }
@@ -267,6 +265,17 @@ static int dispatch_batch(model *m, inst *in)
         return 0;
     }
     uv_timer_stop(&m->batch_timer);
+    /* Only now are the clients asked (a peek at each socket): not on every pass while the batch fills. */
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (client_gone(members[i]))
+            rows -= members[i]->bentry->rows;
+        else
+            members[kept++] = members[i];
+    }
+    n = kept;
+    if (n == 0)
+        return 1; /* all answered (their clients left): the caller looks at the queue again */
     job *send = members[0];
     if (n > 1 && !(send = batch_new(m, members, n, rows)))
         send = members[0], n = 1; /* no memory for the batch's frame now: the head goes alone */
