@@ -73,7 +73,7 @@ void sb_addc(sb *b, char c)
     b->len++;
 }
 
-void sb_u64(sb *b, uint64_t v)
+size_t sb_format_u64(char *p, uint64_t v)
 {
     char tmp[20];
     size_t n = 0;
@@ -81,10 +81,14 @@ void sb_u64(sb *b, uint64_t v)
         tmp[n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    char *p = sb_reserve(b, n);
     for (size_t i = 0; i < n; i++)
         p[i] = tmp[n - 1 - i];
-    b->len += n;
+    return n;
+}
+
+void sb_u64(sb *b, uint64_t v)
+{
+    b->len += sb_format_u64(sb_reserve(b, 20), v);
 }
 
 void sb_printf(sb *b, const char *fmt, ...)

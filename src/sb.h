@@ -33,7 +33,9 @@ int sb_try_reserve(sb *b, size_t n);
 void sb_add(sb *b, const void *data, size_t n);
 void sb_adds(sb *b, const char *s);
 void sb_addc(sb *b, char c);
-/* Appends v in decimal (no printf: the metrics write thousands of these per scrape). */
+/* Writes v in decimal at p (room for 20 bytes, no NUL); returns the length. No printf: it is hot. */
+size_t sb_format_u64(char *p, uint64_t v);
+/* Appends v in decimal (the metrics write thousands of these per scrape). */
 void sb_u64(sb *b, uint64_t v);
 void sb_printf(sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /*

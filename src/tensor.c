@@ -205,24 +205,10 @@ int tensor_from_json(json_t *data, dtype t, int64_t nelem, sb *out, char *err, s
  * "%.*g"'s, falling back to snprintf for everything else.
  */
 
-/* Writes v in decimal at p (room for 20 bytes); returns the length. */
-static size_t put_u64(char *p, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        p[i] = tmp[n - 1 - i];
-    return n;
-}
-
 static void put_uint(sb *out, uint64_t v)
 {
     char *p = sb_reserve(out, 24);
-    out->len += put_u64(p, v);
+    out->len += sb_format_u64(p, v);
 }
 
 static void put_int(sb *out, int64_t v)
@@ -234,7 +220,7 @@ static void put_int(sb *out, int64_t v)
         p[n++] = '-';
         mag = 0 - mag;
     }
-    out->len += n + put_u64(p + n, mag);
+    out->len += n + sb_format_u64(p + n, mag);
 }
 
 /*
@@ -268,7 +254,7 @@ size_t tensor_fast_decimal(char *p, double d, int digits)
         if ((double)m != x)
             continue;
         char digs[20];
-        size_t len = put_u64(digs, m), n = 0;
+        size_t len = sb_format_u64(digs, m), n = 0;
         if (d < 0)
             p[n++] = '-';
         if (k == 0) {
