@@ -97,6 +97,7 @@ job *batch_new(struct model *m, job **members, int n, uint64_t rows)
     for (int i = 0; i < n; i++)
         members[i]->batch = b;
     b->on_done = batch_answer;
+    b->on_free = batch_release;
     return b;
 }
 
@@ -123,7 +124,7 @@ static void answer_all(job *b, int status, const char *msg)
         answer_member(b, i, status, msg, NULL, 0);
 }
 
-void batch_drop_members(job *b)
+static void batch_drop_members(job *b)
 {
     char msg[256];
     snprintf(msg, sizeof msg, "model '%s': its batch was dropped before it was answered", model_name(b->model));
@@ -131,6 +132,14 @@ void batch_drop_members(job *b)
     free(b->members);
     b->members = NULL;
     b->nmembers = 0;
+}
+
+void batch_release(job *j)
+{
+    if (j->members)
+        batch_drop_members(j);
+    batch_entry_free(j->bentry);
+    j->bentry = NULL;
 }
 
 /* One output of the batch's result, checked against the data it claims. */

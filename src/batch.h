@@ -80,7 +80,11 @@ int batch_split(const char *model, const batch_entry *const *entries, int n, uin
                 size_t len, const uint8_t *shm_data, size_t shm_len, batch_part *parts, char *msg, size_t msglen);
 void batch_parts_free(batch_part *parts, int n);
 
-/* A batch freed with members still unanswered answers them 500 (job_free calls it): none is left waiting. */
-void batch_drop_members(job *b);
+/*
+ * The on_free of a request with a batch_entry, and of a batch: frees the
+ * entry; a batch freed with members still unanswered answers them 500, so
+ * none is left waiting.
+ */
+void batch_release(job *j);
 
 #endif

@@ -411,6 +411,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         be->sig = sb_take(&sig, NULL);
         be->wanted = opts->requested ? json_incref(opts->requested) : NULL;
         j->bentry = be;
+        j->on_free = batch_release;
         be = NULL;
     }
     batch_entry_free(be);

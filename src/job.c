@@ -3,8 +3,6 @@
  */
 #include "job.h"
 
-#include "batch.h"
-
 #include "proto.h"
 #include "shm.h"
 #include "xmalloc.h"
@@ -148,9 +146,8 @@ void job_free(job *j)
     if (!j)
         return;
     job_deadline_untrack(j);
-    if (j->members)
-        batch_drop_members(j);
-    batch_entry_free(j->bentry);
+    if (j->on_free)
+        j->on_free(j);
     shm_unref(j->shm);
     free(j->frame);
     free(j->pieces);

@@ -108,11 +108,12 @@ struct job {
     /* Dynamic batching (batch.h). A request of a batching model: what it
      * brings to a batch, and the batch it travels in once sent. A batch
      * (kind PROTO_BATCH): its members, in row order, and their rows. */
-    struct batch_entry *bentry; /* owned */
+    struct batch_entry *bentry; /* owned, released by on_free */
     job *batch;                 /* not owned */
     job **members;              /* owned array; the members are answered and freed by batch_answer */
     int nmembers;
     uint64_t batch_rows;
+    void (*on_free)(job *j);    /* frees what another module hung on the job (batch.c); job.c knows none of it */
     /* Whether the client still waits for the answer; asked before a job that
      * waited in the queue is sent, so abandoned work never reaches a worker. */
     int (*client_alive)(job *j);
