@@ -74,7 +74,15 @@ class Daemon:
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT, env=full_env,
                                      stdin=subprocess.DEVNULL)
-        port = wait_for(self._port, timeout=15, what="the daemon to listen")
+        try:
+            port = wait_for(self._port, timeout=15, what="the daemon to listen")
+        except BaseException:
+            # Not yet known to the fixture, which would not stop it: a daemon that never listened must not linger.
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.log_file.close()
+            raise
         self.base = f"http://127.0.0.1:{port}"
         self.http = requests.Session()
 
