@@ -38,95 +38,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define READ_BUFFER (256 * 1024)
-/* Longest status line or header accepted. */
-#define MAX_LINE (64 * 1024)
+#define BENCH_TOOL "metrics_scrape"
+#define BENCH_HTTP_READER
+#include "bench_tool.h"
+
 /* Largest body accepted: far above any registry's exposition. */
 #define MAX_BODY (1024L * 1024 * 1024)
 
-static int conn_fd;
-static char *rbuf; /* bytes read and not yet parsed: rbuf[rpos, rend) */
-static size_t rpos, rend;
-
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
-}
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "metrics_scrape: %s%s%s\n", what, errno ? ": " : "", errno ? strerror(errno) : "");
-    exit(1);
-}
-
-static void fail(const char *what)
-{
-    errno = 0;
-    die(what);
-}
-
-/* Reads more bytes into rbuf, keeping the unparsed ones. */
-static void fill(void)
-{
-    if (rpos) {
-        memmove(rbuf, rbuf + rpos, rend - rpos);
-        rend -= rpos;
-        rpos = 0;
-    }
-    if (rend == READ_BUFFER)
-        fail("a header longer than the read buffer");
-    for (;;) {
-        ssize_t r = read(conn_fd, rbuf + rend, READ_BUFFER - rend);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r == 0)
-            fail("the server closed the connection");
-        if (r < 0)
-            die("read from the server");
-        rend += (size_t)r;
-        return;
-    }
-}
-
-/* The next line ending in "\r\n": its start, with *len its length without the "\r\n". */
-static const char *next_line(size_t *len)
-{
-    for (;;) {
-        char *nl = memmem(rbuf + rpos, rend - rpos, "\r\n", 2);
-        if (nl) {
-            const char *line = rbuf + rpos;
-            *len = (size_t)(nl - line);
-            rpos += *len + 2;
-            return line;
-        }
-        if (rend - rpos > MAX_LINE)
-            fail("a line longer than 64 KiB");
-        fill();
-    }
-}
-
-static void write_all(const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(conn_fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            die("write to the server");
-        p += w;
-        n -= (size_t)w;
-    }
-}
 
 static char *body;      /* the last answer's body */
 static size_t body_cap; /* bytes allocated at body; grows only when an answer is larger */
@@ -179,18 +97,6 @@ static size_t read_answer(void)
         got += take;
     }
     return (size_t)length;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double percentile(const double *sorted, size_t n, double p)
-{
-    size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
-    return sorted[i < n ? i : n - 1];
 }
 
 static void usage(void)
@@ -262,7 +168,7 @@ int main(int argc, char **argv)
     size_t bytes = 0, bytes_min = (size_t)-1, bytes_max = 0;
     for (long i = -warmup; i < scrapes; i++) {
         double t0 = now_us();
-        write_all(req, (size_t)req_len);
+        write_all(conn_fd, req, (size_t)req_len);
         bytes = read_answer();
         double t = now_us() - t0;
         if (i < 0)

@@ -16,12 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
-}
+#define BENCH_TOOL "pingpong"
+#include "bench_tool.h"
 
 static int exchange(int fd, char *buf, int write_first)
 {
@@ -36,12 +32,6 @@ static int exchange(int fd, char *buf, int write_first)
     if (!write_first && write(fd, buf, 64) != 64)
         return -1;
     return 0;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv)

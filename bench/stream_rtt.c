@@ -39,6 +39,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_TOOL "stream_rtt"
+#include "bench_tool.h"
+
 /* Credit is sent once this much is owed: a quarter of the window, the daemon's batch. */
 #define CREDIT_BATCH (PROTO_STREAM_WINDOW / 4)
 /* ... or once the worker has sent nothing for this long while some is owed. */
@@ -57,40 +60,6 @@ static uint64_t credit_id;
 static uint32_t credit_owed;
 /* read() calls that returned bytes, since the current stream began. */
 static long reads;
-
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
-}
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "stream_rtt: %s%s%s\n", what, errno ? ": " : "", errno ? strerror(errno) : "");
-    exit(1);
-}
-
-static void write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            die("write to the worker");
-        p += w;
-        n -= (size_t)w;
-    }
-}
 
 static void send_frame(int fd, uint8_t type, uint64_t id, const uint8_t *body, size_t len)
 {
@@ -232,18 +201,6 @@ static stream_times run_stream(uint64_t id, const uint8_t *generate, size_t len)
     credit_owed = 0; /* an ended stream needs no credit */
     st.reads = reads;
     return st;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double percentile(const double *sorted, size_t n, double p)
-{
-    size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
-    return sorted[i < n ? i : n - 1];
 }
 
 static uint8_t *read_file(const char *path, size_t *len)

@@ -24,33 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_TOOL "worker_rtt"
+#include "bench_tool.h"
+
 static int sock_fd;
-
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "worker_rtt: %s%s%s\n", what, errno ? ": " : "", errno ? strerror(errno) : "");
-    exit(1);
-}
-
-static void write_all(const uint8_t *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(sock_fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            die("write to the worker");
-        p += w;
-        n -= (size_t)w;
-    }
-}
 
 static void read_all(uint8_t *p, size_t n)
 {
@@ -96,20 +73,8 @@ static void send_frame(uint8_t type, uint64_t id, const uint8_t *body, size_t le
 {
     uint8_t hdr[PROTO_HEADER_SIZE];
     proto_header_encode(hdr, type, id, (uint32_t)len);
-    write_all(hdr, sizeof hdr);
-    write_all(body, len);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double percentile(const double *sorted, size_t n, double p)
-{
-    size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
-    return sorted[i < n ? i : n - 1];
+    write_all(sock_fd, hdr, sizeof hdr);
+    write_all(sock_fd, body, len);
 }
 
 int main(int argc, char **argv)

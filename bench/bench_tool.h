@@ -1,0 +1,131 @@
+/*
+ * bench_tool.h — what the bench's C tools share (sse_reader, stream_rtt,
+ * metrics_scrape, worker_rtt, pingpong): the clocks, dying with a reason,
+ * whole writes, percentiles, and (with BENCH_HTTP_READER defined) the
+ * buffered line reader of the two HTTP clients. Header-only, because each
+ * tool is built by one `cc` of its own file (bench/measure.py); a tool
+ * defines BENCH_TOOL, its name for messages, before including it.
+ */
+#ifndef BENCH_TOOL_H
+#define BENCH_TOOL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static inline double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+/* This process's user and system CPU, in seconds. */
+static inline double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+/* Exits 1 with "TOOL: what[: strerror(errno)]". */
+static inline void die(const char *what)
+{
+    fprintf(stderr, "%s: %s%s%s\n", BENCH_TOOL, what, errno ? ": " : "", errno ? strerror(errno) : "");
+    exit(1);
+}
+
+/* die() without errno's text: the reason is what. */
+static inline void fail(const char *what)
+{
+    errno = 0;
+    die(what);
+}
+
+static inline void write_all(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            die("write");
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static inline int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The p-th percentile (0..100) of n sorted values, nearest rank. */
+static inline double percentile(const double *sorted, size_t n, double p)
+{
+    size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
+    return sorted[i < n ? i : n - 1];
+}
+
+#ifdef BENCH_HTTP_READER
+/* The connection read line by line: rbuf[rpos, rend) holds bytes read and not yet parsed. */
+#define READ_BUFFER (256 * 1024)
+/* Longest status line, header or chunk-size line accepted. */
+#define MAX_LINE (64 * 1024)
+
+static int conn_fd;
+static char *rbuf;
+static size_t rpos, rend;
+
+/* Reads more bytes into rbuf, keeping the unparsed ones. */
+static inline void fill(void)
+{
+    if (rpos) {
+        memmove(rbuf, rbuf + rpos, rend - rpos);
+        rend -= rpos;
+        rpos = 0;
+    }
+    if (rend == READ_BUFFER)
+        fail("a header block or chunk-size line longer than the read buffer");
+    for (;;) {
+        ssize_t r = read(conn_fd, rbuf + rend, READ_BUFFER - rend);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0)
+            fail("the server closed the connection");
+        if (r < 0)
+            die("read from the server");
+        rend += (size_t)r;
+        return;
+    }
+}
+
+/* The next line ending in "\r\n": its start, with *len its length without the "\r\n". */
+static inline const char *next_line(size_t *len)
+{
+    for (;;) {
+        char *nl = memmem(rbuf + rpos, rend - rpos, "\r\n", 2);
+        if (nl) {
+            const char *line = rbuf + rpos;
+            *len = (size_t)(nl - line);
+            rpos += *len + 2;
+            return line;
+        }
+        if (rend - rpos > MAX_LINE)
+            fail("a line longer than 64 KiB");
+        fill();
+    }
+}
+#endif
+
+#endif
