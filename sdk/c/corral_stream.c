@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void corral__flight_init(corral__flight *f, corral__chan *chan)
 {
@@ -178,6 +179,37 @@ void corral_request_on_cancel(const corral_request *req, void (*fn)(void *arg), 
         fn(arg);
     if (f)
         pthread_mutex_unlock(&f->mu);
+}
+
+int corral_request_sleep(const corral_request *req, int64_t ms)
+{
+    if (!req || ms < 0)
+        return -EINVAL;
+    if (req->batch_of) /* one of infer_batch's requests: cancelled with its batch */
+        req = req->batch_of;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until); /* the clock pthread_cond_timedwait reads by default */
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    corral__flight *f = req->flight;
+    if (!f) { /* not in flight (cannot happen in a callback): nothing can cancel it */
+        struct timespec d = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+        while (nanosleep(&d, &d) < 0 && errno == EINTR)
+            ;
+        return 0;
+    }
+    /* A CANCEL broadcasts the flight's condition (cancel_locked): the sleeper wakes with it. */
+    int rc = 0;
+    pthread_mutex_lock(&f->mu);
+    while (!req->cancelled && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&f->cond, &f->mu, &until);
+    int cancelled = req->cancelled;
+    pthread_mutex_unlock(&f->mu);
+    return cancelled ? -ECANCELED : 0;
 }
 
 /* Appends one piece (and a newline for an event) to the answer of a request that is not streamed. */

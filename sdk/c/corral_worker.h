@@ -373,6 +373,13 @@ CORRAL_API int corral_request_cancelled(const corral_request *req);
 CORRAL_API void corral_request_on_cancel(const corral_request *req, void (*fn)(void *arg), void *arg);
 
 /*
+ * Sleeps ms milliseconds, or less: returns 0 after ms, -ECANCELED as soon as
+ * the request is cancelled (at once when it already is), -EINVAL for a
+ * negative ms. For a model that waits between steps of its own work.
+ */
+CORRAL_API int corral_request_sleep(const corral_request *req, int64_t ms);
+
+/*
  * Sends len bytes as the next chunk of a byte stream (generate only). The
  * first call fixes the stream's content type (NULL:
  * application/octet-stream); later calls ignore content_type. When the client

@@ -644,7 +644,7 @@ def test_cancel_unblocks_a_stream_waiting_for_credit(spawn, health):
 
 
 @pytest.mark.parametrize("health", [False, True])
-def test_cancel_cuts_a_running_infer_short_through_the_callback(spawn, health):
+def test_cancel_cuts_a_running_infer_short_in_corral_request_sleep(spawn, health):
     w = spawn(health=health)
     w.start()
     id_ = w.send_infer([("INPUT0", "INT32", [1], struct.pack("<i", 7))], parameters={"delay_ms": 30000})

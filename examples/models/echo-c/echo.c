@@ -8,7 +8,7 @@
  * anything else as an event), streamed when the client asked for a stream
  * and collected into one answer otherwise. The request parameter `delay_ms`
  * (0..60000) makes either sleep first, so tests can keep an instance busy;
- * a cancelled request (corral_request_on_cancel) stops sleeping at once.
+ * a cancelled request stops sleeping at once (corral_request_sleep).
  *
  * Batches (examples/models/echo-c-batch runs this binary with `batching`)
  * need no code: infer gets the batch whole, every request's rows of each
@@ -19,29 +19,11 @@
 #include "corral_worker.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #define MAX_DELAY_MS 60000
 #define MAX_NAME 256
-
-/* A sleep that a CANCEL cuts short. */
-typedef struct nap {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    int woken;
-} nap;
-
-static void wake_nap(void *arg)
-{
-    nap *n = arg;
-    pthread_mutex_lock(&n->mu);
-    n->woken = 1;
-    pthread_cond_signal(&n->cond);
-    pthread_mutex_unlock(&n->mu);
-}
 
 /* Sleeps for the request's delay_ms; 0, a 400 recorded in res, or an error once cancelled. */
 static int apply_delay(const corral_request *req, corral_response *res)
@@ -52,22 +34,7 @@ static int apply_delay(const corral_request *req, corral_response *res)
                                   (long long)delay_ms);
     if (delay_ms == 0)
         return 0; /* even a zero-length wait costs a trip through the scheduler */
-    nap n = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += delay_ms / 1000;
-    until.tv_nsec += (delay_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    corral_request_on_cancel(req, wake_nap, &n);
-    pthread_mutex_lock(&n.mu);
-    while (!n.woken && pthread_cond_timedwait(&n.cond, &n.mu, &until) != ETIMEDOUT)
-        ;
-    pthread_mutex_unlock(&n.mu);
-    corral_request_on_cancel(req, NULL, NULL); /* n is about to go */
-    if (corral_request_cancelled(req))
+    if (corral_request_sleep(req, delay_ms) == -ECANCELED)
         return corral_response_error(res, 500, "Cancelled", "cancelled during a %lld ms sleep", (long long)delay_ms);
     return 0;
 }
