@@ -268,8 +268,9 @@ static int dispatch_batch(model *m, inst *in)
     /* Only now are the clients asked (a peek at each socket): not on every pass while the batch fills. */
     int kept = 0;
     for (int i = 0; i < n; i++) {
+        uint64_t r = members[i]->bentry->rows; /* read first: client_gone answers the job, which frees it */
         if (client_gone(members[i]))
-            rows -= members[i]->bentry->rows;
+            rows -= r;
         else
             members[kept++] = members[i];
     }

@@ -137,6 +137,26 @@ def test_a_lone_request_goes_after_max_queue_delay(batcher):
     assert batches(path)[-1] == [4, 4] and time.monotonic() - t0 < 0.3 + 3
 
 
+def test_a_member_whose_client_left_is_dropped_when_the_batch_goes(batcher):
+    """Two requests wait for a batch; one client leaves before it goes: the batch carries the other alone
+    (the departed one is answered to nobody and counted as cancelled), and the daemon goes on serving."""
+    from conftest import raw_post
+    d, path = batcher(delay="600ms")
+    assert request(d, 1, 0).status_code == 200
+    body = {"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [3, 2], "data": [[1, 2]] * 3}]}
+    gone = raw_post(d, "/v2/models/b/infer", body)
+    stays = []
+    t = threading.Thread(target=lambda: stays.append(request(d, 1, 7)))
+    t.start()
+    wait_for(lambda: d.model("b")["queue"] == 2, timeout=10, interval=0.01, what="two requests waiting for a batch")
+    gone.close()
+    t.join(30)
+    assert stays and stays[0].status_code == 200, stays and stays[0].text
+    assert output(stays[0], "OUTPUT0")["data"] == [7, -7]
+    assert batches(path)[-1] == [1], batches(path)
+    assert request(d, 2, 9).status_code == 200  # still serving
+
+
 def test_a_batch_goes_at_once_when_it_reaches_a_preferred_size(corral):
     path = corral.add("b", "batcher", manifest=manifest(delay="5s", extra="") .replace(
         "  max_queue_delay: 5s\n", "  max_queue_delay: 5s\n  preferred_batch_sizes: [2]\n"))
