@@ -190,11 +190,12 @@ void chan_reader_consume(chan_reader *r, const char *base, size_t n)
 
 /* ---- writer ---- */
 
-/* The part of a frame the socket did not take at once, queued. */
+/* The part of the frames the socket did not take at once, queued. */
 typedef struct chan_wreq {
     uv_write_t req;
     chan_writer *w;
-    uint8_t *frame; /* owned: freed when the write completes */
+    int nframes;
+    uint8_t *frames[CHAN_WRITER_HOLD]; /* owned: freed when the write completes */
 } chan_wreq;
 
 void chan_writer_init(chan_writer *w, uv_stream_t *stream, chan_on_write_error_cb on_error, void *data)
@@ -210,20 +211,93 @@ void chan_writer_reset(chan_writer *w)
     w->stopped = 0;
 }
 
+static void drop_held(chan_writer *w)
+{
+    for (int i = 0; i < w->nheld; i++)
+        free(w->held[i]);
+    w->nheld = 0;
+}
+
 void chan_writer_stop(chan_writer *w)
 {
     w->stopped = 1;
+    drop_held(w);
 }
 
 static void on_write(uv_write_t *req, int status)
 {
     chan_wreq *q = (chan_wreq *)req;
     chan_writer *w = q->w;
-    free(q->frame);
+    for (int i = 0; i < q->nframes; i++)
+        free(q->frames[i]);
     free(q);
     /* Cancelled: the owner closed the stream, and knows why. */
     if (status < 0 && status != UV_ECANCELED)
         w->on_error(w, status);
+}
+
+/* Writes n frames (owned, n <= CHAN_WRITER_HOLD): one uv_try_write, then one uv_write for the rest. */
+static void write_frames(chan_writer *w, uint8_t **frames, const size_t *lens, int n)
+{
+    uv_buf_t b[CHAN_WRITER_HOLD] = {{0}};
+    for (int i = 0; i < n; i++)
+        b[i] = uv_buf_init((char *)frames[i], (unsigned)lens[i]);
+    int rc = uv_try_write(w->stream, b, (unsigned)n);
+    int first = 0;
+    if (rc >= 0) {
+        size_t done = (size_t)rc;
+        while (first < n && done >= lens[first]) { /* written whole */
+            done -= lens[first];
+            free(frames[first++]);
+        }
+        if (first == n)
+            return;
+        /* Only the rest is queued, from the same buffers: no copy. */
+        b[first] = uv_buf_init((char *)frames[first] + done, (unsigned)(lens[first] - done));
+    } else if (rc != UV_EAGAIN) {
+        for (int i = 0; i < n; i++)
+            free(frames[i]);
+        w->on_error(w, rc);
+        return;
+    }
+    chan_wreq *q = xmalloc(sizeof *q);
+    q->w = w;
+    q->nframes = n - first;
+    memcpy(q->frames, frames + first, (size_t)q->nframes * sizeof *frames);
+    int err = uv_write(&q->req, w->stream, b + first, (unsigned)q->nframes, on_write);
+    if (err < 0) {
+        for (int i = 0; i < q->nframes; i++)
+            free(q->frames[i]);
+        free(q);
+        w->on_error(w, err);
+    }
+}
+
+void chan_writer_flush(chan_writer *w)
+{
+    int n = w->nheld;
+    if (!n)
+        return;
+    w->nheld = 0;
+    write_frames(w, w->held, w->held_len, n);
+}
+
+int chan_writer_holding(const chan_writer *w)
+{
+    return w->nheld > 0;
+}
+
+int chan_writer_hold(chan_writer *w, uint8_t *frame, size_t len)
+{
+    if (w->stopped) {
+        free(frame);
+        return 0;
+    }
+    if (w->nheld == CHAN_WRITER_HOLD)
+        chan_writer_flush(w);
+    w->held[w->nheld] = frame;
+    w->held_len[w->nheld] = len;
+    return w->nheld++ == 0;
 }
 
 void chan_writer_write(chan_writer *w, uint8_t *frame, size_t len)
@@ -232,29 +306,13 @@ void chan_writer_write(chan_writer *w, uint8_t *frame, size_t len)
         free(frame);
         return;
     }
-    uv_buf_t b = uv_buf_init((char *)frame, (unsigned)len);
-    int n = uv_try_write(w->stream, &b, 1);
-    if (n >= 0 && (size_t)n == len) {
-        free(frame);
+    if (w->nheld) { /* after the held ones, in the same system call */
+        if (chan_writer_hold(w, frame, len))
+            return; /* cannot happen: it held some */
+        chan_writer_flush(w);
         return;
     }
-    if (n < 0 && n != UV_EAGAIN) {
-        free(frame);
-        w->on_error(w, n);
-        return;
-    }
-    /* Only the rest is queued, from the same buffer: no copy. */
-    size_t done = n < 0 ? 0 : (size_t)n;
-    chan_wreq *q = xmalloc(sizeof *q);
-    q->w = w;
-    q->frame = frame;
-    b = uv_buf_init((char *)frame + done, (unsigned)(len - done));
-    int rc = uv_write(&q->req, w->stream, &b, 1, on_write);
-    if (rc < 0) {
-        free(q->frame);
-        free(q);
-        w->on_error(w, rc);
-    }
+    write_frames(w, &frame, &len, 1);
 }
 
 void chan_writer_send(chan_writer *w, uint8_t type, uint64_t id, const void *body, size_t len)

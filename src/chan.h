@@ -19,8 +19,11 @@
  * closes). Each frame is a malloc'ed buffer the writer owns from the call
  * on: uv_try_write first (no request, no copy in the common case), then one
  * queued uv_write for whatever the socket did not take, from the same
- * buffer; it is freed once written. A failed write is reported through
- * on_error, once per failed frame.
+ * buffers; they are freed once written. Frames may also be held
+ * (chan_writer_hold) and written together by chan_writer_flush, several
+ * in one system call (writev); a frame written directly goes after the
+ * held ones, so order is always kept. A failed write is reported through
+ * on_error, once per failed system call.
  *
  * Loop thread only.
  */
@@ -88,6 +91,9 @@ void chan_reader_consume(chan_reader *r, const char *base, size_t n);
 
 typedef struct chan_writer chan_writer;
 
+/* The most frames chan_writer_hold keeps before it writes them itself. */
+#define CHAN_WRITER_HOLD 16
+
 /*
  * A frame could not be written: err is the negative libuv error of
  * uv_try_write or uv_write (UV_EPIPE when the peer is gone). The frame was
@@ -103,19 +109,34 @@ struct chan_writer {
     chan_on_write_error_cb on_error;
     /* private */
     int stopped;
+    int nheld;
+    uint8_t *held[CHAN_WRITER_HOLD];
+    size_t held_len[CHAN_WRITER_HOLD];
 };
 
 void chan_writer_init(chan_writer *w, uv_stream_t *stream, chan_on_write_error_cb on_error, void *data);
 /* Takes frames again after chan_writer_stop (a new process on the same stream). */
 void chan_writer_reset(chan_writer *w);
 /*
- * Drops every later frame (freed, not written, no error): the peer is gone.
- * Writes already queued complete, or are cancelled when the stream closes.
+ * Drops every later frame and the held ones (freed, not written, no error):
+ * the peer is gone. Writes already queued complete, or are cancelled when
+ * the stream closes.
  */
 void chan_writer_stop(chan_writer *w);
 
-/* Writes a whole frame of len bytes: frame is malloc'ed and the writer's from now on. */
+/* Writes a whole frame of len bytes (after any held ones): frame is malloc'ed and the writer's from now on. */
 void chan_writer_write(chan_writer *w, uint8_t *frame, size_t len);
+/*
+ * Holds a whole frame to go out with others at the next chan_writer_flush
+ * (or at once, with them, when CHAN_WRITER_HOLD are held). Returns 1 when
+ * the writer held nothing before: the owner must see that it is flushed
+ * before the loop next waits.
+ */
+int chan_writer_hold(chan_writer *w, uint8_t *frame, size_t len);
+/* Writes every held frame, with one system call when the socket takes them. */
+void chan_writer_flush(chan_writer *w);
+/* Whether frames are held. */
+int chan_writer_holding(const chan_writer *w);
 /* Writes a frame with a small body (copied; NULL when len is 0). */
 void chan_writer_send(chan_writer *w, uint8_t type, uint64_t id, const void *body, size_t len);
 

@@ -1,7 +1,8 @@
 /*
  * dispatch — the scheduler of the model registry: accepting a job into a
  * model's queue (loading the model first when unloaded), withdrawing it,
- * handing queued jobs to the ready instance with the fewest in flight, the
+ * handing queued jobs to the ready instance with the fewest in flight (or,
+ * when every one holds its concurrency, pipelining one ahead), the
  * deadline of every job (504 wherever it is), and the keep_alive timer
  * that unloads an idle model. See model.h and model_internal.h.
  */
@@ -81,7 +82,11 @@ static void deadline_fire(uv_timer_t *t)
         } else if (j->inst && !j->cancelled) {
             inst *in = j->inst;
             int can_cancel = inst_can_cancel(in);
-            if (j->streaming)
+            if (can_cancel && inst_waiting(in, j))
+                snprintf(msg, sizeof msg,
+                         "model '%s': deadline of %lld ms exceeded while queued at instance %d (pid %d), behind "
+                         "the requests it runs; the request is cancelled", m->name, budget, in->id, in->pid);
+            else if (j->streaming)
                 snprintf(msg, sizeof msg, "model '%s': stream_timeout of %lld ms exceeded on instance %d (pid %d)",
                          m->name, (long long)j->stream_timeout_ms, in->id, in->pid);
             else
@@ -183,18 +188,41 @@ static void count_answer(job *j, int status, const char *msg, uint8_t type, uint
 
 /* ---- requests ---- */
 
+static int takes_work(inst *in)
+{
+    return inst_ready(in) && !slot_of(in)->retire && !slot_of(in)->replace;
+}
+
 inst *dispatch_pick(model *m)
 {
     inst *best = NULL;
     int concurrency = m->mf ? m->mf->concurrency : 1;
     for (int k = 0; k < m->nslots; k++) {
         inst *in = m->slots[(m->rr + k) % m->nslots];
-        if (!inst_ready(in) || slot_of(in)->retire || slot_of(in)->replace || in->inflight >= concurrency)
+        if (!takes_work(in) || in->inflight >= concurrency)
             continue;
         if (!best || in->inflight < best->inflight)
             best = in;
         if (in->inflight == 0)
             break;
+    }
+    return best;
+}
+
+/*
+ * Every instance holds its concurrency: the one to pipeline j to (inst.h,
+ * inst_pipeline_room), or NULL. A pipelined request is committed to its
+ * instance: a request of higher priority arriving after it is served after
+ * it, so at most `pipeline` requests per instance are ever ahead of their
+ * turn.
+ */
+static inst *pick_pipeline(model *m, const job *j)
+{
+    inst *best = NULL;
+    for (int k = 0; k < m->nslots; k++) {
+        inst *in = m->slots[(m->rr + k) % m->nslots];
+        if (takes_work(in) && inst_pipeline_room(in, j) && (!best || in->inflight < best->inflight))
+            best = in;
     }
     return best;
 }
@@ -297,7 +325,7 @@ void dispatch_jobs(model *m)
 {
     while (m->queue.count) {
         inst *best = dispatch_pick(m);
-        if (!best)
+        if (!best && !(best = pick_pipeline(m, job_queue_peek(&m->queue))))
             return;
         if (m->mf && m->mf->max_batch_size > 0 && inst_can_batch(best)) {
             int sent = dispatch_batch(m, best);

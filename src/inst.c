@@ -81,6 +81,7 @@ static int on_chan_frame(chan_reader *r, const proto_header *h, uint8_t *body);
 static void on_chan_error(chan_reader *r, int err, const char *what);
 static void on_chan_write_error(chan_writer *w, int err);
 static job *take_inflight(inst *in, uint64_t id);
+static void flush_start(uv_loop_t *loop);
 
 #ifndef NDEBUG
 /* Whether inst.h's table of transitions allows from -> to; for the assert below. */
@@ -131,6 +132,7 @@ void inst_init(inst *in, uv_loop_t *loop, const inst_events *ev, int id, const c
     chan_reader_init(&in->rd, PROTO_MAX_BODY, on_chan_frame, on_chan_error, in);
     chan_writer_init(&in->wr, (uv_stream_t *)&in->chan, on_chan_write_error, in);
     chan_writer_init(&in->hwr, (uv_stream_t *)&in->hchan, on_chan_write_error, in);
+    flush_start(loop);
 }
 
 int inst_busy(const inst *in)
@@ -156,11 +158,81 @@ static void on_chan_write_error(chan_writer *w, int err)
     inst_kill(w->data, "the protocol socket failed on write");
 }
 
+/*
+ * Requests are held by the writer (chan_writer_hold) and written together
+ * once per turn of the loop: every frame sent to one worker while the loop
+ * handled a round of events goes out in one system call. The check handle
+ * writes them right after that round; the prepare handle, just before the
+ * loop waits, catches any sent later in the turn (a timer's, a close
+ * callback's). Both are unreferenced: they never keep the loop alive.
+ */
+static inst *flush_head;
+static uv_check_t flush_check;
+static uv_prepare_t flush_prepare;
+
+static void flush_held(void)
+{
+    while (flush_head) {
+        inst *in = flush_head;
+        flush_head = in->flush_next;
+        in->flush_next = NULL;
+        in->flush_listed = 0;
+        chan_writer_flush(&in->wr);
+    }
+}
+
+static void on_flush_check(uv_check_t *h)
+{
+    (void)h;
+    flush_held();
+}
+
+static void on_flush_prepare(uv_prepare_t *h)
+{
+    (void)h;
+    flush_held();
+}
+
+static void flush_start(uv_loop_t *loop)
+{
+    if (uv_is_active((uv_handle_t *)&flush_check))
+        return;
+    uv_check_init(loop, &flush_check);
+    uv_check_start(&flush_check, on_flush_check);
+    uv_unref((uv_handle_t *)&flush_check);
+    uv_prepare_init(loop, &flush_prepare);
+    uv_prepare_start(&flush_prepare, on_flush_prepare);
+    uv_unref((uv_handle_t *)&flush_prepare);
+}
+
+static void flush_unlist(inst *in)
+{
+    for (inst **p = &flush_head; *p; p = &(*p)->flush_next) {
+        if (*p == in) {
+            *p = in->flush_next;
+            break;
+        }
+    }
+    in->flush_next = NULL;
+    in->flush_listed = 0;
+}
+
+static void hold_frame(inst *in, uint8_t *frame, size_t len)
+{
+    chan_writer_hold(&in->wr, frame, len);
+    if (!in->flush_listed && chan_writer_holding(&in->wr)) {
+        in->flush_listed = 1;
+        in->flush_next = flush_head;
+        flush_head = in;
+    }
+}
+
 /* Neither socket takes frames once the process has exited or closed its protocol socket. */
 static void stop_writing(inst *in)
 {
     chan_writer_stop(&in->wr);
     chan_writer_stop(&in->hwr);
+    flush_unlist(in);
 }
 
 void inst_send(inst *in, job *j)
@@ -177,11 +249,24 @@ void inst_send(inst *in, job *j)
     j->line_mark = in->lines;
     uint8_t *frame = j->frame;
     size_t len = j->frame_len;
-    j->frame = NULL;
+    j->pipelined = in->inflight > in->cur.concurrency;
+    if (j->pipelined) {
+        /* Kept in the job, to go elsewhere if this worker dies before it starts it; the writer gets a copy. */
+        if (!(frame = malloc(len))) {
+            j->pipelined = 0;
+            frame = j->frame;
+            j->frame = NULL;
+        } else {
+            memcpy(frame, j->frame, len);
+        }
+    } else {
+        j->frame = NULL;
+    }
     if (job_is_tensor(j) && !(frame = inst_shm_place(in, j, frame, &len))) {
         /* Refused, not fatal: the instance is unharmed and takes the next request. */
         take_inflight(in, j->id);
         j->inst = NULL;
+        j->pipelined = 0;
         char msg[200];
         snprintf(msg, sizeof msg, "%s: no memory now to send the request's %zu bytes of tensors", in->owner_label,
                  j->pieces_len);
@@ -195,7 +280,28 @@ void inst_send(inst *in, job *j)
     j->pieces = NULL;
     j->data_owned = NULL;
     j->npieces = 0;
-    chan_writer_write(&in->wr, frame, len);
+    hold_frame(in, frame, len);
+}
+
+int inst_pipeline_room(const inst *in, const job *j)
+{
+    if (!inst_ready(in) || !in->cur.streams || in->inflight < in->cur.concurrency ||
+        in->inflight >= in->cur.concurrency + in->cur.pipeline)
+        return 0;
+    if (j->kind != PROTO_INFER || j->npieces || j->frame_len > INST_PIPELINE_FRAME_MAX)
+        return 0;
+    for (const job *r = in->inflight_head; r; r = r->next)
+        if (!job_is_tensor(r))
+            return 0;
+    return 1;
+}
+
+int inst_waiting(const inst *in, const job *j)
+{
+    int older = 0;
+    for (const job *o = j->next; o && older < in->cur.concurrency; o = o->next)
+        older++;
+    return j->pipelined && older >= in->cur.concurrency;
 }
 
 /* ---- stopping ---- */
@@ -744,6 +850,22 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
         snprintf(late[with_line], sizeof late[0], "%s: deadline exceeded; meanwhile instance %d (pid %d) %s",
                  in->owner_label, in->id, in->pid, reason[with_line]);
     }
+    /* The worker ran its requests in the order they were sent, `concurrency`
+     * at once: those it held beyond the oldest `concurrency` it never
+     * started, and go back to the owner to be sent elsewhere. */
+    int position = 0;
+    job *oldest = in->inflight_head;
+    while (oldest && oldest->next)
+        oldest = oldest->next;
+    for (job *j = oldest, *newer; j; j = newer, position++) {
+        newer = j->prev;
+        if (position < in->cur.concurrency || !j->pipelined || !j->frame || j->answered || j->cancelled)
+            continue;
+        take_inflight(in, j->id);
+        j->inst = NULL;
+        j->pipelined = 0;
+        in->ev->on_returned(in, j);
+    }
     uint64_t now = now_ms();
     while (in->inflight_head) {
         job *j = take_inflight(in, in->inflight_head->id);
@@ -788,6 +910,8 @@ static void begin_process(inst *in, const inst_spawn *sp, const int mfd[2])
     in->cur.health_interval_ms = sp->health_interval_ms > 0 ? sp->health_interval_ms : 10000;
     in->cur.health_timeout_ms = sp->health_timeout_ms > 0 ? sp->health_timeout_ms : 5000;
     in->cur.stop_grace_ms = sp->stop_grace_ms;
+    in->cur.concurrency = sp->concurrency > 0 ? sp->concurrency : 1;
+    in->cur.pipeline = sp->pipeline > 0 ? sp->pipeline : 0;
     in->pid = in->proc.pid;
     in->exited = 0;
     in->started_ms = now_ms();
@@ -951,6 +1075,7 @@ static void timer_closed(uv_handle_t *h)
 void inst_close(inst *in, void (*on_closed)(inst *in))
 {
     in->on_closed = on_closed;
+    flush_unlist(in);
     in->freeing = 3;
     uv_close((uv_handle_t *)&in->health_timer, timer_closed);
     uv_close((uv_handle_t *)&in->cancel_timer, timer_closed);

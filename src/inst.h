@@ -67,6 +67,10 @@ typedef struct inst_events {
     void (*on_cancel_ignored)(inst *in, job *j);
     /* The worker missed its health check: it is being stopped (in->fault says why). */
     void (*on_hung)(inst *in);
+    /* j was pipelined to this worker, which died without starting it: the
+     * owner takes it back (j->inst is NULL again, its frame kept) to queue it
+     * once more. Called from the exit, before on_exit. */
+    void (*on_returned)(inst *in, job *j);
     /* The first chunk of j's stream arrived (before it goes to j->on_chunk). */
     void (*on_stream_start)(inst *in, job *j);
     /* A line (without newline) the worker wrote on stdout or stderr: its
@@ -86,6 +90,8 @@ typedef struct inst_spawn {
     int64_t health_interval_ms; /* PING this often once ready */
     int64_t health_timeout_ms;  /* no PONG within this: hung */
     int64_t stop_grace_ms;      /* SIGTERM to SIGKILL for a hung worker */
+    int concurrency;            /* requests the worker runs at once (its LOAD says so) */
+    int pipeline;               /* requests sent beyond those (inst_pipeline_room); 0: none */
 } inst_spawn;
 
 /* How far inst_stop (or a kill) has gone with the current process. */
@@ -124,6 +130,7 @@ typedef struct inst_proc {
     uint64_t shm_out_job; /* the request allowed to answer in the output region; 0 when free */
     size_t shm_used[2];  /* the most bytes each region carried since its pages were last released */
     int exit_wait_ms;    /* how long the exit has waited for the process group to be gone */
+    int concurrency, pipeline; /* from inst_spawn */
 } inst_proc;
 
 struct inst {
@@ -144,7 +151,7 @@ struct inst {
     uint64_t requests;   /* answered by this slot */
     uint64_t lines;      /* lines of output written */
     int inflight;        /* jobs on inflight_head; never negative */
-    job *inflight_head;  /* jobs sent to the worker, in no particular order */
+    job *inflight_head;  /* jobs sent to the worker, the newest first (inst_send pushes, answers unlink) */
 
     /* read-only: the current or last process, reset when inst_start spawns the next (with cur) */
     int pid;             /* the worker itself, as its HELLO says; its guard's until then */
@@ -169,6 +176,8 @@ struct inst {
     int handles_open;    /* libuv handles not yet closed for the current process */
     inst_stream output[2]; /* stdout and stderr */
     int freeing;         /* timers still closing in inst_close */
+    inst *flush_next;    /* on the list of instances whose writer holds frames (inst.c, "Writing") */
+    int flush_listed;
     void (*on_closed)(inst *in);
 };
 
@@ -189,9 +198,28 @@ int inst_start(inst *in, const inst_spawn *sp, char *err, size_t errlen);
 
 /*
  * Sends a job to a ready instance. The job's frame passes to the write path
- * (freed once written); the job is answered through job->on_done.
+ * (freed once written); the job is answered through job->on_done. A job
+ * sent while the worker holds its concurrency is pipelined: its frame is
+ * copied to the write path and kept (j->pipelined), for on_returned.
  */
 void inst_send(inst *in, job *j);
+
+/*
+ * Pipelining (docs/worker-protocol.md, "Pipelining"): whether j may be sent
+ * now to a worker that already holds `concurrency` requests, so that the
+ * worker finds it in its socket the moment it finishes one, instead of
+ * sleeping until the daemon hears of the finish and writes the next. Only
+ * to a worker that obeys CANCEL (a pipelined request's deadline or client
+ * can still stop it), within the spawn's `pipeline` depth, for an INFER
+ * frame of at most INST_PIPELINE_FRAME_MAX bytes, and never behind a
+ * GENERATE, whose end nobody can foresee. When the worker dies, requests it
+ * held beyond the oldest `concurrency` were never started: they go back to
+ * the owner (on_returned), not answered 502.
+ */
+#define INST_PIPELINE_FRAME_MAX (64u * 1024)
+int inst_pipeline_room(const inst *in, const job *j);
+/* Whether in-flight j waits at the worker behind `concurrency` older requests (pipelined, not yet started). */
+int inst_waiting(const inst *in, const job *j);
 
 /*
  * Stops the process: SHUTDOWN, then SIGTERM to its process group after

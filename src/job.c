@@ -164,11 +164,24 @@ void job_queue_init(job_queue *q, int levels)
     q->count = 0;
 }
 
-void job_queue_push(job_queue *q, job *j)
+static int level_of(const job_queue *q, job *j)
 {
     assert(!j->queued && !j->inst); /* queued or running, never both, never twice */
     int l = j->priority < 1 ? 1 : j->priority > q->levels ? q->levels : j->priority;
     j->priority = l;
+    return l;
+}
+
+static void linked(job_queue *q, job *j, int l)
+{
+    q->nonempty[l >> 6] |= 1ULL << (l & 63);
+    j->queued = 1;
+    q->count++;
+}
+
+void job_queue_push(job_queue *q, job *j)
+{
+    int l = level_of(q, j);
     j->next = NULL;
     j->prev = q->tail[l];
     if (q->tail[l])
@@ -176,9 +189,20 @@ void job_queue_push(job_queue *q, job *j)
     else
         q->head[l] = j;
     q->tail[l] = j;
-    q->nonempty[l >> 6] |= 1ULL << (l & 63);
-    j->queued = 1;
-    q->count++;
+    linked(q, j, l);
+}
+
+void job_queue_push_front(job_queue *q, job *j)
+{
+    int l = level_of(q, j);
+    j->prev = NULL;
+    j->next = q->head[l];
+    if (q->head[l])
+        q->head[l]->prev = j;
+    else
+        q->tail[l] = j;
+    q->head[l] = j;
+    linked(q, j, l);
 }
 
 void job_queue_remove(job_queue *q, job *j)
@@ -200,16 +224,19 @@ void job_queue_remove(job_queue *q, job *j)
     q->count--;
 }
 
+job *job_queue_peek(const job_queue *q)
+{
+    if (q->nonempty[0])
+        return q->head[__builtin_ctzll(q->nonempty[0])];
+    if (q->nonempty[1])
+        return q->head[64 + __builtin_ctzll(q->nonempty[1])];
+    return NULL;
+}
+
 job *job_queue_pop(job_queue *q)
 {
-    int l;
-    if (q->nonempty[0])
-        l = __builtin_ctzll(q->nonempty[0]);
-    else if (q->nonempty[1])
-        l = 64 + __builtin_ctzll(q->nonempty[1]);
-    else
-        return NULL;
-    job *j = q->head[l];
-    job_queue_remove(q, j);
+    job *j = job_queue_peek(q);
+    if (j)
+        job_queue_remove(q, j);
     return j;
 }

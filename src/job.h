@@ -69,6 +69,8 @@ struct job {
     uint8_t streaming;    /* its first chunk arrived */
     uint8_t cancelled;    /* the worker was sent CANCEL: what it sends is dropped until its final frame */
     uint8_t answered;     /* on_done was called early; the job stays in flight until the worker's final frame */
+    uint8_t pipelined;    /* sent to a worker that held its concurrency already: frame kept, to send it
+                             elsewhere if that worker dies before starting it (inst.c, "Pipelining") */
     uint32_t unacked;     /* bytes of chunks received and not yet credited back to the worker */
     uint32_t to_credit;   /* of those, bytes sent on, not yet in a CREDIT frame */
     uint64_t cancel_ms;   /* when CANCEL was sent */
@@ -131,6 +133,10 @@ typedef struct job_queue {
 void job_queue_init(job_queue *q, int levels);
 /* Appends j at its priority (clamped to 1..levels). */
 void job_queue_push(job_queue *q, job *j);
+/* Puts j back at the head of its level: a job taken back from a worker that never started it. */
+void job_queue_push_front(job_queue *q, job *j);
+/* The job job_queue_pop would return, left in place; NULL when empty. */
+job *job_queue_peek(const job_queue *q);
 /* Removes and returns the oldest job of the highest non-empty level, or NULL. */
 job *job_queue_pop(job_queue *q);
 /* Unlinks a queued job. */

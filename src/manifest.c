@@ -338,7 +338,7 @@ static int scalar_text(json_t *v, char *buf, size_t len)
 static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
 {
     static const char *const top[] = {"name", "runtime", "entrypoint", "python", "args", "env", "instances",
-                                      "max_instances", "concurrency", "load", "keep_alive", "timeout",
+                                      "max_instances", "concurrency", "pipeline", "load", "keep_alive", "timeout",
                                       "stream_timeout", "load_timeout", "max_queue", "priority_levels", "default_priority",
                                       "batching", "restart", "health", "limits", "parameters", "inputs",
                                       "outputs", "description", "version", NULL};
@@ -414,6 +414,7 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
         get_int(c, root, "max_instances", "max_instances", m->instances, m->instances, MANIFEST_MAX_INSTANCES,
                 &m->max_instances) < 0 ||
         get_int(c, root, "concurrency", "concurrency", 1, 1, MANIFEST_MAX_CONCURRENCY, &m->concurrency) < 0 ||
+        get_int(c, root, "pipeline", "pipeline", 1, 0, MANIFEST_MAX_PIPELINE, &m->pipeline) < 0 ||
         get_int(c, root, "max_queue", "max_queue", 64, 0, 10000000, &m->max_queue) < 0 ||
         get_int(c, root, "priority_levels", "priority_levels", 3, 1, 100, &m->priority_levels) < 0)
         return -EINVAL;

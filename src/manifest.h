@@ -27,6 +27,7 @@ typedef struct manifest {
     int instances;
     int max_instances;
     int concurrency;
+    int pipeline;       /* requests written to a busy instance ahead of time (docs/worker-protocol.md) */
     int load_eager;
     int64_t keep_alive_ms; /* -1: never unload */
     int64_t timeout_ms;
@@ -67,6 +68,7 @@ void manifest_free(manifest *m);
 #define MANIFEST_MAX_INSTANCES 1024
 /* The most requests one instance may handle at once. */
 #define MANIFEST_MAX_CONCURRENCY 1024
+#define MANIFEST_MAX_PIPELINE 8
 
 /* "250ms", "30s", "5m", "1h", "2.5s", "100us"; a bare number is seconds. Returns 0 or -EINVAL. */
 int parse_duration_ms(const char *s, int64_t *ms);

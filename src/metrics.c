@@ -32,9 +32,10 @@ void metrics_start(void)
 
 /* ---- counting ---- */
 
-void histogram_observe(histogram *h, const uint64_t *bounds, int nbounds, uint64_t value)
+/* The bucket of value: the first bound >= value, or nbounds (+Inf, counted only in count). */
+static int bucket_of(const uint64_t *bounds, int nbounds, uint64_t value)
 {
-    int lo = 0, hi = nbounds; /* the first bound >= value, or nbounds (+Inf) */
+    int lo = 0, hi = nbounds;
     while (lo < hi) {
         int mid = (lo + hi) / 2;
         if (bounds[mid] >= value)
@@ -42,10 +43,27 @@ void histogram_observe(histogram *h, const uint64_t *bounds, int nbounds, uint64
         else
             lo = mid + 1;
     }
-    if (lo < nbounds)
-        h->bucket[lo]++;
+    return lo;
+}
+
+void histogram_observe(histogram *h, const uint64_t *bounds, int nbounds, uint64_t value)
+{
+    int b = bucket_of(bounds, nbounds, value);
+    if (b < nbounds)
+        h->bucket[b]++;
     h->count++;
     h->sum += value;
+}
+
+/* Takes back one observation of value (histogram_observe'd before). */
+static void histogram_forget(histogram *h, const uint64_t *bounds, int nbounds, uint64_t value)
+{
+    int b = bucket_of(bounds, nbounds, value);
+    if (b < nbounds && h->bucket[b])
+        h->bucket[b]--;
+    if (h->count)
+        h->count--;
+    h->sum = h->sum >= value ? h->sum - value : 0;
 }
 
 static void observe_time(histogram *h, uint64_t us)
@@ -110,6 +128,14 @@ void metrics_executed(model_stats *s, uint64_t rows)
 {
     s->execution_count++;
     histogram_observe(&s->batch, metrics_batch_bounds, METRICS_BATCH_BUCKETS, rows);
+}
+
+void metrics_returned(model_stats *s)
+{
+    if (s->execution_count)
+        s->execution_count--;
+    histogram_forget(&s->batch, metrics_batch_bounds, METRICS_BATCH_BUCKETS, 1);
+    s->requeued++;
 }
 
 /* ---- the exposition ---- */
@@ -373,6 +399,13 @@ void metrics_render(sb *out)
             sb_adds(out, "\"} ");
             u64_line(out, model_stats_get(m)->restarts[c]);
         }
+    }
+    family(out, "corral_requests_requeued_total", "counter",
+           "Pipelined requests queued again because the worker they were sent to died before starting them.");
+    for (model *m = model_next(NULL); m; m = model_next(m)) {
+        series(out, "corral_requests_requeued_total", "", model_name(m));
+        sb_adds(out, "\"} ");
+        u64_line(out, model_stats_get(m)->requeued);
     }
     family(out, "corral_instance_resident_memory_bytes", "gauge",
            "Resident memory of each running instance's process group, shared memory regions left out.");

@@ -65,6 +65,7 @@ typedef struct model_stats {
     uint64_t inference_count, execution_count;
     uint64_t last_inference_ms;       /* wall clock (ms since the epoch) of the last success; 0: none */
     uint64_t restarts[RESTART_CAUSES];
+    uint64_t requeued;                /* pipelined requests a dead worker never started, queued again */
     double load_seconds;              /* how long the last load took (the first instance ready); 0: none */
     histogram latency;  /* every answered request, µs */
     histogram queue;    /* every request that left the queue for a worker, µs */
@@ -87,6 +88,12 @@ void metrics_dispatched(model_stats *s, uint64_t queue_us);
 void metrics_first_chunk(model_stats *s, uint64_t ttfc_us);
 /* One execution of rows rows (1 until batching). */
 void metrics_executed(model_stats *s, uint64_t rows);
+/*
+ * A pipelined request went back to the queue: the worker it was sent to
+ * died before starting it (inst.h, on_returned). Its execution did not
+ * happen; it is counted in requeued.
+ */
+void metrics_returned(model_stats *s);
 /* The failure reason of an answer with HTTP status status; client_gone when its client had left. */
 metrics_fail metrics_fail_reason(int status, int client_gone);
 

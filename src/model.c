@@ -31,6 +31,7 @@ static void on_ready(inst *in);
 static void on_load_failed(inst *in, const char *msg);
 static void on_exited(inst *in);
 static void on_job_finished(inst *in);
+static void on_returned(inst *in, job *j);
 static void on_log_line(inst *in, int stream, const char *line, size_t len, size_t dropped);
 static void on_cancel_ignored(inst *in, job *j);
 static void on_hung(inst *in);
@@ -40,6 +41,7 @@ static const inst_events events = {
     .on_load_failed = on_load_failed,
     .on_exit = on_exited,
     .on_job_finished = on_job_finished,
+    .on_returned = on_returned,
     .on_log_line = on_log_line,
     .on_cancel_ignored = on_cancel_ignored,
     .on_hung = on_hung,
@@ -263,7 +265,8 @@ int model_start_slot(model *m, inst *in)
     } else {
         inst_spawn sp = {.file = file, .argv = argv, .env = env, .cwd = m->dir, .load_json = load_json,
                          .load_timeout_ms = mf->load_timeout_ms, .health_interval_ms = mf->health_interval_ms,
-                         .health_timeout_ms = mf->health_timeout_ms, .stop_grace_ms = R.stop_grace_ms};
+                         .health_timeout_ms = mf->health_timeout_ms, .stop_grace_ms = R.stop_grace_ms,
+                         .concurrency = mf->concurrency, .pipeline = mf->max_batch_size > 0 ? 0 : mf->pipeline};
         rc = inst_start(in, &sp, err, sizeof err);
         if (rc == 0)
             model_emit_instance("instance.started", m, in, NULL);
@@ -568,6 +571,30 @@ static void on_job_finished(inst *in)
 }
 
 /*
+ * A pipelined request the dead worker never started: back to the head of
+ * its level (it had been there), to go to another instance now or to the
+ * replacement. Its deadline still runs; its client still waits.
+ */
+static void on_returned(inst *in, job *j)
+{
+    model *m = in->data;
+    j->sent_us = 0;
+    metrics_returned(&m->stats);
+    if (m->state == MODEL_UNLOADING || m->state == MODEL_UNLOADED) {
+        /* Its queue was answered when the unload began: nothing would serve it now. */
+        char msg[300];
+        snprintf(msg, sizeof msg, "model '%s' is unloading; instance %d (pid %d) died before starting the request",
+                 m->name, in->id, in->pid);
+        answer_job(j, 503, msg);
+        return;
+    }
+    MODEL_LOG(LOG_INFO, m, "model %s: request %llu was pipelined to instance %d (pid %d), which died before starting "
+              "it; queued again", m->name, (unsigned long long)j->id, in->id, in->pid);
+    job_queue_push_front(&m->queue, j);
+    dispatch_jobs(m);
+}
+
+/*
  * Worker output goes to the model's ring (logring.h, GET /v1/models/NAME/logs),
  * which keeps the newest LOG_RING_BYTES and counts what it dropped, and to the
  * daemon's own log at most LOG_LINES_PER_S lines a second per model (a
@@ -826,6 +853,7 @@ json_t *model_to_json(model *m)
         json_object_set_new(o, "load", json_string(mf->load_eager ? "eager" : "lazy"));
         json_object_set_new(o, "max_queue", json_integer(mf->max_queue));
         json_object_set_new(o, "concurrency", json_integer(mf->concurrency));
+        json_object_set_new(o, "pipeline", json_integer(mf->max_batch_size > 0 ? 0 : mf->pipeline));
     }
     return o;
 }

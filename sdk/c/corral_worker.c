@@ -215,7 +215,12 @@ static void handle_request(worker *w, corral_request *req)
     if (rc == -EPROTO)
         corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: %s %llu: %s", proto_type_name(req->type),
                     (unsigned long long)req->frame_id, what);
-    if (rc == 0 && req->type == PROTO_BATCH && w->ops->infer_batch) {
+    if (rc == 0 && req->type != PROTO_BATCH && corral_request_cancelled(req)) {
+        /* Cancelled while it waited here (a pipelined request's deadline, or its client left): never run.
+         * (A batch is never pipelined; one cancelled early still gets its per-request answer.) */
+        corral__response_set_error(&res, 503, "Cancelled", "cancelled before it started");
+        send_reply(w, req->frame_id, req, &res);
+    } else if (rc == 0 && req->type == PROTO_BATCH && w->ops->infer_batch) {
         answer_batch(w, req, &res);
     } else {
         if (rc == 0)

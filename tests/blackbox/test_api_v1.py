@@ -95,9 +95,10 @@ def test_queue_depth_is_reported(corral):
     slow = {"parameters": {"mode": "sleep", "seconds": 1}}
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         futs = [pool.submit(d.infer, "probe", [tensor("INPUT0", "INT8", [1], [k])], **slow) for k in range(3)]
-        m = wait_for(lambda: (lambda m: m if m["queue"] == 2 else None)(d.model("probe")), timeout=10,
-                     what="two requests queued")
-        assert m["instances"][0]["state"] == "ready" and m["instances"][0]["inflight"] == 1, m
+        # One runs, one is pipelined to the busy worker (in flight, not queued), one waits in the queue.
+        m = wait_for(lambda: (lambda m: m if m["queue"] == 1 and m["instances"][0]["inflight"] == 2 else None)(
+            d.model("probe")), timeout=10, what="one request queued behind two in flight")
+        assert m["instances"][0]["state"] == "ready" and m["pipeline"] == 1, m
         assert [f.result(timeout=20).status_code for f in futs] == [200, 200, 200]
     m = d.model("probe")
     assert m["queue"] == 0 and m["instances"][0]["requests"] == 3, m

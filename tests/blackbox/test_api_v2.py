@@ -340,7 +340,9 @@ def test_outputs_filter(corral, variant):
 
 
 def test_priority_orders_the_queue(corral):
-    add_probe(corral, extra="concurrency: 1\npriority_levels: 3\ndefault_priority: 2\n")
+    # pipeline 0: every waiting request is in the queue, where priorities order it (test_pipeline.py has
+    # the one request per instance that pipelining sends ahead)
+    add_probe(corral, extra="concurrency: 1\npipeline: 0\npriority_levels: 3\ndefault_priority: 2\n")
     d = corral.start()
     assert d.post("/v2/repository/models/probe/load").status_code == 200
     pool = concurrent.futures.ThreadPoolExecutor(4)
@@ -729,7 +731,7 @@ def test_worker_killed_by_signal_is_502_naming_the_signal(corral):
 
 
 def test_queue_full_is_503_with_retry_after(corral):
-    add_probe(corral, extra="concurrency: 1\nmax_queue: 1\n")
+    add_probe(corral, extra="concurrency: 1\npipeline: 0\nmax_queue: 1\n")  # waiting means queued
     d = corral.start()
     assert d.post("/v2/repository/models/probe/load").status_code == 200
     slow = {"parameters": {"mode": "sleep", "seconds": 1.5}}

@@ -204,6 +204,12 @@ def wait_queued(d, model, n, timeout=10):
                     what=f"{n} request(s) queued for {model}")
 
 
+def wait_held(d, model, n, timeout=10):
+    """Waits until n requests of model are in flight or queued (one may be pipelined to a busy worker)."""
+    return wait_for(lambda: (lambda m: m["queue"] + sum(i["inflight"] for i in m["instances"]))(d.model(model)) >= n,
+                    timeout=timeout, interval=0.01, what=f"{n} request(s) of {model} in flight or queued")
+
+
 def wait_replaced(d, model, old_pid, iid=0, timeout=20):
     """Waits until instance iid is ready under a pid other than old_pid; returns its record."""
     def check():
@@ -363,7 +369,9 @@ STORM_RESTART = "{max_restarts: 1000, window: 60s, backoff_min: 10ms, backoff_ma
 def test_kill9_of_random_workers_during_2000_requests(corral):
     """2,000 requests at concurrency 32 on two echo instances while a killer SIGKILLs a random worker
     every 100-200 ms: no request lost or answered twice, every 200 carries its own id and data,
-    >= 95% succeed, the rest are 502 (held by a killed worker) or 503."""
+    >= 95% succeed, the rest are 502 (held by a killed worker) or 503. With 32 clients on two instances
+    each worker always has a request pipelined behind the one it runs: a kill answers at most the one
+    it had started 502 and sends the pipelined one elsewhere."""
     corral.add("echo", "echo", manifest=ft_manifest(instances=2, restart=STORM_RESTART))
     d = corral.start()
     assert load(d, "echo").status_code == 200
@@ -376,7 +384,11 @@ def test_kill9_of_random_workers_during_2000_requests(corral):
             return None if data == [payload] else f"data {data!r}"
         return {"id": f"storm-{n}", "inputs": [tensor("INPUT0", "BYTES", [1], [payload])]}, check
 
-    kill9_storm(d, "echo", "kill9-storm", 2000, 32, make_request)
+    tally, kills = kill9_storm(d, "echo", "kill9-storm", 2000, 32, make_request)
+    requeued = metric(d, "corral_requests_requeued_total", "echo")
+    print(f"[kill9-storm] {requeued:.0f} pipelined requests went back to the queue", flush=True)
+    assert tally.statuses[502] <= len(kills), f"{tally.line()}: more 502s than the {len(kills)} killed workers started"
+    assert requeued >= 1, "no kill caught a pipelined request: the storm did not exercise pipelining"
 
 
 def test_kill9_of_random_workers_during_1500_batched_requests(corral):
@@ -417,14 +429,17 @@ def test_kill9_of_random_workers_during_1500_batched_requests(corral):
 
 def test_every_request_a_dead_worker_held_gets_one_502(corral):
     """An instance with concurrency 4 holding four requests is killed: each of the four gets exactly one
-    502 naming model, instance, pid and signal; requests queued behind them are served by the replacement."""
+    502 naming model, instance, pid and signal; the request pipelined behind them (never started) and the
+    one queued in the daemon are served by the replacement."""
     corral.add("ft", "counts_spawns", manifest=ft_manifest(concurrency=4))
     d = corral.start()
     pid = out(infer(d, "ft"), "PID")
     held = [Call(d, "ft", sleep=10) for _ in range(4)]
     wait_inflight(d, "ft", 4)
-    queued = [Call(d, "ft") for _ in range(2)]
-    wait_queued(d, "ft", 2)
+    queued = [Call(d, "ft")]
+    wait_inflight(d, "ft", 5)  # pipelined: the worker holds it, and has not started it
+    queued.append(Call(d, "ft"))
+    wait_queued(d, "ft", 1)
     os.kill(pid, signal.SIGKILL)
     tally = Tally("dead-worker-held-4")
     for c in held + queued:
@@ -440,6 +455,7 @@ def test_every_request_a_dead_worker_held_gets_one_502(corral):
         assert c.resp.status_code == 200, c.resp.text
         assert out(c.resp, "PID") == new["pid"] != pid
     assert new["restarts"] == 1
+    assert metric(d, "corral_requests_requeued_total", "ft") == 1
 
 
 def test_mixed_faults_every_request_gets_exactly_one_answer(corral):
@@ -743,7 +759,7 @@ def test_manifest_timeout_applies_when_the_request_names_none(corral):
 
 
 def test_full_queue_is_503_with_retry_after_at_once_and_never_reaches_a_worker(corral):
-    corral.add("ft", "counts_spawns", manifest=ft_manifest(max_queue=2))
+    corral.add("ft", "counts_spawns", manifest=ft_manifest(max_queue=2, pipeline=0))  # waiting means queued
     d = corral.start()
     assert out(infer(d, "ft"), "COUNT") == 1
     busy = Call(d, "ft", sleep=2.5)
@@ -779,8 +795,9 @@ def test_full_queue_is_503_with_retry_after_at_once_and_never_reaches_a_worker(c
 
 def test_priority_levels_with_fifo_within_a_level(corral):
     """One busy instance; requests queued with priorities 3,3,1,absent,2,1,0 (absent and 0 mean the
-    default, 2) are served 1,1,2,2,2,3,3 -- each level in arrival order."""
-    corral.add("ft", "counts_spawns")
+    default, 2) are served 1,1,2,2,2,3,3 -- each level in arrival order. (pipeline 0: test_pipeline.py
+    has the one request per instance pipelining sends ahead.)"""
+    corral.add("ft", "counts_spawns", manifest=ft_manifest(pipeline=0))
     d = corral.start()
     assert out(infer(d, "ft"), "COUNT") == 1
     busy = Call(d, "ft", sleep=3)
@@ -1056,7 +1073,7 @@ def test_sigterm_drains_in_flight_and_queued_requests(corral, sig):
     queued = []
     for _ in range(3):
         queued.append(Call(d, "ft", sleep=0.2))
-        wait_queued(d, "ft", len(queued))
+        wait_held(d, "ft", 1 + len(queued))
     d.proc.send_signal(sig)
     time.sleep(0.2)
     late = Call(d, "ft", timeout=10).finish()
@@ -1081,9 +1098,9 @@ def test_sigterm_with_a_short_drain_timeout_answers_the_rest_503_and_exits_0(cor
     running = Call(d, "ft", sleep=10)
     wait_inflight(d, "ft", 1)
     queued = [Call(d, "ft", sleep=10)]
-    wait_queued(d, "ft", 1)
+    wait_held(d, "ft", 2)  # pipelined to the busy worker
     queued.append(Call(d, "ft", sleep=10))
-    wait_queued(d, "ft", 2)
+    wait_queued(d, "ft", 1)
     t0 = time.monotonic()
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(timeout=20) == 0

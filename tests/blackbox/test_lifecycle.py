@@ -451,15 +451,20 @@ def test_unload_lets_the_running_request_finish_and_refuses_queued_ones(corral):
     running = threading.Thread(target=call, args=("running",), kwargs={"sleep": 1})
     running.start()
     wait_for(lambda: d.model("ctl")["instances"][0]["inflight"] == 1, timeout=10, interval=0.02, what="running")
+    # The second is pipelined to the busy worker (in flight: it finishes too); the third waits in the queue.
+    ahead = threading.Thread(target=call, args=("ahead",))
+    ahead.start()
+    wait_for(lambda: d.model("ctl")["instances"][0]["inflight"] == 2, timeout=10, interval=0.02, what="pipelined")
     queued = threading.Thread(target=call, args=("queued",))
     queued.start()
     wait_for(lambda: d.model("ctl")["queue"] == 1, timeout=10, interval=0.02, what="a queued request")
     r = unload(d, "ctl", timeout=30)
     assert r.status_code == 200, r.text
-    running.join(timeout=30)
-    queued.join(timeout=30)
-    assert results["running"].status_code == 200, results["running"].text
-    assert out(results["running"], "PID") == pid
+    for t in (running, ahead, queued):
+        t.join(timeout=30)
+    for key in ("running", "ahead"):
+        assert results[key].status_code == 200, results[key].text
+        assert out(results[key], "PID") == pid
     assert results["queued"].status_code == 503, results["queued"].text
     assert "ctl" in results["queued"].json()["error"]
     assert not alive(pid)

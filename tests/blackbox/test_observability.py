@@ -111,7 +111,7 @@ class SSE:
 
 
 def test_counters_move_by_exactly_what_was_sent(corral):
-    corral.add("c", "steerable", manifest=ctl_manifest(max_queue=1))
+    corral.add("c", "steerable", manifest=ctl_manifest(max_queue=1, pipeline=0))  # waiting means queued
     d = corral.start()
     statuses = []
     for _ in range(5):

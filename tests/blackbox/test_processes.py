@@ -239,15 +239,18 @@ def test_requests_running_and_queued_at_sigterm_are_answered(corral):
     assert load(d, "ctl").status_code == 200
     running = Call(d, "ctl", timeout=30, sleep=0.8)
     wait_for(lambda: instance(d, "ctl")["inflight"] == 1, timeout=10, interval=0.02, what="the request to run")
+    ahead = Call(d, "ctl", timeout=30)  # pipelined to the busy worker
+    wait_for(lambda: instance(d, "ctl")["inflight"] == 2, timeout=10, interval=0.02, what="a request pipelined")
     queued = Call(d, "ctl", timeout=30)
     wait_for(lambda: d.model("ctl")["queue"] == 1, timeout=10, interval=0.02, what="a request to queue")
     d.proc.send_signal(signal.SIGTERM)
-    running.join(timeout=25)
-    queued.join(timeout=25)
+    for c in (running, ahead, queued):
+        c.join(timeout=25)
     assert d.proc.wait(timeout=20) == 0
     d.stop()
     assert running.exc is None, f"the running request lost its connection: {running.exc!r}"
     assert running.resp.status_code == 200 or running.resp.status_code >= 500, running.resp.text
+    assert ahead.exc is None and ahead.resp.status_code == 200, ahead.exc or ahead.resp.text
     assert queued.exc is None, f"the queued request lost its connection: {queued.exc!r}"
     # Queued work drains too (within --drain-timeout): it runs after the running one.
     assert queued.resp.status_code == 200, queued.resp.text

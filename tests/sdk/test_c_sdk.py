@@ -667,6 +667,25 @@ def test_cancel_that_overtakes_its_request_is_kept(spawn):
     assert w.error(id_)["type"] == "Cancelled"
 
 
+@pytest.mark.parametrize("health", [False, True])
+def test_a_pipelined_request_cancelled_before_it_starts_never_runs(spawn, health):
+    """Request 2 waits behind request 1 (pipelined) and is cancelled first: once request 1 ends, request 2
+    is answered Cancelled by the SDK itself, without reaching the model."""
+    w = spawn(health=health)
+    w.start()
+    x = [("INPUT0", "INT32", [1], struct.pack("<i", 3))]
+    first = w.send_infer(x, parameters={"delay_ms": 30000})
+    time.sleep(0.2)
+    second = w.send_infer(x, parameters={"delay_ms": 30000})
+    w.control(CANCEL, second)
+    time.sleep(0.1)
+    w.control(CANCEL, first)
+    assert w.error(first)["type"] == "Cancelled"
+    err = w.error(second)
+    assert err["type"] == "Cancelled" and "before it started" in err["message"], err
+    assert w.infer(x)["OUTPUT0"][2] == struct.pack("<i", 3)
+
+
 def test_cancel_and_credit_for_answered_requests_are_moot(spawn):
     w = spawn(health=True)
     w.start()

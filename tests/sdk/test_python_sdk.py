@@ -1525,3 +1525,28 @@ def test_malformed_batches_are_protocol_errors(spawn: Any, frame_id: int, body: 
     d.send(BATCH, frame_id, body)
     assert d.wait_exit() == 2
     assert "protocol error" in d.log() and reason in d.log()
+
+
+@pytest.mark.parametrize("health", [False, True], ids=["executor", "inline"])
+def test_a_pipelined_request_cancelled_before_it_starts_never_runs(spawn: Any, tmp_path: Path, health: bool) -> None:
+    """The daemon pipelined request 2 behind request 1 and then cancelled it (its deadline, or its client
+    left): the worker answers it ERROR Cancelled once request 1 is done, without calling the model."""
+    d = spawn(CONCAT, health=health)
+    d.start()
+    x = [("INPUT0", "INT32", [1], struct.pack("<i", 5))]
+    d.send_infer(1, x, parameters={"wait": True})  # runs until its own CANCEL, at most 5 s
+    time.sleep(0.2)
+    d.send_infer(2, x)  # pipelined: waits in the socket (inline) or the executor's queue
+    control = d.health if health else None
+    for frame_id in (2, 1):
+        if control is not None:
+            control.sendall(HEADER.pack(0, 1, CANCEL, 0, frame_id))
+        else:
+            d.send(CANCEL, frame_id)
+        time.sleep(0.1)
+    d.expect(INFER_RESULT, 1)
+    err = json.loads(d.expect(ERROR, 2))
+    assert err["type"] == "Cancelled", err
+    assert [c["id"] for c in calls(tmp_path)] == ["req-1"], "the cancelled request reached the model"
+    d.send_infer(3, x)  # and it serves the next
+    assert "OUTPUT0" in parse_tensors(d.expect(INFER_RESULT, 3))

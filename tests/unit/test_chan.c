@@ -4,7 +4,9 @@
  * follows the data and not the claim, bad headers, pausing and reset.
  * Writer, over a real socket pair: a frame larger than the socket buffer is
  * partly queued and arrives whole and in order, a dead peer is reported
- * through on_error, a stopped writer drops frames. (The sanitizer build's
+ * through on_error, a stopped writer drops frames; held frames go out only
+ * at the flush, together and in order, a direct write behind them, and a
+ * hold larger than the socket queues the rest of all. (The sanitizer build's
  * leak check vouches that every frame is freed.)
  */
 #include "chan.h"
@@ -264,12 +266,93 @@ static void stopped_writer_drops_frames(void)
     pair_close(&p);
 }
 
+static uint8_t *ping_frame(uint64_t id)
+{
+    uint8_t *f = malloc(PROTO_HEADER_SIZE);
+    proto_header_encode(f, PROTO_PING, id, 0);
+    return f;
+}
+
+/* Held frames go out only at the flush, together, in order; a direct write goes after them. */
+static void held_frames_go_out_together_in_order(void)
+{
+    pair p;
+    pair_open(&p);
+    CHECK(chan_writer_hold(&p.w, ping_frame(1), PROTO_HEADER_SIZE) == 1);
+    CHECK(chan_writer_hold(&p.w, ping_frame(2), PROTO_HEADER_SIZE) == 0);
+    CHECK(chan_writer_holding(&p.w));
+    uint8_t got[20 * PROTO_HEADER_SIZE];
+    CHECK(read(p.peer, got, sizeof got) < 0); /* nothing written yet */
+    chan_writer_hold(&p.w, ping_frame(3), PROTO_HEADER_SIZE);
+    chan_writer_flush(&p.w);
+    CHECK(!chan_writer_holding(&p.w));
+    CHECK(drain(&p, got, 3 * PROTO_HEADER_SIZE) == 3 * PROTO_HEADER_SIZE);
+    proto_header h;
+    for (int i = 0; i < 3; i++)
+        CHECK(proto_header_decode(got + i * PROTO_HEADER_SIZE, PROTO_HEADER_SIZE, PROTO_MAX_BODY, &h) == 0 &&
+              h.id == (uint64_t)i + 1);
+    /* A frame written directly while some are held goes after them. */
+    chan_writer_hold(&p.w, ping_frame(4), PROTO_HEADER_SIZE);
+    chan_writer_send(&p.w, PROTO_SHUTDOWN, 0, NULL, 0);
+    CHECK(!chan_writer_holding(&p.w));
+    CHECK(drain(&p, got, 2 * PROTO_HEADER_SIZE) == 2 * PROTO_HEADER_SIZE);
+    CHECK(proto_header_decode(got, PROTO_HEADER_SIZE, PROTO_MAX_BODY, &h) == 0 && h.id == 4);
+    CHECK(proto_header_decode(got + PROTO_HEADER_SIZE, PROTO_HEADER_SIZE, PROTO_MAX_BODY, &h) == 0 &&
+          h.type == PROTO_SHUTDOWN);
+    /* More than CHAN_WRITER_HOLD: the full hold is written, the next held anew. */
+    for (int i = 0; i <= CHAN_WRITER_HOLD; i++)
+        chan_writer_hold(&p.w, ping_frame(100 + (uint64_t)i), PROTO_HEADER_SIZE);
+    CHECK(drain(&p, got, CHAN_WRITER_HOLD * PROTO_HEADER_SIZE) == CHAN_WRITER_HOLD * PROTO_HEADER_SIZE);
+    CHECK(chan_writer_holding(&p.w));
+    chan_writer_flush(&p.w);
+    CHECK(drain(&p, got, PROTO_HEADER_SIZE) == PROTO_HEADER_SIZE);
+    CHECK(proto_header_decode(got, PROTO_HEADER_SIZE, PROTO_MAX_BODY, &h) == 0 && h.id == 100 + CHAN_WRITER_HOLD);
+    /* Stopping drops what is held, unwritten and without an error. */
+    chan_writer_hold(&p.w, ping_frame(7), PROTO_HEADER_SIZE);
+    chan_writer_stop(&p.w);
+    CHECK(!chan_writer_holding(&p.w));
+    chan_writer_flush(&p.w);
+    CHECK(drain(&p, got, 1) == 0 && write_errors == 0);
+    pair_close(&p);
+}
+
+/* Held frames larger than the socket takes at once: the rest of all of them is queued, in order. */
+static void held_frames_queue_only_the_rest(void)
+{
+    pair p;
+    pair_open(&p);
+    size_t big = 256 * 1024;
+    for (uint64_t id = 1; id <= 3; id++) {
+        uint8_t *f = malloc(PROTO_HEADER_SIZE + big);
+        proto_header_encode(f, PROTO_INFER, id, (uint32_t)big);
+        memset(f + PROTO_HEADER_SIZE, (int)id, big);
+        chan_writer_hold(&p.w, f, PROTO_HEADER_SIZE + big);
+    }
+    chan_writer_flush(&p.w);
+    CHECK(uv_stream_get_write_queue_size((uv_stream_t *)&p.pipe) > 0);
+    size_t total = 3 * (PROTO_HEADER_SIZE + big);
+    uint8_t *got = malloc(total);
+    CHECK(drain(&p, got, total) == total);
+    int same = 1;
+    for (uint64_t id = 1; id <= 3; id++) {
+        const uint8_t *at = got + (id - 1) * (PROTO_HEADER_SIZE + big);
+        proto_header h;
+        same &= proto_header_decode(at, PROTO_HEADER_SIZE, PROTO_MAX_BODY, &h) == 0 && h.id == id;
+        for (size_t i = 0; i < big; i++)
+            same &= at[PROTO_HEADER_SIZE + i] == (uint8_t)id;
+    }
+    CHECK(same && write_errors == 0);
+    free(got);
+    pair_close(&p);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as the daemon does: a dead peer is an error, not a signal */
     static const check_case cases[] = {CASE(frames_across_any_reads), CASE(memory_follows_the_data),
                                        CASE(bad_headers), CASE(pause_keeps_the_rest),
                                        CASE(writer_queues_only_the_rest), CASE(writer_reports_a_dead_peer),
-                                       CASE(stopped_writer_drops_frames)};
+                                       CASE(stopped_writer_drops_frames), CASE(held_frames_go_out_together_in_order),
+                                       CASE(held_frames_queue_only_the_rest)};
     return check_run(cases, sizeof cases / sizeof cases[0]);
 }

@@ -1,6 +1,6 @@
 /*
- * Unit tests of job.c's queue (sched_*): priority order, FIFO within a level, removal from
- * anywhere, and a large queue.
+ * Unit tests of job.c's queue: priority order, FIFO within a level, removal from anywhere,
+ * putting a job back at the head of its level, peeking, and a large queue.
  */
 #include "check.h"
 #include "job.h"
@@ -49,6 +49,34 @@ static void remove_anywhere(void)
     job_free(b);
     job_free(c);
     job_free(d);
+}
+
+/* A job taken back from a dead worker goes first in its level, behind nothing of a higher one. */
+static void push_front_and_peek(void)
+{
+    job_queue q;
+    job_queue_init(&q, 3);
+    CHECK(job_queue_peek(&q) == NULL);
+    job *a = job_new(NULL, 0, 2), *b = job_new(NULL, 0, 2), *hi = job_new(NULL, 0, 1), *back = job_new(NULL, 0, 2);
+    job *alone = job_new(NULL, 0, 3);
+    job_queue_push(&q, a);
+    job_queue_push(&q, b);
+    CHECK(job_queue_peek(&q) == a && q.count == 2);
+    job_queue_push_front(&q, back);
+    CHECK(back->queued && q.count == 3);
+    CHECK(job_queue_peek(&q) == back);
+    job_queue_push(&q, hi);
+    job_queue_push_front(&q, alone); /* into an empty level: head and tail at once */
+    CHECK(job_queue_peek(&q) == hi);
+    job *want[] = {hi, back, a, b, alone};
+    for (int i = 0; i < 5; i++)
+        CHECK(job_queue_pop(&q) == want[i]);
+    CHECK(q.count == 0 && job_queue_peek(&q) == NULL);
+    job_queue_push_front(&q, alone); /* the emptied level's tail was reset */
+    job_queue_push(&q, a);
+    CHECK(job_queue_pop(&q) == a && job_queue_pop(&q) == alone);
+    for (int i = 0; i < 5; i++)
+        job_free(want[i]);
 }
 
 static void many_levels(void)
@@ -133,4 +161,5 @@ static void deadline_heap(void)
     job_free(none);
 }
 
-CHECK_MAIN(CASE(deadline_heap), CASE(priority_then_fifo), CASE(remove_anywhere), CASE(many_levels), CASE(large_queue))
+CHECK_MAIN(CASE(deadline_heap), CASE(priority_then_fifo), CASE(remove_anywhere), CASE(push_front_and_peek),
+           CASE(many_levels), CASE(large_queue))

@@ -84,7 +84,7 @@ static void minimal_defaults(void)
     CHECK(strcmp(m->name, "mydir") == 0);
     CHECK(m->runtime == RUNTIME_PYTHON);
     CHECK(strcmp(m->python, "python3") == 0);
-    CHECK(m->instances == 1 && m->max_instances == 1 && m->concurrency == 1);
+    CHECK(m->instances == 1 && m->max_instances == 1 && m->concurrency == 1 && m->pipeline == 1);
     CHECK(!m->load_eager);
     CHECK(m->keep_alive_ms == 300000);
     CHECK(m->timeout_ms == 60000);
@@ -113,6 +113,7 @@ static void every_key(void)
                        "instances: 2\n"
                        "max_instances: 5\n"
                        "concurrency: 3\n"
+                       "pipeline: 0\n"
                        "load: eager\n"
                        "keep_alive: -1\n"
                        "timeout: 250ms\n"
@@ -137,7 +138,7 @@ static void every_key(void)
     CHECK(strcmp(m->entrypoint, "bin/worker") == 0);
     CHECK(strcmp(m->args[0], "--threads") == 0 && strcmp(m->args[1], "4") == 0 && !m->args[2]);
     CHECK(strcmp(m->env[0], "OMP_NUM_THREADS=1") == 0 && strcmp(m->env[1], "MODE=fast") == 0);
-    CHECK(m->instances == 2 && m->max_instances == 5 && m->concurrency == 3);
+    CHECK(m->instances == 2 && m->max_instances == 5 && m->concurrency == 3 && m->pipeline == 0);
     CHECK(m->load_eager);
     CHECK(m->keep_alive_ms == -1);
     CHECK(m->timeout_ms == 250 && m->load_timeout_ms == 120000);
@@ -166,6 +167,8 @@ static void errors(void)
         {"runtime: java\nentrypoint: w\n", "key 'runtime': must be 'python' or 'exec'"},
         {"runtime: python\nentrypoint: w.py\ninstances: zero\n", "key 'instances': must be an integer"},
         {"runtime: python\nentrypoint: w.py\ninstances: 0\n", "key 'instances'"},
+        {"runtime: python\nentrypoint: w.py\npipeline: 9\n", "key 'pipeline': must be an integer from 0 to 8"},
+        {"runtime: python\nentrypoint: w.py\npipeline: -1\n", "key 'pipeline'"},
         {"runtime: python\nentrypoint: w.py\ninstances: 3\nmax_instances: 2\n", "key 'max_instances'"},
         {"runtime: python\nentrypoint: w.py\ntimeout: 5 parsecs\n", "key 'timeout': must be a duration"},
         /* seconds past the int64 of milliseconds they become (found by fuzz_manifest) */

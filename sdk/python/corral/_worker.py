@@ -495,6 +495,11 @@ class Worker:
         self._loaded.wait()
         active = active or _Active()
         flags = 0
+        if active.cancel.is_set() and frame_type != proto.BATCH:
+            # Cancelled while it waited here (a pipelined request's deadline, or its client left): never run.
+            # (A batch is never pipelined; one cancelled early still gets its per-request answer.)
+            self._finish(frame_id, proto.ERROR, [proto.dumps({"type": "Cancelled", "message": "cancelled before it started", "status": 503})])
+            return
         try:
             if frame_type == proto.INFER:
                 reply_type, parts = proto.INFER_RESULT, self._infer(meta, data, active)
