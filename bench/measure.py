@@ -72,6 +72,9 @@ class Config:
         self.batch_size = int(env.get("BENCH_BATCH_SIZE") or 32)
         self.batch_delay_ms = int(env.get("BENCH_BATCH_DELAY_MS") or 2)
         self.perf = env.get("BENCH_PERF", "1") not in ("", "0")
+        # Issue #12, item 3: the same two echoes with `pipeline: 0`, the daemon as it was before
+        # pipelining, so that one run shows the wake-ups before and after.
+        self.nopipe = env.get("BENCH_NOPIPE", "1") not in ("", "0")
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items()}
@@ -101,25 +104,30 @@ class Workspace:
 
 # ---- manifests: every model the bench serves, in one place ----
 
-def echo_py_manifest(instances: int = 2, restart: str = "", batching: str = "") -> str:
+def echo_py_manifest(instances: int = 2, restart: str = "", batching: str = "", pipeline: str = "") -> str:
     return (f"# examples/models/echo with Debian's interpreter, as the peers use it"
-            f"{', with dynamic batching' if batching else ''}.\n"
+            f"{', with dynamic batching' if batching else ''}{', without pipelining' if pipeline else ''}.\n"
             f"runtime: python\nentrypoint: worker.py\npython: {PYTHON}\ninstances: {instances}\n"
-            f"keep_alive: -1\nmax_queue: 256\n{restart}{batching}")
+            f"keep_alive: -1\nmax_queue: 256\n{restart}{batching}{pipeline}")
 
 
-def echo_c_manifest(instances: int = 2, restart: str = "", batching: str = "") -> str:
+def echo_c_manifest(instances: int = 2, restart: str = "", batching: str = "", pipeline: str = "") -> str:
     what = ("examples/models/echo-c-batch (echo-c built into its own directory), with dynamic batching"
             if batching else "examples/models/echo-c (C SDK)")
-    return (f"# {what}.\n"
+    return (f"# {what}{', without pipelining' if pipeline else ''}.\n"
             f"runtime: exec\nentrypoint: echo-c\ninstances: {instances}\nkeep_alive: -1\nmax_queue: 256\n"
-            f"{restart}{batching}")
+            f"{restart}{batching}{pipeline}")
 
 
 def batching_policy(cfg: Config) -> str:
     """The `batching` key of the batching series (SPEC section 2): a batch goes when it holds
     max_batch_size rows, or when its oldest request has waited max_queue_delay."""
     return f"batching: {{max_batch_size: {cfg.batch_size}, max_queue_delay: {cfg.batch_delay_ms}ms}}\n"
+
+
+# The `pipeline` key of the pipeline 0 series (docs/worker-protocol.md, "Pipelining"): nothing is
+# sent ahead to a busy worker, each request waits in the daemon's queue until an instance is free.
+NO_PIPELINE = "# Nothing sent ahead to a busy instance: the daemon as it was before pipelining.\npipeline: 0\n"
 
 
 def restart_policy(window_ms: int) -> str:
@@ -181,16 +189,23 @@ class Server:
 
     roles() names the processes whose wake-ups are counted, by role; by default the
     root (a peer's master) and every process below it (its workers). model names
-    corral's model, whose batch counters (GET /metrics) are read around each point."""
+    corral's model, whose batch counters (GET /metrics) are read around each point.
+    connections, when given, are the only connection counts it is measured at; profiled
+    says whether the daemon is profiled with perf while it runs once more."""
 
     def __init__(self, key: str, label: str, group: str, port: int, path: str, root_pid: int,
                  stopper: Callable[[], None], tensors: bool = True,
-                 roles: Optional[Callable[[], Dict[str, List[int]]]] = None, model: Optional[str] = None) -> None:
+                 roles: Optional[Callable[[], Dict[str, List[int]]]] = None, model: Optional[str] = None,
+                 connections: Optional[List[int]] = None, profiled: bool = False) -> None:
         self.key, self.label, self.group = key, label, group
         self.port, self.path, self.root_pid = port, path, root_pid
         self.stopper, self.tensors = stopper, tensors
         self.roles = roles or self.master_and_workers
         self.model = model
+        self.connections, self.profiled = connections, profiled
+
+    def measured_at(self, conns: int) -> bool:
+        return self.connections is None or conns in self.connections
 
     def master_and_workers(self) -> Dict[str, List[int]]:
         return {"daemon": [self.root_pid], "workers": [p for p in H.descendants(self.root_pid) if p != self.root_pid]}
@@ -541,9 +556,18 @@ def serving(cfg: Config, ws: Workspace) -> dict:
     """Items 2 and 4: every server started side by side; wrk points in rounds, every server in
     turn (the median round is kept); then the large tensors, server by server. With
     cfg.batching, corral's two echoes are also served as batching models (issue #12) beside
-    the others, and the daemon is profiled with perf while each of those runs once more."""
+    the others, and the daemon is profiled with perf while each of those runs once more.
+    With cfg.nopipe, they are also served with `pipeline: 0` (issue #12, item 3: the before
+    of pipelining, which the echoes as they are have on by default)."""
     models = {"echo": (EXAMPLES / "echo", echo_py_manifest(2)),
               "echo-c": (EXAMPLES / "echo-c", echo_c_manifest(2))}
+    # Pipelining starts only when every instance is busy and a request waits: with no more
+    # connections than the 2 instances, pipeline 0 and 1 take the same path, so the pipeline 0
+    # series are measured only where the connections outnumber the instances.
+    nopipe_conns = [c for c in cfg.connections if c > 2] if cfg.nopipe else []
+    if nopipe_conns:
+        models["echo-nopipe"] = (EXAMPLES / "echo", echo_py_manifest(2, pipeline=NO_PIPELINE))
+        models["echo-c-nopipe"] = (EXAMPLES / "echo-c", echo_c_manifest(2, pipeline=NO_PIPELINE))
     if cfg.batching:
         if not (EXAMPLES / "echo-c-batch" / "echo-c").exists():
             raise RuntimeError("examples/models/echo-c-batch/echo-c is missing; run `make build` first")
@@ -561,19 +585,30 @@ def serving(cfg: Config, ws: Workspace) -> dict:
             d.load(name)
         c_body = check_echo(d.port, "/v2/models/echo-c/infer", body, cfg.elements)
 
-        def corral_server(key: str, label: str, group: str, model: str) -> Server:
-            # Batching series take no large tensors: a [N] tensor is N rows, more than max_batch_size.
+        def corral_server(key: str, label: str, group: str, model: str,
+                          connections: Optional[List[int]] = None, profiled: bool = True) -> Server:
+            # Only the echoes as they are take large tensors: a batching series' [N] tensor is N rows,
+            # more than max_batch_size, and a tensor that large is never pipelined (it goes through
+            # shared memory), so a pipeline 0 series would repeat its echo's figures.
             return Server(key, label, group, d.port, f"/v2/models/{model}/infer", d.pid, lambda: None,
-                          tensors=model in ("echo", "echo-c"), roles=corral_roles(d, model), model=model)
+                          tensors=model in ("echo", "echo-c"), roles=corral_roles(d, model), model=model,
+                          connections=connections, profiled=profiled)
 
         corral_py = corral_server("corral", "corral, Python echo (2 instances)", "python", "echo")
         corral_c = corral_server("corral-c", "corral, C echo (2 instances)", "c", "echo-c")
         starters = [lambda: corral_py]
+        # Each pipeline 0 series next to its echo in every round: the nearest in time, the least drift.
+        if nopipe_conns:
+            starters.append(lambda: corral_server("corral-nopipe", "corral, Python echo, pipeline 0 (2 instances)",
+                                                  "python", "echo-nopipe", nopipe_conns, profiled=False))
         if cfg.batching:
             starters.append(lambda: corral_server("corral-batch", "corral, Python echo, batching (2 instances)",
                                                   "python", "echo-batch"))
         starters += [lambda: start_gunicorn(ws), lambda: start_uwsgi(ws), lambda: start_uvicorn(ws),
                      lambda: corral_c]
+        if nopipe_conns:
+            starters.append(lambda: corral_server("corral-c-nopipe", "corral, C echo, pipeline 0 (2 instances)", "c",
+                                                  "echo-c-nopipe", nopipe_conns, profiled=False))
         if cfg.batching:
             starters.append(lambda: corral_server("corral-c-batch", "corral, C echo, batching (2 instances)", "c",
                                                   "echo-c-batch"))
@@ -589,34 +624,38 @@ def serving(cfg: Config, ws: Workspace) -> dict:
             for r in range(cfg.rounds):
                 for conns in cfg.connections:
                     for server in running:
+                        if not server.measured_at(conns):
+                            continue
                         res = load_point(cfg, server, conns, body_file)
                         taken.setdefault((server.key, conns), []).append(res)
                         wk = res["wakeups"]
                         mean = (res.get("batch") or {}).get("mean")
-                        print(f"  round {r + 1}/{cfg.rounds} {server.label:44s} c={conns:<3d} {res['rps']:10.0f} req/s"
+                        print(f"  round {r + 1}/{cfg.rounds} {server.label:47s} c={conns:<3d} {res['rps']:10.0f} req/s"
                               f"  p50 {res['p50_us']:7d} µs  p99 {res['p99_us']:7d} µs  errors {res['errors']}"
                               f"  switches/req daemon {wk['daemon']['switches_per_req']:.2f}"
                               f" workers {wk['workers']['switches_per_req']:.2f}"
                               + (f"  batch {mean:.2f}" if mean else ""), flush=True)
             if cfg.batching and cfg.perf:
                 # Every corral series once more under perf, at the most connections: the echoes
-                # without batching give the request parse's cost without a batch entry.
+                # without batching give the request parse's cost without a batch entry (the
+                # pipeline 0 series are not profiled: they have no batch to cost).
                 conns = max(cfg.connections)
                 for server in running:
-                    if server.model:
+                    if server.model and server.profiled:
                         profiles[server.key] = prof = profile_daemon(cfg, server, conns, body_file, ws)
                         if "error" in prof:
-                            print(f"  {server.label:44s} perf: {prof['error']}", flush=True)
+                            print(f"  {server.label:47s} perf: {prof['error']}", flush=True)
                         else:
                             us = prof["us_per_req"]
-                            print(f"  {server.label:44s} perf at c={conns}: the daemon "
+                            print(f"  {server.label:47s} perf at c={conns}: the daemon "
                                   f"{prof['daemon_cpu_us_per_req']:.1f} µs/req, forming batches "
                                   f"{us['formation']:.2f}, splitting answers {us['split']:.2f}, parsing requests "
                                   f"{us['parse']:.2f}, checking clients {us['client_check']:.2f} "
                                   f"({prof['samples']} samples)", flush=True)
             for server in running:
                 entry = {"label": server.label, "group": server.group,
-                         "points": [median_round(taken[(server.key, conns)]) for conns in cfg.connections]}
+                         "points": [median_round(taken[(server.key, conns)]) for conns in cfg.connections
+                                    if server.measured_at(conns)]}
                 if server.model:
                     entry["model"] = server.model
                 if server.tensors:
@@ -624,7 +663,7 @@ def serving(cfg: Config, ws: Workspace) -> dict:
                     for mib in cfg.tensor_mib:
                         t = tensor_roundtrips(cfg, server, mib, ws)
                         entry["tensors"].append(t)
-                        print(f"  {server.label:44s} {mib:3d} MiB tensor in and out: {t['mb_s']:8.0f} MB/s",
+                        print(f"  {server.label:47s} {mib:3d} MiB tensor in and out: {t['mb_s']:8.0f} MB/s",
                               flush=True)
                 results[server.key] = entry
         finally:
@@ -635,13 +674,15 @@ def serving(cfg: Config, ws: Workspace) -> dict:
     floor = []
     for mib in cfg.tensor_mib:
         floor.append(loopback_floor(cfg, mib))
-        print(f"  {'loopback TCP echo, no HTTP':44s} {mib:3d} MiB tensor in and out: {floor[-1]['mb_s']:8.0f} MB/s",
+        print(f"  {'loopback TCP echo, no HTTP':47s} {mib:3d} MiB tensor in and out: {floor[-1]['mb_s']:8.0f} MB/s",
               flush=True)
     out = {"request_bytes": len(body), "elements": cfg.elements, "response_bytes_c": len(c_body),
            "servers": results, "loopback_floor": floor, "clk_tck": H.CLK_TCK}
     if cfg.batching:
         out["batching"] = {"max_batch_size": cfg.batch_size, "max_queue_delay_ms": cfg.batch_delay_ms,
                            "perf": profiles if cfg.perf else None}
+    if nopipe_conns:
+        out["pipelining"] = {"off_connections": nopipe_conns}
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import matplotlib
 
@@ -49,20 +49,27 @@ GOAL12_NOBATCH_CONNS = (16, 64)
 # the spread of that p50 over the rounds, whichever is wider.
 GOAL12_P50_NOISE = 0.10
 
-# What the wake-up figures (section 2) measure the daemon against: issue #12 asks for them
-# before and after its batching and pipelining. Change this line when pipelining lands.
-WAKEUPS_STAGE = ("with dynamic batching in the rows marked batching (issue #12, item 1) and without it in the "
-                 "others, before pipelining (item 3, not yet done)")
+# What the wake-up figures (section 2) compare: issue #12 asks for them before and after its
+# batching (item 1) and pipelining (item 3). Both are in the daemon: corral's echoes as they are
+# pipeline (`pipeline: 1`, the default), the series marked pipeline 0 are the before, and the
+# batching series batch (a batching model never pipelines). wakeups_stage() puts them together.
+WAKEUPS_PIPELINING = ("after pipelining (issue #12, item 3: `pipeline: 1`, the default) in the rows of corral's "
+                      "echoes as they are, before it in the rows marked pipeline 0")
+# The same, for a run without the pipeline 0 series (BENCH_NOPIPE=0).
+WAKEUPS_PIPELINING_NO_BEFORE = ("after pipelining (issue #12, item 3: `pipeline: 1`, the default), with no "
+                                "pipeline 0 series for the before (`BENCH_NOPIPE=0`)")
+WAKEUPS_STAGE = "with dynamic batching (item 1), which never pipelines, in the rows marked batching"
 # The same, for a run without the batching series (BENCH_BATCHING=0).
-WAKEUPS_STAGE_UNBATCHED = ("without dynamic batching (`BENCH_BATCHING=0`), before pipelining (issue #12, item 3, "
-                           "not yet done)")
+WAKEUPS_STAGE_UNBATCHED = "without dynamic batching (`BENCH_BATCHING=0`)"
 
 CORRAL_COLOR = "#d62728"
 PEER_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#7f7f7f"]
 # One colour per server or queue, the same in every plot.
 BATCH_COLOR = "#ff9896"  # corral with batching: corral's red, lighter
+NOPIPE_COLOR = "#8b0000"  # corral with pipeline 0: corral's red, darker
 COLORS = {"corral": CORRAL_COLOR, "corral-c": CORRAL_COLOR, "corral sched (C)": CORRAL_COLOR,
           "corral-batch": BATCH_COLOR, "corral-c-batch": BATCH_COLOR,
+          "corral-nopipe": NOPIPE_COLOR, "corral-c-nopipe": NOPIPE_COLOR,
           "gunicorn": "#2ca02c", "uwsgi": "#9467bd", "uvicorn": "#8c564b", "nginx": "#1f77b4",
           "asyncio.PriorityQueue": "#2ca02c", "heapq": "#9467bd"}
 
@@ -210,8 +217,9 @@ def throughput_why(res: dict, corral_key: str, peer: str, peer_label: str) -> st
     parts.append(wakeup_note(res))
     parts.append("What remains: the daemon's share is mostly kernel time, the wake-ups and context switches of "
                  "handing each request to another process and back (the SDKs no longer add a hand-off between "
-                 "threads, and the daemon formats numbers without printf); batching several requests per "
-                 "wake-up (the protocol's reserved `BATCH`) is the way to fewer of them.")
+                 "threads, and the daemon formats numbers without printf). Pipelining, on here by default, spares "
+                 "a busy worker its sleep between requests, but every request still crosses two processes; "
+                 "batching (a model's `batching` key) shares one wake-up among several requests.")
     return " ".join(p for p in parts if p)
 
 
@@ -473,6 +481,39 @@ def metrics_goals(res: dict) -> List[Goal]:
 
 # The batching series beside the series they batch, and how the report names them.
 BATCH_PAIRS = (("corral-batch", "corral", "Python echo"), ("corral-c-batch", "corral-c", "C echo"))
+# The pipeline 0 series (issue #12, item 3: the before) beside the echoes as they are (the after).
+NOPIPE_PAIRS = (("corral-nopipe", "corral", "Python echo"), ("corral-c-nopipe", "corral-c", "C echo"))
+
+
+def wakeups_stage(res: dict) -> str:
+    """What section 2's wake-ups compare in this run: pipelining's before and after, and batching."""
+    srv = servers(res)
+    before = any(k in srv for k, _, _ in NOPIPE_PAIRS)
+    batched = any(k in srv for k, _, _ in BATCH_PAIRS)
+    return (f"{WAKEUPS_PIPELINING if before else WAKEUPS_PIPELINING_NO_BEFORE}; "
+            f"{WAKEUPS_STAGE if batched else WAKEUPS_STAGE_UNBATCHED}")
+
+
+def cpu_split(p: dict) -> Tuple[float, float]:
+    """A corral point's CPU per request in the daemon and in the rest of its tree (the workers)."""
+    return p["root_cpu_us_per_req"], p["cpu_us_per_req"] - p["root_cpu_us_per_req"]
+
+
+def before_after(res: dict, key: str, nopipe_key: str, conns: int) -> str:
+    """One point of a pipeline 0 series beside its echo's: requests/s, then each role's context
+    switches and CPU per request, before (pipeline 0) → after (pipeline 1). "" without both."""
+    a, b = point(res, key, conns), point(res, nopipe_key, conns)
+    if not a or not b:
+        return ""
+    text = (f"{f_ratio(ratio(a['rps'], b['rps']))} at {conns} connections "
+            f"({f_int(b['rps'])} → {f_int(a['rps'])} req/s")
+    aw, bw = a.get("wakeups"), b.get("wakeups")
+    if aw and bw:
+        for role in ("daemon", "workers"):
+            before, after = bw[role], aw[role]
+            text += (f"; {role} {f_num(before['switches_per_req'], 2)} → {f_num(after['switches_per_req'], 2)} "
+                     f"switches, {f_num(before['cpu_us_per_req'])} → {f_num(after['cpu_us_per_req'])} µs")
+    return text + ")"
 
 
 def batching(res: dict) -> dict:
@@ -526,15 +567,14 @@ def formation_figures(res: dict, batch_key: str, plain_key: str) -> Optional[dic
 
 
 def batching_goals(res: dict) -> List[Goal]:
-    """Issue #12's item 5: batching against uWSGI and nginx, the latency it adds, what it costs."""
+    """Issue #12's item 5: batching against uWSGI and nginx, the latency it adds, what it costs; and
+    item 3's pipelining, before → after (reported, not judged)."""
     srv = servers(res)
     if not any(k in srv for k, _, _ in BATCH_PAIRS):
-        return []
+        return pipelining_reports(res)  # a run without the batching series (BENCH_BATCHING=0)
     out: List[Goal] = []
     bcfg = batching(res)
     delay_us = bcfg.get("max_queue_delay_ms", 0) * 1000
-    pipelining = ("Pipelining (issue #12, item 3: the next request already written to a busy worker, several "
-                  "frames per system call) is not done yet")
 
     def at(key: str, peer: str, conns: int):
         a, b = point(res, key, conns), point(res, peer, conns)
@@ -548,7 +588,8 @@ def batching_goals(res: dict) -> List[Goal]:
         why += (" What remains is the daemon's own work per request, which batching does not share out: HTTP, "
                 "parsing the JSON and converting the tensor, the answer"
                 + (f", and forming the batches ({f_num(f['total'], 1)} µs per request, see the goal below)"
-                   if f else "") + ". " + pipelining + ".")
+                   if f else "") + ". A batching model does not pipeline: its queue is where batches form, and a "
+                "batch already shares one wake-up among its requests.")
     out.append(Goal(f"Python echo with batching ÷ uWSGI, requests/s at {GOAL12_CONNS} connections",
                     f"≥ {GOAL12_BATCH_VS_UWSGI:g}×",
                     f"{f_ratio(r)} ({f_int(a and a['rps'])} vs {f_int(u and u['rps'])} req/s; "
@@ -565,12 +606,12 @@ def batching_goals(res: dict) -> List[Goal]:
     why = ""
     if ok is False:
         worst = min((c for c in GOAL12_NOBATCH_CONNS), key=lambda c: at("corral", "uwsgi", c)[2] or 0)
-        why = (f"{pipelining}, and this goal waits for it: without batching every request still wakes the "
-               f"daemon for its HTTP bytes and for the worker's answer, and wakes a worker for its INFER frame. "
-               + cost_sentence(res, "corral", "uwsgi", "uWSGI", worst))
+        why = nobatch_why(res, worst)
     out.append(Goal("Python echo without batching ÷ uWSGI, requests/s at "
                     + " and ".join(map(str, GOAL12_NOBATCH_CONNS)) + " connections",
                     f"≥ {GOAL12_NOBATCH_VS_UWSGI:g}× at each", "; ".join(parts) or "not measured", ok, why))
+
+    out += pipelining_reports(res)
 
     a, n, r = at("corral-c-batch", "nginx", GOAL12_CONNS)
     plain = at("corral-c", "nginx", GOAL12_CONNS)[2]
@@ -688,6 +729,51 @@ def batching_goals(res: dict) -> List[Goal]:
     return out
 
 
+def nobatch_why(res: dict, conns: int) -> str:
+    """Why the Python echo without batching stays under uWSGI at conns connections, with pipelining on."""
+    c, u = point(res, "corral", conns), point(res, "uwsgi", conns)
+    if not c or not u:
+        return ""
+    text = ("Pipelining is on (`pipeline: 1`, the default): when both instances are busy, the daemon writes the "
+            "next request to one of them ahead of time, so a worker finds it on finishing the last instead of "
+            "sleeping until the daemon hears of the finish.")
+    effect = before_after(res, "corral", "corral-nopipe", conns)
+    if effect:
+        text += (f" Against the same echo with `pipeline: 0` (each figure before → after, per request), "
+                 f"pipeline 1 ÷ pipeline 0 was {effect}.")
+    text += " " + cost_sentence(res, "corral", "uwsgi", "uWSGI", conns)
+    daemon, workers = cpu_split(c)
+    uw = u["cpu_us_per_req"]
+    text += (f" What remains: every request still crosses two processes, and at {conns} connections the daemon "
+             f"alone spends {f_num(daemon)} µs of CPU per request (HTTP, parsing the JSON and converting the "
+             f"tensor, the frame to the worker and the answer back) and the workers {f_num(workers)} µs (the "
+             f"SDK's decoding and encoding of the frame around the model), against {f_num(uw)} µs for uWSGI's "
+             f"whole request; ")
+    if workers > uw:
+        text += ("the workers alone cost more than uWSGI's whole request, so no saving in the daemon closes the "
+                 "gap by itself: the Python SDK's own path per request must shrink too, or batching share it.")
+    else:
+        text += (f"corral would need its two processes together under {f_num(uw)} µs, which leaves "
+                 f"{f_num(uw - workers)} µs for the daemon beside these workers.")
+    return text
+
+
+def pipelining_reports(res: dict) -> List[Goal]:
+    """Issue #12, item 3's effect, reported (not judged): each echo with pipelining ÷ pipeline 0 at the
+    goals' connection counts, and the wake-ups and CPU per request before → after."""
+    srv = servers(res)
+    out: List[Goal] = []
+    for nopipe_key, key, model in NOPIPE_PAIRS:
+        if nopipe_key not in srv or key not in srv:
+            continue
+        parts = [x for x in (before_after(res, key, nopipe_key, c) for c in GOAL12_NOBATCH_CONNS) if x]
+        out.append(Goal(f"pipelining: {model}, pipeline 1 ÷ pipeline 0, requests/s at "
+                        + " and ".join(map(str, GOAL12_NOBATCH_CONNS)) + " connections; switches and CPU µs "
+                        "per request, daemon and workers, before → after", "– (a report)",
+                        "; ".join(parts) or "not measured", None))
+    return out
+
+
 def mem_median(mem: dict, key: str, field: str) -> Optional[float]:
     return median([r[key][field] for r in mem["reps"] if r.get(key) and r[key][field] is not None])
 
@@ -708,17 +794,18 @@ def plot_throughput(res: dict, path: pathlib.Path) -> bool:
         return False
     conns = scfg(res, "serving")["connections"]
     groups = [("Python echo (2 processes each)",
-               [k for k in ("corral", "corral-batch", "gunicorn", "uwsgi", "uvicorn") if k in srv]),
+               [k for k in ("corral", "corral-nopipe", "corral-batch", "gunicorn", "uwsgi", "uvicorn") if k in srv]),
               ("C echo vs nginx `return 200` (2 processes each)",
-               [k for k in ("corral-c", "corral-c-batch", "nginx") if k in srv])]
+               [k for k in ("corral-c", "corral-c-nopipe", "corral-c-batch", "nginx") if k in srv])]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, (title, keys) in zip(axes, groups):
         width = 0.8 / max(len(keys), 1)
         for i, key in enumerate(keys):
-            vals = [(point(res, key, c) or {}).get("rps", 0) for c in conns]
+            # A series measured at only some connection counts (pipeline 0) has no bar at the others.
+            at = [(j, point(res, key, c)) for j, c in enumerate(conns) if point(res, key, c)]
             color = COLORS.get(key, PEER_COLORS[i % len(PEER_COLORS)])
-            xs = [j + (i - (len(keys) - 1) / 2) * width for j in range(len(conns))]
-            ax.bar(xs, vals, width, label=srv[key]["label"], color=color)
+            xs = [j + (i - (len(keys) - 1) / 2) * width for j, _ in at]
+            ax.bar(xs, [p["rps"] for _, p in at], width, label=srv[key]["label"], color=color)
         ax.set_xticks(range(len(conns)))
         ax.set_xticklabels([f"{c} conn." for c in conns])
         ax.set_ylabel("requests/s")
@@ -737,20 +824,23 @@ def plot_latency(res: dict, path: pathlib.Path) -> bool:
     if not srv:
         return False
     conns = scfg(res, "serving")["connections"]
-    keys = [k for k in ("corral", "corral-batch", "gunicorn", "uwsgi", "uvicorn", "corral-c", "corral-c-batch", "nginx")
-            if k in srv]
+    keys = [k for k in ("corral", "corral-nopipe", "corral-batch", "gunicorn", "uwsgi", "uvicorn", "corral-c",
+                        "corral-c-nopipe", "corral-c-batch", "nginx") if k in srv]
     # Room under each panel for every server's name: wider with the batching series.
     fig, axes = plt.subplots(1, len(conns), figsize=(max(4.2, 0.68 * len(keys)) * len(conns), 4.8), squeeze=False)
     for ax, c in zip(axes[0], conns):
-        p50 = [(point(res, k, c) or {}).get("p50_us", 0) for k in keys]
-        p99 = [(point(res, k, c) or {}).get("p99_us", 0) for k in keys]
-        xs = range(len(keys))
-        colors = [COLORS.get(k, PEER_COLORS[i % len(PEER_COLORS)]) for i, k in enumerate(keys)]
+        # Only the servers measured at c (the pipeline 0 series are not measured at every count).
+        here = [k for k in keys if point(res, k, c)]
+        p50 = [point(res, k, c)["p50_us"] for k in here]
+        p99 = [point(res, k, c)["p99_us"] for k in here]
+        xs = range(len(here))
+        colors = [COLORS.get(k, PEER_COLORS[keys.index(k) % len(PEER_COLORS)]) for k in here]
         ax.bar([x - 0.2 for x in xs], p50, 0.4, color=colors, label="p50")
         ax.bar([x + 0.2 for x in xs], p99, 0.4, color=colors, alpha=0.45, label="p99")
         ax.set_yscale("log")
         ax.set_xticks(list(xs))
-        ax.set_xticklabels([srv[k]["label"].split(" (")[0].replace(", batching", "\nbatching") for k in keys],
+        ax.set_xticklabels([srv[k]["label"].split(" (")[0].replace(", batching", "\nbatching")
+                            .replace(", pipeline 0", "\npipeline 0") for k in here],
                            fontsize=7, rotation=30, ha="right")
         ax.set_title(f"{c} connection{'s' if c > 1 else ''}", fontsize=10)
         ax.set_ylabel("latency, µs (log)")
@@ -875,10 +965,9 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
     gl = goals(res)
     gl12 = batching_goals(res)
     w("## Goals\n")
-    w("The targets of issues #4, #10 (streaming), #11 (GET /metrics) and #12 (batching, the second table), against "
-      "this run's numbers. They are targets for this "
-      "report, not test assertions; each one not met is explained in [Where corral falls short]"
-      "(#where-corral-falls-short).\n")
+    w("The targets of issues #4, #10 (streaming), #11 (GET /metrics) and #12 (batching and pipelining, the second "
+      "table), against this run's numbers. They are targets for this report, not test assertions; each one "
+      "not met is explained in [Where corral falls short](#where-corral-falls-short).\n")
     w(table(["goal", "target", "measured", ""], [[g.name, g.target, g.measured, verdict(g.ok)] for g in gl], "llll"))
     w("")
     if gl12:
@@ -957,13 +1046,24 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
              f"oldest request has waited max_queue_delay; each request here is one row. Their figures, like "
              f"the others', are taken in the same rounds at the same connection counts; they take no large "
              f"tensors (a [N] tensor is N rows, more than a batch holds).\n" if s.get("batching") else "")
+          + (f"- **corral, pipeline 0** (issue #12, item 3): the same two echoes with `pipeline: 0` added to "
+             f"their manifests, by the same daemon: nothing is sent ahead to a busy instance, so each request "
+             f"waits in the daemon's queue until a worker has answered its last, as before pipelining. corral's "
+             f"echoes as they are pipeline (`pipeline: 1`, the default: when every instance is busy, up to one "
+             f"more request is written to one of them ahead of time; [worker-protocol.md]"
+             f"(worker-protocol.md#pipelining)). Taken in the same rounds, next to their echo, at "
+             f"{' and '.join(map(str, s['pipelining']['off_connections']))} connections only: with no more "
+             f"connections than the 2 instances nothing ever waits for a busy one, and both take the same path. "
+             f"No large tensors: one that large goes through shared memory and is never pipelined.\n"
+             if s.get("pipelining") else "")
           + "- *server CPU/req* is the CPU time of the server's whole process tree during the point divided by "
           "the requests served (for corral: daemon and workers; the daemon's share is in brackets). wrk runs "
           "on the same cores.\n")
         for title, keys, base_key, batch_key in (
-                ("Python echo", ["corral", "corral-batch", "gunicorn", "uwsgi", "uvicorn"], "corral", "corral-batch"),
-                ("C echo against nginx `return 200`", ["corral-c", "corral-c-batch", "nginx"], "corral-c",
-                 "corral-c-batch")):
+                ("Python echo", ["corral", "corral-nopipe", "corral-batch", "gunicorn", "uwsgi", "uvicorn"], "corral",
+                 "corral-batch"),
+                ("C echo against nginx `return 200`", ["corral-c", "corral-c-nopipe", "corral-c-batch", "nginx"],
+                 "corral-c", "corral-c-batch")):
             keys = [k for k in keys if k in srv]
             if not keys:
                 continue
@@ -994,8 +1094,11 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
                 header.append("corral with batching ÷ it, req/s")
             w(table(header, rows, "ll" + "r" * (len(header) - 2)))
             w("")
-            w("Ratios: *corral* is the first row, without batching; above 1× in *req/s* means corral serves more; "
-              "below 1× in *p50*/*p99* means corral answers sooner.\n")
+            piped = any(k in keys for k, _, _ in NOPIPE_PAIRS)
+            w("Ratios: *corral* is the first row, without batching and with pipelining, as by default"
+              + (" (so its ratios to the pipeline 0 row are pipelining's effect)" if piped else "")
+              + "; above 1× in *req/s* means corral serves more; below 1× in *p50*/*p99* means corral answers "
+              "sooner.\n")
         if plots.get("throughput"):
             w("![Throughput](bench-throughput.png)\n")
         if plots.get("latency"):
@@ -1241,14 +1344,26 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
 
 
 def render_batching_goals(res: dict, gl12: List[Goal], w) -> None:
-    """The goals of issue #12, item 5, in a table of their own under the others."""
+    """The goals of issue #12, item 5, and item 3's pipelining report, in a table of their own under the others."""
     b = batching(res)
-    w("### Issue #12: dynamic batching\n")
-    w(f"Item 5's goals, read on section 2's points of this run (each series' median round, every series in "
-      f"the same rounds) and on its perf profile of the daemon. *With batching* is the same echo served as a "
-      f"batching model (`batching: {{max_batch_size: {b.get('max_batch_size', '?')}, max_queue_delay: "
-      f"{b.get('max_queue_delay_ms', '?')}ms}}`); *without* is the echo as it was. Pipelining (item 3) is not "
-      f"done yet, so the figures without batching are still one wake-up per request each way.\n")
+    srv = servers(res)
+    batched = any(k in srv for k, _, _ in BATCH_PAIRS)
+    piped = any(k in srv for k, _, _ in NOPIPE_PAIRS)
+    w("### Issue #12: dynamic batching and pipelining\n")
+    pipe = ("the echo as it is, which pipelines (item 3: `pipeline: 1`, the default, one request sent ahead to a "
+            "busy worker)" + ("; *pipeline 0* is the same echo with `pipeline: 0`, the daemon as it was before "
+                              "pipelining. The pipelining rows report its effect, before → after, and are not "
+                              "judged." if piped else
+                              "; this run has no pipeline 0 series (`BENCH_NOPIPE=0`) to show the before."))
+    if batched:
+        w(f"Item 5's goals, read on section 2's points of this run (each series' median round, every series in "
+          f"the same rounds) and on its perf profile of the daemon. *With batching* is the same echo served as a "
+          f"batching model (`batching: {{max_batch_size: {b.get('max_batch_size', '?')}, max_queue_delay: "
+          f"{b.get('max_queue_delay_ms', '?')}ms}}`); *without* is {pipe}\n")
+    else:
+        w(f"This run has no batching series (`BENCH_BATCHING=0`), so item 5's goals are not read; what is left is "
+          f"pipelining's report, on section 2's points (each series' median round, every series in the same "
+          f"rounds). *pipeline 1* is {pipe}\n")
     w(table(["goal", "target", "measured", ""], [[g.name, g.target, g.measured, verdict(g.ok)] for g in gl12],
             "llll"))
     w("")
@@ -1273,12 +1388,14 @@ def f_split(role: dict, total: str, a: str, b: str, digits: int) -> str:
 def render_wakeups(res: dict, w) -> None:
     """Section 2's wake-ups (issue #12, item 4): context switches and CPU per request, by process."""
     srv = servers(res)
-    keys = [k for k in ("corral", "corral-batch", "uwsgi", "corral-c", "corral-c-batch", "nginx") if k in srv]
+    keys = [k for k in ("corral", "corral-nopipe", "corral-batch", "uwsgi", "corral-c", "corral-c-nopipe",
+                        "corral-c-batch", "nginx") if k in srv]
     if not any(p.get("wakeups") for k in keys for p in srv[k]["points"]):
         return
     batched = any(k in srv for k, _, _ in BATCH_PAIRS)
+    piped = any(k in srv for k, _, _ in NOPIPE_PAIRS)
     serving, cfg = res["serving"], scfg(res, "serving")
-    w(f"### Wake-ups per request, {WAKEUPS_STAGE if batched else WAKEUPS_STAGE_UNBATCHED}\n")
+    w(f"### Wake-ups per request, {wakeups_stage(res)}\n")
     w("Read from `/proc` around the same wrk points as the table above (the median round's), measured by "
       "`make bench`, or by `BENCH_ONLY=serving make bench` alone. *Switches/req* are the context switches of "
       "the processes during the point, summed over all their threads (`voluntary_ctxt_switches`, a thread "
@@ -1288,11 +1405,15 @@ def render_wakeups(res: dict, w) -> None:
       "±1 tick per process over the point), user + system, over the same requests. For corral the daemon is "
       "`corral serve`, and the workers are the model's 2 worker processes named by `/v1/models` (the "
       "process running the SDK and the model, with its reader and health threads; not its `corral __shim` "
-      "guard, counted apart below); the other model's workers are left out. For the peers the first columns "
+      "guard, counted apart below); the other models' workers are left out. For the peers the first columns "
       "are the master process (uWSGI's master, nginx's master), which takes no part in a request, and the "
       "workers are every process below it. A request through corral wakes the daemon (the client's bytes, "
       "then the worker's answer) and a worker (the INFER frame); a peer's worker alone does the whole "
-      "request."
+      "request. With pipelining (corral's echoes as they are) a busy worker is sent the next request before "
+      "it finishes the last, and finds it without going to sleep"
+      + ("; in the rows marked pipeline 0 (measured only with more connections than instances) every "
+         "request waits in the daemon until a worker is free, and the worker sleeps between requests." if piped
+         else ".")
       + (" With batching a worker is woken once per batch (the BATCH frame) and the daemon once per batch's "
          "answer; *requests per batch* is rows per model execution over the point, from the model's "
          "`corral_batch_size_sum` ÷ `corral_batch_size_count` on `GET /metrics` read before and after it (1 "
