@@ -13,26 +13,40 @@
 #include <stdlib.h>
 #include <string.h>
 
+batch_entry *batch_entry_new(uint64_t rows, int ninputs, const char *text, size_t text_len, const size_t *spec_off,
+                             const size_t *dims_off, const size_t *size, size_t sig_off, size_t sig_len,
+                             size_t fields_off, json_t *wanted)
+{
+    size_t n = (size_t)ninputs;
+    size_t head = sizeof(batch_entry) + n * (2 * sizeof(char *) + sizeof(size_t));
+    batch_entry *e = xmalloc(head + text_len);
+    char **spec = (char **)(e + 1);
+    char **dims = spec + n;
+    size_t *sizes = (size_t *)(dims + n);
+    char *t = (char *)e + head;
+    memcpy(t, text, text_len);
+    for (size_t k = 0; k < n; k++) {
+        spec[k] = t + spec_off[k];
+        dims[k] = t + dims_off[k];
+        sizes[k] = size[k];
+    }
+    *e = (batch_entry){.rows = rows, .sig = t + sig_off, .sig_len = sig_len, .fields = t + fields_off, .ninputs = ninputs,
+                       .spec = spec, .dims = dims, .size = sizes, .wanted = wanted ? json_incref(wanted) : NULL};
+    return e;
+}
+
 void batch_entry_free(batch_entry *e)
 {
     if (!e)
         return;
-    for (int i = 0; i < e->ninputs; i++) {
-        free(e->spec[i]);
-        free(e->dims[i]);
-    }
-    free(e->spec);
-    free(e->dims);
-    free(e->size);
-    free(e->sig);
-    free(e->fields);
     json_decref(e->wanted);
     free(e);
 }
 
 int batch_compatible(const job *a, const job *b)
 {
-    return a->bentry && b->bentry && strcmp(a->bentry->sig, b->bentry->sig) == 0;
+    return a->bentry && b->bentry && a->bentry->sig_len == b->bentry->sig_len &&
+           memcmp(a->bentry->sig, b->bentry->sig, a->bentry->sig_len) == 0;
 }
 
 /* Where a member's data for input k is: a piece kept for shared memory, or inside its frame after the meta. */

@@ -23,8 +23,10 @@
 /* What one request of a batching model brings to a batch. */
 typedef struct batch_entry {
     uint64_t rows;  /* every input's dimension 0 */
-    char *sig;      /* the inputs' names, datatypes and shapes after dimension 0: equal strings batch together */
-    char *fields;   /* "\"client_id\":\"...\",\"parameters\":{...}[,\"outputs\":[...]]": its part of the batch meta */
+    const char *sig; /* sig_len bytes: the inputs' names, datatypes and shapes after dimension 0; equal bytes
+                        batch together */
+    size_t sig_len;
+    const char *fields; /* "\"client_id\":\"...\",\"parameters\":{...}[,\"outputs\":[...]]": its part of the batch meta */
     int ninputs;
     char **spec;    /* per input: "\"name\":\"X\",\"datatype\":\"FP32\"" */
     char **dims;    /* per input: its dimensions after the first, each with a leading comma: ",3,4" or "" */
@@ -32,6 +34,18 @@ typedef struct batch_entry {
     json_t *wanted; /* the output names the client asked for (an array), or NULL for all */
 } batch_entry;
 
+/*
+ * What a request brings to a batch, in one allocation (no pointer in it is
+ * freed alone). text holds the NUL-terminated strings at the offsets
+ * given: each input's spec and dims, and the fields (batch_entry's
+ * comments say what each is); the signature is the sig_len bytes at
+ * sig_off (infer.c uses every spec and dims, NULs included). wanted is
+ * referenced, not stolen. Pure.
+ */
+batch_entry *batch_entry_new(uint64_t rows, int ninputs, const char *text, size_t text_len, const size_t *spec_off,
+                             const size_t *dims_off, const size_t *size, size_t sig_off, size_t sig_len,
+                             size_t fields_off, json_t *wanted);
+/* Frees an entry of batch_entry_new (or one calloc'ed whole, with no strings: the unit tests'). */
 void batch_entry_free(batch_entry *e);
 
 /* Whether two requests may share a batch: the same inputs apart from dimension 0. */

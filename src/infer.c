@@ -165,11 +165,16 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     sb meta, data;
     sb_init(&meta, 512);
     sb_init(&data, 256);
-    /* With batching, what this request brings to a batch (batch.h); dropped if it cannot batch. */
-    batch_entry *be = NULL;
+    /* With batching, what this request brings to a batch (batch.h), as text at offsets; dropped if it cannot
+     * batch. Built beside the meta, then allocated once. */
+    int batchable = in->max_batch_size > 0;
     int64_t batch_rows = -1;
-    sb sig;
-    sb_init(&sig, 64);
+    sb bt = {0}; /* untouched (no allocation) unless batchable */
+    if (batchable)
+        sb_init(&bt, 256);
+    size_t spec_off[INFER_MAX_TENSORS], dims_off[INFER_MAX_TENSORS], sizes[INFER_MAX_TENSORS];
+    size_t params_at = 0, params_len = 2; /* the parameters' JSON inside meta */
+    int nbatch = 0;
     segment segs[INFER_MAX_TENSORS];
     int nsegs = 0;
     char why[512];
@@ -220,6 +225,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     else
         sb_adds(&meta, "\"\"");
     sb_adds(&meta, ",\"parameters\":");
+    params_at = meta.len;
     if (params) {
         char *ptext = json_dumps(params, JSON_COMPACT);
         if (!ptext) {
@@ -231,14 +237,8 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     } else {
         sb_adds(&meta, "{}");
     }
+    params_len = meta.len - params_at;
     sb_adds(&meta, ",\"inputs\":[");
-    if (in->max_batch_size > 0) {
-        be = xcalloc(1, sizeof *be);
-        size_t n = json_array_size(inputs);
-        be->spec = xcalloc(n, sizeof *be->spec);
-        be->dims = xcalloc(n, sizeof *be->dims);
-        be->size = xcalloc(n, sizeof *be->size);
-    }
     size_t i;
     json_t *input;
     json_array_foreach(inputs, i, input) {
@@ -299,23 +299,23 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
             }
             s->len = data.len - s->off;
         }
-        if (be && ndim >= 1 && (batch_rows < 0 || batch_rows == dims[0])) {
+        if (batchable && ndim >= 1 && (batch_rows < 0 || batch_rows == dims[0])) {
             batch_rows = dims[0];
-            sb spec, rest;
-            sb_init(&spec, 64);
-            sb_init(&rest, 16);
-            sb_adds(&spec, "\"name\":");
-            sb_json_str(&spec, nm, json_string_length(name));
-            sb_printf(&spec, ",\"datatype\":\"%s\"", dtype_name(t));
-            for (int d = 1; d < ndim; d++)
-                sb_printf(&rest, ",%lld", (long long)dims[d]);
-            sb_add(&sig, spec.p, spec.len);
-            sb_add(&sig, rest.p, rest.len);
-            sb_addc(&sig, ';');
-            be->spec[be->ninputs] = sb_take(&spec, NULL);
-            be->dims[be->ninputs] = sb_take(&rest, NULL);
-            be->size[be->ninputs++] = s->len;
-        } else if (be) {
+            spec_off[nbatch] = bt.len;
+            sb_adds(&bt, "\"name\":");
+            sb_json_str(&bt, nm, json_string_length(name));
+            sb_adds(&bt, ",\"datatype\":\"");
+            sb_adds(&bt, dtype_name(t));
+            sb_addc(&bt, '"');
+            sb_addc(&bt, 0);
+            dims_off[nbatch] = bt.len;
+            for (int d = 1; d < ndim; d++) {
+                sb_addc(&bt, ',');
+                sb_u64(&bt, (uint64_t)dims[d]);
+            }
+            sb_addc(&bt, 0);
+            sizes[nbatch++] = s->len;
+        } else if (batchable) {
             batch_rows = 0; /* no common dimension 0: this request goes alone */
         }
         if (i)
@@ -382,40 +382,35 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         status = 503;
         BAD("cannot allocate %zu bytes for the request now", 4 + meta.len + data_total);
     }
-    if (be && batch_rows > 0 && batch_rows <= in->max_batch_size) {
-        /* Its part of the batch meta: the client's id, parameters and output selection. */
-        sb f;
-        sb_init(&f, 128);
-        sb_adds(&f, "\"client_id\":");
+    if (batchable && batch_rows > 0 && batch_rows <= in->max_batch_size) {
+        /* The signature: every input's spec and dims as written, NULs included (equal bytes batch together). */
+        size_t sig_off = spec_off[0], sig_len = bt.len - spec_off[0];
+        /* Its part of the batch meta: the client's id, parameters (as already written into meta) and outputs. */
+        size_t fields_off = bt.len;
+        sb_adds(&bt, "\"client_id\":");
         if (id)
-            sb_json_str(&f, json_string_value(id), json_string_length(id));
+            sb_json_str(&bt, json_string_value(id), json_string_length(id));
         else
-            sb_adds(&f, "\"\"");
-        char *ptext = params ? json_dumps(params, JSON_COMPACT) : NULL;
-        sb_adds(&f, ",\"parameters\":");
-        sb_adds(&f, ptext ? ptext : "{}");
-        free(ptext);
+            sb_adds(&bt, "\"\"");
+        sb_adds(&bt, ",\"parameters\":");
+        sb_add(&bt, meta.p + params_at, params_len);
         if (opts->requested) {
-            sb_adds(&f, ",\"outputs\":[");
+            sb_adds(&bt, ",\"outputs\":[");
             size_t k;
             json_t *o;
             json_array_foreach(opts->requested, k, o) {
                 if (k)
-                    sb_addc(&f, ',');
-                sb_json_str(&f, json_string_value(o), json_string_length(o));
+                    sb_addc(&bt, ',');
+                sb_json_str(&bt, json_string_value(o), json_string_length(o));
             }
-            sb_addc(&f, ']');
+            sb_addc(&bt, ']');
         }
-        be->fields = sb_take(&f, NULL);
-        be->rows = (uint64_t)batch_rows;
-        be->sig = sb_take(&sig, NULL);
-        be->wanted = opts->requested ? json_incref(opts->requested) : NULL;
-        j->bentry = be;
+        sb_addc(&bt, 0);
+        j->bentry = batch_entry_new((uint64_t)batch_rows, nbatch, bt.p, bt.len, spec_off, dims_off, sizes, sig_off,
+                                    sig_len, fields_off, opts->requested);
         j->on_free = batch_release;
-        be = NULL;
     }
-    batch_entry_free(be);
-    sb_free(&sig);
+    sb_free(&bt);
     j->priority = priority;
     if (timeout && json_integer_value(timeout) > 0) /* 0 or absent: the model's own timeout */
         j->deadline_ms = now_ms() + ((uint64_t)json_integer_value(timeout) + 999) / 1000;
@@ -429,8 +424,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     json_decref(root);
     return 0;
 fail:
-    batch_entry_free(be);
-    sb_free(&sig);
+    sb_free(&bt);
     sb_free(&meta);
     sb_free(&data);
     json_decref(root);
