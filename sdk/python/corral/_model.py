@@ -119,7 +119,7 @@ class Request:
         self.content_type = content_type
         self._json: Any = None
         self._json_parsed = False
-        self._cancel: Optional[Any] = None  # a threading.Event set when the daemon sends CANCEL
+        self._cancel: Optional[Any] = None  # set (is_set()) when the daemon sends CANCEL
         self._batch_sizes = batch_sizes
         self._batch_ids = batch_ids
         self._batch_parameters = batch_parameters

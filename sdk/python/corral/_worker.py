@@ -203,15 +203,50 @@ def _encode_outputs(result: Any, requested: Optional[List[str]], method: str = "
     return specs, buffers
 
 
-class _Active:
-    """A request in flight: its cancellation, and for a stream the bytes not yet credited back."""
+class _Flag:
+    """A request's cancellation: set once by the thread that reads CANCEL, read by the model's.
 
-    __slots__ = ("cancel", "cond", "unacked")
+    A plain attribute, not a threading.Event: every request has one, most are
+    never cancelled, and nothing waits on it (a waiting producer waits on its
+    stream's condition, which CANCEL notifies).
+    """
+
+    __slots__ = ("_set",)
 
     def __init__(self) -> None:
-        self.cancel = threading.Event()
-        self.cond = threading.Condition()
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+class _Active:
+    """A request in flight: its cancellation, and for a stream the bytes not yet credited back.
+
+    The condition exists only once someone needs it (a stream's flow
+    control, a CANCEL or CREDIT): a plain request costs no lock.
+    """
+
+    __slots__ = ("cancel", "_cond", "unacked")
+    _making = threading.Lock()
+
+    def __init__(self) -> None:
+        self.cancel = _Flag()
+        self._cond: Optional[threading.Condition] = None
         self.unacked = 0
+
+    @property
+    def cond(self) -> threading.Condition:
+        cond = self._cond
+        if cond is None:
+            with _Active._making:
+                if self._cond is None:
+                    self._cond = threading.Condition()
+                cond = self._cond
+        return cond
 
 
 class Worker:
