@@ -55,6 +55,22 @@ static int fail(char *err, size_t errlen, int status, const char *model, const c
  * quoted run of digits as an integer: exact for UINT64, out of range for
  * everything else. Returns a malloc'ed copy, or NULL when nothing changed.
  */
+/*
+ * ,"datatype":"T","shape":[d0,d1 (the shape left open) for dimensions
+ * already checked non-negative: no printf, it is on every request's path.
+ */
+static void add_type_and_shape(sb *b, dtype t, const int64_t *dims, int ndim)
+{
+    sb_adds(b, ",\"datatype\":\"");
+    sb_adds(b, dtype_name(t));
+    sb_adds(b, "\",\"shape\":[");
+    for (int d = 0; d < ndim; d++) {
+        if (d)
+            sb_addc(b, ',');
+        sb_u64(b, (uint64_t)dims[d]);
+    }
+}
+
 static char *quote_big_integers(const char *text, size_t len, size_t *out_len)
 {
     sb out;
@@ -322,10 +338,10 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
             sb_addc(&meta, ',');
         sb_adds(&meta, "{\"name\":");
         sb_json_str(&meta, nm, json_string_length(name));
-        sb_printf(&meta, ",\"datatype\":\"%s\",\"shape\":[", dtype_name(t));
-        for (int d = 0; d < ndim; d++)
-            sb_printf(&meta, d ? ",%lld" : "%lld", (long long)dims[d]);
-        sb_printf(&meta, "],\"size\":%zu}", s->len);
+        add_type_and_shape(&meta, t, dims, ndim);
+        sb_adds(&meta, "],\"size\":");
+        sb_u64(&meta, s->len);
+        sb_addc(&meta, '}');
     }
     if (bin_used != bin_len)
         BAD("%zu bytes of binary data are not claimed by any input's binary_data_size", bin_len - bin_used);
@@ -563,12 +579,12 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
             sb_addc(&o, ',');
         sb_adds(&o, "{\"name\":");
         sb_json_str(&o, r->name, strlen(r->name));
-        sb_printf(&o, ",\"datatype\":\"%s\",\"shape\":[", dtype_name(r->t));
-        for (int d = 0; d < r->ndim; d++)
-            sb_printf(&o, d ? ",%lld" : "%lld", (long long)r->dims[d]);
+        add_type_and_shape(&o, r->t, r->dims, r->ndim);
         sb_addc(&o, ']');
         if (r->binary) {
-            sb_printf(&o, ",\"parameters\":{\"binary_data_size\":%zu}}", r->size);
+            sb_adds(&o, ",\"parameters\":{\"binary_data_size\":");
+            sb_u64(&o, r->size);
+            sb_adds(&o, "}}");
             out->binary[out->nbinary++] = (infer_slice){data + r->off, r->size};
         } else {
             sb_adds(&o, ",\"data\":");
