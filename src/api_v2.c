@@ -69,6 +69,8 @@ static int infer_respond(api_pending *base, job *j, int status, const char *msg,
         return 0;
     }
     http_own(req, r.json);
+    if (r.owned)
+        http_own(req, r.owned); /* binary classification results */
     h2o_iovec_t bufs[INFER_MAX_TENSORS + 1];
     bufs[0] = h2o_iovec_init(r.json, r.json_len);
     for (size_t i = 0; i < r.nbinary; i++)
@@ -99,9 +101,13 @@ static void handle_infer(h2o_req_t *req, model *m)
                       .len = req->entity.len,
                       .header_length = hcl ? hcl->base : NULL,
                       .header_length_len = hcl ? hcl->len : 0,
-                      .max_batch_size = mf ? mf->max_batch_size : 0};
+                      .max_batch_size = mf ? mf->max_batch_size : 0,
+                      .inputs_decl = model_declared_inputs(m),
+                      .outputs_decl = model_declared_outputs(m)};
     char err[1024];
     int status = infer_parse_request(&in, j, &p->opts, err, sizeof err);
+    if (!status && p->opts.classify && model_labels(m, &p->opts.labels, err, sizeof err) < 0)
+        status = 500;
     if (status) {
         job_free(j);
         http_error(req, status, 1, "%s", err);
@@ -331,9 +337,9 @@ int api_v2(h2o_req_t *req, const api_path *p)
             http_method_not_allowed(req, "GET");
             return 0;
         }
-        http_send_json(req, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s]}", "name", "corral", "version", CORRAL_VERSION,
+        http_send_json(req, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s,s]}", "name", "corral", "version", CORRAL_VERSION,
                                            "extensions", "binary_tensor_data", "model_repository", "generate",
-                                           "statistics", "logging"));
+                                           "statistics", "logging", "classification"));
         return 0;
     }
     if (SEG_IS(p, 1, "health") && p->n == 3) {

@@ -10,6 +10,8 @@
 #include "infer.h"
 
 #include "batch.h"
+#include "classify.h"
+#include "decl.h"
 
 #include "clock.h"
 #include "proto.h"
@@ -29,6 +31,8 @@ void infer_opts_clear(infer_opts *opts)
     free(opts->id);
     json_decref(opts->binary_outputs);
     json_decref(opts->requested);
+    json_decref(opts->classify);
+    classify_labels_unref(opts->labels);
     memset(opts, 0, sizeof *opts);
 }
 
@@ -194,6 +198,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     segment segs[INFER_MAX_TENSORS];
     int nsegs = 0;
     char why[512];
+    decl_seen seen = {{0}};
     int status = 400;
 #define BAD(...)                                                                                                      \
     do {                                                                                                              \
@@ -284,6 +289,9 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
                 BAD("input '%s': shape must be an array of at most %d non-negative integers", nm, DTYPE_MAX_DIMS);
             dims[d] = json_integer_value(v);
         }
+        if (in->inputs_decl &&
+            decl_check_input(in->inputs_decl, &seen, nm, json_string_length(name), t, dims, ndim, why, sizeof why) < 0)
+            BAD("%s", why);
         int64_t count = dtype_shape_count(dims, ndim);
         if (count < 0 || (dtype_size(t) && (uint64_t)count > PROTO_MAX_BODY / dtype_size(t)))
             BAD("input '%s': shape is too large", nm);
@@ -343,6 +351,8 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         sb_u64(&meta, s->len);
         sb_addc(&meta, '}');
     }
+    if (in->inputs_decl && decl_check_missing(in->inputs_decl, &seen, why, sizeof why) < 0)
+        BAD("%s", why);
     if (bin_used != bin_len)
         BAD("%zu bytes of binary data are not claimed by any input's binary_data_size", bin_len - bin_used);
     sb_addc(&meta, ']');
@@ -359,9 +369,24 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
             json_t *name = json_object_get(o, "name");
             if (!json_is_object(o) || !json_is_string(name))
                 BAD("outputs[%zu] must be an object with a name", i);
-            json_t *bd = json_object_get(json_object_get(o, "parameters"), "binary_data");
+            const char *oname = json_string_value(name);
+            if (in->outputs_decl &&
+                decl_check_output(in->outputs_decl, oname, json_string_length(name), why, sizeof why) < 0)
+                BAD("%s", why);
+            json_t *oparams = json_object_get(o, "parameters");
+            json_t *bd = json_object_get(oparams, "binary_data");
             if (bd && !json_is_boolean(bd))
                 BAD("outputs[%zu].parameters.binary_data must be a boolean", i);
+            json_t *cls = json_object_get(oparams, "classification");
+            if (cls) {
+                if (!json_is_integer(cls) || json_integer_value(cls) < 1)
+                    BAD("output '%s': parameters.classification must be a positive integer (how many classes to "
+                        "return)",
+                        oname);
+                if (!opts->classify)
+                    opts->classify = json_object();
+                json_object_set(opts->classify, oname, cls);
+            }
             if (!opts->requested)
                 opts->requested = json_array();
             json_array_append(opts->requested, name);
@@ -377,6 +402,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         sb_addc(&meta, ']');
     }
     sb_addc(&meta, '}');
+    opts->batched = in->max_batch_size > 0;
 
     /* The frame (job.h): the converted data passes to the job, the raw tensors stay in the request. */
     size_t data_total = 0;
@@ -472,7 +498,50 @@ typedef struct result_output {
     int64_t count;
     size_t off, size;
     int binary;
+    int classified; /* replaced by its classification: BYTES at xoff in the classification buffer */
+    size_t xoff;
 } result_output;
+
+/*
+ * Replaces output r by its classification into x (classify.h). Returns 0,
+ * or an HTTP status with the message in err.
+ */
+static int classify_result(const char *model, const infer_opts *opts, json_t *k, result_output *r, const uint8_t *raw,
+                           sb *x, char *err, size_t errlen)
+{
+    char name[160];
+    snprintf(name, sizeof name, "%s", r->name);
+    utf8_trim_partial(name);
+    int64_t dims[2];
+    int ndim;
+    int64_t count;
+    if (!x->p)
+        sb_init(x, 4096);
+    size_t start = x->len;
+    int rc = classify_output(r->t, r->dims, r->ndim, opts->batched, raw, (uint64_t)json_integer_value(k), opts->labels,
+                             x, dims, &ndim, &count);
+    if (rc == -EINVAL) {
+        snprintf(err, errlen, "model '%s': output '%s': classification is not available for datatype %s", model, name,
+                 dtype_name(r->t));
+        return 400;
+    }
+    if (rc == -EFBIG) {
+        snprintf(err, errlen, "model '%s': output '%s': its classification would be larger than 1 GiB", model, name);
+        return 400;
+    }
+    if (rc < 0) {
+        snprintf(err, errlen, "model '%s': no memory now to classify output '%s'", model, name);
+        return 503;
+    }
+    r->t = DT_BYTES;
+    r->ndim = ndim;
+    memcpy(r->dims, dims, sizeof dims);
+    r->count = count;
+    r->classified = 1;
+    r->xoff = start;
+    r->size = x->len - start;
+    return 0;
+}
 
 int infer_build_response(const char *model, const infer_opts *opts, const uint8_t *body, size_t len,
                          const uint8_t *shm_data, size_t shm_len, infer_response *out, char *err, size_t errlen)
@@ -503,6 +572,8 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
     }
     /* Check every output first, and bound the answer's size before building it. */
     result_output *ro = xcalloc(nout, sizeof *ro);
+    sb x = {0}; /* the classification results; allocated only for a classification */
+    int binary_classified = 0;
     size_t off = 0, bound = 256 + strlen(model) * 6 + (opts->id ? opts->id_len * 6 : 0);
     int status = 200;
     for (size_t i = 0; i < nout; i++) {
@@ -537,9 +608,13 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
             goto done;
         }
         r->binary = wants_binary(opts, r->name);
+        off += r->size;
+        json_t *k = opts->classify ? json_object_get(opts->classify, r->name) : NULL;
+        if (k && (status = classify_result(model, opts, k, r, data + r->off, &x, err, errlen)) != 0)
+            goto done;
+        binary_classified |= r->classified && r->binary;
         bound += 64 + json_string_length(jname) * 6 + (size_t)r->ndim * 21 +
                  (r->binary ? 0 : tensor_json_bound(r->t, r->size, r->count));
-        off += r->size;
     }
     /* Every output the client asked for must have come back, as Triton requires. */
     size_t w;
@@ -581,20 +656,24 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
         sb_json_str(&o, r->name, strlen(r->name));
         add_type_and_shape(&o, r->t, r->dims, r->ndim);
         sb_addc(&o, ']');
+        const uint8_t *bytes = r->classified ? (const uint8_t *)x.p + r->xoff : data + r->off;
         if (r->binary) {
             sb_adds(&o, ",\"parameters\":{\"binary_data_size\":");
             sb_u64(&o, r->size);
             sb_adds(&o, "}}");
-            out->binary[out->nbinary++] = (infer_slice){data + r->off, r->size};
+            out->binary[out->nbinary++] = (infer_slice){bytes, r->size};
         } else {
             sb_adds(&o, ",\"data\":");
-            tensor_to_json(&o, r->t, data + r->off, r->size, r->count);
+            tensor_to_json(&o, r->t, bytes, r->size, r->count);
             sb_addc(&o, '}');
         }
     }
     sb_adds(&o, "]}");
     out->json = sb_take(&o, &out->json_len);
+    if (binary_classified)
+        out->owned = sb_take(&x, NULL); /* the binary sections point into it */
 done:
+    sb_free(&x);
     free(ro);
     json_decref(meta);
     return status;

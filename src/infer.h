@@ -14,6 +14,8 @@
 #ifndef CORRAL_INFER_H
 #define CORRAL_INFER_H
 
+#include "classify.h"
+#include "decl.h"
 #include "job.h"
 
 #include <jansson.h>
@@ -30,6 +32,9 @@ typedef struct infer_opts {
     int binary_all;         /* parameters.binary_data_output */
     json_t *binary_outputs; /* names of outputs asked for as binary; owned; NULL for none */
     json_t *requested;      /* names of the outputs asked for; owned; NULL for all */
+    json_t *classify;       /* output name -> K of the outputs asked for as classification; owned; NULL for none */
+    int batched;            /* the model batches: classification goes per row of dimension 0 */
+    classify_labels *labels; /* a reference, set by the caller when classify is set; NULL: no labels.txt */
 } infer_opts;
 
 /* Releases what opts owns and zeroes it; safe on a zeroed struct. */
@@ -44,15 +49,19 @@ typedef struct infer_input {
     const char *header_length;  /* the header's raw value, not NUL-terminated */
     size_t header_length_len;
     int max_batch_size;         /* the model's batching; 0: off. With it, j gets its batch_entry (batch.h) */
+    const decl_list *inputs_decl;  /* the model's declared inputs (decl.h), checked before anything is queued; NULL: none */
+    const decl_list *outputs_decl; /* its declared outputs: an output asked for must be one; NULL: none */
 } infer_input;
 
 /*
  * Parses a v2 inference request into j: its frame (or, for large tensors,
  * the frame's meta plus pieces pointing into body), priority and deadline;
  * and into opts what the answer needs. The pieces point into in->body,
- * which must outlive the job. Returns 0, or an HTTP status (400 malformed,
- * 413 over the frame limit, 503 out of memory) with the message, naming
- * the model, in err. On failure j and opts may hold partial state that
+ * which must outlive the job. Inputs are checked against in->inputs_decl
+ * (names, datatypes, shapes; every required one present) and outputs asked
+ * for against in->outputs_decl. Returns 0, or an HTTP status (400
+ * malformed or not as declared, 413 over the frame limit, 503 out of
+ * memory) with the message, naming the model, in err. On failure j and opts may hold partial state that
  * job_free and infer_opts_clear release.
  */
 int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *err, size_t errlen);
@@ -67,17 +76,19 @@ typedef struct infer_slice {
 typedef struct infer_response {
     char *json;    /* malloc'ed: the JSON document, or the JSON header with binary sections */
     size_t json_len;
-    infer_slice binary[INFER_MAX_TENSORS]; /* binary sections in order, pointing into the result */
+    infer_slice binary[INFER_MAX_TENSORS]; /* binary sections in order, pointing into the result or owned */
     size_t nbinary;
+    char *owned;   /* malloc'ed, for the caller to free with json: binary classification results; NULL: none */
 } infer_response;
 
 /*
  * Builds the response to a request from the worker's INFER_RESULT body
  * (meta and data; or, when the data came in shared memory, the meta with
- * the data at shm_data). Returns 200 with *out filled (the caller frees
- * out->json), or 502 (the worker's result is malformed), 400 (an output
- * asked for is missing) or 503 (no memory for the answer) with the message
- * in err.
+ * the data at shm_data). Outputs asked for with classification are
+ * replaced by their top K (classify.h). Returns 200 with *out filled (the
+ * caller frees out->json and out->owned), or 502 (the worker's result is
+ * malformed), 400 (an output asked for is missing, or cannot be
+ * classified) or 503 (no memory for the answer) with the message in err.
  */
 int infer_build_response(const char *model, const infer_opts *opts, const uint8_t *body, size_t len,
                          const uint8_t *shm_data, size_t shm_len, infer_response *out, char *err, size_t errlen);

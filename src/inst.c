@@ -478,6 +478,38 @@ static void finish_error(inst *in, job *j, const uint8_t *body, size_t len)
     j->on_done(j, (int)status, msg, 0, NULL, 0);
 }
 
+/*
+ * The READY metadata (NULL: none, or clearing it), and its inputs and
+ * outputs parsed once for the request checks. A list that does not parse
+ * is not checked against, with a warning: metadata is the worker's claim,
+ * and a bad claim should not refuse every request.
+ */
+static void set_metadata(inst *in, json_t *meta)
+{
+    if (meta && !json_is_object(meta)) {
+        json_decref(meta);
+        meta = NULL;
+    }
+    json_decref(in->metadata);
+    decl_free(in->input_decl);
+    decl_free(in->output_decl);
+    in->metadata = meta;
+    in->input_decl = in->output_decl = NULL;
+    static const char *const keys[] = {"inputs", "outputs"};
+    decl_list **lists[] = {&in->input_decl, &in->output_decl};
+    for (int k = 0; meta && k < 2; k++) {
+        char why[256];
+        size_t at;
+        if (decl_parse(json_object_get(meta, keys[k]), lists[k], &at, why, sizeof why) < 0) {
+            char where[32] = "";
+            if (at != SIZE_MAX)
+                snprintf(where, sizeof where, "[%zu]", at);
+            INST_LOG(LOG_WARN, in, "%s: READY's %s%s: %s; requests are not checked against them", in->label, keys[k],
+                     where, why);
+        }
+    }
+}
+
 static void on_frame(inst *in, const proto_header *h, uint8_t *body)
 {
     switch (h->type) {
@@ -514,11 +546,8 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
                 inst_protocol_error(in, "READY before HELLO or twice");
             break;
         }
-        json_decref(in->metadata);
-        in->metadata = h->length ? json_loadb((const char *)body, h->length, 0, NULL) : NULL;
-        if (h->length && !json_is_object(in->metadata)) {
-            json_decref(in->metadata);
-            in->metadata = NULL;
+        set_metadata(in, h->length ? json_loadb((const char *)body, h->length, 0, NULL) : NULL);
+        if (h->length && !in->metadata) {
             inst_protocol_error(in, "READY body is not a JSON object");
             break;
         }
@@ -920,8 +949,7 @@ static void begin_process(inst *in, const inst_spawn *sp, const int mfd[2])
     in->fault[0] = 0;
     in->hung = 0;
     in->rss_bytes = 0;
-    json_decref(in->metadata);
-    in->metadata = NULL;
+    set_metadata(in, NULL);
     chan_writer_reset(&in->wr);
     chan_writer_reset(&in->hwr);
     inst_set_state(in, INST_STARTING, "spawned");
@@ -1053,12 +1081,11 @@ static void maybe_release(inst *in)
     chan_reader_close(&in->rd);
     lines_free(&in->output[0].lines);
     lines_free(&in->output[1].lines);
-    json_decref(in->metadata);
+    set_metadata(in, NULL);
     inst_shm_unmap(in); /* normally gone with the exit already */
     free(in->label);
     free(in->owner_label);
     free(in->log_name);
-    in->metadata = NULL;
     in->label = in->owner_label = NULL;
     void (*cb)(inst *) = in->on_closed;
     in->on_closed = NULL;

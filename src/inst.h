@@ -17,6 +17,7 @@
 #define CORRAL_INST_H
 
 #include "chan.h"
+#include "decl.h"
 #include "lines.h"
 #include "proto.h"
 #include "job.h"
@@ -159,6 +160,7 @@ struct inst {
     uint64_t ready_ms;   /* when it became ready; 0 before */
     int load_error;      /* its load raised */
     json_t *metadata;    /* READY body; owned */
+    decl_list *input_decl, *output_decl; /* its inputs and outputs parsed for the request checks; owned; NULL: none */
 
     /* private */
     inst_proc cur;       /* the current or last process */

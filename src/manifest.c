@@ -262,40 +262,33 @@ static json_t *get_section(vctx *c, json_t *o, const char *key, const char *cons
     return json_incref(v);
 }
 
-static int get_tensor_meta(vctx *c, json_t *o, const char *key, json_t **out)
+static int get_tensor_meta(vctx *c, json_t *o, const char *key, json_t **out, decl_list **decl)
 {
     json_t *v = json_object_get(o, key);
     *out = NULL;
+    *decl = NULL;
     if (!v || json_is_null(v))
         return 0;
-    if (!json_is_array(v))
-        return fail(c, key, "must be a list of {name, datatype, shape}");
-    size_t i;
-    json_t *t;
-    json_array_foreach(v, i, t) {
-        char label[64];
-        snprintf(label, sizeof label, "%s[%zu]", key, i);
-        if (!json_is_object(t))
-            return fail(c, label, "must be a mapping with name, datatype and shape");
-        static const char *const known[] = {"name", "datatype", "shape", "optional", NULL};
-        if (check_keys(c, t, label, known) < 0)
-            return -EINVAL;
-        json_t *name = json_object_get(t, "name");
-        if (!json_is_string(name) || json_string_length(name) == 0)
-            return fail(c, label, "name must be a non-empty string");
-        json_t *dt = json_object_get(t, "datatype");
-        if (!json_is_string(dt) || dtype_from_name(json_string_value(dt), json_string_length(dt)) == DT_INVALID)
-            return fail(c, label, "datatype must be one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, "
-                                  "INT64, FP16, FP32, FP64, BF16, BYTES");
-        json_t *shape = json_object_get(t, "shape");
-        if (!json_is_array(shape))
-            return fail(c, label, "shape must be a list of integers (-1 for any size)");
-        size_t j;
-        json_t *d;
-        json_array_foreach(shape, j, d) {
-            if (!json_is_integer(d) || json_integer_value(d) < -1)
-                return fail(c, label, "shape must be a list of integers (-1 for any size)");
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *t;
+        json_array_foreach(v, i, t) {
+            char label[64];
+            snprintf(label, sizeof label, "%s[%zu]", key, i);
+            static const char *const known[] = {"name", "datatype", "shape", "optional", NULL};
+            if (json_is_object(t) && check_keys(c, t, label, known) < 0)
+                return -EINVAL;
         }
+    }
+    char why[256];
+    size_t at;
+    if (decl_parse(v, decl, &at, why, sizeof why) < 0) {
+        char label[64];
+        if (at == SIZE_MAX)
+            snprintf(label, sizeof label, "%s", key);
+        else
+            snprintf(label, sizeof label, "%s[%zu]", key, at);
+        return fail(c, label, "%s", why);
     }
     *out = json_incref(v);
     return 0;
@@ -525,7 +518,8 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
         return fail(c, "parameters", "must be a mapping");
     m->parameters = params && json_is_object(params) ? json_incref(params) : json_object();
 
-    if (get_tensor_meta(c, root, "inputs", &m->inputs) < 0 || get_tensor_meta(c, root, "outputs", &m->outputs) < 0)
+    if (get_tensor_meta(c, root, "inputs", &m->inputs, &m->input_decl) < 0 ||
+        get_tensor_meta(c, root, "outputs", &m->outputs, &m->output_decl) < 0)
         return -EINVAL;
     return 0;
 }
@@ -612,6 +606,8 @@ void manifest_free(manifest *m)
     json_decref(m->parameters);
     json_decref(m->inputs);
     json_decref(m->outputs);
+    decl_free(m->input_decl);
+    decl_free(m->output_decl);
     free(m);
 }
 

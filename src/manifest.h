@@ -8,6 +8,8 @@
 #ifndef CORRAL_MANIFEST_H
 #define CORRAL_MANIFEST_H
 
+#include "decl.h"
+
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +52,8 @@ typedef struct manifest {
     json_t *parameters;   /* object, never NULL */
     json_t *inputs;       /* array or NULL */
     json_t *outputs;      /* array or NULL */
+    decl_list *input_decl;  /* inputs parsed for the request checks; NULL when none are declared */
+    decl_list *output_decl; /* likewise outputs */
     uint64_t digest;      /* of the file's bytes, to notice changes */
 } manifest;
 

@@ -7,6 +7,8 @@
  */
 #include "model_internal.h"
 
+#include "classify.h"
+
 #include "clock.h"
 #include "events.h"
 #include "log.h"
@@ -125,6 +127,8 @@ void model_set_state(model *m, model_state s, const char *reason)
     if (s == MODEL_FAILED)
         json_object_set_new(data, "reason", utf8_json_string(m->reason, strlen(m->reason)));
     m->state = s;
+    if (s == MODEL_UNLOADED || s == MODEL_FAILED)
+        model_drop_labels(m); /* the next load reads labels.txt again */
     events_emit(kinds[s], data);
 }
 
@@ -875,4 +879,57 @@ json_t *model_metadata_json(model *m)
     return json_pack("{s:s, s:[s], s:s, s:o, s:o}", "name", m->name, "versions", "1", "platform",
                      mf && mf->runtime == RUNTIME_EXEC ? "corral_exec" : "corral_python", "inputs",
                      inputs ? inputs : json_array(), "outputs", outputs ? outputs : json_array());
+}
+
+/* The first declaration list of the instances' READY metadata: inputs (which 0) or outputs (1). */
+static const decl_list *ready_decl(const model *m, int which)
+{
+    for (int i = 0; i < m->nslots; i++) {
+        const decl_list *l = which ? m->slots[i]->output_decl : m->slots[i]->input_decl;
+        if (l)
+            return l;
+    }
+    return NULL;
+}
+
+const decl_list *model_declared_inputs(const model *m)
+{
+    if (m->mf && m->mf->inputs)
+        return m->mf->input_decl;
+    return ready_decl(m, 0);
+}
+
+const decl_list *model_declared_outputs(const model *m)
+{
+    if (m->mf && m->mf->outputs)
+        return m->mf->output_decl;
+    return ready_decl(m, 1);
+}
+
+void model_drop_labels(model *m)
+{
+    classify_labels_unref(m->labels);
+    free(m->labels_error);
+    m->labels = NULL;
+    m->labels_error = NULL;
+    m->labels_read = 0;
+}
+
+int model_labels(model *m, classify_labels **out, char *err, size_t errlen)
+{
+    if (!m->labels_read) {
+        char path[4200], why[4400];
+        snprintf(path, sizeof path, "%s/labels.txt", m->dir);
+        if (classify_labels_read(path, &m->labels, why, sizeof why) < 0)
+            m->labels_error = xstrdup(why);
+        m->labels_read = 1;
+    }
+    *out = NULL;
+    if (m->labels_error) {
+        snprintf(err, errlen, "model '%s': cannot classify: %s", m->name, m->labels_error);
+        utf8_trim_partial(err);
+        return -1;
+    }
+    *out = classify_labels_ref(m->labels);
+    return 0;
 }

@@ -133,6 +133,22 @@ int model_instances(const model *m, inst *const **slots);
 json_t *model_to_json(model *m);
 /* v2 metadata: inputs and outputs from the manifest, else from the worker. */
 json_t *model_metadata_json(model *m);
+/*
+ * The declared inputs (outputs) that requests are checked against, from
+ * the same source as the metadata: the manifest's, else the first
+ * instance's READY; NULL when none are declared. Valid until the model's
+ * manifest or instances change: use at once.
+ */
+const decl_list *model_declared_inputs(const model *m);
+const decl_list *model_declared_outputs(const model *m);
+struct classify_labels;
+/*
+ * The model's labels.txt for classification, as a new reference (NULL:
+ * the model has none), read once per load: at the first call since the
+ * model was last unloaded or failed. Returns 0, or -1 with the reason
+ * (the file is unreadable or too large) in err.
+ */
+int model_labels(model *m, struct classify_labels **out, char *err, size_t errlen);
 /* The captured worker output (the newest part that fits the log buffer). */
 const char *model_logs(model *m, size_t *len, size_t *start_cut);
 

@@ -87,6 +87,9 @@ struct model {
     model_stats stats;      /* what /metrics and Triton's statistics report (metrics.h) */
     uint64_t load_started_us; /* when the current load began; 0 once its first instance is ready */
     logring logs;           /* the newest worker output */
+    struct classify_labels *labels; /* labels.txt, read at the first classification since the last unload (model_labels) */
+    char *labels_error;     /* why it could not be read, with labels_read; owned */
+    int labels_read;
     double log_tokens;      /* worker lines the daemon's log may take now (on_log_line) */
     uint64_t log_refill_ms;
     uint64_t log_held_lines, log_held_bytes; /* held back from the daemon's log since it last took one */
@@ -129,6 +132,8 @@ void model_set_state(model *m, model_state s, const char *reason);
 void model_emit_instance(const char *kind, model *m, const inst *in, json_t *extra);
 /* Emits model.scaled: the instance count goes from `from` to `to`, for `why` ("request", "autoscale"). */
 void model_emit_scaled(model *m, int from, int to, const char *why);
+/* Lets go of the labels read for classification (model_labels); the next call reads them again. */
+void model_drop_labels(model *m);
 /* Answers every queued job with status and msg. */
 void model_fail_queue(model *m, int status, const char *msg);
 /* Calls and empties a list of lifecycle waiters. */

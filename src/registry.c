@@ -70,6 +70,7 @@ static void timers_closed(uv_handle_t *h)
         return;
     manifest_free(m->mf);
     manifest_free(m->next_mf);
+    model_drop_labels(m);
     free(m->broken);
     free(m->name);
     free(m->dir);
