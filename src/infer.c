@@ -610,8 +610,11 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
         r->binary = wants_binary(opts, r->name);
         off += r->size;
         json_t *k = opts->classify ? json_object_get(opts->classify, r->name) : NULL;
-        if (k && (status = classify_result(model, opts, k, r, data + r->off, &x, err, errlen)) != 0)
+        int crc = k ? classify_result(model, opts, k, r, data + r->off, &x, err, errlen) : 0;
+        if (crc) {
+            status = crc;
             goto done;
+        }
         binary_classified |= r->classified && r->binary;
         bound += 64 + json_string_length(jname) * 6 + (size_t)r->ndim * 21 +
                  (r->binary ? 0 : tensor_json_bound(r->t, r->size, r->count));
