@@ -674,7 +674,7 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
     sb_adds(&o, "]}");
     out->json = sb_take(&o, &out->json_len);
     if (binary_classified)
-        out->owned = sb_take(&x, NULL); /* the binary sections point into it */
+        out->owned = sb_take(&x, &out->owned_len); /* the binary sections point into it */
 done:
     sb_free(&x);
     free(ro);

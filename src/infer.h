@@ -79,6 +79,7 @@ typedef struct infer_response {
     infer_slice binary[INFER_MAX_TENSORS]; /* binary sections in order, pointing into the result or owned */
     size_t nbinary;
     char *owned;   /* malloc'ed, for the caller to free with json: binary classification results; NULL: none */
+    size_t owned_len;
 } infer_response;
 
 /*

@@ -6,7 +6,10 @@
  *
  * Input: byte 0 holds flags (bit 0: an Inference-Header-Content-Length
  * header is present; bit 1: its value is the next 6 raw bytes rather than
- * digits; bits 4-7: the model's priority levels), bytes 1-2 the header's
+ * digits; bit 2: the model declares inputs INPUT0 FP32 [-1, 3] and an
+ * optional INPUT1 and outputs OUTPUT0 and INPUT1 (decl.h); bit 3: it
+ * batches, so classification goes per row; bits 4-7: the model's priority
+ * levels), bytes 1-2 the header's
  * value as a number; the rest is the body. A request that parses must give
  * a well-formed frame whose meta is strict JSON; one that fails must fail
  * with a status and a message the error writer turns into strict JSON; the
@@ -51,13 +54,19 @@ static void echo(const uint8_t *frame, size_t frame_len, const job *j, const inf
     int status = infer_build_response("fuzz", opts, (const uint8_t *)body.p, body.len, NULL, 0, &r, err, sizeof err);
     if (status == 200) {
         fuzz_check_json(r.json, r.json_len);
-        for (size_t i = 0; i < r.nbinary; i++)
-            if (r.binary[i].ptr < (const uint8_t *)body.p ||
-                r.binary[i].ptr + r.binary[i].len > (const uint8_t *)body.p + body.len)
+        const uint8_t *owned = (const uint8_t *)r.owned;
+        for (size_t i = 0; i < r.nbinary; i++) {
+            const uint8_t *p = r.binary[i].ptr, *end = p + r.binary[i].len;
+            if ((p < (const uint8_t *)body.p || end > (const uint8_t *)body.p + body.len) &&
+                (!owned || p < owned || end > owned + r.owned_len))
                 abort();
+        }
         free(r.json);
-    } else if (status == 400 && opts->requested) {
-        fuzz_check_error(err); /* an output asked for that the echo does not have */
+        free(r.owned);
+    } else if ((status == 400 || status == 503) && opts->requested) {
+        /* an output asked for that the echo does not have, one that cannot be classified, or its
+         * classification too large for the memory at hand */
+        fuzz_check_error(err);
     } else {
         fprintf(stderr, "fuzz: the echo of a valid request was refused: %d %s\n", status, err);
         abort();
@@ -68,12 +77,46 @@ static void echo(const uint8_t *frame, size_t frame_len, const job *j, const inf
     json_decref(m);
 }
 
+static const decl_list *parsed(const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    decl_list *l = NULL;
+    size_t at;
+    char err[256];
+    if (decl_parse(j, &l, &at, err, sizeof err) < 0 || !l)
+        abort();
+    json_decref(j);
+    return l; /* kept for the whole run */
+}
+
+static const decl_list *declared_inputs(void)
+{
+    static const decl_list *l;
+    if (!l)
+        l = parsed("[{\"name\":\"INPUT0\",\"datatype\":\"FP32\",\"shape\":[-1,3]},"
+                   "{\"name\":\"INPUT1\",\"datatype\":\"INT8\",\"shape\":[-1],\"optional\":true}]");
+    return l;
+}
+
+static const decl_list *declared_outputs(void)
+{
+    static const decl_list *l;
+    if (!l)
+        l = parsed("[{\"name\":\"INPUT0\",\"datatype\":\"FP32\",\"shape\":[-1,3]},"
+                   "{\"name\":\"INPUT1\",\"datatype\":\"INT8\",\"shape\":[-1]}]");
+    return l;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 3)
         return 0;
     char digits[24];
-    infer_input in = {.model = "fuzz", .priority_levels = 1 + (data[0] >> 4)};
+    infer_input in = {.model = "fuzz", .priority_levels = 1 + (data[0] >> 4), .max_batch_size = data[0] & 8 ? 4 : 0};
+    if (data[0] & 4) {
+        in.inputs_decl = declared_inputs();
+        in.outputs_decl = declared_outputs();
+    }
     if (data[0] & 1) {
         if ((data[0] & 2) && size >= 9) {
             in.header_length = (const char *)data + 3;
