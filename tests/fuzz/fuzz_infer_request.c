@@ -89,22 +89,18 @@ static const decl_list *parsed(const char *text)
     return l; /* kept for the whole run */
 }
 
-static const decl_list *declared_inputs(void)
+/* The declarations of bit 2: inputs (which 0) or outputs (1), parsed once for the whole run. */
+static const decl_list *declared(int which)
 {
-    static const decl_list *l;
-    if (!l)
-        l = parsed("[{\"name\":\"INPUT0\",\"datatype\":\"FP32\",\"shape\":[-1,3]},"
-                   "{\"name\":\"INPUT1\",\"datatype\":\"INT8\",\"shape\":[-1],\"optional\":true}]");
-    return l;
-}
-
-static const decl_list *declared_outputs(void)
-{
-    static const decl_list *l;
-    if (!l)
-        l = parsed("[{\"name\":\"INPUT0\",\"datatype\":\"FP32\",\"shape\":[-1,3]},"
-                   "{\"name\":\"INPUT1\",\"datatype\":\"INT8\",\"shape\":[-1]}]");
-    return l;
+    static const char *const text[] = {
+        "[{\"name\":\"INPUT0\",\"datatype\":\"FP32\",\"shape\":[-1,3]},"
+        "{\"name\":\"INPUT1\",\"datatype\":\"INT8\",\"shape\":[-1],\"optional\":true}]",
+        "[{\"name\":\"INPUT0\",\"datatype\":\"FP32\",\"shape\":[-1,3]},"
+        "{\"name\":\"INPUT1\",\"datatype\":\"INT8\",\"shape\":[-1]}]"};
+    static const decl_list *lists[2];
+    if (!lists[which])
+        lists[which] = parsed(text[which]);
+    return lists[which];
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -114,8 +110,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char digits[24];
     infer_input in = {.model = "fuzz", .priority_levels = 1 + (data[0] >> 4), .max_batch_size = data[0] & 8 ? 4 : 0};
     if (data[0] & 4) {
-        in.inputs_decl = declared_inputs();
-        in.outputs_decl = declared_outputs();
+        in.inputs_decl = declared(0);
+        in.outputs_decl = declared(1);
     }
     if (data[0] & 1) {
         if ((data[0] & 2) && size >= 9) {
