@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 
 import pytest
 
@@ -221,3 +222,29 @@ def test_classification_of_a_missing_output_is_the_usual_400(echo):
                    outputs=[{"name": "NOPE", "parameters": {"classification": 1}}])
     assert r.status_code == 400
     assert "model 'echo'" in r.json()["error"] and "'NOPE'" in r.json()["error"]
+
+
+def test_requests_batched_together_each_get_their_own_classification(corral):
+    """Three requests that share one batch: each answer is its own rows, classified with its own K."""
+    corral.add("eb", "echo", manifest=BATCHING.replace("1ms", "300ms") + "instances: 1\n", files={"labels.txt": "zero\none\ntwo\n"})
+    d = corral.start()
+    assert load(d, "eb").status_code == 200
+    asks = [([[3, 1, 2]], 1, False), ([[0, 5, 9], [7, 7, 1]], 2, False), ([[4, 6, 5]], 3, True)]
+    results = [None] * len(asks)
+
+    def ask(i):
+        rows, k, binary = asks[i]
+        results[i] = classify(d, "eb", [tensor("INPUT0", "INT64", [len(rows), 3], rows)], k, binary=binary)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(asks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert output(results[0])["data"] == ["3:0:zero"]
+    assert output(results[1])["shape"] == [2, 2]
+    assert output(results[1])["data"] == ["9:2:two", "5:1:one", "7:0:zero", "7:1:one"]
+    assert binary_strings(results[2]) == [b"6:1:one", b"5:2:two", b"4:0:zero"]
+    # they did share a batch: one execution served all four rows
+    stats = d.get("/v2/models/eb/stats").json()["model_stats"][0]
+    assert stats["inference_count"] == 4 and stats["execution_count"] == 1, stats
