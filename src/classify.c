@@ -5,6 +5,7 @@
 
 #include "xmalloc.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@ struct classify_labels {
 
 classify_labels *classify_labels_parse(const char *text, size_t len)
 {
+    assert(len <= CLASSIFY_LABELS_MAX); /* the offsets are 32-bit */
     classify_labels *l = xcalloc(1, sizeof *l);
     l->refs = 1;
     l->text = xmalloc(len + 1);

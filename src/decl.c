@@ -3,6 +3,7 @@
  */
 #include "decl.h"
 
+#include "utf8.h"
 #include "xmalloc.h"
 
 #include <errno.h>
@@ -135,16 +136,17 @@ char *decl_format_shape(char *buf, size_t len, const int64_t *dims, int ndim)
     return buf;
 }
 
-/* "A, B, C" of the declared names, cut to fit. */
+/* "A, B, C" of the declared names, cut to fit at a character boundary and then ending in "...". */
 static void list_names(const decl_list *l, char *buf, size_t len)
 {
     size_t at = 0;
     buf[0] = 0;
-    for (int i = 0; i < l->n && at < len; i++) {
-        int n = snprintf(buf + at, len - at, "%s%s", i ? ", " : "", l->v[i].name);
-        if (n < 0)
-            break;
-        at += (size_t)n;
+    for (int i = 0; i < l->n && at < len; i++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%s", i ? ", " : "", l->v[i].name);
+    if (at >= len && len > 4) {
+        buf[len - 4] = 0;
+        utf8_trim_partial(buf);
+        strcat(buf, "...");
     }
 }
 

@@ -136,6 +136,11 @@ static void test_many(void)
     }
     CHECK(decl_check_missing(l, &seen, why, sizeof why) == -EINVAL);
     CHECK_STR_CONTAINS(why, "input 'T255' is missing");
+    /* the list of 256 names is cut, and says so */
+    char big[512]; /* as infer.c's */
+    CHECK(decl_check_input(l, &seen, "nope", 4, DT_UINT8, (int64_t[]){1}, 1, big, sizeof big) == -EINVAL);
+    CHECK_STR_CONTAINS(big, "input 'nope' is not declared; the model's inputs are T0, T1, T2");
+    CHECK(strlen(big) < 320 && strcmp(big + strlen(big) - 3, "...") == 0);
     CHECK(decl_check_input(l, &seen, "T255", 4, DT_UINT8, (int64_t[]){1}, 1, why, sizeof why) == 0);
     CHECK(decl_check_missing(l, &seen, why, sizeof why) == 0);
     decl_free(l);
