@@ -261,6 +261,10 @@ int classify_output(dtype t, const int64_t *dims, int ndim, int batched, const u
     *out_count = (int64_t)(rows * kept);
     if (kept == 0 || rows == 0)
         return 0;
+    /* Each entry takes 7 bytes at least ("0:0" and its length): more than fit the result are refused
+     * before the indices are allocated, so a K of a billion costs nothing. */
+    if (rows * kept > CLASSIFY_RESULT_MAX / 7)
+        return -EFBIG;
     size_t *idx = malloc((size_t)kept * sizeof *idx);
     if (!idx)
         return -ENOMEM;

@@ -210,6 +210,10 @@ static void test_output(void)
     CHECK(classify_output(DT_INT32, (int64_t[]){0}, 1, 0, (const uint8_t *)v, 2, l, &out, dims, &ndim, &count) == 0);
     CHECK(ndim == 1 && dims[0] == 0 && count == 0 && out.len == 0);
 
+    /* more entries than the result may hold: refused before anything is allocated for them */
+    CHECK(classify_output(DT_INT32, (int64_t[]){1u << 28}, 1, 0, (const uint8_t *)v, UINT64_MAX, l, &out, dims, &ndim,
+                          &count) == -EFBIG);
+    CHECK(out.len == 0);
     CHECK(classify_output(DT_BOOL, (int64_t[]){2}, 1, 0, (const uint8_t *)v, 1, l, &out, dims, &ndim, &count) ==
           -EINVAL);
     CHECK(classify_output(DT_BYTES, (int64_t[]){2}, 1, 0, (const uint8_t *)v, 1, l, &out, dims, &ndim, &count) ==
