@@ -74,8 +74,9 @@ int access_path_needs_token(access_scope scope, const h2o_iovec_t *seg, int n)
     /* Management: the repository verbs, and all of /v1 but generate (its
      * model views carry pids and absolute paths; endpoints added to /v1
      * later are guarded unless opened here). */
-    if (seg_is(seg, n, 0, "v2")) /* the repository verbs, and the log level (Triton's logging) */
-        return seg_is(seg, n, 1, "repository") || seg_is(seg, n, 1, "logging");
+    if (seg_is(seg, n, 0, "v2")) /* the repository verbs, the log level (Triton's logging), client shared memory */
+        return seg_is(seg, n, 1, "repository") || seg_is(seg, n, 1, "logging") ||
+               seg_is(seg, n, 1, "systemsharedmemory");
     if (seg_is(seg, n, 0, "v1"))
         return !is_generate(seg, n);
     return 0;

@@ -11,6 +11,7 @@
  * binary section without a copy.
  */
 #include "api.h"
+#include "clientshm.h"
 #include "metrics.h"
 
 #include "generate.h"
@@ -326,6 +327,75 @@ static void handle_index(h2o_req_t *req)
     http_send_json(req, 200, out);
 }
 
+/* ---- system shared memory extension (clientshm.c) ---- */
+
+/* /v2/systemsharedmemory[/region/{name}]/{status|register|unregister}: n is the path's segment count. */
+static int handle_shm(h2o_req_t *req, const api_path *p, int get, int post)
+{
+    int regional = p->n == 5 && SEG_IS(p, 2, "region");
+    if (p->n != 3 && !regional)
+        return -1;
+    h2o_iovec_t action = p->seg[p->n - 1], name = regional ? p->seg[3] : h2o_iovec_init(NULL, 0);
+    int status = h2o_memis(action.base, action.len, H2O_STRLIT("status"));
+    if (!status && !h2o_memis(action.base, action.len, H2O_STRLIT("register")) &&
+        !h2o_memis(action.base, action.len, H2O_STRLIT("unregister")))
+        return -1;
+    if (status ? !get : !post) {
+        http_method_not_allowed(req, status ? "GET" : "POST");
+        return 0;
+    }
+    if (!clientshm_allowed()) {
+        http_error(req, 403, 0, "%s", clientshm_disabled_msg);
+        return 0;
+    }
+    if (status) {
+        int code;
+        json_t *out = clientshm_status(regional ? name.base : NULL, name.len, &code);
+        if (out)
+            http_send_json(req, 200, out);
+        else
+            http_error(req, code, 0, "unable to find system shared memory region '%.*s'",
+                       (int)(name.len > 64 ? 64 : name.len), name.base);
+        return 0;
+    }
+    if (action.len == strlen("unregister")) {
+        clientshm_unregister(regional ? name.base : NULL, name.len);
+        http_send_json(req, 200, json_object());
+        return 0;
+    }
+    if (!regional) {
+        http_error(req, 400, 0, "a region name is needed to register system shared memory: "
+                                "POST /v2/systemsharedmemory/region/{name}/register");
+        return 0;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *key = json_object_get(root, "key"), *offset = json_object_get(root, "offset"),
+           *size = json_object_get(root, "byte_size");
+    char err[600];
+    int code = 400;
+    if (!root && strstr(jerr.text, "too big integer"))
+        snprintf(err, sizeof err, "'offset' and 'byte_size' must be below 2^63: no shared-memory object is larger");
+    else if (!json_is_object(root))
+        snprintf(err, sizeof err, "a register request must be a JSON object {\"key\", \"offset\", \"byte_size\"}");
+    else if (!json_is_string(key))
+        snprintf(err, sizeof err, "the register request has no 'key' string");
+    else if (offset && (!json_is_integer(offset) || json_integer_value(offset) < 0))
+        snprintf(err, sizeof err, "'offset' must be a non-negative integer");
+    else if (!json_is_integer(size) || json_integer_value(size) < 0)
+        snprintf(err, sizeof err, "the register request needs 'byte_size', a non-negative integer");
+    else
+        code = clientshm_register(name.base, name.len, json_string_value(key), json_string_length(key),
+                                  offset ? (uint64_t)json_integer_value(offset) : 0,
+                                  (uint64_t)json_integer_value(size), err, sizeof err);
+    json_decref(root);
+    if (code == 200)
+        http_send_json(req, 200, json_object());
+    else
+        http_error(req, code, code == 503, "%s", err);
+    return 0;
+}
+
 /* ---- routing ---- */
 
 int api_v2(h2o_req_t *req, const api_path *p)
@@ -337,9 +407,9 @@ int api_v2(h2o_req_t *req, const api_path *p)
             http_method_not_allowed(req, "GET");
             return 0;
         }
-        http_send_json(req, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s,s]}", "name", "corral", "version", CORRAL_VERSION,
+        http_send_json(req, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s]}", "name", "corral", "version", CORRAL_VERSION,
                                            "extensions", "binary_tensor_data", "model_repository", "generate",
-                                           "statistics", "logging", "classification"));
+                                           "statistics", "logging", "classification", "system_shared_memory"));
         return 0;
     }
     if (SEG_IS(p, 1, "health") && p->n == 3) {
@@ -356,6 +426,8 @@ int api_v2(h2o_req_t *req, const api_path *p)
             http_send_json(req, 200, json_pack("{s:b}", live ? "live" : "ready", 1));
         return 0;
     }
+    if (SEG_IS(p, 1, "systemsharedmemory"))
+        return handle_shm(req, p, get, post);
     if (SEG_IS(p, 1, "logging") && p->n == 2) {
         if (!get && !post) {
             http_method_not_allowed(req, "GET, POST");

@@ -11,6 +11,7 @@
 
 #include "batch.h"
 #include "classify.h"
+#include "clientshm.h"
 #include "decl.h"
 
 #include "clock.h"
@@ -28,6 +29,12 @@
 
 void infer_opts_clear(infer_opts *opts)
 {
+    for (int i = 0; i < opts->nshm; i++) {
+        clientshm_release(opts->shm[i].map);
+        free(opts->shm[i].region);
+        free(opts->shm[i].output);
+    }
+    free(opts->shm);
     free(opts->id);
     json_decref(opts->binary_outputs);
     json_decref(opts->requested);
@@ -151,6 +158,85 @@ static int header_length(const infer_input *in, size_t *json_len)
     if (v > in->len)
         return -1;
     *json_len = v;
+    return 0;
+}
+
+/* A uint64 parameter: a JSON integer, or the quoted digits quote_big_integers made of a larger one. */
+static int param_u64(json_t *v, uint64_t *out)
+{
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) < 0)
+            return -1;
+        *out = (uint64_t)json_integer_value(v);
+        return 0;
+    }
+    const char *p = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (!p || n == 0 || n > 20)
+        return -1;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9' || x > (UINT64_MAX - (uint64_t)(p[i] - '0')) / 10)
+            return -1;
+        x = x * 10 + (uint64_t)(p[i] - '0');
+    }
+    *out = x;
+    return 0;
+}
+
+/*
+ * The parameters.shared_memory_* of an input or output (kind, name) when
+ * it names a region: checked against the region and, with one reference
+ * to its mapping, added to opts->shm. Returns 0 (*ref set, or NULL when the
+ * tensor names no region), or 400 or 403 with the message in err.
+ */
+static int shm_tensor(const char *model, const char *kind, const char *name, json_t *params, infer_opts *opts,
+                      infer_shm_ref **ref, char *err, size_t errlen)
+{
+    *ref = NULL;
+    json_t *region = json_object_get(params, "shared_memory_region");
+    if (!region)
+        return 0;
+    if (!clientshm_allowed())
+        return fail(err, errlen, 403, model, "%s '%s': %s", kind, name, clientshm_disabled_msg);
+    if (!json_is_string(region) || json_string_length(region) == 0)
+        return fail(err, errlen, 400, model, "%s '%s': parameters.shared_memory_region must be a region's name",
+                    kind, name);
+    uint64_t offset = 0, byte_size;
+    json_t *joff = json_object_get(params, "shared_memory_offset");
+    if (joff && param_u64(joff, &offset) < 0)
+        return fail(err, errlen, 400, model, "%s '%s': parameters.shared_memory_offset must be an integer from 0 "
+                    "to 2^64-1", kind, name);
+    if (param_u64(json_object_get(params, "shared_memory_byte_size"), &byte_size) < 0)
+        return fail(err, errlen, 400, model, "%s '%s': parameters.shared_memory_byte_size must be an integer from "
+                    "0 to 2^64-1", kind, name);
+    const char *rname = json_string_value(region);
+    size_t rlen = json_string_length(region);
+    int shown = rlen > 64 ? 64 : (int)rlen; /* the error writer escapes what it shows */
+    clientshm_map *map = clientshm_acquire(rname, rlen);
+    if (!map)
+        return fail(err, errlen, 400, model, "%s '%s': no shared memory region '%.*s' is registered", kind, name,
+                    shown, rname);
+    int rc = clientshm_range(map->byte_size, offset, byte_size);
+    if (rc < 0) {
+        clientshm_release(map);
+        return fail(err, errlen, 400, model,
+                    "%s '%s': shared_memory_offset %llu + shared_memory_byte_size %llu %s shared memory region "
+                    "'%.*s' (%llu bytes)",
+                    kind, name, (unsigned long long)offset, (unsigned long long)byte_size,
+                    rc == -EOVERFLOW ? "overflows: they do not fit" : "run past the end of", shown, rname,
+                    (unsigned long long)map->byte_size);
+    }
+    opts->shm = xrealloc(opts->shm, (size_t)(opts->nshm + 1) * sizeof *opts->shm);
+    infer_shm_ref *r = &opts->shm[opts->nshm++];
+    r->map = map;
+    r->region = xmalloc(rlen + 1);
+    memcpy(r->region, rname, rlen + 1);
+    r->region_len = rlen;
+    r->output = NULL;
+    r->offset = offset;
+    r->byte_size = byte_size;
+    *ref = r;
     return 0;
 }
 
@@ -299,7 +385,38 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         json_t *bsize = json_object_get(ip, "binary_data_size");
         json_t *jdata = json_object_get(input, "data");
         segment *s = &segs[nsegs++];
-        if (bsize) {
+        infer_shm_ref *ref;
+        int shm_status = shm_tensor(model, "input", nm, ip, opts, &ref, err, errlen);
+        if (shm_status) {
+            status = shm_status;
+            goto fail;
+        }
+        if (ref && (bsize || jdata))
+            BAD("input '%s' must set only one of 'data', parameters.binary_data_size and "
+                "parameters.shared_memory_region", nm);
+        if (ref) {
+            /* The tensor goes to the worker from the client's mapping (the one copy is into the worker's input
+             * region, or the frame). BYTES are copied first and checked on the copy: the client may change
+             * its region at any time, and what was checked must be what is sent. */
+            if (ref->byte_size > PROTO_MAX_BODY)
+                BAD("input '%s': shared_memory_byte_size %llu is larger than the worker protocol's 1 GiB frame limit",
+                    nm, (unsigned long long)ref->byte_size);
+            s->len = (size_t)ref->byte_size;
+            if (t == DT_BYTES) {
+                s->ptr = NULL;
+                s->off = data.len;
+                if (sb_try_reserve(&data, s->len) < 0) {
+                    status = 503;
+                    BAD("input '%s': no memory now for %zu bytes", nm, s->len);
+                }
+                sb_add(&data, (const char *)ref->map->base + ref->offset, s->len);
+            } else {
+                s->ptr = ref->map->base + ref->offset;
+            }
+            if (dtype_check_raw(t, s->ptr ? s->ptr : (const uint8_t *)data.p + s->off, s->len, count) < 0)
+                BAD("input '%s': shared_memory_byte_size %zu does not hold %lld %s elements", nm, s->len,
+                    (long long)count, dtype_name(t));
+        } else if (bsize) {
             if (!json_is_integer(bsize) || json_integer_value(bsize) < 0 ||
                 (uint64_t)json_integer_value(bsize) > bin_len - bin_used)
                 BAD("input '%s': parameters.binary_data_size must be a length within the binary data (%zu bytes "
@@ -377,6 +494,20 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
             json_t *bd = json_object_get(oparams, "binary_data");
             if (bd && !json_is_boolean(bd))
                 BAD("outputs[%zu].parameters.binary_data must be a boolean", i);
+            infer_shm_ref *ref;
+            int shm_status = shm_tensor(model, "output", oname, oparams, opts, &ref, err, errlen);
+            if (shm_status) {
+                status = shm_status;
+                goto fail;
+            }
+            if (ref) {
+                ref->output = xstrdup(oname);
+                if (json_is_true(bd))
+                    BAD("output '%s' can't set both 'shared_memory_region' and 'binary_data'", ref->output);
+                if (json_object_get(oparams, "classification"))
+                    BAD("output '%s' can't set both 'shared_memory_region' and 'classification'", ref->output);
+                bd = NULL;
+            }
             json_t *cls = json_object_get(oparams, "classification");
             if (cls) {
                 if (!json_is_integer(cls) || json_integer_value(cls) < 1)
@@ -500,7 +631,16 @@ typedef struct result_output {
     int binary;
     int classified; /* replaced by its classification: BYTES at xoff in the classification buffer */
     size_t xoff;
+    const infer_shm_ref *shm; /* the client region it is written into; NULL: in the response */
 } result_output;
+
+static const infer_shm_ref *shm_output(const infer_opts *opts, const char *name)
+{
+    for (int i = 0; i < opts->nshm; i++)
+        if (opts->shm[i].output && strcmp(opts->shm[i].output, name) == 0)
+            return &opts->shm[i];
+    return NULL;
+}
 
 /*
  * Replaces output r by its classification into x (classify.h). Returns 0,
@@ -607,7 +747,19 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
             status = 502;
             goto done;
         }
-        r->binary = wants_binary(opts, r->name);
+        r->shm = shm_output(opts, r->name);
+        if (r->shm && r->size > r->shm->byte_size) { /* Triton's words */
+            char shown[160];
+            snprintf(shown, sizeof shown, "%s", r->name);
+            utf8_trim_partial(shown);
+            snprintf(err, errlen,
+                     "model '%s': shared memory size specified with the request for output '%s' (%llu bytes) "
+                     "should be at least %zu bytes to hold the results",
+                     model, shown, (unsigned long long)r->shm->byte_size, r->size);
+            status = 400;
+            goto done;
+        }
+        r->binary = !r->shm && wants_binary(opts, r->name);
         off += r->size;
         json_t *k = opts->classify ? json_object_get(opts->classify, r->name) : NULL;
         int crc = k ? classify_result(model, opts, k, r, data + r->off, &x, err, errlen) : 0;
@@ -617,7 +769,8 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
         }
         binary_classified |= r->classified && r->binary;
         bound += 64 + json_string_length(jname) * 6 + (size_t)r->ndim * 21 +
-                 (r->binary ? 0 : tensor_json_bound(r->t, r->size, r->count));
+                 (r->shm ? 160 + r->shm->region_len * 6
+                         : r->binary ? 0 : tensor_json_bound(r->t, r->size, r->count));
     }
     /* Every output the client asked for must have come back, as Triton requires. */
     size_t w;
@@ -660,7 +813,17 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
         add_type_and_shape(&o, r->t, r->dims, r->ndim);
         sb_addc(&o, ']');
         const uint8_t *bytes = r->classified ? (const uint8_t *)x.p + r->xoff : data + r->off;
-        if (r->binary) {
+        if (r->shm) { /* the data goes into the client's region; the response says where */
+            if (r->size)
+                memcpy(r->shm->map->base + r->shm->offset, data + r->off, r->size);
+            sb_adds(&o, ",\"parameters\":{\"shared_memory_region\":");
+            sb_json_str(&o, r->shm->region, r->shm->region_len);
+            sb_adds(&o, ",\"shared_memory_byte_size\":");
+            sb_u64(&o, r->size);
+            sb_adds(&o, ",\"shared_memory_offset\":");
+            sb_u64(&o, r->shm->offset);
+            sb_adds(&o, "}}");
+        } else if (r->binary) {
             sb_adds(&o, ",\"parameters\":{\"binary_data_size\":");
             sb_u64(&o, r->size);
             sb_adds(&o, "}}");
@@ -672,6 +835,20 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
         }
     }
     sb_adds(&o, "]}");
+    /* A region shrunk under a copy (clientshm.h) held zeros: the answer is not to be trusted. */
+    for (int i = 0; i < opts->nshm; i++) {
+        if (!clientshm_broken(opts->shm[i].map))
+            continue;
+        sb_free(&o);
+        out->nbinary = 0;
+        snprintf(err, errlen,
+                 "model '%s': the object behind shared memory region '%.64s' was truncated while the request used "
+                 "it",
+                 model, opts->shm[i].region);
+        utf8_trim_partial(err);
+        status = 400;
+        goto done;
+    }
     out->json = sb_take(&o, &out->json_len);
     if (binary_classified)
         out->owned = sb_take(&x, &out->owned_len); /* the binary sections point into it */

@@ -25,6 +25,19 @@
 /* At most this many input (or output) tensors in one request. */
 #define INFER_MAX_TENSORS 256
 
+/*
+ * A tensor of the request in a client's shared-memory region (clientshm.h,
+ * Triton's system shared memory extension): an input read from it, or an
+ * output to be written into it.
+ */
+typedef struct infer_shm_ref {
+    struct clientshm_map *map; /* one reference, held until infer_opts_clear */
+    char *region;              /* the region's name, malloc'ed */
+    size_t region_len;
+    char *output;              /* an output's name, malloc'ed; NULL for an input */
+    uint64_t offset, byte_size;
+} infer_shm_ref;
+
 /* What answering a request needs to remember from it. */
 typedef struct infer_opts {
     char *id;               /* the request's id, malloc'ed; NULL when it had none */
@@ -35,6 +48,8 @@ typedef struct infer_opts {
     json_t *classify;       /* output name -> K of the outputs asked for as classification; owned; NULL for none */
     int batched;            /* the model batches: classification goes per row of dimension 0 */
     classify_labels *labels; /* a reference, set by the caller when classify is set; NULL: no labels.txt */
+    infer_shm_ref *shm;     /* tensors in client shared memory; owned */
+    int nshm;
 } infer_opts;
 
 /* Releases what opts owns and zeroes it; safe on a zeroed struct. */

@@ -59,7 +59,9 @@ static const char usage[] =
     "  --allow-host NAME       also answer requests whose Host is NAME; repeatable; '*': any Host\n"
     "                          (default: localhost, *.localhost, loopback and listen addresses)\n"
     "  --allow-origin ORIGIN   also serve browser requests from ORIGIN, e.g. http://localhost:3000;\n"
-    "                          repeatable (default: only pages of the daemon's own origin)\n"
+    "                          repeatable (default: only pages of the daemon's own origin)\n"    "  --allow-client-shm      serve Triton's system shared memory extension: clients may have the\n"
+    "                          daemon map POSIX shared-memory objects they name (default: off;\n"
+    "                          docs/security.md)\n"
     "\n"
     "commands:\n"
     "  ls [--json]                       models and their state\n"
@@ -359,6 +361,10 @@ static int serve(int argc, char **argv)
         if (strcmp(opt, "--help") == 0 || strcmp(opt, "-h") == 0) {
             fputs(usage, stdout);
             return 0;
+        }
+        if (strcmp(opt, "--allow-client-shm") == 0) { /* the one option without a value */
+            cfg.allow_client_shm = 1;
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "corral: option %s needs a value (see corral --help)\n", opt);

@@ -11,6 +11,7 @@
 #include "access.h"
 #include "events.h"
 #include "api.h"
+#include "clientshm.h"
 #include "http.h"
 #include "intake.h"
 #include "log.h"
@@ -150,6 +151,10 @@ int server_run(const server_config *cfg)
                                  .allow_origins = cfg->allow_origins,
                                  .n_allow_origins = cfg->n_allow_origins});
 
+    clientshm_init(cfg->allow_client_shm);
+    if (cfg->allow_client_shm)
+        log_warn("--allow-client-shm: clients may have the daemon map any POSIX shared-memory object it can open "
+                 "(docs/security.md)");
     registry_config rc = {.models_dir = cfg->models_dir,
                           .external_dir = cfg->external_dir,
                           .python_sdk_dir = cfg->python_sdk_dir,
@@ -173,6 +178,7 @@ int server_run(const server_config *cfg)
         uv_timer_start(&S.poll_timer, on_poll, ms, ms);
     }
     uv_run(S.loop, UV_RUN_DEFAULT);
+    clientshm_unregister(NULL, 0); /* the registry's mappings; a request still holding one keeps it */
     log_info("stopped");
     return S.exit_code;
 }

@@ -22,6 +22,7 @@ typedef struct server_config {
     int64_t stop_grace_ms;
     int64_t drain_timeout_ms;
     int64_t memory_budget; /* bytes; 0: none */
+    int allow_client_shm;  /* --allow-client-shm: Triton's system shared memory extension (clientshm.h) */
     /* access (see access.h); the strings are not owned */
     const char *auth_token;           /* NULL: none; never logged */
     access_scope auth_scope;
