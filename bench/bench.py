@@ -4,8 +4,9 @@
     BENCH_QUICK=1 make bench        # 1 s points, fewer repetitions: for development
     /usr/bin/python3 bench/bench.py # the same, without installing or building
 
-Runs the measurements of issues #4, #10 (streaming), #11 (GET /metrics)
-and #12 (batching and wake-ups, in the serving section) on this machine,
+Runs the measurements of issues #4, #10 (streaming), #11 (GET /metrics),
+#12 (batching and wake-ups, in the serving section) and #13 (client shared
+memory) on this machine,
 side by side with the peers started here on loopback, writes
 build/bench/results.json, then docs/benchmarks.md and docs/bench-*.png
 from it (bench/report.py). Every process it starts is
@@ -40,6 +41,7 @@ SECTIONS = [
     ("idle", "8. idle cost", M.idle),
     ("streaming", "9. streaming", M.streaming),
     ("metrics", "10. GET /metrics", M.metrics),
+    ("clientshm", "11. client shared memory", M.clientshm),
 ]
 
 

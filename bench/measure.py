@@ -1,5 +1,5 @@
 """measure — the measurements of the benchmark suite (issue #4; streaming, #10; GET /metrics, #11;
-batching and wake-ups, #12).
+batching and wake-ups, #12; client shared memory, #13).
 
 Each function starts what it needs (a corral daemon over a repository of
 bench-local model copies, a peer server), measures, stops it, and returns
@@ -21,6 +21,7 @@ import statistics
 import struct
 import subprocess
 import time
+from multiprocessing import shared_memory
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -75,6 +76,9 @@ class Config:
         # Issue #12, item 3: the same two echoes with `pipeline: 0`, the daemon as it was before
         # pipelining, so that one run shows the wake-ups before and after.
         self.nopipe = env.get("BENCH_NOPIPE", "1") not in ("", "0")
+        # Issue #13, item 7: tensors through client shared memory against the HTTP binary path.
+        self.shm_mib = [int(m) for m in (env.get("BENCH_SHM_MIB") or "64").split(",")]
+        self.shm_reps = int(env.get("BENCH_SHM_REPS") or (5 if self.quick else 15))
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items()}
@@ -1491,3 +1495,108 @@ def metrics(cfg: Config, ws: Workspace) -> dict:
         raise RuntimeError(f"metrics: {len(left)} of corral's {len(procs)} processes outlived it (killed now)")
     print(f"  stopped with SIGTERM: all {len(procs)} processes gone in {out['stop_s']:.1f} s", flush=True)
     return out
+
+
+# ---- 11. client shared memory (issue #13, item 7) ----
+
+def shm_roundtrips(cfg: Config, port: int, model: str, mib: int) -> dict:
+    """An FP32 tensor of mib MiB read by the daemon from one client region and its echo written
+    into another (Triton's system shared memory extension): the request and the response carry
+    only JSON. Timed by a Python client on one keep-alive connection, from the request's write to
+    the response's last byte, when the output is in the client's region; seconds per round trip.
+    The first round trip (mapping the regions' pages in) is checked byte for byte, not timed."""
+    nbytes = mib << 20
+    count = nbytes // 4
+    src = shared_memory.SharedMemory(create=True, size=nbytes)
+    dst = shared_memory.SharedMemory(create=True, size=nbytes)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    try:
+        view = np.ndarray(count, dtype=np.float32, buffer=src.buf)
+        view[:] = np.arange(count, dtype=np.float32)
+        del view  # a live view would keep the buffer exported past close()
+        for name, shm in (("bench-in", src), ("bench-out", dst)):
+            status, _, body = H.http_request(port, "POST", f"/v2/systemsharedmemory/region/{name}/register",
+                                             json.dumps({"key": "/" + shm.name, "offset": 0,
+                                                         "byte_size": nbytes}).encode(),
+                                             {"Content-Type": "application/json"})
+            if status != 200:
+                raise RuntimeError(f"clientshm: registering {name} answered {status}: {body[:300]!r}")
+        req = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [count],
+                                      "parameters": {"shared_memory_region": "bench-in",
+                                                     "shared_memory_byte_size": nbytes}}],
+                          "outputs": [{"name": "OUTPUT0",
+                                       "parameters": {"shared_memory_region": "bench-out",
+                                                      "shared_memory_byte_size": nbytes}}]}).encode()
+        H.record(f"client shared memory ({mib} MiB, {model})",
+                 ["POST", f"/v2/models/{model}/infer", req.decode()])
+        times = []
+        for i in range(cfg.shm_reps + 1):
+            dst.buf[:8] = b"\xff" * 8
+            t0 = time.perf_counter()
+            conn.request("POST", f"/v2/models/{model}/infer", body=req,
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            body = r.read()
+            elapsed = time.perf_counter() - t0
+            if r.status != 200:
+                raise RuntimeError(f"clientshm: {model}, {mib} MiB answered {r.status}: {body[:300]!r}")
+            if i == 0:
+                if bytes(dst.buf) != bytes(src.buf):
+                    raise RuntimeError(f"clientshm: {model}: the {mib} MiB tensor did not come back unchanged")
+            else:
+                times.append(elapsed)
+        for name in ("bench-in", "bench-out"):
+            H.http_request(port, "POST", f"/v2/systemsharedmemory/region/{name}/unregister", b"{}",
+                           {"Content-Type": "application/json"})
+    finally:
+        conn.close()
+        for shm in (src, dst):
+            shm.close()
+            shm.unlink()
+    med = statistics.median(times)
+    return {"mib": mib, "bytes": nbytes, "reps": len(times), "seconds_median": med, "seconds_min": min(times),
+            "mb_s": nbytes / med / 1e6, "response_bytes": len(body)}
+
+
+def memcpy_floor(cfg: Config, mib: int) -> dict:
+    """One copy of mib MiB between two buffers whose pages are in (numpy's copy is memcpy): the
+    machine's bound for each copy a round trip makes."""
+    a = np.ones(mib << 18, dtype=np.float32)
+    b = np.zeros_like(a)
+    np.copyto(b, a)
+    times = []
+    for _ in range(max(cfg.shm_reps, 5)):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {"mib": mib, "seconds_median": med, "mb_s": (mib << 20) / med / 1e6}
+
+
+def clientshm(cfg: Config, ws: Workspace) -> dict:
+    """Issue #13, item 7: the same tensor echo through client shared memory and through the HTTP
+    binary path, from one daemon (--allow-client-shm) in the same run, for the Python and C echoes
+    (2 instances each, as in the serving section); and one memcpy of the tensor, the bound."""
+    models = {"echo": (EXAMPLES / "echo", echo_py_manifest(2)), "echo-c": (EXAMPLES / "echo-c", echo_c_manifest(2))}
+    repo = ws.repo("clientshm", models)
+    d = H.Corral("clientshm", repo, ws.logs, ["--allow-client-shm"])
+    out: Dict[str, dict] = {}
+    try:
+        for model, label in (("echo", "corral, Python echo (2 instances)"), ("echo-c", "corral, C echo (2 instances)")):
+            d.load(model)
+            server = Server(model, label, "corral", d.port, f"/v2/models/{model}/infer", d.pid, lambda: None)
+            entry = {"label": label, "sizes": []}
+            for mib in cfg.shm_mib:
+                # in turn, the nearest in time: the shared machine's drift stays out of the ratio
+                http_t = tensor_roundtrips(cfg, server, mib, ws)
+                shm_t = shm_roundtrips(cfg, d.port, model, mib)
+                entry["sizes"].append({"mib": mib, "http": http_t, "shm": shm_t})
+                print(f"  {label:40s} {mib:3d} MiB in and out: HTTP binary {http_t['mb_s']:8.0f} MB/s, "
+                      f"client shared memory {shm_t['mb_s']:8.0f} MB/s", flush=True)
+            out[model] = entry
+    finally:
+        d.stop()
+    floor = [memcpy_floor(cfg, mib) for mib in cfg.shm_mib]
+    for f in floor:
+        print(f"  {'one memcpy of the tensor':40s} {f['mib']:3d} MiB: {f['mb_s']:8.0f} MB/s", flush=True)
+    return {"models": out, "memcpy": floor}

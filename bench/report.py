@@ -37,6 +37,9 @@ GOAL_STREAM_VS_BARE = 2.0
 GOAL_METRICS_MODELS = 100
 GOAL_METRICS_INSTANCES = 8
 GOAL_METRICS_CPU_MS = 3.0
+# Issue #13, item 7: 64 MiB in and out through client shared memory.
+GOAL_SHM_MB_S = 5000.0
+GOAL_SHM_MIB = 64
 
 # Issue #12, item 5 (batching and wake-ups): targets for the report, read on section 2's points.
 GOAL12_BATCH_VS_UWSGI = 1.5  # Python echo with batching ÷ uWSGI, at GOAL12_CONNS
@@ -125,7 +128,8 @@ def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
 
 # ---- access to results ----
 
-SECTIONS = ["queue", "serving", "worker_rtt", "cold_start", "memory", "recovery", "idle", "streaming", "metrics"]
+SECTIONS = ["queue", "serving", "worker_rtt", "cold_start", "memory", "recovery", "idle", "streaming", "metrics",
+            "clientshm"]
 
 
 def scfg(res: dict, key: str) -> dict:
@@ -1285,6 +1289,7 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
 
     render_streaming(res, w)
     render_metrics(res, w)
+    render_clientshm(res, w)
 
     # shortfalls
     w("## Where corral falls short\n")
@@ -1678,6 +1683,56 @@ def render_metrics(res: dict, w) -> None:
       f"{f_mib(mt['daemon_rss'])}); the daemon held "
       f"{f_int(mt['daemon_fds'])} descriptors. SIGTERM stopped the daemon and every one of its "
       f"{f_int(mt['processes'])} processes in {f_num(mt['stop_s'])} s; the bench checks that none outlives it.\n")
+
+
+def render_clientshm(res: dict, w) -> None:
+    """Section 11: tensors through client shared memory against the HTTP binary path (issue #13)."""
+    cs = res.get("clientshm")
+    if not cs:
+        return
+    w("## 11. Client shared memory\n")
+    w("Triton's system shared memory extension (`--allow-client-shm`, [api.md](api.md#system-shared-memory)): "
+      "the client writes an FP32 tensor into a POSIX shared-memory object, registers it and a second one for the "
+      "answer, and sends a request whose input and output name the regions; the daemon reads the input from its "
+      "mapping of the client's object straight into the instance's input region, the worker echoes it into its "
+      "output region, and the daemon copies the answer into the client's second region. Only JSON crosses the "
+      "socket. Beside it, in turn, the same echo over HTTP with the binary tensor extension (curl, as in section "
+      "4). Both from one daemon, 2 instances per model; MB/s is the tensor's size over the median round trip "
+      "(the first round trip, checked byte for byte, is not timed). *One memcpy* is numpy copying the tensor "
+      "between two buffers already in memory: the machine's bound for each of the three copies a "
+      "shared-memory round trip makes.\n")
+    floor = {f["mib"]: f for f in cs.get("memcpy", [])}
+    rows = []
+    for model, e in cs["models"].items():
+        for sz in e["sizes"]:
+            mib, h, m = sz["mib"], sz["http"], sz["shm"]
+            rows.append([e["label"], f"{mib} MiB", f_int(h["mb_s"]), f"{f_num(h['seconds_median'] * 1e3)} ms",
+                         f_int(m["mb_s"]), f"{f_num(m['seconds_median'] * 1e3)} ms",
+                         f_ratio(ratio(m["mb_s"], h["mb_s"])),
+                         f_int(floor[mib]["mb_s"]) if mib in floor else "–"])
+    w(table(["server", "tensor", "HTTP binary, MB/s", "HTTP, ms", "shared memory, MB/s", "shared memory, ms",
+             "shared memory ÷ HTTP", "one memcpy, MB/s"], rows, "llrrrrrr"))
+    w("")
+    best = max((sz["shm"]["mb_s"] for e in cs["models"].values() for sz in e["sizes"]
+                if sz["mib"] == GOAL_SHM_MIB), default=None)
+    if best is not None:
+        ok = best >= GOAL_SHM_MB_S
+        w(table(["goal", "target", "measured", ""],
+                [[f"{GOAL_SHM_MIB} MiB in and out through client shared memory (the faster echo)",
+                  f"≥ {f_int(GOAL_SHM_MB_S)} MB/s", f"{f_int(best)} MB/s", verdict(ok)]], "llll"))
+        w("")
+        f = floor.get(GOAL_SHM_MIB)
+        if not ok and f:
+            w(f"The round trip makes three copies of the tensor: the daemon's from the client's region into the "
+              f"instance's input region, the worker's from its input region into its output region (what the echo "
+              f"computes), and the daemon's from the output region into the client's. At this machine's "
+              f"{f_int(f['mb_s'])} MB/s for one copy, three copies alone bound the round trip near "
+              f"{f_int(f['mb_s'] / 3)} MB/s, under the goal. The worker protocol offers no fewer within itself: the "
+              f"regions a worker reads and writes are memfds it inherited when it was started, and no message "
+              f"passes a file descriptor, so the client's object cannot be handed to the worker "
+              f"([api.md](api.md#system-shared-memory)). Reaching the goal takes a protocol extension in which the "
+              f"worker maps the client's object by its key itself (the daemon then copies nothing), at the price "
+              f"of a model reading memory the client may change while it runs.\n")
 
 
 def generate(res: dict, docs: pathlib.Path) -> None:
