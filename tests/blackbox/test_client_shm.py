@@ -395,3 +395,32 @@ def test_management_token_guards_the_endpoints(corral, regions, tmp_path):
     a = d.post("/v2/systemsharedmemory/region/r/register", {"key": r.key, "byte_size": 64},
                headers={"Authorization": "Bearer s3cret"})
     assert a.status_code == 200, a.text
+
+
+def test_batched_requests_from_shm(corral, regions):
+    """Requests of a batching model whose inputs and outputs are in client regions: each gets its own rows."""
+    corral.add("echo", "echo", manifest="runtime: python\nentrypoint: worker.py\ninstances: 1\n"
+                                        "batching: {max_batch_size: 8, max_queue_delay: 200ms}\n")
+    d = corral.start("--allow-client-shm")
+    r = regions(4096)
+    assert register(d, "r", r.key, 0, 4096).status_code == 200
+    n = 4
+    for i in range(n):
+        r.write(i * 64, fp32([i, i + 0.5]))
+    results = {}
+
+    def send(i):
+        results[i] = d.infer("echo", [shm_input("INPUT0", "FP32", [1, 2], "r", 8, i * 64)],
+                             outputs=[{"name": "OUTPUT0", "parameters": shm_params("r", 8, 2048 + i * 64)}])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    for i in range(n):
+        assert results[i].status_code == 200, results[i].text
+        assert r.read(2048 + i * 64, 8) == fp32([i, i + 0.5])
+    batch_sum = [line for line in d.get("/metrics").text.splitlines()
+                 if line.startswith("corral_batch_size_count") and 'model="echo"' in line]
+    assert batch_sum and float(batch_sum[0].split()[-1]) < n, batch_sum  # fewer executions than requests
