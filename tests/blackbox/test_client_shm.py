@@ -424,3 +424,16 @@ def test_batched_requests_from_shm(corral, regions):
     batch_sum = [line for line in d.get("/metrics").text.splitlines()
                  if line.startswith("corral_batch_size_count") and 'model="echo"' in line]
     assert batch_sum and float(batch_sum[0].split()[-1]) < n, batch_sum  # fewer executions than requests
+
+
+def test_flag_in_help_and_before_other_options(corral, regions):
+    import subprocess
+    from conftest import BIN
+    out = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=10).stdout
+    assert "--allow-client-shm" in out and "docs/security.md" in out
+    corral.add("echo", "echo")
+    # a flag without a value: the option after it keeps its own value
+    d = corral.start("--allow-client-shm", "--log-level", "debug")
+    r = regions(64)
+    assert register(d, "r", r.key, 0, 64).status_code == 200
+    assert "--allow-client-shm" in d.log()  # the warning at start
