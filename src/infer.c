@@ -217,6 +217,11 @@ static int shm_tensor(const char *model, const char *kind, const char *name, jso
     if (!map)
         return fail(err, errlen, 400, model, "%s '%s': no shared memory region '%.*s' is registered", kind, name,
                     shown, rname);
+    if (clientshm_broken(map)) {
+        clientshm_release(map);
+        return fail(err, errlen, 400, model, "%s '%s': the object behind shared memory region '%.*s' was truncated "
+                    "while a request used it; unregister the region and register it again", kind, name, shown, rname);
+    }
     int rc = clientshm_range(map->byte_size, offset, byte_size);
     if (rc < 0) {
         clientshm_release(map);

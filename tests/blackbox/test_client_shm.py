@@ -363,6 +363,9 @@ def test_region_truncated_while_a_request_waits(corral, regions, large):
     assert resp.status_code == 400, resp.text
     assert "truncated" in resp.json()["error"] and "'r'" in resp.json()["error"]
     assert d.proc.poll() is None
+    # the broken region is refused until it is registered again
+    again = d.post("/v2/models/slow/infer", body)
+    assert again.status_code == 400 and "register it again" in again.json()["error"], again.text
     # the daemon goes on serving, shared memory included
     ok = regions(64)
     ok.write(0, fp32([5, 6]))
