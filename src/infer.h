@@ -72,10 +72,12 @@ typedef struct infer_input {
  * Parses a v2 inference request into j: its frame (or, for large tensors,
  * the frame's meta plus pieces pointing into body), priority and deadline;
  * and into opts what the answer needs. The pieces point into in->body,
- * which must outlive the job. Inputs are checked against in->inputs_decl
- * (names, datatypes, shapes; every required one present) and outputs asked
- * for against in->outputs_decl. Returns 0, or an HTTP status (400
- * malformed or not as declared, 413 over the frame limit, 503 out of
+ * which must outlive the job, or into client shared-memory regions, which
+ * opts holds references to until infer_opts_clear. Inputs are checked
+ * against in->inputs_decl (names, datatypes, shapes; every required one
+ * present) and outputs asked for against in->outputs_decl. Returns 0, or
+ * an HTTP status (400 malformed or not as declared, 403 client shared
+ * memory named while it is off, 413 over the frame limit, 503 out of
  * memory) with the message, naming the model, in err. On failure j and opts may hold partial state that
  * job_free and infer_opts_clear release.
  */
@@ -101,10 +103,13 @@ typedef struct infer_response {
  * Builds the response to a request from the worker's INFER_RESULT body
  * (meta and data; or, when the data came in shared memory, the meta with
  * the data at shm_data). Outputs asked for with classification are
- * replaced by their top K (classify.h). Returns 200 with *out filled (the
- * caller frees out->json and out->owned), or 502 (the worker's result is
- * malformed), 400 (an output asked for is missing, or cannot be
- * classified) or 503 (no memory for the answer) with the message in err.
+ * replaced by their top K (classify.h); outputs the request placed in
+ * client regions are copied there (a 400 when one does not fit, or a
+ * region it used was truncated under it). Returns 200 with *out filled
+ * (the caller frees out->json and out->owned), or 502 (the worker's result
+ * is malformed), 400 (an output asked for is missing, cannot be
+ * classified, or does not fit its region) or 503 (no memory for the
+ * answer) with the message in err.
  */
 int infer_build_response(const char *model, const infer_opts *opts, const uint8_t *body, size_t len,
                          const uint8_t *shm_data, size_t shm_len, infer_response *out, char *err, size_t errlen);
