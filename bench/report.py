@@ -967,9 +967,11 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
     w("")
 
     gl = goals(res)
+    gl += [g for g in [clientshm_goal(res)] if g]
     gl12 = batching_goals(res)
     w("## Goals\n")
-    w("The targets of issues #4, #10 (streaming), #11 (GET /metrics) and #12 (batching and pipelining, the second "
+    w("The targets of issues #4, #10 (streaming), #11 (GET /metrics), #13 (client shared memory) and #12 (batching "
+      "and pipelining, the second "
       "table), against this run's numbers. They are targets for this report, not test assertions; each one "
       "not met is explained in [Where corral falls short](#where-corral-falls-short).\n")
     w(table(["goal", "target", "measured", ""], [[g.name, g.target, g.measured, verdict(g.ok)] for g in gl], "llll"))
@@ -1699,7 +1701,7 @@ def render_clientshm(res: dict, w) -> None:
       "socket. Beside it, in turn, the same echo over HTTP with the binary tensor extension (curl, as in section "
       "4). Both from one daemon, 2 instances per model; MB/s is the tensor's size over the median round trip "
       "(the first round trip, checked byte for byte, is not timed). *One memcpy* is numpy copying the tensor "
-      "between two buffers already in memory: the machine's bound for each of the three copies a "
+      "between two buffers already in memory, the fastest of ten or more: the machine's bound for each of the three copies a "
       "shared-memory round trip makes.\n")
     floor = {f["mib"]: f for f in cs.get("memcpy", [])}
     rows = []
@@ -1713,26 +1715,39 @@ def render_clientshm(res: dict, w) -> None:
     w(table(["server", "tensor", "HTTP binary, MB/s", "HTTP, ms", "shared memory, MB/s", "shared memory, ms",
              "shared memory ÷ HTTP", "one memcpy, MB/s"], rows, "llrrrrrr"))
     w("")
+    g = clientshm_goal(res)
+    if g:
+        w(table(["goal", "target", "measured", ""], [[g.name, g.target, g.measured, verdict(g.ok)]], "llll"))
+        w("")
+        if g.why:
+            w(g.why + "\n")
+
+
+def clientshm_goal(res: dict) -> Optional[Goal]:
+    """Issue #13, item 7: the faster echo's 64 MiB round trip through client shared memory."""
+    cs = res.get("clientshm")
+    if not cs:
+        return None
     best = max((sz["shm"]["mb_s"] for e in cs["models"].values() for sz in e["sizes"]
                 if sz["mib"] == GOAL_SHM_MIB), default=None)
-    if best is not None:
-        ok = best >= GOAL_SHM_MB_S
-        w(table(["goal", "target", "measured", ""],
-                [[f"{GOAL_SHM_MIB} MiB in and out through client shared memory (the faster echo)",
-                  f"≥ {f_int(GOAL_SHM_MB_S)} MB/s", f"{f_int(best)} MB/s", verdict(ok)]], "llll"))
-        w("")
-        f = floor.get(GOAL_SHM_MIB)
-        if not ok and f:
-            w(f"The round trip makes three copies of the tensor: the daemon's from the client's region into the "
-              f"instance's input region, the worker's from its input region into its output region (what the echo "
-              f"computes), and the daemon's from the output region into the client's. At this machine's "
-              f"{f_int(f['mb_s'])} MB/s for one copy, three copies alone bound the round trip near "
-              f"{f_int(f['mb_s'] / 3)} MB/s, under the goal. The worker protocol offers no fewer within itself: the "
-              f"regions a worker reads and writes are memfds it inherited when it was started, and no message "
-              f"passes a file descriptor, so the client's object cannot be handed to the worker "
-              f"([api.md](api.md#system-shared-memory)). Reaching the goal takes a protocol extension in which the "
-              f"worker maps the client's object by its key itself (the daemon then copies nothing), at the price "
-              f"of a model reading memory the client may change while it runs.\n")
+    if best is None:
+        return None
+    ok = best >= GOAL_SHM_MB_S
+    f = {m["mib"]: m for m in cs.get("memcpy", [])}.get(GOAL_SHM_MIB)
+    why = ""
+    if not ok and f:
+        why = (f"The round trip makes three copies of the tensor: the daemon's from the client's region into the "
+               f"instance's input region, the worker's from its input region into its output region (what the echo "
+               f"computes), and the daemon's from the output region into the client's. At this machine's "
+               f"{f_int(f['mb_s'])} MB/s for one copy, three copies alone bound the round trip near "
+               f"{f_int(f['mb_s'] / 3)} MB/s, under the goal. The worker protocol offers no fewer within itself: the "
+               f"regions a worker reads and writes are memfds it inherited when it was started, and no message "
+               f"passes a file descriptor, so the client's object cannot be handed to the worker "
+               f"([api.md](api.md#system-shared-memory)). Reaching the goal takes a protocol extension in which the "
+               f"worker maps the client's object by its key itself (the daemon then copies nothing), at the price "
+               f"of a model reading memory the client may change while it runs.")
+    return Goal(f"{GOAL_SHM_MIB} MiB in and out through client shared memory, MB/s (the faster echo; section 11)",
+                f"≥ {f_int(GOAL_SHM_MB_S)}", f_int(best), ok, why)
 
 
 def generate(res: dict, docs: pathlib.Path) -> None:
