@@ -440,3 +440,29 @@ def test_flag_in_help_and_before_other_options(corral, regions):
     r = regions(64)
     assert register(d, "r", r.key, 0, 64).status_code == 200
     assert "--allow-client-shm" in d.log()  # the warning at start
+
+
+def test_tritonclient_request_shapes(echo_daemon, regions):
+    """The bodies tritonclient.http sends (its _client.py): register with json.dumps and no Content-Type,
+    unregister with an empty body, the status parsed as JSON; and InferInput.set_shared_memory's parameters
+    (no shared_memory_offset when it is 0) with the Inference-Header-Content-Length it always sends."""
+    import json as _json
+    d = echo_daemon
+    r = regions(1024)
+    r.write(0, fp32([3.0, 4.0]))
+    body = _json.dumps({"key": r.key, "offset": 0, "byte_size": 1024})
+    a = d.http.post(d.url("/v2/systemsharedmemory/region/input%20data/register"), data=body, timeout=10)
+    assert a.status_code == 200, a.text
+    assert _json.loads(d.get("/v2/systemsharedmemory/region/input%20data/status").content)[0]["name"] == "input data"
+    req = _json.dumps({"inputs": [{"name": "INPUT0", "shape": [2], "datatype": "FP32",
+                                   "parameters": {"shared_memory_region": "input data",
+                                                  "shared_memory_byte_size": 8}}],
+                       "outputs": [{"name": "OUTPUT0", "parameters": {"shared_memory_region": "input data",
+                                                                      "shared_memory_byte_size": 8,
+                                                                      "shared_memory_offset": 512}}]})
+    a = d.http.post(d.url("/v2/models/echo/infer"), data=req,
+                    headers={"Inference-Header-Content-Length": str(len(req))}, timeout=10)
+    assert a.status_code == 200, a.text
+    assert r.read(512, 8) == fp32([3.0, 4.0])
+    a = d.http.post(d.url("/v2/systemsharedmemory/region/input%20data/unregister"), data="", timeout=10)
+    assert a.status_code == 200 and d.get("/v2/systemsharedmemory/status").json() == []
