@@ -30,7 +30,7 @@ char *sb_reserve(sb *b, size_t n)
 {
     /* +1 keeps room for the terminating NUL that sb_take adds. */
     if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap * 2;
+        size_t cap = b->cap ? b->cap * 2 : 64; /* a zeroed sb (never initialised) grows too */
         while (cap < b->len + n + 1)
             cap *= 2;
         b->p = xrealloc(b->p, cap);
@@ -45,7 +45,7 @@ int sb_try_reserve(sb *b, size_t n)
         return 0;
     if (n > SIZE_MAX / 4 - b->len)
         return -ENOMEM;
-    size_t cap = b->cap * 2;
+    size_t cap = b->cap ? b->cap * 2 : 64;
     while (cap < b->len + n + 1)
         cap *= 2;
     char *p = realloc(b->p, cap);
