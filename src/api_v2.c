@@ -140,34 +140,99 @@ static api_pending *waiter_for(h2o_req_t *req, model *m)
     return p;
 }
 
-/* Instances from {"instances": N} or Triton-style {"parameters": {"instances": N}}; 0 when absent. */
-static int load_instances(h2o_req_t *req, const char *model, int *instances)
+/*
+ * A JSON object body of a repository request, or NULL (an empty body) or an
+ * answered 400 (*bad set). what gets "model 'M': VERB" (or VERB without a
+ * model) for the caller's messages.
+ */
+static json_t *repository_body(h2o_req_t *req, const char *verb, const char *model, char *what, size_t what_len,
+                               int *bad)
 {
-    *instances = 0;
+    if (model)
+        snprintf(what, what_len, "model '%s': %s", model, verb);
+    else
+        snprintf(what, what_len, "%s", verb);
+    *bad = 0;
     if (req->entity.len == 0)
-        return 0;
+        return NULL;
     json_error_t jerr;
-    json_t *root = json_loadb(req->entity.base, req->entity.len, 0, &jerr);
+    json_t *root = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(root)) {
         json_decref(root);
-        http_error(req, 400, 0, "model '%s': a load request body must be a JSON object", model);
-        return -1;
+        http_error(req, 400, 0, "%s: the request body must be a JSON object", what);
+        *bad = 1;
+        return NULL;
+    }
+    return root;
+}
+
+/*
+ * A load's body: corral's {"instances": N}, or Triton's {"parameters":
+ * {"config": "<JSON of model.yaml keys>"}} (and corral's "instances" among
+ * the parameters). Anything else is refused, Triton's "file:" overrides
+ * included, so that nothing sent is silently ignored. Sets *instances (0:
+ * absent) and *config (a new object, or NULL). Returns 0, or -1 having answered 400.
+ */
+static int load_options(h2o_req_t *req, const char *model, int *instances, json_t **config)
+{
+    *instances = 0;
+    *config = NULL;
+    char what[200];
+    int bad;
+    json_t *root = repository_body(req, "load", model, what, sizeof what, &bad);
+    if (!root)
+        return bad ? -1 : 0;
+    static const char *const top[] = {"instances", "parameters", NULL};
+    static const char *const params_known[] = {"instances", "config", NULL};
+    json_t *params = json_object_get(root, "parameters");
+    const char *key = infer_unknown_key(root, top);
+    char err[1200] = "";
+    if (key) {
+        snprintf(err, sizeof err, "%s: unknown option '%.64s' (corral takes \"instances\" and "
+                 "\"parameters\": {\"config\"})", what, key);
+    } else if (params && !json_is_object(params)) {
+        snprintf(err, sizeof err, "%s: 'parameters' must be an object", what);
+    } else if (params && (key = infer_unknown_key(params, params_known))) {
+        if (strncmp(key, "file:", 5) == 0)
+            snprintf(err, sizeof err, "%s: parameter '%.128s': file overrides are not supported; corral loads a "
+                     "model's files from its directory in the repository", what, key);
+        else
+            snprintf(err, sizeof err, "%s: unknown parameter '%.64s' (corral takes \"config\" and \"instances\")",
+                     what, key);
     }
     json_t *n = json_object_get(root, "instances");
     if (!n)
-        n = json_object_get(json_object_get(root, "parameters"), "instances");
-    int rc = 0;
-    if (n) {
-        if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > MANIFEST_MAX_INSTANCES) {
-            http_error(req, 400, 0, "model '%s': instances must be an integer from 1 to %d", model,
-                       MANIFEST_MAX_INSTANCES);
-            rc = -1;
-        } else {
+        n = json_object_get(params, "instances");
+    if (!err[0] && n) {
+        if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > MANIFEST_MAX_INSTANCES)
+            snprintf(err, sizeof err, "model '%s': instances must be an integer from 1 to %d", model,
+                     MANIFEST_MAX_INSTANCES);
+        else
             *instances = (int)json_integer_value(n);
+    }
+    json_t *c = json_object_get(params, "config");
+    if (!err[0] && c) {
+        /* Triton's client sends the config as a string of JSON; an object is taken as well. */
+        json_error_t jerr;
+        json_t *parsed = json_is_string(c) ? json_loadb(json_string_value(c), json_string_length(c),
+                                                        JSON_REJECT_DUPLICATES, &jerr)
+                                           : json_incref(c);
+        if (!json_is_object(parsed)) {
+            json_decref(parsed);
+            snprintf(err, sizeof err, "model '%s': parameters.config must be a JSON object of model.yaml keys "
+                     "(as a string), such as \"{\\\"instances\\\": 2}\"", model);
+        } else {
+            *config = parsed;
         }
     }
     json_decref(root);
-    return rc;
+    if (err[0]) {
+        json_decref(*config);
+        *config = NULL;
+        http_error(req, 400, 0, "%s", err);
+        return -1;
+    }
+    return 0;
 }
 
 static void handle_load(h2o_req_t *req, h2o_iovec_t name)
@@ -184,19 +249,57 @@ static void handle_load(h2o_req_t *req, h2o_iovec_t name)
     if (!m)
         return;
     int instances;
-    if (load_instances(req, model_name(m), &instances) < 0)
+    json_t *config;
+    if (load_options(req, model_name(m), &instances, &config) < 0)
         return;
     api_pending *p = waiter_for(req, m);
     char msg[1200];
-    int status = model_load(m, instances, &p->waiter, msg, sizeof msg);
+    int status = model_load_config(m, config, instances, &p->waiter, msg, sizeof msg);
+    json_decref(config);
     if (status) {
         p->waiting = 0;
-        http_error(req, status, 1, "%s", msg);
+        http_error(req, status, status == 503, "%s", msg);
     }
+}
+
+/*
+ * An unload's body: Triton's client always sends {"parameters":
+ * {"unload_dependents": false}}. No corral model depends on another (there
+ * are no ensembles), so true and false unload the same: the one model.
+ */
+static int unload_options(h2o_req_t *req, const char *model)
+{
+    char what[200];
+    int bad;
+    json_t *root = repository_body(req, "unload", model, what, sizeof what, &bad);
+    if (!root)
+        return bad ? -1 : 0;
+    static const char *const top[] = {"parameters", NULL};
+    static const char *const params_known[] = {"unload_dependents", NULL};
+    json_t *params = json_object_get(root, "parameters");
+    json_t *deps = json_object_get(params, "unload_dependents");
+    const char *key = infer_unknown_key(root, top);
+    char err[400] = "";
+    if (key)
+        snprintf(err, sizeof err, "%s: unknown option '%.64s'", what, key);
+    else if (params && !json_is_object(params))
+        snprintf(err, sizeof err, "%s: 'parameters' must be an object", what);
+    else if (params && (key = infer_unknown_key(params, params_known)))
+        snprintf(err, sizeof err, "%s: unknown parameter '%.64s' (corral takes \"unload_dependents\")", what, key);
+    else if (deps && !json_is_boolean(deps))
+        snprintf(err, sizeof err, "%s: parameters.unload_dependents must be true or false", what);
+    json_decref(root);
+    if (err[0]) {
+        http_error(req, 400, 0, "%s", err);
+        return -1;
+    }
+    return 0;
 }
 
 static void handle_unload(h2o_req_t *req, model *m)
 {
+    if (unload_options(req, model_name(m)) < 0)
+        return;
     api_pending *p = waiter_for(req, m);
     char msg[512];
     int status = model_unload(m, &p->waiter, msg, sizeof msg);
@@ -295,15 +398,24 @@ static void handle_logging(h2o_req_t *req, int post)
 
 static void handle_index(h2o_req_t *req)
 {
-    int ready_only = 0;
-    if (req->entity.len) {
-        json_t *root = json_loadb(req->entity.base, req->entity.len, 0, NULL);
-        if (!json_is_object(root)) {
+    int ready_only = 0, bad;
+    char what[64];
+    json_t *root = repository_body(req, "repository index", NULL, what, sizeof what, &bad);
+    if (bad)
+        return;
+    if (root) {
+        static const char *const known[] = {"ready", NULL};
+        const char *key = infer_unknown_key(root, known);
+        json_t *ready = json_object_get(root, "ready");
+        if (key || (ready && !json_is_boolean(ready))) {
+            if (key)
+                http_error(req, 400, 0, "repository index: unknown option '%.64s' (Triton's is \"ready\")", key);
+            else
+                http_error(req, 400, 0, "repository index: 'ready' must be true or false");
             json_decref(root);
-            http_error(req, 400, 0, "repository index request body must be a JSON object");
             return;
         }
-        ready_only = json_is_true(json_object_get(root, "ready"));
+        ready_only = json_is_true(ready);
         json_decref(root);
     }
     int rc = registry_rescan();
@@ -407,9 +519,10 @@ int api_v2(h2o_req_t *req, const api_path *p)
             http_method_not_allowed(req, "GET");
             return 0;
         }
-        http_send_json(req, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s]}", "name", "corral", "version", CORRAL_VERSION,
+        http_send_json(req, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s,s]}", "name", "corral", "version", CORRAL_VERSION,
                                            "extensions", "binary_tensor_data", "model_repository", "generate",
-                                           "statistics", "logging", "classification", "system_shared_memory"));
+                                           "statistics", "logging", "model_configuration", "classification",
+                                           "system_shared_memory"));
         return 0;
     }
     if (SEG_IS(p, 1, "health") && p->n == 3) {
@@ -471,14 +584,14 @@ int api_v2(h2o_req_t *req, const api_path *p)
         http_send_json(req, 200, metrics_triton_stats(NULL, 0));
         return 0;
     }
-    /* /v2/models/{name}[/versions/{v}][/ready|/infer|/stats|/generate|/generate_stream] */
+    /* /v2/models/{name}[/versions/{v}][/ready|/config|/infer|/stats|/generate|/generate_stream] */
     int rest = 3;
     int versioned = SEG_IS(p, 3, "versions") && p->n >= 5;
     if (versioned)
         rest = 5;
     if (p->n > rest + 1)
         return -1;
-    static const char *const actions[] = {"ready", "infer", "stats", "generate", "generate_stream"};
+    static const char *const actions[] = {"ready", "config", "infer", "stats", "generate", "generate_stream"};
     const char *action = p->n == rest + 1 ? NULL : "metadata";
     for (size_t i = 0; !action && i < sizeof actions / sizeof actions[0]; i++)
         if (h2o_memis(p->seg[rest].base, p->seg[rest].len, actions[i], strlen(actions[i])))
@@ -523,11 +636,24 @@ int api_v2(h2o_req_t *req, const api_path *p)
         return 0;
     }
     if (strcmp(action, "ready") == 0) {
-        if (model_get_state(m) == MODEL_READY)
+        /* Ready also when it loads on demand: else a readiness probe on a lazy model never passes (docs/api.md). */
+        if (model_takes_requests(m)) {
             http_send_json(req, 200, json_pack("{s:s, s:b}", "name", model_name(m), "ready", 1));
+        } else {
+            const char *reason = model_reason(m);
+            http_error(req, 400, 0, "model '%s' is not ready (%s%s%s)", model_name(m),
+                       registry_draining() ? "corral is shutting down" : model_state_name(model_get_state(m)),
+                       reason ? ": " : "", reason ? reason : "");
+        }
+        return 0;
+    }
+    if (strcmp(action, "config") == 0) {
+        json_t *cfg = model_config_json(m);
+        if (cfg)
+            http_send_json(req, 200, cfg);
         else
-            http_error(req, 400, 0, "model '%s' is not ready (%s)", model_name(m),
-                       model_state_name(model_get_state(m)));
+            http_error(req, 503, 1, "model '%s' is unavailable: %s", model_name(m),
+                       model_reason(m) ? model_reason(m) : "its manifest is broken");
         return 0;
     }
     http_send_json(req, 200, model_metadata_json(m));

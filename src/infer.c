@@ -133,6 +133,67 @@ static char *quote_big_integers(const char *text, size_t len, size_t *out_len)
     return sb_take(&out, out_len);
 }
 
+const char *infer_unknown_key(json_t *o, const char *const *known)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) {
+        const char *const *k = known;
+        while (*k && strcmp(*k, key) != 0)
+            k++;
+        if (!*k)
+            return key;
+    }
+    return NULL;
+}
+
+/*
+ * What a request may carry (docs/api.md, "What a request may carry"): every
+ * key is honoured or refused, never ignored. The request's own parameters
+ * are the exception: those corral does not know go to the model, as Triton
+ * hands custom parameters to its backends.
+ */
+static const char *const request_keys[] = {"id", "parameters", "inputs", "outputs", NULL};
+static const char *const input_keys[] = {"name", "datatype", "shape", "parameters", "data", NULL};
+static const char *const input_params[] = {"binary_data_size", "shared_memory_region", "shared_memory_byte_size",
+                                           "shared_memory_offset", NULL};
+static const char *const output_keys[] = {"name", "parameters", NULL};
+static const char *const output_params[] = {"binary_data", "classification", "shared_memory_region",
+                                            "shared_memory_byte_size", "shared_memory_offset", NULL};
+
+/* Triton's reserved request parameters that corral does not serve: a message, or NULL when params are fine. */
+static const char *refused_parameter(json_t *params, char *why, size_t len)
+{
+    json_t *seq = json_object_get(params, "sequence_id");
+    if (seq && !(json_is_integer(seq) && json_integer_value(seq) == 0) &&
+        !(json_is_string(seq) && json_string_length(seq) == 0)) {
+        snprintf(why, len, "parameters.sequence_id: sequences (stateful models) are not supported yet; send no "
+                           "sequence_id, or 0");
+        return why;
+    }
+    static const char *const flags[] = {"sequence_start", "sequence_end"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *f = json_object_get(params, flags[i]);
+        if (f && !json_is_boolean(f)) {
+            snprintf(why, len, "parameters.%s must be true or false", flags[i]);
+            return why;
+        }
+        if (json_is_true(f)) {
+            snprintf(why, len, "parameters.%s: sequences (stateful models) are not supported yet", flags[i]);
+            return why;
+        }
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(params, key, v) {
+        if (strncmp(key, "triton_", 7) == 0) {
+            snprintf(why, len, "parameters.%.64s: keys starting with 'triton_' are reserved for Triton", key);
+            return why;
+        }
+    }
+    return NULL;
+}
+
 /* Where one input's raw bytes are: in the request body, or at off in the converted data. */
 typedef struct segment {
     const uint8_t *ptr;
@@ -299,6 +360,9 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
 
     if (!json_is_object(root))
         BAD("an inference request must be a JSON object");
+    const char *unknown = infer_unknown_key(root, request_keys);
+    if (unknown)
+        BAD("unknown key '%.64s' in the inference request (it takes id, parameters, inputs and outputs)", unknown);
     json_t *id = json_object_get(root, "id");
     if (id && !json_is_string(id))
         BAD("'id' must be a string");
@@ -324,6 +388,8 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     if (bdo && !json_is_boolean(bdo))
         BAD("parameters.binary_data_output must be a boolean");
     opts->binary_all = json_is_true(bdo);
+    if (refused_parameter(params, why, sizeof why))
+        BAD("%s", why);
 
     json_t *inputs = json_object_get(root, "inputs");
     if (!json_is_array(inputs) || json_array_size(inputs) == 0)
@@ -387,6 +453,12 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         if (count < 0 || (dtype_size(t) && (uint64_t)count > PROTO_MAX_BODY / dtype_size(t)))
             BAD("input '%s': shape is too large", nm);
         json_t *ip = json_object_get(input, "parameters");
+        if ((unknown = infer_unknown_key(input, input_keys)))
+            BAD("input '%s': unknown key '%.64s'", nm, unknown);
+        if (ip && !json_is_object(ip))
+            BAD("input '%s': parameters must be an object", nm);
+        if ((unknown = infer_unknown_key(ip, input_params)))
+            BAD("input '%s': unknown parameter '%.64s'", nm, unknown);
         json_t *bsize = json_object_get(ip, "binary_data_size");
         json_t *jdata = json_object_get(input, "data");
         segment *s = &segs[nsegs++];
@@ -496,6 +568,12 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
                 decl_check_output(in->outputs_decl, oname, json_string_length(name), why, sizeof why) < 0)
                 BAD("%s", why);
             json_t *oparams = json_object_get(o, "parameters");
+            if ((unknown = infer_unknown_key(o, output_keys)))
+                BAD("output '%s': unknown key '%.64s'", oname, unknown);
+            if (oparams && !json_is_object(oparams))
+                BAD("output '%s': parameters must be an object", oname);
+            if ((unknown = infer_unknown_key(oparams, output_params)))
+                BAD("output '%s': unknown parameter '%.64s'", oname, unknown);
             json_t *bd = json_object_get(oparams, "binary_data");
             if (bd && !json_is_boolean(bd))
                 BAD("outputs[%zu].parameters.binary_data must be a boolean", i);

@@ -83,6 +83,9 @@ typedef struct infer_input {
  */
 int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *err, size_t errlen);
 
+/* The first key of object o (NULL: none) not listed in known (NULL-terminated), or NULL. */
+const char *infer_unknown_key(json_t *o, const char *const *known);
+
 /* A section of the response's binary part: bytes inside the result. */
 typedef struct infer_slice {
     const uint8_t *ptr;

@@ -524,29 +524,124 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
     return 0;
 }
 
-int manifest_load(const char *path, const char *dirname, manifest **out, char *err, size_t errlen)
+/* The file's bytes (malloc'ed in *text), at most MANIFEST_MAX_BYTES. */
+static int read_manifest(const char *path, unsigned char **text, size_t *len, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
+        int rc = -errno;
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -errno;
+        return rc;
     }
-    unsigned char *text = xmalloc(MANIFEST_MAX_BYTES + 1);
-    size_t len = fread(text, 1, MANIFEST_MAX_BYTES + 1, f);
+    *text = xmalloc(MANIFEST_MAX_BYTES + 1);
+    *len = fread(*text, 1, MANIFEST_MAX_BYTES + 1, f);
     fclose(f);
-    int rc;
-    if (len > MANIFEST_MAX_BYTES) {
+    if (*len > MANIFEST_MAX_BYTES) {
         snprintf(err, errlen, "%s: larger than %d bytes", path, MANIFEST_MAX_BYTES);
-        rc = -EINVAL;
-    } else {
-        rc = manifest_parse(path, text, len, dirname, out, err, errlen);
+        free(*text);
+        return -EINVAL;
     }
-    free(text);
+    return 0;
+}
+
+int manifest_load(const char *path, const char *dirname, manifest **out, char *err, size_t errlen)
+{
+    return manifest_load_override(path, dirname, NULL, NULL, out, err, errlen);
+}
+
+/* ---- overrides ---- */
+
+#define MERGE_MAX_DEPTH 64
+
+static json_t *merge_patch(json_t *target, json_t *patch, int depth)
+{
+    if (depth > MERGE_MAX_DEPTH)
+        return NULL;
+    if (!json_is_object(patch))
+        return json_deep_copy(patch);
+    json_t *out = json_is_object(target) ? json_deep_copy(target) : json_object();
+    const char *key;
+    json_t *v;
+    json_object_foreach(patch, key, v) {
+        if (json_is_null(v)) {
+            json_object_del(out, key);
+            continue;
+        }
+        json_t *merged = merge_patch(json_object_get(out, key), v, depth + 1);
+        if (!merged) {
+            json_decref(out);
+            return NULL;
+        }
+        json_object_set_new(out, key, merged);
+    }
+    return out;
+}
+
+json_t *manifest_merge_patch(const json_t *target, const json_t *patch)
+{
+    /* jansson's getters take non-const pointers; nothing here writes to either. */
+    return merge_patch((json_t *)target, (json_t *)patch, 0);
+}
+
+/*
+ * Keys a load's config may not set, and why: they choose the program the
+ * daemon runs (so a caller allowed to load models could run any program),
+ * the model's identity, or apply only at daemon start.
+ */
+static const struct {
+    const char *key, *why;
+} fixed_keys[] = {
+    {"name", "the model's name is its directory's or model.yaml's"},
+    {"runtime", "it chooses the program the daemon runs; edit model.yaml"},
+    {"entrypoint", "it chooses the program the daemon runs; edit model.yaml"},
+    {"python", "it chooses the program the daemon runs; edit model.yaml"},
+    {"args", "it chooses the program the daemon runs; edit model.yaml"},
+    {"env", "it chooses the program the daemon runs; edit model.yaml"},
+    {"load", "it applies at daemon start only"},
+};
+
+static int parse_tree(vctx *c, json_t *root, const json_t *override, const char *dirname, manifest *m)
+{
+    if (!override)
+        return validate(c, root, dirname, m);
+    if (!json_is_object(override)) {
+        snprintf(c->err, c->errlen, "%s: must be a JSON object of model.yaml keys", c->path);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < sizeof fixed_keys / sizeof fixed_keys[0]; i++)
+        if (json_object_get(override, fixed_keys[i].key))
+            return fail(c, fixed_keys[i].key, "cannot be set by a load's config: %s", fixed_keys[i].why);
+    json_t *merged = manifest_merge_patch(root, override);
+    if (!merged) {
+        snprintf(c->err, c->errlen, "%s: nested more than %d deep", c->path, MERGE_MAX_DEPTH);
+        return -EINVAL;
+    }
+    int rc = validate(c, merged, dirname, m);
+    json_decref(merged);
     return rc;
 }
 
 int manifest_parse(const char *path, const unsigned char *text, size_t len, const char *dirname, manifest **out,
                    char *err, size_t errlen)
+{
+    return manifest_parse_override(path, text, len, dirname, NULL, out, err, errlen);
+}
+
+int manifest_load_override(const char *path, const char *dirname, const json_t *override, const char *label,
+                           manifest **out, char *err, size_t errlen)
+{
+    unsigned char *text = NULL;
+    size_t len = 0;
+    int rc = read_manifest(path, &text, &len, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = manifest_parse_override(label ? label : path, text, len, dirname, override, out, err, errlen);
+    free(text);
+    return rc;
+}
+
+int manifest_parse_override(const char *path, const unsigned char *text, size_t len, const char *dirname,
+                            const json_t *override, manifest **out, char *err, size_t errlen)
 {
     vctx c = {.path = path, .err = err, .errlen = errlen};
     manifest *m = NULL;
@@ -579,7 +674,7 @@ int manifest_parse(const char *path, const unsigned char *text, size_t len, cons
     }
     m = xcalloc(1, sizeof *m);
     m->digest = manifest_digest(text, len);
-    if (validate(&c, root, dirname, m) < 0)
+    if (parse_tree(&c, root, override, dirname, m) < 0)
         goto fail;
     *out = m;
     m = NULL;

@@ -66,7 +66,27 @@ int manifest_load(const char *path, const char *dirname, manifest **out, char *e
 /* The same over the manifest's bytes in memory; path is only named in messages. */
 int manifest_parse(const char *path, const unsigned char *text, size_t len, const char *dirname, manifest **out,
                    char *err, size_t errlen);
+/*
+ * The same with override, a JSON object of manifest keys (a load's config,
+ * docs/api.md), merged over the file's keys as a JSON merge patch
+ * (manifest_merge_patch) before the whole is validated as a manifest is.
+ * The keys that choose the program or the name (name, runtime, entrypoint,
+ * python, args, env) and load are refused. override NULL: the file alone.
+ * Messages begin with label when given (it names the override), else path.
+ */
+int manifest_parse_override(const char *path, const unsigned char *text, size_t len, const char *dirname,
+                            const json_t *override, manifest **out, char *err, size_t errlen);
+int manifest_load_override(const char *path, const char *dirname, const json_t *override, const char *label,
+                           manifest **out, char *err, size_t errlen);
 void manifest_free(manifest *m);
+
+/*
+ * RFC 7386's JSON merge patch of patch over target, as a new tree: an
+ * object patch merges key by key (recursively), a null member removes the
+ * key, anything else replaces target whole. NULL when patch nests more
+ * than 64 deep. Pure; neither argument is changed.
+ */
+json_t *manifest_merge_patch(const json_t *target, const json_t *patch);
 
 /* The most instances one model may run (instances, max_instances, load and scale requests). */
 #define MANIFEST_MAX_INSTANCES 1024

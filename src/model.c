@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "events.h"
 #include "log.h"
+#include "modelcfg.h"
 #include "proto.h"
 #include "utf8.h"
 #include "xmalloc.h"
@@ -671,6 +672,41 @@ static void check_load_done(model *m)
     }
 }
 
+/* mf (owned) with its override (owned, or NULL) becomes what the model loads with. */
+static void install_manifest(model *m, manifest *mf, json_t *override)
+{
+    manifest_free(m->mf);
+    manifest_free(m->next_mf);
+    m->next_mf = NULL;
+    m->changed = 0;
+    m->mf = mf;
+    json_decref(m->override);
+    m->override = override;
+}
+
+static void drop_reload(model *m)
+{
+    manifest_free(m->reload_mf);
+    json_decref(m->reload_override);
+    m->reload_mf = NULL;
+    m->reload_override = NULL;
+}
+
+/* The unload of a reload is done: start the model with its new manifest; a refusal answers its waiters. */
+static void start_reload(model *m)
+{
+    install_manifest(m, m->reload_mf, m->reload_override);
+    m->reload_mf = NULL;
+    m->reload_override = NULL;
+    MODEL_LOG(LOG_INFO, m, "model %s: reloading with %s", m->name, m->override ? "the load's config" : "model.yaml");
+    char msg[1200];
+    int status = model_load(m, m->reload_instances, NULL, msg, sizeof msg);
+    if (status) {
+        snprintf(m->reason, sizeof m->reason, "%s", msg);
+        model_notify(&m->load_waiters, status, msg);
+    }
+}
+
 void model_check_unload_done(model *m)
 {
     for (int i = 0; i < m->nslots; i++)
@@ -682,9 +718,12 @@ void model_check_unload_done(model *m)
     }
     if (m->state == MODEL_UNLOADED || m->state == MODEL_FAILED)
         model_notify(&m->unload_waiters, 200, NULL);
+    if (m->state == MODEL_UNLOADED && m->reload_mf)
+        start_reload(m);
 }
 
-int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t msglen)
+/* Why no load may begin now: 503 (stopping) or 409 (unloading) with msg; else 0. */
+static int load_refused(model *m, char *msg, size_t msglen)
 {
     if (R.shutting_down) {
         snprintf(msg, msglen, "model '%s': corral is shutting down", m->name);
@@ -694,6 +733,14 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
         snprintf(msg, msglen, "model '%s' is unloading; load it again once it is unloaded", m->name);
         return 409;
     }
+    return 0;
+}
+
+int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t msglen)
+{
+    int refused = load_refused(m, msg, msglen);
+    if (refused)
+        return refused;
     if (m->state == MODEL_LOADING || m->state == MODEL_READY) {
         if (instances > 0 && instances != m->target) {
             int rc = model_scale(m, instances, msg, msglen);
@@ -707,8 +754,9 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
         }
         return 0;
     }
-    /* UNLOADED or FAILED: (re)start from the newest manifest. */
-    if (m->next_mf) {
+    /* UNLOADED or FAILED: (re)start from the newest manifest, unless a
+     * load's config is in effect: that stays until the next explicit load. */
+    if (m->next_mf && !m->override) {
         manifest_free(m->mf);
         m->mf = m->next_mf;
         m->next_mf = NULL;
@@ -746,11 +794,66 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
     return 0;
 }
 
+int model_load_config(model *m, const json_t *config, int instances, lifecycle_waiter *w, char *msg, size_t msglen)
+{
+    if (!config && !m->override)
+        return model_load(m, instances, w, msg, msglen);
+    int refused = load_refused(m, msg, msglen);
+    if (refused)
+        return refused;
+    /* model.yaml as it is now, alone first: a broken file is the model's fault (503), not the config's (400). */
+    char path[4200], label[300], err[1024];
+    snprintf(path, sizeof path, "%s/model.yaml", m->dir);
+    manifest *mf = NULL;
+    if (manifest_load(path, m->name, &mf, err, sizeof err) < 0) {
+        snprintf(msg, msglen, "model '%s' is unavailable: %s", m->name, err);
+        return 503;
+    }
+    if (config) {
+        manifest_free(mf);
+        mf = NULL;
+        snprintf(label, sizeof label, "model '%s': the load's config", m->name);
+        if (manifest_load_override(path, m->name, config, label, &mf, msg, msglen) < 0)
+            return 400;
+    }
+    json_t *override = config ? json_deep_copy(config) : NULL;
+    if (m->state == MODEL_UNLOADED || m->state == MODEL_FAILED) {
+        install_manifest(m, mf, override);
+        return model_load(m, instances, w, msg, msglen);
+    }
+    /* Loaded or loading: reloaded with the new manifest, as Triton does.
+     * Requests running finish; queued ones get 503, as for an unload. */
+    drop_reload(m);
+    m->reload_mf = mf;
+    m->reload_override = override;
+    m->reload_instances = instances;
+    MODEL_LOG(LOG_INFO, m, "model %s: unloading to reload with %s", m->name,
+              override ? "the load's config" : "model.yaml");
+    model_unload(m, NULL, msg, msglen); /* may finish, and start the reload, at once */
+    if (!w)
+        return 0;
+    if (m->state == MODEL_UNLOADING || m->state == MODEL_LOADING || m->state == MODEL_READY) {
+        w->next = m->load_waiters;
+        m->load_waiters = w;
+        if (m->state != MODEL_UNLOADING)
+            check_load_done(m);
+        return 0;
+    }
+    snprintf(msg, msglen, "model '%s' did not reload: %s", m->name, m->reason[0] ? m->reason : "unknown");
+    return 503;
+}
+
 int model_unload(model *m, lifecycle_waiter *w, char *msg, size_t msglen)
 {
     (void)msg;
     (void)msglen;
     uv_timer_stop(&m->idle_timer);
+    if (w && m->reload_mf) { /* an explicit unload wins over a reload still waiting for its own */
+        drop_reload(m);
+        char why[256];
+        snprintf(why, sizeof why, "model '%s' was unloaded before its reload started", m->name);
+        model_notify(&m->load_waiters, 503, why);
+    }
     if (m->state == MODEL_UNLOADED || (m->state == MODEL_FAILED && m->nslots == 0)) {
         if (m->state == MODEL_FAILED) {
             model_set_state(m, MODEL_UNLOADED, NULL);
@@ -859,23 +962,64 @@ json_t *model_to_json(model *m)
         json_object_set_new(o, "concurrency", json_integer(mf->concurrency));
         json_object_set_new(o, "pipeline", json_integer(mf->max_batch_size > 0 ? 0 : mf->pipeline));
     }
+    if (m->override)
+        json_object_set_new(o, "config_override", json_deep_copy(m->override));
     return o;
+}
+
+/* The tensors the model declares: the manifest's, else its workers' READY metadata; new references or NULL. */
+static void declared_tensors(model *m, json_t **inputs, json_t **outputs)
+{
+    const manifest *mf = m->mf;
+    *inputs = mf && mf->inputs ? json_incref(mf->inputs) : NULL;
+    *outputs = mf && mf->outputs ? json_incref(mf->outputs) : NULL;
+    for (int i = 0; i < m->nslots && (!*inputs || !*outputs); i++) {
+        json_t *meta = m->slots[i]->metadata;
+        if (!meta)
+            continue;
+        if (!*inputs && json_is_array(json_object_get(meta, "inputs")))
+            *inputs = json_incref(json_object_get(meta, "inputs"));
+        if (!*outputs && json_is_array(json_object_get(meta, "outputs")))
+            *outputs = json_incref(json_object_get(meta, "outputs"));
+    }
+}
+
+json_t *model_config_json(model *m)
+{
+    if (!m->mf)
+        return NULL;
+    json_t *inputs, *outputs;
+    declared_tensors(m, &inputs, &outputs);
+    char labels[4200];
+    snprintf(labels, sizeof labels, "%s/labels.txt", m->dir);
+    json_t *o = modelcfg_json(m->name, m->mf, inputs, outputs, access(labels, R_OK) == 0 ? "labels.txt" : NULL);
+    json_decref(inputs);
+    json_decref(outputs);
+    return o;
+}
+
+int model_takes_requests(const model *m)
+{
+    if (R.shutting_down)
+        return 0;
+    switch (m->state) {
+    case MODEL_READY:
+    case MODEL_LOADING: /* a request now waits in the queue for the first instance */
+        return 1;
+    case MODEL_UNLOADED: /* a request now loads it; a broken model.yaml (without a load's config) would not */
+        return m->mf && (!m->broken || m->override);
+    case MODEL_UNLOADING: /* a request now gets 503 */
+    case MODEL_FAILED:
+        return 0;
+    }
+    return 0;
 }
 
 json_t *model_metadata_json(model *m)
 {
+    json_t *inputs, *outputs;
+    declared_tensors(m, &inputs, &outputs);
     const manifest *mf = m->mf;
-    json_t *inputs = mf && mf->inputs ? json_incref(mf->inputs) : NULL;
-    json_t *outputs = mf && mf->outputs ? json_incref(mf->outputs) : NULL;
-    for (int i = 0; i < m->nslots && (!inputs || !outputs); i++) {
-        json_t *meta = m->slots[i]->metadata;
-        if (!meta)
-            continue;
-        if (!inputs && json_is_array(json_object_get(meta, "inputs")))
-            inputs = json_incref(json_object_get(meta, "inputs"));
-        if (!outputs && json_is_array(json_object_get(meta, "outputs")))
-            outputs = json_incref(json_object_get(meta, "outputs"));
-    }
     return json_pack("{s:s, s:[s], s:s, s:o, s:o}", "name", m->name, "versions", "1", "platform",
                      mf && mf->runtime == RUNTIME_EXEC ? "corral_exec" : "corral_python", "inputs",
                      inputs ? inputs : json_array(), "outputs", outputs ? outputs : json_array());

@@ -112,6 +112,19 @@ int model_cancel(job *j);
  */
 int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t msglen);
 
+/*
+ * An explicit load (POST /v2/repository/models/{name}/load): with config
+ * (a JSON object of manifest keys) the model loads with model.yaml as it is
+ * now, config merged over it (manifest_parse_override), and keeps that
+ * config through unloads and lazy loads until the next explicit load;
+ * without one, a model running a config goes back to model.yaml, and any
+ * other loads as model_load does. A model loaded or loading is reloaded:
+ * unloaded (running requests finish, queued ones get 503), then loaded.
+ * Returns 0 (w->on_done follows), 400 (a bad config: nothing changed),
+ * 409 (unloading) or 503, with msg.
+ */
+int model_load_config(model *m, const json_t *config, int instances, lifecycle_waiter *w, char *msg, size_t msglen);
+
 /* Unloads; w->on_done runs once every worker has exited. Returns 0 or 409. */
 int model_unload(model *m, lifecycle_waiter *w, char *msg, size_t msglen);
 
@@ -131,6 +144,14 @@ int model_instances(const model *m, inst *const **slots);
 
 /* /v1 view of a model (state, queue, instances), with the memory figures of the last sample (registry_sample_rss). */
 json_t *model_to_json(model *m);
+/*
+ * Whether a request sent now would be served (GET /v2/models/{name}/ready):
+ * the model is ready or loading, or unloaded with a valid manifest (it
+ * loads on demand). Not when failed, unloading, broken, or the daemon stops.
+ */
+int model_takes_requests(const model *m);
+/* Triton's model configuration of the model (modelcfg.h); NULL when its manifest is broken. */
+json_t *model_config_json(model *m);
 /* v2 metadata: inputs and outputs from the manifest, else from the worker. */
 json_t *model_metadata_json(model *m);
 /*

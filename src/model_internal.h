@@ -64,6 +64,11 @@ struct model {
     char *dir;
     manifest *mf;      /* what the model runs with; NULL when broken and not running */
     manifest *next_mf; /* a changed manifest found while loaded; applied at the next load */
+    json_t *override;  /* the config of the last explicit load (mf is model.yaml with it), or NULL (docs/api.md) */
+    /* A load with a config while loaded: the manifest (with its override) to start once the unload is done */
+    manifest *reload_mf;
+    json_t *reload_override;
+    int reload_instances;
     char *broken;      /* manifest error from the last scan, or NULL */
     int changed;       /* the manifest on disk differs from the one running */
     int removed;       /* gone from the repository; dropped once unloaded */

@@ -71,6 +71,9 @@ static void timers_closed(uv_handle_t *h)
     manifest_free(m->mf);
     manifest_free(m->next_mf);
     model_drop_labels(m);
+    manifest_free(m->reload_mf);
+    json_decref(m->override);
+    json_decref(m->reload_override);
     free(m->broken);
     free(m->name);
     free(m->dir);
@@ -102,7 +105,7 @@ static void model_apply_entry(model *m, repo_entry *e)
     e->error = NULL;
     m->removed = 0;
     if (!e->mf) {
-        if (running) {
+        if (running || m->override) { /* a load's config keeps its manifest until the next explicit load */
             m->changed = 1;
         } else {
             manifest_free(m->mf);
@@ -118,7 +121,7 @@ static void model_apply_entry(model *m, repo_entry *e)
         e->mf = NULL;
         return;
     }
-    if (running) {
+    if (running || m->override) {
         if (!m->next_mf || m->next_mf->digest != e->mf->digest)
             MODEL_LOG(LOG_INFO, m, "model %s: manifest changed; it applies at the next load", m->name);
         manifest_free(m->next_mf);

@@ -241,9 +241,13 @@ def test_model_metadata_from_the_worker(corral):
 
 
 def test_model_ready_before_and_after_load(corral):
+    """A lazy model is ready before its first load (it loads on demand), and stays so after an unload;
+    /v1 tells unloaded from ready (more in test_triton_meta.py)."""
     corral.add("echo", "echo")
     d = corral.start()
-    assert_error(d.get("/v2/models/echo/ready"), 400, "echo", "not ready")
+    r = d.get("/v2/models/echo/ready")
+    assert r.status_code == 200 and r.json() == {"name": "echo", "ready": True}, r.text
+    assert d.model("echo")["state"] == "unloaded"
     r = d.post("/v2/repository/models/echo/load")
     assert r.status_code == 200, r.text
     r = d.get("/v2/models/echo/ready")
@@ -251,9 +255,12 @@ def test_model_ready_before_and_after_load(corral):
     assert r.json()["ready"] is True and r.json()["name"] == "echo"
     r = d.get("/v2/models/echo/versions/1/ready")
     assert r.status_code == 200 and r.json()["ready"] is True, r.text
+    assert d.model("echo")["state"] == "ready"
     r = d.post("/v2/repository/models/echo/unload")
     assert r.status_code == 200, r.text
-    assert_error(d.get("/v2/models/echo/ready"), 400, "echo")
+    assert d.get("/v2/models/echo/ready").status_code == 200
+    assert d.model("echo")["state"] == "unloaded"
+    assert_error(d.get("/v2/models/echo/versions/2/ready"), 404, "echo", "version")
 
 
 # ---- inference: JSON tensors ----

@@ -6,6 +6,7 @@
 #include "manifest.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -235,6 +236,110 @@ static void missing_file(void)
     CHECK_STR_CONTAINS(err, "/nonexistent/model.yaml: cannot open");
 }
 
+static json_t *j(const char *text)
+{
+    return json_loads(text, 0, NULL);
+}
+
+static int json_same(json_t *a, const char *text)
+{
+    json_t *b = j(text);
+    int same = json_equal(a, b);
+    json_decref(b);
+    return same;
+}
+
+static void merge_patch(void)
+{
+    json_t *target = j("{\"a\":1,\"batching\":{\"max_batch_size\":8,\"max_queue_delay\":\"2ms\"},"
+                       "\"parameters\":{\"x\":1,\"y\":2},\"args\":[1,2]}");
+    json_t *patch = j("{\"batching\":{\"max_queue_delay\":\"5ms\"},\"parameters\":{\"y\":null,\"z\":3},"
+                      "\"args\":[3],\"a\":null,\"b\":{\"c\":null,\"d\":4}}");
+    json_t *out = manifest_merge_patch(target, patch);
+    /* objects merge key by key, null removes, arrays and scalars replace (RFC 7386) */
+    CHECK(json_same(out, "{\"batching\":{\"max_batch_size\":8,\"max_queue_delay\":\"5ms\"},"
+                         "\"parameters\":{\"x\":1,\"z\":3},\"args\":[3],\"b\":{\"d\":4}}"));
+    /* neither argument changed */
+    CHECK(json_same(target, "{\"a\":1,\"batching\":{\"max_batch_size\":8,\"max_queue_delay\":\"2ms\"},"
+                            "\"parameters\":{\"x\":1,\"y\":2},\"args\":[1,2]}"));
+    CHECK(json_object_size(patch) == 5);
+    json_decref(out);
+    /* a non-object patch replaces the whole */
+    json_t *five = json_integer(5);
+    out = manifest_merge_patch(target, five);
+    CHECK(json_integer_value(out) == 5);
+    json_decref(out);
+    json_decref(five);
+    /* too deep: refused, not a stack overflow */
+    json_t *deep = json_object(), *cur = deep;
+    for (int i = 0; i < 100; i++) {
+        json_t *next = json_object();
+        json_object_set_new(cur, "k", next);
+        cur = next;
+    }
+    CHECK(manifest_merge_patch(target, deep) == NULL);
+    json_decref(deep);
+    json_decref(target);
+    json_decref(patch);
+}
+
+static int override_text(const char *yaml, const char *config, manifest **m, char *err, size_t errlen)
+{
+    json_t *o = j(config);
+    *m = NULL;
+    int rc = manifest_parse_override("the config", (const unsigned char *)yaml, strlen(yaml), "mydir", o, m, err,
+                                     errlen);
+    json_decref(o);
+    return rc;
+}
+
+static void overrides(void)
+{
+    const char *yaml = "runtime: python\nentrypoint: w.py\ninstances: 2\nparameters: {a: 1, b: x}\n"
+                       "batching: {max_batch_size: 8, max_queue_delay: 2ms}\n";
+    manifest *m;
+    char err[512] = "";
+    CHECK(override_text(yaml, "{\"instances\":3,\"concurrency\":2,\"parameters\":{\"b\":\"y\"},"
+                              "\"batching\":{\"max_queue_delay\":\"5ms\"},\"timeout\":\"2s\"}",
+                        &m, err, sizeof err) == 0);
+    if (m) {
+        CHECK(m->instances == 3 && m->concurrency == 2 && m->timeout_ms == 2000);
+        CHECK(m->max_batch_size == 8 && m->max_queue_delay_ms == 5);
+        CHECK(json_integer_value(json_object_get(m->parameters, "a")) == 1);
+        CHECK(strcmp(json_string_value(json_object_get(m->parameters, "b")), "y") == 0);
+        CHECK(strcmp(m->entrypoint, "w.py") == 0);
+    }
+    manifest_free(m);
+    /* null: back to the default */
+    CHECK(override_text(yaml, "{\"instances\":null,\"batching\":null}", &m, err, sizeof err) == 0);
+    if (m)
+        CHECK(m->instances == 1 && m->max_batch_size == 0);
+    manifest_free(m);
+    /* validated as the manifest is; the message names the override and the key */
+    CHECK(override_text(yaml, "{\"instances\":0}", &m, err, sizeof err) < 0 && !m);
+    CHECK_STR_CONTAINS(err, "the config: key 'instances': must be an integer from 1 to 1024");
+    CHECK(override_text(yaml, "{\"instance_group\":[{\"count\":2}]}", &m, err, sizeof err) < 0);
+    CHECK_STR_CONTAINS(err, "key 'instance_group': unknown key");
+    CHECK(override_text(yaml, "{\"batching\":{\"max_batch\":2}}", &m, err, sizeof err) < 0);
+    CHECK_STR_CONTAINS(err, "key 'batching.max_batch': unknown key");
+    CHECK(override_text(yaml, "{\"keep_alive\":\"soon\"}", &m, err, sizeof err) < 0);
+    CHECK_STR_CONTAINS(err, "key 'keep_alive': must be a duration");
+    /* the program and the name are not a load's to choose */
+    static const char *const fixed[] = {"name", "runtime", "entrypoint", "python", "args", "env", "load"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        char cfg[64], want[64];
+        snprintf(cfg, sizeof cfg, "{\"%s\":\"x\"}", fixed[i]);
+        snprintf(want, sizeof want, "key '%s': cannot be set by a load's config", fixed[i]);
+        CHECK(override_text(yaml, cfg, &m, err, sizeof err) < 0 && !m);
+        CHECK_STR_CONTAINS(err, want);
+    }
+    CHECK(override_text(yaml, "[1]", &m, err, sizeof err) < 0);
+    CHECK_STR_CONTAINS(err, "must be a JSON object");
+    /* the file's own errors still count */
+    CHECK(override_text("runtime: python\n", "{}", &m, err, sizeof err) < 0);
+    CHECK_STR_CONTAINS(err, "key 'entrypoint': is required");
+}
+
 int main(void)
 {
     int fd = mkstemp(path);
@@ -242,7 +347,8 @@ int main(void)
         return 2;
     close(fd);
     static const check_case cases[] = {CASE(durations), CASE(sizes), CASE(names), CASE(minimal_defaults),
-                                       CASE(every_key), CASE(errors), CASE(digest_changes), CASE(missing_file)};
+                                       CASE(every_key), CASE(errors), CASE(digest_changes), CASE(missing_file),
+                                       CASE(merge_patch), CASE(overrides)};
     int rc = check_run(cases, sizeof cases / sizeof cases[0]);
     unlink(path);
     return rc;
