@@ -23,6 +23,7 @@ from urllib.parse import quote
 import pytest
 
 from conftest import ctl_manifest
+from test_api_v2 import decode_raw, encode_raw
 
 USER_AGENT = "python/gevent-http-client-2.3.8"
 
@@ -224,22 +225,8 @@ class GeventLikeClient:
 
 # ---- tritonclient.http._infer_input, _requested_output, _utils, _infer_result ----
 
-FORMATS = {"INT32": "i", "INT64": "q", "FP32": "f", "FP64": "d", "UINT8": "B", "INT8": "b", "INT16": "h",
-           "UINT16": "H", "UINT32": "I", "UINT64": "Q", "BOOL": "?"}
-
-
-def serialize_bytes(items: list[bytes]) -> bytes:
-    """serialize_byte_tensor: each element as its 4-byte little-endian length, then its bytes."""
-    return b"".join(struct.pack("<I", len(s)) + s for s in items)
-
-
-def deserialize_bytes(buf: bytes) -> list[bytes]:
-    out, off = [], 0
-    while off < len(buf):
-        (n,) = struct.unpack_from("<I", buf, off)
-        out.append(buf[off + 4:off + 4 + n])
-        off += 4 + n
-    return out
+# serialize_byte_tensor (a 4-byte little-endian length before each element) and its inverse, and the
+# plain datatypes' little-endian layouts, are test_api_v2's encode_raw and decode_raw.
 
 
 class InferInput:
@@ -257,10 +244,7 @@ class InferInput:
             self._data = [v.decode() if isinstance(v, bytes) else v for v in values]
         else:
             self._data = None
-            if self._datatype == "BYTES":
-                self._raw_data = serialize_bytes(values)
-            else:
-                self._raw_data = struct.pack("<%d%s" % (len(values), FORMATS[self._datatype]), *values)
+            self._raw_data = encode_raw(self._datatype, values)
             self._parameters["binary_data_size"] = len(self._raw_data)
         return self
 
@@ -349,11 +333,7 @@ class InferResult:
                 continue
             if name in self._map:
                 start, size = self._map[name]
-                raw = self._buffer[start:start + size]
-                if output["datatype"] == "BYTES":
-                    return deserialize_bytes(raw)
-                fmt = FORMATS[output["datatype"]]
-                return list(struct.unpack("<%d%s" % (size // struct.calcsize(fmt), fmt), raw))
+                return decode_raw(output["datatype"], self._buffer[start:start + size])
             return output["data"]
         return None
 
