@@ -241,17 +241,22 @@ static void handle_load(h2o_req_t *req, h2o_iovec_t name)
         api_model_or_error(req, name);
         return;
     }
+    /* The body first: a refused one changes nothing, not even the repository's view. */
+    char shown[129];
+    snprintf(shown, sizeof shown, "%.*s", (int)name.len, name.base);
+    int instances;
+    json_t *config;
+    if (load_options(req, shown, &instances, &config) < 0)
+        return;
     /* As Triton does, a load reads the repository again: a model added since
      * the last scan appears, and an unloaded or failed model loads from its
      * manifest as it is on disk now. */
     registry_rescan();
     model *m = api_model_or_error(req, name);
-    if (!m)
+    if (!m) {
+        json_decref(config);
         return;
-    int instances;
-    json_t *config;
-    if (load_options(req, model_name(m), &instances, &config) < 0)
-        return;
+    }
     api_pending *p = waiter_for(req, m);
     char msg[1200];
     int status = model_load_config(m, config, instances, &p->waiter, msg, sizeof msg);

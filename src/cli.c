@@ -280,26 +280,45 @@ static int need_name(int argc, char **argv, const char *usage)
 
 static int cmd_load(int argc, char **argv)
 {
-    if (need_name(argc, argv, "load NAME [--instances N]") < 0)
+    if (need_name(argc, argv, "load NAME [--instances N] [--config JSON]") < 0)
         return 2;
-    char body[64] = "";
+    int instances = 0;
+    const char *config = NULL;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--instances") == 0 && i + 1 < argc) {
-            int n = atoi(argv[++i]);
-            if (n < 1) {
+            instances = atoi(argv[++i]);
+            if (instances < 1) {
                 fprintf(stderr, "corral: --instances needs a positive integer\n");
                 return 2;
             }
-            snprintf(body, sizeof body, "{\"instances\":%d}", n);
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config = argv[++i]; /* the daemon checks it: one place says what a config may hold */
         } else {
             fprintf(stderr, "corral: unknown argument '%s' for load\n", argv[i]);
             return 2;
         }
     }
+    /* Triton's load body: the config travels as a string of JSON (docs/api.md, "Load with a config"). */
+    json_t *req = json_object();
+    if (instances)
+        json_object_set_new(req, "instances", json_integer(instances));
+    if (config) {
+        json_t *s = json_string(config);
+        if (!s) {
+            json_decref(req);
+            fprintf(stderr, "corral: --config must be UTF-8 text\n");
+            return 2;
+        }
+        json_object_set_new(req, "parameters", json_pack("{s:o}", "config", s));
+    }
+    char *body = json_object_size(req) ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
     char path[512];
     snprintf(path, sizeof path, "/v2/repository/models/%s/load", argv[1]);
     json_t *j;
-    if (call_json("POST", path, body[0] ? body : NULL, &j))
+    int rc = call_json("POST", path, body, &j);
+    free(body);
+    if (rc)
         return 1;
     json_decref(j);
     printf("loaded %s\n", argv[1]);

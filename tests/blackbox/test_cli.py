@@ -89,6 +89,18 @@ def test_ls_and_ls_json(corral):
     assert rows["echo"][1:3] == ["ready", "2"], rows
 
 
+def test_load_with_a_config(corral):
+    corral.add("ctl", "steerable", manifest="runtime: python\nentrypoint: worker.py\nparameters: {tag: file}\n")
+    d = corral.start()
+    ok(cli("load", "ctl", "--config", '{"parameters": {"tag": "cli"}, "instances": 2}', url=d.base))
+    m = d.model("ctl")
+    assert len(m["instances"]) == 2 and m["config_override"] == {"parameters": {"tag": "cli"}, "instances": 2}
+    failed(cli("load", "ctl", "--config", '{"instance_group": []}', url=d.base), "key 'instance_group': unknown key")
+    failed(cli("load", "ctl", "--config", "not json", url=d.base), "parameters.config must be a JSON object")
+    ok(cli("load", "ctl", "--instances", "1", url=d.base))  # no config: back to model.yaml
+    assert "config_override" not in d.model("ctl") and len(d.model("ctl")["instances"]) == 1
+
+
 def test_load_ps_scale_unload(corral):
     corral.add("echo", "echo", manifest="runtime: python\nentrypoint: worker.py\ninstances: 1\n")
     d = corral.start()
