@@ -74,9 +74,12 @@ int access_path_needs_token(access_scope scope, const h2o_iovec_t *seg, int n)
     /* Management: the repository verbs, and all of /v1 but generate (its
      * model views carry pids and absolute paths; endpoints added to /v1
      * later are guarded unless opened here). */
-    if (seg_is(seg, n, 0, "v2")) /* the repository verbs, the log level (Triton's logging), client shared memory */
+    if (seg_is(seg, n, 0, "v2")) /* the repository verbs, the log level (Triton's logging), client shared memory,
+                                  * and a model's config: it shows the manifest's parameters, which may hold
+                                  * credentials */
         return seg_is(seg, n, 1, "repository") || seg_is(seg, n, 1, "logging") ||
-               seg_is(seg, n, 1, "systemsharedmemory");
+               seg_is(seg, n, 1, "systemsharedmemory") ||
+               (seg_is(seg, n, 1, "models") && n >= 4 && seg_is(seg, n, n - 1, "config"));
     if (seg_is(seg, n, 0, "v1"))
         return !is_generate(seg, n);
     return 0;

@@ -87,6 +87,7 @@ def test_no_token_everything_open(corral):
     r = d.post(infer_url(), {"inputs": INPUTS})
     assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [1, 2], r.text
     assert d.post("/v1/models/echo/scale", {"instances": 1}).status_code == 200
+    assert d.get("/v2/models/echo/config").json()["name"] == "echo"
     assert d.get("/v1/models/echo/logs").status_code == 200
     # a client's Authorization header is ignored when the daemon has no token
     assert d.get("/v1/models", headers=bearer("anything")).status_code == 200
@@ -165,7 +166,8 @@ def test_management_mode(corral):
     for method, path in (("POST", "/v2/repository/index"), ("POST", "/v2/repository/models/echo/load"),
                          ("POST", "/v2/repository/models/echo/unload"), ("POST", "/v1/models/echo/scale"),
                          ("GET", "/v1/models/echo/logs"), ("GET", "/v1/models"), ("GET", "/v1/models/echo"),
-                         ("GET", "/v1/events")):
+                         ("GET", "/v1/events"), ("GET", "/v2/models/echo/config"),
+                         ("GET", "/v2/models/echo/versions/1/config")):
         r = d.http.request(method, d.url(path), json={} if method == "POST" else None, timeout=30)
         assert_error(r, 401, "Bearer")
         assert r.headers["WWW-Authenticate"].startswith("Bearer")

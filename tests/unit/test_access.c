@@ -199,6 +199,9 @@ static void paths_needing_the_token(void)
     CHECK(!NEEDS(mgmt, S("v2"), S("models"), S("echo")));
     CHECK(!NEEDS(mgmt, S("v2"), S("models"), S("echo"), S("versions"), S("1"), S("infer")));
     CHECK(!NEEDS(mgmt, S("v2"), S("models"), S("echo"), S("ready")));
+    CHECK(NEEDS(mgmt, S("v2"), S("models"), S("echo"), S("config")));
+    CHECK(NEEDS(mgmt, S("v2"), S("models"), S("echo"), S("versions"), S("1"), S("config")));
+    CHECK(!NEEDS(mgmt, S("v2"), S("models"), S("config"))); /* the metadata of a model named "config" */
     CHECK(NEEDS(mgmt, S("v2"), S("logging")));
     CHECK(!NEEDS(mgmt, S("v2"), S("models"), S("stats")));
     CHECK(!NEEDS(mgmt, S("v2"), S("models"), S("echo"), S("stats")));
