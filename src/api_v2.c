@@ -519,6 +519,13 @@ int api_v2(h2o_req_t *req, const api_path *p)
 {
     int get = METHOD_IS(req, "GET") || METHOD_IS(req, "HEAD");
     int post = METHOD_IS(req, "POST");
+    /* No v2 endpoint reads a query: one sent is refused, not ignored (docs/api.md). */
+    if (req->query_at != SIZE_MAX && req->query_at + 1 < req->path.len) {
+        size_t qlen = req->path.len - req->query_at - 1;
+        http_error(req, 400, 0, "corral's v2 endpoints take no query parameters ('?%.*s%s')", (int)(qlen > 64 ? 64 : qlen),
+                   req->path.base + req->query_at + 1, qlen > 64 ? "..." : "");
+        return 0;
+    }
     if (p->n == 1) {
         if (!get) {
             http_method_not_allowed(req, "GET");

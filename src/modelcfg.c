@@ -77,7 +77,8 @@ static json_t *parameters_json(const json_t *params)
     json_t *v;
     json_object_foreach((json_t *)params, key, v) {
         char *text = json_is_string(v) ? NULL : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-        json_t *s = json_string(text ? text : json_is_string(v) ? json_string_value(v) : "");
+        json_t *s = json_is_string(v) ? json_stringn(json_string_value(v), json_string_length(v))
+                                      : json_string(text ? text : "");
         free(text);
         json_object_set_new(out, key, json_pack("{s:o}", "string_value", s ? s : json_string("")));
     }

@@ -334,3 +334,12 @@ def test_custom_request_parameters_reach_the_model(corral):
     r = infer(d, "ctl", say="hello from a custom parameter")
     assert r.status_code == 200
     wait_for(lambda: "hello from a custom parameter" in d.get("/v1/models/ctl/logs").text, what="the model's line")
+
+
+def test_a_query_string_on_a_v2_endpoint_is_refused(corral):
+    corral.add("echo", "echo")
+    d = corral.start()
+    assert_error(d.get("/v2/models/echo/ready?verbose=1"), 400, "no query parameters", "verbose=1")
+    r = d.post("/v2/models/echo/infer?priority=1", {"inputs": [tensor("INPUT0", "INT32", [1], [1])]})
+    assert_error(r, 400, "'?priority=1'")
+    assert d.get("/v2/models/echo/ready?").status_code == 200  # an empty query says nothing
