@@ -224,6 +224,22 @@ def test_a_config_on_a_loaded_model_reloads_it_and_running_requests_finish(corra
     assert "model ctl: unloading to reload with the load's config" in d.log()
 
 
+def test_a_config_on_a_loading_model_reloads_it(corral):
+    corral.add("slow", "slowload", manifest="runtime: python\nentrypoint: worker.py\nparameters: {delay: 3}\n")
+    d = corral.start()
+    first = {}
+    t = threading.Thread(target=lambda: first.setdefault("r", load(d, "slow")))
+    t.start()
+    d.wait_state("slow", "loading")
+    r = load_config(d, "slow", {"parameters": {"delay": 0}, "instances": 2})
+    assert r.status_code == 200, r.text
+    t.join(30)
+    # the load that was waiting saw its instances go: it is told, not left hanging
+    assert_error(first["r"], 503, "model 'slow' is being unloaded")
+    m = d.model("slow")
+    assert m["state"] == "ready" and len(m["instances"]) == 2 and m["config_override"]["instances"] == 2
+
+
 def test_the_config_stays_through_unloads_until_a_load_without_one(corral):
     corral.add("ctl", "steerable", manifest=ctl_manifest(parameters={"tag": "file"}))
     d = corral.start()
