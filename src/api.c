@@ -213,34 +213,51 @@ static void serve_metrics(h2o_req_t *req)
     http_send_owned(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
+/* The request's path without its query. */
+static h2o_iovec_t request_path(h2o_req_t *req)
+{
+    h2o_iovec_t path = req->path;
+    if (req->query_at != SIZE_MAX)
+        path.len = req->query_at;
+    return path;
+}
+
+/* Routes a request that passed access_check, its body decoded (http_decode_body). */
+static void route(h2o_req_t *req)
+{
+    api_path p;
+    h2o_iovec_t path = request_path(req);
+    int rc = split_path(&req->pool, path, &p); /* as api_handle split it: only its failure is known there */
+    if (rc == 0 && dashboard_handle(req, p.seg, p.n) == 0)
+        return;
+    if (rc == 0 && p.n == 1 && h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("metrics"))) {
+        serve_metrics(req);
+        return;
+    }
+    if (rc == 0 && p.n >= 1) {
+        if (h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("v2")) && api_v2(req, &p) == 0)
+            return;
+        if (h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("v1")) && api_v1(req, &p) == 0)
+            return;
+    }
+    http_error(req, 404, 0, "no such endpoint: %.*s %.*s", (int)req->method.len, req->method.base,
+               (int)(path.len > 200 ? 200 : path.len), path.base);
+}
+
 int api_handle(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
     intake_request_started(req); /* an HTTP/2 body's charge ends with the request */
     api_path p;
-    h2o_iovec_t path = req->path;
-    if (req->query_at != SIZE_MAX)
-        path.len = req->query_at;
-    int rc = split_path(&req->pool, path, &p);
+    int rc = split_path(&req->pool, request_path(req), &p);
     if (access_check(req, p.seg, p.n) < 0) /* before anything else answers */
         return 0;
     if (rc == -2) {
         http_error(req, 400, 0, "malformed percent-encoding in the request path");
         return 0;
     }
-    if (rc == 0 && dashboard_handle(req, p.seg, p.n) == 0)
-        return 0;
-    if (rc == 0 && p.n == 1 && h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("metrics"))) {
-        serve_metrics(req);
-        return 0;
-    }
-    if (rc == 0 && p.n >= 1) {
-        if (h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("v2")) && api_v2(req, &p) == 0)
-            return 0;
-        if (h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("v1")) && api_v1(req, &p) == 0)
-            return 0;
-    }
-    http_error(req, 404, 0, "no such endpoint: %.*s %.*s", (int)req->method.len, req->method.base,
-               (int)(path.len > 200 ? 200 : path.len), path.base);
+    /* A gzip or deflate body is decoded on the thread pool first: every handler reads the decoded one. */
+    if (http_decode_body(req, route) == 0)
+        route(req);
     return 0;
 }

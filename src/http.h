@@ -2,7 +2,9 @@
  * http — response helpers over h2o shared by the API handlers.
  *
  * Every response here is complete (content-length set, one h2o_send with
- * H2O_SEND_STATE_FINAL). Buffers handed to http_send_owned are freed when
+ * H2O_SEND_STATE_FINAL). A 200 is compressed when the client's
+ * Accept-Encoding asks for gzip or deflate (encoding.h: above 1 KiB) and
+ * carries Vary: Accept-Encoding; streams (generate.c, events.c) are not. Buffers handed to http_send_owned are freed when
  * h2o disposes the request's pool, so a body built elsewhere (a worker's
  * result frame) is sent without copying.
  */
@@ -38,6 +40,22 @@ void http_method_not_allowed(h2o_req_t *req, const char *allowed);
 void http_own(h2o_req_t *req, void *p);
 /* A request header's value by lower-case name, or NULL. */
 const h2o_iovec_t *http_header(h2o_req_t *req, const char *name);
+
+/* Called once req's body is decoded (req->entity holds the decoded body). */
+typedef void (*http_decoded_fn)(h2o_req_t *req);
+
+/*
+ * Decodes req's body as its Content-Encoding fields say (gzip, deflate,
+ * identity; see encoding.h), bounded by --max-body after decoding, and
+ * puts the decoded body in req->entity (freed with the request), so every
+ * handler reads it. Returns 0 when there is nothing to decode; 1 when the
+ * decoding went to the thread pool: on_decoded is called with the decoded
+ * body, or the body is refused there (400 for a corrupt or truncated
+ * stream, 413 when it decodes past --max-body), or nothing happens if the
+ * client left first; -1 once it has answered (415 naming an unsupported
+ * coding, 503 without memory for it).
+ */
+int http_decode_body(h2o_req_t *req, http_decoded_fn on_decoded);
 
 /*
  * Installs the filter that rewrites h2o's own text/plain error answers (413
