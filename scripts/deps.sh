@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="build-essential cmake pkg-config libuv1-dev libh2o-dev libssl-dev libjansson-dev libyaml-dev
-libcurl4-openssl-dev libespeak-ng-dev espeak-ng-data python3 python3-pytest python3-numpy python3-requests
+libcurl4-openssl-dev zlib1g-dev libespeak-ng-dev espeak-ng-data python3 python3-pytest python3-numpy python3-requests
 clang libclang-rt-14-dev util-linux prometheus chromium nodejs"
 
 missing=""

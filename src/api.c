@@ -222,26 +222,32 @@ static h2o_iovec_t request_path(h2o_req_t *req)
     return path;
 }
 
-/* Routes a request that passed access_check, its body decoded (http_decode_body). */
-static void route(h2o_req_t *req)
+/* Routes a request that passed access_check, its body decoded; rc is split_path's for p. */
+static void route(h2o_req_t *req, const api_path *p, int rc)
 {
-    api_path p;
-    h2o_iovec_t path = request_path(req);
-    int rc = split_path(&req->pool, path, &p); /* as api_handle split it: only its failure is known there */
-    if (rc == 0 && dashboard_handle(req, p.seg, p.n) == 0)
+    if (rc == 0 && dashboard_handle(req, p->seg, p->n) == 0)
         return;
-    if (rc == 0 && p.n == 1 && h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("metrics"))) {
+    if (rc == 0 && p->n == 1 && h2o_memis(p->seg[0].base, p->seg[0].len, H2O_STRLIT("metrics"))) {
         serve_metrics(req);
         return;
     }
-    if (rc == 0 && p.n >= 1) {
-        if (h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("v2")) && api_v2(req, &p) == 0)
+    if (rc == 0 && p->n >= 1) {
+        if (h2o_memis(p->seg[0].base, p->seg[0].len, H2O_STRLIT("v2")) && api_v2(req, p) == 0)
             return;
-        if (h2o_memis(p.seg[0].base, p.seg[0].len, H2O_STRLIT("v1")) && api_v1(req, &p) == 0)
+        if (h2o_memis(p->seg[0].base, p->seg[0].len, H2O_STRLIT("v1")) && api_v1(req, p) == 0)
             return;
     }
+    h2o_iovec_t path = request_path(req);
     http_error(req, 404, 0, "no such endpoint: %.*s %.*s", (int)req->method.len, req->method.base,
                (int)(path.len > 200 ? 200 : path.len), path.base);
+}
+
+/* A compressed body is decoded (http_decode_body): the path is split again, as api_handle split it. */
+static void on_body_decoded(h2o_req_t *req)
+{
+    api_path p;
+    int rc = split_path(&req->pool, request_path(req), &p);
+    route(req, &p, rc);
 }
 
 int api_handle(h2o_handler_t *self, h2o_req_t *req)
@@ -257,7 +263,7 @@ int api_handle(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     /* A gzip or deflate body is decoded on the thread pool first: every handler reads the decoded one. */
-    if (http_decode_body(req, route) == 0)
-        route(req);
+    if (http_decode_body(req, on_body_decoded) == 0)
+        route(req, &p, rc);
     return 0;
 }

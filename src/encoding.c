@@ -246,13 +246,13 @@ fail:
     return rc;
 }
 
-int enc_encode(enc_coding c, int level, const struct iovec *bufs, size_t n, uint8_t **out, size_t *out_len)
+int enc_encode(enc_coding c, int level, int binary, const struct iovec *bufs, size_t n, uint8_t **out, size_t *out_len)
 {
     *out = NULL;
     *out_len = 0;
     z_stream zs;
     memset(&zs, 0, sizeof zs);
-    if (deflateInit2(&zs, level, Z_DEFLATED, c == ENC_GZIP ? 15 + 16 : 15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    if (deflateInit2(&zs, level, Z_DEFLATED, c == ENC_GZIP ? 15 + 16 : 15, 8, binary ? Z_RLE : Z_DEFAULT_STRATEGY) != Z_OK)
         return ENC_E_NOMEM;
     size_t total = 0;
     for (size_t i = 0; i < n; i++)

@@ -132,6 +132,7 @@ typedef struct codec_work {
     char err[256];
     http_decoded_fn on_decoded; /* decode */
     const char *content_type;   /* a response's, in req's pool */
+    int binary;                 /* a response of application/octet-stream: enc_encode's binary */
 } codec_work;
 
 static size_t max_body_limit; /* --max-body, from http_install_error_filter */
@@ -149,7 +150,7 @@ static void on_codec_work(uv_work_t *uv)
     codec_work *w = uv->data;
     if (!w->decode) {
         struct iovec v = {w->in, w->in_len};
-        w->rc = enc_encode(w->codings[0], ENC_LEVEL, &v, 1, &w->out, &w->out_len);
+        w->rc = enc_encode(w->codings[0], ENC_LEVEL, w->binary, &v, 1, &w->out, &w->out_len);
         return;
     }
     /* Codings are listed in the order they were applied: undone last first. */
@@ -268,6 +269,7 @@ static int compress_response(h2o_req_t *req, const char *content_type, h2o_iovec
     enc_coding c = *total ? response_coding(req, *total) : ENC_IDENTITY;
     if (c == ENC_IDENTITY)
         return 0;
+    int binary = strcmp(content_type, "application/octet-stream") == 0; /* binary tensors */
     if (*total >= CODEC_ASYNC_MIN) {
         /* the model chose the size: a copy that cannot be had means the body goes uncompressed */
         codec_work *w = codec_work_new(req, 0, *bufs, *n, *total);
@@ -276,6 +278,7 @@ static int compress_response(h2o_req_t *req, const char *content_type, h2o_iovec
         w->codings[0] = c;
         w->n = 1;
         w->content_type = h2o_strdup(&req->pool, content_type, SIZE_MAX).base;
+        w->binary = binary;
         return codec_queue(req, w) == 0;
     }
     struct iovec *in = h2o_mem_alloc_pool(&req->pool, *n * sizeof *in);
@@ -283,7 +286,7 @@ static int compress_response(h2o_req_t *req, const char *content_type, h2o_iovec
         in[i] = (struct iovec){(*bufs)[i].base, (*bufs)[i].len};
     uint8_t *out;
     size_t out_len;
-    if (enc_encode(c, ENC_LEVEL, in, *n, &out, &out_len) < 0)
+    if (enc_encode(c, ENC_LEVEL, binary, in, *n, &out, &out_len) < 0)
         return 0;
     http_own(req, out);
     *one = h2o_iovec_init(out, out_len);
