@@ -114,7 +114,9 @@ static void path_model_prefix(h2o_req_t *req, char *who, size_t size)
  * client resets an HTTP/2 stream, which may happen while the work runs.
  * A hook in the request's pool tells the work that its request is gone;
  * the result is then dropped. Smaller responses are compressed in place
- * (64 KiB take well under a millisecond).
+ * (64 KiB take a millisecond or two at most). Every compressed request
+ * body goes to the pool, however small: 16 KiB of gzip may inflate to
+ * 16 MiB, and a hop costs some tens of microseconds.
  */
 #define CODEC_ASYNC_MIN ((size_t)64 << 10)
 
@@ -132,7 +134,7 @@ typedef struct codec_work {
     char err[256];
     http_decoded_fn on_decoded; /* decode */
     const char *content_type;   /* a response's, in req's pool */
-    int binary;                 /* a response of application/octet-stream: enc_encode's binary */
+    int binary;                 /* a response that is not text: enc_encode's binary */
 } codec_work;
 
 static size_t max_body_limit; /* --max-body, from http_install_error_filter */
@@ -256,6 +258,13 @@ static int codec_queue(h2o_req_t *req, codec_work *w)
     return rc;
 }
 
+/* Whether a content type is text (JSON, SSE, Prometheus' exposition, HTML, ...) rather than bytes (tensors, audio). */
+static int is_text(const char *content_type)
+{
+    return strncmp(content_type, "text/", 5) == 0 || strstr(content_type, "json") || strstr(content_type, "xml") ||
+           strstr(content_type, "javascript");
+}
+
 /*
  * A 200's body compressed as the client asked, in place of bufs (*one then
  * holds it, freed with the request). Returns 1 when the work went to the
@@ -269,7 +278,7 @@ static int compress_response(h2o_req_t *req, const char *content_type, h2o_iovec
     enc_coding c = *total ? response_coding(req, *total) : ENC_IDENTITY;
     if (c == ENC_IDENTITY)
         return 0;
-    int binary = strcmp(content_type, "application/octet-stream") == 0; /* binary tensors */
+    int binary = !is_text(content_type);
     if (*total >= CODEC_ASYNC_MIN) {
         /* the model chose the size: a copy that cannot be had means the body goes uncompressed */
         codec_work *w = codec_work_new(req, 0, *bufs, *n, *total);
