@@ -273,7 +273,8 @@ int enc_encode(enc_coding c, int level, int binary, const struct iovec *bufs, si
             int flush = i == n ? Z_FINISH : Z_NO_FLUSH;
             zs.next_in = (Bytef *)p;
             zs.avail_in = (uInt)step;
-            p += step;
+            if (step) /* p is NULL for the final flush, and for an empty buffer it may be */
+                p += step;
             left -= step;
             int zrc;
             do {

@@ -231,8 +231,11 @@ def test_a_compression_bomb_is_413_quickly_and_memory_stays_near_the_limit(echo)
         assert msg == (f"model 'echo': request body is larger than the daemon's limit (--max-body {limit} bytes) "
                        "once decoded from gzip"), msg
     peak = vm(d.proc.pid, "VmHWM")
-    # the decoded buffer stops at 8 MiB; with the raw body, its copy and a growth step, far below 1 GiB
-    assert peak - rss_before < 48 << 20, (rss_before, peak)
+    # The decoded buffer stops at 8 MiB; with the raw body, its copy and a growth step, far below 1 GiB.
+    # AddressSanitizer's quarantine keeps freed memory (up to 256 MiB), so its build is given more room.
+    with open(f"/proc/{d.proc.pid}/maps") as f:
+        asan = "libasan" in f.read()
+    assert peak - rss_before < (160 if asan else 48) << 20, (rss_before, peak)
     # a body that decodes to exactly the limit is taken
     exact = gzip.compress(b" " * (limit - len(infer_body())) + infer_body())
     st, _, body = post(d, "/v2/models/echo/infer", exact, {**JSON, "Content-Encoding": "gzip"})
