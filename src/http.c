@@ -237,6 +237,17 @@ static void on_codec_done(uv_work_t *uv, int status)
         codec_work_free(w);
         return;
     }
+    size_t held, cap;
+    if (intake_hold(req, w->out_len, &held, &cap) < 0) {
+        char who[160];
+        path_model_prefix(req, who, sizeof who);
+        http_error(req, 503, 1,
+                   "%sthe daemon holds %zu bytes of request bodies and this one, decoded to %zu bytes, would pass its "
+                   "limit (--max-inflight-body %zu bytes); retry later",
+                   who, held, w->out_len, cap);
+        codec_work_free(w);
+        return;
+    }
     http_own(req, w->out);
     req->entity = h2o_iovec_init(w->out, w->out_len);
     w->out = NULL;

@@ -4,8 +4,9 @@
  * defined here.
  *
  * What must stay true:
- *  - I.total is the sum of every live connection's held, and held is
- *    h1_held plus what the connection's HTTP/2 streams hold;
+ *  - I.total is the sum of every live connection's held plus the decoded
+ *    bodies requests hold (intake_hold), and held is h1_held plus what the
+ *    connection's HTTP/2 streams hold;
  *  - h2o reads max_request_entity_size only while reading a connection,
  *    and each of those reads is preceded, on the loop thread and with
  *    nothing in between, by before_read for that same connection (from
@@ -453,6 +454,28 @@ void intake_request_started(h2o_req_t *req)
     intake_release *r = h2o_mem_alloc_shared(&req->pool, sizeof *r, on_request_disposed);
     r->conn = c;
     r->id = id;
+}
+
+static void on_hold_disposed(void *p)
+{
+    size_t n = *(size_t *)p;
+    assert(I.total >= n);
+    I.total -= n;
+}
+
+int intake_hold(h2o_req_t *req, size_t n, size_t *held, size_t *cap)
+{
+    if (I.off || n == 0)
+        return 0;
+    if (I.total > I.cap || n > I.cap - I.total) {
+        *held = I.total;
+        *cap = I.cap;
+        return -1;
+    }
+    size_t *charge = h2o_mem_alloc_shared(&req->pool, sizeof *charge, on_hold_disposed);
+    *charge = n;
+    I.total += n;
+    return 0;
 }
 
 int intake_refused(h2o_req_t *req, size_t *held, size_t *cap)

@@ -39,7 +39,8 @@
  *    arranges that), the client resets the stream or h2o refuses it (with
  *    RST_STREAM REFUSED_STREAM: HTTP/2 has no answer to a refused body).
  * Memory for request bodies thus stays within the budget plus at most one
- * read's worth of input per connection.
+ * read's worth of input per connection. A body decoded from a
+ * Content-Encoding (http.c) is charged too, once decoded (intake_hold).
  *
  * h2o installs a socket's read callback anew (h2o_socket_read_start) each
  * time it resumes reading: after every HTTP/1 response, after a
@@ -95,6 +96,13 @@ void intake_request_started(h2o_req_t *req);
  * connections hold and *cap the budget.
  */
 int intake_refused(h2o_req_t *req, size_t *held, size_t *cap);
+
+/*
+ * Charges n more bytes that req holds (its body, decoded from a
+ * Content-Encoding) to the budget until req is disposed. Returns -1, with
+ * *held what is charged now and *cap the budget, when they would pass it.
+ */
+int intake_hold(h2o_req_t *req, size_t n, size_t *held, size_t *cap);
 
 /* h2o answers req and then closes its HTTP/1 connection: linger then. */
 void intake_linger(h2o_req_t *req);

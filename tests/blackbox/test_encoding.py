@@ -242,6 +242,34 @@ def test_a_compression_bomb_is_413_quickly_and_memory_stays_near_the_limit(echo)
     assert st == 200, body[:300]
 
 
+def test_decoded_bodies_count_against_the_inflight_budget(corral):
+    """A decoded body is charged to --max-inflight-body while its request holds it: another that would pass the
+    budget once decoded is a 503 with Retry-After, and is taken once the first is answered."""
+    corral.add("p", "api_probe")
+    d = corral.start("--max-body", "8MiB", "--max-inflight-body", "12MiB")
+    raw = bytes(7 << 20)
+    head = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "UINT8", "shape": [len(raw)],
+                                   "parameters": {"binary_data_size": len(raw)}}],
+                       "parameters": {"mode": "sleep", "seconds": 2, "binary_data_output": True}}).encode()
+    payload = gzip.compress(head + raw)
+    assert len(payload) < 64 << 10
+    headers = {"Content-Encoding": "gzip", "Inference-Header-Content-Length": str(len(head)),
+               "Content-Type": "application/octet-stream"}
+    assert post(d, "/v2/models/p/infer", payload, headers)[0] == 200  # loaded, and the pages are warm
+    first = {}
+    t = threading.Thread(target=lambda: first.setdefault("r", post(d, "/v2/models/p/infer", payload, headers)))
+    t.start()
+    wait_for(lambda: d.model("p")["instances"][0]["inflight"] == 1, timeout=10, what="the first request to run")
+    st, h, body = post(d, "/v2/models/p/infer", payload, headers)
+    msg = error_of((st, h, body), 503)
+    assert h["retry-after"] == "1"
+    assert "model 'p': the daemon holds" in msg and f"decoded to {len(head) + len(raw)} bytes" in msg, msg
+    assert "(--max-inflight-body 12582912 bytes); retry later" in msg, msg
+    t.join(30)
+    assert first["r"][0] == 200
+    assert post(d, "/v2/models/p/infer", payload, headers)[0] == 200
+
+
 @pytest.mark.parametrize("value,named", [("br", "br"), ("zstd", "zstd"), ("compress", "compress"),
                                          ("garbage", "garbage"), ("gzip, zstd", "zstd"), ('x"y\\z', 'x"y\\z')])
 def test_other_codings_are_415_naming_them(echo, value, named):
