@@ -252,7 +252,8 @@ int enc_encode(enc_coding c, int level, int binary, const struct iovec *bufs, si
     *out_len = 0;
     z_stream zs;
     memset(&zs, 0, sizeof zs);
-    if (deflateInit2(&zs, level, Z_DEFLATED, c == ENC_GZIP ? 15 + 16 : 15, 8, binary ? Z_RLE : Z_DEFAULT_STRATEGY) != Z_OK)
+    int window = c == ENC_GZIP ? 15 + 16 : 15, strategy = binary ? Z_RLE : Z_DEFAULT_STRATEGY;
+    if (deflateInit2(&zs, level, Z_DEFLATED, window, 8, strategy) != Z_OK)
         return ENC_E_NOMEM;
     size_t total = 0;
     for (size_t i = 0; i < n; i++)

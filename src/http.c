@@ -81,10 +81,11 @@ static void mark_encoded(h2o_req_t *req, enc_coding c)
     const char *name = enc_name(c);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_ENCODING, NULL, name, strlen(name));
     ssize_t et = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("etag"), -1); /* a token or not */
-    if (et >= 0 && !(req->res.headers.entries[et].value.len >= 2 && req->res.headers.entries[et].value.base[0] == 'W')) {
-        h2o_iovec_t v = req->res.headers.entries[et].value;
-        req->res.headers.entries[et].value = h2o_concat(&req->pool, h2o_iovec_init(H2O_STRLIT("W/")), v);
-    }
+    if (et < 0)
+        return;
+    h2o_iovec_t *v = &req->res.headers.entries[et].value;
+    if (!(v->len >= 2 && v->base[0] == 'W'))
+        *v = h2o_concat(&req->pool, h2o_iovec_init(H2O_STRLIT("W/")), *v);
 }
 
 /* "model 'NAME': " when the path is /v2/models/NAME/... or /v1/models/NAME/... with a valid NAME, else "". */
@@ -333,8 +334,9 @@ int http_decode_body(h2o_req_t *req, http_decoded_fn on_decoded)
         path_model_prefix(req, who, sizeof who);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_ENCODING, NULL, H2O_STRLIT("gzip, deflate"));
         if (rc == ENC_E_UNSUPPORTED)
-            http_error(req, 415, 0, "%sunsupported Content-Encoding '%.*s%s': corral decodes gzip, deflate and identity",
-                       who, (int)(bad_len > 64 ? 64 : bad_len), bad, bad_len > 64 ? "..." : "");
+            http_error(req, 415, 0,
+                       "%sunsupported Content-Encoding '%.*s%s': corral decodes gzip, deflate and identity", who,
+                       (int)(bad_len > 64 ? 64 : bad_len), bad, bad_len > 64 ? "..." : "");
         else
             http_error(req, 415, 0, "%sContent-Encoding lists more than %d codings", who, ENC_MAX_CODINGS);
         return -1;
