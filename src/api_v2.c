@@ -531,10 +531,10 @@ int api_v2(h2o_req_t *req, const api_path *p)
             http_method_not_allowed(req, "GET");
             return 0;
         }
-        http_send_json(req, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s,s]}", "name", "corral", "version", CORRAL_VERSION,
+        http_send_json(req, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s,s,s]}", "name", "corral", "version", CORRAL_VERSION,
                                            "extensions", "binary_tensor_data", "model_repository", "generate",
                                            "statistics", "logging", "model_configuration", "classification",
-                                           "system_shared_memory"));
+                                           "system_shared_memory", "schedule_policy"));
         return 0;
     }
     if (SEG_IS(p, 1, "health") && p->n == 3) {

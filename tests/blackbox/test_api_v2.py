@@ -182,7 +182,10 @@ def test_server_metadata_and_health(corral):
     meta = r.json()
     assert meta["name"] == "corral"
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", meta["version"]), meta
-    assert "binary_tensor_data" in meta["extensions"] and "model_repository" in meta["extensions"], meta
+    # Exactly what is implemented: a new extension must be listed here, one dropped must not stay listed.
+    assert sorted(meta["extensions"]) == sorted([
+        "binary_tensor_data", "model_repository", "generate", "statistics", "logging", "model_configuration",
+        "classification", "system_shared_memory", "schedule_policy"]), meta
     r = d.get("/v2/health/live")
     assert r.status_code == 200 and r.json() == {"live": True}, r.text
     r = d.get("/v2/health/ready")
