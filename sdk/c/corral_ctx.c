@@ -144,7 +144,8 @@ int corral_ctx_param_bool(const corral_ctx *ctx, const char *key, int def)
     return corral_param_bool(ctx->parameters, key, def);
 }
 
-static int add_tensor(json_t **list, const char *name, corral_dtype dtype, const int64_t *shape, int ndim)
+static int add_tensor(json_t **list, const char *name, corral_dtype dtype, const int64_t *shape, int ndim,
+                      int optional)
 {
     if (!name || !*name || !corral_utf8_valid(name, strlen(name)) || (int)dtype <= CORRAL_INVALID ||
         (int)dtype > CORRAL_BYTES || ndim < 0 || ndim > CORRAL_MAX_DIMS || (ndim > 0 && !shape))
@@ -155,6 +156,10 @@ static int add_tensor(json_t **list, const char *name, corral_dtype dtype, const
     if (!*list && !(*list = json_array()))
         return -ENOMEM;
     json_t *t = corral__tensor_json(name, dtype, shape, ndim, -1);
+    if (t && optional && json_object_set_new(t, "optional", json_true()) < 0) {
+        json_decref(t);
+        t = NULL;
+    }
     if (!t || json_array_append_new(*list, t) < 0)
         return -ENOMEM;
     return 0;
@@ -162,12 +167,18 @@ static int add_tensor(json_t **list, const char *name, corral_dtype dtype, const
 
 int corral_ctx_add_input(corral_ctx *ctx, const char *name, corral_dtype dtype, const int64_t *shape, int ndim)
 {
-    return add_tensor(&ctx->inputs, name, dtype, shape, ndim);
+    return add_tensor(&ctx->inputs, name, dtype, shape, ndim, 0);
+}
+
+int corral_ctx_add_optional_input(corral_ctx *ctx, const char *name, corral_dtype dtype, const int64_t *shape,
+                                  int ndim)
+{
+    return add_tensor(&ctx->inputs, name, dtype, shape, ndim, 1);
 }
 
 int corral_ctx_add_output(corral_ctx *ctx, const char *name, corral_dtype dtype, const int64_t *shape, int ndim)
 {
-    return add_tensor(&ctx->outputs, name, dtype, shape, ndim);
+    return add_tensor(&ctx->outputs, name, dtype, shape, ndim, 0);
 }
 
 int corral_ctx_error(corral_ctx *ctx, const char *type, const char *fmt, ...)

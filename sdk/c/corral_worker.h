@@ -189,11 +189,16 @@ CORRAL_API int corral_ctx_param_bool(const corral_ctx *ctx, const char *key, int
 
 /*
  * Declares an input or output for the model metadata sent with READY (used
- * when the manifest declares none). Use -1 for a variable dimension.
+ * when the manifest declares none). Use -1 for a variable dimension. The
+ * daemon checks requests against them (docs/api.md, "Input checks"): an
+ * input declared with corral_ctx_add_input is required, one declared with
+ * corral_ctx_add_optional_input may be left out (Triton's `optional`).
  * Returns 0, -EINVAL or -ENOMEM.
  */
 CORRAL_API int corral_ctx_add_input(corral_ctx *ctx, const char *name, corral_dtype dtype, const int64_t *shape,
                                     int ndim);
+CORRAL_API int corral_ctx_add_optional_input(corral_ctx *ctx, const char *name, corral_dtype dtype,
+                                             const int64_t *shape, int ndim);
 CORRAL_API int corral_ctx_add_output(corral_ctx *ctx, const char *name, corral_dtype dtype, const int64_t *shape,
                                      int ndim);
 

@@ -490,7 +490,7 @@ static int tts_load(corral_ctx *ctx, void **state)
 
     int64_t one[1] = {1}, any[1] = {-1};
     if (corral_ctx_add_input(ctx, "TEXT", CORRAL_BYTES, one, 1) < 0 ||
-        corral_ctx_add_input(ctx, "VOICE", CORRAL_BYTES, one, 1) < 0 ||
+        corral_ctx_add_optional_input(ctx, "VOICE", CORRAL_BYTES, one, 1) < 0 ||
         corral_ctx_add_output(ctx, "AUDIO", CORRAL_INT16, any, 1) < 0 ||
         corral_ctx_add_output(ctx, "SAMPLE_RATE", CORRAL_INT32, one, 1) < 0) {
         rc = corral_ctx_error(ctx, "MemoryError", "out of memory");
