@@ -77,6 +77,23 @@ static inline double percentile(const double *sorted, size_t n, double p)
     return sorted[i < n ? i : n - 1];
 }
 
+/*
+ * Sorts the first-chunk and end times of n timed requests (µs, from the
+ * request's start) and prints them as one JSON line: the first chunk's
+ * p50/p90/p99/min, the end's p50, and the CPU seconds since cpu0. Frees both.
+ */
+static inline void print_first_end(double *t_first, double *t_end, size_t n, double cpu0)
+{
+    qsort(t_first, n, sizeof *t_first, cmp_double);
+    qsort(t_end, n, sizeof *t_end, cmp_double);
+    printf("{\"requests\":%zu,\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,\"min_us\":%.2f,"
+           "\"end_p50_us\":%.2f,\"cpu_s\":%.4f}\n",
+           n, percentile(t_first, n, 50), percentile(t_first, n, 90), percentile(t_first, n, 99), t_first[0],
+           percentile(t_end, n, 50), cpu_s() - cpu0);
+    free(t_first);
+    free(t_end);
+}
+
 #ifdef BENCH_HTTP_READER
 /* The connection read line by line: rbuf[rpos, rend) holds bytes read and not yet parsed. */
 #define READ_BUFFER (256 * 1024)

@@ -215,15 +215,7 @@ int main(int argc, char **argv)
                 t_end[i] = b.end_us;
             }
         }
-        qsort(t_first, (size_t)requests, sizeof *t_first, cmp_double);
-        qsort(t_end, (size_t)requests, sizeof *t_end, cmp_double);
-        size_t n = (size_t)requests;
-        printf("{\"requests\":%ld,\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,\"min_us\":%.2f,"
-               "\"end_p50_us\":%.2f,\"cpu_s\":%.4f}\n",
-               requests, percentile(t_first, n, 50), percentile(t_first, n, 90), percentile(t_first, n, 99),
-               t_first[0], percentile(t_end, n, 50), cpu_s() - cpu0);
-        free(t_first);
-        free(t_end);
+        print_first_end(t_first, t_end, (size_t)requests, cpu0);
     } else {
         printf("{\"runs\":[");
         for (long i = 0; i < requests; i++) {
