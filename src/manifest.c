@@ -465,6 +465,13 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
     json_decref(batching);
     if (rc < 0)
         return rc;
+    /* A batching model's requests wait in the queue, where batches form: it pipelines none (docs/worker-protocol.md). */
+    if (m->max_batch_size > 0) {
+        if (json_object_get(root, "pipeline") && m->pipeline > 0)
+            return fail(c, "pipeline", "must be 0 (or left out) for a model with batching: its requests wait in the "
+                                       "queue, where batches form");
+        m->pipeline = 0;
+    }
 
     static const char *const restart_keys[] = {"max_restarts", "window", "backoff_min", "backoff_max", NULL};
     json_t *restart = get_section(c, root, "restart", restart_keys);

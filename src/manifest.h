@@ -29,7 +29,7 @@ typedef struct manifest {
     int instances;
     int max_instances;
     int concurrency;
-    int pipeline;       /* requests written to a busy instance ahead of time (docs/worker-protocol.md) */
+    int pipeline;       /* requests written to a busy instance ahead of time (docs/worker-protocol.md); 0 with batching */
     int load_eager;
     int64_t keep_alive_ms; /* -1: never unload */
     int64_t timeout_ms;

@@ -271,7 +271,7 @@ int model_start_slot(model *m, inst *in)
         inst_spawn sp = {.file = file, .argv = argv, .env = env, .cwd = m->dir, .load_json = load_json,
                          .load_timeout_ms = mf->load_timeout_ms, .health_interval_ms = mf->health_interval_ms,
                          .health_timeout_ms = mf->health_timeout_ms, .stop_grace_ms = R.stop_grace_ms,
-                         .concurrency = mf->concurrency, .pipeline = mf->max_batch_size > 0 ? 0 : mf->pipeline};
+                         .concurrency = mf->concurrency, .pipeline = mf->pipeline};
         rc = inst_start(in, &sp, err, sizeof err);
         if (rc == 0)
             model_emit_instance("instance.started", m, in, NULL);
@@ -960,7 +960,7 @@ json_t *model_to_json(model *m)
         json_object_set_new(o, "load", json_string(mf->load_eager ? "eager" : "lazy"));
         json_object_set_new(o, "max_queue", json_integer(mf->max_queue));
         json_object_set_new(o, "concurrency", json_integer(mf->concurrency));
-        json_object_set_new(o, "pipeline", json_integer(mf->max_batch_size > 0 ? 0 : mf->pipeline));
+        json_object_set_new(o, "pipeline", json_integer(mf->pipeline));
     }
     if (m->override)
         json_object_set_new(o, "config_override", json_deep_copy(m->override));

@@ -100,6 +100,12 @@ static void minimal_defaults(void)
     CHECK(json_is_object(m->parameters) && json_object_size(m->parameters) == 0);
     CHECK(m->args[0] == NULL && m->env[0] == NULL);
     manifest_free(m);
+    /* A batching model pipelines nothing, whether it says pipeline: 0 or leaves the key out. */
+    CHECK(load_text("runtime: python\nentrypoint: worker.py\nbatching: {max_batch_size: 4}\n", &m, err,
+                    sizeof err) == 0);
+    if (m)
+        CHECK(m->max_batch_size == 4 && m->pipeline == 0);
+    manifest_free(m);
 }
 
 static void every_key(void)
@@ -170,6 +176,8 @@ static void errors(void)
         {"runtime: python\nentrypoint: w.py\ninstances: 0\n", "key 'instances'"},
         {"runtime: python\nentrypoint: w.py\npipeline: 9\n", "key 'pipeline': must be an integer from 0 to 8"},
         {"runtime: python\nentrypoint: w.py\npipeline: -1\n", "key 'pipeline'"},
+        {"runtime: python\nentrypoint: w.py\npipeline: 2\nbatching: {max_batch_size: 4}\n",
+         "key 'pipeline': must be 0 (or left out) for a model with batching"},
         {"runtime: python\nentrypoint: w.py\ninstances: 3\nmax_instances: 2\n", "key 'max_instances'"},
         {"runtime: python\nentrypoint: w.py\ntimeout: 5 parsecs\n", "key 'timeout': must be a duration"},
         /* seconds past the int64 of milliseconds they become (found by fuzz_manifest) */
