@@ -1,5 +1,5 @@
 # corral — the two commands of the quick start, and the pieces behind them.
-#   make serve   install missing packages, build, serve examples/models on 127.0.0.1:8766
+#   make serve   install missing packages, build, serve examples/models on 127.0.0.1:8766 (gRPC on 8767)
 #   make test    install missing packages, build (plain, ASan+UBSan, libFuzzer), run every test
 #   make fuzz    run every libFuzzer target of tests/fuzz for FUZZ_TIME seconds each (default 300)
 
@@ -12,6 +12,7 @@ JOBS       ?= $(shell nproc)
 PYTHON     ?= /usr/bin/python3
 HOST       ?= 127.0.0.1
 PORT       ?= 8766
+GRPC_PORT  ?= 8767
 
 .PHONY: all deps build asan fuzz-build fuzz serve test test-unit test-sdk test-blackbox clean
 
@@ -42,7 +43,7 @@ fuzz: fuzz-build
 	  tail -n 12 $(FUZZ_BUILD)/$$n.log; [ $$rc -eq 0 ] || exit 1; done
 
 serve: build
-	./$(BUILD)/corral serve --models examples/models --host $(HOST) --port $(PORT)
+	./$(BUILD)/corral serve --models examples/models --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 
 # Unit tests run in both builds; the black-box suite runs against the
 # sanitizer build of the daemon, so a memory error anywhere on a real

@@ -147,6 +147,9 @@ class Corral:
 
     def __init__(self, label: str, repo: pathlib.Path, logdir: pathlib.Path, args: Iterable[str] = ()):
         self.log = logdir / f"corral-{label}.log"
+        args = list(args)
+        if "--grpc-port" not in args:
+            args += ["--grpc-port", "0"]  # several daemons run at once; the gRPC series reads the port it logs
         argv = [str(ROOT / "build" / "corral"), "serve", "--models", str(repo), "--port", "0", *args]
         self.proc = start(f"corral serve ({label})", argv, self.log)
         self.port = wait_for(self._port, 15, "corral to listen")
@@ -156,6 +159,11 @@ class Corral:
         if self.proc.poll() is not None:
             raise RuntimeError(f"corral exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
         m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log.read_text(errors="replace"))
+        return int(m.group(1)) if m else None
+
+    @property
+    def grpc_port(self) -> Optional[int]:
+        m = re.search(r"listening on grpc://127\.0\.0\.1:(\d+)", self.log.read_text(errors="replace"))
         return int(m.group(1)) if m else None
 
     def post(self, path: str, body=None, timeout: float = 120.0):

@@ -338,6 +338,23 @@ static int bearer_token(const h2o_iovec_t *v, const char **token, size_t *len)
     return 0;
 }
 
+const char *access_rpc_denied(const char *auth, size_t auth_len, int health, int management)
+{
+    if (!policy.token || health || (policy.scope == ACCESS_SCOPE_MANAGEMENT && !management))
+        return NULL;
+    if (!auth)
+        return "this call needs the daemon's token: send the metadata 'authorization: Bearer <token>' (tritonclient: "
+               "headers={'authorization': 'Bearer <token>'})";
+    h2o_iovec_t v = h2o_iovec_init(auth, auth_len);
+    const char *token;
+    size_t token_len;
+    if (bearer_token(&v, &token, &token_len) < 0)
+        return "the authorization metadata must be 'Bearer <token>'";
+    if (!access_token_equal(token, token_len, policy.token, strlen(policy.token)))
+        return "the token sent is not the daemon's token";
+    return NULL;
+}
+
 static void unauthorized(h2o_req_t *req, const char *challenge, const char *msg)
 {
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, challenge, strlen(challenge));

@@ -42,6 +42,15 @@ void access_init(const access_config *cfg);
  */
 int access_check(h2o_req_t *req, const h2o_iovec_t *seg, int n);
 
+/*
+ * The same policy for a gRPC call (api_grpc.c): auth is its
+ * "authorization" metadata (auth_len bytes, NULL when absent); health
+ * calls never need the token, management calls need it under either
+ * scope, the others under --auth all. Returns NULL when the call may go
+ * on, else the message of its UNAUTHENTICATED status.
+ */
+const char *access_rpc_denied(const char *auth, size_t auth_len, int health, int management);
+
 /* ---- pure helpers ---- */
 
 /*

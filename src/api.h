@@ -74,6 +74,19 @@ typedef struct api_path {
 model *api_model_or_error(h2o_req_t *req, h2o_iovec_t name);
 
 int api_v2(h2o_req_t *req, const api_path *p);
+
+/* What both doors of the v2 protocol (HTTP here, gRPC in api_grpc.c) share. */
+/* The extensions GET /v2 and gRPC's ServerMetadata list, NULL-terminated. */
+extern const char *const api_v2_extensions[];
+/* The repository index as GET /v2/repository/index answers it (the caller rescans first). */
+json_t *api_repository_index(int ready_only);
+/*
+ * A load's options (root: the body, NULL when empty): *instances (0:
+ * absent) and *config (a new object, or NULL). Returns 0, or -1 with the
+ * 400's message in err. api_unload_options likewise for an unload.
+ */
+int api_load_options(json_t *root, const char *model, int *instances, json_t **config, char *err, size_t errlen);
+int api_unload_options(json_t *root, const char *model, char *err, size_t errlen);
 int api_v1(h2o_req_t *req, const api_path *p);
 
 #endif

@@ -93,8 +93,13 @@ static void handle_infer(h2o_req_t *req, model *m)
     infer_pending *p = (infer_pending *)api_pending_new(req, m, sizeof(infer_pending));
     p->base.respond = infer_respond;
     p->base.on_dispose = infer_dispose;
-    job *j = job_new(m, PROTO_INFER, 0);
     const manifest *mf = model_manifest(m);
+    if (mf && mf->decoupled) { /* as Triton refuses a decoupled model's infer */
+        http_error(req, 400, 0, "model '%s' is decoupled (it streams its answers): infer takes one answer per "
+                   "request; use generate_stream, or gRPC's ModelStreamInfer", model_name(m));
+        return;
+    }
+    job *j = job_new(m, PROTO_INFER, 0);
     const h2o_iovec_t *hcl = http_header(req, "inference-header-content-length");
     infer_input in = {.model = model_name(m),
                       .priority_levels = mf ? mf->priority_levels : 1,
@@ -167,37 +172,35 @@ static json_t *repository_body(h2o_req_t *req, const char *verb, const char *mod
 }
 
 /*
- * A load's body: corral's {"instances": N}, or Triton's {"parameters":
+ * A load's options: corral's {"instances": N}, or Triton's {"parameters":
  * {"config": "<JSON of model.yaml keys>"}} (and corral's "instances" among
  * the parameters). Anything else is refused, Triton's "file:" overrides
- * included, so that nothing sent is silently ignored. Sets *instances (0:
- * absent) and *config (a new object, or NULL). Returns 0, or -1 having answered 400.
+ * included, so that nothing sent is silently ignored.
  */
-static int load_options(h2o_req_t *req, const char *model, int *instances, json_t **config)
+int api_load_options(json_t *root, const char *model, int *instances, json_t **config, char *err, size_t errlen)
 {
     *instances = 0;
     *config = NULL;
-    char what[200];
-    int bad;
-    json_t *root = repository_body(req, "load", model, what, sizeof what, &bad);
     if (!root)
-        return bad ? -1 : 0;
+        return 0;
+    char what[200];
+    snprintf(what, sizeof what, "model '%s': load", model);
     static const char *const top[] = {"instances", "parameters", NULL};
     static const char *const params_known[] = {"instances", "config", NULL};
     json_t *params = json_object_get(root, "parameters");
     const char *key = infer_unknown_key(root, top);
-    char err[1200] = "";
+    err[0] = 0;
     if (key) {
-        snprintf(err, sizeof err, "%s: unknown option '%.64s' (corral takes \"instances\" and "
+        snprintf(err, errlen, "%s: unknown option '%.64s' (corral takes \"instances\" and "
                  "\"parameters\": {\"config\"})", what, key);
     } else if (params && !json_is_object(params)) {
-        snprintf(err, sizeof err, "%s: 'parameters' must be an object", what);
+        snprintf(err, errlen, "%s: 'parameters' must be an object", what);
     } else if (params && (key = infer_unknown_key(params, params_known))) {
         if (strncmp(key, "file:", 5) == 0)
-            snprintf(err, sizeof err, "%s: parameter '%.128s': file overrides are not supported; corral loads a "
+            snprintf(err, errlen, "%s: parameter '%.128s': file overrides are not supported; corral loads a "
                      "model's files from its directory in the repository", what, key);
         else
-            snprintf(err, sizeof err, "%s: unknown parameter '%.64s' (corral takes \"config\" and \"instances\")",
+            snprintf(err, errlen, "%s: unknown parameter '%.64s' (corral takes \"config\" and \"instances\")",
                      what, key);
     }
     json_t *n = json_object_get(root, "instances");
@@ -205,7 +208,7 @@ static int load_options(h2o_req_t *req, const char *model, int *instances, json_
         n = json_object_get(params, "instances");
     if (!err[0] && n) {
         if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > MANIFEST_MAX_INSTANCES)
-            snprintf(err, sizeof err, "model '%s': instances must be an integer from 1 to %d", model,
+            snprintf(err, errlen, "model '%s': instances must be an integer from 1 to %d", model,
                      MANIFEST_MAX_INSTANCES);
         else
             *instances = (int)json_integer_value(n);
@@ -219,20 +222,34 @@ static int load_options(h2o_req_t *req, const char *model, int *instances, json_
                                            : json_incref(c);
         if (!json_is_object(parsed)) {
             json_decref(parsed);
-            snprintf(err, sizeof err, "model '%s': parameters.config must be a JSON object of model.yaml keys "
+            snprintf(err, errlen, "model '%s': parameters.config must be a JSON object of model.yaml keys "
                      "(as a string), such as \"{\\\"instances\\\": 2}\"", model);
         } else {
             *config = parsed;
         }
     }
-    json_decref(root);
     if (err[0]) {
         json_decref(*config);
         *config = NULL;
-        http_error(req, 400, 0, "%s", err);
         return -1;
     }
     return 0;
+}
+
+/* The load options of an HTTP body. Returns 0, or -1 having answered 400. */
+static int load_options(h2o_req_t *req, const char *model, int *instances, json_t **config)
+{
+    char what[200];
+    int bad;
+    json_t *root = repository_body(req, "load", model, what, sizeof what, &bad);
+    if (bad)
+        return -1;
+    char err[1200];
+    int rc = api_load_options(root, model, instances, config, err, sizeof err);
+    json_decref(root);
+    if (rc < 0)
+        http_error(req, 400, 0, "%s", err);
+    return rc;
 }
 
 static void handle_load(h2o_req_t *req, h2o_iovec_t name)
@@ -268,37 +285,46 @@ static void handle_load(h2o_req_t *req, h2o_iovec_t name)
 }
 
 /*
- * An unload's body: Triton's client always sends {"parameters":
+ * An unload's options: Triton's client always sends {"parameters":
  * {"unload_dependents": false}}. No corral model depends on another (there
  * are no ensembles), so true and false unload the same: the one model.
  */
-static int unload_options(h2o_req_t *req, const char *model)
+int api_unload_options(json_t *root, const char *model, char *err, size_t errlen)
 {
-    char what[200];
-    int bad;
-    json_t *root = repository_body(req, "unload", model, what, sizeof what, &bad);
     if (!root)
-        return bad ? -1 : 0;
+        return 0;
+    char what[200];
+    snprintf(what, sizeof what, "model '%s': unload", model);
     static const char *const top[] = {"parameters", NULL};
     static const char *const params_known[] = {"unload_dependents", NULL};
     json_t *params = json_object_get(root, "parameters");
     json_t *deps = json_object_get(params, "unload_dependents");
     const char *key = infer_unknown_key(root, top);
-    char err[400] = "";
+    err[0] = 0;
     if (key)
-        snprintf(err, sizeof err, "%s: unknown option '%.64s'", what, key);
+        snprintf(err, errlen, "%s: unknown option '%.64s'", what, key);
     else if (params && !json_is_object(params))
-        snprintf(err, sizeof err, "%s: 'parameters' must be an object", what);
+        snprintf(err, errlen, "%s: 'parameters' must be an object", what);
     else if (params && (key = infer_unknown_key(params, params_known)))
-        snprintf(err, sizeof err, "%s: unknown parameter '%.64s' (corral takes \"unload_dependents\")", what, key);
+        snprintf(err, errlen, "%s: unknown parameter '%.64s' (corral takes \"unload_dependents\")", what, key);
     else if (deps && !json_is_boolean(deps))
-        snprintf(err, sizeof err, "%s: parameters.unload_dependents must be true or false", what);
-    json_decref(root);
-    if (err[0]) {
-        http_error(req, 400, 0, "%s", err);
+        snprintf(err, errlen, "%s: parameters.unload_dependents must be true or false", what);
+    return err[0] ? -1 : 0;
+}
+
+static int unload_options(h2o_req_t *req, const char *model)
+{
+    char what[200];
+    int bad;
+    json_t *root = repository_body(req, "unload", model, what, sizeof what, &bad);
+    if (bad)
         return -1;
-    }
-    return 0;
+    char err[400];
+    int rc = api_unload_options(root, model, err, sizeof err);
+    json_decref(root);
+    if (rc < 0)
+        http_error(req, 400, 0, "%s", err);
+    return rc;
 }
 
 static void handle_unload(h2o_req_t *req, model *m)
@@ -428,6 +454,11 @@ static void handle_index(h2o_req_t *req)
         http_error(req, 500, 0, "cannot scan the model repository: %s", strerror(-rc));
         return;
     }
+    http_send_json(req, 200, api_repository_index(ready_only));
+}
+
+json_t *api_repository_index(int ready_only)
+{
     json_t *out = json_array();
     for (model *m = model_next(NULL); m; m = model_next(m)) {
         if (ready_only && model_get_state(m) != MODEL_READY)
@@ -441,7 +472,7 @@ static void handle_index(h2o_req_t *req)
         json_object_set_new(e, "changed", json_boolean(model_changed(m)));
         json_array_append_new(out, e);
     }
-    http_send_json(req, 200, out);
+    return out;
 }
 
 /* ---- system shared memory extension (clientshm.c) ---- */
@@ -515,6 +546,10 @@ static int handle_shm(h2o_req_t *req, const api_path *p, int get, int post)
 
 /* ---- routing ---- */
 
+const char *const api_v2_extensions[] = {"binary_tensor_data", "model_repository", "generate", "statistics",
+                                         "logging", "model_configuration", "classification",
+                                         "system_shared_memory", "schedule_policy", NULL};
+
 int api_v2(h2o_req_t *req, const api_path *p)
 {
     int get = METHOD_IS(req, "GET") || METHOD_IS(req, "HEAD");
@@ -531,10 +566,11 @@ int api_v2(h2o_req_t *req, const api_path *p)
             http_method_not_allowed(req, "GET");
             return 0;
         }
-        http_send_json(req, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s,s,s]}", "name", "corral", "version", CORRAL_VERSION,
-                                           "extensions", "binary_tensor_data", "model_repository", "generate",
-                                           "statistics", "logging", "model_configuration", "classification",
-                                           "system_shared_memory", "schedule_policy"));
+        json_t *ext = json_array();
+        for (const char *const *e = api_v2_extensions; *e; e++)
+            json_array_append_new(ext, json_string(*e));
+        http_send_json(req, 200, json_pack("{s:s, s:s, s:o}", "name", "corral", "version", CORRAL_VERSION,
+                                           "extensions", ext));
         return 0;
     }
     if (SEG_IS(p, 1, "health") && p->n == 3) {

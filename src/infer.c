@@ -309,20 +309,21 @@ static int shm_tensor(const char *model, const char *kind, const char *name, jso
 int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *err, size_t errlen)
 {
     const char *model = in->model;
-    size_t json_len;
-    if (header_length(in, &json_len) < 0) {
+    size_t json_len = 0;
+    if (!in->doc && header_length(in, &json_len) < 0) {
         /* shown escaped by the error writer, at most 40 bytes of it */
         size_t shown = in->header_length_len > 40 ? 40 : in->header_length_len;
         return fail(err, errlen, 400, model,
                     "Inference-Header-Content-Length '%.*s%s' is not a length within the body (%zu bytes)",
                     (int)shown, in->header_length, in->header_length_len > 40 ? "..." : "", in->len);
     }
-    const uint8_t *bin = in->body + json_len;
-    size_t bin_len = in->len - json_len, bin_used = 0;
+    const uint8_t *bin = in->doc ? NULL : in->body + json_len;
+    size_t bin_len = in->doc ? 0 : in->len - json_len, bin_used = 0;
+    int raw_used = 0;
 
     json_error_t jerr;
     const char *text = in->body ? (const char *)in->body : "";
-    json_t *root = json_loadb(text, json_len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = in->doc ? json_incref(in->doc) : json_loadb(text, json_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root && strstr(jerr.text, "too big integer")) {
         size_t qlen;
         char *quoted = quote_big_integers(text, json_len, &qlen);
@@ -493,6 +494,16 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
             if (dtype_check_raw(t, s->ptr ? s->ptr : (const uint8_t *)data.p + s->off, s->len, count) < 0)
                 BAD("input '%s': shared_memory_byte_size %zu does not hold %lld %s elements", nm, s->len,
                     (long long)count, dtype_name(t));
+        } else if (bsize && in->doc) { /* the next of the separate binary sections */
+            if (raw_used >= in->nraw || !json_is_integer(bsize) ||
+                (uint64_t)json_integer_value(bsize) != in->raw[raw_used].len)
+                BAD("input '%s': its raw contents do not match the request (%d of %d sections used)", nm, raw_used,
+                    in->nraw);
+            s->ptr = in->raw[raw_used].ptr;
+            s->len = in->raw[raw_used++].len;
+            if (dtype_check_raw(t, s->ptr, s->len, count) < 0)
+                BAD("input '%s': %zu bytes of raw contents do not hold %lld %s elements", nm, s->len,
+                    (long long)count, dtype_name(t));
         } else if (bsize) {
             if (!json_is_integer(bsize) || json_integer_value(bsize) < 0 ||
                 (uint64_t)json_integer_value(bsize) > bin_len - bin_used)
@@ -549,6 +560,8 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         BAD("%s", why);
     if (bin_used != bin_len)
         BAD("%zu bytes of binary data are not claimed by any input's binary_data_size", bin_len - bin_used);
+    if (in->doc && raw_used != in->nraw)
+        BAD("%d raw contents are not claimed by any input", in->nraw - raw_used);
     sb_addc(&meta, ']');
 
     json_t *outputs = json_object_get(root, "outputs");
@@ -703,20 +716,6 @@ static int wants_binary(const infer_opts *opts, const char *name)
     return 0;
 }
 
-/* One output of a result, checked against the data it claims. */
-typedef struct result_output {
-    const char *name; /* in the meta */
-    dtype t;
-    int ndim;
-    int64_t dims[DTYPE_MAX_DIMS];
-    int64_t count;
-    size_t off, size;
-    int binary;
-    int classified; /* replaced by its classification: BYTES at xoff in the classification buffer */
-    size_t xoff;
-    const infer_shm_ref *shm; /* the client region it is written into; NULL: in the response */
-} result_output;
-
 static const infer_shm_ref *shm_output(const infer_opts *opts, const char *name)
 {
     for (int i = 0; i < opts->nshm; i++)
@@ -729,7 +728,7 @@ static const infer_shm_ref *shm_output(const infer_opts *opts, const char *name)
  * Replaces output r by its classification into x (classify.h). Returns 0,
  * or an HTTP status with the message in err.
  */
-static int classify_result(const char *model, const infer_opts *opts, json_t *k, result_output *r, const uint8_t *raw,
+static int classify_result(const char *model, const infer_opts *opts, json_t *k, infer_output *r, const uint8_t *raw,
                            sb *x, char *err, size_t errlen)
 {
     char name[160];
@@ -761,15 +760,23 @@ static int classify_result(const char *model, const infer_opts *opts, json_t *k,
     memcpy(r->dims, dims, sizeof dims);
     r->count = count;
     r->classified = 1;
-    r->xoff = start;
+    r->data = (const uint8_t *)(uintptr_t)start; /* an offset until x stops growing (infer_read_result) */
     r->size = x->len - start;
     return 0;
 }
 
-int infer_build_response(const char *model, const infer_opts *opts, const uint8_t *body, size_t len,
-                         const uint8_t *shm_data, size_t shm_len, infer_response *out, char *err, size_t errlen)
+void infer_result_clear(infer_result *res)
 {
-    memset(out, 0, sizeof *out);
+    free(res->out);
+    json_decref(res->meta);
+    free(res->classified);
+    memset(res, 0, sizeof *res);
+}
+
+int infer_read_result(const char *model, const infer_opts *opts, const uint8_t *body, size_t len,
+                      const uint8_t *shm_data, size_t shm_len, infer_result *res, char *err, size_t errlen)
+{
+    memset(res, 0, sizeof *res);
     const char *metap;
     size_t meta_len, data_len;
     const uint8_t *data;
@@ -793,17 +800,16 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
                  INFER_MAX_TENSORS);
         return 502;
     }
-    /* Check every output first, and bound the answer's size before building it. */
-    result_output *ro = xcalloc(nout, sizeof *ro);
+    infer_output *ro = xcalloc(nout ? nout : 1, sizeof *ro);
     sb x = {0}; /* the classification results; allocated only for a classification */
-    int binary_classified = 0;
-    size_t off = 0, bound = 256 + strlen(model) * 6 + (opts->id ? opts->id_len * 6 : 0);
+    size_t off = 0;
     int status = 200;
     for (size_t i = 0; i < nout; i++) {
         json_t *o = json_array_get(outputs, i);
-        result_output *r = &ro[i];
+        infer_output *r = &ro[i];
         json_t *jname = json_object_get(o, "name");
         r->name = json_string_value(jname);
+        r->name_len = json_string_length(jname);
         json_t *dt = json_object_get(o, "datatype");
         r->t = json_is_string(dt) ? dtype_from_name(json_string_value(dt), json_string_length(dt)) : DT_INVALID;
         json_t *shape = json_object_get(o, "shape");
@@ -820,8 +826,8 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
         }
         r->count = ok ? dtype_shape_count(r->dims, r->ndim) : -1;
         r->size = ok ? (size_t)json_integer_value(size) : 0;
-        r->off = off;
-        if (r->count < 0 || dtype_check_raw(r->t, data + off, r->size, r->count) < 0) {
+        r->data = data + off;
+        if (r->count < 0 || dtype_check_raw(r->t, r->data, r->size, r->count) < 0) {
             char shown[160] = "";
             if (r->name)
                 snprintf(shown, sizeof shown, " '%s'", r->name);
@@ -842,18 +848,13 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
             status = 400;
             goto done;
         }
-        r->binary = !r->shm && wants_binary(opts, r->name);
         off += r->size;
         json_t *k = opts->classify ? json_object_get(opts->classify, r->name) : NULL;
-        int crc = k ? classify_result(model, opts, k, r, data + r->off, &x, err, errlen) : 0;
+        int crc = k ? classify_result(model, opts, k, r, r->data, &x, err, errlen) : 0;
         if (crc) {
             status = crc;
             goto done;
         }
-        binary_classified |= r->classified && r->binary;
-        bound += 64 + json_string_length(jname) * 6 + (size_t)r->ndim * 21 +
-                 (r->shm ? 160 + r->shm->region_len * 6
-                         : r->binary ? 0 : tensor_json_bound(r->t, r->size, r->count));
     }
     /* Every output the client asked for must have come back, as Triton requires. */
     size_t w;
@@ -871,13 +872,64 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
             goto done;
         }
     }
+    /* The data of the outputs in client regions goes there; the answer says where. */
+    for (size_t i = 0; i < nout; i++)
+        if (ro[i].shm && ro[i].size)
+            memcpy(ro[i].shm->map->base + ro[i].shm->offset, ro[i].data, ro[i].size);
+    /* A region shrunk under a copy (clientshm.h) held zeros: the answer is not to be trusted. */
+    for (int i = 0; i < opts->nshm; i++) {
+        if (!clientshm_broken(opts->shm[i].map))
+            continue;
+        snprintf(err, errlen,
+                 "model '%s': the object behind shared memory region '%.64s' was truncated while the request used "
+                 "it",
+                 model, opts->shm[i].region);
+        utf8_trim_partial(err);
+        status = 400;
+        goto done;
+    }
+    if (x.p) { /* the classified outputs' offsets become pointers now that x is final */
+        res->classified = sb_take(&x, &res->classified_len);
+        for (size_t i = 0; i < nout; i++)
+            if (ro[i].classified)
+                ro[i].data = (const uint8_t *)res->classified + (uintptr_t)ro[i].data;
+    }
+    res->out = ro;
+    res->n = nout;
+    res->meta = meta;
+    return 200;
+done:
+    sb_free(&x);
+    free(ro);
+    json_decref(meta);
+    return status;
+}
+
+int infer_build_response(const char *model, const infer_opts *opts, const uint8_t *body, size_t len,
+                         const uint8_t *shm_data, size_t shm_len, infer_response *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    infer_result res;
+    int status = infer_read_result(model, opts, body, len, shm_data, shm_len, &res, err, errlen);
+    if (status != 200)
+        return status;
+    /* Bound the answer's size before building it. */
+    int binary_classified = 0;
+    size_t bound = 256 + strlen(model) * 6 + (opts->id ? opts->id_len * 6 : 0);
+    for (size_t i = 0; i < res.n; i++) {
+        infer_output *r = &res.out[i];
+        int binary = !r->shm && wants_binary(opts, r->name);
+        binary_classified |= r->classified && binary;
+        bound += 64 + r->name_len * 6 + (size_t)r->ndim * 21 +
+                 (r->shm ? 160 + r->shm->region_len * 6 : binary ? 0 : tensor_json_bound(r->t, r->size, r->count));
+    }
     sb o;
     sb_init(&o, 256);
     if (sb_try_reserve(&o, bound) < 0) {
         sb_free(&o);
+        infer_result_clear(&res);
         snprintf(err, errlen, "model '%s': no memory now for a %zu-byte response", model, bound);
-        status = 503;
-        goto done;
+        return 503;
     }
     sb_adds(&o, "{\"model_name\":");
     sb_json_str(&o, model, strlen(model));
@@ -887,18 +939,15 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
         sb_json_str(&o, opts->id, opts->id_len);
     }
     sb_adds(&o, ",\"outputs\":[");
-    for (size_t i = 0; i < nout; i++) {
-        result_output *r = &ro[i];
+    for (size_t i = 0; i < res.n; i++) {
+        infer_output *r = &res.out[i];
         if (i)
             sb_addc(&o, ',');
         sb_adds(&o, "{\"name\":");
-        sb_json_str(&o, r->name, strlen(r->name));
+        sb_json_str(&o, r->name, r->name_len);
         add_type_and_shape(&o, r->t, r->dims, r->ndim);
         sb_addc(&o, ']');
-        const uint8_t *bytes = r->classified ? (const uint8_t *)x.p + r->xoff : data + r->off;
-        if (r->shm) { /* the data goes into the client's region; the response says where */
-            if (r->size)
-                memcpy(r->shm->map->base + r->shm->offset, data + r->off, r->size);
+        if (r->shm) { /* the data went into the client's region; the response says where */
             sb_adds(&o, ",\"parameters\":{\"shared_memory_region\":");
             sb_json_str(&o, r->shm->region, r->shm->region_len);
             sb_adds(&o, ",\"shared_memory_byte_size\":");
@@ -906,38 +955,24 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
             sb_adds(&o, ",\"shared_memory_offset\":");
             sb_u64(&o, r->shm->offset);
             sb_adds(&o, "}}");
-        } else if (r->binary) {
+        } else if (wants_binary(opts, r->name)) {
             sb_adds(&o, ",\"parameters\":{\"binary_data_size\":");
             sb_u64(&o, r->size);
             sb_adds(&o, "}}");
-            out->binary[out->nbinary++] = (infer_slice){bytes, r->size};
+            out->binary[out->nbinary++] = (infer_slice){r->data, r->size};
         } else {
             sb_adds(&o, ",\"data\":");
-            tensor_to_json(&o, r->t, bytes, r->size, r->count);
+            tensor_to_json(&o, r->t, r->data, r->size, r->count);
             sb_addc(&o, '}');
         }
     }
     sb_adds(&o, "]}");
-    /* A region shrunk under a copy (clientshm.h) held zeros: the answer is not to be trusted. */
-    for (int i = 0; i < opts->nshm; i++) {
-        if (!clientshm_broken(opts->shm[i].map))
-            continue;
-        sb_free(&o);
-        out->nbinary = 0;
-        snprintf(err, errlen,
-                 "model '%s': the object behind shared memory region '%.64s' was truncated while the request used "
-                 "it",
-                 model, opts->shm[i].region);
-        utf8_trim_partial(err);
-        status = 400;
-        goto done;
-    }
     out->json = sb_take(&o, &out->json_len);
-    if (binary_classified)
-        out->owned = sb_take(&x, &out->owned_len); /* the binary sections point into it */
-done:
-    sb_free(&x);
-    free(ro);
-    json_decref(meta);
-    return status;
+    if (binary_classified) { /* the binary sections point into it */
+        out->owned = res.classified;
+        out->owned_len = res.classified_len;
+        res.classified = NULL;
+    }
+    infer_result_clear(&res);
+    return 200;
 }

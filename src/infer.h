@@ -66,6 +66,12 @@ typedef struct infer_input {
     int max_batch_size;         /* the model's batching; 0: off. With it, j gets its batch_entry (batch.h) */
     const decl_list *inputs_decl;  /* the model's declared inputs (decl.h), checked before anything is queued; NULL: none */
     const decl_list *outputs_decl; /* its declared outputs: an output asked for must be one; NULL: none */
+    /* A request that arrives already decoded (gRPC, api_grpc.c): the v2 JSON document as a tree, body and
+     * header_length unused; each input whose parameters name binary_data_size takes the next of the nraw
+     * pieces (its length must be that size), and every piece must be taken. The pieces must outlive the job. */
+    json_t *doc;
+    const job_piece *raw;
+    int nraw;
 } infer_input;
 
 /*
@@ -85,6 +91,46 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
 
 /* The first key of object o (NULL: none) not listed in known (NULL-terminated), or NULL. */
 const char *infer_unknown_key(json_t *o, const char *const *known);
+
+/* One output of a result, checked against the data it claims (infer_read_result). */
+typedef struct infer_output {
+    const char *name;         /* in the result's meta */
+    size_t name_len;
+    dtype t;
+    int ndim;
+    int64_t dims[DTYPE_MAX_DIMS];
+    int64_t count;
+    const uint8_t *data;      /* size bytes: in the result, or its classification in the result's own buffer */
+    size_t size;
+    int classified;           /* replaced by its top K (BYTES) */
+    const infer_shm_ref *shm; /* copied into this client region already; the answer only says where */
+} infer_output;
+
+/* A worker's INFER_RESULT, read and checked. */
+typedef struct infer_result {
+    infer_output *out;        /* owned */
+    size_t n;
+    json_t *meta;             /* owned: the names point into it */
+    char *classified;         /* owned: the classification results the outputs point into; NULL: none */
+    size_t classified_len;
+} infer_result;
+
+/*
+ * Reads the worker's INFER_RESULT body (meta and data; or, when the data
+ * came in shared memory, the meta with the data at shm_data) for a
+ * request parsed into opts: every output checked against the bytes it
+ * claims, those asked for with classification replaced by their top K
+ * (classify.h), those the request placed in client regions copied there,
+ * and every output the request asked for present. Returns 200 with *res
+ * filled (release with infer_result_clear, before the result's body), or
+ * 502 (the worker's result is malformed), 400 (an output asked for is
+ * missing, cannot be classified, or does not fit its region; a region was
+ * truncated under the copy) or 503 (no memory) with the message in err.
+ * The protocol front ends (the JSON one below, gRPC's) only render it.
+ */
+int infer_read_result(const char *model, const infer_opts *opts, const uint8_t *body, size_t len,
+                      const uint8_t *shm_data, size_t shm_len, infer_result *res, char *err, size_t errlen);
+void infer_result_clear(infer_result *res);
 
 /* A section of the response's binary part: bytes inside the result. */
 typedef struct infer_slice {

@@ -37,6 +37,8 @@ static const char usage[] =
     "  --host HOST             listen address (default 127.0.0.1); one that is not loopback\n"
     "                          is logged as a warning unless a token is set\n"
     "  --port PORT             listen port (default $PORT or 8766; 0 picks a free port)\n"
+    "  --grpc-port PORT|off    gRPC (KServe v2's GRPCInferenceService) on --host at PORT (default\n"
+    "                          $GRPC_PORT or 8767; 0 picks a free port; off: no gRPC)\n"
     "  --poll SECONDS          rescan the repository periodically (default: only on request)\n"
     "  --max-body SIZE         largest request body, e.g. 512MiB (default 1GiB)\n"
     "  --max-inflight-body SIZE  request bodies held at once, all connections together; an upload\n"
@@ -336,11 +338,27 @@ static int shim(int argc, char **argv)
     _exit(128 + sig);
 }
 
+/* A gRPC port: 0 to 65535, or "off" (-1). */
+static int parse_grpc_port(const char *s, int *port)
+{
+    if (strcmp(s, "off") == 0) {
+        *port = -1;
+        return 0;
+    }
+    char *end;
+    long p = strtol(s, &end, 10);
+    if (!*s || *end || p < 0 || p > 65535)
+        return -1;
+    *port = (int)p;
+    return 0;
+}
+
 static int serve(int argc, char **argv)
 {
-    const char *env_port = getenv("PORT");
+    const char *env_port = getenv("PORT"), *env_grpc = getenv("GRPC_PORT");
     server_config cfg = {.host = "127.0.0.1",
                          .port = env_port && *env_port ? atoi(env_port) : 8766,
+                         .grpc_port = 8767,
                          .models_dir = "models",
                          .python_sdk_dir = getenv("CORRAL_PYTHON_SDK") ? getenv("CORRAL_PYTHON_SDK")
                                                                         : CORRAL_SDK_PYTHON_DIR,
@@ -358,6 +376,10 @@ static int serve(int argc, char **argv)
             return 2;
         }
         log_threshold = level;
+    }
+    if (env_grpc && *env_grpc && parse_grpc_port(env_grpc, &cfg.grpc_port) < 0) {
+        fprintf(stderr, "corral: GRPC_PORT=%s: must be a port from 0 to 65535, or off\n", env_grpc);
+        return 2;
     }
     for (int i = 2; i < argc; i++) {
         const char *opt = argv[i];
@@ -388,6 +410,11 @@ static int serve(int argc, char **argv)
                 return 2;
             }
             cfg.port = (int)p;
+        } else if (strcmp(opt, "--grpc-port") == 0) {
+            if (parse_grpc_port(val, &cfg.grpc_port) < 0) {
+                fprintf(stderr, "corral: --grpc-port must be a port from 0 to 65535, or off\n");
+                return 2;
+            }
         } else if (strcmp(opt, "--poll") == 0) {
             cfg.poll_s = strtod(val, &end);
             if (*end || cfg.poll_s < 0) {

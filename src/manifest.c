@@ -334,7 +334,7 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
                                       "max_instances", "concurrency", "pipeline", "load", "keep_alive", "timeout",
                                       "stream_timeout", "load_timeout", "max_queue", "priority_levels", "default_priority",
                                       "batching", "restart", "health", "limits", "parameters", "inputs",
-                                      "outputs", "description", "version", NULL};
+                                      "outputs", "description", "version", "decoupled", NULL};
     if (check_keys(c, root, NULL, top) < 0)
         return -EINVAL;
     if (get_string(c, root, "name", dirname, &m->name) < 0)
@@ -422,6 +422,16 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
         m->load_eager = 1;
     else
         return fail(c, "load", "must be 'lazy' or 'eager'");
+    json_t *dec = json_object_get(root, "decoupled");
+    if (dec && !json_is_null(dec)) {
+        if (json_is_boolean(dec))
+            m->decoupled = json_is_true(dec);
+        else if (json_is_string(dec) && (strcmp(json_string_value(dec), "true") == 0 ||
+                                         strcmp(json_string_value(dec), "false") == 0))
+            m->decoupled = strcmp(json_string_value(dec), "true") == 0;
+        else
+            return fail(c, "decoupled", "must be true or false");
+    }
 
     if (get_duration(c, root, "keep_alive", "keep_alive", 5 * 60000, 1, &m->keep_alive_ms) < 0 ||
         get_duration(c, root, "timeout", "timeout", 60000, 0, &m->timeout_ms) < 0 ||
@@ -472,6 +482,9 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
                                        "queue, where batches form");
         m->pipeline = 0;
     }
+    if (m->decoupled && m->max_batch_size > 0)
+        return fail(c, "decoupled", "a decoupled model's requests go to its generate, which never batches: drop "
+                                    "batching, or decoupled");
 
     static const char *const restart_keys[] = {"max_restarts", "window", "backoff_min", "backoff_max", NULL};
     json_t *restart = get_section(c, root, "restart", restart_keys);

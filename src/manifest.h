@@ -31,6 +31,7 @@ typedef struct manifest {
     int concurrency;
     int pipeline;       /* requests written to a busy instance ahead of time (docs/worker-protocol.md); 0 with batching */
     int load_eager;
+    int decoupled;      /* its answers are streams: tensor requests go to its generate (gRPC's ModelStreamInfer) */
     int64_t keep_alive_ms; /* -1: never unload */
     int64_t timeout_ms;
     int64_t stream_timeout_ms; /* a streamed response's run after its first chunk; -1: none */

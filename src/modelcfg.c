@@ -129,6 +129,6 @@ json_t *modelcfg_json(const char *name, const manifest *mf, const json_t *inputs
     json_object_set_new(o, "parameters", parameters_json(mf->parameters));
     json_object_set_new(o, "model_warmup", json_array());
     /* infer answers once per request; streams are the generate endpoints' */
-    json_object_set_new(o, "model_transaction_policy", json_pack("{s:b}", "decoupled", 0));
+    json_object_set_new(o, "model_transaction_policy", json_pack("{s:b}", "decoupled", mf->decoupled));
     return o;
 }

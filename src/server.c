@@ -11,6 +11,7 @@
 #include "access.h"
 #include "events.h"
 #include "api.h"
+#include "api_grpc.h"
 #include "clientshm.h"
 #include "http.h"
 #include "intake.h"
@@ -57,12 +58,17 @@ static void on_flushed(uv_timer_t *t)
     uv_stop(S.loop);
 }
 
+static void on_grpc_stopped(void)
+{
+    uv_timer_start(&S.flush_timer, on_flushed, 200, 0);
+}
+
 static void on_workers_stopped(void)
 {
     log_info("every worker has exited; stopping");
     events_shutdown(); /* their streams end, so their connections can close */
     h2o_context_request_shutdown(&S.ctx);
-    uv_timer_start(&S.flush_timer, on_flushed, 200, 0);
+    api_grpc_stop(on_grpc_stopped); /* open streams end once their answers are out */
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -75,6 +81,7 @@ static void on_signal(uv_signal_t *h, int signum)
     S.stopping = 1;
     log_info("%s: stopping", strsignal(signum));
     uv_close((uv_handle_t *)&S.listener, NULL);
+    api_grpc_drain(); /* no new gRPC calls; the running ones drain with the HTTP requests */
     uv_timer_stop(&S.poll_timer);
     registry_shutdown(on_workers_stopped);
 }
@@ -163,7 +170,8 @@ int server_run(const server_config *cfg)
                           .memory_budget = cfg->memory_budget};
     if (registry_init(S.loop, &rc) < 0)
         return 1;
-    if (listen_on(cfg) < 0) {
+    if (listen_on(cfg) < 0 ||
+        (cfg->grpc_port >= 0 && api_grpc_start(S.loop, cfg->host, cfg->grpc_port, (size_t)cfg->max_body) < 0)) {
         registry_shutdown(NULL);
         return 1;
     }

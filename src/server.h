@@ -13,6 +13,7 @@
 typedef struct server_config {
     const char *host;
     int port;                 /* 0: an ephemeral port, logged once bound */
+    int grpc_port;            /* gRPC's (api_grpc.h): 0 an ephemeral port, -1 off */
     const char *models_dir;
     const char *external_dir; /* NULL: none */
     const char *python_sdk_dir;

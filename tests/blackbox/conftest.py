@@ -27,6 +27,9 @@ import requests
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("CORRAL_BIN", str(ROOT / "build" / "corral"))
 FIXTURES = ROOT / "tests" / "models"
+# Every daemon the tests start (here or by hand) listens for gRPC on a port of its own choosing: the default
+# 8767 would be shared by every test and by a `make serve` running beside them. Daemon.grpc_port reads it.
+os.environ.setdefault("GRPC_PORT", "0")
 EXAMPLES = ROOT / "examples" / "models"
 
 
@@ -98,6 +101,13 @@ class Daemon:
     @property
     def port(self) -> int:
         return int(self.base.rsplit(":", 1)[1])
+
+    @property
+    def grpc_port(self) -> int:
+        """The gRPC listener's port, from the log (the daemon logs it right after the HTTP one)."""
+        m = wait_for(lambda: re.search(r"listening on grpc://127\.0\.0\.1:(\d+)", self.log()), timeout=5,
+                     what="the daemon's gRPC listener")
+        return int(m.group(1))
 
     def url(self, path: str) -> str:
         return self.base + path
