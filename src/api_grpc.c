@@ -24,16 +24,14 @@
 
 #include "access.h"
 #include "api.h"
-#include "dtype.h"
 #include "grpc_bridge.h"
+#include "grpc_infer.h"
 #include "infer.h"
 #include "log.h"
 #include "metrics.h"
 #include "model.h"
 #include "pbjson.h"
 #include "proto.h"
-#include "sb.h"
-#include "tensor.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -78,15 +76,13 @@ struct rpc {
 struct greq {
     rpc *r;               /* NULL once its call ended */
     job *job;             /* queued or running; NULL once answered */
-    model *model;
-    infer_opts opts;
+    model *model;         /* NULL: the request named none that exists */
     Inference__ModelInferRequest *msg; /* owned: the job's tensor pieces point into it */
-    uint8_t *conv;        /* typed contents converted to raw bytes; owned */
-    uint8_t *gen_body;    /* a decoupled request's JSON body; owned */
-    int decoupled;
-    int empty_final;      /* triton_enable_empty_final_response */
+    grpc_request req;     /* the message read (grpc_infer.h) */
+    infer_opts opts;      /* what its answer needs (infer.h) */
+    uint8_t *gen_body;    /* a decoupled model's request, as its generate takes it; owned */
     int done;             /* its final answer is queued */
-    int unsent;           /* messages queued for it, not yet through */
+    int unsent;           /* its messages queued, not yet through */
     int inst_id, inst_pid;
     greq *next, *prev;
 };
@@ -415,187 +411,7 @@ static void rpc_model_unload(rpc *r, ProtobufCMessage *msg)
     protobuf_c_message_free_unpacked(msg, NULL);
 }
 
-/* ---- inference: the request ---- */
-
-/* An InferParameter as the JSON value HTTP's request would carry; NULL with *why set when it has none. */
-static json_t *infer_param(const Inference__InferParameter *p, const char **why)
-{
-    if (!p) {
-        *why = "has no value";
-        return NULL;
-    }
-    switch (p->parameter_choice_case) {
-    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_BOOL_PARAM: return json_boolean(p->bool_param);
-    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM: return json_integer(p->int64_param);
-    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_DOUBLE_PARAM: return json_real(p->double_param);
-    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_UINT64_PARAM:
-        if (p->uint64_param <= INT64_MAX)
-            return json_integer((json_int_t)p->uint64_param);
-        else { /* as infer.c reads a UINT64 beyond jansson's range: its digits */
-            char digits[24];
-            snprintf(digits, sizeof digits, "%llu", (unsigned long long)p->uint64_param);
-            return json_string(digits);
-        }
-    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM: {
-        json_t *s = json_stringn(p->string_param, strlen(p->string_param));
-        if (!s)
-            *why = "is not valid UTF-8";
-        return s;
-    }
-    default: *why = "has no value"; return NULL;
-    }
-}
-
-typedef struct Inference__ModelInferRequest__ParametersEntry param_entry;
-
-/*
- * A parameters map as a JSON object, for what (a message's "parameters"
- * or "input 'x'"). Returns 0, or a message in err.
- */
-static int params_json(param_entry **ps, size_t n, const char *what, json_t **out, char *err, size_t errlen)
-{
-    *out = json_object();
-    for (size_t i = 0; i < n; i++) {
-        const char *why = NULL;
-        const char *key = ps[i]->key;
-        if (!utf8_valid(key, strlen(key))) {
-            snprintf(err, errlen, "%s: a parameter's name is not valid UTF-8", what);
-            return -1;
-        }
-        json_t *v = infer_param(ps[i]->value, &why);
-        if (!v) {
-            snprintf(err, errlen, "%s: parameter '%.64s' %s", what, key, why);
-            return -1;
-        }
-        json_object_set_new(*out, key, v);
-    }
-    return 0;
-}
-
-/* Typed contents: which field a datatype takes, and the field's name for messages. */
-static const char *contents_field(dtype t)
-{
-    switch (t) {
-    case DT_BOOL: return "bool_contents";
-    case DT_INT8:
-    case DT_INT16:
-    case DT_INT32: return "int_contents";
-    case DT_INT64: return "int64_contents";
-    case DT_UINT8:
-    case DT_UINT16:
-    case DT_UINT32: return "uint_contents";
-    case DT_UINT64: return "uint64_contents";
-    case DT_FP32: return "fp32_contents";
-    case DT_FP64: return "fp64_contents";
-    case DT_BYTES: return "bytes_contents";
-    default: return NULL;
-    }
-}
-
-/* How many elements each typed field of c holds, and which fields are set. */
-static size_t contents_count(const Inference__InferTensorContents *c, const char **set, int *nset)
-{
-    struct {
-        size_t n;
-        const char *name;
-    } f[] = {{c->n_bool_contents, "bool_contents"},     {c->n_int_contents, "int_contents"},
-             {c->n_int64_contents, "int64_contents"},   {c->n_uint_contents, "uint_contents"},
-             {c->n_uint64_contents, "uint64_contents"}, {c->n_fp32_contents, "fp32_contents"},
-             {c->n_fp64_contents, "fp64_contents"},     {c->n_bytes_contents, "bytes_contents"}};
-    size_t total = 0;
-    *nset = 0;
-    *set = NULL;
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
-        if (f[i].n) {
-            total += f[i].n;
-            *set = f[i].name;
-            ++*nset;
-        }
-    return total;
-}
-
-/*
- * Converts typed contents of datatype t (count elements) to the raw
- * little-endian bytes (BYTES: each element's u32 length, then its bytes)
- * appended to b. Returns 0, or -1 with a message in err.
- */
-static int contents_raw(const Inference__InferTensorContents *c, dtype t, int64_t count, const char *name, sb *b,
-                        char *err, size_t errlen)
-{
-    const char *field = contents_field(t), *set;
-    int nset;
-    size_t have = contents_count(c, &set, &nset);
-    if (!field) {
-        snprintf(err, errlen, "input '%s': %s tensors have no typed contents; send them in raw_input_contents", name,
-                 dtype_name(t));
-        return -1;
-    }
-    if (nset > 1 || (nset == 1 && strcmp(set, field) != 0)) {
-        snprintf(err, errlen, "input '%s': a %s tensor's contents go in %s (this one sets %s)", name, dtype_name(t),
-                 field, set);
-        return -1;
-    }
-    if ((int64_t)have != count) {
-        snprintf(err, errlen, "input '%s': %s holds %zu elements; the shape says %lld", name, field, have,
-                 (long long)count);
-        return -1;
-    }
-    size_t es = dtype_size(t);
-    if (t != DT_BYTES && sb_try_reserve(b, (size_t)count * es) < 0) {
-        snprintf(err, errlen, "input '%s': no memory now for its contents", name);
-        return -1;
-    }
-    for (size_t i = 0; i < have; i++) {
-        uint8_t e[8];
-        switch (t) {
-        case DT_BOOL: e[0] = c->bool_contents[i] ? 1 : 0; break;
-        case DT_INT8:
-        case DT_INT16:
-        case DT_INT32: {
-            int32_t v = c->int_contents[i];
-            if ((t == DT_INT8 && (v < INT8_MIN || v > INT8_MAX)) || (t == DT_INT16 && (v < INT16_MIN || v > INT16_MAX))) {
-                snprintf(err, errlen, "input '%s': element %zu (%d) is out of range for %s", name, i, v, dtype_name(t));
-                return -1;
-            }
-            memcpy(e, &v, 4); /* little-endian: the low bytes are the narrower type's */
-            break;
-        }
-        case DT_INT64: memcpy(e, &c->int64_contents[i], 8); break;
-        case DT_UINT8:
-        case DT_UINT16:
-        case DT_UINT32: {
-            uint32_t v = c->uint_contents[i];
-            if ((t == DT_UINT8 && v > UINT8_MAX) || (t == DT_UINT16 && v > UINT16_MAX)) {
-                snprintf(err, errlen, "input '%s': element %zu (%u) is out of range for %s", name, i, v, dtype_name(t));
-                return -1;
-            }
-            memcpy(e, &v, 4);
-            break;
-        }
-        case DT_UINT64: memcpy(e, &c->uint64_contents[i], 8); break;
-        case DT_FP32: memcpy(e, &c->fp32_contents[i], 4); break;
-        case DT_FP64: memcpy(e, &c->fp64_contents[i], 8); break;
-        case DT_BYTES: {
-            const ProtobufCBinaryData *d = &c->bytes_contents[i];
-            if (d->len > UINT32_MAX) {
-                snprintf(err, errlen, "input '%s': element %zu is longer than 4 GiB", name, i);
-                return -1;
-            }
-            uint32_t len = (uint32_t)d->len;
-            if (sb_try_reserve(b, 4 + d->len) < 0) {
-                snprintf(err, errlen, "input '%s': no memory now for its contents", name);
-                return -1;
-            }
-            sb_add(b, (const char *)&len, 4);
-            sb_add(b, (const char *)d->data, d->len);
-            continue;
-        }
-        default: break;
-        }
-        sb_add(b, (const char *)e, es);
-    }
-    return 0;
-}
+/* ---- inference ---- */
 
 static int greq_alive(job *j)
 {
@@ -615,9 +431,9 @@ static void greq_free(greq *g)
         g->r->nreqs--;
     }
     infer_opts_clear(&g->opts);
+    grpc_request_clear(&g->req);
     if (g->msg)
         protobuf_c_message_free_unpacked(&g->msg->base, NULL);
-    free(g->conv);
     free(g->gen_body);
     free(g);
 }
@@ -647,64 +463,31 @@ static void greq_finished(greq *g)
         stream_pump(r);
 }
 
-/* The response's common part; with a stream, triton_final_response (Triton sets it on every streamed response). */
-typedef struct resp_head {
-    Inference__ModelInferResponse resp;
-    Inference__ModelInferResponse__ParametersEntry entry, *entries[1];
-    Inference__InferParameter final;
-} resp_head;
-
-static void head_init(resp_head *h, greq *g, int final)
+static const char *greq_model(const greq *g)
 {
-    Inference__ModelInferResponse init = INFERENCE__MODEL_INFER_RESPONSE__INIT;
-    h->resp = init;
-    h->resp.model_name = g->model ? (char *)model_name(g->model) : g->msg->model_name;
-    h->resp.model_version = (char *)"1";
-    h->resp.id = g->msg->id;
-    if (g->r && g->r->m->stream) {
-        Inference__ModelInferResponse__ParametersEntry e = INFERENCE__MODEL_INFER_RESPONSE__PARAMETERS_ENTRY__INIT;
-        Inference__InferParameter p = INFERENCE__INFER_PARAMETER__INIT;
-        h->entry = e;
-        h->final = p;
-        h->final.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_BOOL_PARAM;
-        h->final.bool_param = final;
-        h->entry.key = (char *)"triton_final_response";
-        h->entry.value = &h->final;
-        h->entries[0] = &h->entry;
-        h->resp.n_parameters = 1;
-        h->resp.parameters = h->entries;
-    }
+    return g->model ? model_name(g->model) : g->msg->model_name;
 }
 
-/* Sends one answer for g: on a stream a ModelStreamInferResponse, on ModelInfer the call's answer. */
-static void greq_send(greq *g, const ProtobufCMessage *resp, int final, uint32_t credit)
+/* Queues a packed answer of g (buf NULL: there was no memory for it); final ends a unary call. */
+static void greq_send(greq *g, uint8_t *buf, size_t len, int final, uint32_t credit)
 {
     rpc *r = g->r;
-    if (!r || !r->c)
+    if (!r || !r->c) {
+        free(buf);
         return;
-    uint8_t *buf;
-    size_t len;
-    if (r->m->stream) {
-        Inference__ModelStreamInferResponse s = INFERENCE__MODEL_STREAM_INFER_RESPONSE__INIT;
-        s.infer_response = (Inference__ModelInferResponse *)resp;
-        buf = pb_pack(&s.base, &len);
-    } else {
-        buf = pb_pack(resp, &len);
     }
     if (!buf) {
-        if (r->m->stream) {
-            log_warn("grpc: no memory for a %s answer of model '%s'", final ? "final" : "streamed",
-                     model_name(g->model));
-            return;
-        }
-        fail(r, GB_UNAVAILABLE, "model '%s': no memory now for the answer", model_name(g->model));
+        if (!r->m->stream)
+            fail(r, GB_UNAVAILABLE, "model '%s': no memory now for the answer", greq_model(g));
+        else
+            log_warn("grpc: no memory for an answer of model '%s' on a stream", greq_model(g));
         return;
     }
     g->unsent++;
     gb_send(r->c, buf, len, !r->m->stream && final, g, credit);
 }
 
-/* Answers g with an error: the call's status (ModelInfer) or an error_message (a stream goes on). */
+/* Answers g with an error: the call's status (ModelInfer), or error_message on a stream, which goes on. */
 static void greq_error(greq *g, int status, const char *msg)
 {
     rpc *r = g->r;
@@ -714,26 +497,17 @@ static void greq_error(greq *g, int status, const char *msg)
         fail(r, api_grpc_code(status), "%s", msg);
         return;
     }
-    /* As Triton answers a failed request on a stream: the message, and the response's id to match it by. */
-    Inference__ModelStreamInferResponse s = INFERENCE__MODEL_STREAM_INFER_RESPONSE__INIT;
-    s.error_message = (char *)msg;
-    resp_head h;
-    head_init(&h, g, 1);
-    s.infer_response = &h.resp;
     size_t len;
-    uint8_t *buf = pb_pack(&s.base, &len);
-    if (!buf)
-        return;
-    g->unsent++;
-    gb_send(r->c, buf, len, 0, g, 0);
+    uint8_t *buf = grpc_pack_stream_error(greq_model(g), g->msg->id, msg, &len);
+    greq_send(g, buf, len, 0, 0);
 }
 
-/* An INFER_RESULT as a ModelInferResponse: every output's bytes in raw_output_contents. Returns 1 for a 502. */
+/* An INFER_RESULT as the answer: every output's bytes in raw_output_contents. Returns 1 for a 502. */
 static int answer_infer(greq *g, job *j, uint8_t *body, size_t len)
 {
     infer_result res;
     char err[600];
-    int status = infer_read_result(model_name(g->model), &g->opts, body, len, j->shm_data, j->shm_len, &res, err,
+    int status = infer_read_result(greq_model(g), &g->opts, body, len, j->shm_data, j->shm_len, &res, err,
                                    sizeof err);
     if (status != 200) {
         char msg[800];
@@ -744,249 +518,11 @@ static int answer_infer(greq *g, job *j, uint8_t *body, size_t len)
         greq_error(g, status, msg);
         return status == 502;
     }
-    pb_arena a = {0};
-    resp_head h;
-    head_init(&h, g, 1);
-    h.resp.n_outputs = h.resp.n_raw_output_contents = res.n;
-    h.resp.outputs = pb_alloc(&a, (res.n ? res.n : 1) * sizeof *h.resp.outputs);
-    h.resp.raw_output_contents = pb_alloc(&a, (res.n ? res.n : 1) * sizeof *h.resp.raw_output_contents);
-    for (size_t i = 0; i < res.n; i++) {
-        infer_output *o = &res.out[i];
-        Inference__ModelInferResponse__InferOutputTensor *t =
-            (Inference__ModelInferResponse__InferOutputTensor *)pb_new(
-                &a, &inference__model_infer_response__infer_output_tensor__descriptor);
-        t->name = pb_strdup(&a, o->name, o->name_len);
-        t->datatype = (char *)dtype_name(o->t);
-        t->n_shape = (size_t)o->ndim;
-        t->shape = pb_alloc(&a, sizeof(int64_t) * (size_t)(o->ndim ? o->ndim : 1));
-        memcpy(t->shape, o->dims, sizeof(int64_t) * (size_t)o->ndim);
-        if (o->shm) { /* in the client's region already; the answer says where, and carries no bytes */
-            json_t *p = json_pack("{s:{s:s%,s:I,s:I}}", "parameters", "shared_memory_region", o->shm->region,
-                                  o->shm->region_len, "shared_memory_byte_size", (json_int_t)o->size,
-                                  "shared_memory_offset", (json_int_t)o->shm->offset);
-            pb_from_json(&a, &t->base, p, NULL);
-            json_decref(p);
-        } else {
-            h.resp.raw_output_contents[i].data = (uint8_t *)o->data;
-            h.resp.raw_output_contents[i].len = o->size;
-        }
-        h.resp.outputs[i] = t;
-    }
-    greq_send(g, &h.resp.base, 1, 0);
-    pb_arena_free(&a);
+    size_t n;
+    uint8_t *buf = grpc_pack_result(greq_model(g), g->msg->id, &res, g->r && g->r->m->stream, &n);
     infer_result_clear(&res);
+    greq_send(g, buf, n, 1, 0);
     return 0;
-}
-
-/* ---- decoupled models: tensors to generate's JSON and back ---- */
-
-/* One element of a tensor as JSON. NULL: a BYTES element that is not UTF-8 text. */
-static json_t *element_json(dtype t, const uint8_t *p, size_t len)
-{
-    switch (t) {
-    case DT_BOOL: return json_boolean(p[0]);
-    case DT_UINT8: return json_integer(p[0]);
-    case DT_UINT16: { uint16_t v; memcpy(&v, p, 2); return json_integer(v); }
-    case DT_UINT32: { uint32_t v; memcpy(&v, p, 4); return json_integer(v); }
-    case DT_UINT64: { uint64_t v; memcpy(&v, p, 8); return v <= INT64_MAX ? json_integer((json_int_t)v) : json_real((double)v); }
-    case DT_INT8: return json_integer((int8_t)p[0]);
-    case DT_INT16: { int16_t v; memcpy(&v, p, 2); return json_integer(v); }
-    case DT_INT32: { int32_t v; memcpy(&v, p, 4); return json_integer(v); }
-    case DT_INT64: { int64_t v; memcpy(&v, p, 8); return json_integer(v); }
-    case DT_FP16: { uint16_t v; memcpy(&v, p, 2); return json_real(dtype_half_to_float(v)); }
-    case DT_BF16: { uint16_t v; memcpy(&v, p, 2); return json_real(dtype_bf16_to_float(v)); }
-    case DT_FP32: { float v; memcpy(&v, p, 4); return json_real(v); }
-    case DT_FP64: { double v; memcpy(&v, p, 8); return json_real(v); }
-    case DT_BYTES: return json_stringn((const char *)p, len);
-    default: return NULL;
-    }
-}
-
-/*
- * The JSON object of a decoupled request, as Triton's generate extension
- * maps one to tensors: each input by name, one element as a scalar, more
- * as an array (row-major, flattened); BYTES as strings; then the request's
- * parameters, as keys of their own. Returns 0, or -1 with a message.
- */
-static int generate_body(greq *g, const job_piece *pieces, json_t *params, char *err, size_t errlen, char **out,
-                         size_t *out_len)
-{
-    Inference__ModelInferRequest *in = g->msg;
-    json_t *o = json_object();
-    for (size_t i = 0; i < in->n_inputs; i++) {
-        Inference__ModelInferRequest__InferInputTensor *t = in->inputs[i];
-        dtype dt = dtype_from_name(t->datatype, strlen(t->datatype));
-        int64_t count = dtype_shape_count(t->shape, (int)t->n_shape);
-        const uint8_t *p = pieces[i].ptr;
-        size_t left = pieces[i].len, es = dtype_size(dt);
-        json_t *arr = json_array();
-        for (int64_t k = 0; k < count; k++) {
-            size_t len = es;
-            if (dt == DT_BYTES) {
-                uint32_t n;
-                memcpy(&n, p, 4); /* checked by dtype_check_raw before */
-                p += 4;
-                left -= 4;
-                len = n;
-            }
-            json_t *e = element_json(dt, p, len);
-            if (!e) {
-                snprintf(err, errlen, "input '%s': element %lld is %s; a decoupled model's requests become JSON "
-                         "(its generate)", t->name, (long long)k, dt == DT_BYTES ? "not UTF-8 text" : "not a finite number");
-                json_decref(arr);
-                json_decref(o);
-                return -1;
-            }
-            json_array_append_new(arr, e);
-            p += len;
-            left -= len;
-        }
-        (void)left;
-        json_object_set_new(o, t->name, count == 1 && t->n_shape <= 1 ? json_incref(json_array_get(arr, 0)) : arr);
-        if (count == 1 && t->n_shape <= 1)
-            json_decref(arr);
-    }
-    const char *key;
-    json_t *v;
-    json_object_foreach(params, key, v) {
-        if (strcmp(key, "priority") == 0 || strcmp(key, "timeout") == 0)
-            continue; /* corral's own, honoured on the job */
-        if (json_object_get(o, key)) {
-            snprintf(err, errlen, "parameter '%.64s' has the name of an input", key);
-            json_decref(o);
-            return -1;
-        }
-        json_object_set(o, key, v);
-    }
-    *out = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (!*out) {
-        snprintf(err, errlen, "no memory now for the request");
-        return -1;
-    }
-    *out_len = strlen(*out);
-    return 0;
-}
-
-/*
- * A JSON value as one output tensor, as Triton's generate maps its answers:
- * a string BYTES [1], a boolean BOOL [1], an integer INT64 [1], a number
- * FP64 [1], an array of one of those [n]; anything else its JSON text as
- * BYTES [1]. The bytes go into b (offsets in *off, *len).
- */
-static void value_tensor(json_t *v, dtype *t, int64_t *n, sb *b, size_t *off, size_t *len)
-{
-    *off = b->len;
-    json_t *first = json_is_array(v) ? json_array_get(v, 0) : v;
-    size_t count = json_is_array(v) ? json_array_size(v) : 1;
-    *t = json_is_string(first) ? DT_BYTES : json_is_boolean(first) ? DT_BOOL : json_is_integer(first) ? DT_INT64
-         : json_is_real(first) ? DT_FP64 : DT_INVALID;
-    for (size_t i = 0; *t != DT_INVALID && json_is_array(v) && i < count; i++) {
-        json_t *e = json_array_get(v, i);
-        int same = (*t == DT_BYTES && json_is_string(e)) || (*t == DT_BOOL && json_is_boolean(e)) ||
-                   (*t == DT_INT64 && json_is_integer(e)) || (*t == DT_FP64 && json_is_number(e));
-        if (*t == DT_INT64 && json_is_real(e))
-            *t = DT_FP64, same = 1; /* integers and decimals together are numbers */
-        if (!same)
-            *t = DT_INVALID;
-    }
-    if (*t == DT_INVALID || (json_is_array(v) && count == 0)) { /* its text */
-        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-        uint32_t l = text ? (uint32_t)strlen(text) : 0;
-        sb_add(b, (const char *)&l, 4);
-        sb_add(b, text ? text : "", l);
-        free(text);
-        *t = DT_BYTES;
-        *n = 1;
-        *len = b->len - *off;
-        return;
-    }
-    for (size_t i = 0; i < count; i++) {
-        json_t *e = json_is_array(v) ? json_array_get(v, i) : v;
-        if (*t == DT_BYTES) {
-            uint32_t l = (uint32_t)json_string_length(e);
-            sb_add(b, (const char *)&l, 4);
-            sb_add(b, json_string_value(e), l);
-        } else if (*t == DT_BOOL) {
-            sb_addc(b, json_is_true(e) ? 1 : 0);
-        } else if (*t == DT_INT64) {
-            int64_t x = json_integer_value(e);
-            sb_add(b, (const char *)&x, 8);
-        } else {
-            double x = json_number_value(e);
-            sb_add(b, (const char *)&x, 8);
-        }
-    }
-    *n = (int64_t)count;
-    *len = b->len - *off;
-}
-
-/*
- * One answer of a decoupled model (a chunk, or a whole GENERATE_RESULT) as a
- * response: a JSON object's members as outputs, anything else as one
- * output "content" (BYTES [1]) with its content_type as a parameter.
- */
-static void send_generated(greq *g, int events, const char *ctype, const uint8_t *data, size_t len, int final,
-                           uint32_t credit)
-{
-    pb_arena a = {0};
-    resp_head h;
-    head_init(&h, g, final);
-    sb b;
-    sb_init(&b, len + 64);
-    json_t *obj = events ? json_loadb((const char *)data, len, 0, NULL) : NULL;
-    if (json_is_object(obj)) {
-        size_t n = json_object_size(obj), i = 0;
-        size_t *offs = pb_alloc(&a, sizeof(size_t) * (n ? n : 1)), *lens = pb_alloc(&a, sizeof(size_t) * (n ? n : 1));
-        h.resp.outputs = pb_alloc(&a, sizeof *h.resp.outputs * (n ? n : 1));
-        h.resp.raw_output_contents = pb_alloc(&a, sizeof *h.resp.raw_output_contents * (n ? n : 1));
-        const char *key;
-        json_t *v;
-        json_object_foreach(obj, key, v) {
-            Inference__ModelInferResponse__InferOutputTensor *t =
-                (Inference__ModelInferResponse__InferOutputTensor *)pb_new(
-                    &a, &inference__model_infer_response__infer_output_tensor__descriptor);
-            dtype dt;
-            int64_t count;
-            value_tensor(v, &dt, &count, &b, &offs[i], &lens[i]);
-            t->name = pb_strdup(&a, key, strlen(key));
-            t->datatype = (char *)dtype_name(dt);
-            t->n_shape = 1;
-            t->shape = pb_alloc(&a, sizeof(int64_t));
-            t->shape[0] = count;
-            h.resp.outputs[i++] = t;
-        }
-        h.resp.n_outputs = h.resp.n_raw_output_contents = i;
-        for (size_t k = 0; k < i; k++) { /* b has stopped growing */
-            h.resp.raw_output_contents[k].data = (uint8_t *)b.p + offs[k];
-            h.resp.raw_output_contents[k].len = lens[k];
-        }
-    } else if (data) {
-        Inference__ModelInferResponse__InferOutputTensor *t =
-            (Inference__ModelInferResponse__InferOutputTensor *)pb_new(
-                &a, &inference__model_infer_response__infer_output_tensor__descriptor);
-        uint32_t l = (uint32_t)len;
-        sb_add(&b, (const char *)&l, 4);
-        sb_add(&b, (const char *)data, len);
-        t->name = (char *)"content";
-        t->datatype = (char *)"BYTES";
-        t->n_shape = 1;
-        t->shape = pb_alloc(&a, sizeof(int64_t));
-        t->shape[0] = 1;
-        json_t *p = json_pack("{s:{s:s}}", "parameters", "content_type", ctype && *ctype ? ctype : "application/octet-stream");
-        pb_from_json(&a, &t->base, p, NULL);
-        json_decref(p);
-        h.resp.n_outputs = h.resp.n_raw_output_contents = 1;
-        h.resp.outputs = pb_alloc(&a, sizeof *h.resp.outputs);
-        h.resp.outputs[0] = t;
-        h.resp.raw_output_contents = pb_alloc(&a, sizeof *h.resp.raw_output_contents);
-        h.resp.raw_output_contents[0].data = (uint8_t *)b.p;
-        h.resp.raw_output_contents[0].len = b.len;
-    }
-    json_decref(obj);
-    greq_send(g, &h.resp.base, final, credit);
-    sb_free(&b);
-    pb_arena_free(&a);
 }
 
 static void on_chunk(job *j, const job_chunk *c)
@@ -997,11 +533,13 @@ static void on_chunk(job *j, const job_chunk *c)
         inst_credit(j->inst, j, c->cost);
         return;
     }
-    send_generated(g, c->events, c->content_type, c->data, c->len, 0, c->cost);
+    size_t n;
+    uint8_t *buf = grpc_pack_generated(greq_model(g), g->msg->id, c->events, c->content_type, c->data, c->len, 0, &n);
     free(c->body);
+    if (!buf) /* dropped: the worker's window comes back all the same */
+        inst_credit(j->inst, j, c->cost);
+    greq_send(g, buf, n, 0, c->cost); /* credited back once the client's side has taken it (on_sent) */
 }
-
-/* ---- inference: the answer ---- */
 
 static void on_done(job *j, int status, const char *msg, uint8_t type, uint8_t *body, size_t len)
 {
@@ -1016,36 +554,96 @@ static void on_done(job *j, int status, const char *msg, uint8_t type, uint8_t *
         g->inst_id = j->inst->id;
         g->inst_pid = j->inst->pid;
     }
+    size_t n = 0;
     if (status != 200) {
         greq_error(g, status, msg);
     } else if (type == PROTO_INFER_RESULT) {
         j->result_broken = answer_infer(g, j, body, len);
     } else if (type == PROTO_GENERATE_RESULT) { /* a decoupled model's whole answer: one response, the final one */
         const char *meta, *ct = "application/octet-stream";
-        size_t meta_len, data_len;
-        const uint8_t *data;
+        size_t meta_len, data_len = 0;
+        const uint8_t *data = NULL;
         json_t *m = NULL;
         if (proto_split_body(body, len, &meta, &meta_len, &data, &data_len) == 0 &&
             (m = json_loadb(meta, meta_len, 0, NULL)) && json_is_string(json_object_get(m, "content_type")))
             ct = json_string_value(json_object_get(m, "content_type"));
         int events = strncmp(ct, "application/json", 16) == 0;
-        send_generated(g, events, ct, data_len ? data : (const uint8_t *)"", data_len, 1, 0);
+        uint8_t *buf = grpc_pack_generated(greq_model(g), g->msg->id, events, ct, data ? data : (const uint8_t *)"",
+                                           data_len, 1, &n);
         json_decref(m);
-    } else if (g->empty_final) { /* END of a stream: Triton's empty final response, when asked for */
-        resp_head h;
-        head_init(&h, g, 1);
-        greq_send(g, &h.resp.base, 1, 0);
+        greq_send(g, buf, n, 1, 0);
+    } else if (g->req.empty_final) { /* END of a stream: Triton's empty final response, when asked for */
+        uint8_t *buf = grpc_pack_generated(greq_model(g), g->msg->id, 0, NULL, NULL, 0, 1, &n);
+        greq_send(g, buf, n, 1, 0);
     }
     free(body);
     greq_finished(g);
 }
 
 /*
- * Starts one ModelInferRequest (taken): the v2 request document from the
- * message, parsed by infer.c as an HTTP request's is, then submitted.
- * Every failure is answered (the call's status, or error_message on a
- * stream).
+ * Builds g's job: the request read into the v2 document (grpc_infer.c)
+ * and parsed by infer.c as an HTTP request is; for a decoupled model, the
+ * GENERATE its generate takes. Returns 0, or a status with the message.
  */
+static int build_job(greq *g, rpc *r, model *m, job **out, char *err, size_t errlen)
+{
+    Inference__ModelInferRequest *in = g->msg;
+    const manifest *mf = model_manifest(m);
+    int decoupled = mf && mf->decoupled;
+    if (decoupled && !r->m->stream) {
+        snprintf(err, errlen, "model '%s' is decoupled (it streams its answers): ModelInfer takes one answer per "
+                 "request; use ModelStreamInfer", model_name(m));
+        return 400;
+    }
+    int status = grpc_request_read(in, model_name(m), &g->req, err, errlen);
+    if (status)
+        return status;
+    job *j = job_new(m, PROTO_INFER, 0);
+    infer_input ii = {.model = model_name(m),
+                      .priority_levels = mf ? mf->priority_levels : 1,
+                      .doc = g->req.doc,
+                      .raw = g->req.pieces,
+                      .nraw = g->req.npieces,
+                      .max_batch_size = mf && !decoupled ? mf->max_batch_size : 0,
+                      .inputs_decl = model_declared_inputs(m),
+                      .outputs_decl = decoupled ? NULL : model_declared_outputs(m)};
+    status = infer_parse_request(&ii, j, &g->opts, err, errlen);
+    if (!status && g->opts.classify && model_labels(m, &g->opts.labels, err, errlen) < 0)
+        status = 500;
+    if (!status && decoupled) { /* checked as tensors: now the JSON object its generate takes */
+        int priority = j->priority;
+        uint64_t deadline = j->deadline_ms;
+        job_free(j);
+        j = NULL;
+        char *text, why[600];
+        size_t text_len;
+        status = grpc_generate_body(in, &g->req, &text, &text_len, why, sizeof why);
+        if (status) {
+            snprintf(err, errlen, "model '%s': %s", model_name(m), why);
+            return status;
+        }
+        g->gen_body = (uint8_t *)text;
+        j = job_new(m, PROTO_GENERATE, priority);
+        j->deadline_ms = deadline;
+        j->stream = 1;
+        static const char meta[] = "{\"id\":\"\",\"content_type\":\"application/json\",\"stream\":true}";
+        job_piece body = {g->gen_body, text_len};
+        int rc = job_build_frame(j, meta, sizeof meta - 1, &body, 1, NULL);
+        if (rc < 0) {
+            snprintf(err, errlen, "model '%s': the request is %s", model_name(m),
+                     rc == -EFBIG ? "larger than the worker protocol's 1 GiB frame limit" : "too large for memory now");
+            status = rc == -EFBIG ? 413 : 503;
+        }
+    }
+    if (status) {
+        job_free(j);
+        return status;
+    }
+    *out = j;
+    return 0;
+}
+
+/* Starts one ModelInferRequest (taken). Every failure is answered: the call's status, or error_message on a stream. */
 static void start_infer(rpc *r, Inference__ModelInferRequest *in)
 {
     greq *g = xcalloc(1, sizeof *g);
@@ -1057,236 +655,37 @@ static void start_infer(rpc *r, Inference__ModelInferRequest *in)
     r->reqs = g;
     r->nreqs++;
     char err[1024];
-    int status = 400;
-    json_t *doc = NULL, *params = NULL, *inputs = NULL, *outputs = NULL;
+    int status;
     job *j = NULL;
-    job_piece *pieces = NULL;
-    sb conv = {0};
-#define BAD(st, ...)                                                                                                  \
-    do {                                                                                                              \
-        status = (st);                                                                                                \
-        snprintf(err, sizeof err, __VA_ARGS__);                                                                       \
-        goto fail;                                                                                                    \
-    } while (0)
-
     size_t nlen = strlen(in->model_name);
-    if (!model_name_valid(in->model_name, nlen))
-        BAD(400, "invalid model name '%.200s': names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", in->model_name);
-    model *m = model_find(in->model_name, nlen);
-    if (!m)
-        BAD(404, "unknown model '%s'", in->model_name);
+    model *m = model_name_valid(in->model_name, nlen) ? model_find(in->model_name, nlen) : NULL;
     g->model = m;
-    if (*in->model_version && strcmp(in->model_version, "1") != 0)
-        BAD(404, "model '%s' has no version '%.64s' (corral serves version 1)", model_name(m), in->model_version);
-    if (registry_draining())
-        BAD(503, "model '%s': corral is shutting down", model_name(m));
-    if (!utf8_valid(in->id, strlen(in->id)))
-        BAD(400, "model '%s': the request's id is not valid UTF-8", model_name(m));
-    if (params_json((param_entry **)in->parameters, in->n_parameters, "the request", &params, err, sizeof err) < 0)
-        goto fail;
-    json_t *ef = json_object_get(params, "triton_enable_empty_final_response");
-    if (ef) { /* Triton's, and ours to honour: not the model's */
-        if (!json_is_boolean(ef))
-            BAD(400, "model '%s': parameter triton_enable_empty_final_response must be a boolean", model_name(m));
-        g->empty_final = json_is_true(ef);
-        json_object_del(params, "triton_enable_empty_final_response");
-    }
-    const manifest *mf = model_manifest(m);
-    g->decoupled = mf && mf->decoupled;
-    if (g->decoupled && !r->m->stream)
-        BAD(400, "model '%s' is decoupled (it streams its answers): ModelInfer takes one answer per request; use "
-            "ModelStreamInfer", model_name(m));
-    if (in->n_inputs > INFER_MAX_TENSORS || in->n_outputs > INFER_MAX_TENSORS)
-        BAD(400, "model '%s': at most %d inputs and %d outputs per request", model_name(m), INFER_MAX_TENSORS,
-            INFER_MAX_TENSORS);
-    size_t nraw = in->n_raw_input_contents, raw_used = 0;
-    pieces = xcalloc(in->n_inputs ? in->n_inputs : 1, sizeof *pieces);
-    size_t *conv_off = xcalloc(in->n_inputs ? in->n_inputs : 1, sizeof *conv_off);
-    uint8_t *is_conv = xcalloc(in->n_inputs ? in->n_inputs : 1, 1);
-    inputs = json_array();
-    int npieces = 0;
-    for (size_t i = 0; i < in->n_inputs; i++) {
-        Inference__ModelInferRequest__InferInputTensor *t = in->inputs[i];
-        const char *nm = t->name;
-        if (!utf8_valid(nm, strlen(nm))) {
-            snprintf(err, sizeof err, "model '%s': inputs[%zu].name is not valid UTF-8", model_name(m), i);
-            goto fail_conv;
-        }
-        char what[200];
-        snprintf(what, sizeof what, "model '%s': input '%.64s'", model_name(m), nm);
-        json_t *ip;
-        if (params_json((param_entry **)t->parameters, t->n_parameters, what, &ip, err, sizeof err) < 0) {
-            json_decref(ip);
-            goto fail_conv;
-        }
-        if (json_object_get(ip, "binary_data_size")) {
-            json_decref(ip);
-            snprintf(err, sizeof err, "%s: binary_data_size is HTTP's; over gRPC a tensor's bytes go in "
-                     "raw_input_contents or contents", what);
-            goto fail_conv;
-        }
-        json_t *shape = json_array();
-        for (size_t d = 0; d < t->n_shape; d++)
-            json_array_append_new(shape, json_integer(t->shape[d]));
-        json_t *jt = json_pack("{s:s%, s:s, s:o}", "name", nm, strlen(nm), "datatype", t->datatype, "shape", shape);
-        if (!jt) {
-            json_decref(ip);
-            snprintf(err, sizeof err, "%s: its datatype is not valid UTF-8", what);
-            goto fail_conv;
-        }
-        json_array_append_new(inputs, jt);
-        if (json_object_get(ip, "shared_memory_region")) { /* the bytes are in the client's region */
-            if (t->contents) {
-                json_decref(ip);
-                snprintf(err, sizeof err, "%s: set contents or shared_memory_region, not both", what);
-                goto fail_conv;
-            }
-            json_object_set_new(jt, "parameters", ip);
-            continue;
-        }
-        if (nraw) {
-            if (t->contents) {
-                json_decref(ip);
-                snprintf(err, sizeof err, "%s: contents must not be set when the request uses raw_input_contents",
-                         what);
-                goto fail_conv;
-            }
-            if (raw_used >= nraw) {
-                json_decref(ip);
-                snprintf(err, sizeof err, "model '%s': raw_input_contents has %zu entries; the request has more "
-                         "inputs than that outside shared memory", model_name(m), nraw);
-                goto fail_conv;
-            }
-            pieces[npieces].ptr = in->raw_input_contents[raw_used].data ? in->raw_input_contents[raw_used].data
-                                                                        : (const uint8_t *)"";
-            pieces[npieces].len = in->raw_input_contents[raw_used].len;
-            raw_used++;
-        } else if (t->contents) {
-            dtype dt = dtype_from_name(t->datatype, strlen(t->datatype));
-            int64_t count = dtype_shape_count(t->shape, (int)t->n_shape);
-            int neg = 0;
-            for (size_t d = 0; d < t->n_shape; d++)
-                neg |= t->shape[d] < 0;
-            if (dt != DT_INVALID && count >= 0 && !neg) { /* else infer.c names what is wrong */
-                if (!conv.p)
-                    sb_init(&conv, 256);
-                conv_off[npieces] = conv.len;
-                is_conv[npieces] = 1;
-                if (contents_raw(t->contents, dt, count, nm, &conv, err, sizeof err) < 0) {
-                    json_decref(ip);
-                    char e2[1024];
-                    snprintf(e2, sizeof e2, "model '%s': %s", model_name(m), err);
-                    memcpy(err, e2, sizeof err);
-                    goto fail_conv;
-                }
-                pieces[npieces].len = conv.len - conv_off[npieces];
-            }
-        } else {
-            json_decref(ip);
-            snprintf(err, sizeof err, "%s has no data: send it in raw_input_contents or contents", what);
-            goto fail_conv;
-        }
-        json_object_set_new(ip, "binary_data_size", json_integer((json_int_t)pieces[npieces].len));
-        json_object_set_new(jt, "parameters", ip);
-        npieces++;
-    }
-    if (raw_used != nraw) {
-        snprintf(err, sizeof err, "model '%s': raw_input_contents has %zu entries for %zu inputs outside shared memory",
-                 model_name(m), nraw, raw_used);
-        goto fail_conv;
-    }
-    if (conv.p) { /* the converted contents are final: point the pieces at them */
-        g->conv = (uint8_t *)sb_take(&conv, NULL);
-        for (int k = 0; k < npieces; k++)
-            if (is_conv[k])
-                pieces[k].ptr = g->conv + conv_off[k];
-    }
-    free(conv_off);
-    free(is_conv);
-    conv_off = NULL;
-    is_conv = NULL;
-    outputs = json_array();
-    for (size_t i = 0; i < in->n_outputs; i++) {
-        Inference__ModelInferRequest__InferRequestedOutputTensor *t = in->outputs[i];
-        if (!utf8_valid(t->name, strlen(t->name)))
-            BAD(400, "model '%s': outputs[%zu].name is not valid UTF-8", model_name(m), i);
-        char what[200];
-        snprintf(what, sizeof what, "model '%s': output '%.64s'", model_name(m), t->name);
-        json_t *op;
-        if (params_json((param_entry **)t->parameters, t->n_parameters, what, &op, err, sizeof err) < 0) {
-            json_decref(op);
-            goto fail;
-        }
-        json_t *jo = json_pack("{s:s}", "name", t->name);
-        if (json_object_size(op))
-            json_object_set_new(jo, "parameters", op);
-        else
-            json_decref(op);
-        json_array_append_new(outputs, jo);
-    }
-    if (g->decoupled) {
-        /* Its generate takes the request as one JSON object. The tensors are checked as for infer first. */
-        if (npieces != (int)in->n_inputs)
-            BAD(400, "model '%s': a decoupled model's inputs travel in the request, not in shared memory",
-                model_name(m));
-        j = job_new(m, PROTO_INFER, 0);
-        doc = json_pack("{s:O, s:O}", "parameters", params, "inputs", inputs);
-        infer_input ii = {.model = model_name(m), .priority_levels = mf->priority_levels, .doc = doc,
-                          .raw = pieces, .nraw = npieces, .inputs_decl = model_declared_inputs(m)};
-        status = infer_parse_request(&ii, j, &g->opts, err, sizeof err);
-        if (status)
-            goto fail;
-        int priority = j->priority;
-        uint64_t deadline = j->deadline_ms;
-        job_free(j);
-        j = NULL;
-        char *text;
-        size_t text_len;
-        if (generate_body(g, pieces, params, err, sizeof err, &text, &text_len) < 0) {
-            char e2[1024];
-            snprintf(e2, sizeof e2, "model '%s': %s", model_name(m), err);
-            memcpy(err, e2, sizeof err);
-            status = 400;
-            goto fail;
-        }
-        g->gen_body = (uint8_t *)text;
-        j = job_new(m, PROTO_GENERATE, priority);
-        j->deadline_ms = deadline;
-        j->stream = 1;
-        static const char meta[] = "{\"id\":\"\",\"content_type\":\"application/json\",\"stream\":true}";
-        job_piece body = {g->gen_body, text_len};
-        int rc = job_build_frame(j, meta, sizeof meta - 1, &body, 1, NULL);
-        if (rc < 0)
-            BAD(rc == -EFBIG ? 413 : 503, "model '%s': the request is too large for a frame", model_name(m));
+    if (!model_name_valid(in->model_name, nlen)) {
+        status = 400;
+        snprintf(err, sizeof err, "invalid model name '%.200s': names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}",
+                 in->model_name);
+    } else if (!m) {
+        status = 404;
+        snprintf(err, sizeof err, "unknown model '%s'", in->model_name);
+    } else if (*in->model_version && strcmp(in->model_version, "1") != 0) {
+        status = 404;
+        snprintf(err, sizeof err, "model '%s' has no version '%.64s' (corral serves version 1)", model_name(m),
+                 in->model_version);
+    } else if (registry_draining()) {
+        status = 503;
+        snprintf(err, sizeof err, "model '%s': corral is shutting down", model_name(m));
     } else {
-        j = job_new(m, PROTO_INFER, 0);
-        doc = json_pack("{s:O, s:O}", "parameters", params, "inputs", inputs);
-        if (json_array_size(outputs)) /* none named: all of them, as a request without "outputs" asks */
-            json_object_set(doc, "outputs", outputs);
-        if (*in->id)
-            json_object_set_new(doc, "id", json_string(in->id));
-        infer_input ii = {.model = model_name(m),
-                          .priority_levels = mf ? mf->priority_levels : 1,
-                          .doc = doc,
-                          .raw = pieces,
-                          .nraw = npieces,
-                          .max_batch_size = mf ? mf->max_batch_size : 0,
-                          .inputs_decl = model_declared_inputs(m),
-                          .outputs_decl = model_declared_outputs(m)};
-        status = infer_parse_request(&ii, j, &g->opts, err, sizeof err);
-        if (!status && g->opts.classify && model_labels(m, &g->opts.labels, err, sizeof err) < 0)
-            status = 500;
-        if (status)
-            goto fail;
+        status = build_job(g, r, m, &j, err, sizeof err);
+    }
+    if (status) {
+        utf8_trim_partial(err);
+        greq_error(g, status, err);
+        greq_finished(g);
+        return;
     }
     /* The call's deadline is the request's, unless parameters.timeout comes first. */
     if (r->deadline_ms && (!j->deadline_ms || r->deadline_ms < j->deadline_ms))
         j->deadline_ms = r->deadline_ms;
-    json_decref(doc);
-    json_decref(params);
-    json_decref(inputs);
-    json_decref(outputs);
-    free(pieces);
     j->on_done = on_done;
     j->on_chunk = on_chunk;
     j->client_alive = greq_alive;
@@ -1301,23 +700,6 @@ static void start_infer(rpc *r, Inference__ModelInferRequest *in)
         greq_error(g, status, msg);
         greq_finished(g);
     }
-    return;
-fail_conv:
-    free(conv_off);
-    free(is_conv);
-    status = 400;
-fail:
-    sb_free(&conv);
-    if (j)
-        job_free(j);
-    json_decref(doc);
-    json_decref(params);
-    json_decref(inputs);
-    json_decref(outputs);
-    free(pieces);
-    greq_error(g, status, err);
-    greq_finished(g);
-#undef BAD
 }
 
 static void rpc_model_infer(rpc *r, ProtobufCMessage *msg)
