@@ -870,12 +870,12 @@ static void on_end(gb_call *c, int cancelled)
     free(r);
 }
 
-int api_grpc_start(uv_loop_t *loop, const char *host, int port, size_t max_body)
+int api_grpc_start(uv_loop_t *loop, const char *host, int port, size_t max_body, size_t max_inflight)
 {
     gb_handlers h = {.on_call = on_call, .on_message = on_message, .on_sent = on_sent, .on_end = on_end};
     int bound;
     char err[400];
-    if (gb_start(loop, host, port, max_body, &h, &bound, err, sizeof err) < 0) {
+    if (gb_start(loop, host, port, max_body, max_inflight, &h, &bound, err, sizeof err) < 0) {
         log_error("%s", err);
         return -1;
     }

@@ -18,9 +18,10 @@
 
 /*
  * Listens on host:port (0: a free port, logged), messages up to max_body
- * bytes. Returns 0 or -1 (logged).
+ * bytes, at most max_inflight bytes of them held by gRPC at once
+ * (--max-inflight-body). Returns 0 or -1 (logged).
  */
-int api_grpc_start(uv_loop_t *loop, const char *host, int port, size_t max_body);
+int api_grpc_start(uv_loop_t *loop, const char *host, int port, size_t max_body, size_t max_inflight);
 
 /* SIGTERM: no new calls; the running ones go on (their requests drain as HTTP's do). */
 void api_grpc_drain(void);

@@ -353,13 +353,13 @@ static void accept_one(void)
     }
 }
 
-int gb_start(uv_loop_t *loop, const char *host, int port, size_t max_message, const gb_handlers *h, int *bound,
-             char *err, size_t errlen)
+int gb_start(uv_loop_t *loop, const char *host, int port, size_t max_message, size_t max_buffered,
+             const gb_handlers *h, int *bound, char *err, size_t errlen)
 {
     B.loop = loop;
     B.h = *h;
     grpc_init();
-    grpc_arg args[3];
+    grpc_arg args[4];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -371,8 +371,17 @@ int gb_start(uv_loop_t *loop, const char *host, int port, size_t max_message, co
     args[2].type = GRPC_ARG_INTEGER;
     args[2].key = GRPC_ARG_ALLOW_REUSEPORT;
     args[2].value.integer = 0;
-    grpc_channel_args cargs = {.num_args = 3, .args = args};
+    /* The memory gRPC may hold for messages on their way, all calls together (--max-inflight-body): past it,
+     * it reads no more from clients until some is freed. */
+    grpc_resource_quota *quota = grpc_resource_quota_create("corral");
+    grpc_resource_quota_resize(quota, max_buffered);
+    args[3].type = GRPC_ARG_POINTER;
+    args[3].key = GRPC_ARG_RESOURCE_QUOTA;
+    args[3].value.pointer.p = quota;
+    args[3].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+    grpc_channel_args cargs = {.num_args = 4, .args = args};
     B.server = grpc_server_create(&cargs, NULL);
+    grpc_resource_quota_unref(quota); /* the server holds its own reference */
     B.cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(B.server, B.cq, NULL);
     char addr[300];

@@ -69,11 +69,12 @@ typedef struct gb_handlers {
 
 /*
  * Listens on host:port (port 0: one the system picks, written to *bound)
- * for messages of at most max_message bytes, and starts the bridge
- * thread. h is copied.
+ * for messages of at most max_message bytes, gRPC holding at most
+ * max_buffered bytes of them at once (its resource quota), and starts the
+ * bridge thread. h is copied.
  */
-int gb_start(uv_loop_t *loop, const char *host, int port, size_t max_message, const gb_handlers *h, int *bound,
-             char *err, size_t errlen);
+int gb_start(uv_loop_t *loop, const char *host, int port, size_t max_message, size_t max_buffered,
+             const gb_handlers *h, int *bound, char *err, size_t errlen);
 
 /* Asks for the call's next message (on_message); at most one is asked for at a time. */
 void gb_read(gb_call *c);

@@ -171,7 +171,8 @@ int server_run(const server_config *cfg)
     if (registry_init(S.loop, &rc) < 0)
         return 1;
     if (listen_on(cfg) < 0 ||
-        (cfg->grpc_port >= 0 && api_grpc_start(S.loop, cfg->host, cfg->grpc_port, (size_t)cfg->max_body) < 0)) {
+        (cfg->grpc_port >= 0 && api_grpc_start(S.loop, cfg->host, cfg->grpc_port, (size_t)cfg->max_body,
+                                               (size_t)cfg->max_inflight_body) < 0)) {
         registry_shutdown(NULL);
         return 1;
     }
