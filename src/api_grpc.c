@@ -70,6 +70,7 @@ struct rpc {
     int nreqs;
     lifecycle_waiter waiter;
     model *wmodel;        /* a load or unload waited on; NULL: none */
+    gb_bytes *bytes;      /* the message being started, kept (on_message to start_infer) */
     rpc *next, *prev;
 };
 
@@ -78,6 +79,7 @@ struct greq {
     job *job;             /* queued or running; NULL once answered */
     model *model;         /* NULL: the request named none that exists */
     Inference__ModelInferRequest *msg; /* owned: the job's tensor pieces point into it */
+    gb_bytes *bytes;      /* the message as it came, which msg's raw_input_contents point into */
     grpc_request req;     /* the message read (grpc_infer.h) */
     infer_opts opts;      /* what its answer needs (infer.h) */
     uint8_t *gen_body;    /* a decoupled model's request, as its generate takes it; owned */
@@ -432,8 +434,8 @@ static void greq_free(greq *g)
     }
     infer_opts_clear(&g->opts);
     grpc_request_clear(&g->req);
-    if (g->msg)
-        protobuf_c_message_free_unpacked(&g->msg->base, NULL);
+    grpc_free_request(g->msg);
+    gb_release(g->bytes);
     free(g->gen_body);
     free(g);
 }
@@ -648,6 +650,8 @@ static void start_infer(rpc *r, Inference__ModelInferRequest *in)
 {
     greq *g = xcalloc(1, sizeof *g);
     g->msg = in;
+    g->bytes = r->bytes; /* what its raw contents point into */
+    r->bytes = NULL;
     g->r = r;
     g->next = r->reqs;
     if (r->reqs)
@@ -806,7 +810,13 @@ static void on_message(gb_call *c, const uint8_t *msg, size_t len)
     if (!r->m->stream && r->got_message)
         return;
     r->got_message = 1;
-    ProtobufCMessage *in = protobuf_c_message_unpack(r->m->in, NULL, len, msg);
+    /* An inference's raw tensors are used where they lie in the message (grpc_unpack_request, gb_keep): the
+     * one copy is into the worker's shared memory. */
+    int inference = r->m->fn == rpc_model_infer;
+    ProtobufCMessage *in = inference ? (ProtobufCMessage *)grpc_unpack_request(msg, len)
+                                     : protobuf_c_message_unpack(r->m->in, NULL, len, msg);
+    if (in && inference && ((Inference__ModelInferRequest *)in)->n_raw_input_contents)
+        r->bytes = gb_keep(c);
     if (!in) {
         if (!r->m->stream) {
             fail(r, GB_INVALID_ARGUMENT, "%s: the request is not a valid %s message (%zu bytes)", r->m->name,

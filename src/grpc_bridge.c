@@ -61,6 +61,7 @@ struct gb_call {
     gb_msg *head, *tail;   /* not yet handed to gRPC */
     size_t queued;
     gb_msg *in_flight;     /* the message of the batch in flight */
+    grpc_slice *current;   /* the message on_message is handed, while it runs */
     void *data;
     gb_call *next, *prev;  /* every accepted call */
 };
@@ -196,18 +197,25 @@ static void on_recv(gb_call *c, int success)
         if (success && bb) {
             /* One slice uncompressed is read where it lies; anything else is joined (and inflated) into one. */
             grpc_slice_buffer *sb = &bb->data.raw.slice_buffer;
+            grpc_slice one;
+            int ok = 1;
             if (bb->data.raw.compression == GRPC_COMPRESS_NONE && sb->count == 1) {
-                B.h.on_message(c, GRPC_SLICE_START_PTR(sb->slices[0]), GRPC_SLICE_LENGTH(sb->slices[0]));
+                one = grpc_slice_ref(sb->slices[0]);
             } else {
                 grpc_byte_buffer_reader r;
-                if (grpc_byte_buffer_reader_init(&r, bb)) {
-                    grpc_slice all = grpc_byte_buffer_reader_readall(&r);
+                ok = grpc_byte_buffer_reader_init(&r, bb);
+                if (ok) {
+                    one = grpc_byte_buffer_reader_readall(&r);
                     grpc_byte_buffer_reader_destroy(&r);
-                    B.h.on_message(c, GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
-                    grpc_slice_unref(all);
-                } else {
-                    gb_finish(c, GB_INTERNAL, "cannot decompress the message");
                 }
+            }
+            if (ok) {
+                c->current = &one; /* for gb_keep, during the callback */
+                B.h.on_message(c, GRPC_SLICE_START_PTR(one), GRPC_SLICE_LENGTH(one));
+                c->current = NULL;
+                grpc_slice_unref(one);
+            } else {
+                gb_finish(c, GB_INTERNAL, "cannot decompress the message");
             }
         } else if (success) {
             B.h.on_message(c, NULL, 0);
@@ -467,6 +475,27 @@ void gb_finish(gb_call *c, int code, const char *msg)
     if (c->tail)
         c->tail->last = 1; /* the status goes with the last message queued */
     pump(c);
+}
+
+struct gb_bytes {
+    grpc_slice s;
+};
+
+gb_bytes *gb_keep(gb_call *c)
+{
+    if (!c->current)
+        return NULL;
+    gb_bytes *b = xmalloc(sizeof *b);
+    b->s = grpc_slice_ref(*c->current);
+    return b;
+}
+
+void gb_release(gb_bytes *b)
+{
+    if (!b)
+        return;
+    grpc_slice_unref(b->s);
+    free(b);
 }
 
 void gb_cancel(gb_call *c)

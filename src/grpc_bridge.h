@@ -89,6 +89,15 @@ void gb_send(gb_call *c, uint8_t *buf, size_t len, int last, void *arg, uint32_t
 /* Ends the call with code and msg (sent after the messages queued); code GB_OK ends it well. */
 void gb_finish(gb_call *c, int code, const char *msg);
 
+/*
+ * Called from on_message: the message's bytes stay where they are, valid
+ * beyond the callback, until gb_release (which any thread may call). So a
+ * request's tensors can be used in place instead of copied out.
+ */
+typedef struct gb_bytes gb_bytes;
+gb_bytes *gb_keep(gb_call *c);
+void gb_release(gb_bytes *b);
+
 /* Cancels the call (on_end follows with cancelled set). */
 void gb_cancel(gb_call *c);
 

@@ -15,6 +15,117 @@
 
 /* ---- the request ---- */
 
+/* A varint of the protobuf wire format at *p (before end); -1 when cut short or longer than 10 bytes. */
+static int wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 70 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return 0;
+    }
+    return -1;
+}
+
+/* raw_input_contents' field number in ModelInferRequest (grpc_service.proto). */
+#define RAW_INPUT_CONTENTS 7
+
+Inference__ModelInferRequest *grpc_unpack_request(const uint8_t *msg, size_t len)
+{
+    /* One pass over the top-level fields: each raw_input_contents (length-delimited) is noted where it lies,
+     * every other field copied as it is for protobuf-c, which parses and checks the rest. */
+    const uint8_t *p = msg, *end = msg + len;
+    size_t nraw = 0, rest_len = 0;
+    while (p < end) {
+        const uint8_t *start = p;
+        uint64_t key, n;
+        if (wire_varint(&p, end, &key) < 0)
+            return NULL;
+        switch (key & 7) {
+        case 0:
+            if (wire_varint(&p, end, &n) < 0)
+                return NULL;
+            break;
+        case 1:
+            if ((size_t)(end - p) < 8)
+                return NULL;
+            p += 8;
+            break;
+        case 5:
+            if ((size_t)(end - p) < 4)
+                return NULL;
+            p += 4;
+            break;
+        case 2:
+            if (wire_varint(&p, end, &n) < 0 || n > (uint64_t)(end - p))
+                return NULL;
+            p += n;
+            break;
+        default: return NULL; /* groups: not in proto3 */
+        }
+        if ((key >> 3) == RAW_INPUT_CONTENTS && (key & 7) == 2)
+            nraw++;
+        else
+            rest_len += (size_t)(p - start);
+    }
+    if (nraw == 0) { /* nothing to take out: protobuf-c reads the message as it is */
+        return (Inference__ModelInferRequest *)protobuf_c_message_unpack(&inference__model_infer_request__descriptor,
+                                                                         NULL, len, msg);
+    }
+    uint8_t *rest = malloc(rest_len ? rest_len : 1);
+    ProtobufCBinaryData *raw = malloc(nraw * sizeof *raw);
+    if (!rest || !raw) {
+        free(rest);
+        free(raw);
+        return NULL;
+    }
+    size_t k = 0, at = 0;
+    for (p = msg; p < end;) { /* checked above: every step is within the message */
+        const uint8_t *start = p;
+        uint64_t key, n = 0;
+        wire_varint(&p, end, &key);
+        if ((key & 7) == 0)
+            wire_varint(&p, end, &n);
+        else if ((key & 7) == 1)
+            p += 8;
+        else if ((key & 7) == 5)
+            p += 4;
+        else {
+            wire_varint(&p, end, &n);
+            if ((key >> 3) == RAW_INPUT_CONTENTS) {
+                raw[k].data = (uint8_t *)p;
+                raw[k++].len = n;
+                p += n;
+                continue;
+            }
+            p += n;
+        }
+        memcpy(rest + at, start, (size_t)(p - start));
+        at += (size_t)(p - start);
+    }
+    Inference__ModelInferRequest *m = (Inference__ModelInferRequest *)protobuf_c_message_unpack(
+        &inference__model_infer_request__descriptor, NULL, rest_len, rest);
+    free(rest);
+    if (!m) {
+        free(raw);
+        return NULL;
+    }
+    m->raw_input_contents = raw; /* ours, not protobuf-c's: grpc_free_request takes it back first */
+    m->n_raw_input_contents = nraw;
+    return m;
+}
+
+void grpc_free_request(Inference__ModelInferRequest *m)
+{
+    if (!m)
+        return;
+    free(m->raw_input_contents); /* the array is ours (grpc_unpack_request); protobuf-c never saw field 7 */
+    m->raw_input_contents = NULL;
+    m->n_raw_input_contents = 0;
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+}
+
 /* An InferParameter as the JSON value HTTP's request would carry; NULL with *why set when it has none. */
 static json_t *infer_param(const Inference__InferParameter *p, const char **why)
 {

@@ -29,6 +29,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * Unpacks a ModelInferRequest from len bytes at msg, its
+ * raw_input_contents referenced where they lie in msg (which must outlive
+ * the message) instead of copied: the rest of the message goes to
+ * protobuf-c. NULL when the bytes are not a ModelInferRequest (or there is
+ * no memory). Free with grpc_free_request.
+ */
+Inference__ModelInferRequest *grpc_unpack_request(const uint8_t *msg, size_t len);
+void grpc_free_request(Inference__ModelInferRequest *m);
+
 /* A ModelInferRequest, read. */
 typedef struct grpc_request {
     json_t *doc;       /* the v2 request document, owned: for infer_input.doc */
