@@ -32,12 +32,14 @@
 #include "model.h"
 #include "pbjson.h"
 #include "proto.h"
+#include "shm.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
 #include "grpc_service.pb-c.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -504,12 +506,36 @@ static void greq_error(greq *g, int status, const char *msg)
     greq_send(g, buf, len, 0, 0);
 }
 
-/* An INFER_RESULT as the answer: every output's bytes in raw_output_contents. Returns 1 for a 502. */
-static int answer_infer(greq *g, job *j, uint8_t *body, size_t len)
+/* grpc_infer.c's pieces are handed to the bridge as they are */
+_Static_assert(sizeof(gb_part) == sizeof(job_piece) && offsetof(gb_part, ptr) == offsetof(job_piece, ptr) &&
+                   offsetof(gb_part, len) == offsetof(job_piece, len),
+               "gb_part and job_piece differ");
+
+/* What a large answer sent in place holds until gRPC lets go of it: the worker's result, and its region. */
+typedef struct lent {
+    uint8_t *body;
+    shm_region *shm;
+} lent;
+
+static void lent_release(void *arg)
+{
+    lent *l = arg;
+    free(l->body);
+    shm_unref(l->shm);
+    free(l);
+}
+
+/*
+ * An INFER_RESULT as the answer: every output's bytes in raw_output_contents,
+ * sent from where they lie (the worker's frame or its output region) when
+ * they are large, so the only copies are the kernel's; *body is then taken
+ * (set to NULL). Returns 1 for a 502.
+ */
+static int answer_infer(greq *g, job *j, uint8_t **body, size_t len)
 {
     infer_result res;
     char err[600];
-    int status = infer_read_result(greq_model(g), &g->opts, body, len, j->shm_data, j->shm_len, &res, err,
+    int status = infer_read_result(greq_model(g), &g->opts, *body, len, j->shm_data, j->shm_len, &res, err,
                                    sizeof err);
     if (status != 200) {
         char msg[800];
@@ -520,8 +546,33 @@ static int answer_infer(greq *g, job *j, uint8_t *body, size_t len)
         greq_error(g, status, msg);
         return status == 502;
     }
+    int stream = g->r && g->r->m->stream;
+    size_t total = 0;
+    for (size_t i = 0; i < res.n; i++)
+        total += res.out[i].shm ? 0 : res.out[i].size;
+    /* classified outputs live in res itself, which goes now: those answers are small and copied */
+    int in_place = total >= SHM_MIN_BYTES && !res.classified && g->r && g->r->c;
+    if (in_place) {
+        job_piece *parts = xmalloc(sizeof *parts * (1 + 2 * res.n));
+        uint8_t *head;
+        size_t head_len;
+        int nparts;
+        if (grpc_pack_result_parts(greq_model(g), g->msg->id, &res, stream, &head, &head_len, parts, &nparts) == 0) {
+            lent *l = xmalloc(sizeof *l);
+            l->body = *body;
+            l->shm = j->shm; /* taken over: the region stays mapped (and is not lent again) until sent */
+            j->shm = NULL;
+            *body = NULL;
+            g->unsent++;
+            gb_send_parts(g->r->c, head, head_len, (const gb_part *)parts, nparts, lent_release, l, !stream, g, 0);
+            free(parts);
+            infer_result_clear(&res);
+            return 0;
+        }
+        free(parts); /* no memory for the head: the copying path says so */
+    }
     size_t n;
-    uint8_t *buf = grpc_pack_result(greq_model(g), g->msg->id, &res, g->r && g->r->m->stream, &n);
+    uint8_t *buf = grpc_pack_result(greq_model(g), g->msg->id, &res, stream, &n);
     infer_result_clear(&res);
     greq_send(g, buf, n, 1, 0);
     return 0;
@@ -560,7 +611,7 @@ static void on_done(job *j, int status, const char *msg, uint8_t type, uint8_t *
     if (status != 200) {
         greq_error(g, status, msg);
     } else if (type == PROTO_INFER_RESULT) {
-        j->result_broken = answer_infer(g, j, body, len);
+        j->result_broken = answer_infer(g, j, &body, len);
     } else if (type == PROTO_GENERATE_RESULT) { /* a decoupled model's whole answer: one response, the final one */
         const char *meta, *ct = "application/octet-stream";
         size_t meta_len, data_len = 0;

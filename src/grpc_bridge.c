@@ -66,6 +66,17 @@ struct gb_call {
     gb_call *next, *prev;  /* every accepted call */
 };
 
+/*
+ * Memory lent to gRPC by gb_send_parts: its slices point into it, and the
+ * last one gRPC lets go of (on whichever thread) hands it back to the loop.
+ */
+typedef struct gb_hold {
+    struct gb_hold *next; /* in the list of holds to release */
+    int refs;             /* atomic: the slices still pointing into it */
+    void (*release)(void *arg);
+    void *arg;
+} gb_hold;
+
 static struct {
     uv_loop_t *loop;
     gb_handlers h;
@@ -76,6 +87,7 @@ static struct {
     uv_timer_t grace;
     pthread_mutex_t lock;
     gb_op *done_head, *done_tail; /* completions waiting for the loop thread */
+    gb_hold *holds;               /* memory gRPC has let go of, to hand back on the loop thread */
     gb_op op_shutdown;
     gb_call *calls;               /* accepted, not ended */
     int running, draining, server_gone;
@@ -309,7 +321,15 @@ static void on_async(uv_async_t *a)
     pthread_mutex_lock(&B.lock);
     gb_op *op = B.done_head;
     B.done_head = B.done_tail = NULL;
+    struct gb_hold *holds = B.holds;
+    B.holds = NULL;
     pthread_mutex_unlock(&B.lock);
+    while (holds) {
+        struct gb_hold *next = holds->next;
+        holds->release(holds->arg);
+        free(holds);
+        holds = next;
+    }
     while (op) {
         gb_op *next = op->next; /* op may be freed along with its call */
         gb_call *c = op->c;
@@ -439,12 +459,11 @@ void gb_read(gb_call *c)
     }
 }
 
-void gb_send(gb_call *c, uint8_t *buf, size_t len, int last, void *arg, uint32_t n)
+/* Queues a message whose byte buffer is made. */
+static void enqueue(gb_call *c, grpc_byte_buffer *bb, int last, void *arg, uint32_t n)
 {
-    grpc_slice s = grpc_slice_new(buf, len, free);
     gb_msg *m = xmalloc(sizeof *m);
-    m->bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s); /* the buffer holds its own reference */
+    m->bb = bb;
     m->next = NULL;
     m->last = last;
     m->arg = arg;
@@ -462,6 +481,56 @@ void gb_send(gb_call *c, uint8_t *buf, size_t len, int last, void *arg, uint32_t
     c->tail = m;
     c->queued++;
     pump(c); /* a call already closed keeps it for maybe_end, which answers the queue */
+}
+
+void gb_send(gb_call *c, uint8_t *buf, size_t len, int last, void *arg, uint32_t n)
+{
+    grpc_slice s = grpc_slice_new(buf, len, free);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s); /* the buffer holds its own reference */
+    enqueue(c, bb, last, arg, n);
+}
+
+static void hold_unref(void *p)
+{
+    gb_hold *h = p;
+    if (__atomic_sub_fetch(&h->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    pthread_mutex_lock(&B.lock);
+    h->next = B.holds;
+    B.holds = h;
+    pthread_mutex_unlock(&B.lock);
+    uv_async_send(&B.async);
+}
+
+void gb_send_parts(gb_call *c, uint8_t *head, size_t head_len, const gb_part *parts, int nparts,
+                   void (*release)(void *arg), void *release_arg, int last, void *arg, uint32_t n)
+{
+    grpc_slice whole = grpc_slice_new(head, head_len ? head_len : 1, free);
+    grpc_slice *slices = xmalloc(sizeof *slices * (size_t)(nparts ? nparts : 1));
+    gb_hold *h = xmalloc(sizeof *h);
+    h->release = release;
+    h->arg = release_arg;
+    h->refs = 1; /* this function's own, dropped at the end */
+    int k = 0;
+    for (int i = 0; i < nparts; i++) {
+        if (parts[i].len == 0)
+            continue;
+        if (parts[i].ptr >= head && parts[i].ptr + parts[i].len <= head + head_len) {
+            size_t at = (size_t)(parts[i].ptr - head);
+            slices[k++] = grpc_slice_sub(whole, at, at + parts[i].len);
+        } else {
+            __atomic_add_fetch(&h->refs, 1, __ATOMIC_ACQ_REL);
+            slices[k++] = grpc_slice_new_with_user_data((void *)parts[i].ptr, parts[i].len, hold_unref, h);
+        }
+    }
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(slices, (size_t)k);
+    for (int i = 0; i < k; i++)
+        grpc_slice_unref(slices[i]); /* the buffer holds its own references */
+    free(slices);
+    grpc_slice_unref(whole);
+    hold_unref(h);
+    enqueue(c, bb, last, arg, n);
 }
 
 void gb_finish(gb_call *c, int code, const char *msg)

@@ -86,6 +86,22 @@ void gb_read(gb_call *c);
  */
 void gb_send(gb_call *c, uint8_t *buf, size_t len, int last, void *arg, uint32_t n);
 
+/* A piece of a message: len bytes at ptr. */
+typedef struct gb_part {
+    const uint8_t *ptr;
+    size_t len;
+} gb_part;
+
+/*
+ * gb_send for a message in pieces, sent without copying them: the parts,
+ * in order, each inside head (head_len bytes, malloc'ed, taken over) or in
+ * memory of the caller's, which gRPC reads until it lets go of it; then
+ * release(release_arg) runs on the loop thread (once, also when the call
+ * ends first).
+ */
+void gb_send_parts(gb_call *c, uint8_t *head, size_t head_len, const gb_part *parts, int nparts,
+                   void (*release)(void *arg), void *release_arg, int last, void *arg, uint32_t n);
+
 /* Ends the call with code and msg (sent after the messages queued); code GB_OK ends it well. */
 void gb_finish(gb_call *c, int code, const char *msg);
 

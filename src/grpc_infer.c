@@ -672,6 +672,86 @@ static Inference__ModelInferResponse__InferOutputTensor *new_output(pb_arena *a,
     return o;
 }
 
+/* An output's description (name, datatype, shape; the region of one placed in client shared memory). */
+static Inference__ModelInferResponse__InferOutputTensor *output_message(pb_arena *a, const infer_output *o)
+{
+    Inference__ModelInferResponse__InferOutputTensor *t = new_output(a, o->name, o->name_len, o->t, o->dims, o->ndim);
+    if (o->shm) { /* in the client's region already: the answer says where */
+        json_t *p = json_pack("{s:{s:s%,s:I,s:I}}", "parameters", "shared_memory_region", o->shm->region,
+                              o->shm->region_len, "shared_memory_byte_size", (json_int_t)o->size,
+                              "shared_memory_offset", (json_int_t)o->shm->offset);
+        pb_from_json(a, &t->base, p, NULL);
+        json_decref(p);
+    }
+    return t;
+}
+
+/* A varint of the wire format at p: its length. */
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    do {
+        p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return n;
+}
+
+/* raw_output_contents (ModelInferResponse field 6) and infer_response (ModelStreamInferResponse field 2), length-delimited. */
+#define RAW_OUTPUT_TAG ((6 << 3) | 2)
+#define STREAM_RESPONSE_TAG ((2 << 3) | 2)
+
+int grpc_pack_result_parts(const char *model, const char *id, const infer_result *res, int stream, uint8_t **head,
+                           size_t *head_len, job_piece *parts, int *nparts)
+{
+    /* The message but its raw outputs, packed by protobuf-c; then each raw output's field, its tag and length
+     * here and its bytes where they lie. Fields may come in any order: this is the message protobuf-c would
+     * have packed. */
+    pb_arena a = {0};
+    resp_head h;
+    head_init(&h, model, id, stream, 1);
+    size_t n = res->n ? res->n : 1;
+    h.resp.n_outputs = res->n;
+    h.resp.outputs = pb_alloc(&a, n * sizeof *h.resp.outputs);
+    for (size_t i = 0; i < res->n; i++)
+        h.resp.outputs[i] = output_message(&a, &res->out[i]);
+    size_t main_len = protobuf_c_message_get_packed_size(&h.resp.base);
+    size_t inner_len = main_len;
+    for (size_t i = 0; i < res->n; i++) {
+        uint8_t tmp[10];
+        size_t len = res->out[i].shm ? 0 : res->out[i].size;
+        inner_len += 1 + put_varint(tmp, len) + len;
+    }
+    size_t cap = 1 + 10 + main_len + res->n * 11;
+    uint8_t *b = malloc(cap);
+    if (!b) {
+        pb_arena_free(&a);
+        return -1;
+    }
+    size_t at = 0;
+    if (stream) { /* ModelStreamInferResponse { infer_response = 2 }: its one field, this message */
+        b[at++] = STREAM_RESPONSE_TAG;
+        at += put_varint(b + at, inner_len);
+    }
+    at += protobuf_c_message_pack(&h.resp.base, b + at);
+    pb_arena_free(&a);
+    int k = 0;
+    parts[k++] = (job_piece){b, at};
+    for (size_t i = 0; i < res->n; i++) {
+        const infer_output *o = &res->out[i];
+        size_t len = o->shm ? 0 : o->size, start = at;
+        b[at++] = RAW_OUTPUT_TAG;
+        at += put_varint(b + at, len);
+        parts[k++] = (job_piece){b + start, at - start};
+        if (len)
+            parts[k++] = (job_piece){o->data, len};
+    }
+    *head = b;
+    *head_len = at;
+    *nparts = k;
+    return 0;
+}
+
 uint8_t *grpc_pack_result(const char *model, const char *id, const infer_result *res, int stream, size_t *len)
 {
     pb_arena a = {0};
@@ -682,20 +762,11 @@ uint8_t *grpc_pack_result(const char *model, const char *id, const infer_result 
     h.resp.outputs = pb_alloc(&a, n * sizeof *h.resp.outputs);
     h.resp.raw_output_contents = pb_alloc(&a, n * sizeof *h.resp.raw_output_contents);
     for (size_t i = 0; i < res->n; i++) {
-        const infer_output *o = &res->out[i];
-        Inference__ModelInferResponse__InferOutputTensor *t = new_output(&a, o->name, o->name_len, o->t, o->dims,
-                                                                         o->ndim);
-        if (o->shm) { /* in the client's region already: the answer says where, with no bytes of its own */
-            json_t *p = json_pack("{s:{s:s%,s:I,s:I}}", "parameters", "shared_memory_region", o->shm->region,
-                                  o->shm->region_len, "shared_memory_byte_size", (json_int_t)o->size,
-                                  "shared_memory_offset", (json_int_t)o->shm->offset);
-            pb_from_json(&a, &t->base, p, NULL);
-            json_decref(p);
-        } else {
-            h.resp.raw_output_contents[i].data = (uint8_t *)o->data;
-            h.resp.raw_output_contents[i].len = o->size;
+        h.resp.outputs[i] = output_message(&a, &res->out[i]);
+        if (!res->out[i].shm) { /* one in a client region has no bytes here */
+            h.resp.raw_output_contents[i].data = (uint8_t *)res->out[i].data;
+            h.resp.raw_output_contents[i].len = res->out[i].size;
         }
-        h.resp.outputs[i] = t;
     }
     uint8_t *buf = pack_head(&h, stream, NULL, len);
     pb_arena_free(&a);

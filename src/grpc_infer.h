@@ -77,6 +77,15 @@ int grpc_generate_body(const Inference__ModelInferRequest *in, const grpc_reques
 /* A result (infer_read_result): every output's bytes in raw_output_contents (none for one in a client region). */
 uint8_t *grpc_pack_result(const char *model, const char *id, const infer_result *res, int stream, size_t *len);
 /*
+ * The same answer with the outputs' bytes left where they are: *head
+ * (malloc'ed, *head_len bytes) holds the rest of the message, and parts
+ * (an array of 1 + 2 * res->n, filled to *nparts) give the message in
+ * order, each part inside head or an output's data, which must stay valid
+ * until the message is sent. Returns 0, or -1 when there is no memory.
+ */
+int grpc_pack_result_parts(const char *model, const char *id, const infer_result *res, int stream, uint8_t **head,
+                           size_t *head_len, job_piece *parts, int *nparts);
+/*
  * A decoupled model's answer (a chunk, or a whole one when final): a JSON
  * object's members as outputs (string BYTES [1], boolean BOOL [1], integer
  * INT64 [1], number FP64 [1], an array of them [n], anything else its JSON
