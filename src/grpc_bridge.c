@@ -87,6 +87,7 @@ static struct {
     uv_timer_t grace;
     pthread_mutex_t lock;
     gb_op *done_head, *done_tail; /* completions waiting for the loop thread */
+    int async_closed;             /* under lock: async is closed, nobody may wake it */
     gb_hold *holds;               /* memory gRPC has let go of, to hand back on the loop thread */
     gb_op op_shutdown;
     gb_call *calls;               /* accepted, not ended */
@@ -360,6 +361,9 @@ static void on_async(uv_async_t *a)
         B.cq = NULL;
         uv_timer_stop(&B.grace);
         uv_close((uv_handle_t *)&B.grace, NULL);
+        pthread_mutex_lock(&B.lock);
+        B.async_closed = 1;
+        pthread_mutex_unlock(&B.lock);
         uv_close((uv_handle_t *)&B.async, on_closed_handle);
     }
 }
@@ -499,8 +503,10 @@ static void hold_unref(void *p)
     pthread_mutex_lock(&B.lock);
     h->next = B.holds;
     B.holds = h;
+    int wake = !B.async_closed; /* after gb_stop the daemon is exiting: what gRPC lets go of then stays */
     pthread_mutex_unlock(&B.lock);
-    uv_async_send(&B.async);
+    if (wake)
+        uv_async_send(&B.async);
 }
 
 void gb_send_parts(gb_call *c, uint8_t *head, size_t head_len, const gb_part *parts, int nparts,
