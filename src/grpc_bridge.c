@@ -607,11 +607,23 @@ void gb_drain(void)
     grpc_server_shutdown_and_notify(B.server, B.cq, &B.op_shutdown);
 }
 
-static void on_grace(uv_timer_t *t)
+/* gRPC never said its calls were over: the daemon exits without it, rather than hang. */
+static void on_give_up(uv_timer_t *t)
 {
     (void)t;
-    if (B.server && !B.server_gone)
+    log_warn("grpc: the server did not stop 3 s after its calls were cancelled; exiting without it");
+    void (*cb)(void) = B.on_stopped;
+    B.on_stopped = NULL;
+    if (cb)
+        cb();
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    if (B.server && !B.server_gone) {
         grpc_server_cancel_all_calls(B.server);
+        uv_timer_start(t, on_give_up, 3000, 0);
+    }
 }
 
 void gb_stop(uint64_t grace_ms, void (*on_stopped)(void))
