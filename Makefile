@@ -12,6 +12,7 @@ JOBS       ?= $(shell nproc)
 PYTHON     ?= /usr/bin/python3
 HOST       ?= 127.0.0.1
 PORT       ?= 8766
+BLACKBOX_JOBS ?= 2
 GRPC_PORT  ?= 8767
 
 .PHONY: all deps build asan fuzz-build fuzz serve test test-unit test-sdk test-blackbox clean
@@ -49,6 +50,9 @@ serve: build
 # sanitizer build of the daemon, so a memory error anywhere on a real
 # request path fails the run. Leak checking is left to the unit tests: a
 # daemon stopped by a signal legitimately exits with live allocations.
+# The black-box files run BLACKBOX_JOBS at a time (pytest-xdist, one file per
+# worker: a file's tests keep their order and their module fixtures); most of
+# their time is spent waiting on daemons and workers, not computing.
 test: build asan fuzz-build
 	ctest --test-dir $(BUILD) --output-on-failure
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure
@@ -56,7 +60,7 @@ test: build asan fuzz-build
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/sdk
 	CORRAL_BIN=$(CURDIR)/$(ASAN_BUILD)/corral ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/blackbox
+	  $(PYTHON) -m pytest -q -p no:cacheprovider -n $(BLACKBOX_JOBS) --dist loadfile tests/blackbox
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
