@@ -41,7 +41,6 @@ typedef struct gb_op {
 typedef struct gb_msg {
     struct gb_msg *next;
     grpc_byte_buffer *bb;
-    int last;
     void *arg;
     uint32_t n;
 } gb_msg;
@@ -170,7 +169,7 @@ static void pump(gb_call *c)
     memset(ops, 0, sizeof ops);
     size_t n = 0;
     gb_msg *m = c->head;
-    int finish = c->finishing && (!m || (m == c->tail && m->last));
+    int finish = c->finishing && (!m || !m->next); /* the status goes after everything queued */
     if (!m && !finish)
         return;
     if (!c->md_sent) {
@@ -469,15 +468,13 @@ static void enqueue(gb_call *c, grpc_byte_buffer *bb, int last, void *arg, uint3
     gb_msg *m = xmalloc(sizeof *m);
     m->bb = bb;
     m->next = NULL;
-    m->last = last;
     m->arg = arg;
     m->n = n;
-    if (c->finishing || c->closed) { /* too late: it is answered at the end, like the rest of the queue */
-        m->last = 0;
-    } else if (last) {
+    if (last && !c->finishing) {
         c->finishing = 1;
         c->status = GB_OK;
     }
+    /* Queued after the status left (or the call closed), a message is never sent: maybe_end answers it. */
     if (c->tail)
         c->tail->next = m;
     else
@@ -547,8 +544,6 @@ void gb_finish(gb_call *c, int code, const char *msg)
     c->status = code;
     grpc_slice_unref(c->status_msg);
     c->status_msg = grpc_slice_from_copied_string(msg ? msg : "");
-    if (c->tail)
-        c->tail->last = 1; /* the status goes with the last message queued */
     pump(c);
 }
 
