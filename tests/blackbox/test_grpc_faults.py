@@ -199,8 +199,8 @@ def test_parameters_timeout_is_deadline_exceeded_with_a_message_and_the_worker_i
 
 def test_a_deadline_passing_in_the_queue_is_deadline_exceeded_then_and_never_reaches_the_worker(corral):
     """pipeline 0: the late requests wait in the daemon's queue, behind the busy instance, not at the worker.
-    One has a gRPC deadline (the client gives up then, and the daemon withdraws it), the other only
-    parameters.timeout (the daemon itself answers it, then)."""
+    One has a gRPC deadline (the client gives up then, and the daemon withdraws it), one only
+    parameters.timeout (the daemon itself answers it, then), and a third is cancelled by its client."""
     corral.add("echo-c", "echo-c", manifest=echo_c(extra="pipeline: 0\n"))
     d = corral.start()
     stub, ch = grpc_stubs.stub(d.grpc_port)
@@ -221,12 +221,18 @@ def test_a_deadline_passing_in_the_queue_is_deadline_exceeded_then_and_never_rea
             assert waited < LONG_MS / 1000 / 4, f"the queued deadline was answered after {waited:.2f}s"
             assert not busy.done(), "the busy request ended first: the test proved nothing"
         assert "queued" in e.value.details() and "echo-c" in e.value.details(), e.value.details()
+        # and one its client cancels while it waits
+        gone = stub.ModelInfer.future(request("echo-c", delay_ms=LONG_MS), timeout=60)
+        wait_held(d, "echo-c", 2)
+        assert gone.cancel()
+        wait_held(d, "echo-c", 1)
+        assert not busy.done()
         busy.cancel()
         wait_held(d, "echo-c", 0)
-        # only the warm-up and the busy request reached the worker; the two late ones left the queue
+        # only the warm-up and the busy request reached the worker; the three late ones left the queue
         assert metric(d, "nv_inference_exec_count", "echo-c") == 2
-        wait_for(lambda: failures(d, "echo-c", "REJECTED") + failures(d, "echo-c", "CANCELED") == 3, timeout=5,
-                 what="three failures counted")
+        wait_for(lambda: failures(d, "echo-c", "REJECTED") + failures(d, "echo-c", "CANCELED") == 4, timeout=5,
+                 what="four failures counted")
         assert timed_call(stub, request("echo-c")) < LONG_MS / 1000 / 4
         assert d.model("echo-c")["instances"][0]["pid"] == pid
 
@@ -391,6 +397,85 @@ def test_a_worker_killed_under_a_stream_request_is_an_error_message_and_the_stre
         feed.close()
         assert list(call) == []
         assert call.code() == grpc.StatusCode.OK
+
+
+def test_a_storm_of_cancels_and_vanishing_streams_leaves_every_instance_free_and_serving(corral):
+    """For 3 s, 12 clients race cancels against answers: unary calls cancelled 0-30 ms into a 0-30 ms run,
+    and streams of a few requests dropped with their channel mid-flight. Every future ends once (an answer
+    or cancelled), no worker is replaced (each took its CANCELs), nothing stays held, the model serves at
+    once, and the daemon counts no more outcomes than calls were made (a call cancelled before it reached
+    the daemon is not counted at all)."""
+    corral.add("echo-c", "echo-c", manifest=echo_c(2))
+    d = corral.start()
+    up(d, "echo-c")
+    pids = sorted(d.worker_pids("echo-c"))
+    port = d.grpc_port
+    stop = threading.Event()
+    tally = {"sent": 0, "unary": 0, "ok": 0, "cancelled": 0, "streams": 0}
+    problems = []
+    lock = threading.Lock()
+
+    def unary():
+        stub, ch = grpc_stubs.stub(port)
+        with ch:
+            while not stop.is_set():
+                data = os.urandom(8)
+                fut = stub.ModelInfer.future(request("echo-c", data, delay_ms=random.randrange(0, 30)), timeout=30)
+                time.sleep(random.uniform(0, 0.03))
+                fut.cancel()
+                try:
+                    r = fut.result(timeout=30)
+                    outcome = "ok" if output(r) == data else None
+                except grpc.FutureCancelledError:
+                    outcome = "cancelled"
+                except grpc.RpcError as e:
+                    outcome = None
+                    problems.append(f"{e.code()} {e.details()}")
+                with lock:
+                    tally["sent"] += 1
+                    tally["unary"] += 1
+                    if outcome:
+                        tally[outcome] += 1
+
+    def streams():
+        while not stop.is_set():
+            stub, ch = grpc_stubs.stub(port)
+            n = random.randrange(1, 6)
+            call = stub.ModelStreamInfer(iter([request("echo-c", delay_ms=random.randrange(0, 50))
+                                               for _ in range(n)]), timeout=30)
+            time.sleep(random.uniform(0, 0.05))
+            ch.close()
+            try:
+                list(call)
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.CANCELLED:
+                    problems.append(f"stream: {e.code()} {e.details()}")
+            with lock:
+                tally["sent"] += n
+                tally["streams"] += 1
+
+    threads = [threading.Thread(target=unary, daemon=True) for _ in range(8)]
+    threads += [threading.Thread(target=streams, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    print(f"[cancel-storm] {tally}", flush=True)
+    assert not any(t.is_alive() for t in threads), "a client hung"
+    assert not problems, problems[:5]
+    assert tally["ok"] + tally["cancelled"] == tally["unary"], tally  # each future ended exactly once
+    wait_held(d, "echo-c", 0)
+    m = d.model("echo-c")
+    assert sorted(i["pid"] for i in m["instances"]) == pids and all(i["restarts"] == 0 for i in m["instances"]), m
+    stub, ch = grpc_stubs.stub(port)
+    with ch:
+        assert output(stub.ModelInfer(request("echo-c", b"after"), timeout=30)) == b"after"
+    counted = metric(d, "nv_inference_request_success", "echo-c") + \
+        sum(failures(d, "echo-c", r) for r in ("REJECTED", "CANCELED", "BACKEND", "OTHER"))
+    assert counted <= tally["sent"] + 1, (counted, tally)
+    assert metric(d, "nv_inference_request_success", "echo-c") >= tally["ok"] + 1
 
 
 # ---------------------------------------------------------------- 3. streams at scale
