@@ -881,6 +881,38 @@ def test_sigterm_lets_calls_in_flight_finish_refuses_new_ones_and_exits_0(corral
     assert not [p for p in pids if alive(p)]
 
 
+def test_sigterm_with_a_streams_window_full_gives_every_request_one_outcome(corral):
+    """40 requests of 50 ms on one stream and one instance: the daemon holds its window of 32 when SIGTERM
+    comes. Those it holds are answered; those it reads after the signal get "shutting down" as their
+    error_message; each exactly once, then the stream ends UNAVAILABLE and the daemon exits 0."""
+    corral.add("echo-c", "echo-c")
+    d = corral.start()
+    up(d, "echo-c")
+    stub, ch = grpc_stubs.stub(d.grpc_port)
+    total = 40
+    feed = Feed()
+    for k in range(total):
+        feed.put(request("echo-c", struct.pack("<i", k), f"w{k}", delay_ms=50))
+    with ch:
+        call = stub.ModelStreamInfer(iter(feed), timeout=60)
+        wait_held(d, "echo-c", 32)
+        d.proc.send_signal(signal.SIGTERM)
+        got: dict = {}
+        with pytest.raises(grpc.RpcError) as e:
+            for r in call:
+                rid = r.infer_response.id
+                got.setdefault(rid, []).append(r.error_message or output(r.infer_response))
+        feed.close()
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+    answered = [rid for rid, v in got.items() if v[0] == struct.pack("<i", int(rid[1:]))]
+    refused = [rid for rid, v in got.items() if isinstance(v[0], str) and "shutting down" in v[0]]
+    print(f"[sigterm-window] {len(answered)} answered, {len(refused)} refused, then {e.value.code().name}",
+          flush=True)
+    assert sorted(got) == sorted(f"w{k}" for k in range(total)) and all(len(v) == 1 for v in got.values()), got
+    assert len(answered) + len(refused) == total and len(answered) >= 32, got
+    assert d.proc.wait(timeout=20) == 0
+
+
 # ---------------------------------------------------------------- 9. garbage
 
 
