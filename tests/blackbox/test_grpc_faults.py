@@ -478,6 +478,34 @@ def test_a_storm_of_cancels_and_vanishing_streams_leaves_every_instance_free_and
     assert metric(d, "nv_inference_request_success", "echo-c") >= tally["ok"] + 1
 
 
+def test_a_decoupled_worker_killed_mid_generation_ends_that_request_with_an_error_and_the_stream_goes_on(corral):
+    corral.add("tokens", "tokens",
+               manifest="runtime: python\nentrypoint: worker.py\ndecoupled: true\nrestart: {backoff_min: 10ms}\n")
+    d = corral.start()
+    stub, ch = grpc_stubs.stub(d.grpc_port)
+    with ch:
+        pid = ready_pid(d, "tokens")
+        feed = Feed()
+        call = stub.ModelStreamInfer(iter(feed), timeout=60)
+        feed.put(token_request("long", " ".join(f"w{i}" for i in range(400)), 0.05))
+        for _ in range(3):
+            r = next(call)
+            assert not r.error_message and r.infer_response.id == "long", r
+        os.kill(pid, signal.SIGKILL)
+        tokens_after = 0
+        while not (r := next(call)).error_message:
+            tokens_after += 1  # words already on their way
+        print(f"[decoupled-kill9] after {tokens_after} more token(s): {r.error_message}", flush=True)
+        assert r.infer_response.id == "long" and r.infer_response.parameters["triton_final_response"].bool_param, r
+        for part in ("'tokens'", "instance 0", f"pid {pid}", "signal 9"):
+            assert part in r.error_message, (part, r.error_message)
+        feed.put(token_request("next", "served again", 0))
+        got = [next(call) for _ in range(2)]
+        assert all(not g.error_message and g.infer_response.id == "next" for g in got), got
+        feed.close()
+        assert list(call) == [] and call.code() == grpc.StatusCode.OK
+
+
 # ---------------------------------------------------------------- 3. streams at scale
 
 
