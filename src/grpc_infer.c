@@ -296,7 +296,8 @@ static int contents_raw(const Inference__InferTensorContents *c, dtype t, int64_
                 return -2;
             }
             sb_add(b, (const char *)&len, 4);
-            sb_add(b, (const char *)d->data, d->len);
+            if (d->len) /* an empty element's data is NULL, which memcpy may not be given */
+                sb_add(b, (const char *)d->data, d->len);
             continue;
         }
         default: break;
