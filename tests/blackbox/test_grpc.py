@@ -323,8 +323,13 @@ def test_load_with_a_config_and_unload(d, g):
     fails(g.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name="lo", repository_name="x"),
           SC.INVALID_ARGUMENT, "one repository")
     fails(g.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name="nosuch"), SC.NOT_FOUND, "nosuch")
-    assert g.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="lo"), timeout=60) == \
-        pb.RepositoryModelUnloadResponse()
+    fails(g.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(
+        model_name="lo", parameters={"x": pb.ModelRepositoryParameter(bool_param=True)}), SC.INVALID_ARGUMENT,
+        "model 'lo': unload: unknown parameter 'x'")
+    assert d.model("lo")["state"] == "ready"
+    assert g.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(
+        model_name="lo", parameters={"unload_dependents": pb.ModelRepositoryParameter(bool_param=True)}),
+        timeout=60) == pb.RepositoryModelUnloadResponse()
     m = d.model("lo")
     assert m["state"] == "unloaded" and m["instances"] == []
 
@@ -442,6 +447,15 @@ def test_contents_errors(g):
     bad([inp("INPUT0", "INT32", [3])], [struct.pack("<2i", 1, 2)], "8 bytes of raw contents do not hold 3 INT32")
     bad([inp("INPUT0", "BYTES", [2])], [bytes_raw([b"a"])], "do not hold 2 BYTES elements")
     bad([inp("INPUT0", "NOPE", [1])], [b"\0"], "datatype must be one of")
+    bad([inp("INPUT0", "INT32", [-1], int_contents=[1])], None, "shape must be an array", "non-negative")
+    bad([inp("INPUT0", "INT32", [2**62, 4], int_contents=[1])], None, "shape is too large")
+    bad([inp("", "INT32", [1], int_contents=[1])], None, "inputs[0].name must be a non-empty string")
+    bad([inp("INPUT0", "INT32", [1], int_contents=[1]), inp("INPUT0", "INT32", [1], int_contents=[2])], None,
+        "input 'INPUT0' appears twice")
+    bad([], None, "'inputs' must be a non-empty array")
+    r = request("echoc", [inp("INPUT0", "INT32", [1])], raw=[bytes(4)])
+    r.inputs[0].parameters["binary_data_size"].int64_param = 4
+    fails(g.ModelInfer, r, SC.INVALID_ARGUMENT, "binary_data_size is HTTP's")
 
 
 # ---------------------------------------------------------------- ModelInfer: the request
@@ -481,13 +495,17 @@ def test_request_parameters(g):
     assert bytes_items(outputs(g.ModelInfer(request("ctl", x, say="hi"), timeout=30))["TAG"][2]) == [b"file"]
 
 
-def test_unknown_and_bad_models(g):
+def test_unknown_and_bad_models(d, g):
     x = [inp("INPUT0", "INT32", [1], int_contents=[0])]
     fails(g.ModelInfer, request("nosuch", x), SC.NOT_FOUND, "unknown model 'nosuch'")
     fails(g.ModelInfer, request("no such", x), SC.INVALID_ARGUMENT, "invalid model name")
     r = request("echoc", x)
     r.model_version = "2"
     fails(g.ModelInfer, r, SC.NOT_FOUND, "no version '2'")
+    # a model that cannot serve: UNAVAILABLE, saying why
+    fails(g.ModelInfer, request("broken", x), SC.UNAVAILABLE, "model 'broken' is unavailable", "key 'instances'")
+    assert load(d, "fails").status_code == 503
+    fails(g.ModelInfer, request("fails", x), SC.UNAVAILABLE, "model 'fails' failed", "bad weights")
 
 
 def test_declared_inputs_are_checked_before_the_worker(d, g):
