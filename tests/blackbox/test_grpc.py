@@ -60,6 +60,7 @@ def d(tmp_path_factory):
     c.add("decl", "echo", manifest=DECL)
     c.add("labels", "echo", manifest=ONE, files={"labels.txt": "cat\ndog\nfish\n"})
     c.add("fails", "load_fails")
+    c.add("gen", "echo", manifest=ONE + "decoupled: true\n")
     c.add("broken", "echo", manifest="runtime: python\nentrypoint: worker.py\ninstances: many\n")
     daemon = c.start()
     yield daemon
@@ -637,6 +638,30 @@ def test_a_decoupled_model_streams_one_response_per_token(g):
     # the model's BadRequest, on the stream
     (resp,) = list(g.ModelStreamInfer(iter([tokens_request("   ", id="t3")]), timeout=60))
     assert "'text' is empty" in resp.error_message and resp.infer_response.id == "t3"
+
+
+def test_a_decoupled_request_becomes_the_json_object_its_generate_takes(g):
+    # examples/models/echo's generate answers {"echo": body} at once: one response, the final one
+    req = request("gen", [inp("text", "BYTES", [1], bytes_contents=["é".encode()]),
+                          inp("v", "FP32", [2], fp32_contents=[1, 2.5]), inp("n", "INT64", [1], int64_contents=[7]),
+                          inp("ok", "BOOL", [1], bool_contents=[True])], id="j", k="v", level=3)
+    (resp,) = list(g.ModelStreamInfer(iter([req]), timeout=60))
+    assert resp.error_message == "" and resp.infer_response.id == "j" and final(resp) is True
+    dt, shape, raw = outputs(resp.infer_response)["echo"]
+    assert (dt, shape) == ("BYTES", [1])
+    assert json.loads(bytes_items(raw)[0]) == {"text": "é", "v": [1.0, 2.5], "n": 7, "ok": True, "k": "v", "level": 3}
+
+    def error(req):
+        (resp,) = list(g.ModelStreamInfer(iter([req]), timeout=60))
+        assert resp.infer_response.id == req.id, resp
+        return resp.error_message
+
+    assert "input 'text': element 0 is not UTF-8 text" in error(
+        request("tokens", [inp("text", "BYTES", [1], bytes_contents=[b"\xff a"])], id="u"))
+    assert "input 'f': element 0 is not a finite number" in error(request("tokens", [
+        inp("text", "BYTES", [1], bytes_contents=[b"a"]), inp("f", "FP32", [1], fp32_contents=[float("nan")])], id="n"))
+    assert "parameter 'text' has the name of an input" in error(
+        request("tokens", [inp("text", "BYTES", [1], bytes_contents=[b"a"])], id="p", text="x"))
 
 
 def test_a_decoupled_model_refuses_unary_infer(d, g):
