@@ -370,6 +370,36 @@ def test_unknown_methods_are_unimplemented(d):
         channel.close()
 
 
+def test_calls_without_a_message_bad_bytes_on_a_stream_and_compression(d, g):
+    _, channel = grpc_stubs.stub(d.grpc_port)
+    try:
+        def raw(method, msgs):
+            call = channel.stream_stream("/inference.GRPCInferenceService/" + method, request_serializer=None,
+                                         response_deserializer=None)
+            return list(call(iter(msgs), timeout=30))
+
+        for method in ("ModelInfer", "ServerLive"):
+            with pytest.raises(grpc.RpcError) as e:
+                raw(method, [])
+            assert e.value.code() == SC.INVALID_ARGUMENT
+            assert e.value.details() == f"{method}: the call carried no request message"
+        good = request("echoc", [inp("INPUT0", "INT32", [1], int_contents=[5])], id="g").SerializeToString()
+        answers = [pb.ModelStreamInferResponse.FromString(b)
+                   for b in raw("ModelStreamInfer", [good, b"\xff\xff", good])]
+        assert sorted(a.error_message for a in answers) == [
+            "", "", "the request is not a valid inference.ModelInferRequest message (2 bytes)"]
+        assert all(outputs(a.infer_response)["OUTPUT0"][2] == struct.pack("<i", 5)
+                   for a in answers if not a.error_message)
+    finally:
+        channel.close()
+    # a stream with no request ends at once, and well
+    assert list(g.ModelStreamInfer(iter([]), timeout=30)) == []
+    # a compressed request is a request
+    r = g.ModelInfer(request("echoc", [inp("INPUT0", "INT32", [1], int_contents=[6])]), timeout=30,
+                     compression=grpc.Compression.Gzip)
+    assert outputs(r)["OUTPUT0"][2] == struct.pack("<i", 6)
+
+
 # ---------------------------------------------------------------- ModelInfer: datatypes
 
 BF16 = struct.pack("<4H", 0x3F80, 0xC000, 0x7F80, 0x0001)  # 1, -2, inf, a subnormal
