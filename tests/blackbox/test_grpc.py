@@ -729,10 +729,14 @@ def test_the_token_guards_everything_but_health(corral, tmp_path, how):
         assert g.ServerLive(pb.ServerLiveRequest(), timeout=30).live
         assert g.ServerReady(pb.ServerReadyRequest(), timeout=30).ready
         req = request("echoc", [inp("INPUT0", "INT32", [1], int_contents=[4])])
-        msg = fails(g.ModelInfer, req, SC.UNAUTHENTICATED)
-        assert msg
-        fails(g.ModelInfer, req, SC.UNAUTHENTICATED, metadata=bearer("wrong"))
-        fails(g.ModelInfer, req, SC.UNAUTHENTICATED, metadata=[("authorization", TOKEN)])
+        fails(g.ModelInfer, req, SC.UNAUTHENTICATED, "this call needs the daemon's token",
+              "'authorization: Bearer <token>'")
+        fails(g.ModelInfer, req, SC.UNAUTHENTICATED, "the token sent is not the daemon's token",
+              metadata=bearer("wrong"))
+        fails(g.ModelInfer, req, SC.UNAUTHENTICATED, "must be 'Bearer <token>'", metadata=[("authorization", TOKEN)])
+        fails(g.ModelInfer, req, SC.UNAUTHENTICATED, metadata=[("authorization", f"Basic {TOKEN}")])
+        # the scheme is case-insensitive, as HTTP's is
+        assert g.ModelInfer(req, timeout=30, metadata=[("authorization", f"bearer {TOKEN}")]).outputs
         assert outputs(g.ModelInfer(req, timeout=30, metadata=bearer()))["OUTPUT0"][2] == struct.pack("<i", 4)
         for fn, r in ((g.ModelReady, pb.ModelReadyRequest(name="echoc")),
                       (g.ServerMetadata, pb.ServerMetadataRequest()),
