@@ -678,9 +678,10 @@ static Inference__ModelInferResponse__InferOutputTensor *output_message(pb_arena
 {
     Inference__ModelInferResponse__InferOutputTensor *t = new_output(a, o->name, o->name_len, o->t, o->dims, o->ndim);
     if (o->shm) { /* in the client's region already: the answer says where */
-        json_t *p = json_pack("{s:{s:s%,s:I,s:I}}", "parameters", "shared_memory_region", o->shm->region,
-                              o->shm->region_len, "shared_memory_byte_size", (json_int_t)o->size,
-                              "shared_memory_offset", (json_int_t)o->shm->offset);
+        /* a map of InferParameter: each value the message's JSON, its oneof member by name */
+        json_t *p = json_pack("{s:{s:{s:s%},s:{s:I},s:{s:I}}}", "parameters", "shared_memory_region", "string_param",
+                              o->shm->region, o->shm->region_len, "shared_memory_byte_size", "int64_param",
+                              (json_int_t)o->size, "shared_memory_offset", "int64_param", (json_int_t)o->shm->offset);
         pb_from_json(a, &t->base, p, NULL);
         json_decref(p);
     }
@@ -807,7 +808,7 @@ uint8_t *grpc_pack_generated(const char *model, const char *id, int events, cons
         uint32_t l = (uint32_t)data_len;
         sb_add(&b, (const char *)&l, 4);
         sb_add(&b, (const char *)data, data_len);
-        json_t *p = json_pack("{s:{s:s}}", "parameters", "content_type",
+        json_t *p = json_pack("{s:{s:{s:s}}}", "parameters", "content_type", "string_param",
                               content_type && *content_type ? content_type : "application/octet-stream");
         pb_from_json(&a, &t->base, p, NULL);
         json_decref(p);
