@@ -85,6 +85,7 @@ struct greq {
     grpc_request req;     /* the message read (grpc_infer.h) */
     infer_opts opts;      /* what its answer needs (infer.h) */
     uint8_t *gen_body;    /* a decoupled model's request, as its generate takes it; owned */
+    char content_type[200]; /* of its stream of bytes: only the first chunk carries it */
     int done;             /* its final answer is queued */
     int unsent;           /* its messages queued, not yet through */
     int inst_id, inst_pid;
@@ -586,8 +587,10 @@ static void on_chunk(job *j, const job_chunk *c)
         inst_credit(j->inst, j, c->cost);
         return;
     }
+    if (c->first)
+        snprintf(g->content_type, sizeof g->content_type, "%s", c->content_type);
     size_t n;
-    uint8_t *buf = grpc_pack_generated(greq_model(g), g->msg->id, c->events, c->content_type, c->data, c->len, 0, &n);
+    uint8_t *buf = grpc_pack_generated(greq_model(g), g->msg->id, c->events, g->content_type, c->data, c->len, 0, &n);
     free(c->body);
     if (!buf) /* dropped: the worker's window comes back all the same */
         inst_credit(j->inst, j, c->cost);
