@@ -61,6 +61,7 @@ def d(tmp_path_factory):
     c.add("labels", "echo", manifest=ONE, files={"labels.txt": "cat\ndog\nfish\n"})
     c.add("fails", "load_fails")
     c.add("gen", "echo", manifest=ONE + "decoupled: true\n")
+    c.add("genc", "echo-c", manifest="runtime: exec\nentrypoint: echo-c\ndecoupled: true\n")
     c.add("broken", "echo", manifest="runtime: python\nentrypoint: worker.py\ninstances: many\n")
     daemon = c.start()
     yield daemon
@@ -597,6 +598,50 @@ def test_http_and_grpc_count_in_the_same_metrics(d, g):
     assert metric(d, "nv_inference_request_failure", fkey) == failed + 2
 
 
+def test_client_shared_memory_mixed_with_raw_contents(corral):
+    """Regions registered over HTTP serve gRPC requests: inputs read from one, outputs written into one."""
+    from multiprocessing import shared_memory
+
+    corral.add("echoc", "echo-c")
+    d = corral.start("--allow-client-shm")
+    shm = shared_memory.SharedMemory(create=True, size=64)
+    g, channel = grpc_stubs.stub(d.grpc_port)
+    try:
+        assert d.post("/v2/systemsharedmemory/region/r/register",
+                      {"key": "/" + shm.name, "offset": 0, "byte_size": 64}).status_code == 200
+        data = struct.pack("<4i", 1, -2, 3, 2**31 - 1)
+        shm.buf[8:24] = data
+        in_shm = pb.ModelInferRequest.InferInputTensor(
+            name="INPUT0", datatype="INT32", shape=[4],
+            parameters=param(shared_memory_region="r", shared_memory_byte_size=16, shared_memory_offset=8))
+        out_shm = pb.ModelInferRequest.InferRequestedOutputTensor(
+            name="OUTPUT0", parameters=param(shared_memory_region="r", shared_memory_byte_size=16,
+                                             shared_memory_offset=32))
+        req = request("echoc", [in_shm, inp("INPUT1", "INT64", [1])], raw=[struct.pack("<q", 9)],
+                      outputs=[out_shm, "OUTPUT1"])
+        r = g.ModelInfer(req, timeout=30)
+        by_name = {o.name: (o, r.raw_output_contents[i]) for i, o in enumerate(r.outputs)}
+        o0, raw0 = by_name["OUTPUT0"]
+        assert raw0 == b"" and (o0.datatype, list(o0.shape)) == ("INT32", [4])
+        assert dict(o0.parameters) == param(shared_memory_region="r", shared_memory_byte_size=16,
+                                            shared_memory_offset=32)
+        assert bytes(shm.buf[32:48]) == data
+        assert by_name["OUTPUT1"][1] == struct.pack("<q", 9)
+        # an output region too small for the answer
+        out_small = pb.ModelInferRequest.InferRequestedOutputTensor(
+            name="OUTPUT0", parameters=param(shared_memory_region="r", shared_memory_byte_size=8))
+        fails(g.ModelInfer, request("echoc", [in_shm], outputs=[out_small]), SC.INVALID_ARGUMENT, "OUTPUT0")
+        fails(g.ModelInfer, request("echoc", [pb.ModelInferRequest.InferInputTensor(
+            name="INPUT0", datatype="INT32", shape=[4],
+            parameters=param(shared_memory_region="nope", shared_memory_byte_size=16))]),
+              SC.INVALID_ARGUMENT, "no shared memory region 'nope' is registered")
+    finally:
+        channel.close()
+        d.post("/v2/systemsharedmemory/unregister", {})
+        shm.close()
+        shm.unlink()
+
+
 # ---------------------------------------------------------------- ModelStreamInfer
 
 
@@ -692,6 +737,21 @@ def test_a_decoupled_request_becomes_the_json_object_its_generate_takes(g):
         inp("text", "BYTES", [1], bytes_contents=[b"a"]), inp("f", "FP32", [1], fp32_contents=[float("nan")])], id="n"))
     assert "parameter 'text' has the name of an input" in error(
         request("tokens", [inp("text", "BYTES", [1], bytes_contents=[b"a"])], id="p", text="x"))
+
+
+def test_a_decoupled_stream_of_bytes_gives_each_chunk_as_content_with_its_type(g):
+    # echo-c's generate sends each string of "chunks" as a chunk of text
+    req = request("genc", [inp("chunks", "BYTES", [3], bytes_contents=[b"ab", b"", "cé".encode()])], id="c")
+    resps = list(g.ModelStreamInfer(iter([req]), timeout=60))
+    assert all(r.error_message == "" and r.infer_response.id == "c" and final(r) is False for r in resps), resps
+    got = []
+    for r in resps:
+        (o,) = r.infer_response.outputs
+        assert (o.name, o.datatype, list(o.shape)) == ("content", "BYTES", [1])
+        # every chunk says the stream's type, though the worker names it on the first only
+        assert dict(o.parameters) == param(content_type="text/plain; charset=utf-8"), o
+        got += bytes_items(r.infer_response.raw_output_contents[0])
+    assert b"".join(got) == "abcé".encode()
 
 
 def test_a_decoupled_model_refuses_unary_infer(d, g):
