@@ -254,6 +254,12 @@ def test_model_statistics_count_grpc_requests_as_http_shows_them(d, g):
     s = stats("stat").model_stats[0]
     assert s.inference_count == 3 and s.execution_count == 3
     assert s.inference_stats.success.count == 3 and s.inference_stats.fail.count == 0
+    # requests on a stream count, and so does a failure (the model's 400)
+    assert len(list(g.ModelStreamInfer(iter([req, req]), timeout=60))) == 2
+    bad = request("stat", [inp("INPUT0", "INT32", [2])], raw=[struct.pack("<2i", 1, 2)], delay_ms=-1)
+    fails(g.ModelInfer, bad, SC.INVALID_ARGUMENT, "delay_ms must be between 0 and")
+    s = stats("stat").model_stats[0]
+    assert s.inference_stats.success.count == 5 and s.inference_stats.fail.count == 1
     http = d.get("/v2/models/stat/stats").json()
     same_as_http(as_dict(stats("stat")), http)
     # an empty name: every model
@@ -510,6 +516,15 @@ def test_classification(g):
     dt, shape, raw = outputs(r)["OUTPUT0"]
     assert (dt, shape) == ("BYTES", [2])
     assert bytes_items(raw) == [b"0.700000:1:dog", b"0.200000:2:fish"]
+    # a batching model's: per row
+    r = g.ModelInfer(request("batch", [inp("INPUT0", "FP32", [2, 3], fp32_contents=[0.1, 0.7, 0.2, 5, 4, 3])],
+                             outputs=[o]), timeout=60)
+    dt, shape, raw = outputs(r)["OUTPUT0"]
+    assert (dt, shape) == ("BYTES", [2, 2])
+    assert bytes_items(raw) == [b"0.700000:1", b"0.200000:2", b"5.000000:0", b"4.000000:1"]
+    o.parameters["classification"].int64_param = 0
+    fails(g.ModelInfer, request("labels", [inp("INPUT0", "FP32", [1], fp32_contents=[1])], outputs=[o]),
+          SC.INVALID_ARGUMENT, "output 'OUTPUT0': parameters.classification must be a positive integer")
 
 
 def test_request_parameters(g):
