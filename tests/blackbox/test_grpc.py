@@ -730,6 +730,21 @@ def test_a_decoupled_model_streams_one_response_per_token(g):
     assert "'text' is empty" in resp.error_message and resp.infer_response.id == "t3"
 
 
+def test_decoupled_and_ordinary_requests_share_a_stream(g):
+    x = [inp("INPUT0", "INT32", [1], int_contents=[1])]
+    reqs = [request("echoc", x, id="e1", triton_enable_empty_final_response=True),  # one answer all the same
+            tokens_request("a b", id="t", delay=0.05, triton_enable_empty_final_response=True),
+            request("echoc", x, id="e2")]
+    by_id = {}
+    for r in g.ModelStreamInfer(iter(reqs), timeout=60):
+        assert r.error_message == "", r.error_message
+        by_id.setdefault(r.infer_response.id, []).append((sorted(o.name for o in r.infer_response.outputs), final(r)))
+    assert by_id == {"e1": [(["OUTPUT0"], True)], "e2": [(["OUTPUT0"], True)],
+                     "t": [(["index", "token"], False), (["index", "token"], False), ([], True)]}
+    fails(g.ModelInfer, request("echoc", x, triton_enable_empty_final_response=1), SC.INVALID_ARGUMENT,
+          "parameter triton_enable_empty_final_response must be a boolean")
+
+
 def test_a_decoupled_request_becomes_the_json_object_its_generate_takes(g):
     # examples/models/echo's generate answers {"echo": body} at once: one response, the final one
     req = request("gen", [inp("text", "BYTES", [1], bytes_contents=["é".encode()]),
