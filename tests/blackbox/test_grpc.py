@@ -932,6 +932,18 @@ def test_bad_grpc_ports_exit_2(corral, value):
     assert "--grpc-port must be a port from 0 to 65535, or off" in err, err
 
 
+def test_the_flag_wins_over_the_environment_and_a_bad_environment_exits_2(corral):
+    d = corral.start("--grpc-port", "0", env={"GRPC_PORT": "off"})
+    g, channel = grpc_stubs.stub(d.grpc_port)
+    try:
+        assert g.ServerLive(pb.ServerLiveRequest(), timeout=30).live
+    finally:
+        channel.close()
+    p = subprocess.run([BIN, "serve", "--models", str(corral.repo), "--port", "0"], capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=20, env={**os.environ, "GRPC_PORT": "abc"})
+    assert p.returncode == 2 and b"GRPC_PORT=abc: must be a port from 0 to 65535, or off" in p.stderr, p
+
+
 def test_help_mentions_the_flag():
     p = subprocess.run([BIN, "serve", "--help"], capture_output=True, stdin=subprocess.DEVNULL, timeout=20)
     assert p.returncode == 0, p
