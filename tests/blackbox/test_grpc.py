@@ -11,9 +11,10 @@ generated from proto/ (grpc_stubs.py).
   /metrics counters shared with HTTP.
 - ModelStreamInfer: many requests on one stream, failures answered on it with error_message, and a
   decoupled model (examples/models/tokens) streaming one response per token.
-- The token (ServerLive/ServerReady open, the rest need it; --auth management) and the --grpc-port flag.
+- Client shared memory; the token (ServerLive/ServerReady open, the rest need it; --auth management);
+  the --grpc-port flag and GRPC_PORT.
 
-Faults, deadlines, cancellation, drain and large messages are test_grpc_faults.py's. Most tests share one
+Faults, deadlines, cancellation, drain and large messages are another file's. Most tests share one
 daemon (the module's `d`): each uses models of its own where counts or states matter.
 """
 from __future__ import annotations
