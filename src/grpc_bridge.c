@@ -293,6 +293,7 @@ static void on_accepted(gb_call *c, int success)
         if (GRPC_SLICE_LENGTH(k) == 13 && memcmp(GRPC_SLICE_START_PTR(k), "authorization", 13) == 0) {
             auth = (const char *)GRPC_SLICE_START_PTR(c->md.metadata[i].value);
             auth_len = GRPC_SLICE_LENGTH(c->md.metadata[i].value);
+            break; /* the first, as HTTP's header is taken */
         }
     }
     B.h.on_call(c, (const char *)GRPC_SLICE_START_PTR(c->details.method), GRPC_SLICE_LENGTH(c->details.method),

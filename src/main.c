@@ -377,10 +377,6 @@ static int serve(int argc, char **argv)
         }
         log_threshold = level;
     }
-    if (env_grpc && *env_grpc && parse_grpc_port(env_grpc, &cfg.grpc_port) < 0) {
-        fprintf(stderr, "corral: GRPC_PORT=%s: must be a port from 0 to 65535, or off\n", env_grpc);
-        return 2;
-    }
     for (int i = 2; i < argc; i++) {
         const char *opt = argv[i];
         if (strcmp(opt, "--help") == 0 || strcmp(opt, "-h") == 0) {
@@ -411,6 +407,7 @@ static int serve(int argc, char **argv)
             }
             cfg.port = (int)p;
         } else if (strcmp(opt, "--grpc-port") == 0) {
+            env_grpc = NULL; /* the flag wins, even over a GRPC_PORT that is not a port */
             if (parse_grpc_port(val, &cfg.grpc_port) < 0) {
                 fprintf(stderr, "corral: --grpc-port must be a port from 0 to 65535, or off\n");
                 return 2;
@@ -488,6 +485,10 @@ static int serve(int argc, char **argv)
             fprintf(stderr, "corral: unknown option %s (see corral --help)\n", opt);
             return 2;
         }
+    }
+    if (env_grpc && *env_grpc && parse_grpc_port(env_grpc, &cfg.grpc_port) < 0) {
+        fprintf(stderr, "corral: GRPC_PORT=%s: must be a port from 0 to 65535, or off\n", env_grpc);
+        return 2;
     }
     if (!cfg.max_inflight_body)
         cfg.max_inflight_body = intake_default_max_inflight(cfg.max_body);

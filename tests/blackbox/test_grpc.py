@@ -943,6 +943,13 @@ def test_the_flag_wins_over_the_environment_and_a_bad_environment_exits_2(corral
     p = subprocess.run([BIN, "serve", "--models", str(corral.repo), "--port", "0"], capture_output=True,
                        stdin=subprocess.DEVNULL, timeout=20, env={**os.environ, "GRPC_PORT": "abc"})
     assert p.returncode == 2 and b"GRPC_PORT=abc: must be a port from 0 to 65535, or off" in p.stderr, p
+    # with the flag given, the environment is not read at all: a bad GRPC_PORT is no reason to stop
+    d = corral.start("--grpc-port", "0", env={"GRPC_PORT": "abc"})
+    g, channel = grpc_stubs.stub(d.grpc_port)
+    try:
+        assert g.ServerLive(pb.ServerLiveRequest(), timeout=30).live
+    finally:
+        channel.close()
 
 
 def test_help_mentions_the_flag():
