@@ -126,6 +126,18 @@ void grpc_free_request(Inference__ModelInferRequest *m)
     protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
+/*
+ * At most 64 bytes of a client's name, cut at a character's boundary, for
+ * a message: "%.64s" could end inside a character, and then the quote
+ * after it would make the whole message invalid UTF-8.
+ */
+static const char *shown(const char *s, char buf[65])
+{
+    snprintf(buf, 65, "%s", s);
+    utf8_trim_partial(buf);
+    return buf;
+}
+
 /* An InferParameter as the JSON value HTTP's request would carry; NULL with *why set when it has none. */
 static json_t *infer_param(const Inference__InferParameter *p, const char **why)
 {
@@ -173,7 +185,8 @@ static int params_json(param_entry **ps, size_t n, const char *what, json_t **ou
         }
         json_t *v = infer_param(ps[i]->value, &why);
         if (!v) {
-            snprintf(err, errlen, "%s: parameter '%.64s' %s", what, key, why);
+            char name[65];
+            snprintf(err, errlen, "%s: parameter '%s' %s", what, shown(key, name), why);
             return -1;
         }
         json_object_set_new(*out, key, v);
@@ -359,8 +372,8 @@ int grpc_request_read(const Inference__ModelInferRequest *in, const char *model,
         const char *nm = t->name;
         if (!utf8_valid(nm, strlen(nm)))
             BAD("model '%s': inputs[%zu].name is not valid UTF-8", model, i);
-        snprintf(what, sizeof what, "model '%s': input '%.64s'", model, nm);
-        utf8_trim_partial(what);
+        char name[65];
+        snprintf(what, sizeof what, "model '%s': input '%s'", model, shown(nm, name));
         json_t *ip;
         if (params_json((param_entry **)t->parameters, t->n_parameters, what, &ip, err, errlen) < 0) {
             json_decref(ip);
@@ -412,7 +425,7 @@ int grpc_request_read(const Inference__ModelInferRequest *in, const char *model,
                 conv_off[r->npieces] = conv.len;
                 is_conv[r->npieces] = 1;
                 char why[600];
-                int rc = contents_raw(t->contents, dt, count, nm, &conv, why, sizeof why);
+                int rc = contents_raw(t->contents, dt, count, name, &conv, why, sizeof why);
                 if (rc < 0) {
                     status = rc == -2 ? 503 : 400;
                     BAD("model '%s': %s", model, why);
@@ -440,8 +453,8 @@ int grpc_request_read(const Inference__ModelInferRequest *in, const char *model,
         const Inference__ModelInferRequest__InferRequestedOutputTensor *t = in->outputs[i];
         if (!utf8_valid(t->name, strlen(t->name)))
             BAD("model '%s': outputs[%zu].name is not valid UTF-8", model, i);
-        snprintf(what, sizeof what, "model '%s': output '%.64s'", model, t->name);
-        utf8_trim_partial(what);
+        char name[65];
+        snprintf(what, sizeof what, "model '%s': output '%s'", model, shown(t->name, name));
         json_t *op;
         if (params_json((param_entry **)t->parameters, t->n_parameters, what, &op, err, errlen) < 0) {
             json_decref(op);
@@ -578,8 +591,9 @@ int grpc_generate_body(const Inference__ModelInferRequest *in, const grpc_reques
             }
             json_t *e = element_json(dt, p, len);
             if (!e) {
-                snprintf(err, errlen, "input '%.64s': element %lld is %s; a decoupled model's requests become JSON "
-                         "(for its generate)", t->name, (long long)k,
+                char name[65];
+                snprintf(err, errlen, "input '%s': element %lld is %s; a decoupled model's requests become JSON "
+                         "(for its generate)", shown(t->name, name), (long long)k,
                          dt == DT_BYTES ? "not UTF-8 text" : "not a finite number");
                 json_decref(arr);
                 json_decref(o);
@@ -601,7 +615,8 @@ int grpc_generate_body(const Inference__ModelInferRequest *in, const grpc_reques
         if (strcmp(key, "priority") == 0 || strcmp(key, "timeout") == 0)
             continue; /* corral's own, honoured on the job */
         if (json_object_get(o, key)) {
-            snprintf(err, errlen, "parameter '%.64s' has the name of an input", key);
+            char name[65];
+            snprintf(err, errlen, "parameter '%s' has the name of an input", shown(key, name));
             json_decref(o);
             return 400;
         }
