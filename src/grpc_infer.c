@@ -798,7 +798,8 @@ uint8_t *grpc_pack_generated(const char *model, const char *id, int events, cons
     head_init(&h, model, id, 1, final);
     sb b;
     sb_init(&b, data_len + 64);
-    json_t *obj = events && data ? json_loadb((const char *)data, data_len, 0, NULL) : NULL;
+    /* a string may hold NULs: BYTES elements carry them, as the request's body (grpc_generate_body) does */
+    json_t *obj = events && data ? json_loadb((const char *)data, data_len, JSON_ALLOW_NUL, NULL) : NULL;
     if (json_is_object(obj)) {
         size_t n = json_object_size(obj), i = 0;
         size_t *offs = pb_alloc(&a, sizeof(size_t) * (n ? n : 1)), *lens = pb_alloc(&a, sizeof(size_t) * (n ? n : 1));

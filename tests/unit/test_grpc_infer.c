@@ -865,6 +865,14 @@ static void pack_generated(void)
         CHECK(output_is(r, "nul", "BYTES", 1, "\4\0\0\0null", 8));
         inference__model_stream_infer_response__free_unpacked(s, NULL);
     }
+    /* a string with a NUL in it (a BYTES element's) is still a string */
+    static const char nul[] = "{\"t\":\"a\\u0000b\"}";
+    r = (buf = grpc_pack_generated("m", "g0", 1, "application/json", (const uint8_t *)nul, sizeof nul - 1, 0, &n),
+         unpack_stream(buf, n, &s));
+    if (r) {
+        CHECK(r->n_outputs == 1 && output_is(r, "t", "BYTES", 1, "\3\0\0\0a\0b", 7));
+        inference__model_stream_infer_response__free_unpacked(s, NULL);
+    }
     /* other bytes (not events, or not a JSON object): one BYTES output "content" with its content type */
     r = (buf = grpc_pack_generated("m", "g2", 0, "text/plain", (const uint8_t *)"hello", 5, 1, &n), unpack_stream(buf, n, &s));
     if (r) {
