@@ -9,6 +9,7 @@
 #include "utf8.h"
 #include "xmalloc.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,7 +149,12 @@ static json_t *infer_param(const Inference__InferParameter *p, const char **why)
     switch (p->parameter_choice_case) {
     case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_BOOL_PARAM: return json_boolean(p->bool_param);
     case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM: return json_integer(p->int64_param);
-    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_DOUBLE_PARAM: return json_real(p->double_param);
+    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_DOUBLE_PARAM:
+        if (!isfinite(p->double_param)) { /* JSON has no NaN or infinity: json_real would give NULL */
+            *why = "is not a finite number";
+            return NULL;
+        }
+        return json_real(p->double_param);
     case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_UINT64_PARAM:
         if (p->uint64_param <= INT64_MAX)
             return json_integer((json_int_t)p->uint64_param);

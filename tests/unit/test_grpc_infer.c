@@ -446,6 +446,14 @@ static void parameters(void)
     CHECK_STR_CONTAINS(err, "parameter 'e' has no value");
     refused("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1],\"parameters\":{\"e\":{}}}]}",
             "input 'x': parameter 'e' has no value");
+    /* a double JSON cannot hold */
+    in = req(&a, "{\"parameters\":{\"t\":{\"double_param\":1}}}");
+    in->parameters[0]->value->double_param = NAN;
+    CHECK(read_req(in, &r) == 400);
+    CHECK_STR_CONTAINS(err, "model 'm': the request: parameter 't' is not a finite number");
+    in->parameters[0]->value->double_param = -INFINITY;
+    CHECK(read_req(in, &r) == 400);
+    CHECK_STR_CONTAINS(err, "parameter 't' is not a finite number");
     pb_arena_free(&a);
 }
 
