@@ -86,7 +86,8 @@ static int json_int(json_t *v, int is_unsigned, int64_t *s, uint64_t *u)
     }
     if (json_is_real(v)) { /* an integral double, as some writers render counts */
         double d = json_real_value(v);
-        if (d != (double)(int64_t)d)
+        /* in int64's range before the cast (outside it the cast is undefined), and whole */
+        if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0) || d != (double)(int64_t)d)
             return -1;
         *s = (int64_t)d;
         *u = (uint64_t)*s;

@@ -76,6 +76,16 @@ static void singular_scalars(void)
     c = (Inference__ModelConfig *)from(&a, &inference__model_config__descriptor, "{\"max_batch_size\":8.5}",
                                        &skipped);
     CHECK(skipped == 1 && c->max_batch_size == 0);
+    /* a double beyond int64's range is no integer (and must not reach the cast) */
+    c = (Inference__ModelConfig *)from(&a, &inference__model_config__descriptor,
+                                       "{\"max_batch_size\":1e300,\"runtime\":\"r\"}", &skipped);
+    CHECK(skipped == 1 && c->max_batch_size == 0 && strcmp(c->runtime, "r") == 0);
+    Inference__ModelEnsembling__Step *big = (Inference__ModelEnsembling__Step *)from(
+        &a, &inference__model_ensembling__step__descriptor, "{\"model_version\":-9.3e18}", &skipped);
+    CHECK(skipped == 1 && big->model_version == 0);
+    big = (Inference__ModelEnsembling__Step *)from(&a, &inference__model_ensembling__step__descriptor,
+                                                   "{\"model_version\":-4e18}", &skipped);
+    CHECK(skipped == 0 && big->model_version == -4000000000000000000LL);
 
     /* uint32, uint64 (number and digits), bool, enum by name */
     Inference__ModelQueuePolicy *q = (Inference__ModelQueuePolicy *)from(
