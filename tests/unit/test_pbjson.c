@@ -505,5 +505,51 @@ static void statistics_convert(void)
     json_decref(j);
 }
 
+/*
+ * Model metadata (model.c's model_metadata_json: the manifest's declared
+ * tensors) and the repository index (api_v2.c's api_repository_index)
+ * convert too; what is skipped are corral's own members, which Triton's
+ * messages have no field for: an input's "optional", an index entry's
+ * "corral_state" and "changed". They stay on HTTP; gRPC drops them.
+ */
+static void metadata_and_index_convert(void)
+{
+    manifest *mf = parse("runtime: python\nentrypoint: worker.py\n"
+                         "inputs: [{name: IN, datatype: FP32, shape: [-1, 4], optional: true}, "
+                         "{name: K, datatype: INT64, shape: [1]}]\n"
+                         "outputs: [{name: OUT, datatype: BYTES, shape: [2]}]\n");
+    CHECK(mf != NULL);
+    if (!mf)
+        return;
+    json_t *meta = json_pack("{s:s, s:[s], s:s, s:O, s:O}", "name", "m", "versions", "1", "platform", "corral_python",
+                             "inputs", mf->inputs, "outputs", mf->outputs);
+    pb_arena a = {0};
+    Inference__ModelMetadataResponse *md =
+        (Inference__ModelMetadataResponse *)pb_new(&a, &inference__model_metadata_response__descriptor);
+    int skipped = 0;
+    pb_from_json(&a, &md->base, meta, &skipped);
+    CHECK(skipped == 1); /* IN's "optional" */
+    CHECK(md->n_versions == 1 && md->n_inputs == 2 && md->n_outputs == 1);
+    if (md->n_inputs == 2)
+        CHECK(strcmp(md->inputs[0]->datatype, "FP32") == 0 && md->inputs[0]->n_shape == 2 &&
+              md->inputs[0]->shape[0] == -1 && md->inputs[1]->shape[0] == 1);
+    json_decref(meta);
+    manifest_free(mf);
+
+    json_t *index = load("{\"models\":[{\"name\":\"m\",\"version\":\"1\",\"state\":\"READY\","
+                         "\"corral_state\":\"ready\",\"reason\":\"\",\"changed\":false},"
+                         "{\"name\":\"n\",\"version\":\"1\",\"state\":\"UNAVAILABLE\","
+                         "\"corral_state\":\"failed\",\"reason\":\"it crashed\",\"changed\":true}]}");
+    Inference__RepositoryIndexResponse *ri =
+        (Inference__RepositoryIndexResponse *)pb_new(&a, &inference__repository_index_response__descriptor);
+    skipped = 0;
+    pb_from_json(&a, &ri->base, index, &skipped);
+    CHECK(skipped == 4); /* corral_state and changed, twice */
+    CHECK(ri->n_models == 2 && strcmp(ri->models[1]->state, "UNAVAILABLE") == 0 &&
+          strcmp(ri->models[1]->reason, "it crashed") == 0);
+    json_decref(index);
+    pb_arena_free(&a);
+}
+
 CHECK_MAIN(CASE(singular_scalars), CASE(repeated_fields), CASE(maps_and_oneofs), CASE(arena), CASE(model_config_converts),
-           CASE(statistics_convert))
+           CASE(statistics_convert), CASE(metadata_and_index_convert))
