@@ -310,7 +310,9 @@ static void raw_refused(void)
     json_t *ins = json_array();
     for (int i = 0; i < INFER_MAX_TENSORS + 1; i++)
         json_array_append_new(ins, json_pack("{s:s,s:s,s:[i]}", "name", "x", "datatype", "FP32", "shape", 1));
-    char *text = json_dumps(json_pack("{s:o}", "inputs", ins), JSON_COMPACT);
+    json_t *many = json_pack("{s:o}", "inputs", ins);
+    char *text = json_dumps(many, JSON_COMPACT);
+    json_decref(many);
     in = req(&a, text);
     free(text);
     CHECK(read_req(in, &r) == 400);
