@@ -590,7 +590,8 @@ static void on_chunk(job *j, const job_chunk *c)
     if (c->first)
         snprintf(g->content_type, sizeof g->content_type, "%s", c->content_type);
     size_t n;
-    uint8_t *buf = grpc_pack_generated(greq_model(g), g->msg->id, c->events, g->content_type, c->data, c->len, 0, &n);
+    uint8_t *buf = grpc_pack_generated(greq_model(g), g->msg->id, c->events, g->content_type, c->data, c->len, 0,
+                                       g->opts.requested, &n);
     free(c->body);
     if (!buf) /* dropped: the worker's window comes back all the same */
         inst_credit(j->inst, j, c->cost);
@@ -625,11 +626,11 @@ static void on_done(job *j, int status, const char *msg, uint8_t type, uint8_t *
             ct = json_string_value(json_object_get(m, "content_type"));
         int events = strncmp(ct, "application/json", 16) == 0;
         uint8_t *buf = grpc_pack_generated(greq_model(g), g->msg->id, events, ct, data ? data : (const uint8_t *)"",
-                                           data_len, 1, &n);
+                                           data_len, 1, g->opts.requested, &n);
         json_decref(m);
         greq_send(g, buf, n, 1, 0);
     } else if (g->req.empty_final) { /* END of a stream: Triton's empty final response, when asked for */
-        uint8_t *buf = grpc_pack_generated(greq_model(g), g->msg->id, 0, NULL, NULL, 0, 1, &n);
+        uint8_t *buf = grpc_pack_generated(greq_model(g), g->msg->id, 0, NULL, NULL, 0, 1, g->opts.requested, &n);
         greq_send(g, buf, n, 1, 0);
     }
     free(body);
@@ -662,7 +663,7 @@ static int build_job(greq *g, rpc *r, model *m, job **out, char *err, size_t err
                       .nraw = g->req.npieces,
                       .max_batch_size = mf && !decoupled ? mf->max_batch_size : 0,
                       .inputs_decl = model_declared_inputs(m),
-                      .outputs_decl = decoupled ? NULL : model_declared_outputs(m)};
+                      .outputs_decl = model_declared_outputs(m)}; /* a decoupled model's too, when declared */
     status = infer_parse_request(&ii, j, &g->opts, err, errlen);
     if (!status && g->opts.classify && model_labels(m, &g->opts.labels, err, errlen) < 0)
         status = 500;

@@ -796,8 +796,22 @@ uint8_t *grpc_pack_result(const char *model, const char *id, const infer_result 
     return buf;
 }
 
+/* Whether name is among the requested names (NULL: every output is). */
+static int wanted(const json_t *requested, const char *name)
+{
+    if (!requested)
+        return 1;
+    size_t i;
+    json_t *v;
+    json_array_foreach(requested, i, v) {
+        if (strcmp(json_string_value(v), name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 uint8_t *grpc_pack_generated(const char *model, const char *id, int events, const char *content_type,
-                             const uint8_t *data, size_t data_len, int final, size_t *len)
+                             const uint8_t *data, size_t data_len, int final, const json_t *requested, size_t *len)
 {
     pb_arena a = {0};
     resp_head h;
@@ -814,6 +828,8 @@ uint8_t *grpc_pack_generated(const char *model, const char *id, int events, cons
         const char *key;
         json_t *v;
         json_object_foreach(obj, key, v) {
+            if (!wanted(requested, key))
+                continue;
             dtype dt;
             int64_t count;
             value_tensor(v, &dt, &count, &b, &offs[i], &lens[i]);
@@ -824,7 +840,7 @@ uint8_t *grpc_pack_generated(const char *model, const char *id, int events, cons
             h.resp.raw_output_contents[k].data = (uint8_t *)b.p + offs[k];
             h.resp.raw_output_contents[k].len = lens[k];
         }
-    } else if (data) {
+    } else if (data && wanted(requested, "content")) {
         int64_t one = 1;
         Inference__ModelInferResponse__InferOutputTensor *t = new_output(&a, "content", 7, DT_BYTES, &one, 1);
         uint32_t l = (uint32_t)data_len;

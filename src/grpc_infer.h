@@ -91,9 +91,11 @@ int grpc_pack_result_parts(const char *model, const char *id, const infer_result
  * INT64 [1], number FP64 [1], an array of them [n], anything else its JSON
  * text as BYTES [1]); other bytes as one output "content", BYTES [1], with
  * parameter content_type. NULL data: no outputs (Triton's empty final).
+ * requested (the names of infer_opts.requested; NULL: all) keeps only
+ * the outputs the request asked for, as Triton answers.
  */
 uint8_t *grpc_pack_generated(const char *model, const char *id, int events, const char *content_type,
-                             const uint8_t *data, size_t data_len, int final, size_t *len);
+                             const uint8_t *data, size_t data_len, int final, const json_t *requested, size_t *len);
 /* A failed request on a stream: error_message, and the response's id to match it by. */
 uint8_t *grpc_pack_stream_error(const char *model, const char *id, const char *msg, size_t *len);
 

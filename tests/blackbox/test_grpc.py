@@ -726,6 +726,13 @@ def test_a_decoupled_model_streams_one_response_per_token(g):
         by_id.setdefault(r.infer_response.id, []).append(token_of(r))
     assert by_id == {"u1": [(0, "w"), (1, "x"), (2, "y")], "u2": [(0, "p"), (1, "q")]}
 
+    # outputs asked for: only those come back in each response, as Triton filters a decoupled model's answers
+    req = tokens_request("c d", id="t4", delay=0.0)
+    req.outputs.append(pb.ModelInferRequest.InferRequestedOutputTensor(name="token"))
+    resps = list(g.ModelStreamInfer(iter([req]), timeout=60))
+    assert [[o.name for o in r.infer_response.outputs] for r in resps] == [["token"], ["token"]]
+    assert [bytes_items(r.infer_response.raw_output_contents[0])[0] for r in resps] == [b"c", b"d"]
+
     # the model's BadRequest, on the stream
     (resp,) = list(g.ModelStreamInfer(iter([tokens_request("   ", id="t3")]), timeout=60))
     assert "'text' is empty" in resp.error_message and resp.infer_response.id == "t3"

@@ -144,7 +144,7 @@ static void generate(const Inference__ModelInferRequest *in, const grpc_request 
     fuzz_check_json(text, len);
     json_t *o = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
     size_t packed_len;
-    uint8_t *buf = grpc_pack_generated("fuzz", in->id, 1, "application/json", (const uint8_t *)text, len, 0,
+    uint8_t *buf = grpc_pack_generated("fuzz", in->id, 1, "application/json", (const uint8_t *)text, len, 0, NULL,
                                        &packed_len);
     Inference__ModelStreamInferResponse *s = buf ? inference__model_stream_infer_response__unpack(NULL, packed_len, buf)
                                                  : NULL;

@@ -856,7 +856,7 @@ static void pack_generated(void)
     static const char chunk[] = "{\"text\":\"hi\",\"n\":3,\"x\":1.5,\"b\":true,\"arr\":[1,2],\"mixed\":[1,2.5],"
                                 "\"strs\":[\"a\",\"bc\"],\"obj\":{\"a\":1},\"empty\":[],\"odd\":[1,\"a\"],\"nul\":null}";
     size_t n;
-    Inference__ModelInferResponse *r = (buf = grpc_pack_generated("m", "g1", 1, "application/json", (const uint8_t *)chunk, sizeof chunk - 1, 0, &n), unpack_stream(buf, n, &s));
+    Inference__ModelInferResponse *r = (buf = grpc_pack_generated("m", "g1", 1, "application/json", (const uint8_t *)chunk, sizeof chunk - 1, 0, NULL, &n), unpack_stream(buf, n, &s));
     if (r) {
         CHECK(strcmp(r->id, "g1") == 0 && final_of(r) == 0);
         CHECK(r->n_outputs == 11 && r->n_raw_output_contents == 11);
@@ -877,14 +877,14 @@ static void pack_generated(void)
     }
     /* a string with a NUL in it (a BYTES element's) is still a string */
     static const char nul[] = "{\"t\":\"a\\u0000b\"}";
-    r = (buf = grpc_pack_generated("m", "g0", 1, "application/json", (const uint8_t *)nul, sizeof nul - 1, 0, &n),
+    r = (buf = grpc_pack_generated("m", "g0", 1, "application/json", (const uint8_t *)nul, sizeof nul - 1, 0, NULL, &n),
          unpack_stream(buf, n, &s));
     if (r) {
         CHECK(r->n_outputs == 1 && output_is(r, "t", "BYTES", 1, "\3\0\0\0a\0b", 7));
         inference__model_stream_infer_response__free_unpacked(s, NULL);
     }
     /* other bytes (not events, or not a JSON object): one BYTES output "content" with its content type */
-    r = (buf = grpc_pack_generated("m", "g2", 0, "text/plain", (const uint8_t *)"hello", 5, 1, &n), unpack_stream(buf, n, &s));
+    r = (buf = grpc_pack_generated("m", "g2", 0, "text/plain", (const uint8_t *)"hello", 5, 1, NULL, &n), unpack_stream(buf, n, &s));
     if (r) {
         CHECK(final_of(r) == 1 && r->n_outputs == 1);
         CHECK(output_is(r, "content", "BYTES", 1, "\5\0\0\0hello", 9));
@@ -897,7 +897,7 @@ static void pack_generated(void)
               strcmp(ct->string_param, "text/plain") == 0);
         inference__model_stream_infer_response__free_unpacked(s, NULL);
     }
-    r = (buf = grpc_pack_generated("m", "g3", 1, NULL, (const uint8_t *)"[1,2]", 5, 0, &n), unpack_stream(buf, n, &s));
+    r = (buf = grpc_pack_generated("m", "g3", 1, NULL, (const uint8_t *)"[1,2]", 5, 0, NULL, &n), unpack_stream(buf, n, &s));
     if (r) {
         CHECK(output_is(r, "content", "BYTES", 1, "\5\0\0\0[1,2]", 9));
         CHECK(r->outputs[0]->n_parameters == 1 &&
@@ -905,7 +905,7 @@ static void pack_generated(void)
         inference__model_stream_infer_response__free_unpacked(s, NULL);
     }
     /* Triton's empty final response: no outputs, final true */
-    r = (buf = grpc_pack_generated("m", "g4", 0, NULL, NULL, 0, 1, &n), unpack_stream(buf, n, &s));
+    r = (buf = grpc_pack_generated("m", "g4", 0, NULL, NULL, 0, 1, NULL, &n), unpack_stream(buf, n, &s));
     if (r) {
         CHECK(final_of(r) == 1 && r->n_outputs == 0 && r->n_raw_output_contents == 0 && strcmp(r->id, "g4") == 0);
         inference__model_stream_infer_response__free_unpacked(s, NULL);
