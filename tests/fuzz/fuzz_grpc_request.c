@@ -1,6 +1,7 @@
 /*
  * fuzz_grpc_request — a serialized ModelInferRequest, as ModelInfer and
- * ModelStreamInfer receive one: unpacked by protobuf-c, read by
+ * ModelStreamInfer receive one: unpacked as the daemon unpacks it
+ * (grpc_unpack_request, checked against protobuf-c's own reading), read by
  * grpc_infer.c into the v2 document and pieces, parsed by infer.c as an
  * HTTP request is, then answered: an echoing worker's INFER_RESULT (every
  * input back as an output) read and packed as a ModelInferResponse and a
@@ -157,9 +158,52 @@ static void generate(const Inference__ModelInferRequest *in, const grpc_request 
     free(text);
 }
 
+/*
+ * grpc_unpack_request (the daemon's way in: raw_input_contents left in place)
+ * must read what protobuf-c reads, field for field: the same success, the
+ * same raw contents, and a message that packs to the same bytes without them.
+ */
+static Inference__ModelInferRequest *unpack_both(const uint8_t *data, size_t size)
+{
+    Inference__ModelInferRequest *ref = inference__model_infer_request__unpack(NULL, size, data);
+    Inference__ModelInferRequest *in = grpc_unpack_request(data, size);
+    if (!ref || !in) {
+        if (in) /* it may refuse what protobuf-c takes only when out of memory, never here */
+            abort();
+        if (ref)
+            inference__model_infer_request__free_unpacked(ref, NULL);
+        return NULL;
+    }
+    if (in->n_raw_input_contents != ref->n_raw_input_contents)
+        abort();
+    for (size_t i = 0; i < in->n_raw_input_contents; i++) {
+        const ProtobufCBinaryData *a = &in->raw_input_contents[i], *b = &ref->raw_input_contents[i];
+        if (a->len != b->len || (a->len && memcmp(a->data, b->data, a->len) != 0))
+            abort();
+        if (a->len && (a->data < data || a->data + a->len > data + size)) /* in place, not copied */
+            abort();
+    }
+    size_t na = ref->n_raw_input_contents;
+    ProtobufCBinaryData *ra = in->raw_input_contents, *rb = ref->raw_input_contents;
+    in->n_raw_input_contents = ref->n_raw_input_contents = 0;
+    size_t la = inference__model_infer_request__get_packed_size(in);
+    size_t lb = inference__model_infer_request__get_packed_size(ref);
+    uint8_t *pa = malloc(la + 1), *pb = malloc(lb + 1);
+    if (la != lb || inference__model_infer_request__pack(in, pa) != la ||
+        inference__model_infer_request__pack(ref, pb) != lb || memcmp(pa, pb, la) != 0)
+        abort();
+    free(pa);
+    free(pb);
+    in->n_raw_input_contents = ref->n_raw_input_contents = na;
+    in->raw_input_contents = ra;
+    ref->raw_input_contents = rb;
+    inference__model_infer_request__free_unpacked(ref, NULL);
+    return in;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    Inference__ModelInferRequest *in = inference__model_infer_request__unpack(NULL, size, data);
+    Inference__ModelInferRequest *in = unpack_both(data, size);
     if (!in)
         return 0;
     grpc_request r;
@@ -177,7 +221,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         inference__model_stream_infer_response__free_unpacked(s, NULL);
         free(buf);
-        inference__model_infer_request__free_unpacked(in, NULL);
+        grpc_free_request(in);
         return 0;
     }
     if (r.npieces > (int)in->n_inputs)
@@ -215,6 +259,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     infer_opts_clear(&opts);
     job_free(j);
     grpc_request_clear(&r);
-    inference__model_infer_request__free_unpacked(in, NULL);
+    grpc_free_request(in);
     return 0;
 }
