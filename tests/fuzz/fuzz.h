@@ -2,12 +2,14 @@
  * fuzz — what every libFuzzer target of corral shares: the check that a
  * piece of JSON the daemon produced is strict JSON in valid UTF-8 (jansson
  * parses it, and utf8_valid accepts every byte), and the check that an
- * error message becomes such JSON through the one error writer.
+ * error message becomes such JSON through the one error writer; and a
+ * model's declared tensors for the targets that check requests against them.
  * A failed check aborts, which libFuzzer reports as a crash.
  */
 #ifndef CORRAL_FUZZ_H
 #define CORRAL_FUZZ_H
 
+#include "decl.h"
 #include "http.h"
 #include "utf8.h"
 
@@ -47,6 +49,19 @@ static inline void fuzz_check_error(const char *msg)
     char *text = http_error_text(&len, "%s", msg);
     fuzz_check_json(text, len);
     free(text);
+}
+
+/* Declared tensors (decl.h) from their JSON, for a target's model: kept for the whole run. */
+static inline const decl_list *fuzz_decl(const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    decl_list *l = NULL;
+    size_t at;
+    char err[256];
+    if (decl_parse(j, &l, &at, err, sizeof err) < 0 || !l)
+        abort();
+    json_decref(j);
+    return l;
 }
 
 #endif

@@ -24,18 +24,6 @@
 
 #include <stdint.h>
 
-static const decl_list *parsed(const char *text)
-{
-    json_t *j = json_loads(text, 0, NULL);
-    decl_list *l = NULL;
-    size_t at;
-    char err[256];
-    if (decl_parse(j, &l, &at, err, sizeof err) < 0 || !l)
-        abort();
-    json_decref(j);
-    return l; /* kept for the whole run */
-}
-
 static const decl_list *declared(int which)
 {
     static const char *const text[] = {
@@ -45,7 +33,7 @@ static const decl_list *declared(int which)
         "{\"name\":\"INPUT1\",\"datatype\":\"INT8\",\"shape\":[-1]}]"};
     static const decl_list *lists[2];
     if (!lists[which])
-        lists[which] = parsed(text[which]);
+        lists[which] = fuzz_decl(text[which]);
     return lists[which];
 }
 

@@ -77,18 +77,6 @@ static void echo(const uint8_t *frame, size_t frame_len, const job *j, const inf
     json_decref(m);
 }
 
-static const decl_list *parsed(const char *text)
-{
-    json_t *j = json_loads(text, 0, NULL);
-    decl_list *l = NULL;
-    size_t at;
-    char err[256];
-    if (decl_parse(j, &l, &at, err, sizeof err) < 0 || !l)
-        abort();
-    json_decref(j);
-    return l; /* kept for the whole run */
-}
-
 /* The declarations of bit 2: inputs (which 0) or outputs (1), parsed once for the whole run. */
 static const decl_list *declared(int which)
 {
@@ -99,7 +87,7 @@ static const decl_list *declared(int which)
         "{\"name\":\"INPUT1\",\"datatype\":\"INT8\",\"shape\":[-1]}]"};
     static const decl_list *lists[2];
     if (!lists[which])
-        lists[which] = parsed(text[which]);
+        lists[which] = fuzz_decl(text[which]);
     return lists[which];
 }
 
