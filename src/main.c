@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,7 +35,11 @@ static const char usage[] =
     "\n"
     "serve options:\n"
     "  --models DIR            model repository (default ./models)\n"
-    "  --external-models DIR   entries linked into --models unless a model of that name exists\n"
+    "  --external-models DIR   entries linked into --models unless a model of that name exists;\n"
+    "                          workers see it as $CORRAL_EXTERNAL_MODELS_DIR (absolute)\n"
+    "  --samples DIR           speaker samples and other shared inputs, read-only by convention;\n"
+    "                          workers see it as $CORRAL_SAMPLES_DIR (absolute). It must exist\n"
+    "                          (default: 'samples' beside --models when that exists, else none)\n"
     "  --host HOST             listen address (default 127.0.0.1); one that is not loopback\n"
     "                          is logged as a warning unless a token is set\n"
     "  --port PORT             listen port (default $PORT or 8766; 0 picks a free port)\n"
@@ -353,6 +359,39 @@ static int parse_grpc_port(const char *s, int *port)
     return 0;
 }
 
+/*
+ * The default samples directory: 'samples' in the directory that holds
+ * models_dir as written (not resolved: a linked models/ still has its
+ * samples beside the link). 0 when it exists as a directory, -1 otherwise.
+ */
+static int samples_beside(const char *models_dir, char *out, size_t size)
+{
+    char resolved[PATH_MAX];
+    for (int pass = 0; pass < 2; pass++) {
+        size_t len = strlen(models_dir);
+        while (len > 1 && models_dir[len - 1] == '/')
+            len--;
+        size_t parent = len; /* the length of "dir/" before the last component; 0 for a bare name */
+        while (parent > 0 && models_dir[parent - 1] != '/')
+            parent--;
+        size_t last = len - parent;
+        int dots = (last == 1 && models_dir[parent] == '.') ||
+                   (last == 2 && models_dir[parent] == '.' && models_dir[parent + 1] == '.');
+        if (dots && pass == 0) { /* "." or ".." names no parent to look in: resolve it first */
+            if (!realpath(models_dir, resolved))
+                return -1;
+            models_dir = resolved;
+            continue;
+        }
+        int n = snprintf(out, size, "%.*ssamples", (int)parent, models_dir);
+        if (n < 0 || (size_t)n >= size)
+            return -1;
+        struct stat st;
+        return stat(out, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+    }
+    return -1;
+}
+
 static int serve(int argc, char **argv)
 {
     const char *env_port = getenv("PORT"), *env_grpc = getenv("GRPC_PORT");
@@ -397,6 +436,8 @@ static int serve(int argc, char **argv)
             cfg.models_dir = val;
         else if (strcmp(opt, "--external-models") == 0)
             cfg.external_dir = val;
+        else if (strcmp(opt, "--samples") == 0)
+            cfg.samples_dir = val;
         else if (strcmp(opt, "--host") == 0)
             cfg.host = val;
         else if (strcmp(opt, "--port") == 0) {
@@ -502,6 +543,19 @@ static int serve(int argc, char **argv)
         fprintf(stderr, "corral: cannot read models directory '%s': %s\n", cfg.models_dir, strerror(errno));
         return 1;
     }
+    char default_samples[PATH_MAX];
+    if (cfg.samples_dir) {
+        /* Named, it must be there: a typo would otherwise surface only as a model that cannot find its
+         * voices, at its first load, far from the cause. */
+        struct stat st;
+        int found = stat(cfg.samples_dir, &st);
+        if (found < 0 || !S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "corral: --samples '%s': %s\n", cfg.samples_dir,
+                    found < 0 ? strerror(errno) : "not a directory");
+            return 1;
+        }
+    } else if (samples_beside(cfg.models_dir, default_samples, sizeof default_samples) == 0)
+        cfg.samples_dir = default_samples;
     /* The flag wins over the environment; an empty CORRAL_TOKEN counts as unset. */
     char *token = NULL;
     const char *env_token = getenv("CORRAL_TOKEN");

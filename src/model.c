@@ -14,6 +14,7 @@
 #include "log.h"
 #include "modelcfg.h"
 #include "proto.h"
+#include "sb.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -199,6 +200,34 @@ static void env_set(char ***env, size_t *n, const char *kv)
     (*env)[*n] = NULL;
 }
 
+/* Removes KEY from an environment list: a worker is not told of a directory the daemon has none of. */
+static void env_unset(char **env, size_t *n, const char *key)
+{
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < *n; i++) {
+        if (strncmp(env[i], key, klen) == 0 && env[i][klen] == '=') {
+            free(env[i]);
+            memmove(&env[i], &env[i + 1], (*n - i) * sizeof *env); /* the NULL terminator moves too */
+            (*n)--;
+            return;
+        }
+    }
+}
+
+/* KEY=DIR, or no KEY when dir is NULL. */
+static void env_dir(char ***env, size_t *n, const char *key, const char *dir)
+{
+    if (!dir) {
+        env_unset(*env, n, key);
+        return;
+    }
+    sb kv = {0};
+    sb_printf(&kv, "%s=%s", key, dir);
+    char *s = sb_take(&kv, NULL);
+    env_set(env, n, s);
+    free(s);
+}
+
 static void free_strv(char **v)
 {
     if (!v)
@@ -233,6 +262,8 @@ int model_start_slot(model *m, inst *in)
     env_set(&env, &nenv, kv);
     snprintf(kv, sizeof kv, "CORRAL_MODEL_DIR=%s", m->dir);
     env_set(&env, &nenv, kv);
+    env_dir(&env, &nenv, "CORRAL_SAMPLES_DIR", R.samples_abs);
+    env_dir(&env, &nenv, "CORRAL_EXTERNAL_MODELS_DIR", R.external_abs);
     for (char **e = mf->env; *e; e++)
         env_set(&env, &nenv, *e);
 

@@ -44,6 +44,7 @@ typedef struct lifecycle_waiter {
 typedef struct registry_config {
     const char *models_dir;
     const char *external_dir; /* NULL: none */
+    const char *samples_dir;  /* NULL: none */
     const char *python_sdk_dir;
     int64_t stop_grace_ms;    /* SHUTDOWN to SIGTERM, and SIGTERM to SIGKILL */
     int64_t drain_timeout_ms; /* on shutdown, how long queued and running requests may finish */

@@ -109,6 +109,8 @@ struct registry {
     uv_loop_t *loop;
     char *models_dir;
     char *external_dir;
+    char *external_abs; /* external_dir made absolute, for workers (CORRAL_EXTERNAL_MODELS_DIR); NULL: none */
+    char *samples_abs;  /* --samples made absolute (CORRAL_SAMPLES_DIR); NULL: none */
     char *python_sdk_dir;
     int64_t stop_grace_ms;
     model *head;

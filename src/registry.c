@@ -13,10 +13,12 @@
 #include "sb.h"
 #include "xmalloc.h"
 
+#include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct registry R;
 
@@ -172,11 +174,33 @@ int registry_rescan(void)
     return 0;
 }
 
+/*
+ * A directory for workers, whose working directory is their model's: the
+ * path resolved (realpath), or, for one that does not exist yet (an
+ * external-models volume a model will create), joined to the daemon's
+ * working directory. NULL for NULL.
+ */
+static char *absolute_dir(const char *path)
+{
+    if (!path)
+        return NULL;
+    char buf[PATH_MAX];
+    if (realpath(path, buf))
+        return xstrdup(buf);
+    if (path[0] == '/' || !getcwd(buf, sizeof buf))
+        return xstrdup(path);
+    sb joined = {0};
+    sb_printf(&joined, "%s/%s", buf, path);
+    return sb_take(&joined, NULL);
+}
+
 int registry_init(uv_loop_t *loop, const registry_config *cfg)
 {
     R.loop = loop;
     R.models_dir = xstrdup(cfg->models_dir);
     R.external_dir = cfg->external_dir ? xstrdup(cfg->external_dir) : NULL;
+    R.external_abs = absolute_dir(cfg->external_dir);
+    R.samples_abs = absolute_dir(cfg->samples_dir);
     R.python_sdk_dir = xstrdup(cfg->python_sdk_dir);
     R.stop_grace_ms = cfg->stop_grace_ms > 0 ? cfg->stop_grace_ms : 5000;
     R.drain_timeout_ms = cfg->drain_timeout_ms > 0 ? cfg->drain_timeout_ms : 30000;

@@ -164,6 +164,7 @@ int server_run(const server_config *cfg)
                  "(docs/security.md)");
     registry_config rc = {.models_dir = cfg->models_dir,
                           .external_dir = cfg->external_dir,
+                          .samples_dir = cfg->samples_dir,
                           .python_sdk_dir = cfg->python_sdk_dir,
                           .stop_grace_ms = cfg->stop_grace_ms,
                           .drain_timeout_ms = cfg->drain_timeout_ms,

@@ -16,6 +16,7 @@ typedef struct server_config {
     int grpc_port;            /* gRPC's (api_grpc.h): 0 an ephemeral port, -1 off */
     const char *models_dir;
     const char *external_dir; /* NULL: none */
+    const char *samples_dir;  /* NULL: none; handed to workers, never written by the daemon */
     const char *python_sdk_dir;
     double poll_s;            /* 0: rescan only on request */
     int64_t max_body;         /* bytes */

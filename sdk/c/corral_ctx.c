@@ -1,6 +1,7 @@
 /*
  * corral_ctx.c — the load context: what LOAD told the worker (model, dir,
- * instance, device, concurrency, manifest parameters), the metadata a model
+ * instance, device, concurrency, manifest parameters) and the daemon's
+ * samples and external-models directories (environment), the metadata a model
  * declares for READY, and the reason a load failed.
  */
 #ifndef _GNU_SOURCE
@@ -24,6 +25,17 @@ static char *dup_field(const json_t *load, const char *key, const char *env, con
     if (!v || !*v)
         v = def;
     return strdup(v);
+}
+
+/* A directory the daemon names only in the environment; NULL (no error) when it names none. */
+static int env_dir(const char *env, char **out)
+{
+    const char *v = getenv(env);
+    *out = NULL;
+    if (!v || !*v)
+        return 0;
+    *out = strdup(v);
+    return *out ? 0 : -ENOMEM;
 }
 
 static int int_field(const json_t *load, const char *key, const char *env, int def)
@@ -57,7 +69,10 @@ corral_ctx *corral__ctx_new(const json_t *load)
         ctx->concurrency = MAX_CONCURRENCY;
     json_t *params = json_object_get(load, "parameters");
     ctx->parameters = json_is_object(params) ? json_incref(params) : json_object();
-    if (!ctx->model_name || !ctx->model_dir || !ctx->device || !ctx->parameters) {
+    int dirs = env_dir("CORRAL_SAMPLES_DIR", &ctx->samples_dir);
+    if (dirs == 0)
+        dirs = env_dir("CORRAL_EXTERNAL_MODELS_DIR", &ctx->external_models_dir);
+    if (!ctx->model_name || !ctx->model_dir || !ctx->device || !ctx->parameters || dirs < 0) {
         corral__ctx_free(ctx);
         return NULL;
     }
@@ -71,6 +86,8 @@ void corral__ctx_free(corral_ctx *ctx)
     free(ctx->model_name);
     free(ctx->model_dir);
     free(ctx->device);
+    free(ctx->samples_dir);
+    free(ctx->external_models_dir);
     json_decref(ctx->parameters);
     json_decref(ctx->inputs);
     json_decref(ctx->outputs);
@@ -102,6 +119,16 @@ const char *corral_ctx_model_name(const corral_ctx *ctx)
 const char *corral_ctx_model_dir(const corral_ctx *ctx)
 {
     return ctx->model_dir;
+}
+
+const char *corral_ctx_samples_dir(const corral_ctx *ctx)
+{
+    return ctx->samples_dir;
+}
+
+const char *corral_ctx_external_models_dir(const corral_ctx *ctx)
+{
+    return ctx->external_models_dir;
 }
 
 int corral_ctx_instance_id(const corral_ctx *ctx)

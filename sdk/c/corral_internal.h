@@ -303,6 +303,8 @@ struct corral_ctx {
     char *model_name; /* owned */
     char *model_dir;  /* owned */
     char *device;     /* owned */
+    char *samples_dir;         /* owned; NULL: the daemon has none */
+    char *external_models_dir; /* owned; NULL: none */
     int instance_id;
     int concurrency;
     json_t *parameters; /* owned */

@@ -175,6 +175,20 @@ CORRAL_API int corral_run(const corral_model_ops *ops);
 
 CORRAL_API const char *corral_ctx_model_name(const corral_ctx *ctx);
 CORRAL_API const char *corral_ctx_model_dir(const corral_ctx *ctx); /* absolute; also the cwd */
+/*
+ * The daemon's samples directory (--samples; $CORRAL_SAMPLES_DIR): speaker
+ * samples and other shared inputs, to read and not to write. Absolute; NULL
+ * when the daemon has none. Owned by ctx.
+ */
+CORRAL_API const char *corral_ctx_samples_dir(const corral_ctx *ctx);
+/*
+ * The daemon's external models directory (--external-models;
+ * $CORRAL_EXTERNAL_MODELS_DIR). Absolute; NULL when the daemon has none. A
+ * model that fetches its own weights writes them into a directory of its
+ * own there, which the next rescan links into the repository (docs/sdk.md).
+ * Owned by ctx.
+ */
+CORRAL_API const char *corral_ctx_external_models_dir(const corral_ctx *ctx);
 CORRAL_API int corral_ctx_instance_id(const corral_ctx *ctx);
 CORRAL_API const char *corral_ctx_device(const corral_ctx *ctx); /* "cpu" unless told */
 CORRAL_API int corral_ctx_concurrency(const corral_ctx *ctx);

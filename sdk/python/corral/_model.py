@@ -52,6 +52,13 @@ class Context:
         instance_id: this instance's number (0, 1, ...).
         device: the device the daemon assigned, e.g. ``"cpu"``.
         concurrency: how many requests this instance may be handed at once.
+        samples_dir: absolute path of the daemon's samples directory (``--samples``:
+            speaker samples and other shared inputs; read it, do not write it), or
+            ``None`` when the daemon has none.
+        external_models_dir: absolute path of the daemon's external models directory
+            (``--external-models``), or ``None``. A model that fetches its own weights
+            writes them to a directory of its own there (see docs/sdk.md); the next
+            rescan links it into the repository.
     """
 
     name: str
@@ -60,6 +67,8 @@ class Context:
     instance_id: int = 0
     device: str = "cpu"
     concurrency: int = 1
+    samples_dir: Optional[str] = None
+    external_models_dir: Optional[str] = None
 
 
 class Request:

@@ -333,6 +333,8 @@ class Worker:
                 instance_id=int(meta.get("instance_id", env.get("CORRAL_INSTANCE", 0)) or 0),
                 device=str(meta.get("device") or "cpu"),
                 concurrency=self._concurrency(meta),
+                samples_dir=env.get("CORRAL_SAMPLES_DIR") or None,
+                external_models_dir=env.get("CORRAL_EXTERNAL_MODELS_DIR") or None,
             )
             factory = self._model_factory
             model = factory() if isinstance(factory, type) else factory
