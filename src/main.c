@@ -396,7 +396,7 @@ static int serve(int argc, char **argv)
 {
     const char *env_port = getenv("PORT"), *env_grpc = getenv("GRPC_PORT");
     server_config cfg = {.host = "127.0.0.1",
-                         .port = env_port && *env_port ? atoi(env_port) : 8766,
+                         .port = 8766,
                          .grpc_port = 8767,
                          .models_dir = "models",
                          .python_sdk_dir = getenv("CORRAL_PYTHON_SDK") ? getenv("CORRAL_PYTHON_SDK")
@@ -441,6 +441,7 @@ static int serve(int argc, char **argv)
         else if (strcmp(opt, "--host") == 0)
             cfg.host = val;
         else if (strcmp(opt, "--port") == 0) {
+            env_port = NULL; /* the flag wins, even over a PORT that is not a port */
             long p = strtol(val, &end, 10);
             if (*end || p < 0 || p > 65535) {
                 fprintf(stderr, "corral: --port must be from 0 to 65535\n");
@@ -526,6 +527,16 @@ static int serve(int argc, char **argv)
             fprintf(stderr, "corral: unknown option %s (see corral --help)\n", opt);
             return 2;
         }
+    }
+    if (env_port && *env_port) {
+        /* Strict, as --port: PORT=http or PORT=80x must not quietly become a free port (atoi's 0). */
+        char *end;
+        long p = strtol(env_port, &end, 10);
+        if (*end || p < 0 || p > 65535) {
+            fprintf(stderr, "corral: PORT=%s: must be a port from 0 to 65535\n", env_port);
+            return 2;
+        }
+        cfg.port = (int)p;
     }
     if (env_grpc && *env_grpc && parse_grpc_port(env_grpc, &cfg.grpc_port) < 0) {
         fprintf(stderr, "corral: GRPC_PORT=%s: must be a port from 0 to 65535, or off\n", env_grpc);

@@ -405,3 +405,26 @@ def test_build_context_configures_as_the_build_stage_does(tmp_path):
     r = subprocess.run(["cmake", "-S", str(ctx), "-B", str(ctx / "build"), "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
                         "-DCORRAL_TESTS=OFF"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- PORT, as corral itself reads it
+
+
+def test_port_from_the_environment_is_strict(tmp_path):
+    (tmp_path / "models").mkdir()
+    for bad in ("http", "80x", "70000", "-1"):
+        r = subprocess.run([BIN, "serve", "--models", str(tmp_path / "models")], capture_output=True, text=True,
+                           timeout=20, stdin=subprocess.DEVNULL, env={**os.environ, "PORT": bad})
+        assert (r.returncode, r.stderr) == (2, f"corral: PORT={bad}: must be a port from 0 to 65535\n"), r
+    # --port wins over a PORT that is not a port, as --grpc-port does over GRPC_PORT.
+    log = tmp_path / "log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([BIN, "serve", "--models", str(tmp_path / "models"), "--port", "0"], stdout=f,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, "PORT": "http"})
+    try:
+        wait_for(lambda: "listening on http://127.0.0.1:" in log.read_text() or proc.poll() is not None, timeout=15,
+                 what="corral to listen")
+        assert proc.poll() is None, log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

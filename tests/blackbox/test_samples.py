@@ -9,9 +9,12 @@ tests/models/fetcher, tests/models/api_probe.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
-from conftest import BIN, load
+import requests
+
+from conftest import BIN, load, wait_for
 
 
 def generate(d, model: str, body=None) -> dict:
@@ -137,3 +140,27 @@ def test_a_baked_in_model_wins_over_a_downloaded_one(corral):
     loaded(d, "weights-x")
     assert "pid" in generate(d, "weights-x")  # api_probe's answer, not the download's
     assert d.model("weights-x")["dir"] == str((corral.repo / "weights-x").resolve())
+
+
+def test_the_default_samples_dir_is_beside_models_however_it_is_named(corral, tmp_path):
+    """--models models/ (a trailing slash) and --models . (from inside it) both find ../samples."""
+    (tmp_path / "samples").mkdir()
+    corral.add("dirs", "dirs_c")
+    want = str((tmp_path / "samples").resolve())
+    for models, cwd in ((f"{corral.repo}/", None), (".", corral.repo)):
+        log = tmp_path / "log"
+        with open(log, "wb") as f:
+            proc = subprocess.Popen([BIN, "serve", "--models", models, "--port", "0", "--stop-grace", "1s"],
+                                    cwd=cwd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            port = wait_for(lambda: proc.poll() is None and re.search(r"listening on http://127\.0\.0\.1:(\d+)",
+                                                                       log.read_text()), timeout=15,
+                            what="corral to listen").group(1)
+            base = f"http://127.0.0.1:{port}"
+            r = requests.post(base + "/v2/repository/models/dirs/load", json={}, timeout=60)
+            assert r.status_code == 200, r.text
+            r = requests.post(base + "/v1/models/dirs/generate", json={}, timeout=30)
+            assert r.json()["samples_dir"] == want, (models, r.text)
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=20) == 0, log.read_text()
