@@ -201,6 +201,8 @@ int registry_init(uv_loop_t *loop, const registry_config *cfg)
     R.external_dir = cfg->external_dir ? xstrdup(cfg->external_dir) : NULL;
     R.external_abs = absolute_dir(cfg->external_dir);
     R.samples_abs = absolute_dir(cfg->samples_dir);
+    if (R.samples_abs)
+        log_info("samples directory %s, handed to workers as CORRAL_SAMPLES_DIR", R.samples_abs);
     R.python_sdk_dir = xstrdup(cfg->python_sdk_dir);
     R.stop_grace_ms = cfg->stop_grace_ms > 0 ? cfg->stop_grace_ms : 5000;
     R.drain_timeout_ms = cfg->drain_timeout_ms > 0 ? cfg->drain_timeout_ms : 30000;

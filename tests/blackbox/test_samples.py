@@ -43,6 +43,7 @@ def test_a_model_reads_a_sample_from_the_default_samples_dir(corral):
     (samples / "speaker.txt").write_text("hello from a speaker\n")
     corral.add("reader", "reads_samples")
     d = corral.start()
+    assert f"samples directory {samples.resolve()}, handed to workers" in d.log()
     loaded(d, "reader")
     got = generate(d, "reader")
     assert got["sample"] == "hello from a speaker\n"
