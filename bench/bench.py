@@ -5,8 +5,8 @@
     /usr/bin/python3 bench/bench.py # the same, without installing or building
 
 Runs the measurements of issues #4, #10 (streaming), #11 (GET /metrics),
-#12 (batching and wake-ups, in the serving section) and #13 (client shared
-memory) on this machine,
+#12 (batching and wake-ups, in the serving section), #13 (client shared
+memory) and #14 (gRPC) on this machine,
 side by side with the peers started here on loopback, writes
 build/bench/results.json, then docs/benchmarks.md and docs/bench-*.png
 from it (bench/report.py). Every process it starts is
@@ -42,6 +42,7 @@ SECTIONS = [
     ("streaming", "9. streaming", M.streaming),
     ("metrics", "10. GET /metrics", M.metrics),
     ("clientshm", "11. client shared memory", M.clientshm),
+    ("grpc", "12. gRPC", M.grpc),
 ]
 
 

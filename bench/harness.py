@@ -412,12 +412,15 @@ def host_memory() -> Dict[str, int]:
 # ---- wrk ----
 
 def wrk(label: str, url: str, connections: int, duration_s: int, body_file: pathlib.Path,
-        content_type: str = "application/json") -> dict:
-    """Runs wrk with bench/post.lua; returns its summary (latencies in µs)."""
+        content_type: str = "application/json", headers: Optional[Dict[str, str]] = None) -> dict:
+    """Runs wrk with bench/post.lua; returns its summary (latencies in µs). headers are sent
+    with every request besides Content-Type."""
     threads = min(connections, 2)
     argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration_s}s", "--timeout", "10s",
             "-s", str(ROOT / "bench" / "post.lua"), url]
     env = {"BENCH_BODY_FILE": str(body_file), "BENCH_CONTENT_TYPE": content_type}
+    if headers:
+        env["BENCH_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in headers.items())
     record(f"wrk ({label})", argv, env=env)
     full_env = dict(os.environ)
     full_env.update(env)

@@ -1,5 +1,5 @@
 """measure — the measurements of the benchmark suite (issue #4; streaming, #10; GET /metrics, #11;
-batching and wake-ups, #12; client shared memory, #13).
+batching and wake-ups, #12; client shared memory, #13; gRPC, #14).
 
 Each function starts what it needs (a corral daemon over a repository of
 bench-local model copies, a peer server), measures, stops it, and returns
@@ -8,6 +8,7 @@ the results into docs/benchmarks.md and its plots.
 """
 from __future__ import annotations
 
+import copy
 import http.client
 import json
 import os
@@ -79,6 +80,12 @@ class Config:
         # Issue #13, item 7: tensors through client shared memory against the HTTP binary path.
         self.shm_mib = [int(m) for m in (env.get("BENCH_SHM_MIB") or "64").split(",")]
         self.shm_reps = int(env.get("BENCH_SHM_REPS") or (5 if self.quick else 15))
+        # Issue #14, item 5: gRPC's ModelInfer against HTTP/JSON and HTTP/binary on one daemon, and
+        # the large tensors (tensor_mib, tensor_reps) over gRPC against HTTP binary.
+        self.grpc_connections = [int(c) for c in (env.get("BENCH_GRPC_CONNECTIONS") or "16,64").split(",")]
+        self.grpc_channels = int(env.get("BENCH_GRPC_CHANNELS") or 1)
+        self.grpc_threads = int(env.get("BENCH_GRPC_THREADS") or 1)
+        self.grpc_python = env.get("BENCH_GRPC_PYTHON", "1") not in ("", "0")
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items()}
@@ -1600,3 +1607,354 @@ def clientshm(cfg: Config, ws: Workspace) -> dict:
     for f in floor:
         print(f"  {'one memcpy of the tensor':40s} {f['mib']:3d} MiB: {f['mb_s']:8.0f} MB/s", flush=True)
     return {"models": out, "memcpy": floor}
+
+
+# ---- 12. gRPC (issue #14, item 5) ----
+
+GRPC_PROTOS = ("grpc_service", "model_config")
+# The series of the request-rate comparison, every one on the same daemon and model: wrk with the
+# JSON body, wrk with the binary tensor extension's body (both as the serving section's), and
+# grpc_load's ModelInfer, on cfg.grpc_channels channels and on a channel per call in flight (as wrk
+# opens a connection per connection count).
+GRPC_PATHS = ("http-json", "http-binary", "grpc", "grpc-channels")
+# Where the daemon spends a large tensor's round trip: a profile sample goes to the first of these
+# functions on its stack, leaf first (src/grpc_bridge.c gathers a received message with readall,
+# src/api_grpc.c unpacks it with protobuf-c and packs the answer, src/inst_shm.c places a tensor in
+# the instance's input region; h2o grows its request buffer as an HTTP body arrives), or to the
+# socket's receive or send when a kernel copy made it.
+COPY_SITES = (("grpc_byte_buffer_reader_readall", "readall"), ("protobuf_c_message_unpack", "unpack"),
+              ("inst_shm_place", "to_instance"), ("copy_pieces", "to_instance"),
+              ("protobuf_c_message_pack", "pack"), ("grpc_pack_result", "pack"),
+              ("h2o_buffer_reserve", "h2o_buffer"), ("tcp_recvmsg", "socket_recv"),
+              ("tcp_sendmsg", "socket_send"), ("tcp_sendmsg_locked", "socket_send"))
+PAGE_FAULT_FUNCTIONS = ("asm_exc_page_fault", "exc_page_fault", "do_user_addr_fault", "handle_mm_fault")
+# The kernel's copies between a socket and user memory (which direction: the site, above).
+KERNEL_COPY_FUNCTIONS = ("_copy_to_iter", "_copy_from_iter", "copy_user_enhanced_fast_string",
+                         "copy_user_generic_unrolled", "rep_movs_alternative")
+
+
+def build_grpc_load() -> pathlib.Path:
+    """bench/grpc_load.c with the build's protobuf-c messages (build/pb, which CMakeLists.txt makes from
+    proto/ with protoc-c), or, when the build has none, the same made here into build/bench/pb."""
+    out = ROOT / "build" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    pb = ROOT / "build" / "pb"
+    if not all((pb / f"{p}.pb-c.c").exists() for p in GRPC_PROTOS):
+        pb = out / "pb"
+        pb.mkdir(exist_ok=True)
+        argv = ["protoc-c", "-Iproto", f"--c_out={pb.relative_to(ROOT)}", *(f"proto/{p}.proto" for p in GRPC_PROTOS)]
+        H.record("protoc-c (proto/'s messages, as CMakeLists.txt compiles them)", argv)
+        subprocess.run(argv, cwd=ROOT, check=True)
+    rel = str(pb.relative_to(ROOT))
+
+    def pkg(flag: str) -> List[str]:
+        return subprocess.run(["pkg-config", flag, "grpc", "libprotobuf-c"], check=True, capture_output=True,
+                              text=True).stdout.split()
+
+    objs = []
+    for p in GRPC_PROTOS:
+        obj = str((out / f"{p}.pb-c.o").relative_to(ROOT))
+        # generated code: its warnings are protoc-c's, not ours (CMakeLists.txt builds it so too)
+        argv = ["cc", "-O2", "-g", "-std=c11", "-w", "-I", rel, *pkg("--cflags"), "-c", f"{rel}/{p}.pb-c.c", "-o", obj]
+        H.record(f"build {p}.pb-c.o", argv)
+        subprocess.run(argv, cwd=ROOT, check=True)
+        objs.append(obj)
+    exe = out / "grpc_load"
+    argv = ["cc", "-O2", "-g", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-I", rel,
+            *pkg("--cflags"), "bench/grpc_load.c", *objs, "-o", str(exe.relative_to(ROOT)), *pkg("--libs"),
+            "-lpthread"]
+    # abseil's libraries make the link line long: the report shows pkg-config's call instead
+    H.COMMANDS.setdefault("build grpc_load", " ".join(argv[:argv.index("-o") + 2]) +
+                          " $(pkg-config --libs grpc libprotobuf-c) -lpthread")
+    subprocess.run(argv, cwd=ROOT, check=True)
+    return exe
+
+
+def binary_request(n: int) -> Tuple[bytes, int]:
+    """json_request(n)'s tensor with the binary tensor extension, in and out: the body and its
+    JSON head's length (the Inference-Header-Content-Length)."""
+    data = np.asarray(request_values(n), dtype=np.float32).tobytes()
+    head = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, n],
+                                   "parameters": {"binary_data_size": len(data)}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    return head + data, len(head)
+
+
+def check_binary_echo(port: int, path: str, body: bytes, head_len: int, n: int) -> None:
+    """One binary request; fails unless the answer is the echo, binary too."""
+    status, headers, resp = H.http_request(port, "POST", path, body, {
+        "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(head_len)})
+    if status != 200:
+        raise RuntimeError(f"POST {path} (binary) answered {status}: {resp[:300]!r}")
+    hl = {k.lower(): v for k, v in headers.items()}.get("inference-header-content-length")
+    if hl is None:
+        raise RuntimeError(f"POST {path} (binary): the answer is not binary: {resp[:300]!r}")
+    out = json.loads(resp[:int(hl)])["outputs"][0]
+    if out["name"] != "OUTPUT0" or out["shape"] != [1, n] or resp[int(hl):] != body[head_len:]:
+        raise RuntimeError(f"POST {path} (binary): not an echo: {resp[:300]!r}")
+
+
+def grpc_rate_point(cfg: Config, exe: pathlib.Path, d: H.Corral, model: str, path: str, conns: int,
+                    seconds: int, bodies: Dict[str, tuple]) -> dict:
+    """One point of the request-rate comparison: wrk (HTTP) or grpc_load (gRPC) for seconds at conns
+    connections or calls in flight; with the daemon's and the model's workers' CPU per request."""
+    roles = corral_roles(d, model)()
+    cpu0 = {role: H.tree_cpu_s(pids) for role, pids in roles.items()}
+    sw0 = H.switches_snapshot({"daemon": roles["daemon"]})
+    if path in bodies:
+        body_file, ctype, headers = bodies[path]
+        res = H.wrk(f"grpc section, {path}", f"http://127.0.0.1:{d.port}/v2/models/{model}/infer", conns, seconds,
+                    body_file, ctype, headers)
+    else:
+        channels = conns if path == "grpc-channels" else cfg.grpc_channels
+        res = run_tool(f"grpc_load rate ({'a channel per call' if path == 'grpc-channels' else 'channels: BENCH_GRPC_CHANNELS'})",
+                       exe, ["rate", str(d.grpc_port), model, str(seconds), str(conns), str(channels),
+                             str(min(cfg.grpc_threads, conns)), str(cfg.elements)])
+    n = res["requests"] or 1
+    res["daemon_switches_per_req"] = H.switches_per_request(sw0, H.switches_snapshot({"daemon": roles["daemon"]}),
+                                                           res["requests"])["daemon"]["switches_per_req"]
+    for role in ("daemon", "workers"):
+        res[f"{role}_cpu_us_per_req"] = (H.tree_cpu_s(roles[role]) - cpu0[role]) * 1e6 / n
+    if "cpu_s" in res:
+        res["client_cpu_us_per_req"] = res["cpu_s"] * 1e6 / n
+    res["connections"] = conns
+    return res
+
+
+def copy_stacks(data: pathlib.Path, pid: int) -> dict:
+    """The recorded samples' periods by kind (a user-space copy, a kernel copy to or from a socket, a
+    page fault, the rest) and, within each kind, by COPY_SITES' site; by thread (the loop thread, the
+    daemon's other threads, gRPC's own); and the leaf functions, most first."""
+    argv = ["perf", "script", "-i", str(data), "-F", "comm,tid,period,ip,sym", "--no-inline"]
+    H.record("perf script (the daemon's stacks during the tensors)", argv)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"perf script failed ({r.returncode}): {r.stderr[-500:]}")
+    site_of = dict(COPY_SITES)
+    total, samples = 0.0, 0
+    kinds: Dict[str, Dict[str, float]] = {}
+    threads: Dict[str, float] = {}
+    leaves: Dict[str, float] = {}
+    for block in r.stdout.split("\n\n"):
+        lines = [line.strip() for line in block.strip().splitlines()]
+        head = lines[0].split() if lines else []
+        if len(head) < 3 or not head[-1].isdigit() or not head[-2].isdigit():
+            continue
+        period, tid, comm = float(head[-1]), int(head[-2]), " ".join(head[:-2])
+        syms = [(line.split(None, 1) + [""])[1].split(".")[0] for line in lines[1:]]
+        leaf = syms[0] if syms else "?"
+        if any(s in PAGE_FAULT_FUNCTIONS for s in syms):
+            kind = "page_fault"
+        elif leaf.startswith(("__memmove", "__memcpy", "memcpy", "memmove")):
+            kind = "user_copy"
+        elif leaf in KERNEL_COPY_FUNCTIONS:
+            kind = "kernel_copy"
+        else:
+            kind = "other"
+        site = next((site_of[s] for s in syms if s in site_of), "elsewhere")
+        kinds.setdefault(kind, {})
+        kinds[kind][site] = kinds[kind].get(site, 0.0) + period
+        thread = "loop" if tid == pid else ("corral" if comm == "corral" else "grpc")
+        threads[thread] = threads.get(thread, 0.0) + period
+        leaves[leaf] = leaves.get(leaf, 0.0) + period
+        total += period
+        samples += 1
+    if not total:
+        return {"samples": 0}
+    return {"samples": samples,
+            "kinds": {k: {s: v / total for s, v in sites.items()} for k, sites in kinds.items()},
+            "threads": {t: v / total for t, v in threads.items()},
+            "top_leaves": [[sym, v / total] for sym, v in sorted(leaves.items(), key=lambda kv: -kv[1])[:10]]}
+
+
+# The libraries a small call's daemon CPU goes to, by the leaf's object (malloc's functions apart from
+# the rest of libc): the lists of the rate profile's categories.
+GRPC_LIBRARIES = ("libgrpc", "libgpr", "libabsl", "libupb", "libaddress_sorting", "libcares", "libre2")
+MALLOC_FUNCTIONS = ("malloc", "free", "cfree", "calloc", "realloc", "_int_malloc", "_int_free", "_int_realloc",
+                    "__libc_calloc", "__libc_malloc", "__libc_free", "malloc_consolidate", "unlink_chunk",
+                    "tcache_init", "__libc_realloc", "_int_free_merge_chunk", "_int_free_create_chunk",
+                    "_int_free_maybe_consolidate")
+
+
+def library_samples(data: pathlib.Path, pid: int) -> dict:
+    """The recorded samples' periods (no stacks: the leaf only) by what ran: corral's own code, gRPC's
+    core (libgrpc, libgpr, abseil, ...), protobuf-c, malloc and free, the rest of libc, h2o, libuv,
+    jansson, the kernel; and by thread, as copy_stacks."""
+    argv = ["perf", "script", "-i", str(data), "-F", "comm,tid,period,ip,sym,dso"]
+    H.record("perf script (the daemon's samples during small calls)", argv)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"perf script failed ({r.returncode}): {r.stderr[-500:]}")
+    total, samples = 0.0, 0
+    libs: Dict[str, float] = {}
+    threads: Dict[str, float] = {}
+    leaves: Dict[str, float] = {}
+    # Without stacks, one line per sample: COMM TID PERIOD IP SYM (DSO).
+    sample = re.compile(r"^\s*(.*?)\s+(\d+)\s+(\d+)\s+[0-9a-f]+\s+(.*?)\s*\(([^()]*)\)$")
+    for line in r.stdout.splitlines():
+        m = sample.match(line)
+        if not m:
+            continue
+        comm, tid, period, sym, dso = m.group(1), int(m.group(2)), float(m.group(3)), m.group(4), m.group(5)
+        sym = sym.split("+")[0].split(".")[0] or "?"
+        base = os.path.basename(dso)
+        if dso == "[kernel.kallsyms]":
+            lib = "kernel"
+        elif base == "corral":
+            lib = "corral"
+        elif base.startswith(GRPC_LIBRARIES):
+            lib = "grpc"
+        elif base.startswith("libprotobuf-c"):
+            lib = "protobuf-c"
+        elif base.startswith("libc.so"):
+            lib = "malloc" if sym in MALLOC_FUNCTIONS else "libc"
+        elif base.startswith(("libh2o", "libuv", "libjansson")):
+            lib = base[3:].split(".")[0].split("-")[0]
+        else:
+            lib = "other"
+        libs[lib] = libs.get(lib, 0.0) + period
+        thread = "loop" if tid == pid else ("corral" if comm == "corral" else "grpc")
+        threads[thread] = threads.get(thread, 0.0) + period
+        leaves[f"{sym} ({base})"] = leaves.get(f"{sym} ({base})", 0.0) + period
+        total += period
+        samples += 1
+    if not total:
+        return {"samples": 0}
+    return {"samples": samples, "libraries": {k: v / total for k, v in libs.items()},
+            "threads": {t: v / total for t, v in threads.items()},
+            "top_leaves": [[sym, v / total] for sym, v in sorted(leaves.items(), key=lambda kv: -kv[1])[:12]]}
+
+
+def profile_run(d: H.Corral, key: str, what: str, run: Callable[[], int], ws: Workspace, stacks: bool) -> dict:
+    """perf on the daemon, every thread, while run() works (it returns how many round trips or requests
+    it made). With stacks (--call-graph dwarf: the build keeps no frame pointers) the samples are read
+    by copy_stacks, for a large tensor's copies; without, by library_samples, for small calls. Each
+    share of the samples times the daemon's CPU per round trip over the same run gives its cost."""
+    if not shutil.which("perf"):
+        return {"error": "perf is not installed"}
+    data = ws.path / f"perf-grpc-{key}.data"
+    log = ws.logs / f"perf-grpc-{key}.log"
+    argv = ["perf", "record", "-q", "-F", "999" if stacks else "1999",
+            *(["--call-graph", "dwarf,16384"] if stacks else []), "-p", str(d.pid), "-o", str(data)]
+    rec = H.start(f"perf record (the daemon, during {what})", argv, log)
+    try:
+        try:
+            H.wait_for(lambda: rec.poll() is not None or (data.exists() and data.stat().st_size > 0), 10,
+                       "perf record to attach")
+        except RuntimeError:
+            pass
+        if rec.poll() is not None:
+            return {"error": f"perf record exited with {rec.returncode}: "
+                             f"{log.read_text(errors='replace')[-300:].strip()}"}
+        time.sleep(0.2)
+        cpu0 = H.proc_cpu_s(d.pid)
+        trips = run()
+        cpu_us = (H.proc_cpu_s(d.pid) - cpu0) * 1e6 / (trips or 1)
+    finally:
+        H.stop(rec, signal.SIGINT, timeout=60)
+    try:
+        st = copy_stacks(data, d.pid) if stacks else library_samples(data, d.pid)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        return {"error": str(e)}
+    finally:
+        data.unlink(missing_ok=True)
+    if not st["samples"]:
+        return {"error": "perf recorded no samples of the daemon"}
+    st.update({"what": what, "count": trips, "daemon_cpu_us_per": cpu_us})
+    return st
+
+
+def grpc(cfg: Config, ws: Workspace) -> dict:
+    """Issue #14, item 5: one daemon over echo-c (and the Python echo), 2 instances each. In interleaved
+    rounds at each of cfg.grpc_connections: wrk with the JSON body, wrk with the binary body, and
+    grpc_load's ModelInfer on one channel and on a channel per call, every model in turn (each
+    series' median round kept). Then, per large tensor size, echo-c's round trip over HTTP binary
+    (curl) and over gRPC in turn, and perf on the daemon during each at the largest size."""
+    exe = build_grpc_load()
+    models = {"echo-c": (EXAMPLES / "echo-c", echo_c_manifest(2))}
+    labels = {"echo-c": "corral, C echo (2 instances)"}
+    if cfg.grpc_python:
+        models["echo"] = (EXAMPLES / "echo", echo_py_manifest(2))
+        labels["echo"] = "corral, Python echo (2 instances)"
+    repo = ws.repo("grpc", models)
+    json_body = json_request(cfg.elements)
+    bin_body, head_len = binary_request(cfg.elements)
+    json_file, bin_file = ws.path / "grpc-request.json", ws.path / "grpc-request.bin"
+    json_file.write_bytes(json_body)
+    bin_file.write_bytes(bin_body)
+    bodies = {"http-json": (json_file, "application/json", None),
+              "http-binary": (bin_file, "application/octet-stream", {"Inference-Header-Content-Length": str(head_len)})}
+    d = H.Corral("grpc", repo, ws.logs)
+    try:
+        H.wait_for(lambda: d.grpc_port, 15, "corral's gRPC listener")
+        for model in models:
+            d.load(model)
+            check_echo(d.port, f"/v2/models/{model}/infer", json_body, cfg.elements)
+            check_binary_echo(d.port, f"/v2/models/{model}/infer", bin_body, head_len, cfg.elements)
+        for model in models:
+            for path in GRPC_PATHS:
+                grpc_rate_point(cfg, exe, d, model, path, 16, 1, bodies)  # warm-up, not kept
+        taken: Dict[Tuple[str, str, int], List[dict]] = {}
+        for r in range(cfg.rounds):
+            for conns in cfg.grpc_connections:
+                for model in models:
+                    for path in GRPC_PATHS:
+                        res = grpc_rate_point(cfg, exe, d, model, path, conns, cfg.duration, bodies)
+                        taken.setdefault((model, path, conns), []).append(res)
+                        print(f"  round {r + 1}/{cfg.rounds} {model:6s} {path:13s} c={conns:<3d} {res['rps']:9.0f} req/s"
+                              f"  p50 {res['p50_us']:8.0f} µs  p99 {res['p99_us']:8.0f} µs  errors {res['errors']}"
+                              f"  daemon {res['daemon_cpu_us_per_req']:6.1f} µs/req", flush=True)
+        series = {model: {"label": labels[model],
+                          "paths": {path: [median_round(taken[(model, path, c)]) for c in cfg.grpc_connections]
+                                    for path in GRPC_PATHS}}
+                  for model in models}
+        server = Server("grpc-http", labels["echo-c"], "c", d.port, "/v2/models/echo-c/infer", d.pid, lambda: None)
+
+        def grpc_tensor(mib: int, reps: int) -> dict:
+            return run_tool(f"grpc_load tensor ({mib} MiB)", exe,
+                            ["tensor", str(d.grpc_port), "echo-c", str(mib), str(reps)])
+
+        tensors = []
+        for mib in cfg.tensor_mib:
+            # in turn, the nearest in time: the shared machine's drift stays out of the ratio
+            h = tensor_roundtrips(cfg, server, mib, ws)
+            g = grpc_tensor(mib, cfg.tensor_reps)
+            tensors.append({"mib": mib, "http": h, "grpc": g})
+            print(f"  echo-c {mib:3d} MiB in and out: HTTP binary {h['mb_s']:6.0f} MB/s, gRPC {g['mb_s']:6.0f} MB/s",
+                  flush=True)
+        profiles: Dict[str, dict] = {}
+        if cfg.perf:
+            mib = max(cfg.tensor_mib)
+            few = copy.copy(cfg)
+            few.tensor_reps = 2
+            profiles["grpc"] = profile_run(d, "grpc", f"gRPC, {mib} MiB", lambda: grpc_tensor(mib, 2)["reps"] + 1,
+                                           ws, stacks=True)
+            profiles["http"] = profile_run(d, "http", f"HTTP binary, {mib} MiB",
+                                           lambda: tensor_roundtrips(few, server, mib, ws)["reps"] + 1, ws, stacks=True)
+            conns = max(cfg.grpc_connections)
+            for path in ("grpc", "http-binary"):
+                profiles[f"{path}-small"] = profile_run(
+                    d, f"{path}-small", f"{path}, echo-c, {conns} calls in flight",
+                    lambda: grpc_rate_point(cfg, exe, d, "echo-c", path, conns, cfg.duration, bodies)["requests"],
+                    ws, stacks=False)
+            for k, prof in profiles.items():
+                if "error" in prof:
+                    print(f"  perf ({k}): {prof['error']}", flush=True)
+                elif "kinds" in prof:
+                    copies = sum(prof["kinds"].get("user_copy", {}).values())
+                    print(f"  perf ({prof['what']}): the daemon {prof['daemon_cpu_us_per'] / 1e3:.1f} ms of CPU per "
+                          f"round trip, {copies * 100:.0f}% of it in user-space copies "
+                          f"({prof['samples']} samples)", flush=True)
+                else:
+                    libs = prof["libraries"]
+                    print(f"  perf ({prof['what']}): the daemon {prof['daemon_cpu_us_per']:.1f} µs of CPU per request; "
+                          + ", ".join(f"{k} {v * 100:.0f}%" for k, v in sorted(libs.items(), key=lambda kv: -kv[1]))
+                          + f" ({prof['samples']} samples)", flush=True)
+        mib = max(cfg.tensor_mib)
+        floors = {"loopback": loopback_floor(cfg, mib), "memcpy": memcpy_floor(cfg, mib)}
+    finally:
+        d.stop()
+    return {"elements": cfg.elements, "json_bytes": len(json_body), "binary_bytes": len(bin_body),
+            "grpc_request_bytes": taken[("echo-c", "grpc", cfg.grpc_connections[0])][0]["request_bytes"],
+            "connections": cfg.grpc_connections, "channels": cfg.grpc_channels, "threads": cfg.grpc_threads,
+            "series": series, "tensors": tensors, "perf": profiles if cfg.perf else None, "floors": floors}

@@ -1,10 +1,14 @@
 -- post.lua — wrk script: POST the body in $BENCH_BODY_FILE with
--- $BENCH_CONTENT_TYPE, and print one machine-readable summary line.
+-- $BENCH_CONTENT_TYPE (and each "Name: value" line of $BENCH_HEADERS, if
+-- set), and print one machine-readable summary line.
 local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
+for name, value in (os.getenv("BENCH_HEADERS") or ""):gmatch("([^:\n]+):%s*([^\n]*)") do
+   wrk.headers[name] = value
+end
 
 function done(summary, latency, requests)
    local e = summary.errors

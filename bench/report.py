@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import matplotlib
 
@@ -40,6 +40,10 @@ GOAL_METRICS_CPU_MS = 3.0
 # Issue #13, item 7: 64 MiB in and out through client shared memory.
 GOAL_SHM_MB_S = 5000.0
 GOAL_SHM_MIB = 64
+# Issue #14, item 5: large tensors over gRPC, at least 30 times the reference proof of concept's figure.
+GRPC_REFERENCE_MB_S = 31.92
+GRPC_GOAL_FACTOR = 30
+GOAL_GRPC_MB_S = GRPC_REFERENCE_MB_S * GRPC_GOAL_FACTOR
 
 # Issue #12, item 5 (batching and wake-ups): targets for the report, read on section 2's points.
 GOAL12_BATCH_VS_UWSGI = 1.5  # Python echo with batching ÷ uWSGI, at GOAL12_CONNS
@@ -129,7 +133,7 @@ def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
 # ---- access to results ----
 
 SECTIONS = ["queue", "serving", "worker_rtt", "cold_start", "memory", "recovery", "idle", "streaming", "metrics",
-            "clientshm"]
+            "clientshm", "grpc"]
 
 
 def scfg(res: dict, key: str) -> dict:
@@ -968,10 +972,11 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
 
     gl = goals(res)
     gl += [g for g in [clientshm_goal(res)] if g]
+    gl += grpc_goals(res)
     gl12 = batching_goals(res)
     w("## Goals\n")
-    w("The targets of issues #4, #10 (streaming), #11 (GET /metrics), #13 (client shared memory) and #12 (batching "
-      "and pipelining, the second "
+    w("The targets of issues #4, #10 (streaming), #11 (GET /metrics), #13 (client shared memory), #14 (gRPC) and #12 "
+      "(batching and pipelining, the second "
       "table), against this run's numbers. They are targets for this report, not test assertions; each one "
       "not met is explained in [Where corral falls short](#where-corral-falls-short).\n")
     w(table(["goal", "target", "measured", ""], [[g.name, g.target, g.measured, verdict(g.ok)] for g in gl], "llll"))
@@ -1292,6 +1297,7 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
     render_streaming(res, w)
     render_metrics(res, w)
     render_clientshm(res, w)
+    render_grpc(res, w)
 
     # shortfalls
     w("## Where corral falls short\n")
@@ -1748,6 +1754,255 @@ def clientshm_goal(res: dict) -> Optional[Goal]:
                f"of a model reading memory the client may change while it runs.")
     return Goal(f"{GOAL_SHM_MIB} MiB in and out through client shared memory, MB/s (the faster echo; section 11)",
                 f"≥ {f_int(GOAL_SHM_MB_S)}", f_int(best), ok, why)
+
+
+GRPC_PATH_LABELS = {"http-json": "HTTP/JSON", "http-binary": "HTTP/binary",
+                    "grpc": "gRPC ModelInfer", "grpc-channels": "gRPC ModelInfer, a channel per call"}
+# Where a large tensor's round trip spends the daemon's CPU (measure.copy_stacks' kinds and sites).
+GRPC_COPY_ROWS = (
+    ("user_copy", "readall", "copy: gathering the received message into one buffer (`grpc_byte_buffer_reader_readall`)"),
+    ("user_copy", "unpack", "copy: unpacking it (protobuf-c copies `raw_input_contents` out of the message)"),
+    ("user_copy", "h2o_buffer", "copy: h2o growing the request body's buffer (`h2o_buffer_reserve`)"),
+    ("user_copy", "to_instance", "copy: the input into the instance's region (`inst_shm_place`)"),
+    ("user_copy", "pack", "copy: the output into the packed answer (`grpc_pack_result`, protobuf-c)"),
+    ("user_copy", None, "copy: elsewhere"),
+    ("kernel_copy", "socket_recv", "kernel copy: socket → daemon (`recv`)"),
+    ("kernel_copy", "socket_send", "kernel copy: daemon → socket (`send`)"),
+    ("kernel_copy", None, "kernel copy: elsewhere"),
+    ("page_fault", None, "page faults (first touch of memory just allocated or mapped)"),
+    ("other", None, "everything else"),
+)
+# The sites of GRPC_COPY_ROWS that are copies of the tensor itself, with their short names.
+GRPC_COPY_NAMES = {"readall": "gathering the message", "unpack": "protobuf-c's unpack",
+                   "h2o_buffer": "h2o's body buffer", "to_instance": "into the instance's region",
+                   "pack": "packing the answer"}
+GRPC_LIBRARY_LABELS = (("corral", "corral's own code"), ("grpc", "gRPC core (libgrpc, libgpr, abseil, upb)"),
+                       ("protobuf-c", "protobuf-c"), ("malloc", "malloc and free"), ("libc", "the rest of libc"),
+                       ("h2o", "h2o"), ("uv", "libuv"), ("jansson", "jansson"), ("kernel", "the kernel"),
+                       ("other", "other"))
+GRPC_THREAD_LABELS = (("loop", "the loop thread"),
+                      ("corral", "the daemon's other threads (the gRPC bridge, libuv's pool)"),
+                      ("grpc", "gRPC's own threads (executor, event engine, timers)"))
+
+
+def grpc_point(g: dict, model: str, path: str, conns: int) -> Optional[dict]:
+    for p in ((g.get("series") or {}).get(model) or {}).get("paths", {}).get(path, []):
+        if p["connections"] == conns:
+            return p
+    return None
+
+
+def copy_share(prof: dict, kind: str, site: Optional[str]) -> float:
+    """A large-tensor profile's share in one row of GRPC_COPY_ROWS: a kind at one site, or (site None)
+    at every site no other row of that kind names."""
+    sites = prof.get("kinds", {}).get(kind, {})
+    if site is not None:
+        return sites.get(site, 0.0)
+    named = {s for k, s, _ in GRPC_COPY_ROWS if k == kind and s is not None}
+    return sum(v for s, v in sites.items() if s not in named)
+
+
+def grpc_copies(prof: dict) -> List[Tuple[str, float]]:
+    """The user-space copies of the tensor in a large-tensor profile, by site, largest first (above 2%)."""
+    sites = prof.get("kinds", {}).get("user_copy", {})
+    return sorted(((s, v) for s, v in sites.items() if s in GRPC_COPY_NAMES and v >= 0.02), key=lambda kv: -kv[1])
+
+
+def grpc_why(g: dict, t: dict) -> str:
+    """Why large tensors over gRPC fall short of the goal, from the same run's profiles and floors (t:
+    the largest size's figures, the size they were taken at)."""
+    prof = (g.get("perf") or {}).get("grpc") or {}
+    hprof = (g.get("perf") or {}).get("http") or {}
+    fl = g.get("floors") or {}
+    parts = []
+    lb = (fl.get("loopback") or {}).get("mb_s")
+    if lb:
+        parts.append(f"On this machine a bare loopback TCP echo of {fl['loopback']['mib']} MiB, with no protocol and "
+                     f"no work, moves {f_int(lb)} MB/s: the goal asks for {f_pct(GOAL_GRPC_MB_S / lb, 0)} of what the "
+                     f"sockets alone allow, and HTTP binary reaches {f_int(t['http']['mb_s'])} MB/s at {t['mib']} MiB "
+                     f"on the same daemon (gRPC {f_int(t['grpc']['mb_s'])}).")
+    if "kinds" in prof:
+        copies = grpc_copies(prof)
+        hcopies = grpc_copies(hprof) if "kinds" in hprof else []
+        parts.append(f"perf on the daemon during {prof['what']} round trips: {f_num(prof['daemon_cpu_us_per'] / 1e3, 0)} "
+                     f"ms of its CPU per round trip, {f_pct(sum(prof['kinds'].get('user_copy', {}).values()), 0)} of it "
+                     f"in user-space copies of the tensor, {len(copies)} of them ("
+                     + "; ".join(f"{GRPC_COPY_NAMES[s]}, {f_pct(v, 0)}" for s, v in copies)
+                     + f"), and {f_pct(copy_share(prof, 'page_fault', None), 0)} in page faults"
+                     + (f"; the HTTP binary path makes {len(hcopies)} ("
+                        + "; ".join(f"{GRPC_COPY_NAMES[s]}, {f_pct(v, 0)}" for s, v in hcopies) + ")"
+                        if hcopies else "") + ".")
+        extra = [s for s, _ in copies if s not in {h for h, _ in hcopies}]
+        if {"readall", "unpack", "pack"} & set(extra):
+            parts.append("The copies gRPC adds are the daemon's own (src/api_grpc.c, src/grpc_bridge.c): gRPC's C core "
+                         "hands a received message over as a list of slices, which the bridge gathers into one buffer; "
+                         "protobuf-c's unpack then copies every `bytes` field out of it, so the tensor is copied twice "
+                         "before the copy into the instance's region that HTTP makes too; and the answer's tensor is "
+                         "copied into a newly packed message, where HTTP writes the output region to the socket as it "
+                         "is. Reading `raw_input_contents` in place in the gathered buffer, and sending the answer's "
+                         "tensor as a slice of its own after a packed head, would take two or three copies of the "
+                         "tensor out of each round trip.")
+    return " ".join(parts)
+
+
+def grpc_goals(res: dict) -> List[Goal]:
+    """Issue #14, item 5: each large tensor size over gRPC against 30 times the reference's 31.92 MB/s."""
+    g = res.get("grpc")
+    if not g:
+        return []
+    out = []
+    tensors = g.get("tensors", [])
+    largest = max(tensors, key=lambda t: t["mib"], default=None)
+    for t in tensors:
+        mb_s = t["grpc"]["mb_s"]
+        ok = mb_s >= GOAL_GRPC_MB_S
+        out.append(Goal(f"{t['mib']} MiB in and out over gRPC, MB/s (the C echo; section 12)",
+                        f"≥ {GRPC_GOAL_FACTOR} × {GRPC_REFERENCE_MB_S:g} = {f_int(GOAL_GRPC_MB_S)}",
+                        f"{f_int(mb_s)} ({f_ratio(ratio(mb_s, GRPC_REFERENCE_MB_S))} the reference; HTTP binary "
+                        f"{f_int(t['http']['mb_s'])})", ok, "" if ok else grpc_why(g, largest)))
+    return out
+
+
+def profile_table(profs: Dict[str, dict], names: Dict[str, str], rows_in: List[Tuple[str, Callable[[dict], float]]],
+                  unit: float, unit_name: str) -> str:
+    """A table of shares of the daemon's CPU, one pair of columns (share, cost) per profile: each row's
+    value is a share of a profile's samples, its cost the share times the daemon's CPU per round trip."""
+    keys = list(profs)
+    rows = []
+    for label, share in rows_in:
+        vals = [share(profs[k]) for k in keys]
+        if label.startswith("*thread:*") or max(vals) >= 0.005:
+            rows.append([label] + [c for k, v in zip(keys, vals)
+                                   for c in (f_pct(v, 0), f_num(v * profs[k]["daemon_cpu_us_per"] / unit))])
+    rows.append(["**the daemon's CPU**"] + [c for k in keys for c in
+                                           ("100%", f"**{f_num(profs[k]['daemon_cpu_us_per'] / unit)}**")])
+    header = ["where"] + [c for k in keys for c in (f"{names[k]}, share", f"{names[k]}, {unit_name}")]
+    return table(header, rows, "l" + "r" * (len(header) - 1))
+
+
+def render_grpc(res: dict, w) -> None:
+    """Section 12: gRPC against HTTP on one daemon (issue #14, item 5)."""
+    g = res.get("grpc")
+    if not g:
+        return
+    cfg = scfg(res, "grpc")
+    rounds = cfg.get("rounds", 1)
+    w("## 12. gRPC\n")
+    w(f"KServe v2's `GRPCInferenceService` (`--grpc-port`, [api.md](api.md)) against the HTTP API, on one daemon "
+      f"over the same models (2 instances each), in the same run. The points are taken in {rounds} round"
+      f"{'s' if rounds != 1 else ''}, every path of every model in turn at each count of requests in flight, "
+      f"{cfg.get('duration')} s each after a 1 s warm-up; each figure is from a path's median round by request "
+      f"rate. The request is one FP32 tensor of shape [1, {g['elements']}]:\n")
+    w(f"- **HTTP/JSON**: wrk and [bench/post.lua](../bench/post.lua) as in section 2, the tensor in JSON "
+      f"({g['json_bytes']} bytes of body).\n"
+      f"- **HTTP/binary**: the same with the binary tensor extension in and out (`Inference-Header-Content-Length`, "
+      f"`binary_data_size`, `binary_data_output`; {g['binary_bytes']} bytes).\n"
+      f"- **gRPC ModelInfer**: [bench/grpc_load.c](../bench/grpc_load.c), a C client on gRPC's C core (the library "
+      f"the daemon serves with), the tensor in `raw_input_contents` ({g['grpc_request_bytes']} bytes of message): "
+      f"a closed loop that keeps that many unary calls in flight on {g['channels']} channel"
+      f"{'s' if g['channels'] != 1 else ''} from {g['threads']} thread{'s' if g['threads'] != 1 else ''} (a gRPC "
+      f"client multiplexes its calls over one HTTP/2 connection), and the same with a channel, so a connection, "
+      f"per call in flight (as wrk opens a connection per connection count). The message is packed once; every "
+      f"channel's first answer is checked field by field, every timed one for its status and size.\n"
+      f"- *daemon CPU/req* is the daemon's CPU time over the point (every thread: the loop, the gRPC bridge, "
+      f"gRPC's own) divided by the requests; *switches/req* its context switches per request, every thread; "
+      f"*client CPU/req* is grpc_load's own (wrk's is not measured; both run on the same cores as the daemon).\n")
+    rows = []
+    for conns in g["connections"]:
+        for model, e in g["series"].items():
+            base = grpc_point(g, model, "grpc", conns)
+            for path in ("http-json", "http-binary", "grpc", "grpc-channels"):
+                p = grpc_point(g, model, path, conns)
+                if not p:
+                    continue
+                rows.append([str(conns), e["label"], GRPC_PATH_LABELS[path], f"**{f_int(p['rps'])}**",
+                             f"**{f_int(p['p50_us'])}**", f_int(p["p99_us"]), f_num(p["daemon_cpu_us_per_req"]),
+                             f_num(p.get("daemon_switches_per_req"), 2), f_num(p.get("client_cpu_us_per_req")),
+                             str(p["errors"]),
+                             "–" if path == "grpc" else f_ratio(ratio(base and base["rps"], p["rps"])),
+                             "–" if path == "grpc" else f_ratio(ratio(base and base["p50_us"], p["p50_us"]))])
+    w(table(["in flight", "model", "path", "req/s", "p50 µs", "p99 µs", "daemon CPU/req µs", "daemon switches/req",
+             "client CPU/req µs", "errors", "gRPC ÷ it, req/s", "gRPC ÷ it, p50"], rows, "lll" + "r" * 9))
+    w("")
+    w("*gRPC ÷ it* compares each row with the gRPC ModelInfer row (one channel) of the same model and count: above "
+      "1× in req/s means gRPC serves more, below 1× in p50 means gRPC answers sooner.\n")
+
+    prof = g.get("perf") or {}
+    thread_rows = [(f"*thread:* {label}", lambda p, t=t: p["threads"].get(t, 0.0)) for t, label in GRPC_THREAD_LABELS]
+    small = {k: prof[k] for k in ("grpc-small", "http-binary-small") if prof.get(k) and "libraries" in prof[k]}
+    if small:
+        w(f"Where the daemon's CPU goes in a small call: one more point of gRPC ModelInfer (one channel) and of "
+          f"HTTP/binary on the C echo at {max(g['connections'])} in flight, with `perf record -F 1999` on the daemon "
+          f"(every thread), each sample charged to the library it was running in (malloc and free apart from the "
+          f"rest of libc); µs per request is the share times the daemon's CPU per request over the same run.\n")
+        w(profile_table(small, {"grpc-small": "gRPC", "http-binary-small": "HTTP/binary"},
+                        [(label, lambda p, lib=lib: p["libraries"].get(lib, 0.0)) for lib, label in GRPC_LIBRARY_LABELS]
+                        + thread_rows, 1.0, "µs/req"))
+        w("")
+        top = small.get("grpc-small", {}).get("top_leaves", [])[:8]
+        if top:
+            w("The gRPC call's most sampled functions: " + ", ".join(f"`{s}` {f_pct(v, 1)}" for s, v in top) + ".\n")
+
+    tensors = g.get("tensors") or []
+    if tensors:
+        w("### Large tensors\n")
+        w(f"The C echo's round trip of one large tensor, in turn over HTTP with the binary tensor extension (FP32, "
+          f"curl, as in section 4) and over gRPC (UINT8 in `raw_input_contents`, back in `raw_output_contents`: "
+          f"grpc_load on one channel, one call at a time, each timed from its start to the whole answer's arrival, "
+          f"every answer then compared byte for byte, untimed). Median of {cfg.get('tensor_reps')} round trips "
+          f"after one untimed; MB/s = tensor bytes (10^6) ÷ round-trip time, the tensor going both ways. The "
+          f"reference is the proof of concept's {GRPC_REFERENCE_MB_S:g} MB/s over gRPC, the goal "
+          f"{GRPC_GOAL_FACTOR}× that.\n")
+        rows = []
+        for t in tensors:
+            h, r = t["http"], t["grpc"]
+            rows.append([f"{t['mib']} MiB", f_int(h["mb_s"]), f_num(h["seconds_median"] * 1e3),
+                         f"**{f_int(r['mb_s'])}**", f_num(r["seconds_median"] * 1e3),
+                         f_ratio(ratio(r["mb_s"], h["mb_s"])), f_ratio(ratio(r["mb_s"], GRPC_REFERENCE_MB_S)),
+                         f_int(GOAL_GRPC_MB_S), verdict(r["mb_s"] >= GOAL_GRPC_MB_S)])
+        w(table(["tensor", "HTTP binary, MB/s", "HTTP, ms", "gRPC, MB/s", "gRPC, ms", "gRPC ÷ HTTP",
+                 f"gRPC ÷ reference ({GRPC_REFERENCE_MB_S:g} MB/s)", "goal, MB/s", ""], rows, "lrrrrrrrl"))
+        w("")
+        fl = g.get("floors") or {}
+        if fl:
+            w(f"This machine's bounds, measured in the same run: a bare loopback TCP echo of {fl['loopback']['mib']} "
+              f"MiB (no protocol, no work) moves {f_int(fl['loopback']['mb_s'])} MB/s; one memcpy of the tensor "
+              f"runs at {f_int(fl['memcpy']['mb_s'])} MB/s.\n")
+    big = {k: prof[k] for k in ("grpc", "http") if prof.get(k) and "kinds" in prof[k]}
+    if big:
+        what = next(iter(big.values()))["what"].split(", ")[-1]
+        w(f"Where the daemon's CPU goes in a {what} round trip: three more round trips each way with `perf record "
+          f"-F 999 --call-graph dwarf` on the daemon (every thread; slower than the timed ones). A sample is a copy "
+          f"when its leaf is `memcpy`/`memmove` (user space) or the kernel's copy between a socket and user memory, "
+          f"charged to the first of the daemon's functions on its stack named below; a page fault anywhere on the "
+          f"stack makes it a page fault; ms per round trip is the share times the daemon's CPU per round trip over "
+          f"the same run.\n")
+        w(profile_table(big, {"grpc": "gRPC", "http": "HTTP binary"},
+                        [(label, lambda p, k=kind, s=site: copy_share(p, k, s)) for kind, site, label in GRPC_COPY_ROWS]
+                        + thread_rows, 1e3, "ms"))
+        w("")
+    for k, p in sorted(prof.items()):
+        if p and "error" in p:
+            w(f"> perf ({k}): not profiled: {p['error']}.\n")
+    gl = grpc_goals(res)
+    if gl:
+        w(table(["goal", "target", "measured", ""], [[x.name, x.target, x.measured, verdict(x.ok)] for x in gl],
+                "llll"))
+        w("")
+        why = next((x.why for x in gl if x.why), "")
+        if why:
+            w(why + "\n")
+    cmds = (g.get("_run") or {}).get("commands") or {}
+    shown = [(label, line) for label, line in cmds.items()
+             if label.startswith(("protoc-c", "build grpc_load", "corral serve (grpc)", "wrk (grpc section",
+                                  "grpc_load", "curl (", "perf record (the daemon, during gRPC"))]
+    w("This section alone, and the commands it ran (`PORT` is the daemon's gRPC port, which it logs as "
+      "`listening on grpc://127.0.0.1:PORT`):\n")
+    w("```sh\nBENCH_ONLY=grpc make bench     # or, once built: BENCH_ONLY=grpc /usr/bin/python3 bench/bench.py")
+    for label, line in shown:
+        w(f"# {label}")
+        w(line.replace(str(ROOT) + "/", "").replace(str(ROOT), "."))
+    w("```\n")
 
 
 def generate(res: dict, docs: pathlib.Path) -> None:
