@@ -423,7 +423,7 @@ def tensor_roundtrips(cfg: Config, server: Server, mib: int, ws: Workspace) -> d
             times.append(float(seconds))
     med = statistics.median(times)
     return {"mib": mib, "bytes": nbytes, "reps": len(times), "seconds_median": med, "seconds_min": min(times),
-            "mb_s": nbytes / med / 1e6}
+            "mb_s": nbytes / med / 1e6, "seconds": times}
 
 
 def loopback_floor(cfg: Config, mib: int) -> dict:
@@ -1633,6 +1633,10 @@ KERNEL_COPY_FUNCTIONS = ("_copy_to_iter", "_copy_from_iter", "copy_user_enhanced
                          "copy_user_generic_unrolled", "rep_movs_alternative")
 
 
+# Round trips each way per round of the large tensors (cfg.tensor_reps of them in all, each way).
+TENSOR_ROUND = 2
+
+
 def build_grpc_load() -> pathlib.Path:
     """bench/grpc_load.c with the build's protobuf-c messages (build/pb, which CMakeLists.txt makes from
     proto/ with protoc-c), or, when the build has none, the same made here into build/bench/pb."""
@@ -1914,14 +1918,32 @@ def grpc(cfg: Config, ws: Workspace) -> dict:
             return run_tool(f"grpc_load tensor ({mib} MiB)", exe,
                             ["tensor", str(d.grpc_port), "echo-c", str(mib), str(reps)])
 
+        # Rounds of TENSOR_ROUND round trips each way, the two alternating (and which goes first), each
+        # tool's run after one untimed round trip of its own: the shared machine's drift, which comes and
+        # goes in seconds, then falls on both alike. Each figure is the median of every round's times.
+        pair = copy.copy(cfg)
+        pair.tensor_reps = TENSOR_ROUND
         tensors = []
         for mib in cfg.tensor_mib:
-            # in turn, the nearest in time: the shared machine's drift stays out of the ratio
-            h = tensor_roundtrips(cfg, server, mib, ws)
-            g = grpc_tensor(mib, cfg.tensor_reps)
-            tensors.append({"mib": mib, "http": h, "grpc": g})
-            print(f"  echo-c {mib:3d} MiB in and out: HTTP binary {h['mb_s']:6.0f} MB/s, gRPC {g['mb_s']:6.0f} MB/s",
-                  flush=True)
+            times: Dict[str, List[float]] = {"http": [], "grpc": []}
+            answer = 0
+            for r in range(max(1, cfg.tensor_reps // TENSOR_ROUND)):
+                for way in (("http", "grpc") if r % 2 == 0 else ("grpc", "http")):
+                    if way == "http":
+                        times["http"] += tensor_roundtrips(pair, server, mib, ws)["seconds"]
+                    else:
+                        g = grpc_tensor(mib, TENSOR_ROUND)
+                        times["grpc"] += g["seconds"]
+                        answer = g["answer_bytes"]
+            entry = {"mib": mib, "rounds": max(1, cfg.tensor_reps // TENSOR_ROUND), "per_round": TENSOR_ROUND}
+            for way, ts in times.items():
+                med = statistics.median(ts)
+                entry[way] = {"mib": mib, "bytes": mib << 20, "reps": len(ts), "seconds": ts, "seconds_median": med,
+                              "seconds_min": min(ts), "mb_s": (mib << 20) / med / 1e6}
+            entry["grpc"]["answer_bytes"] = answer
+            tensors.append(entry)
+            print(f"  echo-c {mib:3d} MiB in and out: HTTP binary {entry['http']['mb_s']:6.0f} MB/s, "
+                  f"gRPC {entry['grpc']['mb_s']:6.0f} MB/s", flush=True)
         profiles: Dict[str, dict] = {}
         if cfg.perf:
             mib = max(cfg.tensor_mib)

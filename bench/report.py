@@ -1949,8 +1949,10 @@ def render_grpc(res: dict, w) -> None:
         w(f"The C echo's round trip of one large tensor, in turn over HTTP with the binary tensor extension (FP32, "
           f"curl, as in section 4) and over gRPC (UINT8 in `raw_input_contents`, back in `raw_output_contents`: "
           f"grpc_load on one channel, one call at a time, each timed from its start to the whole answer's arrival, "
-          f"every answer then compared byte for byte, untimed). Median of {cfg.get('tensor_reps')} round trips "
-          f"after one untimed; MB/s = tensor bytes (10^6) ÷ round-trip time, the tensor going both ways. The "
+          f"every answer then compared byte for byte, untimed), in {tensors[0].get('rounds', 1)} rounds of "
+          f"{tensors[0].get('per_round', cfg.get('tensor_reps'))} round trips each way, the two alternating and "
+          f"each run after one untimed round trip of its own; each figure is the median of all "
+          f"{tensors[0]['grpc']['reps']} of a way. MB/s = tensor bytes (10^6) ÷ round-trip time, the tensor going both ways. The "
           f"reference is the proof of concept's {GRPC_REFERENCE_MB_S:g} MB/s over gRPC, the goal "
           f"{GRPC_GOAL_FACTOR}× that.\n")
         rows = []
