@@ -1699,19 +1699,21 @@ def check_binary_echo(port: int, path: str, body: bytes, head_len: int, n: int) 
 
 
 def grpc_rate_point(cfg: Config, exe: pathlib.Path, d: H.Corral, model: str, path: str, conns: int,
-                    seconds: int, bodies: Dict[str, tuple]) -> dict:
+                    seconds: int, bodies: Dict[str, tuple], why: str = "") -> dict:
     """One point of the request-rate comparison: wrk (HTTP) or grpc_load (gRPC) for seconds at conns
-    connections or calls in flight; with the daemon's and the model's workers' CPU per request."""
+    connections or calls in flight; with the daemon's and the model's workers' CPU per request. why,
+    when not a measured point (a warm-up, a profile), names it among the recorded commands."""
     roles = corral_roles(d, model)()
     cpu0 = {role: H.tree_cpu_s(pids) for role, pids in roles.items()}
     sw0 = H.switches_snapshot({"daemon": roles["daemon"]})
     if path in bodies:
         body_file, ctype, headers = bodies[path]
-        res = H.wrk(f"grpc section, {path}", f"http://127.0.0.1:{d.port}/v2/models/{model}/infer", conns, seconds,
+        res = H.wrk(f"grpc section, {path}{why}", f"http://127.0.0.1:{d.port}/v2/models/{model}/infer", conns, seconds,
                     body_file, ctype, headers)
     else:
         channels = conns if path == "grpc-channels" else cfg.grpc_channels
-        res = run_tool(f"grpc_load rate ({'a channel per call' if path == 'grpc-channels' else 'channels: BENCH_GRPC_CHANNELS'})",
+        res = run_tool(f"grpc_load rate ({'a channel per call' if path == 'grpc-channels' else 'channels: BENCH_GRPC_CHANNELS'}"
+                       f"{why})",
                        exe, ["rate", str(d.grpc_port), model, str(seconds), str(conns), str(channels),
                              str(min(cfg.grpc_threads, conns)), str(cfg.elements)])
     n = res["requests"] or 1
@@ -1897,7 +1899,7 @@ def grpc(cfg: Config, ws: Workspace) -> dict:
             check_binary_echo(d.port, f"/v2/models/{model}/infer", bin_body, head_len, cfg.elements)
         for model in models:
             for path in GRPC_PATHS:
-                grpc_rate_point(cfg, exe, d, model, path, 16, 1, bodies)  # warm-up, not kept
+                grpc_rate_point(cfg, exe, d, model, path, 16, 1, bodies, ", warm-up")  # not kept
         taken: Dict[Tuple[str, str, int], List[dict]] = {}
         for r in range(cfg.rounds):
             for conns in cfg.grpc_connections:
@@ -1957,7 +1959,8 @@ def grpc(cfg: Config, ws: Workspace) -> dict:
             for path in ("grpc", "http-binary"):
                 profiles[f"{path}-small"] = profile_run(
                     d, f"{path}-small", f"{path}, echo-c, {conns} calls in flight",
-                    lambda: grpc_rate_point(cfg, exe, d, "echo-c", path, conns, cfg.duration, bodies)["requests"],
+                    lambda: grpc_rate_point(cfg, exe, d, "echo-c", path, conns, cfg.duration, bodies,
+                                            ", under perf")["requests"],
                     ws, stacks=False)
             for k, prof in profiles.items():
                 if "error" in prof:

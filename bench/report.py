@@ -1997,7 +1997,7 @@ def render_grpc(res: dict, w) -> None:
     cmds = (g.get("_run") or {}).get("commands") or {}
     shown = [(label, line) for label, line in cmds.items()
              if label.startswith(("protoc-c", "build grpc_load", "corral serve (grpc)", "wrk (grpc section",
-                                  "grpc_load", "curl (", "perf record (the daemon, during gRPC"))]
+                                  "grpc_load", "curl (", "perf record (the daemon, during"))]
     w("This section alone, and the commands it ran (`PORT` is the daemon's gRPC port, which it logs as "
       "`listening on grpc://127.0.0.1:PORT`):\n")
     w("```sh\nBENCH_ONLY=grpc make bench     # or, once built: BENCH_ONLY=grpc /usr/bin/python3 bench/bench.py")
