@@ -1859,7 +1859,9 @@ def grpc_goals(res: dict) -> List[Goal]:
         out.append(Goal(f"{t['mib']} MiB in and out over gRPC, MB/s (the C echo; section 12)",
                         f"≥ {GRPC_GOAL_FACTOR} × {GRPC_REFERENCE_MB_S:g} = {f_int(GOAL_GRPC_MB_S)}",
                         f"{f_int(mb_s)} ({f_ratio(ratio(mb_s, GRPC_REFERENCE_MB_S))} the reference; HTTP binary "
-                        f"{f_int(t['http']['mb_s'])})", ok, "" if ok else grpc_why(g, largest)))
+                        f"{f_int(t['http']['mb_s'])})", ok,
+                        "" if ok else grpc_why(g, largest) if t is largest else
+                        f"For the reasons given for {largest['mib']} MiB (the next entry)."))
     return out
 
 
@@ -1991,7 +1993,7 @@ def render_grpc(res: dict, w) -> None:
         w(table(["goal", "target", "measured", ""], [[x.name, x.target, x.measured, verdict(x.ok)] for x in gl],
                 "llll"))
         w("")
-        why = next((x.why for x in gl if x.why), "")
+        why = next((x.why for x in reversed(gl) if x.why), "")  # the largest size's, which gives the reasons
         if why:
             w(why + "\n")
     cmds = (g.get("_run") or {}).get("commands") or {}
