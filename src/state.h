@@ -1,0 +1,165 @@
+/*
+ * state — what the daemon keeps across a restart (`--state FILE`, SQLite):
+ * the models an operator loaded explicitly, at the scale they set and with
+ * their load's config, and the models that were pulled (docs/state.md).
+ *
+ * Contract:
+ * - Threads. The state_note_* calls, state_start and state_close run on the
+ *   loop thread and never touch SQLite: a note is queued (coalesced per
+ *   model: a pending change that a newer one replaces is never written) and
+ *   the file is written on libuv's thread pool, one work at a time, so the
+ *   one connection is used by one thread at a time. The state_db_* calls
+ *   are that work: synchronous, touching no daemon state (the unit tests
+ *   call them directly).
+ * - Transactions. Every change is one transaction (rollback journal,
+ *   synchronous=FULL); a crash leaves the file as it was before or after it.
+ * - Failures are never fatal: a file that cannot be opened, is locked by
+ *   another daemon, or was written by a newer corral is reported and the
+ *   daemon runs without state; a corrupt one is moved aside
+ *   (FILE.corrupt-<UTC time>) and a new one started; a change that cannot
+ *   be written is reported and dropped.
+ * - Memory. The queue holds at most one change per model and per pull; a
+ *   state file is read up to STATE_MAX_ROWS rows per table, configs up to
+ *   STATE_MAX_CONFIG bytes; what is past the limits is reported and skipped.
+ */
+#ifndef CORRAL_STATE_H
+#define CORRAL_STATE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define STATE_DEFAULT_NAME "corral-state.db"
+#define STATE_SCHEMA_VERSION 1
+#define STATE_MAX_ROWS 4096
+#define STATE_MAX_CONFIG (1 << 20)
+#define STATE_MAX_URL 4096
+
+/* A model recorded as loaded. */
+typedef struct state_model {
+    char *name;     /* owned */
+    int instances;  /* 0: the manifest's count */
+    json_t *config; /* the load's config (a JSON object, owned), or NULL: model.yaml as it is */
+} state_model;
+
+/* A model recorded as pulled. */
+typedef struct state_pull {
+    char *name, *url, *sha256; /* owned */
+} state_pull;
+
+/* What a state file holds, as read at start. */
+typedef struct state_snapshot {
+    state_model *models;
+    size_t n_models;
+    state_pull *pulls;
+    size_t n_pulls;
+} state_snapshot;
+
+void state_snapshot_free(state_snapshot *s);
+
+/* Called once, on the loop thread, with what to restore; the snapshot is freed after it returns. */
+typedef void (*state_restore_cb)(const state_snapshot *s);
+
+/*
+ * Opens path (NULL: no state; every note is then ignored) on the thread
+ * pool, reads it, and calls on_restore with the models to load again:
+ * those recorded as loaded, less any model noted since state_start (an
+ * operator's change made while the file was being read wins over it).
+ * Returns at once.
+ */
+void state_start(uv_loop_t *loop, const char *path, state_restore_cb on_restore);
+
+/*
+ * An explicit load or scale was accepted: the model is to be loaded with
+ * instances (0: the manifest's count) and config (NULL: model.yaml; not
+ * stolen). Lazy loads, keep_alive unloads, autoscaling, memory-budget
+ * unloads and restores are not noted (docs/state.md).
+ */
+void state_note_loaded(const char *name, int instances, const json_t *config);
+/* An explicit unload was accepted: the model's record goes. */
+void state_note_unloaded(const char *name);
+/*
+ * A model was pulled from url, its archive's digest sha256 (64 hex
+ * digits): recorded, replacing an earlier pull of the same name. Returns 0,
+ * or -EINVAL (logged) for a name, URL or digest that is not valid.
+ */
+int state_note_pull(const char *name, const char *url, const char *sha256);
+
+/*
+ * Writes what is still queued, closes the file and calls on_done (at once
+ * when there is no state). Notes after this are dropped.
+ */
+void state_close(void (*on_done)(void));
+
+/* ---- pure parts (unit-tested) ---- */
+
+/* The default state file: STATE_DEFAULT_NAME in the parent directory of models_dir. Returns 0 or -ENAMETOOLONG. */
+int state_default_path(const char *models_dir, char *out, size_t outlen);
+
+/* config as stored: compact JSON with sorted keys (malloc'd), or NULL for NULL. */
+char *state_encode_config(const json_t *config);
+
+/*
+ * A row of the models table as read (name of name_len bytes, instances,
+ * config text or NULL) checked and decoded into out. Returns 0, or -1 with
+ * why in err: a name that is not a model name, instances out of 0..
+ * MANIFEST_MAX_INSTANCES, a config that is not a JSON object or too large.
+ */
+int state_decode_model(const char *name, size_t name_len, int64_t instances, const char *config, size_t config_len,
+                       state_model *out, char *err, size_t errlen);
+
+/* Whether a pull record is valid: a model name, a URL of printable ASCII, a SHA-256 of 64 hex digits. */
+int state_pull_valid(const char *name, const char *url, const char *sha256, char *err, size_t errlen);
+
+/*
+ * The restore plan: removes from s->models every model for which
+ * noted(name, ctx) is true (changed since start), keeping the order.
+ */
+void state_plan(state_snapshot *s, int (*noted)(const char *name, void *ctx), void *ctx);
+
+/* One change to write. */
+typedef enum state_op_kind {
+    STATE_PUT_MODEL, /* name loaded, with instances and config */
+    STATE_DEL_MODEL, /* name's record removed */
+    STATE_PUT_PULL,  /* name pulled from url with sha256 */
+} state_op_kind;
+
+typedef struct state_op {
+    state_op_kind kind;
+    char *name;       /* owned */
+    int instances;    /* STATE_PUT_MODEL */
+    char *config;     /* STATE_PUT_MODEL: encoded (state_encode_config), or NULL; owned */
+    char *url;        /* STATE_PUT_PULL; owned */
+    char *sha256;     /* STATE_PUT_PULL; owned */
+    int64_t at;       /* when, in Unix seconds */
+    char *error;      /* set by state_db_apply when it failed; owned */
+    struct state_op *next;
+} state_op;
+
+void state_op_free(state_op *op);
+
+/*
+ * Appends op to the queue at *head, or replaces the queued change to the
+ * same record (the models table for STATE_PUT_MODEL and STATE_DEL_MODEL,
+ * the pulls table for STATE_PUT_PULL) in its place, freeing that one.
+ */
+void state_queue_put(state_op **head, state_op *op);
+
+/* ---- the file (thread pool; tests call these directly) ---- */
+
+typedef struct state_db state_db;
+
+/*
+ * Opens or creates path and reads it into snap. Returns 0 with *db set,
+ * or -1 with *db NULL (run without state). Either way *report may be set
+ * (malloc'd): warnings for the log, one a line, naming the file and
+ * SQLite's error (a new file, a corrupt one moved aside, rows skipped).
+ * now names a moved-aside file.
+ */
+int state_db_open(const char *path, int64_t now, state_db **db, state_snapshot *snap, char **report);
+/* Writes one change in one transaction. Returns 0, or -1 with op->error set. */
+int state_db_apply(state_db *db, state_op *op);
+void state_db_close(state_db *db);
+
+#endif

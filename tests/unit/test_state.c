@@ -1,0 +1,320 @@
+/*
+ * Unit tests of state: the default path, the records as stored and read
+ * back (and refused when they do not decode), the queue that keeps one
+ * change per record, the restore plan, and the file itself through
+ * state_db_* (a new file, changes written and read back, a corrupt file
+ * moved aside, a missing directory, a file held by another daemon).
+ */
+#include "check.h"
+#include "state.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char SHA[] = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+static void default_path_is_beside_the_repository(void)
+{
+    char p[64];
+    CHECK(state_default_path("/app/models", p, sizeof p) == 0 && strcmp(p, "/app/corral-state.db") == 0);
+    CHECK(state_default_path("/app/models/", p, sizeof p) == 0 && strcmp(p, "/app/corral-state.db") == 0);
+    CHECK(state_default_path("models", p, sizeof p) == 0 && strcmp(p, "corral-state.db") == 0);
+    CHECK(state_default_path("./models", p, sizeof p) == 0 && strcmp(p, "./corral-state.db") == 0);
+    CHECK(state_default_path("/models", p, sizeof p) == 0 && strcmp(p, "/corral-state.db") == 0);
+    CHECK(state_default_path("/", p, sizeof p) == 0 && strcmp(p, "/corral-state.db") == 0);
+    CHECK(state_default_path("a/b/c", p, sizeof p) == 0 && strcmp(p, "a/b/corral-state.db") == 0);
+    char tiny[8];
+    CHECK(state_default_path("/app/models", tiny, sizeof tiny) < 0);
+}
+
+static void a_config_is_stored_compact_with_sorted_keys(void)
+{
+    CHECK(state_encode_config(NULL) == NULL);
+    json_t *c = json_pack("{s:i,s:{s:s}}", "max_queue", 8, "env", "K", "v");
+    char *e = state_encode_config(c);
+    CHECK(e && strcmp(e, "{\"env\":{\"K\":\"v\"},\"max_queue\":8}") == 0);
+    state_model m;
+    char err[256];
+    CHECK(state_decode_model("echo", 4, 3, e, strlen(e), &m, err, sizeof err) == 0);
+    CHECK(strcmp(m.name, "echo") == 0 && m.instances == 3 && json_equal(m.config, c));
+    free(m.name);
+    json_decref(m.config);
+    free(e);
+    json_decref(c);
+}
+
+static void records_that_do_not_decode_are_refused(void)
+{
+    state_model m;
+    char err[256];
+    CHECK(state_decode_model("echo", 4, 0, NULL, 0, &m, err, sizeof err) == 0 && m.config == NULL && m.instances == 0);
+    free(m.name);
+    CHECK(state_decode_model("../etc", 6, 1, NULL, 0, &m, err, sizeof err) < 0);
+    CHECK_STR_CONTAINS(err, "not a model name");
+    CHECK(state_decode_model("ec\0ho", 5, 1, NULL, 0, &m, err, sizeof err) < 0); /* a NUL inside */
+    CHECK(state_decode_model(NULL, 0, 1, NULL, 0, &m, err, sizeof err) < 0);
+    CHECK(state_decode_model("echo", 4, -1, NULL, 0, &m, err, sizeof err) < 0);
+    CHECK_STR_CONTAINS(err, "instances -1");
+    CHECK(state_decode_model("echo", 4, 100000, NULL, 0, &m, err, sizeof err) < 0);
+    CHECK(state_decode_model("echo", 4, 1, "[1]", 3, &m, err, sizeof err) < 0);
+    CHECK_STR_CONTAINS(err, "not a JSON object");
+    CHECK(state_decode_model("echo", 4, 1, "{\"a\":", 5, &m, err, sizeof err) < 0);
+    CHECK(state_decode_model("echo", 4, 1, "{\"a\":1,\"a\":2}", 13, &m, err, sizeof err) < 0);
+    CHECK(m.name == NULL && m.config == NULL);
+}
+
+static void a_pull_record_is_checked(void)
+{
+    char err[256];
+    CHECK(state_pull_valid("tts", "https://example.com/tts.tar.gz", SHA, err, sizeof err));
+    CHECK(!state_pull_valid("tts/x", "https://example.com/a", SHA, err, sizeof err));
+    CHECK(!state_pull_valid("tts", "", SHA, err, sizeof err));
+    CHECK(!state_pull_valid("tts", "https://example.com/a b", SHA, err, sizeof err));
+    CHECK(!state_pull_valid("tts", "https://example.com/\n", SHA, err, sizeof err));
+    CHECK(!state_pull_valid("tts", "https://example.com/a", "abc", err, sizeof err));
+    CHECK_STR_CONTAINS(err, "64 hexadecimal");
+    char longer[70];
+    snprintf(longer, sizeof longer, "%s0", SHA);
+    CHECK(!state_pull_valid("tts", "https://example.com/a", longer, err, sizeof err));
+    char g[65];
+    memcpy(g, SHA, 65);
+    g[10] = 'g';
+    CHECK(!state_pull_valid("tts", "https://example.com/a", g, err, sizeof err));
+    CHECK(!state_pull_valid("tts", "https://example.com/a", NULL, err, sizeof err));
+}
+
+static state_op *op_new(state_op_kind kind, const char *name, int instances)
+{
+    state_op *op = calloc(1, sizeof *op);
+    op->kind = kind;
+    op->name = strdup(name);
+    op->instances = instances;
+    if (kind == STATE_PUT_PULL) {
+        op->url = strdup("https://example.com/m.tar");
+        op->sha256 = strdup(SHA);
+    }
+    return op;
+}
+
+static size_t queue_len(const state_op *q)
+{
+    size_t n = 0;
+    for (; q; q = q->next)
+        n++;
+    return n;
+}
+
+static void the_queue_keeps_one_change_per_record(void)
+{
+    state_op *q = NULL;
+    state_queue_put(&q, op_new(STATE_PUT_MODEL, "a", 1));
+    state_queue_put(&q, op_new(STATE_PUT_MODEL, "b", 1));
+    for (int i = 2; i <= 100; i++) /* a storm of scales: the newest only */
+        state_queue_put(&q, op_new(STATE_PUT_MODEL, "a", i));
+    CHECK(queue_len(q) == 2 && strcmp(q->name, "a") == 0 && q->instances == 100);
+    state_queue_put(&q, op_new(STATE_DEL_MODEL, "a", 0)); /* an unload replaces the load, in its place */
+    CHECK(queue_len(q) == 2 && q->kind == STATE_DEL_MODEL && strcmp(q->next->name, "b") == 0);
+    state_queue_put(&q, op_new(STATE_PUT_PULL, "a", 0)); /* another table: its own record */
+    CHECK(queue_len(q) == 3 && q->next->next->kind == STATE_PUT_PULL);
+    state_queue_put(&q, op_new(STATE_PUT_PULL, "a", 0));
+    CHECK(queue_len(q) == 3);
+    while (q) {
+        state_op *n = q->next;
+        state_op_free(q);
+        q = n;
+    }
+    state_op_free(NULL);
+}
+
+static int noted_b(const char *name, void *ctx)
+{
+    (void)ctx;
+    return strcmp(name, "b") == 0;
+}
+
+static void the_plan_leaves_out_models_changed_since_start(void)
+{
+    state_snapshot s = {0};
+    s.models = calloc(3, sizeof *s.models);
+    const char *names[] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++)
+        s.models[i] = (state_model){strdup(names[i]), i, i == 1 ? json_object() : NULL};
+    s.n_models = 3;
+    state_plan(&s, noted_b, NULL);
+    CHECK(s.n_models == 2 && strcmp(s.models[0].name, "a") == 0 && strcmp(s.models[1].name, "c") == 0);
+    CHECK(s.models[1].instances == 2);
+    state_snapshot_free(&s);
+    CHECK(s.models == NULL && s.n_models == 0);
+}
+
+static char dir[64];
+
+static void make_dir(void)
+{
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/corral-test-state-XXXXXX");
+        CHECK(mkdtemp(dir) != NULL);
+    }
+}
+
+static void path_in_dir(char *out, size_t n, const char *name)
+{
+    make_dir();
+    snprintf(out, n, "%s/%s", dir, name);
+}
+
+static void changes_are_written_and_read_back(void)
+{
+    char path[128];
+    path_in_dir(path, sizeof path, "rw.db");
+    state_db *db;
+    state_snapshot snap;
+    char *report;
+    CHECK(state_db_open(path, 0, &db, &snap, &report) == 0 && db);
+    CHECK_STR_CONTAINS(report, "did not exist");
+    free(report);
+    CHECK(snap.n_models == 0 && snap.n_pulls == 0);
+    state_op *a = op_new(STATE_PUT_MODEL, "echo", 3);
+    a->config = strdup("{\"max_queue\":4}");
+    state_op *b = op_new(STATE_PUT_MODEL, "gone", 0);
+    state_op *c = op_new(STATE_DEL_MODEL, "gone", 0);
+    state_op *p = op_new(STATE_PUT_PULL, "tts", 0);
+    CHECK(state_db_apply(db, a) == 0 && state_db_apply(db, b) == 0 && state_db_apply(db, c) == 0);
+    CHECK(state_db_apply(db, p) == 0 && !a->error);
+    state_db_close(db);
+    CHECK(state_db_open(path, 0, &db, &snap, &report) == 0);
+    CHECK(report == NULL);
+    CHECK(snap.n_models == 1 && strcmp(snap.models[0].name, "echo") == 0 && snap.models[0].instances == 3);
+    CHECK(json_integer_value(json_object_get(snap.models[0].config, "max_queue")) == 4);
+    CHECK(snap.n_pulls == 1 && strcmp(snap.pulls[0].url, "https://example.com/m.tar") == 0);
+    CHECK(strcmp(snap.pulls[0].sha256, SHA) == 0);
+    state_snapshot_free(&snap);
+    state_db_close(db);
+    state_op_free(a);
+    state_op_free(b);
+    state_op_free(c);
+    state_op_free(p);
+    unlink(path);
+}
+
+static void bad_rows_are_skipped_and_reported(void)
+{
+    char path[128];
+    path_in_dir(path, sizeof path, "rows.db");
+    state_db *db;
+    state_snapshot snap;
+    char *report;
+    CHECK(state_db_open(path, 0, &db, &snap, &report) == 0);
+    free(report);
+    state_db_close(db);
+    sqlite3 *c;
+    CHECK(sqlite3_open(path, &c) == SQLITE_OK);
+    CHECK(sqlite3_exec(c,
+                       "INSERT INTO models VALUES ('ok', 2, NULL, 0);"
+                       "INSERT INTO models VALUES ('../x', 2, NULL, 0);"
+                       "INSERT INTO models VALUES ('neg', -4, NULL, 0);"
+                       "INSERT INTO models VALUES ('txt', 'two', NULL, 0);"
+                       "INSERT INTO models VALUES ('cfg', 1, 'not json', 0);"
+                       "INSERT INTO pulls VALUES ('p', 'http://h/x', 'nothex', 0);",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(c);
+    CHECK(state_db_open(path, 0, &db, &snap, &report) == 0);
+    CHECK(snap.n_models == 1 && strcmp(snap.models[0].name, "ok") == 0 && snap.n_pulls == 0);
+    CHECK_STR_CONTAINS(report, "5 records skipped");
+    free(report);
+    state_snapshot_free(&snap);
+    state_db_close(db);
+    unlink(path);
+}
+
+static void a_corrupt_file_is_moved_aside(void)
+{
+    char path[128], aside[192];
+    path_in_dir(path, sizeof path, "bad.db");
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 200; i++)
+        fputs("this is not an SQLite database, just garbage\n", f);
+    fclose(f);
+    state_db *db;
+    state_snapshot snap;
+    char *report;
+    CHECK(state_db_open(path, 1764604800, &db, &snap, &report) == 0 && db); /* 2025-12-01T16:00:00Z */
+    CHECK_STR_CONTAINS(report, "is corrupt (");
+    CHECK_STR_CONTAINS(report, "moved aside to ");
+    CHECK_STR_CONTAINS(report, "bad.db.corrupt-20251201T160000Z");
+    free(report);
+    snprintf(aside, sizeof aside, "%s.corrupt-20251201T160000Z", path);
+    CHECK(access(aside, F_OK) == 0);
+    state_op *a = op_new(STATE_PUT_MODEL, "echo", 1);
+    CHECK(state_db_apply(db, a) == 0); /* a new file, working */
+    state_op_free(a);
+    state_db_close(db);
+    unlink(path);
+    unlink(aside);
+}
+
+static void a_missing_directory_means_no_state(void)
+{
+    char path[128];
+    path_in_dir(path, sizeof path, "no/such/dir/state.db");
+    state_db *db;
+    state_snapshot snap;
+    char *report;
+    CHECK(state_db_open(path, 0, &db, &snap, &report) < 0 && db == NULL);
+    CHECK_STR_CONTAINS(report, "cannot open state file ");
+    CHECK_STR_CONTAINS(report, "no/such/dir/state.db");
+    CHECK_STR_CONTAINS(report, "running without state");
+    free(report);
+    CHECK(state_db_open(dir, 0, &db, &snap, &report) < 0); /* a directory */
+    CHECK_STR_CONTAINS(report, "not a regular file");
+    free(report);
+}
+
+static void a_file_held_by_another_daemon_is_not_shared(void)
+{
+    char path[128];
+    path_in_dir(path, sizeof path, "held.db");
+    state_db *first, *second;
+    state_snapshot snap;
+    char *report;
+    CHECK(state_db_open(path, 0, &first, &snap, &report) == 0);
+    free(report);
+    CHECK(state_db_open(path, 0, &second, &snap, &report) < 0 && second == NULL); /* waits 2 s, then gives up */
+    CHECK_STR_CONTAINS(report, "in use by another process");
+    free(report);
+    state_db_close(first);
+    CHECK(state_db_open(path, 0, &second, &snap, &report) == 0);
+    free(report);
+    state_db_close(second);
+    unlink(path);
+}
+
+static void a_newer_schema_is_left_alone(void)
+{
+    char path[128];
+    path_in_dir(path, sizeof path, "newer.db");
+    sqlite3 *c;
+    CHECK(sqlite3_open(path, &c) == SQLITE_OK);
+    CHECK(sqlite3_exec(c, "PRAGMA user_version = 7; CREATE TABLE t (x);", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(c);
+    state_db *db;
+    state_snapshot snap;
+    char *report;
+    CHECK(state_db_open(path, 0, &db, &snap, &report) < 0);
+    CHECK_STR_CONTAINS(report, "schema version 7");
+    free(report);
+    unlink(path);
+    rmdir(dir);
+}
+
+CHECK_MAIN(CASE(default_path_is_beside_the_repository), CASE(a_config_is_stored_compact_with_sorted_keys),
+           CASE(records_that_do_not_decode_are_refused), CASE(a_pull_record_is_checked),
+           CASE(the_queue_keeps_one_change_per_record), CASE(the_plan_leaves_out_models_changed_since_start),
+           CASE(changes_are_written_and_read_back), CASE(bad_rows_are_skipped_and_reported),
+           CASE(a_corrupt_file_is_moved_aside), CASE(a_missing_directory_means_no_state),
+           CASE(a_file_held_by_another_daemon_is_not_shared), CASE(a_newer_schema_is_left_alone))
