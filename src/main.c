@@ -11,6 +11,7 @@
 #include "manifest.h"
 #include "proto.h"
 #include "server.h"
+#include "state.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -46,6 +47,10 @@ static const char usage[] =
     "  --grpc-port PORT|off    gRPC (KServe v2's GRPCInferenceService) on --host at PORT (default\n"
     "                          $GRPC_PORT or 8767; 0 picks a free port; off: no gRPC)\n"
     "  --poll SECONDS          rescan the repository periodically (default: only on request)\n"
+    "  --state FILE|off        keep explicit loads, unloads, scales and pulls in FILE (SQLite) and\n"
+    "                          load those models again at start (default $CORRAL_STATE, else\n"
+    "                          corral-state.db in the parent directory of --models; off: none;\n"
+    "                          docs/state.md)\n"
     "  --max-body SIZE         largest request body, e.g. 512MiB (default 1GiB)\n"
     "  --max-inflight-body SIZE  request bodies held at once, all connections together; an upload\n"
     "                          past it gets 503 (default: a quarter of memory, at least --max-body)\n"
@@ -394,7 +399,7 @@ static int samples_beside(const char *models_dir, char *out, size_t size)
 
 static int serve(int argc, char **argv)
 {
-    const char *env_port = getenv("PORT"), *env_grpc = getenv("GRPC_PORT");
+    const char *env_port = getenv("PORT"), *env_grpc = getenv("GRPC_PORT"), *state = getenv("CORRAL_STATE");
     server_config cfg = {.host = "127.0.0.1",
                          .port = 8766,
                          .grpc_port = 8767,
@@ -454,6 +459,12 @@ static int serve(int argc, char **argv)
                 fprintf(stderr, "corral: --grpc-port must be a port from 0 to 65535, or off\n");
                 return 2;
             }
+        } else if (strcmp(opt, "--state") == 0) {
+            if (!*val) {
+                fprintf(stderr, "corral: --state needs a file, or off\n");
+                return 2;
+            }
+            state = val; /* the flag wins over CORRAL_STATE */
         } else if (strcmp(opt, "--poll") == 0) {
             cfg.poll_s = strtod(val, &end);
             if (*end || cfg.poll_s < 0) {
@@ -567,6 +578,16 @@ static int serve(int argc, char **argv)
         }
     } else if (samples_beside(cfg.models_dir, default_samples, sizeof default_samples) == 0)
         cfg.samples_dir = default_samples;
+    char state_default[4200];
+    if (!state || !*state) {
+        if (state_default_path(cfg.models_dir, state_default, sizeof state_default) < 0) {
+            fprintf(stderr, "corral: --models '%s': the default state file's name is too long; set --state\n",
+                    cfg.models_dir);
+            return 2;
+        }
+        state = state_default;
+    }
+    cfg.state_path = strcmp(state, "off") == 0 ? NULL : state;
     /* The flag wins over the environment; an empty CORRAL_TOKEN counts as unset. */
     char *token = NULL;
     const char *env_token = getenv("CORRAL_TOKEN");

@@ -15,6 +15,7 @@
 #include "modelcfg.h"
 #include "proto.h"
 #include "sb.h"
+#include "state.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -53,6 +54,7 @@ static const inst_events events = {
 };
 
 static void check_load_done(model *m);
+static int scale_to(model *m, int instances, char *msg, size_t msglen);
 
 const char *model_name(const model *m)
 {
@@ -774,7 +776,7 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
         return refused;
     if (m->state == MODEL_LOADING || m->state == MODEL_READY) {
         if (instances > 0 && instances != m->target) {
-            int rc = model_scale(m, instances, msg, msglen);
+            int rc = scale_to(m, instances, msg, msglen);
             if (rc)
                 return rc;
         }
@@ -825,7 +827,8 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
     return 0;
 }
 
-int model_load_config(model *m, const json_t *config, int instances, lifecycle_waiter *w, char *msg, size_t msglen)
+/* model_load_config without the note to the state file: also what model_restore does. */
+static int load_config(model *m, const json_t *config, int instances, lifecycle_waiter *w, char *msg, size_t msglen)
 {
     if (!config && !m->override)
         return model_load(m, instances, w, msg, msglen);
@@ -874,10 +877,33 @@ int model_load_config(model *m, const json_t *config, int instances, lifecycle_w
     return 503;
 }
 
+int model_load_config(model *m, const json_t *config, int instances, lifecycle_waiter *w, char *msg, size_t msglen)
+{
+    int was_running = m->state == MODEL_LOADING || m->state == MODEL_READY;
+    int status = load_config(m, config, instances, w, msg, msglen);
+    if (status)
+        return status;
+    /* What the operator asked for: their count; else the manifest's (0), but
+     * a running model that loads again without a count or a new config
+     * keeps the scale it has. A reload's config is in reload_override until
+     * its unload is done. */
+    int kept = was_running && !m->reload_mf;
+    state_note_loaded(m->name, instances > 0 ? instances : kept ? m->target : 0,
+                      m->reload_mf ? m->reload_override : m->override);
+    return 0;
+}
+
+int model_restore(model *m, const json_t *config, int instances, char *msg, size_t msglen)
+{
+    return load_config(m, config, instances, NULL, msg, msglen);
+}
+
 int model_unload(model *m, lifecycle_waiter *w, char *msg, size_t msglen)
 {
     (void)msg;
     (void)msglen;
+    if (w) /* a client's unload: the internal ones (keep_alive, memory budget, reload) pass no waiter */
+        state_note_unloaded(m->name);
     uv_timer_stop(&m->idle_timer);
     if (w && m->reload_mf) { /* an explicit unload wins over a reload still waiting for its own */
         drop_reload(m);
@@ -911,6 +937,15 @@ int model_unload(model *m, lifecycle_waiter *w, char *msg, size_t msglen)
 }
 
 int model_scale(model *m, int instances, char *msg, size_t msglen)
+{
+    int status = scale_to(m, instances, msg, msglen);
+    if (status == 0) /* a scale is the operator's: the model is to be loaded at that count */
+        state_note_loaded(m->name, instances, m->override);
+    return status;
+}
+
+/* model_scale without the note: also a load's own count (model_load). */
+static int scale_to(model *m, int instances, char *msg, size_t msglen)
 {
     if (instances < 1 || instances > MANIFEST_MAX_INSTANCES) {
         snprintf(msg, msglen, "instances must be an integer from 1 to %d", MANIFEST_MAX_INSTANCES);

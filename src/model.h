@@ -125,12 +125,32 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
  * 409 (unloading) or 503, with msg.
  */
 int model_load_config(model *m, const json_t *config, int instances, lifecycle_waiter *w, char *msg, size_t msglen);
+/* (An accepted load is noted in the state file, state.h, with its count and config.) */
 
-/* Unloads; w->on_done runs once every worker has exited. Returns 0 or 409. */
+/*
+ * The load of a restart's restore (registry_restore): model_load_config
+ * with no waiter and no note in the state file (it is what the file says).
+ */
+int model_restore(model *m, const json_t *config, int instances, char *msg, size_t msglen);
+
+/*
+ * Unloads; w->on_done runs once every worker has exited. Returns 0 or 409.
+ * A waiter means a client's unload, which the state file notes; the
+ * daemon's own unloads (keep_alive, the memory budget, a reload) pass NULL.
+ */
 int model_unload(model *m, lifecycle_waiter *w, char *msg, size_t msglen);
 
-/* Sets the instance count of a loaded model. Returns 0, 400 or 409 with msg. */
+/* Sets the instance count of a loaded model, noted in the state file. Returns 0, 400 or 409 with msg. */
 int model_scale(model *m, int instances, char *msg, size_t msglen);
+
+struct state_snapshot;
+/*
+ * At start, once the state file is read (state.h): loads every model it
+ * records as loaded, at its count and with its config; a model no longer
+ * in the repository, or one that cannot load, is logged as a warning (its
+ * record is kept), as is a pulled model that is gone.
+ */
+void registry_restore(const struct state_snapshot *s);
 
 /* Removes a waiter whose client went away. */
 void model_forget_waiter(model *m, lifecycle_waiter *w);

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "repo.h"
 #include "sb.h"
+#include "state.h"
 #include "xmalloc.h"
 
 #include <limits.h>
@@ -221,6 +222,39 @@ int registry_init(uv_loop_t *loop, const registry_config *cfg)
             model_load(m, 0, NULL, msg, sizeof msg);
     }
     return 0;
+}
+
+void registry_restore(const state_snapshot *s)
+{
+    if (R.shutting_down)
+        return;
+    for (size_t i = 0; i < s->n_models; i++) {
+        const state_model *r = &s->models[i];
+        model *m = model_find(r->name, strlen(r->name));
+        if (!m) {
+            log_warn("state: model %s was loaded before the restart but is not in the repository now; not loaded "
+                     "(its record is kept, for a repository that comes back)",
+                     r->name);
+            continue;
+        }
+        char msg[1200];
+        int status = model_restore(m, r->config, r->instances, msg, sizeof msg);
+        if (status)
+            MODEL_LOG(LOG_WARN, m, "state: model %s was loaded before the restart but cannot be loaded again: %s",
+                      r->name, msg);
+        else if (r->instances)
+            MODEL_LOG(LOG_INFO, m, "state: loading model %s again, with %d instance%s%s", r->name, r->instances,
+                      r->instances == 1 ? "" : "s", r->config ? " and its load's config" : "");
+        else
+            MODEL_LOG(LOG_INFO, m, "state: loading model %s again%s", r->name, r->config ? ", with its load's config" : "");
+    }
+    for (size_t i = 0; i < s->n_pulls; i++) {
+        const state_pull *p = &s->pulls[i];
+        if (!model_find(p->name, strlen(p->name)))
+            log_warn("state: model %s was pulled from %s but is not in the repository now; `corral pull %s --sha256 "
+                     "%s --name %s` fetches it again",
+                     p->name, p->url, p->url, p->sha256, p->name);
+    }
 }
 
 /* ---- memory and autoscaling ---- */

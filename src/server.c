@@ -17,6 +17,7 @@
 #include "intake.h"
 #include "log.h"
 #include "model.h"
+#include "state.h"
 
 #include <h2o.h>
 #include <malloc.h>
@@ -58,9 +59,14 @@ static void on_flushed(uv_timer_t *t)
     uv_stop(S.loop);
 }
 
-static void on_grpc_stopped(void)
+static void on_state_closed(void)
 {
     uv_timer_start(&S.flush_timer, on_flushed, 200, 0);
+}
+
+static void on_grpc_stopped(void)
+{
+    state_close(on_state_closed); /* the last changes written, the file closed */
 }
 
 static void on_workers_stopped(void)
@@ -177,6 +183,7 @@ int server_run(const server_config *cfg)
         registry_shutdown(NULL);
         return 1;
     }
+    state_start(S.loop, cfg->state_path, registry_restore); /* read and restored in the background */
     uv_signal_init(S.loop, &S.sigterm);
     uv_signal_start(&S.sigterm, on_signal, SIGTERM);
     uv_signal_init(S.loop, &S.sigint);
