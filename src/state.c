@@ -664,6 +664,8 @@ static void pump(void)
 
 void state_start(uv_loop_t *loop, const char *path, state_restore_cb on_restore)
 {
+    assert(!S.busy && !S.pending && !S.path); /* once, or again only after state_close is done */
+    memset(&S, 0, sizeof S);
     S.loop = loop;
     S.on_restore = on_restore;
     if (!path) {

@@ -8,6 +8,7 @@ Fixtures: examples/models/echo (2 instances), tests/models/steerable.
 """
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 
@@ -82,6 +83,44 @@ def test_an_unload_is_remembered_and_a_lazy_load_changes_nothing(corral, tmp_pat
     wait_ready(d, "kept", 1)
     time.sleep(0.5)
     assert d.model("dropped")["state"] == "unloaded"
+
+
+def test_the_daemon_serves_while_the_restore_loads(corral, tmp_path):
+    corral.add("slow", "steerable", manifest=ctl_manifest(parameters={"load_delay": 3}))
+    state = tmp_path / "state.db"
+    d = corral.start("--state", str(state))
+    assert load(d, "slow").status_code == 200
+    d.stop()
+    t0 = time.monotonic()
+    d = corral.start("--state", str(state))
+    wait_for(lambda: d.model("slow")["state"] == "loading", timeout=5, what="the restore to start loading")
+    assert d.get("/v2/health/live").status_code == 200
+    assert time.monotonic() - t0 < 2.5, "the daemon answered only after the restored model had loaded"
+    wait_ready(d, "slow", 1)
+
+
+def test_records_that_cannot_be_restored_are_reported(corral, tmp_path):
+    corral.add("echo", "echo")
+    corral.add("bad", "echo")
+    state = tmp_path / "state.db"
+    d = corral.start("--state", str(state))
+    assert load(d, "echo", {"instances": 1}).status_code == 200
+    d.stop()
+    db = sqlite3.connect(state)
+    db.execute("INSERT INTO models VALUES ('bad', 0, '{\"instances\": 0}', 0)")  # a config the manifest refuses
+    db.execute("INSERT INTO models VALUES ('../evil', 1, NULL, 0)")
+    db.execute("INSERT INTO pulls VALUES ('fetched', 'https://example.com/f.tar.gz', ?, 0)", ("ab" * 32,))
+    db.commit()
+    db.close()
+    d = corral.start("--state", str(state))
+    wait_ready(d, "echo", 1)
+    wait_log(d, "state: model bad was loaded before the restart but cannot be loaded again: model 'bad': the load's "
+                "config")
+    log = d.log()
+    assert "1 records skipped (the last: a model record's name is not a model name)" in log
+    assert (f"model fetched was pulled from https://example.com/f.tar.gz but is not in the repository now; "
+            f"`corral pull https://example.com/f.tar.gz --sha256 {'ab' * 32} --name fetched`") in log
+    assert d.model("bad")["state"] == "unloaded"
 
 
 def test_grpc_loads_and_unloads_are_recorded_too(corral, tmp_path):
