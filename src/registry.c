@@ -246,7 +246,8 @@ void registry_restore(const state_snapshot *s)
             MODEL_LOG(LOG_INFO, m, "state: loading model %s again, with %d instance%s%s", r->name, r->instances,
                       r->instances == 1 ? "" : "s", r->config ? " and its load's config" : "");
         else
-            MODEL_LOG(LOG_INFO, m, "state: loading model %s again%s", r->name, r->config ? ", with its load's config" : "");
+            MODEL_LOG(LOG_INFO, m, "state: loading model %s again%s", r->name,
+                      r->config ? ", with its load's config" : "");
     }
     for (size_t i = 0; i < s->n_pulls; i++) {
         const state_pull *p = &s->pulls[i];

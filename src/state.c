@@ -342,10 +342,9 @@ static int move_aside(const char *path, int64_t now, char *moved, size_t movedle
             continue;
         if (rename(path, moved) < 0)
             return -errno;
-        char from[4200], to[4300];
-        snprintf(from, sizeof from, "%s-journal", path);
-        snprintf(to, sizeof to, "%s-journal", moved);
-        if (access(from, F_OK) == 0)
+        char from[4400], to[4500];
+        int a = snprintf(from, sizeof from, "%s-journal", path), b = snprintf(to, sizeof to, "%s-journal", moved);
+        if (a > 0 && (size_t)a < sizeof from && b > 0 && (size_t)b < sizeof to && access(from, F_OK) == 0)
             rename(from, to);
         return 0;
     }
@@ -457,7 +456,8 @@ done:
 int state_db_apply(state_db *db, state_op *op)
 {
     static const char *const sql[] = {
-        [STATE_PUT_MODEL] = "INSERT OR REPLACE INTO models (name, instances, config, updated_at) VALUES (?1, ?2, ?3, ?4)",
+        [STATE_PUT_MODEL] =
+            "INSERT OR REPLACE INTO models (name, instances, config, updated_at) VALUES (?1, ?2, ?3, ?4)",
         [STATE_DEL_MODEL] = "DELETE FROM models WHERE name = ?1",
         [STATE_PUT_PULL] = "INSERT OR REPLACE INTO pulls (name, url, sha256, pulled_at) VALUES (?1, ?2, ?3, ?4)",
     };

@@ -399,5 +399,5 @@ CHECK_MAIN(CASE(default_path_is_beside_the_repository), CASE(a_config_is_stored_
            CASE(the_queue_keeps_one_change_per_record), CASE(the_plan_leaves_out_models_changed_since_start),
            CASE(changes_are_written_and_read_back), CASE(bad_rows_are_skipped_and_reported),
            CASE(a_corrupt_file_is_moved_aside), CASE(a_missing_directory_means_no_state),
-           CASE(a_file_held_by_another_daemon_is_not_shared), CASE(notes_are_written_through_the_loop_and_flushed_on_close),
-           CASE(a_newer_schema_is_left_alone))
+           CASE(a_file_held_by_another_daemon_is_not_shared),
+           CASE(notes_are_written_through_the_loop_and_flushed_on_close), CASE(a_newer_schema_is_left_alone))
