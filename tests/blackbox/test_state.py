@@ -1,7 +1,8 @@
-"""State that survives a restart (--state FILE, docs/state.md): explicit loads, their scales and configs
-are loaded again at start, an unload is remembered, lazy loads are not; a corrupt state file, a missing
-directory and a model gone from the repository are reported and survived; --state off writes nothing; a
-storm of scale calls while requests flow delays none of them.
+"""State that survives a restart (--state FILE, docs/state.md): explicit loads (HTTP and gRPC), their
+scales and configs are loaded again at start, in the background; an unload is remembered, lazy loads are
+not; a corrupt state file, a missing directory, a file another daemon holds, records that cannot be restored
+and a model gone from the repository are reported and survived; --state off writes nothing; a storm of
+scale calls while requests flow delays none of them.
 
 conftest sets CORRAL_STATE=off for every daemon; each test here names its state file with --state.
 Fixtures: examples/models/echo (2 instances), tests/models/steerable.
@@ -86,7 +87,7 @@ def test_an_unload_is_remembered_and_a_lazy_load_changes_nothing(corral, tmp_pat
 
 
 def test_the_daemon_serves_while_the_restore_loads(corral, tmp_path):
-    corral.add("slow", "steerable", manifest=ctl_manifest(parameters={"load_delay": 3}))
+    corral.add("slow", "steerable", manifest=ctl_manifest(parameters={"load_delay": 5}))
     state = tmp_path / "state.db"
     d = corral.start("--state", str(state))
     assert load(d, "slow").status_code == 200
@@ -95,7 +96,7 @@ def test_the_daemon_serves_while_the_restore_loads(corral, tmp_path):
     d = corral.start("--state", str(state))
     wait_for(lambda: d.model("slow")["state"] == "loading", timeout=5, what="the restore to start loading")
     assert d.get("/v2/health/live").status_code == 200
-    assert time.monotonic() - t0 < 2.5, "the daemon answered only after the restored model had loaded"
+    assert time.monotonic() - t0 < 4.5, "the daemon answered only after the restored model had loaded"
     wait_ready(d, "slow", 1)
 
 
@@ -121,6 +122,21 @@ def test_records_that_cannot_be_restored_are_reported(corral, tmp_path):
     assert (f"model fetched was pulled from https://example.com/f.tar.gz but is not in the repository now; "
             f"`corral pull https://example.com/f.tar.gz --sha256 {'ab' * 32} --name fetched`") in log
     assert d.model("bad")["state"] == "unloaded"
+
+
+def test_a_second_daemon_on_the_same_file_runs_without_state(corral, tmp_path):
+    corral.add("echo", "echo")
+    state = tmp_path / "state.db"
+    first = corral.start("--state", str(state))
+    wait_log(first, "0 models to load again")
+    second = corral.start("--state", str(state))
+    wait_log(second, f"state file {state} is in use by another process (database is locked); running without state")
+    assert load(second, "echo", {"instances": 1}).status_code == 200  # not recorded
+    assert load(first, "echo", {"instances": 2}).status_code == 200
+    second.stop()
+    first.stop()
+    d = corral.start("--state", str(state))
+    wait_ready(d, "echo", 2)
 
 
 def test_grpc_loads_and_unloads_are_recorded_too(corral, tmp_path):
