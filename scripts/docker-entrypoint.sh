@@ -8,7 +8,10 @@
 #                              baked-in models taking precedence
 #   $APP_ROOT/samples          shared inputs, handed to every worker
 # on 0.0.0.0:${PORT:-8766}, gRPC on ${GRPC_PORT:-8767} (corral reads
-# GRPC_PORT and LOG_LEVEL itself). Arguments that start with '-' are more
+# GRPC_PORT and LOG_LEVEL itself). The state file (loads and scales kept
+# across restarts, docs/state.md) lives on the external-models volume, as a
+# hidden file the repository scan skips: $CORRAL_STATE, else
+# $APP_ROOT/external_models/.corral-state.db. Arguments that start with '-' are more
 # `corral serve` options, after these, so a repeated one wins
 # (`docker run corral --memory-budget 8GiB`, `... corral --host ::`); any
 # other command runs instead of the daemon (`docker run -it corral sh`).
@@ -25,6 +28,7 @@ exec corral serve \
     --models "$APP_ROOT/models" \
     --external-models "$APP_ROOT/external_models" \
     --samples "$APP_ROOT/samples" \
+    --state "${CORRAL_STATE:-$APP_ROOT/external_models/.corral-state.db}" \
     --host 0.0.0.0 \
     --port "${PORT:-8766}" \
     "$@"

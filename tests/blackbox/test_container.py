@@ -169,6 +169,24 @@ def test_entrypoint_serves_the_app_layout_and_stops_on_sigterm(app, entrypoint):
     assert processes_under(app) == []
 
 
+def test_state_lives_on_the_external_models_volume_and_survives_a_restart(app, entrypoint):
+    """The image keeps its state file on the volume (a hidden file the scan skips), so a container started
+    again on the same volume loads what was loaded, at its scale."""
+    e = entrypoint(CORRAL_STATE="")  # unset, as in the image
+    base = e.wait_serving()
+    r = requests.post(base + "/v2/repository/models/echo/load", json={"parameters": {"instances": 2}}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert e.stop() == 0
+    state = app / "external_models" / ".corral-state.db"
+    assert state.is_file() and not (app / "models" / ".corral-state.db").exists()
+    e = entrypoint(CORRAL_STATE="")
+    base = e.wait_serving()
+    def restored():
+        m = requests.get(base + "/v1/models/echo", timeout=10).json()
+        return m if m["state"] == "ready" and len(m["instances"]) == 2 else None
+    wait_for(restored, timeout=30, what="echo restored at 2 instances")
+
+
 def test_healthcheck_fails_when_nothing_serves(app, entrypoint):
     e = entrypoint()
     port = e.wait_serving().rsplit(":", 1)[1]
