@@ -9,7 +9,7 @@
 #   $APP_ROOT/samples          shared inputs, handed to every worker
 # on 0.0.0.0:${PORT:-8766}, gRPC on ${GRPC_PORT:-8767} (corral reads
 # GRPC_PORT and LOG_LEVEL itself). The state file (loads and scales kept
-# across restarts, docs/state.md) lives on the external-models volume, as a
+# across restarts, docs/repository.md) lives on the external-models volume, as a
 # hidden file the repository scan skips: $CORRAL_STATE, else
 # $APP_ROOT/external_models/.corral-state.db. Arguments that start with '-' are more
 # `corral serve` options, after these, so a repeated one wins

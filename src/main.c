@@ -50,7 +50,7 @@ static const char usage[] =
     "  --state FILE|off        keep explicit loads, unloads, scales and pulls in FILE (SQLite) and\n"
     "                          load those models again at start (default $CORRAL_STATE, else\n"
     "                          corral-state.db in the parent directory of --models; off: none;\n"
-    "                          docs/state.md)\n"
+    "                          docs/repository.md)\n"
     "  --max-body SIZE         largest request body, e.g. 512MiB (default 1GiB)\n"
     "  --max-inflight-body SIZE  request bodies held at once, all connections together; an upload\n"
     "                          past it gets 503 (default: a quarter of memory, at least --max-body)\n"

@@ -1,7 +1,7 @@
 /*
  * state — the state file: explicit loads, unloads, scales and pulls
  * recorded in SQLite off the loop thread, and read back at start; see
- * state.h and docs/state.md.
+ * state.h and docs/repository.md.
  *
  * The loop thread owns the queue and the flags below; the connection
  * (S.db) belongs to whichever work is in flight, and there is at most one

@@ -1,7 +1,7 @@
 /*
  * state — what the daemon keeps across a restart (`--state FILE`, SQLite):
  * the models an operator loaded explicitly, at the scale they set and with
- * their load's config, and the models that were pulled (docs/state.md).
+ * their load's config, and the models that were pulled (docs/repository.md).
  *
  * Contract:
  * - Threads. The state_note_* calls, state_start and state_close run on the
@@ -74,7 +74,7 @@ void state_start(uv_loop_t *loop, const char *path, state_restore_cb on_restore)
  * An explicit load or scale was accepted: the model is to be loaded with
  * instances (0: the manifest's count) and config (NULL: model.yaml; not
  * stolen). Lazy loads, keep_alive unloads, autoscaling, memory-budget
- * unloads and restores are not noted (docs/state.md).
+ * unloads and restores are not noted (docs/repository.md).
  */
 void state_note_loaded(const char *name, int instances, const json_t *config);
 /* An explicit unload was accepted: the model's record goes. */

@@ -30,7 +30,7 @@ FIXTURES = ROOT / "tests" / "models"
 # Every daemon the tests start (here or by hand) listens for gRPC on a port of its own choosing: the default
 # 8767 would be shared by every test and by a `make serve` running beside them. Daemon.grpc_port reads it.
 os.environ.setdefault("GRPC_PORT", "0")
-# Nor may any of them keep state (docs/state.md) beside its repository, or in a file named in the caller's
+# Nor may any of them keep state (docs/repository.md) beside its repository, or in a file named in the caller's
 # CORRAL_STATE: a test that wants state names its own file with --state, which wins over this.
 os.environ["CORRAL_STATE"] = "off"
 EXAMPLES = ROOT / "examples" / "models"

@@ -1,4 +1,4 @@
-"""State that survives a restart (--state FILE, docs/state.md): explicit loads (HTTP and gRPC), their
+"""State that survives a restart (--state FILE, docs/repository.md): explicit loads (HTTP and gRPC), their
 scales and configs are loaded again at start, in the background; an unload is remembered, lazy loads are
 not; a corrupt state file, a missing directory, a file another daemon holds, records that cannot be restored
 and a model gone from the repository are reported and survived; --state off writes nothing; a storm of
