@@ -1833,15 +1833,18 @@ def grpc_why(g: dict, t: dict) -> str:
                         + "; ".join(f"{GRPC_COPY_NAMES[s]}, {f_pct(v, 0)}" for s, v in hcopies) + ")"
                         if hcopies else "") + ".")
         extra = [s for s, _ in copies if s not in {h for h, _ in hcopies}]
-        if {"readall", "unpack", "pack"} & set(extra):
-            parts.append("The copies gRPC adds are the daemon's own (src/api_grpc.c, src/grpc_bridge.c): gRPC's C core "
-                         "hands a received message over as a list of slices, which the bridge gathers into one buffer; "
-                         "protobuf-c's unpack then copies every `bytes` field out of it, so the tensor is copied twice "
-                         "before the copy into the instance's region that HTTP makes too; and the answer's tensor is "
-                         "copied into a newly packed message, where HTTP writes the output region to the socket as it "
-                         "is. Reading `raw_input_contents` in place in the gathered buffer, and sending the answer's "
-                         "tensor as a slice of its own after a packed head, would take two or three copies of the "
-                         "tensor out of each round trip.")
+        why = {
+            "readall": "gRPC's C core hands a received message over as a list of slices, which the bridge gathers "
+                       "into one buffer before protobuf-c reads it (src/grpc_bridge.c, `on_recv`)",
+            "unpack": "protobuf-c's unpack copies every `bytes` field out of the message",
+            "pack": "the answer's tensor is copied into a newly packed message",
+        }
+        present = [s for s in ("readall", "unpack", "pack") if s in extra]
+        if present:
+            parts.append("The copies gRPC adds to HTTP's are the daemon's own: " + "; ".join(why[s] for s in present)
+                         + ". (The daemon reads `raw_input_contents` where they lie in the gathered message and sends "
+                         "a large answer's tensors as slices of the worker's output region after a packed head, "
+                         "src/grpc_infer.c and src/api_grpc.c, so neither protobuf-c copy should appear.)")
     return " ".join(parts)
 
 
