@@ -328,13 +328,46 @@ static int scalar_text(json_t *v, char *buf, size_t len)
     return 0;
 }
 
+/*
+ * source: {url, sha256}, where `corral pull NAME` fetches the model's files
+ * from (docs/pull.md). Only the form is checked here; whether the URL may
+ * be fetched is the pull policy's, at pull time.
+ */
+static int get_source(vctx *c, json_t *root, manifest *m)
+{
+    static const char *const source_keys[] = {"url", "sha256", NULL};
+    json_t *v = json_object_get(root, "source");
+    if (!v || json_is_null(v))
+        return 0;
+    json_t *src = get_section(c, root, "source", source_keys);
+    if (!src)
+        return -EINVAL;
+    const char *url = json_string_value(json_object_get(src, "url"));
+    const char *sha = json_string_value(json_object_get(src, "sha256"));
+    int rc = 0;
+    if (!url || strlen(url) != json_string_length(json_object_get(src, "url")) || strlen(url) > 8192 ||
+        (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0 && strncmp(url, "file:", 5) != 0))
+        rc = fail(c, "source.url", "must be an http, https or file URL of at most 8192 bytes");
+    for (const char *p = url; rc == 0 && *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            rc = fail(c, "source.url", "must not contain spaces or control characters");
+    if (rc == 0 && (!sha || strlen(sha) != 64 || strspn(sha, "0123456789abcdefABCDEF") != 64))
+        rc = fail(c, "source.sha256", "must be the sha256 of the download, 64 hex digits");
+    if (rc == 0) {
+        m->source_url = xstrdup(url);
+        m->source_sha256 = xstrdup(sha);
+    }
+    json_decref(src);
+    return rc;
+}
+
 static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
 {
     static const char *const top[] = {"name", "runtime", "entrypoint", "python", "args", "env", "instances",
                                       "max_instances", "concurrency", "pipeline", "load", "keep_alive", "timeout",
                                       "stream_timeout", "load_timeout", "max_queue", "priority_levels", "default_priority",
                                       "batching", "restart", "health", "limits", "parameters", "inputs",
-                                      "outputs", "description", "version", "decoupled", NULL};
+                                      "outputs", "description", "version", "decoupled", "source", NULL};
     if (check_keys(c, root, NULL, top) < 0)
         return -EINVAL;
     if (get_string(c, root, "name", dirname, &m->name) < 0)
@@ -533,6 +566,9 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
     if (rc < 0)
         return rc;
 
+    if (get_source(c, root, m) < 0)
+        return -EINVAL;
+
     json_t *params = json_object_get(root, "parameters");
     if (params && !json_is_null(params) && !json_is_object(params))
         return fail(c, "parameters", "must be a mapping");
@@ -618,6 +654,7 @@ static const struct {
     {"args", "it chooses the program the daemon runs; edit model.yaml"},
     {"env", "it chooses the program the daemon runs; edit model.yaml"},
     {"load", "it applies at daemon start only"},
+    {"source", "it says where `corral pull` fetches the model from; edit model.yaml"},
 };
 
 static int parse_tree(vctx *c, json_t *root, const json_t *override, const char *dirname, manifest *m)
@@ -716,6 +753,8 @@ void manifest_free(manifest *m)
     free(m->name);
     free(m->entrypoint);
     free(m->python);
+    free(m->source_url);
+    free(m->source_sha256);
     free_list(m->args);
     free_list(m->env);
     json_decref(m->parameters);

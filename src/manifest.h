@@ -55,6 +55,8 @@ typedef struct manifest {
     json_t *outputs;      /* array or NULL */
     decl_list *input_decl;  /* inputs parsed for the request checks; NULL when none are declared */
     decl_list *output_decl; /* likewise outputs */
+    char *source_url;     /* source.url: where `corral pull NAME` fetches the model's files; NULL: none */
+    char *source_sha256;  /* source.sha256, 64 hex digits; set with source_url */
     uint64_t digest;      /* of the file's bytes, to notice changes */
 } manifest;
 

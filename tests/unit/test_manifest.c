@@ -205,6 +205,16 @@ static void errors(void)
          "key 'batching.preferred_batch_sizes': must be ascending integers from 1 to max_batch_size (8)"},
         {"runtime: python\nentrypoint: w.py\nbatching: {preferred_batch_sizes: [2]}\n",
          "key 'batching.preferred_batch_sizes': needs batching.max_batch_size"},
+        {"runtime: python\nentrypoint: w.py\nsource: http://x/y.tar\n", "key 'source': must be a mapping"},
+        {"runtime: python\nentrypoint: w.py\nsource: {url: 'http://x/y', sha256: 'ab', md5: 'x'}\n",
+         "key 'source.md5': unknown key"},
+        {"runtime: python\nentrypoint: w.py\nsource: {url: 'ftp://x/y', sha256: 'ab'}\n",
+         "key 'source.url': must be an http, https or file URL"},
+        {"runtime: python\nentrypoint: w.py\nsource: {url: 'http://x/a b', sha256: 'ab'}\n",
+         "key 'source.url': must not contain spaces"},
+        {"runtime: python\nentrypoint: w.py\nsource: {url: 'http://x/y', sha256: 'abc'}\n",
+         "key 'source.sha256': must be the sha256 of the download, 64 hex digits"},
+        {"runtime: python\nentrypoint: w.py\nsource: {sha256: 'abc'}\n", "key 'source.url'"},
         {"runtime: [python\n", "YAML error"},
         {"- just\n- a list\n", "must be a mapping"},
         {"", "must be a mapping"},
@@ -218,6 +228,22 @@ static void errors(void)
         CHECK_STR_CONTAINS(err, path);
         manifest_free(m);
     }
+}
+
+static void source(void)
+{
+    manifest *m;
+    char err[512] = "";
+    const char *hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    char text[512];
+    snprintf(text, sizeof text, "runtime: python\nentrypoint: w.py\nsource:\n  url: https://h/m.tar.gz\n  sha256: '%s'\n", hex);
+    CHECK(load_text(text, &m, err, sizeof err) == 0);
+    CHECK(m && m->source_url && strcmp(m->source_url, "https://h/m.tar.gz") == 0);
+    CHECK(m && m->source_sha256 && strcmp(m->source_sha256, hex) == 0);
+    manifest_free(m);
+    CHECK(load_text("runtime: python\nentrypoint: w.py\n", &m, err, sizeof err) == 0);
+    CHECK(m && !m->source_url && !m->source_sha256);
+    manifest_free(m);
 }
 
 static void digest_changes(void)
@@ -333,7 +359,7 @@ static void overrides(void)
     CHECK(override_text(yaml, "{\"keep_alive\":\"soon\"}", &m, err, sizeof err) < 0);
     CHECK_STR_CONTAINS(err, "key 'keep_alive': must be a duration");
     /* the program and the name are not a load's to choose */
-    static const char *const fixed[] = {"name", "runtime", "entrypoint", "python", "args", "env", "load"};
+    static const char *const fixed[] = {"name", "runtime", "entrypoint", "python", "args", "env", "load", "source"};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         char cfg[64], want[64];
         snprintf(cfg, sizeof cfg, "{\"%s\":\"x\"}", fixed[i]);
@@ -356,7 +382,7 @@ int main(void)
     close(fd);
     static const check_case cases[] = {CASE(durations), CASE(sizes), CASE(names), CASE(minimal_defaults),
                                        CASE(every_key), CASE(errors), CASE(digest_changes), CASE(missing_file),
-                                       CASE(merge_patch), CASE(overrides)};
+                                       CASE(merge_patch), CASE(overrides), CASE(source)};
     int rc = check_run(cases, sizeof cases / sizeof cases[0]);
     unlink(path);
     return rc;
