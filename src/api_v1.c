@@ -8,6 +8,7 @@
 #include "generate.h"
 #include "http.h"
 #include "proto.h"
+#include "pull.h"
 #include "sb.h"
 
 #include <errno.h>
@@ -34,6 +35,78 @@ static void handle_scale(h2o_req_t *req, model *m)
         http_send_json(req, 200, model_to_json(m));
 }
 
+/* POST /v1/models/pull: answered when the pull is done (docs/pull.md). */
+typedef struct pull_pending {
+    h2o_req_t *req; /* NULL once h2o disposed the request */
+    pull *pull;     /* NULL once done; owned by pull.c */
+} pull_pending;
+
+static void pull_pending_dispose(void *ptr)
+{
+    pull_pending *pp = ptr;
+    if (pp->pull)
+        pull_detach(pp->pull); /* the client left: the pull goes on, its events tell */
+}
+
+static void on_pulled(pull *pl, int status, const char *name, const char *msg, void *data)
+{
+    (void)pl;
+    pull_pending *pp = data;
+    pp->pull = NULL;
+    model *m = status ? NULL : model_find(name, strlen(name));
+    if (status)
+        http_error(pp->req, status, status == 503, "pull of model '%s': %s", name, msg);
+    else if (!m)
+        http_error(pp->req, 500, 0, "model '%s' was pulled but the rescan did not find it", name);
+    else
+        http_send_json(pp->req, 200, model_to_json(m));
+}
+
+static void handle_pull(h2o_req_t *req)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(req->entity.base ? req->entity.base : "", req->entity.len, 0, &jerr);
+    const char *key;
+    json_t *v;
+    if (!json_is_object(root)) {
+        json_decref(root);
+        http_error(req, 400, 0, "pull request body must be {\"url\": URL, \"sha256\": HEX, \"name\": NAME} or {\"name\": NAME}");
+        return;
+    }
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "url") != 0 && strcmp(key, "sha256") != 0 && strcmp(key, "name") != 0) {
+            http_error(req, 400, 0, "pull request: unknown key '%s' (url, sha256 and name are)", key);
+            json_decref(root);
+            return;
+        }
+        if (!json_is_string(v)) {
+            http_error(req, 400, 0, "pull request: '%s' must be a string", key);
+            json_decref(root);
+            return;
+        }
+    }
+    const char *url = json_string_value(json_object_get(root, "url"));
+    const char *sha = json_string_value(json_object_get(root, "sha256"));
+    const char *name = json_string_value(json_object_get(root, "name"));
+    if ((url && !sha) || (!url && (sha || !name))) {
+        http_error(req, 400, 0, "pull request: %s", url ? "'sha256' is required with a url"
+                                                  : sha ? "'url' is required with a sha256"
+                                                        : "'url' and 'sha256', or the 'name' of a model declared with source, are required");
+        json_decref(root);
+        return;
+    }
+    char err[1024];
+    pull_pending *pp = h2o_mem_alloc_shared(&req->pool, sizeof *pp, pull_pending_dispose);
+    pp->req = req;
+    pp->pull = NULL;
+    int status = pull_start(url, sha, name, on_pulled, pp, &pp->pull, err, sizeof err);
+    json_decref(root);
+    if (status) {
+        pp->pull = NULL;
+        http_error(req, status, status == 503, "pull refused: %s", err);
+    }
+}
+
 int api_v1(h2o_req_t *req, const api_path *p)
 {
     int get = METHOD_IS(req, "GET") || METHOD_IS(req, "HEAD");
@@ -44,6 +117,13 @@ int api_v1(h2o_req_t *req, const api_path *p)
     }
     if (!SEG_IS(p, 1, "models"))
         return -1;
+    if (p->n == 3 && SEG_IS(p, 2, "pull")) {
+        if (!post)
+            http_method_not_allowed(req, "POST");
+        else
+            handle_pull(req);
+        return 0;
+    }
     if (p->n == 2) {
         if (!get) {
             http_method_not_allowed(req, "GET");

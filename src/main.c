@@ -76,6 +76,12 @@ static const char usage[] =
     "  --allow-client-shm      serve Triton's system shared memory extension: clients may have the\n"
     "                          daemon map POSIX shared-memory objects they name (default: off;\n"
     "                          docs/security.md)\n"
+    "  --pull-allow HOST       corral pull / POST /v1/models/pull may fetch from HOST (exact name or\n"
+    "                          literal address; repeatable). A loopback, private or reserved\n"
+    "                          address is connected to only when it is listed itself, e.g.\n"
+    "                          --pull-allow 127.0.0.1 (default: no host; docs/pull.md)\n"
+    "  --pull-file-root DIR    file:// URLs may be pulled from below DIR (default: none)\n"
+    "  --pull-max-size SIZE    largest download, and largest unpacked model (default 16GiB)\n"
     "\n"
     "commands:\n"
     "  ls [--json]                       models and their state\n"
@@ -410,8 +416,8 @@ static int serve(int argc, char **argv)
                          .stop_grace_ms = 5000,
                          .drain_timeout_ms = 30000};
     const char *token_file = NULL;
-    const char *allow_hosts[argc], *allow_origins[argc]; /* at most one per argument */
-    size_t n_hosts = 0, n_origins = 0;
+    const char *allow_hosts[argc], *allow_origins[argc], *pull_allow[argc]; /* at most one per argument */
+    size_t n_hosts = 0, n_origins = 0, n_pull_allow = 0;
     const char *env_level = getenv("LOG_LEVEL"); /* the model-management standard's name; --log-level wins */
     if (env_level && *env_level) {
         int level = log_level_parse(env_level);
@@ -534,6 +540,20 @@ static int serve(int argc, char **argv)
                 return 2;
             }
             allow_origins[n_origins++] = val;
+        } else if (strcmp(opt, "--pull-allow") == 0) {
+            if (!*val || strchr(val, '/') || strchr(val, '*')) {
+                fprintf(stderr, "corral: --pull-allow needs a host name or a literal address, with no scheme, "
+                                "path or wildcard\n");
+                return 2;
+            }
+            pull_allow[n_pull_allow++] = val;
+        } else if (strcmp(opt, "--pull-file-root") == 0) {
+            cfg.pull_file_root = val;
+        } else if (strcmp(opt, "--pull-max-size") == 0) {
+            if (parse_size(val, &cfg.pull_max_size) < 0 || cfg.pull_max_size <= 0) {
+                fprintf(stderr, "corral: --pull-max-size must be a size such as 16GiB\n");
+                return 2;
+            }
         } else {
             fprintf(stderr, "corral: unknown option %s (see corral --help)\n", opt);
             return 2;
@@ -614,6 +634,8 @@ static int serve(int argc, char **argv)
     cfg.n_allow_hosts = n_hosts;
     cfg.allow_origins = allow_origins;
     cfg.n_allow_origins = n_origins;
+    cfg.pull_allow = pull_allow;
+    cfg.n_pull_allow = n_pull_allow;
     int status = server_run(&cfg);
     free(token);
     return status;

@@ -17,6 +17,7 @@
 #include "intake.h"
 #include "log.h"
 #include "model.h"
+#include "pull.h"
 #include "state.h"
 
 #include <h2o.h>
@@ -89,6 +90,7 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&S.listener, NULL);
     api_grpc_drain(); /* no new gRPC calls; the running ones drain with the HTTP requests */
     uv_timer_stop(&S.poll_timer);
+    pull_shutdown();
     registry_shutdown(on_workers_stopped);
 }
 
@@ -175,6 +177,12 @@ int server_run(const server_config *cfg)
                           .stop_grace_ms = cfg->stop_grace_ms,
                           .drain_timeout_ms = cfg->drain_timeout_ms,
                           .memory_budget = cfg->memory_budget};
+    pull_init(S.loop,
+              &(pull_policy){.allow = cfg->pull_allow,
+                             .n_allow = cfg->n_pull_allow,
+                             .file_root = cfg->pull_file_root,
+                             .max_size = cfg->pull_max_size},
+              cfg->models_dir, cfg->external_dir);
     if (registry_init(S.loop, &rc) < 0)
         return 1;
     if (listen_on(cfg) < 0 ||

@@ -33,6 +33,11 @@ typedef struct server_config {
     size_t n_allow_hosts;
     const char *const *allow_origins; /* --allow-origin */
     size_t n_allow_origins;
+    /* pulling models (pull.h): --pull-allow, --pull-file-root, --pull-max-size; not owned */
+    const char *const *pull_allow;
+    size_t n_pull_allow;
+    const char *pull_file_root; /* NULL: no file URLs */
+    int64_t pull_max_size;      /* bytes; 0: PULL_DEFAULT_MAX_SIZE */
 } server_config;
 
 /* Runs until SIGTERM or SIGINT; returns the process exit status. */
