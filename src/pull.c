@@ -92,6 +92,7 @@ static struct {
     int nactive;
     uv_timer_t tick;
     int tick_init;
+    void (*on_idle)(void); /* pull_shutdown's: called once no pull is left */
 } P;
 
 /* ---- pure: digest, URL, host and address policy ---- */
@@ -784,6 +785,10 @@ static int unpack(pull *p, const char *download, const char *tree)
         size_t n;
         la_int64_t off;
         while ((r = archive_read_data_block(a, &buf, &n, &off)) == ARCHIVE_OK) {
+            if (atomic_load(&p->cancel)) {
+                FAIL(p, 503, "pull of '%s' cancelled: the daemon is stopping", p->url);
+                goto done;
+            }
             total += (int64_t)n;
             if (total > P.policy.max_size) {
                 FAIL(p, 413, "unpacked, the archive is larger than --pull-max-size (%lld bytes)",
@@ -1075,6 +1080,11 @@ static void on_after_work(uv_work_t *w, int status)
     if (p->on_done)
         p->on_done(p, p->status, p->name, p->err, p->data);
     pull_free(p);
+    if (!P.nactive && P.on_idle) {
+        void (*cb)(void) = P.on_idle;
+        P.on_idle = NULL;
+        cb();
+    }
 }
 
 static int on_stale(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -1231,10 +1241,16 @@ void pull_detach(pull *p)
     p->data = NULL;
 }
 
-void pull_shutdown(void)
+void pull_shutdown(void (*on_idle)(void))
 {
     for (pull *p = P.active; p; p = p->next) {
         atomic_store(&p->cancel, 1);
         uv_cancel((uv_req_t *)&p->work); /* one not started yet never starts */
     }
+    if (!on_idle)
+        return;
+    if (!P.nactive)
+        on_idle();
+    else
+        P.on_idle = on_idle;
 }

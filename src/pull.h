@@ -63,8 +63,12 @@ int pull_start(const char *url, const char *sha256_hex, const char *name, pull_d
                pull **out, char *err, size_t errlen);
 /* The caller is gone: the pull goes on (its events still tell), on_done is not called. */
 void pull_detach(pull *p);
-/* The daemon is stopping: every pull is cancelled (each still cleans up after itself). */
-void pull_shutdown(void);
+/*
+ * The daemon is stopping: every pull is cancelled (each still cleans up
+ * after itself and answers 503). on_idle, when not NULL, is called once no
+ * pull is left (at once when none runs).
+ */
+void pull_shutdown(void (*on_idle)(void));
 
 /* ---- pure ---- */
 

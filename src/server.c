@@ -70,12 +70,18 @@ static void on_grpc_stopped(void)
     state_close(on_state_closed); /* the last changes written, the file closed */
 }
 
-static void on_workers_stopped(void)
+static void on_pulls_ended(void)
 {
-    log_info("every worker has exited; stopping");
     events_shutdown(); /* their streams end, so their connections can close */
     h2o_context_request_shutdown(&S.ctx);
     api_grpc_stop(on_grpc_stopped); /* open streams end once their answers are out */
+}
+
+/* A pull cancelled at the signal still removes its files and answers its client before HTTP stops. */
+static void on_workers_stopped(void)
+{
+    log_info("every worker has exited; stopping");
+    pull_shutdown(on_pulls_ended);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -90,7 +96,7 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&S.listener, NULL);
     api_grpc_drain(); /* no new gRPC calls; the running ones drain with the HTTP requests */
     uv_timer_stop(&S.poll_timer);
-    pull_shutdown();
+    pull_shutdown(NULL);
     registry_shutdown(on_workers_stopped);
 }
 
