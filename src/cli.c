@@ -903,6 +903,17 @@ static void event_detail(const char *kind, json_t *d, sb *out)
         sb_printf(out, "%s%lld -> %lld instances (by ", sep, jint(d, "from"), jint(d, "to"));
         add_printable(out, jstr(d, "by") ? jstr(d, "by") : "?");
         sb_addc(out, ')');
+    } else if (strcmp(kind, "pull") == 0) {
+        human_size((double)jint(d, "bytes"), a, sizeof a);
+        sb_printf(out, "%s%s, %s", sep, jstr(d, "state") ? jstr(d, "state") : "?", a);
+        if (json_is_integer(json_object_get(d, "total"))) {
+            human_size((double)jint(d, "total"), b, sizeof b);
+            sb_printf(out, " of %s", b);
+        }
+        if (jstr(d, "error")) {
+            sb_adds(out, ": ");
+            add_printable(out, jstr(d, "error"));
+        }
     } else if (strcmp(kind, "instance.started") == 0) {
         /* the pid is all there is to say */
     } else if (strcmp(kind, "instance.ready") == 0) {
@@ -1176,9 +1187,24 @@ CURL *cli__open_request(const char *method, const char *path, const char *accept
     return open_request(method, path, NULL, accept, NULL, 0, headers);
 }
 
+CURL *cli__open_json_post(const char *path, const char *body, size_t len, struct curl_slist **headers)
+{
+    return open_request("POST", path, "application/json", NULL, body, len, headers);
+}
+
 void cli__human_size(double bytes, char *buf, size_t len)
 {
     human_size(bytes, buf, len);
+}
+
+int cli__report_failure(long status, const char *body, size_t len)
+{
+    response r = {.status = status};
+    sb_init(&r.body, len + 1);
+    sb_add(&r.body, body, len);
+    sb_reserve(&r.body, 0);
+    r.body.p[r.body.len] = 0;
+    return report_failure(&r);
 }
 
 int cli_main(int argc, char **argv)
@@ -1189,7 +1215,7 @@ int cli_main(int argc, char **argv)
     } verbs[] = {{"ls", cmd_ls},       {"ps", cmd_ps},         {"load", cmd_load},
                  {"unload", cmd_unload}, {"scale", cmd_scale}, {"infer", cmd_infer},
                  {"generate", cmd_generate}, {"logs", cmd_logs}, {"events", cmd_events},
-                 {"top", cli__top}};
+                 {"top", cli__top}, {"pull", cli__pull}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (strcmp(argv[0], verbs[i].verb) == 0) {
             curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -18,10 +18,16 @@ const char *cli__base_url(void);
  * the token cannot be sent.
  */
 CURL *cli__open_request(const char *method, const char *path, const char *accept, struct curl_slist **headers);
+/* A POST of a JSON body (not copied: it must outlive the transfer) to path; as cli__open_request. */
+CURL *cli__open_json_post(const char *path, const char *body, size_t len, struct curl_slist **headers);
+/* Prints the daemon's {"error"} of a failed answer as "corral: HTTP N: reason"; returns 1. */
+int cli__report_failure(long status, const char *body, size_t len);
 /* bytes as "512B", "1.5KiB", "3.0GiB". */
 void cli__human_size(double bytes, char *buf, size_t len);
 
 /* corral top [--once] [--interval S]; returns the exit status. */
 int cli__top(int argc, char **argv);
+/* corral pull URL --sha256 HEX [--name NAME] [--json], or pull NAME (cli_pull.c); returns the exit status. */
+int cli__pull(int argc, char **argv);
 
 #endif
