@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[1024];
     err[0] = 0;
     if (pull_check_entry(path, type, link, err, sizeof err) == 0) {
-        if (type == PULL_ENTRY_OTHER || path[0] == '/' || strstr(path, "..") == path ||
+        if (type == PULL_ENTRY_OTHER || path[0] == '/' ||
             depth_of(path, 0) < 0)
             abort();
         for (const char *s = path; (s = strstr(s, "..")); s += 2)
