@@ -750,14 +750,17 @@ static int unpack(pull *p, const char *download, const char *tree)
             FAIL(p, 422, "the archive has more than %lld entries", (long long)P.policy.max_entries);
             goto done;
         }
-        const char *path = archive_entry_pathname(e);
+        /* copied: archive_entry_set_pathname below frees what archive_entry_pathname returned */
+        char path[PATH_MAX];
+        const char *given = archive_entry_pathname(e);
+        snprintf(path, sizeof path, "%s", given ? given : "");
         enum pull_entry_type type;
         kind_of(e, &type);
         const char *link = type == PULL_ENTRY_HARDLINK ? archive_entry_hardlink(e)
                            : type == PULL_ENTRY_SYMLINK ? archive_entry_symlink(e)
                                                         : NULL;
         char why[900];
-        if (pull_check_entry(path, type, link, why, sizeof why) < 0) {
+        if (pull_check_entry(given, type, link, why, sizeof why) < 0) {
             FAIL(p, 422, "hostile archive refused: %s", why);
             goto done;
         }
@@ -768,7 +771,12 @@ static int unpack(pull *p, const char *download, const char *tree)
             goto done;
         }
         char full[PATH_MAX];
+        struct stat st;
         snprintf(full, sizeof full, "%s/%s", tree, path);
+        if (lstat(full, &st) == 0 && !(type == PULL_ENTRY_DIR && S_ISDIR(st.st_mode))) {
+            FAIL(p, 422, "hostile archive refused: entry '%s' comes twice, or under a path already taken", path);
+            goto done;
+        }
         archive_entry_set_pathname(e, full);
         if (type == PULL_ENTRY_HARDLINK) {
             char target[PATH_MAX];

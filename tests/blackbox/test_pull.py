@@ -344,6 +344,8 @@ HOSTILE = {
     "chardev": ([(special("null", tarfile.CHRTYPE), None)], "device, fifo or socket"),
     "blockdev": ([(special("disk", tarfile.BLKTYPE), None)], "device, fifo or socket"),
     "fifo": ([(special("pipe", tarfile.FIFOTYPE), None)], "device, fifo or socket"),
+    "duplicate": ([(file_info("worker.py"), b"raise SystemExit(1)\n")], "comes twice"),
+    "file-over-dir": ([(file_info("sub/x"), b"x"), (file_info("sub"), b"x")], "comes twice"),
 }
 
 
