@@ -487,8 +487,10 @@ const BAD = /\.(failed|killed|restarting)$/;
 
 function addEvent(kind, data) {
   const li = document.createElement('li');
-  const bad = BAD.test(kind) || (kind === 'instance.exited' && !data.expected);
-  li.className = bad ? 'bad' : GOOD.test(kind) ? 'good' : '';
+  const bad = BAD.test(kind) || (kind === 'instance.exited' && !data.expected) ||
+    (kind === 'pull' && data.state === 'failed');
+  const good = GOOD.test(kind) || (kind === 'pull' && data.state === 'done');
+  li.className = bad ? 'bad' : good ? 'good' : '';
   li.dataset.kind = kind;
   if (data.model != null) li.dataset.model = data.model;
   const time = document.createElement('time');
@@ -526,7 +528,9 @@ function dispatchBlock(block) {
   let payload;
   try { payload = JSON.parse(data.join('\n')); } catch { return; }
   addEvent(kind, payload);
-  if (kind.startsWith('model.') || kind.startsWith('instance.')) refreshSoon();
+  // a pulled model is new: the list is read again
+  if (kind.startsWith('model.') || kind.startsWith('instance.') || (kind === 'pull' && payload.state === 'done'))
+    refreshSoon();
 }
 
 async function streamEvents() {
