@@ -100,7 +100,7 @@ static const char usage[] =
     "                                    answer as it is made: events one JSON per line, bytes as\n"
     "                                    they come (not binary to a terminal); a stream that fails\n"
     "                                    or is cut off exits non-zero\n"
-    "  pull URL --sha256 HEX [--name NAME]\n"
+    "  pull URL --sha256 HEX [--name NAME] [--json]\n"
     "                                    have the daemon fetch a model (tar, tar.gz, zip or a single\n"
     "                                    model.yaml) into --external-models, verified against HEX, and\n"
     "                                    wait until it is in place; a progress bar on a terminal, plain\n"

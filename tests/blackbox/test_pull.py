@@ -516,6 +516,13 @@ def test_the_cli_pulls_and_fails_with_exit_codes(corral, files, daemon):
     assert_clean(corral, {"cli"})
 
 
+def test_help_names_the_verb_and_the_flags():
+    out = subprocess.run([BIN, "--help"], capture_output=True, text=True, timeout=10).stdout
+    for text in ("pull URL --sha256 HEX [--name NAME] [--json]", "pull NAME", "--pull-allow HOST",
+                 "--pull-file-root DIR", "--pull-max-size SIZE"):
+        assert text in out, text
+
+
 # ---------------------------------------------------------------- a model declared with source
 
 
