@@ -50,6 +50,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The most of a redirect's or an error's body read (and dropped) before the transfer is cut. */
+#define PULL_MAX_DISCARDED (1 << 20)
 /* How often progress is looked at, and the least time between two progress events of one pull. */
 #define PROGRESS_TICK_MS 250
 #define PROGRESS_EVENT_MS 1000
@@ -438,6 +440,7 @@ typedef struct fetch {
     int fd;
     EVP_MD_CTX *md;
     int64_t bytes;
+    int64_t discarded; /* bytes of this hop's redirect or error body, dropped */
     long http_status;
     int refused;       /* the policy refused an address; p->err says why */
     int too_large;
@@ -470,9 +473,11 @@ static int sink(fetch *f, const void *data, size_t n)
 static size_t on_curl_body(char *data, size_t size, size_t n, void *ud)
 {
     fetch *f = ud;
-    /* a redirect's and an error's bodies are not kept */
-    if (f->http_status < 200 || f->http_status > 299)
-        return size * n; /* discarded */
+    /* a redirect's and an error's bodies are not kept, and not read past 1 MiB: an endless one would never end */
+    if (f->http_status < 200 || f->http_status > 299) {
+        f->discarded += (int64_t)(size * n);
+        return f->discarded > PULL_MAX_DISCARDED ? 0 : size * n;
+    }
     return sink(f, data, size * n) < 0 ? 0 : size * n;
 }
 
@@ -519,6 +524,8 @@ static int fetch_http(pull *p, fetch *f)
     int rc = -1;
     for (int hop = 0;; hop++) {
         f->http_status = 0;
+        f->discarded = 0;
+        f->refused = 0;
         curl_easy_setopt(c, CURLOPT_URL, url);
         curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L); /* followed here, each hop checked */
@@ -541,7 +548,8 @@ static int fetch_http(pull *p, fetch *f)
         CURLcode cc = curl_easy_perform(c);
         long status = 0;
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        if (f->refused) {
+        if (cc == CURLE_COULDNT_CONNECT && f->refused) {
+            /* every address was refused (one refused among several that connected is no failure) */
             p->status = 403;
             goto done;
         }
@@ -555,6 +563,10 @@ static int fetch_http(pull *p, fetch *f)
         }
         if (f->write_failed) {
             FAIL(p, 507, "cannot write the download: %s", strerror(f->write_failed));
+            goto done;
+        }
+        if (cc == CURLE_WRITE_ERROR && f->discarded > PULL_MAX_DISCARDED) {
+            FAIL(p, 502, "'%s' answered HTTP %ld with a body of more than %d bytes", url, status, PULL_MAX_DISCARDED);
             goto done;
         }
         if (cc != CURLE_OK) {
