@@ -156,9 +156,10 @@ int cli__pull(int argc, char **argv)
     const char *url = NULL, *sha = NULL, *name = NULL;
     int json_out = 0;
     for (int i = 1; i < argc; i++) {
-        if ((strcmp(argv[i], "--sha256") == 0 || strcmp(argv[i], "--name") == 0) && i + 1 < argc) {
-            *(argv[i][2] == 's' ? &sha : &name) = argv[i + 1];
-            i++;
+        if (strcmp(argv[i], "--sha256") == 0 && i + 1 < argc) {
+            sha = argv[++i];
+        } else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
+            name = argv[++i];
         } else if (strcmp(argv[i], "--json") == 0) {
             json_out = 1;
         } else if (argv[i][0] != '-' && !url) {
