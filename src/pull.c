@@ -719,6 +719,29 @@ static int looks_like_archive(const char *path)
     return 0;
 }
 
+/*
+ * Whether path, as the disk resolves it now (its nearest existing
+ * ancestor when it does not exist yet), lies inside root_real (a real
+ * path). Links already unpacked are followed, so a chain of them that each
+ * looked harmless on its own cannot lead a write out of the tree.
+ */
+static int resolves_inside(const char *root_real, const char *path)
+{
+    char probe[PATH_MAX], real[PATH_MAX];
+    struct stat st;
+    snprintf(probe, sizeof probe, "%s", path);
+    while (lstat(probe, &st) < 0) {
+        char *slash = strrchr(probe, '/');
+        if (errno != ENOENT || !slash || slash == probe)
+            return 0;
+        *slash = 0;
+    }
+    if (!realpath(probe, real))
+        return 0;
+    size_t rl = strlen(root_real);
+    return strncmp(real, root_real, rl) == 0 && (real[rl] == '/' || real[rl] == 0);
+}
+
 static int unpack(pull *p, const char *download, const char *tree)
 {
     struct archive *a = archive_read_new(), *w = archive_write_disk_new();
@@ -741,6 +764,11 @@ static int unpack(pull *p, const char *download, const char *tree)
      */
     archive_write_disk_set_options(w, ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                                           ARCHIVE_EXTRACT_NO_OVERWRITE);
+    char tree_real[PATH_MAX];
+    if (!realpath(tree, tree_real)) {
+        FAIL(p, 500, "cannot resolve '%s': %s", tree, strerror(errno));
+        goto done;
+    }
     if (archive_read_open_filename(a, download, 65536) != ARCHIVE_OK) {
         FAIL(p, 422, "cannot read the archive: %s", archive_error_string(a));
         goto done;
@@ -785,16 +813,36 @@ static int unpack(pull *p, const char *download, const char *tree)
         char full[PATH_MAX];
         struct stat st;
         snprintf(full, sizeof full, "%s/%s", tree, path);
+        /* where it would be written: its directory as the disk resolves it now */
+        char parent[PATH_MAX];
+        snprintf(parent, sizeof parent, "%s", full);
+        char *slash = strrchr(parent, '/');
+        *slash = 0; /* full begins with tree and a slash */
+        if (!resolves_inside(tree_real, parent)) {
+            FAIL(p, 422, "hostile archive refused: entry '%s' would be written outside the model directory, "
+                         "through a symbolic link", path);
+            goto done;
+        }
         if (lstat(full, &st) == 0 && !(type == PULL_ENTRY_DIR && S_ISDIR(st.st_mode))) {
             FAIL(p, 422, "hostile archive refused: entry '%s' comes twice, or under a path already taken", path);
             goto done;
         }
-        archive_entry_set_pathname(e, full);
         if (type == PULL_ENTRY_HARDLINK) {
             char target[PATH_MAX];
             snprintf(target, sizeof target, "%s/%s", tree, link);
+            if (lstat(target, &st) < 0 || !S_ISREG(st.st_mode) || !resolves_inside(tree_real, target)) {
+                FAIL(p, 422, "hostile archive refused: hard link '%s' -> '%s' does not name a file unpacked "
+                             "before it, inside the model directory", path, link);
+                goto done;
+            }
+            if (archive_entry_size_is_set(e) && archive_entry_size(e) > 0) {
+                /* its data would be written into the file it links to */
+                FAIL(p, 422, "hostile archive refused: hard link '%s' carries data", path);
+                goto done;
+            }
             archive_entry_set_hardlink(e, target);
         }
+        archive_entry_set_pathname(e, full);
         /* readable by the daemon, removable by it, never set-id */
         archive_entry_set_perm(e, type == PULL_ENTRY_DIR || (archive_entry_perm(e) & 0111) ? 0755 : 0644);
         if (archive_write_header(w, e) != ARCHIVE_OK) {
