@@ -93,7 +93,6 @@ static struct {
     pull *active;
     int nactive;
     uv_timer_t tick;
-    int tick_init;
     void (*on_idle)(void); /* pull_shutdown's: called once no pull is left */
 } P;
 
@@ -669,36 +668,26 @@ static int on_remove(const char *path, const struct stat *st, int flag, struct F
     return 0;
 }
 
-/* rm -rf, never following a link. */
+/* rm -rf, never following a link (every directory unpacked is 0755: its owner can empty it). */
 static void remove_tree(const char *path)
 {
-    struct stat st;
-    if (lstat(path, &st) < 0)
-        return;
-    /* a directory unpacked without the owner's write or search bit cannot be emptied */
     nftw(path, on_remove, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static int kind_of(struct archive_entry *e, enum pull_entry_type *type)
+static enum pull_entry_type kind_of(struct archive_entry *e)
 {
-    if (archive_entry_hardlink(e)) {
-        *type = PULL_ENTRY_HARDLINK;
-        return 0;
-    }
+    if (archive_entry_hardlink(e))
+        return PULL_ENTRY_HARDLINK;
     switch (archive_entry_filetype(e)) {
     case AE_IFREG:
-        *type = PULL_ENTRY_FILE;
-        break;
+        return PULL_ENTRY_FILE;
     case AE_IFDIR:
-        *type = PULL_ENTRY_DIR;
-        break;
+        return PULL_ENTRY_DIR;
     case AE_IFLNK:
-        *type = PULL_ENTRY_SYMLINK;
-        break;
+        return PULL_ENTRY_SYMLINK;
     default:
-        *type = PULL_ENTRY_OTHER;
+        return PULL_ENTRY_OTHER; /* devices, fifos, sockets */
     }
-    return 0;
 }
 
 /* Whether the download starts like an archive this module unpacks (tar, gzip, zip), by its first bytes. */
@@ -794,8 +783,7 @@ static int unpack(pull *p, const char *download, const char *tree)
         char path[PATH_MAX];
         const char *given = archive_entry_pathname(e);
         snprintf(path, sizeof path, "%s", given ? given : "");
-        enum pull_entry_type type;
-        kind_of(e, &type);
+        enum pull_entry_type type = kind_of(e);
         const char *link = type == PULL_ENTRY_HARDLINK ? archive_entry_hardlink(e)
                            : type == PULL_ENTRY_SYMLINK ? archive_entry_symlink(e)
                                                         : NULL;
@@ -1155,11 +1143,6 @@ static void on_after_work(uv_work_t *w, int status)
     }
 }
 
-static int on_stale(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return on_remove(path, st, flag, ftw);
-}
-
 /* Temporary directories of a daemon that was killed mid-pull. */
 static void remove_stale(void)
 {
@@ -1171,7 +1154,7 @@ static void remove_stale(void)
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/%s", P.external_real, e->d_name);
         log_info("removing '%s', left by an interrupted pull", path);
-        nftw(path, on_stale, 16, FTW_DEPTH | FTW_PHYS);
+        nftw(path, on_remove, 16, FTW_DEPTH | FTW_PHYS);
     }
     if (d)
         closedir(d);
@@ -1204,7 +1187,6 @@ void pull_init(uv_loop_t *loop, const pull_policy *policy, const char *models_di
         P.policy.file_root = NULL;
     uv_timer_init(loop, &P.tick);
     uv_unref((uv_handle_t *)&P.tick);
-    P.tick_init = 1;
 }
 
 int pull_start(const char *url, const char *sha256_hex, const char *name, pull_done_cb on_done, void *data,
