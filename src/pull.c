@@ -1128,8 +1128,7 @@ static void on_after_work(uv_work_t *w, int status)
         registry_rescan();
         emit(p, "done", NULL);
     } else {
-        if (p->phase_told > 0)
-            tell_phases(p);
+        tell_phases(p);
         log_warn("pull of model %s from %s failed: %s", p->name, p->url, p->err);
         emit(p, "failed", p->err);
     }
@@ -1268,6 +1267,9 @@ int pull_start(const char *url, const char *sha256_hex, const char *name, pull_d
     p->name = xstrdup(name);
     memcpy(p->want, want, 32);
     p->declared = declared;
+    /* a failure until run_pull's very end says otherwise */
+    p->status = 500;
+    snprintf(p->err, sizeof p->err, "can't happen: the pull of '%s' ended with no result", url);
     p->total = -1;
     p->on_done = on_done;
     p->data = data;
