@@ -573,6 +573,26 @@ def test_the_cli_pulls_and_fails_with_exit_codes(corral, files, daemon):
     assert_clean(corral, {"cli"})
 
 
+def test_pulling_is_management_and_needs_the_token(corral, files, tmp_path):
+    corral.add("echo", "echo")
+    corral.external.mkdir()
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    d = corral.start("--pull-allow", "127.0.0.1", "--auth-token-file", str(token), "--auth", "management",
+                     external=True)
+    body = echo_tar()
+    url = files.put("/guarded.tar", body)
+    r = pull(d, url, sha(body))
+    assert r.status_code == 401
+    assert_clean(corral)
+    env = dict(os.environ, CORRAL_URL=d.base, CORRAL_TOKEN="s3cret")
+    ok = subprocess.run([BIN, "pull", url, "--sha256", sha(body)], env=env, capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert "pull guarded: done" in ok.stderr  # the event stream, a /v1 route, was read with the token too
+    assert_clean(corral, {"guarded"})
+
+
 def test_help_names_the_verb_and_the_flags():
     out = subprocess.run([BIN, "--help"], capture_output=True, text=True, timeout=10).stdout
     for text in ("pull URL --sha256 HEX [--name NAME] [--json]", "pull NAME", "--pull-allow HOST",
