@@ -315,6 +315,50 @@ def test_a_host_and_its_address_both_listed(corral, files):
     assert_clean(corral, {"both"})
 
 
+def test_https_verifies_the_certificate(corral, files, tmp_path):
+    # a self-signed certificate for 127.0.0.1: the pull must refuse it (curl's verification is on)
+    import shutil
+    import ssl
+    if not shutil.which("openssl"):
+        pytest.skip("no openssl to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    body = echo_tar()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    class Server(http.server.HTTPServer):
+        def handle_error(self, request, client_address):
+            pass
+
+    server = Server(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        corral.add("echo", "echo")
+        corral.external.mkdir()
+        d = corral.start("--pull-allow", "127.0.0.1", external=True)
+        r = pull(d, f"https://127.0.0.1:{server.server_address[1]}/tls.tar", sha(body))
+        assert r.status_code == 502, r.text
+        assert "certificate" in r.json()["error"].lower() or "SSL" in r.json()["error"], r.text
+        assert_clean(corral)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_file_urls_only_below_the_file_root(corral, tmp_path):
     corral.add("echo", "echo")
     corral.external.mkdir()
