@@ -225,6 +225,10 @@ def test_a_single_file_that_is_not_model_yaml_is_refused(corral, files, daemon):
     r = pull(daemon, files.put("/weights.bin", body), sha(body), name="weights")
     assert r.status_code == 422
     assert "single file that is not model.yaml" in r.json()["error"]
+    import gzip
+    gz = gzip.compress(b"not a tar" * 100)
+    r = pull(daemon, files.put("/weights.bin.gz", gz), sha(gz), name="weights")
+    assert r.status_code == 422 and "cannot read the archive" in r.json()["error"], r.text
     assert_clean(corral)
 
 
