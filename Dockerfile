@@ -15,7 +15,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
       libuv1-dev libh2o-dev libssl-dev libjansson-dev libyaml-dev libcurl4-openssl-dev zlib1g-dev \
-      libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
+      libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libarchive-dev \
       libespeak-ng-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -28,12 +28,12 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORRAL_TESTS=OFF \
 
 FROM debian:bookworm-slim
 # What build/corral links (readelf -d: h2o, libuv, jansson, libyaml, libcurl, gRPC, zlib, OpenSSL,
-# protobuf-c, SQLite), what the example models need (python3 for echo and tokens; eSpeak NG and its voices for
+# protobuf-c, SQLite, libarchive), what the example models need (python3 for echo and tokens; eSpeak NG and its voices for
 # tts-espeak), and nothing else: HEALTHCHECK uses python3 (and no proxy a container may be given), so no curl. tests/blackbox/test_container.py
 # checks this list against the binary's libraries.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libh2o0.13 libuv1 libjansson4 libyaml-0-2 libcurl4 libgrpc29 zlib1g libssl3 libprotobuf-c1 libsqlite3-0 \
+      libh2o0.13 libuv1 libjansson4 libyaml-0-2 libcurl4 libgrpc29 zlib1g libssl3 libprotobuf-c1 libsqlite3-0 libarchive13 \
       python3 libespeak-ng1 espeak-ng-data \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin corral

@@ -35,7 +35,7 @@ static void handle_scale(h2o_req_t *req, model *m)
         http_send_json(req, 200, model_to_json(m));
 }
 
-/* POST /v1/models/pull: answered when the pull is done (docs/pull.md). */
+/* POST /v1/models/pull: answered when the pull is done (docs/repository.md). */
 typedef struct pull_pending {
     h2o_req_t *req; /* NULL once h2o disposed the request */
     pull *pull;     /* NULL once done; owned by pull.c */

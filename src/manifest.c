@@ -330,7 +330,7 @@ static int scalar_text(json_t *v, char *buf, size_t len)
 
 /*
  * source: {url, sha256}, where `corral pull NAME` fetches the model's files
- * from (docs/pull.md). Only the form is checked here; whether the URL may
+ * from (docs/repository.md). Only the form is checked here; whether the URL may
  * be fetched is the pull policy's, at pull time.
  */
 static int get_source(vctx *c, json_t *root, manifest *m)

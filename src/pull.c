@@ -1,6 +1,6 @@
 /*
  * pull — fetch, verify, unpack and install a model; see pull.h and
- * docs/pull.md.
+ * docs/repository.md.
  *
  * One pull, start to end:
  *   loop:   pull_start checks the request (URL policy, digest, name, no
@@ -23,6 +23,7 @@
  * begin with a dot, which repo_link_external never links.
  */
 #include "pull.h"
+#include "state.h"
 
 #include "events.h"
 #include "log.h"
@@ -64,7 +65,7 @@ struct pull {
     char *url;
     char *name;
     unsigned char want[32];
-    int declared; /* the files of a model declared with source: no model.yaml needed (docs/pull.md) */
+    int declared; /* the files of a model declared with source: no model.yaml needed (docs/repository.md) */
     uv_work_t work;
     /* the thread's; read on the loop only after the work is done */
     int status; /* 0 or an HTTP status */
@@ -1125,6 +1126,10 @@ static void on_after_work(uv_work_t *w, int status)
     if (p->status == 0) {
         tell_phases(p);
         log_info("pulled model %s from %s (%lld bytes)", p->name, p->url, (long long)atomic_load(&p->bytes));
+        char hex[65];
+        for (int i = 0; i < 32; i++)
+            snprintf(hex + 2 * i, 3, "%02x", p->want[i]);
+        state_note_pull(p->name, p->url, hex); /* with --state: where it came from, for `corral pull NAME` */
         registry_rescan();
         emit(p, "done", NULL);
     } else {

@@ -1,5 +1,5 @@
 /*
- * pull — fetching a model into external_models/ (docs/pull.md): a URL and
+ * pull — fetching a model into external_models/ (docs/repository.md): a URL and
  * its expected sha256 downloaded with libcurl, verified while it streams,
  * unpacked with libarchive (tar, tar.gz, zip) or kept as a single file,
  * checked, and renamed into place as external_models/NAME; the registry

@@ -1,4 +1,4 @@
-"""Pulling models (issue 15, docs/pull.md): POST /v1/models/pull and `corral pull` against a loopback HTTP
+"""Pulling models (issue 15, docs/repository.md): POST /v1/models/pull and `corral pull` against a loopback HTTP
 server the test starts (listed with --pull-allow 127.0.0.1): tar, tar.gz, zip and a single model.yaml
 pulled, linked and served; a wrong digest, a truncated body, an HTTP error, refused hosts, addresses,
 schemes and redirects, hostile archives (`..`, absolute paths, escaping symbolic and hard links, device
@@ -14,6 +14,7 @@ import io
 import json
 import os
 import subprocess
+import shutil
 import signal
 import tarfile
 import threading
@@ -701,3 +702,26 @@ def test_a_declared_source_is_checked_like_any_url(corral, files):
     r = d.post("/v1/models/pull", {"name": "broken"})
     assert r.status_code == 409 and "model.yaml is broken" in r.json()["error"]
     assert os.listdir(corral.external) == []
+
+
+# ---------------------------------------------------------------- with a state file
+
+
+def test_a_pull_is_recorded_in_the_state_file_and_its_absence_reported_at_start(corral, files, tmp_path):
+    """With --state, a pulled model's URL and digest are kept; a restart that finds the model gone says how to
+    pull it again."""
+    state = tmp_path / "state.db"
+    corral.add("echo", "echo")
+    corral.external.mkdir()
+    d = corral.start("--pull-allow", "127.0.0.1", "--state", str(state), external=True)
+    body = echo_tar()
+    url = files.put("/kept.tar", body)
+    r = pull(d, url, sha(body))
+    assert r.status_code == 200, r.text
+    d.stop(signal.SIGTERM, timeout=20)
+    shutil.rmtree(corral.external / "kept")
+    os.unlink(corral.repo / "kept")
+    d = corral.start("--pull-allow", "127.0.0.1", "--state", str(state), external=True)
+    wait_for(lambda: "was pulled from" in d.log(), timeout=15, what="the restore's warning")
+    line = next(l for l in d.log().splitlines() if "was pulled from" in l)
+    assert f"`corral pull {url} --sha256 {sha(body)} --name kept`" in line, line
