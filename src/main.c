@@ -80,6 +80,8 @@ static const char usage[] =
     "                          literal address; repeatable). A loopback, private or reserved\n"
     "                          address is connected to only when it is listed itself, e.g.\n"
     "                          --pull-allow 127.0.0.1 (default: no host; docs/repository.md)\n"
+    "  --pull-on-load          a load of a model whose model.yaml declares a source, and whose files are\n"
+    "                          not in --external-models yet, pulls them first (default: only corral pull)\n"
     "  --pull-file-root DIR    file:// URLs may be pulled from below DIR (default: none)\n"
     "  --pull-max-size SIZE    largest download, and largest unpacked model (default 16GiB)\n"
     "\n"
@@ -440,8 +442,12 @@ static int serve(int argc, char **argv)
             fputs(usage, stdout);
             return 0;
         }
-        if (strcmp(opt, "--allow-client-shm") == 0) { /* the one option without a value */
+        if (strcmp(opt, "--allow-client-shm") == 0) { /* the options without a value */
             cfg.allow_client_shm = 1;
+            continue;
+        }
+        if (strcmp(opt, "--pull-on-load") == 0) {
+            cfg.pull_on_load = 1;
             continue;
         }
         if (i + 1 >= argc) {

@@ -6,6 +6,7 @@
  * (dispatch.c) share its structs through model_internal.h.
  */
 #include "model_internal.h"
+#include "pull.h"
 
 #include "classify.h"
 
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define LOG_RING_BYTES (256 * 1024)
@@ -769,6 +771,53 @@ static int load_refused(model *m, char *msg, size_t msglen)
     return 0;
 }
 
+/* Whether a load must first pull the model's source: --pull-on-load, a declared source, no files for it yet. */
+static int source_absent(const model *m)
+{
+    if (!R.pull_on_load || !m->mf || !m->mf->source_url || !R.external_dir)
+        return 0;
+    char path[4200];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", R.external_dir, m->name);
+    return lstat(path, &st) < 0 && errno == ENOENT;
+}
+
+/* The instances of a model whose load has begun (LOADING): all at once, so N loads of 2 s take about 2 s. */
+static void start_instances(model *m)
+{
+    for (int i = 0; i < m->target; i++) {
+        inst *in = model_add_slot(m);
+        if (model_start_slot(m, in) < 0) {
+            model_fail(m, m->reason);
+            return;
+        }
+    }
+}
+
+/* The source of a loading model is in place (or could not be pulled): its instances start, or it fails. */
+static void on_source_pulled(pull *p, int status, const char *name, const char *msg, void *data)
+{
+    (void)p;
+    (void)name;
+    model *m = data;
+    m->pulling = NULL;
+    if (m->state != MODEL_LOADING || m->nslots > 0) /* unloaded meanwhile: the files stay for its next load */
+        return;
+    char reason[1200];
+    if (status) {
+        snprintf(reason, sizeof reason, "pulling its source %s failed: %s", m->mf->source_url, msg);
+        model_fail(m, reason);
+        return;
+    }
+    if (registry_fit_memory_budget(m, m->target, reason, sizeof reason)) {
+        model_fail(m, reason);
+        return;
+    }
+    MODEL_LOG(LOG_INFO, m, "model %s: its source is in place; starting %d instance%s", m->name, m->target,
+              m->target == 1 ? "" : "s");
+    start_instances(m);
+}
+
 int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t msglen)
 {
     int refused = load_refused(m, msg, msglen);
@@ -802,7 +851,8 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
     /* Slots of a failed load may still be stopping: they are retired and go
      * on their own, so the new instances start alongside them. */
     int target = instances > 0 ? instances : m->mf->instances;
-    int status = registry_fit_memory_budget(m, target, msg, msglen);
+    int pulling = source_absent(m); /* the budget is asked once the files are there */
+    int status = pulling ? 0 : registry_fit_memory_budget(m, target, msg, msglen);
     if (status)
         return status;
     m->nrestarts = 0;
@@ -816,14 +866,22 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
         w->next = m->load_waiters;
         m->load_waiters = w;
     }
-    /* All instances start at once: N loads of 2 s take about 2 s, not 2N. */
-    for (int i = 0; i < m->target; i++) {
-        inst *in = model_add_slot(m);
-        if (model_start_slot(m, in) < 0) {
-            model_fail(m, m->reason);
-            return 0;
+    if (pulling) { /* its files first: requests wait in its queue, as for any load */
+        if (!m->pulling) {
+            char err[1024];
+            int rc = pull_start(NULL, NULL, m->name, on_source_pulled, m, &m->pulling, err, sizeof err);
+            if (rc) {
+                char reason[1200];
+                snprintf(reason, sizeof reason, "pulling its source failed: %s", err);
+                model_fail(m, reason);
+                return 0;
+            }
         }
+        MODEL_LOG(LOG_INFO, m, "model %s: its files are not in the external models yet: pulling them from %s first",
+                  m->name, m->mf->source_url);
+        return 0;
     }
+    start_instances(m);
     return 0;
 }
 

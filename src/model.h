@@ -49,6 +49,7 @@ typedef struct registry_config {
     int64_t stop_grace_ms;    /* SHUTDOWN to SIGTERM, and SIGTERM to SIGKILL */
     int64_t drain_timeout_ms; /* on shutdown, how long queued and running requests may finish */
     int64_t memory_budget;    /* bytes all loaded models may use together; 0: no budget */
+    int pull_on_load;         /* a load of a model whose source's files are absent pulls them first */
 } registry_config;
 
 /* Initialises the registry and scans the repository once; starts eager models. */

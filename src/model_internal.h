@@ -98,6 +98,7 @@ struct model {
     double log_tokens;      /* worker lines the daemon's log may take now (on_log_line) */
     uint64_t log_refill_ms;
     uint64_t log_held_lines, log_held_bytes; /* held back from the daemon's log since it last took one */
+    struct pull *pulling;   /* its source being pulled before its first instance starts (--pull-on-load); not owned */
     model *next;
 };
 
@@ -122,6 +123,7 @@ struct registry {
     uv_timer_t watch_timer;    /* while requests run: are their clients still there? (dispatch.c) */
     uv_timer_t tick_timer;     /* once a second: memory samples, limits, autoscaling */
     int64_t memory_budget;     /* bytes; 0: none */
+    int pull_on_load;          /* --pull-on-load: a load pulls a declared source whose files are absent */
     uint64_t last_submit_ms;   /* when the last request was submitted */
 };
 extern struct registry R;

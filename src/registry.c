@@ -6,6 +6,7 @@
  * for how this file shares the work with model.c and dispatch.c.
  */
 #include "model_internal.h"
+#include "pull.h"
 
 #include "clock.h"
 #include "log.h"
@@ -94,6 +95,10 @@ static void model_remove(model *m)
         }
     }
     MODEL_LOG(LOG_INFO, m, "model %s: removed from the repository", m->name);
+    if (m->pulling) { /* its source's pull goes on, and nobody waits for it */
+        pull_detach(m->pulling);
+        m->pulling = NULL;
+    }
     m->timers_open = 2;
     uv_close((uv_handle_t *)&m->idle_timer, timers_closed);
     uv_close((uv_handle_t *)&m->batch_timer, timers_closed);
@@ -205,6 +210,7 @@ int registry_init(uv_loop_t *loop, const registry_config *cfg)
     if (R.samples_abs)
         log_info("samples directory %s, handed to workers as CORRAL_SAMPLES_DIR", R.samples_abs);
     R.python_sdk_dir = xstrdup(cfg->python_sdk_dir);
+    R.pull_on_load = cfg->pull_on_load;
     R.stop_grace_ms = cfg->stop_grace_ms > 0 ? cfg->stop_grace_ms : 5000;
     R.drain_timeout_ms = cfg->drain_timeout_ms > 0 ? cfg->drain_timeout_ms : 30000;
     uv_timer_init(loop, &R.drain_timer);

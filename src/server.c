@@ -182,7 +182,8 @@ int server_run(const server_config *cfg)
                           .python_sdk_dir = cfg->python_sdk_dir,
                           .stop_grace_ms = cfg->stop_grace_ms,
                           .drain_timeout_ms = cfg->drain_timeout_ms,
-                          .memory_budget = cfg->memory_budget};
+                          .memory_budget = cfg->memory_budget,
+                          .pull_on_load = cfg->pull_on_load};
     pull_init(S.loop,
               &(pull_policy){.allow = cfg->pull_allow,
                              .n_allow = cfg->n_pull_allow,

@@ -24,6 +24,7 @@ typedef struct server_config {
     int64_t stop_grace_ms;
     int64_t drain_timeout_ms;
     int64_t memory_budget; /* bytes; 0: none */
+    int pull_on_load;      /* --pull-on-load (model.h's registry_config) */
     int allow_client_shm;  /* --allow-client-shm: Triton's system shared memory extension (clientshm.h) */
     const char *state_path; /* --state: the state file (state.h); NULL: off */
     /* access (see access.h); the strings are not owned */

@@ -686,6 +686,40 @@ def test_a_declared_model_pulls_its_files_into_external_models(corral, files):
     assert set(os.listdir(corral.external)) == {"declared", "single"}
 
 
+def test_with_pull_on_load_a_first_request_pulls_the_declared_source_then_serves(corral, files):
+    """--pull-on-load: the first load of a model whose source's files are absent pulls them, its requests
+    waiting in its queue meanwhile; without the flag, a load never fetches anything."""
+    weights = tar_bytes([(file_info("vocab.txt"), b"hello\n")], gz=True)
+    files.put("/v.tar.gz", weights)
+    files.slow.add("/v.tar.gz")  # a pull that takes a moment: the request waits for it
+    weights_url = f"http://127.0.0.1:{files.port}/v.tar.gz"
+    corral.add("lazy", "echo", manifest=declared_manifest(weights_url, sha(weights)))
+    bad = b"not what the digest says"
+    corral.add("wrong", "echo", manifest=declared_manifest(files.put("/bad.bin", bad), sha(b"other")))
+    corral.external.mkdir()
+    d = corral.start("--pull-allow", "127.0.0.1", "--pull-on-load", external=True)
+    served(d, "lazy")  # the request waited for the pull, then the instance
+    assert (corral.external / "lazy" / "vocab.txt").read_bytes() == b"hello\n"
+    assert "pulling them from" in d.log() and "its source is in place" in d.log()
+    r = d.infer("wrong", INPUT)
+    assert r.status_code == 503 and "pulling its source" in r.json()["error"] and "sha256" in r.json()["error"], r.text
+    assert d.model("wrong")["state"] == "failed"
+    assert set(os.listdir(corral.external)) == {"lazy"}  # nothing left of the failed pull
+    # an explicit load waits for the pull as well
+    shutil.rmtree(corral.external / "lazy")
+    r = d.post("/v2/repository/models/lazy/unload", {})
+    assert r.status_code == 200, r.text
+    loads = [d.post("/v2/repository/models/lazy/load", {}) for _ in range(2)]
+    assert all(x.status_code == 200 for x in loads), [x.text for x in loads]
+    served(d, "lazy")
+
+    d2 = corral.start("--pull-allow", "127.0.0.1", external=True)  # no flag: nothing is fetched at load
+    shutil.rmtree(corral.external / "lazy")
+    r = d2.post("/v2/repository/models/lazy/load", {})
+    assert r.status_code == 200, r.text
+    assert not (corral.external / "lazy").exists()
+
+
 def test_a_declared_source_is_checked_like_any_url(corral, files):
     evil = tar_bytes([(file_info("../evil"), b"x")])
     corral.add("evil", "echo", manifest=declared_manifest(files.put("/evil.tar", evil), sha(evil)))
