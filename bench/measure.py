@@ -23,7 +23,7 @@ import struct
 import subprocess
 import time
 from multiprocessing import shared_memory
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -521,6 +521,28 @@ def perf_stacks(data: pathlib.Path) -> dict:
     return {"all": total, "samples": samples, "by_category": by_cat, "top_leaves": top}
 
 
+def perf_during(what: str, argv: List[str], data: pathlib.Path, log: pathlib.Path, pid: int,
+                run: Callable[[], Any]) -> Tuple[Optional[str], Any, float]:
+    """Runs run() while perf record (argv, writing data) samples pid: (None, run's result, pid's CPU
+    seconds over the run), or (the reason, None, 0) when perf did not attach, and run did not run."""
+    rec = H.start(f"perf record (the daemon, during {what})", argv, log)
+    try:
+        try:
+            H.wait_for(lambda: rec.poll() is not None or (data.exists() and data.stat().st_size > 0), 10,
+                       "perf record to attach")
+        except RuntimeError:
+            pass
+        if rec.poll() is not None:
+            return (f"perf record exited with {rec.returncode}: {log.read_text(errors='replace')[-300:].strip()}",
+                    None, 0.0)
+        time.sleep(0.2)
+        cpu0 = H.proc_cpu_s(pid)
+        result = run()
+        return None, result, H.proc_cpu_s(pid) - cpu0
+    finally:
+        H.stop(rec, signal.SIGINT, timeout=60)
+
+
 def profile_daemon(cfg: Config, server: Server, conns: int, body_file: pathlib.Path, ws: Workspace) -> dict:
     """A wrk run apart from the measured points, with perf sampling the daemon's stacks: what
     forming batches and splitting their answers cost it per request (the samples' share of its
@@ -532,22 +554,12 @@ def profile_daemon(cfg: Config, server: Server, conns: int, body_file: pathlib.P
     argv = ["perf", "record", "-q", "-F", "1999", "--call-graph", "dwarf,8192", "-p", str(server.root_pid),
             "-o", str(data)]
     url = f"http://127.0.0.1:{server.port}{server.path}"
-    rec = H.start(f"perf record (the daemon, during {server.key} at {conns} connections)", argv, log)
-    try:
-        try:
-            H.wait_for(lambda: rec.poll() is not None or (data.exists() and data.stat().st_size > 0), 10,
-                       "perf record to attach")
-        except RuntimeError:
-            pass
-        if rec.poll() is not None:
-            return {"error": f"perf record exited with {rec.returncode}: "
-                             f"{log.read_text(errors='replace')[-300:].strip()}"}
-        time.sleep(0.2)
-        cpu0 = H.proc_cpu_s(server.root_pid)
-        res = H.wrk(f"{server.key}, {conns} connections, under perf", url, conns, cfg.duration, body_file)
-        cpu_us = (H.proc_cpu_s(server.root_pid) - cpu0) * 1e6 / (res["requests"] or 1)
-    finally:
-        H.stop(rec, signal.SIGINT, timeout=60)
+    err, res, cpu_s = perf_during(f"{server.key} at {conns} connections", argv, data, log, server.root_pid,
+                                  lambda: H.wrk(f"{server.key}, {conns} connections, under perf", url, conns,
+                                                cfg.duration, body_file))
+    if err:
+        return {"error": err}
+    cpu_us = cpu_s * 1e6 / (res["requests"] or 1)
     try:
         st = perf_stacks(data)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:  # a failed profile loses only itself
@@ -1842,22 +1854,10 @@ def profile_run(d: H.Corral, key: str, what: str, run: Callable[[], int], ws: Wo
     log = ws.logs / f"perf-grpc-{key}.log"
     argv = ["perf", "record", "-q", "-F", "999" if stacks else "1999",
             *(["--call-graph", "dwarf,16384"] if stacks else []), "-p", str(d.pid), "-o", str(data)]
-    rec = H.start(f"perf record (the daemon, during {what})", argv, log)
-    try:
-        try:
-            H.wait_for(lambda: rec.poll() is not None or (data.exists() and data.stat().st_size > 0), 10,
-                       "perf record to attach")
-        except RuntimeError:
-            pass
-        if rec.poll() is not None:
-            return {"error": f"perf record exited with {rec.returncode}: "
-                             f"{log.read_text(errors='replace')[-300:].strip()}"}
-        time.sleep(0.2)
-        cpu0 = H.proc_cpu_s(d.pid)
-        trips = run()
-        cpu_us = (H.proc_cpu_s(d.pid) - cpu0) * 1e6 / (trips or 1)
-    finally:
-        H.stop(rec, signal.SIGINT, timeout=60)
+    err, trips, cpu_s = perf_during(what, argv, data, log, d.pid, run)
+    if err:
+        return {"error": err}
+    cpu_us = cpu_s * 1e6 / (trips or 1)
     try:
         st = copy_stacks(data, d.pid) if stacks else library_samples(data, d.pid)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
