@@ -24,7 +24,7 @@ COPY . .
 # example models, which land beside their model.yaml.
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORRAL_TESTS=OFF \
  && cmake --build build -j"$(nproc)" \
- && strip build/corral
+ && strip build/corral build/corral-shim
 
 FROM debian:bookworm-slim
 # What build/corral links (readelf -d: h2o, libuv, jansson, libyaml, libcurl, gRPC, zlib, OpenSSL,
@@ -39,6 +39,8 @@ RUN apt-get update \
  && useradd --system --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin corral
 
 COPY --from=build /src/build/corral /usr/local/bin/corral
+# the guard above every worker, linking only libc (src/shim.h); the daemon finds it beside itself
+COPY --from=build /src/build/corral-shim /usr/local/bin/corral-shim
 COPY --from=build /src/sdk/python /app/sdk/python
 COPY --from=build /src/examples/models /app/models
 COPY scripts/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh

@@ -1417,7 +1417,7 @@ def render_wakeups(res: dict, w) -> None:
       f"of `/proc/PID/stat` (every thread; clock ticks of {f_num(1000 / serving.get('clk_tck', 100), 0)} ms, so "
       "±1 tick per process over the point), user + system, over the same requests. For corral the daemon is "
       "`corral serve`, and the workers are the model's 2 worker processes named by `/v1/models` (the "
-      "process running the SDK and the model, with its reader and health threads; not its `corral __shim` "
+      "process running the SDK and the model, with its reader and health threads; not its `corral-shim __shim` "
       "guard, counted apart below); the other models' workers are left out. For the peers the first columns "
       "are the master process (uWSGI's master, nginx's master), which takes no part in a request, and the "
       "workers are every process below it. A request through corral wakes the daemon (the client's bytes, "
@@ -1456,7 +1456,7 @@ def render_wakeups(res: dict, w) -> None:
     guards = [p["wakeups"]["guards"] for k in ("corral", "corral-c") if k in srv
               for p in srv[k]["points"] if p.get("wakeups") and "guards" in p["wakeups"]]
     if guards:
-        w(f"The guards (`corral __shim`, one above each worker) slept through the load: at most "
+        w(f"The guards (`corral-shim __shim`, one above each worker) slept through the load: at most "
           f"{f_num(max(g['switches_per_req'] for g in guards) * 1000, 1)} context switches and "
           f"{f_num(max(g['cpu_us_per_req'] for g in guards) * 1000, 1)} µs of CPU per 1,000 requests at any "
           f"point.\n")

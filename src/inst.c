@@ -1,8 +1,9 @@
 /*
  * inst — worker processes; see inst.h and docs/worker-protocol.md.
  *
- * Every worker is started through the daemon's own binary in a hidden
- * "__shim" mode (main.c): a guard process, a child subreaper, that forks the
+ * Every worker is started through corral-shim, beside the daemon's binary
+ * (shim.c; the binary's own hidden "__shim" mode when it is missing): a
+ * guard process, a child subreaper, that forks the
  * real worker into a process group of its own and, when the worker exits or
  * the daemon dies (even by SIGKILL), kills that group and every descendant
  * left, those that escaped the group or the session included. libuv's
@@ -912,12 +913,22 @@ static void on_process_exit(uv_process_t *p, int64_t status, int term_signal)
 
 /* ---- start ---- */
 
+/*
+ * What starts a worker's guard: corral-shim beside the daemon's binary (it
+ * links only libc, so each guard stays small: shim.h), else the daemon's
+ * own binary, which runs the same guard as `corral __shim`.
+ */
 static const char *exe_path(void)
 {
     if (!self_exe[0]) {
         size_t len = sizeof self_exe;
         if (uv_exepath(self_exe, &len) < 0)
             snprintf(self_exe, sizeof self_exe, "/proc/self/exe");
+        char shim[sizeof self_exe];
+        const char *slash = strrchr(self_exe, '/');
+        int n = slash ? snprintf(shim, sizeof shim, "%.*s/corral-shim", (int)(slash - self_exe), self_exe) : -1;
+        if (n > 0 && (size_t)n < sizeof shim && access(shim, X_OK) == 0)
+            memcpy(self_exe, shim, (size_t)n + 1);
     }
     return self_exe;
 }

@@ -277,6 +277,7 @@ def test_dockerfile_is_two_debian_12_stages():
     assert all("rm -rf /var/lib/apt/lists/*" in r for r in instructions(runtime, "RUN") if "apt-get" in r)
     copies = instructions(runtime, "COPY")
     assert "--from=build /src/build/corral /usr/local/bin/corral" in copies
+    assert "--from=build /src/build/corral-shim /usr/local/bin/corral-shim" in copies  # beside corral: see inst.c
     assert "--from=build /src/sdk/python /app/sdk/python" in copies
     assert "--from=build /src/examples/models /app/models" in copies  # the examples, built, baked in
     assert "CORRAL_PYTHON_SDK=/app/sdk/python" in " ".join(instructions(runtime, "ENV"))
