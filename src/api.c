@@ -129,14 +129,9 @@ void api_submit(api_pending *p, job *j)
 model *api_model_or_error(h2o_req_t *req, h2o_iovec_t name)
 {
     if (!model_name_valid(name.base, name.len)) {
-        /* Shown with control bytes (NUL included) as '?', at most 200 bytes. */
-        char shown[201];
-        size_t n = name.len < 200 ? name.len : 200;
-        for (size_t i = 0; i < n; i++)
-            shown[i] = (unsigned char)name.base[i] < 0x20 || name.base[i] == 0x7f ? '?' : name.base[i];
-        shown[n] = 0;
-        http_error(req, 400, 0, "invalid model name '%s%s': names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", shown,
-                   name.len > 200 ? "..." : "");
+        char msg[400];
+        model_name_error(name.base, name.len, msg, sizeof msg);
+        http_error(req, 400, 0, "%s", msg);
         return NULL;
     }
     model *m = model_find(name.base, name.len);

@@ -152,13 +152,9 @@ static model *find_model(rpc *r, const char *name, const char *version)
 {
     size_t n = strlen(name);
     if (!model_name_valid(name, n)) {
-        char shown[201];
-        size_t k = n < 200 ? n : 200;
-        for (size_t i = 0; i < k; i++)
-            shown[i] = (unsigned char)name[i] < 0x20 || name[i] == 0x7f ? '?' : name[i];
-        shown[k] = 0;
-        fail(r, GB_INVALID_ARGUMENT, "invalid model name '%s%s': names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}",
-             shown, n > 200 ? "..." : "");
+        char msg[400];
+        model_name_error(name, n, msg, sizeof msg);
+        fail(r, GB_INVALID_ARGUMENT, "%s", msg);
         return NULL;
     }
     model *m = model_find(name, n);
@@ -391,6 +387,15 @@ static void rpc_model_load(rpc *r, ProtobufCMessage *msg)
 out:
     protobuf_c_message_free_unpacked(msg, NULL);
 }
+
+/* A load's and an unload's parameter entries are the same message under two names: repo_body reads both. */
+_Static_assert(sizeof(Inference__RepositoryModelLoadRequest__ParametersEntry) ==
+                       sizeof(Inference__RepositoryModelUnloadRequest__ParametersEntry) &&
+                   offsetof(Inference__RepositoryModelLoadRequest__ParametersEntry, key) ==
+                       offsetof(Inference__RepositoryModelUnloadRequest__ParametersEntry, key) &&
+                   offsetof(Inference__RepositoryModelLoadRequest__ParametersEntry, value) ==
+                       offsetof(Inference__RepositoryModelUnloadRequest__ParametersEntry, value),
+               "the repository requests' parameter entries differ");
 
 static void rpc_model_unload(rpc *r, ProtobufCMessage *msg)
 {
@@ -721,8 +726,7 @@ static void start_infer(rpc *r, Inference__ModelInferRequest *in)
     g->model = m;
     if (!model_name_valid(in->model_name, nlen)) {
         status = 400;
-        snprintf(err, sizeof err, "invalid model name '%.200s': names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}",
-                 in->model_name);
+        model_name_error(in->model_name, nlen, err, sizeof err);
     } else if (!m) {
         status = 404;
         snprintf(err, sizeof err, "unknown model '%s'", in->model_name);
@@ -835,11 +839,8 @@ static void on_call(gb_call *c, const char *name, size_t len, uint64_t deadline_
                 fail(r, GB_UNIMPLEMENTED, "corral does not serve %s over gRPC: %s", unserved[i][0], unserved[i][1]);
                 return;
             }
-        size_t shown = len > 200 ? 200 : len;
-        char m[201];
-        for (size_t i = 0; i < shown; i++)
-            m[i] = (unsigned char)name[i] < 0x20 || name[i] == 0x7f ? '?' : name[i];
-        m[shown] = 0;
+        char m[204];
+        utf8_shown(name, len, m, sizeof m);
         fail(r, GB_UNIMPLEMENTED, "unknown method '%s': corral serves inference.GRPCInferenceService", m);
         return;
     }

@@ -915,10 +915,11 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
         return status;
     /* Bound the answer's size before building it. */
     int binary_classified = 0;
+    uint8_t binary_of[INFER_MAX_TENSORS]; /* decided once: the bound and the rendering must agree */
     size_t bound = 256 + strlen(model) * 6 + (opts->id ? opts->id_len * 6 : 0);
     for (size_t i = 0; i < res.n; i++) {
         infer_output *r = &res.out[i];
-        int binary = !r->shm && wants_binary(opts, r->name);
+        int binary = binary_of[i] = !r->shm && wants_binary(opts, r->name);
         binary_classified |= r->classified && binary;
         bound += 64 + r->name_len * 6 + (size_t)r->ndim * 21 +
                  (r->shm ? 160 + r->shm->region_len * 6 : binary ? 0 : tensor_json_bound(r->t, r->size, r->count));
@@ -955,7 +956,7 @@ int infer_build_response(const char *model, const infer_opts *opts, const uint8_
             sb_adds(&o, ",\"shared_memory_offset\":");
             sb_u64(&o, r->shm->offset);
             sb_adds(&o, "}}");
-        } else if (wants_binary(opts, r->name)) {
+        } else if (binary_of[i]) {
             sb_adds(&o, ",\"parameters\":{\"binary_data_size\":");
             sb_u64(&o, r->size);
             sb_adds(&o, "}}");

@@ -765,6 +765,13 @@ void manifest_free(manifest *m)
     free(m);
 }
 
+void model_name_error(const char *s, size_t n, char *msg, size_t msglen)
+{
+    char shown[204];
+    utf8_shown(s, n, shown, sizeof shown);
+    snprintf(msg, msglen, "invalid model name '%s': names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", shown);
+}
+
 int model_name_valid(const char *s, size_t n)
 {
     if (n == 0 || n > 128)

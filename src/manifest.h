@@ -106,6 +106,12 @@ int parse_size(const char *s, int64_t *bytes);
  * [A-Za-z0-9][A-Za-z0-9._-]{0,127}. Checked before any filesystem access. */
 int model_name_valid(const char *s, size_t n);
 
+/*
+ * The message for a name that is not valid (model_name_valid), naming it as
+ * utf8_shown shows client text: "invalid model name 'x/..': names match ...".
+ */
+void model_name_error(const char *s, size_t n, char *msg, size_t msglen);
+
 /* FNV-1a over a byte range; used to notice changed manifests. */
 uint64_t manifest_digest(const void *data, size_t len);
 

@@ -99,6 +99,17 @@ static struct {
 
 /* ---- pure: digest, URL, host and address policy ---- */
 
+/* A digest's 32 bytes as the 64 lowercase hex digits people write, NUL-terminated. */
+static void sha256_hex(const unsigned char d[32], char out[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = digits[d[i] >> 4];
+        out[2 * i + 1] = digits[d[i] & 15];
+    }
+    out[64] = 0;
+}
+
 int pull_parse_sha256(const char *hex, unsigned char out[32])
 {
     if (!hex || strlen(hex) != 64)
@@ -981,8 +992,7 @@ static void run_pull(pull *p)
     EVP_DigestFinal_ex(f.md, got, &glen);
     if (memcmp(got, p->want, 32) != 0) {
         char hex[65];
-        for (int i = 0; i < 32; i++)
-            snprintf(hex + 2 * i, 3, "%02x", got[i]);
+        sha256_hex(got, hex);
         FAIL(p, 422, "sha256 mismatch: '%s' (%lld bytes) has sha256 %s, not the one expected", p->url,
              (long long)f.bytes, hex);
         goto done;
@@ -1127,8 +1137,7 @@ static void on_after_work(uv_work_t *w, int status)
         tell_phases(p);
         log_info("pulled model %s from %s (%lld bytes)", p->name, p->url, (long long)atomic_load(&p->bytes));
         char hex[65];
-        for (int i = 0; i < 32; i++)
-            snprintf(hex + 2 * i, 3, "%02x", p->want[i]);
+        sha256_hex(p->want, hex);
         state_note_pull(p->name, p->url, hex); /* with --state: where it came from, for `corral pull NAME` */
         registry_rescan();
         emit(p, "done", NULL);

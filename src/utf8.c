@@ -132,3 +132,18 @@ json_t *utf8_json_string(const char *s, size_t n)
         abort();
     return j;
 }
+
+void utf8_shown(const char *s, size_t n, char *out, size_t size)
+{
+    if (size < 4) {
+        if (size)
+            out[0] = 0;
+        return;
+    }
+    size_t k = utf8_cut(s, n, n < size ? n : size - 4); /* room for "..." when cut */
+    for (size_t i = 0; i < k; i++)
+        out[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    if (k < n)
+        memcpy(out + k, "...", 3), k += 3;
+    out[k] = 0;
+}

@@ -32,6 +32,13 @@ int utf8_valid(const char *s, size_t n);
 size_t utf8_cut(const char *s, size_t n, size_t max);
 
 /*
+ * n bytes of a client's text for a message, NUL-terminated in out (size
+ * bytes): control bytes (NUL included) as '?', cut at a character boundary
+ * to fit, with "..." after a cut. The error writer escapes what remains.
+ */
+void utf8_shown(const char *s, size_t n, char *out, size_t size);
+
+/*
  * Drops an incomplete character from the end of the NUL-terminated s, as
  * snprintf leaves one when it cuts text into a fixed buffer. Returns the
  * new length.

@@ -11,6 +11,9 @@
 
 #include "decl.h"
 #include "http.h"
+#include "job.h"
+#include "proto.h"
+#include "sb.h"
 #include "utf8.h"
 
 #include <jansson.h>
@@ -49,6 +52,40 @@ static inline void fuzz_check_error(const char *msg)
     char *text = http_error_text(&len, "%s", msg);
     fuzz_check_json(text, len);
     free(text);
+}
+
+/*
+ * The INFER_RESULT body an echoing worker sends for a parsed request's
+ * frame (frame_len bytes; its tensors in the frame or, when large, in j's
+ * pieces): every input back as an output of the same name. Into body,
+ * which the caller frees.
+ */
+static inline void fuzz_echo_result(const uint8_t *frame, size_t frame_len, const job *j, sb *body)
+{
+    const char *meta;
+    size_t meta_len, data_len;
+    const uint8_t *data;
+    if (proto_split_body(frame + PROTO_HEADER_SIZE, frame_len - PROTO_HEADER_SIZE, &meta, &meta_len, &data,
+                         &data_len) < 0)
+        abort();
+    fuzz_check_json(meta, meta_len);
+    json_t *m = json_loadb(meta, meta_len, 0, NULL);
+    json_t *outs = json_pack("{s:O}", "outputs", json_object_get(m, "inputs"));
+    char *text = json_dumps(outs, JSON_COMPACT);
+    size_t tlen = strlen(text);
+    sb_init(body, 64);
+    uint8_t u32[4];
+    proto_put_u32(u32, (uint32_t)tlen);
+    sb_add(body, u32, 4);
+    sb_add(body, text, tlen);
+    if (j->npieces)
+        for (int k = 0; k < j->npieces; k++)
+            sb_add(body, j->pieces[k].ptr, j->pieces[k].len);
+    else
+        sb_add(body, data, data_len);
+    free(text);
+    json_decref(outs);
+    json_decref(m);
 }
 
 /* Declared tensors (decl.h) from their JSON, for a target's model: kept for the whole run. */

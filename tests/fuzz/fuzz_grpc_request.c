@@ -72,28 +72,8 @@ static void check_packed(const uint8_t *buf, size_t len, int stream, const infer
 /* The INFER_RESULT an echoing worker sends: every input back as an output of the same name. */
 static void echo(const job *j, const infer_opts *opts, const char *id)
 {
-    const char *meta;
-    size_t meta_len, data_len;
-    const uint8_t *data;
-    if (proto_split_body(j->frame + PROTO_HEADER_SIZE, j->frame_len - PROTO_HEADER_SIZE, &meta, &meta_len, &data,
-                         &data_len) < 0)
-        abort();
-    fuzz_check_json(meta, meta_len);
-    json_t *m = json_loadb(meta, meta_len, 0, NULL);
-    json_t *outs = json_pack("{s:O}", "outputs", json_object_get(m, "inputs"));
-    char *text = json_dumps(outs, JSON_COMPACT);
-    size_t tlen = strlen(text);
     sb body;
-    sb_init(&body, 64);
-    uint8_t u32[4];
-    proto_put_u32(u32, (uint32_t)tlen);
-    sb_add(&body, u32, 4);
-    sb_add(&body, text, tlen);
-    if (j->npieces)
-        for (int k = 0; k < j->npieces; k++)
-            sb_add(&body, j->pieces[k].ptr, j->pieces[k].len);
-    else
-        sb_add(&body, data, data_len);
+    fuzz_echo_result(j->frame, j->frame_len, j, &body);
     infer_result res;
     char err[512];
     int status = infer_read_result("fuzz", opts, (const uint8_t *)body.p, body.len, NULL, 0, &res, err, sizeof err);
@@ -113,9 +93,6 @@ static void echo(const job *j, const infer_opts *opts, const char *id)
         abort();
     }
     sb_free(&body);
-    free(text);
-    json_decref(outs);
-    json_decref(m);
 }
 
 /* The request as a decoupled model's body, and that body back as a generated chunk. */

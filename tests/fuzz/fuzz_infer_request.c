@@ -27,28 +27,8 @@
 /* The INFER_RESULT an echoing worker sends: every input back as an output of the same name. */
 static void echo(const uint8_t *frame, size_t frame_len, const job *j, const infer_opts *opts)
 {
-    const char *meta;
-    size_t meta_len, data_len;
-    const uint8_t *data;
-    if (proto_split_body(frame + PROTO_HEADER_SIZE, frame_len - PROTO_HEADER_SIZE, &meta, &meta_len, &data,
-                         &data_len) < 0)
-        abort();
-    fuzz_check_json(meta, meta_len);
-    json_t *m = json_loadb(meta, meta_len, 0, NULL);
-    json_t *outs = json_pack("{s:O}", "outputs", json_object_get(m, "inputs"));
-    char *text = json_dumps(outs, JSON_COMPACT);
-    size_t tlen = strlen(text);
     sb body;
-    sb_init(&body, 64);
-    uint8_t u32[4];
-    proto_put_u32(u32, (uint32_t)tlen);
-    sb_add(&body, u32, 4);
-    sb_add(&body, text, tlen);
-    if (j->npieces)
-        for (int k = 0; k < j->npieces; k++)
-            sb_add(&body, j->pieces[k].ptr, j->pieces[k].len);
-    else
-        sb_add(&body, data, data_len);
+    fuzz_echo_result(frame, frame_len, j, &body);
     infer_response r;
     char err[512];
     int status = infer_build_response("fuzz", opts, (const uint8_t *)body.p, body.len, NULL, 0, &r, err, sizeof err);
@@ -72,9 +52,6 @@ static void echo(const uint8_t *frame, size_t frame_len, const job *j, const inf
         abort();
     }
     sb_free(&body);
-    free(text);
-    json_decref(outs);
-    json_decref(m);
 }
 
 /* The declarations of bit 2: inputs (which 0) or outputs (1), parsed once for the whole run. */

@@ -6,6 +6,7 @@
 #include "check.h"
 #include "http.h"
 #include "sb.h"
+#include "manifest.h"
 #include "utf8.h"
 
 #include <stdlib.h>
@@ -85,4 +86,24 @@ static void error_bodies_are_json(void)
     free(t);
 }
 
-CHECK_MAIN(CASE(strict_utf8), CASE(cuts_at_boundaries), CASE(json_strings_from_any_bytes), CASE(error_bodies_are_json))
+/* Client text for messages: control bytes as '?', cut on a character with "..." after, always terminated. */
+static void shown_text(void)
+{
+    char out[16];
+    utf8_shown("a\0b\nc\x7f", 6, out, sizeof out);
+    CHECK(strcmp(out, "a?b?c?") == 0);
+    utf8_shown("0123456789abcdefXYZ", 19, out, sizeof out);
+    CHECK(strcmp(out, "0123456789ab...") == 0);
+    utf8_shown("0123456789a\xc3\xa9zzzz", 17, out, sizeof out); /* the cut falls inside é: before it */
+    CHECK(strcmp(out, "0123456789a...") == 0 && utf8_valid(out, strlen(out)));
+    utf8_shown("exactly 15 byte", 15, out, sizeof out);
+    CHECK(strcmp(out, "exactly 15 byte") == 0);
+    utf8_shown("", 0, out, sizeof out);
+    CHECK(out[0] == 0);
+    char msg[400];
+    model_name_error("bad/name", 8, msg, sizeof msg);
+    CHECK(strcmp(msg, "invalid model name 'bad/name': names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}") == 0);
+}
+
+CHECK_MAIN(CASE(strict_utf8), CASE(cuts_at_boundaries), CASE(json_strings_from_any_bytes), CASE(error_bodies_are_json),
+           CASE(shown_text))
