@@ -481,6 +481,19 @@ static void error_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs
     h2o_ostream_send_next(self, req, &o->json, 1, state);
 }
 
+/*
+ * libh2o 2.2.5 drops a HEAD response's body itself over HTTP/1.1 only; over
+ * HTTP/2 it sends it as DATA frames, which clients rightly take for a
+ * protocol error. This ostream passes the headers (Content-Length
+ * included) and no bytes.
+ */
+static void head_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt, h2o_send_state_t state)
+{
+    (void)bufs;
+    (void)bufcnt;
+    h2o_ostream_send_next(self, req, NULL, 0, state);
+}
+
 static void error_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
 {
     (void)self;
@@ -519,6 +532,11 @@ static void error_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_
         req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
         slot = &o->super.next;
         intake_linger(req); /* a client still sending its body reads this answer before the close */
+    }
+    if (req->version >= 0x200 && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        h2o_ostream_t *head = h2o_add_ostream(req, sizeof *head, slot);
+        head->do_send = head_do_send;
+        slot = &head->next;
     }
     h2o_setup_next_ostream(req, slot);
 }

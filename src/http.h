@@ -59,7 +59,8 @@ int http_decode_body(h2o_req_t *req, http_decoded_fn on_decoded);
 
 /*
  * Installs the filter that rewrites h2o's own text/plain error answers (413
- * over --max-body, 400 unparsable request) as {"error": ...} JSON.
+ * over --max-body, 400 unparsable request) as {"error": ...} JSON, and
+ * keeps a HEAD answer's body off an HTTP/2 stream.
  */
 void http_install_error_filter(h2o_pathconf_t *pathconf, size_t max_body);
 

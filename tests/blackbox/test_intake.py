@@ -401,6 +401,22 @@ def h2_outcome(s: socket.socket, stream: int) -> str:
             return "200" if payload[:1] == b"\x88" else f"status {payload[:4].hex()}"
 
 
+@pytest.mark.skipif(subprocess.run(["curl", "--version"], capture_output=True).stdout.find(b"HTTP2") < 0,
+                    reason="curl without HTTP/2")
+def test_http2_head_sends_headers_and_no_body(corral):
+    """h2o sent a HEAD answer's body as DATA frames over HTTP/2; curl called it a protocol error."""
+    corral.add("echo", "echo")
+    d = corral.start()
+    for path, want in (("/v2/health/live", 200), ("/v2", 200), ("/v2/models/nosuch", 404), ("/metrics", 200)):
+        p = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-I", d.url(path)], capture_output=True,
+                           timeout=30)
+        assert p.returncode == 0, (path, p.stderr)
+        head = p.stdout.decode()
+        assert head.startswith(f"HTTP/2 {want}"), (path, head)
+        assert "content-length:" in head.lower(), (path, head)
+        assert head.endswith("\r\n\r\n"), (path, head)  # the headers only
+
+
 def test_http2_budget(corral):
     corral.add("echo", "echo")
     d = corral.start("--max-body", "3MiB", "--max-inflight-body", "4MiB")
