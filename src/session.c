@@ -76,7 +76,7 @@ static struct {
     int durable;
     session *dirty_head, *dirty_tail;
     size_t n_dirty;
-    int batch_in_flight;
+    int batches_in_flight; /* one at a time from the timer; session_store_flush may add one */
     uv_timer_t flush_timer;
     int flush_armed;
 } S;
@@ -304,7 +304,7 @@ static void mark_dirty(session *s)
         S.dirty_head = s;
     S.dirty_tail = s;
     S.n_dirty++;
-    if (S.loop && !S.flush_armed && !S.batch_in_flight) {
+    if (S.loop && !S.flush_armed && !S.batches_in_flight) {
         S.flush_armed = 1;
         uv_timer_start(&S.flush_timer, on_flush, SESSION_FLUSH_MS, 0);
     }
@@ -657,16 +657,17 @@ static void on_batch_written(state_session_batch *b)
     free(b->ops);
     free(b->error);
     free(b);
-    S.batch_in_flight = 0;
-    if (S.n_dirty && S.loop && !S.flush_armed) {
+    S.batches_in_flight--;
+    if (S.n_dirty && S.loop && !S.flush_armed && !S.batches_in_flight) {
         S.flush_armed = 1;
         uv_timer_start(&S.flush_timer, on_flush, SESSION_FLUSH_MS, 0);
     }
 }
 
-void session_store_flush(void)
+/* Hands the marked sessions to the state file as one batch. */
+static void flush_batch(void)
 {
-    if (!S.durable || !S.n_dirty || S.batch_in_flight)
+    if (!S.durable || !S.n_dirty)
         return;
     state_session_batch *b = xcalloc(1, sizeof *b);
     b->ops = xmalloc(S.n_dirty * sizeof *b->ops);
@@ -691,15 +692,21 @@ void session_store_flush(void)
     b->n = n;
     b->data = held;
     b->on_written = on_batch_written;
-    S.batch_in_flight = 1;
+    S.batches_in_flight++;
     state_note_sessions(b);
+}
+
+void session_store_flush(void)
+{
+    flush_batch(); /* even while one is being written: state.c writes them in order */
 }
 
 static void on_flush(uv_timer_t *t)
 {
     (void)t;
     S.flush_armed = 0;
-    session_store_flush();
+    if (!S.batches_in_flight) /* else on_batch_written arms the timer again */
+        flush_batch();
 }
 
 void session_store_durable(void)
