@@ -554,15 +554,17 @@ int session_restore(const char *id, size_t idlen, const char *content_type, cons
     char why[256];
     size_t typelen = strlen(content_type);
     if (!session_id_valid(id, idlen, why, sizeof why) || !session_content_type_valid(content_type, typelen) ||
-        len > S.cfg.max_size || expires_ms <= S.now())
+        len > S.cfg.max_size)
         return -1;
     uint64_t hash = id_hash(id, idlen);
     if (table_get(id, idlen, hash))
         return 0; /* written since the start: newer */
-    size_t cost = session_cost(idlen, typelen, len);
-    if (S.bytes + cost > S.cfg.memory)
-        return -1;
     session *s = entry_new(id, idlen, hash, content_type, typelen, data, len, expires_ms);
+    if (expires_ms <= S.now() || S.bytes + s->cost > S.cfg.memory) {
+        mark_dirty(s); /* not live: deleted from the file too, which keeps matching the store */
+        entry_release(s);
+        return -1;
+    }
     int durable = S.durable;
     S.durable = 0; /* it is in the file already */
     entry_attach(s);
