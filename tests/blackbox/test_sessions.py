@@ -137,6 +137,13 @@ def test_ttl_from_query_or_header_and_its_bounds(corral):
     assert int(get(d, "a").headers["Session-TTL"]) <= 59
 
 
+def test_ttl_flags_take_durations(corral):
+    d = corral.start("--session-ttl", "2m", "--session-max-ttl", "1h")
+    assert put(d, "a", 1).json()["expires_in"] == 120
+    assert put(d, "a", 1, params={"ttl": "3600"}).status_code == 200
+    assert put(d, "a", 1, params={"ttl": "3601"}).status_code == 400
+
+
 def test_expiry_by_the_timer(corral):
     d = corral.start("--log-level", "debug")
     put(d, "short", "x", ctype="text/plain", params={"ttl": "1"})
