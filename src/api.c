@@ -291,9 +291,39 @@ const api_route *api_route_match(const h2o_iovec_t *seg, int n)
     return NULL;
 }
 
+static const char *const method_names[API_METHODS] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+
+const char *api_method_name(unsigned bit)
+{
+    for (int i = 0; i < API_METHODS; i++)
+        if (bit == 1u << i)
+            return method_names[i];
+    return NULL;
+}
+
+unsigned api_method_bit(const char *method, size_t len)
+{
+    if (h2o_memis(method, len, H2O_STRLIT("HEAD")))
+        return API_GET;
+    for (int i = 0; i < API_METHODS; i++)
+        if (h2o_memis(method, len, method_names[i], strlen(method_names[i])))
+            return 1u << i;
+    return 0;
+}
+
 const char *api_route_allow(unsigned methods)
 {
-    return methods == (API_GET | API_POST) ? "GET, POST" : methods == API_POST ? "POST" : "GET";
+    /* Each combination written once, on first use: the table holds a handful. */
+    static char allow[1 << API_METHODS][sizeof "GET, POST, PUT, PATCH, DELETE"];
+    methods &= (1u << API_METHODS) - 1;
+    char *out = allow[methods];
+    if (!out[0]) {
+        size_t n = 0;
+        for (int i = 0; i < API_METHODS; i++)
+            if (methods & 1u << i)
+                n += (size_t)snprintf(out + n, sizeof allow[0] - n, "%s%s", n ? ", " : "", method_names[i]);
+    }
+    return out;
 }
 
 /* The request's path without its query. */
@@ -310,10 +340,7 @@ static void route(h2o_req_t *req, const api_path *p, int rc)
 {
     const api_route *r = rc == 0 ? api_route_match(p->seg, p->n) : NULL;
     if (r) {
-        unsigned method = METHOD_IS(req, "GET") || METHOD_IS(req, "HEAD") ? API_GET
-                          : METHOD_IS(req, "POST")                        ? API_POST
-                                                                          : 0;
-        if (!(r->methods & method)) {
+        if (!(r->methods & api_method_bit(req->method.base, req->method.len))) {
             http_method_not_allowed(req, api_route_allow(r->methods));
             return;
         }

@@ -78,11 +78,12 @@ typedef struct api_path {
  * in order; a literal that shadows a template comes first
  * ("/v1/models/pull" before "/v1/models/{model_name}").
  */
-enum { API_GET = 1, API_POST = 2 };
+enum { API_GET = 1, API_POST = 2, API_PUT = 4, API_PATCH = 8, API_DELETE = 16 };
+#define API_METHODS 5 /* the bits above */
 typedef int (*api_route_fn)(h2o_req_t *req, const api_path *p); /* -1: not served (a 404) */
 typedef struct api_route {
     const char *path;     /* "/v2/models/{model_name}/infer" */
-    unsigned methods;     /* API_GET | API_POST */
+    unsigned methods;     /* API_GET | API_POST | ... */
     api_route_fn handler;
 } api_route;
 
@@ -90,8 +91,12 @@ typedef struct api_route {
 const api_route *api_routes(size_t *n);
 /* The first entry whose template matches the path seg[0..n), or NULL. Pure. */
 const api_route *api_route_match(const h2o_iovec_t *seg, int n);
-/* "GET", "POST" or "GET, POST": an entry's methods as an Allow header says them. */
+/* An entry's methods as an Allow header says them ("GET, POST"), in the order of the bits; static. */
 const char *api_route_allow(unsigned methods);
+/* The method's bit (HEAD is GET's), or 0 for a method no route takes. */
+unsigned api_method_bit(const char *method, size_t len);
+/* The name of one method bit, upper case ("GET"), or NULL. */
+const char *api_method_name(unsigned bit);
 
 /* Whether segment i of p is the literal lit; whether req's method is lit. */
 #define SEG_IS(p, i, lit) ((p)->n > (i) && h2o_memis((p)->seg[i].base, (p)->seg[i].len, H2O_STRLIT(lit)))

@@ -12,7 +12,8 @@ lacks what, so a failure says where to fix it.
 Recording (opt-in, for the black-box suite): with CORRAL_RECORD_DIR set,
 `install_recorder()` (called by tests/blackbox/conftest.py) wraps
 http.client, which requests and urllib both use, and requests' Session, and
-appends records of responses from local daemons to one JSON-lines file per
+appends records of responses from local corral daemons (h2o's Server
+header tells them from a test's other servers) to one JSON-lines file per
 process under that directory. Bounded: bodies over BODY_MAX are kept only as
 truncated, and at most PER_KEY records are written per (method, path,
 status); later ones are dropped.
@@ -240,8 +241,11 @@ _counts: dict = {}
 _out = None
 
 
-def _local(host) -> bool:
-    return str(host) in ("127.0.0.1", "localhost", "::1", "[::1]")
+def _from_corral(host, headers) -> bool:
+    """A local daemon's answer: corral's HTTP is h2o's, which names itself (a test's Prometheus or file server does
+    not)."""
+    return str(host) in ("127.0.0.1", "localhost", "::1", "[::1]") and \
+        (headers.get("server") or "").startswith("h2o/")
 
 
 def _write(rec: dict):
@@ -278,7 +282,7 @@ def install_recorder():
     def getresponse(self, *a, **kw):
         resp = get_response(self, *a, **kw)
         req = getattr(self, "_corral_request", None)
-        if req and _local(self.host):
+        if req and _from_corral(self.host, resp.headers):
             try:
                 _write(record_of(req[0], req[1], resp.status, resp.headers, None))
             except Exception:  # a recorder must never break the test it watches
@@ -293,7 +297,7 @@ def install_recorder():
     def session_send(self, request, **kw):
         resp = send(self, request, **kw)
         try:
-            if not kw.get("stream") and _local(urlsplit(request.url).hostname):
+            if not kw.get("stream") and _from_corral(urlsplit(request.url).hostname, resp.headers):
                 _write(record_response(resp))
         except Exception:
             pass

@@ -42,9 +42,15 @@ static void embedded_is_the_file(void)
     free(buf);
 }
 
-static const char *method_name(unsigned m)
+/* The document's key for a method bit: "get". */
+static const char *method_key(unsigned bit, char *buf)
 {
-    return m == API_GET ? "get" : "post";
+    const char *name = api_method_name(bit);
+    size_t i = 0;
+    for (; name[i]; i++)
+        buf[i] = (char)(name[i] - 'A' + 'a');
+    buf[i] = '\0';
+    return buf;
 }
 
 /* The drift check: the table's routes and the document's operations, both ways. */
@@ -61,12 +67,13 @@ static void paths_are_the_routes(void)
     const api_route *r = api_routes(&n);
     for (size_t i = 0; i < n; i++) {
         json_t *item = json_object_get(paths, r[i].path);
-        for (unsigned m = API_GET; m <= API_POST; m <<= 1) {
+        for (unsigned m = 1; m < 1u << API_METHODS; m <<= 1) {
+            char key[8];
             if (!(r[i].methods & m))
                 continue;
-            if (!json_object_get(item, method_name(m))) {
+            if (!json_object_get(item, method_key(m, key))) {
                 fprintf(stderr, "%s %s: the router serves it (src/api.c), docs/openapi.yaml lacks it\n",
-                        method_name(m), r[i].path);
+                        api_method_name(m), r[i].path);
                 CHECK(0);
             }
         }
@@ -82,17 +89,17 @@ static void paths_are_the_routes(void)
         json_t *op;
         json_object_foreach(item, key, op) {
             static const char *const methods[] = {"get", "put", "post", "delete", "options", "head", "patch", "trace"};
-            unsigned bit = 0;
             int is_method = 0;
             for (size_t k = 0; k < sizeof methods / sizeof methods[0]; k++)
-                if (strcmp(key, methods[k]) == 0) {
-                    is_method = 1;
-                    bit = k == 0 ? API_GET : k == 2 ? API_POST : 0;
-                }
+                is_method |= strcmp(key, methods[k]) == 0;
             if (!is_method)
                 continue;
+            char upper[8] = "";
+            for (size_t k = 0; key[k] && k < sizeof upper - 1; k++)
+                upper[k] = (char)(key[k] - 'a' + 'A');
+            unsigned bit = strcmp(key, "head") == 0 ? 0 : api_method_bit(upper, strlen(upper));
             if (!route || !(route->methods & bit)) {
-                fprintf(stderr, "%s %s: docs/openapi.yaml lists it, the router (src/api.c) does not serve it\n", key,
+                fprintf(stderr, "%s %s: docs/openapi.yaml lists it, the router (src/api.c) does not serve it\n", upper,
                         path);
                 CHECK(0);
             }
@@ -261,6 +268,12 @@ static void route_matching(void)
     CHECK(match("/metricsx") == NULL);
     CHECK(strcmp(api_route_allow(API_GET), "GET") == 0 && strcmp(api_route_allow(API_POST), "POST") == 0 &&
           strcmp(api_route_allow(API_GET | API_POST), "GET, POST") == 0);
+    CHECK(strcmp(api_route_allow(API_GET | API_PUT | API_PATCH | API_DELETE), "GET, PUT, PATCH, DELETE") == 0);
+    CHECK(strcmp(api_route_allow(API_DELETE), "DELETE") == 0);
+    CHECK(api_method_bit(H2O_STRLIT("HEAD")) == API_GET && api_method_bit(H2O_STRLIT("PATCH")) == API_PATCH);
+    CHECK(api_method_bit(H2O_STRLIT("OPTIONS")) == 0 && api_method_bit(H2O_STRLIT("get")) == 0);
+    CHECK(api_method_name(API_DELETE) && strcmp(api_method_name(API_DELETE), "DELETE") == 0);
+    CHECK(api_method_name(API_GET | API_POST) == NULL);
 }
 
 CHECK_MAIN(CASE(embedded_is_the_file), CASE(paths_are_the_routes), CASE(refs_resolve),
