@@ -10,6 +10,7 @@
 #include "openapi.h"
 
 #include "http.h"
+#include "xmalloc.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -189,12 +190,12 @@ static json_t *mapping(walk *w, enum where where, int depth)
             goto fail;
         }
         enum where child = child_where(where, key);
-        char *k = strdup(key);
+        char *k = xstrdup(key);
         yaml_event_delete(&ev);
         yaml_event_t vev;
         json_t *value = next_event(w, &vev) < 0 ? NULL : node(w, &vev, child, depth + 1);
-        if (!k || !value || json_object_set_new(obj, k, value) < 0) {
-            if (k && value)
+        if (!value || json_object_set_new(obj, k, value) < 0) {
+            if (value)
                 fail(w, line, "key '%.200s' is not valid UTF-8", k);
             free(k);
             goto fail;
@@ -339,11 +340,7 @@ char *openapi_yaml_with(const char *text, size_t len, const char *url, const cha
     const span *second = first == &w.version ? &w.url : &w.version;
     const char *qfirst = first == &w.version ? qver : qurl, *qsecond = first == &w.version ? qurl : qver;
     size_t n = len - (first->end - first->start) - (second->end - second->start) + strlen(qfirst) + strlen(qsecond);
-    out = malloc(n + 1);
-    if (!out) {
-        snprintf(err, errlen, "no memory for the document");
-        goto done;
-    }
+    out = xmalloc(n + 1);
     char *p = out;
     memcpy(p, text, first->start), p += first->start;
     memcpy(p, qfirst, strlen(qfirst)), p += strlen(qfirst);
@@ -373,7 +370,7 @@ void openapi_set_server(const char *host, int port)
     snprintf(O.url, sizeof O.url, "http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", port);
 }
 
-/* The document as served: NULL with err set when the embedded one is broken (a unit test keeps it whole). */
+/* Builds the document as served, once: -1 with err set when the embedded one is broken (test_openapi keeps it whole). */
 static int build(int as_json, char *err, size_t errlen)
 {
     const char *text = (const char *)openapi_yaml;
