@@ -14,6 +14,8 @@ HOST       ?= 127.0.0.1
 PORT       ?= 8766
 BLACKBOX_JOBS ?= 2
 GRPC_PORT  ?= 8767
+# Every answer the black-box tests get, recorded for tests/openapi (docs/openapi.yaml's check).
+RECORD_DIR ?= $(CURDIR)/$(BUILD)/openapi-record
 
 .PHONY: all deps build asan fuzz-build fuzz serve test test-unit test-sdk test-blackbox clean
 
@@ -53,14 +55,19 @@ serve: build
 # The black-box files run BLACKBOX_JOBS at a time (pytest-xdist, one file per
 # worker: a file's tests keep their order and their module fixtures); most of
 # their time is spent waiting on daemons and workers, not computing.
+# Every answer they get is recorded (RECORD_DIR) and then checked against
+# docs/openapi.yaml by tests/openapi: an answer the document does not
+# describe, or an operation no test reached, fails the run.
 test: build asan fuzz-build
 	ctest --test-dir $(BUILD) --output-on-failure
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure
 	ctest --test-dir $(FUZZ_BUILD) --output-on-failure
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/sdk
+	rm -rf $(RECORD_DIR)
 	CORRAL_BIN=$(CURDIR)/$(ASAN_BUILD)/corral ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 CORRAL_RECORD_DIR=$(RECORD_DIR) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider -n $(BLACKBOX_JOBS) --dist loadfile tests/blackbox
+	CORRAL_RECORD_DIR=$(RECORD_DIR) $(PYTHON) -m pytest -q -p no:cacheprovider tests/openapi
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

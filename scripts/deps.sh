@@ -6,6 +6,7 @@ set -eu
 PKGS="build-essential cmake pkg-config libuv1-dev libh2o-dev libssl-dev libjansson-dev libyaml-dev
 libcurl4-openssl-dev zlib1g-dev libsqlite3-dev libarchive-dev libespeak-ng-dev espeak-ng-data libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
 python3 python3-pytest python3-pytest-xdist python3-numpy python3-requests python3-grpcio python3-grpc-tools
+python3-yaml python3-jsonschema
 clang libclang-rt-14-dev util-linux prometheus chromium nodejs"
 
 missing=""

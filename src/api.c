@@ -16,6 +16,7 @@
 #include "intake.h"
 #include "log.h"
 #include "metrics.h"
+#include "openapi.h"
 #include "sb.h"
 
 #include <assert.h>
@@ -191,13 +192,9 @@ static int split_path(h2o_mem_pool_t *pool, h2o_iovec_t path, api_path *out)
 }
 
 /* GET /metrics: Prometheus' text exposition format, version 0.0.4. */
-static void serve_metrics(h2o_req_t *req)
+static int serve_metrics(h2o_req_t *req, const api_path *p)
 {
-    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
-        !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
-        http_method_not_allowed(req, "GET");
-        return;
-    }
+    (void)p;
     /* Memory figures are the tick's, at most a second old: a pass over /proc
      * per scrape would cost more than the whole rendering. */
     sb out;
@@ -206,6 +203,129 @@ static void serve_metrics(h2o_req_t *req)
     size_t len;
     char *text = sb_take(&out, &len);
     http_send_owned(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    return 0;
+}
+
+static int serve_dashboard(h2o_req_t *req, const api_path *p)
+{
+    return dashboard_handle(req, p->seg, p->n);
+}
+
+/*
+ * To add an endpoint: one line here (its path as docs/openapi.yaml writes
+ * it, its methods, the module's handler, which routes on within its
+ * module as before), and its operation in docs/openapi.yaml; the unit test
+ * test_openapi and tests/openapi fail until both agree.
+ */
+static const api_route routes[] = {
+    /* the hot path first: each entry tried costs a segment compare */
+    {"/v2/models/{model_name}/infer", API_POST, api_v2},
+    {"/v2/models/{model_name}/versions/{model_version}/infer", API_POST, api_v2},
+    {"/", API_GET, serve_dashboard},
+    {"/dashboard/{file}", API_GET, serve_dashboard},
+    {"/metrics", API_GET, serve_metrics},
+    {"/openapi.json", API_GET, openapi_serve},
+    {"/openapi.yaml", API_GET, openapi_serve},
+    {"/v2", API_GET, api_v2},
+    {"/v2/health/live", API_GET, api_v2},
+    {"/v2/health/ready", API_GET, api_v2},
+    {"/v2/logging", API_GET | API_POST, api_v2},
+    {"/v2/repository/index", API_POST, api_v2},
+    {"/v2/repository/models/{model_name}/load", API_POST, api_v2},
+    {"/v2/repository/models/{model_name}/unload", API_POST, api_v2},
+    {"/v2/systemsharedmemory/status", API_GET, api_v2},
+    {"/v2/systemsharedmemory/register", API_POST, api_v2},
+    {"/v2/systemsharedmemory/unregister", API_POST, api_v2},
+    {"/v2/systemsharedmemory/region/{region_name}/status", API_GET, api_v2},
+    {"/v2/systemsharedmemory/region/{region_name}/register", API_POST, api_v2},
+    {"/v2/systemsharedmemory/region/{region_name}/unregister", API_POST, api_v2},
+    {"/v2/models/stats", API_GET, api_v2}, /* before /v2/models/{model_name} */
+    {"/v2/models/{model_name}", API_GET, api_v2},
+    {"/v2/models/{model_name}/versions/{model_version}", API_GET, api_v2},
+    {"/v2/models/{model_name}/ready", API_GET, api_v2},
+    {"/v2/models/{model_name}/versions/{model_version}/ready", API_GET, api_v2},
+    {"/v2/models/{model_name}/config", API_GET, api_v2},
+    {"/v2/models/{model_name}/versions/{model_version}/config", API_GET, api_v2},
+    {"/v2/models/{model_name}/stats", API_GET, api_v2},
+    {"/v2/models/{model_name}/versions/{model_version}/stats", API_GET, api_v2},
+    {"/v2/models/{model_name}/generate", API_POST, api_v2},
+    {"/v2/models/{model_name}/versions/{model_version}/generate", API_POST, api_v2},
+    {"/v2/models/{model_name}/generate_stream", API_POST, api_v2},
+    {"/v2/models/{model_name}/versions/{model_version}/generate_stream", API_POST, api_v2},
+    {"/v1/events", API_GET, api_v1},
+    {"/v1/models", API_GET, api_v1},
+    {"/v1/models/pull", API_POST, api_v1}, /* before /v1/models/{model_name} */
+    {"/v1/models/{model_name}", API_GET, api_v1},
+    {"/v1/models/{model_name}/generate", API_POST, api_v1},
+    {"/v1/models/{model_name}/scale", API_POST, api_v1},
+    {"/v1/models/{model_name}/logs", API_GET, api_v1},
+    {"/v1/sessions", API_GET, api_v1},
+    {"/v1/sessions/{session_id}", API_GET | API_PUT | API_PATCH | API_DELETE, api_v1},
+};
+
+const api_route *api_routes(size_t *n)
+{
+    *n = sizeof routes / sizeof routes[0];
+    return routes;
+}
+
+/* Whether template t ("/a/{x}/b", "/" for none) matches seg[0..n). */
+static int template_matches(const char *t, const h2o_iovec_t *seg, int n)
+{
+    int i = 0;
+    while (*t == '/' && t[1]) {
+        t++;
+        const char *end = strchr(t, '/');
+        size_t len = end ? (size_t)(end - t) : strlen(t);
+        if (i == n || (*t != '{' && !h2o_memis(seg[i].base, seg[i].len, t, len)))
+            return 0;
+        i++;
+        t += len;
+    }
+    return i == n;
+}
+
+const api_route *api_route_match(const h2o_iovec_t *seg, int n)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (template_matches(routes[i].path, seg, n))
+            return &routes[i];
+    return NULL;
+}
+
+static const char *const method_names[API_METHODS] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+
+const char *api_method_name(unsigned bit)
+{
+    for (int i = 0; i < API_METHODS; i++)
+        if (bit == 1u << i)
+            return method_names[i];
+    return NULL;
+}
+
+unsigned api_method_bit(const char *method, size_t len)
+{
+    if (h2o_memis(method, len, H2O_STRLIT("HEAD")))
+        return API_GET;
+    for (int i = 0; i < API_METHODS; i++)
+        if (h2o_memis(method, len, method_names[i], strlen(method_names[i])))
+            return 1u << i;
+    return 0;
+}
+
+const char *api_route_allow(unsigned methods)
+{
+    /* Each combination written once, on first use: the table holds a handful. */
+    static char allow[1 << API_METHODS][sizeof "GET, POST, PUT, PATCH, DELETE"];
+    methods &= (1u << API_METHODS) - 1;
+    char *out = allow[methods];
+    if (!out[0]) {
+        size_t n = 0;
+        for (int i = 0; i < API_METHODS; i++)
+            if (methods & 1u << i)
+                n += (size_t)snprintf(out + n, sizeof allow[0] - n, "%s%s", n ? ", " : "", method_names[i]);
+    }
+    return out;
 }
 
 /* The request's path without its query. */
@@ -220,16 +340,13 @@ static h2o_iovec_t request_path(h2o_req_t *req)
 /* Routes a request that passed access_check, its body decoded; rc is split_path's for p. */
 static void route(h2o_req_t *req, const api_path *p, int rc)
 {
-    if (rc == 0 && dashboard_handle(req, p->seg, p->n) == 0)
-        return;
-    if (rc == 0 && p->n == 1 && h2o_memis(p->seg[0].base, p->seg[0].len, H2O_STRLIT("metrics"))) {
-        serve_metrics(req);
-        return;
-    }
-    if (rc == 0 && p->n >= 1) {
-        if (h2o_memis(p->seg[0].base, p->seg[0].len, H2O_STRLIT("v2")) && api_v2(req, p) == 0)
+    const api_route *r = rc == 0 ? api_route_match(p->seg, p->n) : NULL;
+    if (r) {
+        if (!(r->methods & api_method_bit(req->method.base, req->method.len))) {
+            http_method_not_allowed(req, api_route_allow(r->methods));
             return;
-        if (h2o_memis(p->seg[0].base, p->seg[0].len, H2O_STRLIT("v1")) && api_v1(req, p) == 0)
+        }
+        if (r->handler(req, p) == 0)
             return;
     }
     h2o_iovec_t path = request_path(req);

@@ -66,6 +66,38 @@ typedef struct api_path {
     int n;
 } api_path;
 
+/*
+ * The route table: every path the daemon serves, as an OpenAPI path
+ * template ("{x}" matches one segment, any other segment itself), the
+ * methods it answers (GET also answers HEAD) and the module's handler.
+ * api_handle dispatches only through it: a path no entry matches is a 404,
+ * a method the first matching entry lacks a 405 naming its methods, both
+ * before any model is looked up. The handler then does the rest (model
+ * lookup, body). docs/openapi.yaml documents exactly these paths and
+ * methods (tests/unit/test_openapi.c compares the two). Entries are tried
+ * in order; a literal that shadows a template comes first
+ * ("/v1/models/pull" before "/v1/models/{model_name}").
+ */
+enum { API_GET = 1, API_POST = 2, API_PUT = 4, API_PATCH = 8, API_DELETE = 16 };
+#define API_METHODS 5 /* the bits above */
+typedef int (*api_route_fn)(h2o_req_t *req, const api_path *p); /* -1: not served (a 404) */
+typedef struct api_route {
+    const char *path;     /* "/v2/models/{model_name}/infer" */
+    unsigned methods;     /* API_GET | API_POST | ... */
+    api_route_fn handler;
+} api_route;
+
+/* The table, *n entries; static data. */
+const api_route *api_routes(size_t *n);
+/* The first entry whose template matches the path seg[0..n), or NULL. Pure. */
+const api_route *api_route_match(const h2o_iovec_t *seg, int n);
+/* An entry's methods as an Allow header says them ("GET, POST"), in the order of the bits; static. */
+const char *api_route_allow(unsigned methods);
+/* The method's bit (HEAD is GET's), or 0 for a method no route takes. */
+unsigned api_method_bit(const char *method, size_t len);
+/* The name of one method bit, upper case ("GET"), or NULL. */
+const char *api_method_name(unsigned bit);
+
 /* Whether segment i of p is the literal lit; whether req's method is lit. */
 #define SEG_IS(p, i, lit) ((p)->n > (i) && h2o_memis((p)->seg[i].base, (p)->seg[i].len, H2O_STRLIT(lit)))
 #define METHOD_IS(req, lit) h2o_memis((req)->method.base, (req)->method.len, H2O_STRLIT(lit))

@@ -12,6 +12,7 @@
 #include "events.h"
 #include "api.h"
 #include "api_grpc.h"
+#include "openapi.h"
 #include "clientshm.h"
 #include "http.h"
 #include "intake.h"
@@ -138,6 +139,7 @@ static int listen_on(const server_config *cfg)
     uv_tcp_getsockname(&S.listener, (struct sockaddr *)&bound, &len);
     int port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
                                            : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    openapi_set_server(cfg->host, port);
     log_info("listening on http://%s%s%s:%d", strchr(cfg->host, ':') ? "[" : "", cfg->host,
              strchr(cfg->host, ':') ? "]" : "", port);
     if (!cfg->auth_token && !access_is_loopback(cfg->host))

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from typing import Iterable
 
@@ -297,6 +298,11 @@ def ctl_manifest(parameters: dict | None = None, **keys) -> str:
 
 
 def pytest_configure(config):
+    # With CORRAL_RECORD_DIR set (`make test`), every answer a test gets is recorded for tests/openapi, which
+    # checks them against docs/openapi.yaml.
+    sys.path.insert(0, str(ROOT / "tests" / "openapi"))
+    import openapi_check
+    openapi_check.install_recorder()
     if not os.path.exists(BIN):
         raise pytest.UsageError(f"corral binary not found at {BIN}; run `make build` or set CORRAL_BIN")
 
