@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "proto.h"
 #include "sb.h"
+#include "sessreq.h"
 #include "tensor.h"
 #include "utf8.h"
 #include "xmalloc.h"
@@ -391,6 +392,11 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     opts->binary_all = json_is_true(bdo);
     if (refused_parameter(params, why, sizeof why))
         BAD("%s", why);
+    json_t *sess = json_object_get(params, "session");
+    if (sess && !json_is_string(sess))
+        BAD("parameters.session must be a string, the id of a session");
+    if (sess && sessreq_attach(j, json_string_value(sess), json_string_length(sess), why, sizeof why) < 0)
+        BAD("parameters.session: %s", why);
 
     json_t *inputs = json_object_get(root, "inputs");
     if (!json_is_array(inputs) || json_array_size(inputs) == 0)
@@ -417,6 +423,13 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         sb_adds(&meta, "{}");
     }
     params_len = meta.len - params_at;
+    size_t sess_at = meta.len; /* the session's member inside meta, copied into a batch entry */
+    if (j->sess) {
+        sb_reserve(&meta, 1 + sessreq_meta_size(j->sess));
+        sb_addc(&meta, ',');
+        sessreq_meta(&meta, j->sess);
+    }
+    size_t sess_len = meta.len - sess_at;
     sb_adds(&meta, ",\"inputs\":[");
     size_t i;
     json_t *input;
@@ -663,6 +676,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
             sb_adds(&bt, "\"\"");
         sb_adds(&bt, ",\"parameters\":");
         sb_add(&bt, meta.p + params_at, params_len);
+        sb_add(&bt, meta.p + sess_at, sess_len);
         if (opts->requested) {
             sb_adds(&bt, ",\"outputs\":[");
             size_t k;
