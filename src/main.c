@@ -12,6 +12,7 @@
 #include "manifest.h"
 #include "proto.h"
 #include "server.h"
+#include "session.h"
 #include "shim.h"
 #include "state.h"
 
@@ -86,6 +87,13 @@ static const char usage[] =
     "                          not in --external-models yet, pulls them first (default: only corral pull)\n"
     "  --pull-file-root DIR    file:// URLs may be pulled from below DIR (default: none)\n"
     "  --pull-max-size SIZE    largest download, and largest unpacked model (default 16GiB)\n"
+    "  --session-ttl SECONDS   a session's life after its last write when the write names none\n"
+    "                          (default 3600; docs/sessions.md)\n"
+    "  --session-max-ttl SECONDS  the longest ttl a write may name; more is a 400 (default 86400)\n"
+    "  --session-memory SIZE   the whole session store's ceiling, bookkeeping included (default 256MiB)\n"
+    "  --session-max-size SIZE  one session's content; larger is a 413 (default 1MiB)\n"
+    "  --session-evict lru|off  a full store evicts the least recently used sessions not in use\n"
+    "                          (lru, the default), or answers 507 (off)\n"
     "\n"
     "commands:\n"
     "  ls [--json]                       models and their state\n"
@@ -183,7 +191,12 @@ static int serve(int argc, char **argv)
                                                                         : CORRAL_SDK_PYTHON_DIR,
                          .max_body = 1LL << 30,
                          .stop_grace_ms = 5000,
-                         .drain_timeout_ms = 30000};
+                         .drain_timeout_ms = 30000,
+                         .sessions = {.default_ttl_s = SESSION_DEFAULT_TTL_S,
+                                      .max_ttl_s = SESSION_DEFAULT_MAX_TTL_S,
+                                      .memory = SESSION_DEFAULT_MEMORY,
+                                      .max_size = SESSION_DEFAULT_MAX_SIZE,
+                                      .evict = 1}};
     const char *token_file = NULL;
     const char *allow_hosts[argc], *allow_origins[argc], *pull_allow[argc]; /* at most one per argument */
     size_t n_hosts = 0, n_origins = 0, n_pull_allow = 0;
@@ -327,6 +340,26 @@ static int serve(int argc, char **argv)
                 fprintf(stderr, "corral: --pull-max-size must be a size such as 16GiB\n");
                 return 2;
             }
+        } else if (strcmp(opt, "--session-ttl") == 0 || strcmp(opt, "--session-max-ttl") == 0) {
+            int64_t ms;
+            if (parse_duration_ms(val, &ms) < 0 || ms < 1000 || ms % 1000) {
+                fprintf(stderr, "corral: %s must be a whole number of seconds, at least 1\n", opt);
+                return 2;
+            }
+            *(strcmp(opt, "--session-ttl") == 0 ? &cfg.sessions.default_ttl_s : &cfg.sessions.max_ttl_s) = ms / 1000;
+        } else if (strcmp(opt, "--session-memory") == 0 || strcmp(opt, "--session-max-size") == 0) {
+            int64_t bytes;
+            if (parse_size(val, &bytes) < 0 || bytes <= 0) {
+                fprintf(stderr, "corral: %s must be a size such as 256MiB\n", opt);
+                return 2;
+            }
+            *(strcmp(opt, "--session-memory") == 0 ? &cfg.sessions.memory : &cfg.sessions.max_size) = (uint64_t)bytes;
+        } else if (strcmp(opt, "--session-evict") == 0) {
+            if (strcmp(val, "lru") != 0 && strcmp(val, "off") != 0) {
+                fprintf(stderr, "corral: --session-evict must be lru or off\n");
+                return 2;
+            }
+            cfg.sessions.evict = strcmp(val, "lru") == 0;
         } else {
             fprintf(stderr, "corral: unknown option %s (see corral --help)\n", opt);
             return 2;
@@ -352,6 +385,16 @@ static int serve(int argc, char **argv)
         fprintf(stderr, "corral: --max-inflight-body (%lld bytes) is below --max-body (%lld bytes): a body of "
                         "--max-body could never be taken\n",
                 (long long)cfg.max_inflight_body, (long long)cfg.max_body);
+        return 2;
+    }
+    if (cfg.sessions.default_ttl_s > cfg.sessions.max_ttl_s) {
+        fprintf(stderr, "corral: --session-ttl (%lld s) is above --session-max-ttl (%lld s)\n",
+                (long long)cfg.sessions.default_ttl_s, (long long)cfg.sessions.max_ttl_s);
+        return 2;
+    }
+    if (cfg.sessions.max_size > cfg.sessions.memory) {
+        fprintf(stderr, "corral: --session-max-size (%llu bytes) is above --session-memory (%llu bytes)\n",
+                (unsigned long long)cfg.sessions.max_size, (unsigned long long)cfg.sessions.memory);
         return 2;
     }
     if (access(cfg.models_dir, R_OK | X_OK) < 0) {

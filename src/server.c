@@ -18,6 +18,7 @@
 #include "log.h"
 #include "model.h"
 #include "pull.h"
+#include "session.h"
 #include "state.h"
 
 #include <h2o.h>
@@ -60,6 +61,16 @@ static void on_flushed(uv_timer_t *t)
     uv_stop(S.loop);
 }
 
+static void on_sessions_restored(const state_session *s, size_t n)
+{
+    size_t skipped = 0;
+    for (size_t i = 0; i < n; i++)
+        if (session_restore(s[i].id, strlen(s[i].id), s[i].content_type, s[i].data, s[i].len, s[i].expires_ms) < 0)
+            skipped++;
+    if (skipped)
+        log_warn("state: %zu restored sessions did not fit the session store and were dropped", skipped);
+}
+
 static void on_state_closed(void)
 {
     uv_timer_start(&S.flush_timer, on_flushed, 200, 0);
@@ -67,6 +78,7 @@ static void on_state_closed(void)
 
 static void on_grpc_stopped(void)
 {
+    session_store_flush(); /* the sessions' last changes go with the rest */
     state_close(on_state_closed); /* the last changes written, the file closed */
 }
 
@@ -197,6 +209,14 @@ int server_run(const server_config *cfg)
                                                (size_t)cfg->max_inflight_body) < 0)) {
         registry_shutdown(NULL);
         return 1;
+    }
+    session_store_init(S.loop, &cfg->sessions);
+    if (cfg->state_path) {
+        session_store_durable();
+        state_restore_sessions(&(state_session_limits){.memory = cfg->sessions.memory,
+                                                       .max_size = cfg->sessions.max_size,
+                                                       .cost = session_cost},
+                               on_sessions_restored);
     }
     state_start(S.loop, cfg->state_path, registry_restore); /* read and restored in the background */
     uv_signal_init(S.loop, &S.sigterm);

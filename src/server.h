@@ -6,6 +6,7 @@
 #define CORRAL_SERVER_H
 
 #include "access.h"
+#include "session.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -39,6 +40,7 @@ typedef struct server_config {
     size_t n_pull_allow;
     const char *pull_file_root; /* NULL: no file URLs */
     int64_t pull_max_size;      /* bytes; 0: PULL_DEFAULT_MAX_SIZE */
+    session_config sessions;    /* the context store (session.h): --session-* */
 } server_config;
 
 /* Runs until SIGTERM or SIGINT; returns the process exit status. */

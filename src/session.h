@@ -56,6 +56,9 @@ const session_config *session_store_config(void);
 /* Whether id (len bytes) is a valid session id; fills why (for a 400) when not. */
 int session_id_valid(const char *id, size_t len, char *why, size_t whylen);
 
+/* Whether a content type (len bytes) may be stored: 1 to 255 bytes of printable ASCII. */
+int session_content_type_valid(const char *type, size_t len);
+
 /*
  * The live session named id, or NULL (absent or expired). Marks it most
  * recently used. count: 1 for a request carrying the session (a hit or a
@@ -107,5 +110,33 @@ void session_stats_get(session_stats *out);
 
 /* Frees every session (at exit, after the last request). */
 void session_store_close(void);
+
+/*
+ * What one session counts against --session-memory: its content, its id,
+ * its content type and the store's bookkeeping for it (the entry, its
+ * hash-table and heap slots).
+ */
+size_t session_cost(size_t idlen, size_t ctlen, size_t len);
+
+/* Removes every session whose expiry has passed: what the timer does (tests call it with their own clock). */
+void session_expire(void);
+
+/* The store's clock, milliseconds since the Unix epoch; tests replace it (NULL: the wall clock again). */
+void session_store_set_clock(int64_t (*now_ms)(void));
+
+/*
+ * Durability (state.h). session_store_durable: from now on every change is
+ * queued for the state file, written in batches (at most every
+ * SESSION_FLUSH_MS, one transaction each). session_store_flush: hands what
+ * is queued to the state file now (before state_close, at exit).
+ * session_restore: a session read back at start; one already in the store
+ * (written since the start) is newer and wins. Returns 0, or -1 when it does
+ * not fit or is not valid.
+ */
+#define SESSION_FLUSH_MS 100
+void session_store_durable(void);
+void session_store_flush(void);
+int session_restore(const char *id, size_t idlen, const char *content_type, const uint8_t *data, size_t len,
+                    int64_t expires_ms);
 
 #endif

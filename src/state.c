@@ -246,7 +246,10 @@ static const char schema[] = "BEGIN IMMEDIATE;"
                              "CREATE TABLE IF NOT EXISTS pulls ("
                              " name TEXT PRIMARY KEY NOT NULL, url TEXT NOT NULL, sha256 TEXT NOT NULL,"
                              " pulled_at INTEGER NOT NULL);"
-                             "PRAGMA user_version = 1;"
+                             "CREATE TABLE IF NOT EXISTS sessions ("
+                             " id TEXT PRIMARY KEY NOT NULL, content_type TEXT NOT NULL, data BLOB NOT NULL,"
+                             " expires_ms INTEGER NOT NULL);"
+                             "PRAGMA user_version = 2;"
                              "COMMIT;";
 
 /* One model row into snap; a row that does not decode is counted in *skipped, with why. */
@@ -453,6 +456,25 @@ done:
     return rc == 0 ? 0 : -1;
 }
 
+/*
+ * Ends a write's transaction: COMMIT when its statements succeeded (rc),
+ * else ROLLBACK. msg holds the statements' error, taken before they were
+ * finalized. Returns 0, or -1 with *error set (malloc'd).
+ */
+static int end_write(sqlite3 *c, int rc, char *msg, size_t msglen, char **error)
+{
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(c, "COMMIT", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        return 0;
+    if (msg[0] == 0 || strcmp(msg, "not an error") == 0)
+        snprintf(msg, msglen, "%s", sqlite3_errmsg(c));
+    sqlite3_exec(c, "ROLLBACK", NULL, NULL, NULL);
+    free(*error);
+    *error = xstrdup(msg);
+    return -1;
+}
+
 int state_db_apply(state_db *db, state_op *op)
 {
     static const char *const sql[] = {
@@ -484,17 +506,7 @@ int state_db_apply(state_db *db, state_op *op)
     char msg[512];
     snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(c));
     sqlite3_finalize(st);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(c, "COMMIT", NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        return 0;
-    if (msg[0] == 0 || strcmp(msg, "not an error") == 0)
-        snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(c));
-    sqlite3_exec(c, "ROLLBACK", NULL, NULL, NULL);
-    free(op->error);
-    op->error = xmalloc(strlen(msg) + 1);
-    memcpy(op->error, msg, strlen(msg) + 1);
-    return -1;
+    return end_write(c, rc, msg, sizeof msg, &op->error);
 }
 
 void state_db_close(state_db *db)
@@ -504,6 +516,173 @@ void state_db_close(state_db *db)
     sqlite3_close(db->conn);
     free(db->path);
     free(db);
+}
+
+int state_db_apply_sessions(state_db *db, state_session_batch *b)
+{
+    sqlite3 *c = db->conn;
+    sqlite3_stmt *put = NULL, *del = NULL;
+    int rc = sqlite3_exec(c, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(c,
+                                "INSERT OR REPLACE INTO sessions (id, content_type, data, expires_ms) "
+                                "VALUES (?1, ?2, ?3, ?4)",
+                                -1, &put, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(c, "DELETE FROM sessions WHERE id = ?1", -1, &del, NULL);
+    for (size_t i = 0; i < b->n && rc == SQLITE_OK; i++) {
+        const state_session_op *op = &b->ops[i];
+        sqlite3_stmt *st = op->content_type ? put : del;
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, op->id, (int)op->id_len, SQLITE_STATIC);
+        if (op->content_type) {
+            sqlite3_bind_text(st, 2, op->content_type, -1, SQLITE_STATIC);
+            sqlite3_bind_blob64(st, 3, op->len ? op->data : (const void *)"", op->len, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 4, op->expires_ms);
+        }
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+            rc = SQLITE_OK;
+    }
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(c));
+    sqlite3_finalize(put);
+    sqlite3_finalize(del);
+    return end_write(c, rc, msg, sizeof msg, &b->error);
+}
+
+void state_sessions_free(state_session *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(s[i].id);
+        free(s[i].content_type);
+        free(s[i].data);
+    }
+    free(s);
+}
+
+/* Whether column i of st is text of printable ASCII, 1 to max bytes. */
+static int column_printable(sqlite3_stmt *st, int i, size_t max)
+{
+    if (sqlite3_column_type(st, i) != SQLITE_TEXT)
+        return 0;
+    const unsigned char *t = sqlite3_column_text(st, i);
+    size_t n = (size_t)sqlite3_column_bytes(st, i);
+    if (!t || n == 0 || n > max)
+        return 0;
+    for (size_t k = 0; k < n; k++)
+        if (t[k] < ' ' || t[k] > '~')
+            return 0;
+    return 1;
+}
+
+int state_db_read_sessions(state_db *db, int64_t now_ms, const state_session_limits *limits, state_session **out,
+                           size_t *n, char **report)
+{
+    *out = NULL;
+    *n = 0;
+    *report = NULL;
+    sqlite3 *c = db->conn;
+    sqlite3_stmt *st = NULL;
+    int64_t *gone = NULL; /* rowids to delete: not valid, or past the ceiling */
+    size_t n_gone = 0, n_invalid = 0, n_over = 0, cap = 0, out_cap = 0;
+    uint64_t used = 0;
+    int64_t expired = 0;
+    int rc = sqlite3_prepare_v2(c,
+                                "SELECT rowid, id, content_type, data, expires_ms FROM sessions WHERE expires_ms > ?1 "
+                                "ORDER BY expires_ms DESC",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        sqlite3_bind_int64(st, 1, now_ms);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        rc = SQLITE_OK;
+        size_t idlen = (size_t)sqlite3_column_bytes(st, 1), ctlen = (size_t)sqlite3_column_bytes(st, 2);
+        size_t len = (size_t)sqlite3_column_bytes(st, 3);
+        const char *id = (const char *)sqlite3_column_text(st, 1);
+        int valid = id && model_name_valid(id, idlen) && column_printable(st, 2, 255) &&
+                    sqlite3_column_type(st, 4) == SQLITE_INTEGER && len <= limits->max_size;
+        size_t cost = valid ? limits->cost(idlen, ctlen, len) : 0;
+        if (!valid || used + cost > limits->memory) {
+            if (valid)
+                n_over++;
+            else
+                n_invalid++;
+            if (n_gone == cap) {
+                cap = cap ? cap * 2 : 64;
+                gone = xrealloc(gone, cap * sizeof *gone);
+            }
+            gone[n_gone++] = sqlite3_column_int64(st, 0);
+            continue;
+        }
+        used += cost;
+        if (*n == out_cap) {
+            out_cap = out_cap ? out_cap * 2 : 64;
+            *out = xrealloc(*out, out_cap * sizeof **out);
+        }
+        state_session *s = &(*out)[(*n)++];
+        s->id = xstrdup(id);
+        s->content_type = xstrdup((const char *)sqlite3_column_text(st, 2));
+        s->len = len;
+        s->data = xmalloc(len + 1);
+        if (len)
+            memcpy(s->data, sqlite3_column_blob(st, 3), len);
+        s->data[len] = 0;
+        s->expires_ms = sqlite3_column_int64(st, 4);
+    }
+    if (rc == SQLITE_DONE)
+        rc = SQLITE_OK;
+    char msg[512] = "";
+    if (rc != SQLITE_OK)
+        snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(c));
+    sqlite3_finalize(st);
+    st = NULL;
+    /* What the store will not hold leaves the file too, so the file keeps matching the store. */
+    if (rc == SQLITE_OK && (rc = sqlite3_exec(c, "BEGIN IMMEDIATE", NULL, NULL, NULL)) == SQLITE_OK) {
+        rc = sqlite3_prepare_v2(c, "DELETE FROM sessions WHERE expires_ms <= ?1", -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, now_ms);
+            rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+            expired = sqlite3_changes(c);
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+        if (rc == SQLITE_OK)
+            rc = sqlite3_prepare_v2(c, "DELETE FROM sessions WHERE rowid = ?1", -1, &st, NULL);
+        for (size_t i = 0; i < n_gone && rc == SQLITE_OK; i++) {
+            sqlite3_reset(st);
+            sqlite3_bind_int64(st, 1, gone[i]);
+            rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_OK)
+            snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(c));
+        rc = sqlite3_exec(c, rc == SQLITE_OK ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK && !msg[0]
+                 ? SQLITE_OK
+                 : SQLITE_ERROR;
+    }
+    free(gone);
+    sb r;
+    sb_init(&r, 128);
+    if (expired)
+        report_add(&r, "state file %s: %lld expired sessions dropped", db->path, (long long)expired);
+    if (n_invalid)
+        report_add(&r, "state file %s: %zu session records that are not valid skipped and removed", db->path,
+                   n_invalid);
+    if (n_over)
+        report_add(&r, "state file %s: %zu sessions did not fit --session-memory %llu bytes and were dropped "
+                   "(those with the least time left)", db->path, n_over, (unsigned long long)limits->memory);
+    if (rc != SQLITE_OK)
+        report_add(&r, "state file %s: reading sessions: %s", db->path, msg[0] ? msg : sqlite3_errmsg(c));
+    if (r.len)
+        *report = sb_take(&r, NULL);
+    sb_free(&r);
+    if (rc != SQLITE_OK) {
+        state_sessions_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- the loop thread's side ---- */
@@ -522,6 +701,11 @@ static struct {
     uv_work_t work;
     state_op *pending;        /* queued, coalesced per record */
     state_op *writing;        /* taken by the work in flight */
+    state_session_batch *batches, *batches_tail; /* session changes queued, in order */
+    state_session_batch *batches_writing;        /* taken by the work in flight */
+    state_session *restored;  /* the open's sessions, for its after-work */
+    size_t n_restored;
+    char *sessions_report;
     char **noted;             /* models noted while opening: not restored */
     size_t n_noted;
     /* the open's results, for its after-work */
@@ -531,6 +715,28 @@ static struct {
 } S;
 
 static void pump(void);
+
+/* Set before state_start (which clears S): whether and how sessions are read back. */
+static struct {
+    state_session_limits limits;
+    void (*on_sessions)(const state_session *s, size_t n);
+} SR;
+
+void state_restore_sessions(const state_session_limits *limits, void (*on_sessions)(const state_session *s, size_t n))
+{
+    SR.limits = *limits;
+    SR.on_sessions = on_sessions;
+}
+
+/* Calls every batch of the list's on_written (each may free itself). */
+static void batches_done(state_session_batch *b)
+{
+    while (b) {
+        state_session_batch *next = b->next;
+        b->on_written(b);
+        b = next;
+    }
+}
 
 static void log_report(const char *report)
 {
@@ -566,6 +772,12 @@ static void work_open(uv_work_t *w)
 {
     (void)w;
     S.open_rc = state_db_open(S.path, (int64_t)time(NULL), &S.db, &S.snap, &S.report);
+    if (S.open_rc == 0 && SR.on_sessions) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        state_db_read_sessions(S.db, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, &SR.limits, &S.restored,
+                               &S.n_restored, &S.sessions_report);
+    }
 }
 
 static void on_opened(uv_work_t *w, int status)
@@ -576,6 +788,9 @@ static void on_opened(uv_work_t *w, int status)
     log_report(S.report);
     free(S.report);
     S.report = NULL;
+    log_report(S.sessions_report);
+    free(S.sessions_report);
+    S.sessions_report = NULL;
     if (S.open_rc < 0) {
         S.phase = STATE_OFF;
         while (S.pending) {
@@ -583,8 +798,16 @@ static void on_opened(uv_work_t *w, int status)
             state_op_free(S.pending);
             S.pending = next;
         }
+        state_session_batch *b = S.batches;
+        S.batches = S.batches_tail = NULL;
+        batches_done(b);
     } else {
         S.phase = STATE_OPEN;
+        if (SR.on_sessions) {
+            log_info("state file %s: %zu session%s restored", S.path, S.n_restored, S.n_restored == 1 ? "" : "s");
+            if (!S.closing)
+                SR.on_sessions(S.restored, S.n_restored);
+        }
         log_info("state file %s: %zu model%s to load again, %zu pulled model%s recorded", S.path, S.snap.n_models,
                  S.snap.n_models == 1 ? "" : "s", S.snap.n_pulls, S.snap.n_pulls == 1 ? "" : "s");
         state_plan(&S.snap, was_noted, NULL);
@@ -592,6 +815,9 @@ static void on_opened(uv_work_t *w, int status)
             S.on_restore(&S.snap);
     }
     state_snapshot_free(&S.snap);
+    state_sessions_free(S.restored, S.n_restored);
+    S.restored = NULL;
+    S.n_restored = 0;
     free_noted();
     pump();
 }
@@ -601,6 +827,8 @@ static void work_write(uv_work_t *w)
     (void)w;
     for (state_op *op = S.writing; op; op = op->next)
         state_db_apply(S.db, op);
+    for (state_session_batch *b = S.batches_writing; b; b = b->next)
+        state_db_apply_sessions(S.db, b);
 }
 
 static void on_written(uv_work_t *w, int status)
@@ -615,6 +843,9 @@ static void on_written(uv_work_t *w, int status)
             log_warn("state file %s: model %s: the change was not recorded: %s", S.path, op->name, op->error);
         state_op_free(op);
     }
+    state_session_batch *b = S.batches_writing;
+    S.batches_writing = NULL;
+    batches_done(b);
     pump();
 }
 
@@ -639,9 +870,11 @@ static void pump(void)
 {
     if (S.busy)
         return;
-    if (S.phase == STATE_OPEN && S.pending) {
+    if (S.phase == STATE_OPEN && (S.pending || S.batches)) {
         S.writing = S.pending;
         S.pending = NULL;
+        S.batches_writing = S.batches;
+        S.batches = S.batches_tail = NULL;
         S.busy = 1;
         uv_queue_work(S.loop, &S.work, work_write, on_written);
         return;
@@ -746,6 +979,21 @@ int state_note_pull(const char *name, const char *url, const char *sha256)
             *p = (char)(*p - 'A' + 'a');
     queue_op(op);
     return 0;
+}
+
+void state_note_sessions(state_session_batch *b)
+{
+    b->next = NULL;
+    if (!accepting()) {
+        b->on_written(b);
+        return;
+    }
+    if (S.batches_tail)
+        S.batches_tail->next = b;
+    else
+        S.batches = b;
+    S.batches_tail = b;
+    pump();
 }
 
 void state_close(void (*on_done)(void))

@@ -18,6 +18,9 @@
  *   daemon runs without state; a corrupt one is moved aside
  *   (FILE.corrupt-<UTC time>) and a new one started; a change that cannot
  *   be written is reported and dropped.
+ * - Sessions (session.h) come in batches, each written in one transaction
+ *   after the model changes queued before it; the batch points into the
+ *   sessions it writes, which session.c keeps until on_written.
  * - Memory. The queue holds at most one change per model and per pull; a
  *   state file is read up to STATE_MAX_ROWS rows per table, configs up to
  *   STATE_MAX_CONFIG bytes; what is past the limits is reported and skipped.
@@ -31,7 +34,7 @@
 #include <uv.h>
 
 #define STATE_DEFAULT_NAME "corral-state.db"
-#define STATE_SCHEMA_VERSION 1
+#define STATE_SCHEMA_VERSION 2 /* 2: the sessions table */
 #define STATE_MAX_ROWS 4096
 #define STATE_MAX_CONFIG (1 << 20)
 #define STATE_MAX_URL 4096
@@ -91,6 +94,53 @@ int state_note_pull(const char *name, const char *url, const char *sha256);
  * when there is no state). Notes after this are dropped.
  */
 void state_close(void (*on_done)(void));
+
+/* ---- sessions (session.h) ---- */
+
+/* One session's change: written (content_type set) or deleted (content_type NULL). */
+typedef struct state_session_op {
+    const char *id; /* not owned: valid until the batch's on_written */
+    size_t id_len;
+    const char *content_type;
+    const uint8_t *data;
+    size_t len;
+    int64_t expires_ms; /* Unix milliseconds */
+} state_session_op;
+
+typedef struct state_session_batch {
+    state_session_op *ops; /* owned by whoever made the batch */
+    size_t n;
+    char *error; /* set (malloc'd) when the write failed */
+    /* Called once, on the loop thread: written, failed (error set), or dropped (no state file). */
+    void (*on_written)(struct state_session_batch *b);
+    void *data; /* the maker's */
+    struct state_session_batch *next; /* private */
+} state_session_batch;
+
+/* Queues a batch; with no state file (or after state_close) on_written is called at once. */
+void state_note_sessions(state_session_batch *b);
+
+/* A session as read back at start. */
+typedef struct state_session {
+    char *id, *content_type; /* owned */
+    uint8_t *data;           /* owned */
+    size_t len;
+    int64_t expires_ms;
+} state_session;
+
+/* What the sessions restored at start may take: the store's ceiling and one session's cap, and session_cost. */
+typedef struct state_session_limits {
+    uint64_t memory, max_size;
+    size_t (*cost)(size_t idlen, size_t ctlen, size_t len);
+} state_session_limits;
+
+/*
+ * Before state_start: have the sessions read back too, within limits, and
+ * handed to on_sessions (loop thread, once, before on_restore; the array is
+ * freed after it returns).
+ */
+void state_restore_sessions(const state_session_limits *limits,
+                            void (*on_sessions)(const state_session *s, size_t n));
 
 /* ---- pure parts (unit-tested) ---- */
 
@@ -161,5 +211,16 @@ int state_db_open(const char *path, int64_t now, state_db **db, state_snapshot *
 /* Writes one change in one transaction. Returns 0, or -1 with op->error set. */
 int state_db_apply(state_db *db, state_op *op);
 void state_db_close(state_db *db);
+/* Writes a batch of session changes in one transaction. Returns 0, or -1 with b->error set. */
+int state_db_apply_sessions(state_db *db, state_session_batch *b);
+/*
+ * Reads the sessions that have not expired at now_ms, those with the most
+ * time left first, while they fit limits; the rest (expired, past the
+ * ceiling, or not valid) are deleted from the file, and *report says how
+ * many (malloc'd, or NULL). Returns 0 with *out (n of them), or -1.
+ */
+int state_db_read_sessions(state_db *db, int64_t now_ms, const state_session_limits *limits, state_session **out,
+                           size_t *n, char **report);
+void state_sessions_free(state_session *s, size_t n);
 
 #endif

@@ -163,6 +163,8 @@ static void make_dir(void)
     }
 }
 
+static int batch_calls;
+
 static void path_in_dir(char *out, size_t n, const char *name)
 {
     make_dir();
@@ -394,10 +396,108 @@ static void notes_are_written_through_the_loop_and_flushed_on_close(void)
     unlink(path);
 }
 
+static size_t test_cost(size_t idlen, size_t ctlen, size_t len)
+{
+    return 100 + idlen + ctlen + len;
+}
+
+static void on_batch(state_session_batch *b)
+{
+    (void)b;
+    batch_calls++;
+}
+
+/* Sessions: a batch written in one transaction (puts and deletes), read back by time left within the
+ * ceiling; what is expired, past the ceiling or not valid leaves the file. */
+static void sessions_are_written_in_batches_and_read_back_within_limits(void)
+{
+    char path[128];
+    path_in_dir(path, sizeof path, "sessions.db");
+    mkdir(dir, 0700); /* the test before removed it */
+    state_db *db;
+    state_snapshot snap;
+    char *report;
+    CHECK(state_db_open(path, 0, &db, &snap, &report) == 0);
+    free(report);
+    state_session_op ops[] = {
+        {.id = "a", .id_len = 1, .content_type = "application/json", .data = (const uint8_t *)"{}", .len = 2,
+         .expires_ms = 5000},
+        {.id = "b", .id_len = 1, .content_type = "audio/wav", .data = (const uint8_t *)"RI\0F", .len = 4,
+         .expires_ms = 9000},
+        {.id = "c", .id_len = 1, .content_type = "text/plain", .data = (const uint8_t *)"x", .len = 1,
+         .expires_ms = 1000},
+        {.id = "d", .id_len = 1, .content_type = "text/plain", .data = NULL, .len = 0, .expires_ms = 7000},
+        {.id = "e", .id_len = 1, .content_type = "text/plain", .data = (const uint8_t *)"e", .len = 1,
+         .expires_ms = 8000},
+    };
+    state_session_batch b = {.ops = ops, .n = 5};
+    CHECK(state_db_apply_sessions(db, &b) == 0 && b.error == NULL);
+    state_session_op del = {.id = "e", .id_len = 1};
+    state_session_batch b2 = {.ops = &del, .n = 1};
+    CHECK(state_db_apply_sessions(db, &b2) == 0);
+    sqlite3 *c = NULL; /* a row no corral wrote: an id that is not one */
+    state_db_close(db);
+    CHECK(sqlite3_open(path, &c) == SQLITE_OK);
+    CHECK(sqlite3_exec(c, "INSERT INTO sessions VALUES ('../x', 'text/plain', x'00', 9999)", NULL, NULL, NULL) ==
+          SQLITE_OK);
+    sqlite3_close(c);
+    CHECK(state_db_open(path, 0, &db, &snap, &report) == 0);
+    free(report);
+
+    /* at 2000: c expired; a, b, d live; room for b and d only (by time left: b 9000, d 7000, a 5000) */
+    state_session_limits lim = {.memory = 2 * 100 + 2 + 9 + 4 + 10 + 1, .max_size = 100, .cost = test_cost};
+    state_session *got;
+    size_t n;
+    CHECK(state_db_read_sessions(db, 2000, &lim, &got, &n, &report) == 0);
+    CHECK(n == 2);
+    CHECK(n == 2 && strcmp(got[0].id, "b") == 0 && got[0].len == 4 && memcmp(got[0].data, "RI\0F", 4) == 0 &&
+          strcmp(got[0].content_type, "audio/wav") == 0 && got[0].expires_ms == 9000);
+    CHECK(n == 2 && strcmp(got[1].id, "d") == 0 && got[1].len == 0);
+    CHECK_STR_CONTAINS(report, "1 expired sessions dropped");
+    CHECK_STR_CONTAINS(report, "1 sessions did not fit");
+    CHECK_STR_CONTAINS(report, "1 session records that are not valid");
+    free(report);
+    state_sessions_free(got, n);
+    /* what was dropped is gone from the file */
+    lim.memory = 1 << 20;
+    CHECK(state_db_read_sessions(db, 2000, &lim, &got, &n, &report) == 0);
+    CHECK(n == 2 && report == NULL);
+    free(report);
+    state_sessions_free(got, n);
+    state_db_close(db);
+
+    /* Through the loop: a batch queued while the file opens is written, and reported back once. */
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    state_restore_sessions(&lim, NULL);
+    state_start(&loop, path, NULL);
+    state_session_op put = {.id = "f", .id_len = 1, .content_type = "text/plain", .data = (const uint8_t *)"f",
+                            .len = 1, .expires_ms = 9000};
+    state_session_batch b3 = {.ops = &put, .n = 1, .on_written = on_batch};
+    state_note_sessions(&b3);
+    state_close(on_closed);
+    state_session_batch b4 = {.ops = &put, .n = 1, .on_written = on_batch};
+    state_note_sessions(&b4); /* after close: dropped, but still reported back */
+    CHECK(batch_calls == 1);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(batch_calls == 2 && b3.error == NULL);
+    uv_loop_close(&loop);
+    CHECK(state_db_open(path, 0, &db, &snap, &report) == 0);
+    free(report);
+    CHECK(state_db_read_sessions(db, 2000, &lim, &got, &n, &report) == 0);
+    CHECK(n == 3 && strcmp(got[1].id, "f") == 0);
+    free(report);
+    state_sessions_free(got, n);
+    state_db_close(db);
+    unlink(path);
+    rmdir(dir);
+}
+
 CHECK_MAIN(CASE(default_path_is_beside_the_repository), CASE(a_config_is_stored_compact_with_sorted_keys),
            CASE(records_that_do_not_decode_are_refused), CASE(a_pull_record_is_checked),
            CASE(the_queue_keeps_one_change_per_record), CASE(the_plan_leaves_out_models_changed_since_start),
            CASE(changes_are_written_and_read_back), CASE(bad_rows_are_skipped_and_reported),
            CASE(a_corrupt_file_is_moved_aside), CASE(a_missing_directory_means_no_state),
            CASE(a_file_held_by_another_daemon_is_not_shared),
-           CASE(notes_are_written_through_the_loop_and_flushed_on_close), CASE(a_newer_schema_is_left_alone))
+           CASE(notes_are_written_through_the_loop_and_flushed_on_close), CASE(a_newer_schema_is_left_alone),
+           CASE(sessions_are_written_in_batches_and_read_back_within_limits))
