@@ -9,6 +9,7 @@
  */
 #include "sessreq.h"
 
+#include "base64.h"
 #include "job.h"
 #include "log.h"
 #include "proto.h"
@@ -56,70 +57,6 @@ const char *sessreq_id(const sessreq *r)
     return r->id;
 }
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static void base64_encode(sb *out, const uint8_t *p, size_t n)
-{
-    char *w = sb_reserve(out, (n + 2) / 3 * 4);
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        *w++ = b64[v >> 18];
-        *w++ = b64[(v >> 12) & 63];
-        *w++ = b64[(v >> 6) & 63];
-        *w++ = b64[v & 63];
-    }
-    if (i < n) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
-        *w++ = b64[v >> 18];
-        *w++ = b64[(v >> 12) & 63];
-        *w++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
-        *w++ = '=';
-    }
-    out->len += (n + 2) / 3 * 4;
-}
-
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* Padded standard base64 to bytes (*out malloc'ed); -1 when it is not that. */
-static int base64_decode(const char *s, size_t n, uint8_t **out, size_t *outlen)
-{
-    if (n % 4)
-        return -1;
-    uint8_t *d = xmalloc(n / 4 * 3 + 1);
-    size_t w = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        int last = i + 4 == n;
-        int pad = last ? (s[n - 1] == '=') + (s[n - 2] == '=') : 0;
-        int v[4];
-        for (int k = 0; k < 4; k++) {
-            v[k] = k >= 4 - pad ? 0 : b64_value((unsigned char)s[i + (size_t)k]);
-            if (v[k] < 0) {
-                free(d);
-                return -1;
-            }
-        }
-        uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        d[w++] = (uint8_t)(x >> 16);
-        if (pad < 2)
-            d[w++] = (uint8_t)(x >> 8);
-        if (pad < 1)
-            d[w++] = (uint8_t)x;
-    }
-    *out = d;
-    *outlen = w;
-    return 0;
-}
-
 void sessreq_meta(sb *out, const sessreq *r)
 {
     sb_adds(out, "\"session\":{\"id\":");
@@ -136,7 +73,9 @@ void sessreq_meta(sb *out, const sessreq *r)
         sb_add(out, session_data(r->s), session_size(r->s)); /* compact JSON, as the store keeps it */
     } else {
         sb_adds(out, ",\"base64\":\"");
-        base64_encode(out, session_data(r->s), session_size(r->s));
+        size_t n = base64_encoded_len(session_size(r->s));
+        base64_encode(sb_reserve(out, n), session_data(r->s), session_size(r->s));
+        out->len += n;
         sb_addc(out, '"');
     }
     sb_addc(out, '}');
@@ -147,19 +86,8 @@ size_t sessreq_meta_size(const sessreq *r)
     size_t n = 96 + 6 * r->idlen; /* the keys, and the id at its most escaped */
     if (r->s)
         n += 6 * strlen(session_content_type(r->s)) +
-             (session_is_json(r->s) ? session_size(r->s) : (session_size(r->s) + 2) / 3 * 4);
+             (session_is_json(r->s) ? session_size(r->s) : base64_encoded_len(session_size(r->s)));
     return n;
-}
-
-/* A content type the store and a response header may carry: type/subtype[;params], visible ASCII. */
-static int sane_content_type(const char *ct, size_t n)
-{
-    if (n == 0 || n > 127 || !memchr(ct, '/', n) || ct[0] == '/' || ct[0] == ' ')
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)ct[i] < 0x20 || (unsigned char)ct[i] > 0x7e)
-            return 0;
-    return 1;
 }
 
 static void clear_staged(sessreq *r)
@@ -216,13 +144,16 @@ int sessreq_stage(sessreq *r, json_t *u, char *why, size_t whylen)
         len = strlen((char *)data);
     } else if (b) {
         if (!json_is_string(b) || !json_is_string(ct) ||
-            !sane_content_type(json_string_value(ct), json_string_length(ct)) ||
+            !session_content_type_valid(json_string_value(ct), json_string_length(ct)) ||
             strncmp(json_string_value(ct), SESSION_JSON, strlen(SESSION_JSON)) == 0) {
-            snprintf(why, whylen, "its session update's base64 needs a string content_type of the form type/subtype "
-                                  "(visible ASCII, at most 127 bytes, not application/json: send json for that)");
+            snprintf(why, whylen, "its session update's base64 needs a string content_type of 1 to 255 bytes of "
+                                  "printable ASCII, not application/json (send json for that)");
             return -1;
         }
-        if (base64_decode(json_string_value(b), json_string_length(b), &data, &len) < 0) {
+        size_t n = json_string_length(b);
+        data = xmalloc(n / 4 * 3 + 1);
+        if (base64_decode(json_string_value(b), n, data, &len) < 0) {
+            free(data);
             snprintf(why, whylen, "its session update's base64 is not padded standard base64");
             return -1;
         }
