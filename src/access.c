@@ -61,6 +61,12 @@ static int is_generate(const h2o_iovec_t *seg, int n)
     return n == 4 && seg_is(seg, n, 0, "v1") && seg_is(seg, n, 1, "models") && seg_is(seg, n, 3, "generate");
 }
 
+/* /v1/sessions[/{id}]: application data, any content type. */
+static int is_sessions(const h2o_iovec_t *seg, int n)
+{
+    return n >= 2 && n <= 3 && seg_is(seg, n, 0, "v1") && seg_is(seg, n, 1, "sessions");
+}
+
 int access_path_needs_token(access_scope scope, const h2o_iovec_t *seg, int n)
 {
     if (is_health(seg, n))
@@ -80,8 +86,8 @@ int access_path_needs_token(access_scope scope, const h2o_iovec_t *seg, int n)
         return seg_is(seg, n, 1, "repository") || seg_is(seg, n, 1, "logging") ||
                seg_is(seg, n, 1, "systemsharedmemory") ||
                (seg_is(seg, n, 1, "models") && n >= 4 && seg_is(seg, n, n - 1, "config"));
-    if (seg_is(seg, n, 0, "v1"))
-        return !is_generate(seg, n);
+    if (seg_is(seg, n, 0, "v1")) /* the context store is data, as inference is */
+        return !is_generate(seg, n) && !is_sessions(seg, n);
     return 0;
 }
 
@@ -414,7 +420,7 @@ int access_check(h2o_req_t *req, const h2o_iovec_t *seg, int n)
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
         h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
         return 0;
-    int free_form = is_generate(seg, n);
+    int free_form = is_generate(seg, n) || is_sessions(seg, n);
     for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, i)) >= 0;) {
         const h2o_iovec_t *ct = &req->headers.entries[i].value;
         const char *type;
@@ -422,9 +428,12 @@ int access_check(h2o_req_t *req, const h2o_iovec_t *seg, int n)
         access_body_kind kind = access_body_kind_of(ct->base, ct->len, &type, &type_len);
         if (kind == ACCESS_BODY_FORM || (kind == ACCESS_BODY_TEXT && !free_form)) {
             http_error(req, 415, 0,
-                       free_form ? "content type '%s' is not accepted by generate: send application/json or the "
-                                   "type the model takes"
-                                 : "content type '%s' is not accepted here: send application/json",
+                       is_sessions(seg, n) ? "content type '%s' is not accepted for a session (a form type, which "
+                                             "browsers send cross-site): send application/json or the content's "
+                                             "own type"
+                       : free_form ? "content type '%s' is not accepted by generate: send application/json or the "
+                                     "type the model takes"
+                                   : "content type '%s' is not accepted here: send application/json",
                        shown(buf, sizeof buf, type, type_len));
             return -1;
         }

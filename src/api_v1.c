@@ -3,6 +3,7 @@
  * free-form generate (generate.c), scaling and the workers' logs.
  */
 #include "api.h"
+#include "api_session.h"
 #include "events.h"
 
 #include "generate.h"
@@ -115,6 +116,8 @@ int api_v1(h2o_req_t *req, const api_path *p)
         events_handle(req);
         return 0;
     }
+    if (SEG_IS(p, 1, "sessions"))
+        return api_sessions(req, p);
     if (!SEG_IS(p, 1, "models"))
         return -1;
     if (p->n == 3 && SEG_IS(p, 2, "pull")) {

@@ -2,6 +2,7 @@
  * metrics — counting and rendering; see metrics.h.
  */
 #include "metrics.h"
+#include "session.h"
 
 #include "inst.h"
 #include "model.h"
@@ -300,6 +301,35 @@ static void process_families(sb *out)
     sb_printf(out, "process_start_time_seconds %.3f\n", start_time_s);
 }
 
+/* The context store (session.h): one sample each, no labels. */
+static void session_families(sb *out)
+{
+    session_stats st;
+    session_stats_get(&st);
+    const struct {
+        const char *name, *type, *help;
+        uint64_t value;
+    } f[] = {
+        {"corral_sessions", "gauge", "Sessions in the context store.", st.count},
+        {"corral_session_bytes", "gauge", "What the sessions count against --session-memory, bookkeeping included.",
+         st.bytes},
+        {"corral_session_memory_limit_bytes", "gauge", "The context store's ceiling, --session-memory.",
+         session_store_config()->memory},
+        {"corral_session_hits_total", "counter", "Requests that named a session that was there.", st.hits},
+        {"corral_session_misses_total", "counter", "Requests that named a session that was not there.", st.misses},
+        {"corral_session_evictions_total", "counter",
+         "Sessions evicted, least recently used first, to make room under --session-memory.", st.evictions},
+        {"corral_session_expirations_total", "counter", "Sessions removed because their ttl passed.",
+         st.expirations},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        family(out, f[i].name, f[i].type, f[i].help);
+        sb_adds(out, f[i].name);
+        sb_addc(out, ' ');
+        u64_line(out, f[i].value);
+    }
+}
+
 void metrics_render(sb *out)
 {
     make_le_labels();
@@ -422,6 +452,7 @@ void metrics_render(sb *out)
             u64_line(out, slots[i]->rss_bytes);
         }
     }
+    session_families(out);
     process_families(out);
 }
 

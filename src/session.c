@@ -93,6 +93,11 @@ void session_store_set_clock(int64_t (*now_ms)(void))
     S.now = now_ms ? now_ms : wall_ms;
 }
 
+int64_t session_now_ms(void)
+{
+    return S.now ? S.now() : wall_ms();
+}
+
 size_t session_cost(size_t idlen, size_t ctlen, size_t len)
 {
     /* the entry and its three NULs, a bucket's share and a heap slot */

@@ -123,6 +123,7 @@ void session_expire(void);
 
 /* The store's clock, milliseconds since the Unix epoch; tests replace it (NULL: the wall clock again). */
 void session_store_set_clock(int64_t (*now_ms)(void));
+int64_t session_now_ms(void);
 
 /*
  * Durability (state.h). session_store_durable: from now on every change is
