@@ -2,12 +2,12 @@
  * session_c — a C model that shows what the C SDK's sessions do, for
  * tests/blackbox/test_session_models.py and the bench's sessions section.
  *
- * infer: OUTPUT0 is INPUT0 (an echo); SESSION (BYTES, one element) is what
+ * infer: OUTPUT0 is the first input (an echo); SESSION (BYTES, one element) is what
  * the request's session held: its compact JSON text or its bytes, or
  * "absent" / "none". parameters.mode:
  *   (none)    read only: no update (the bench's request)
  *   "count"   the JSON session {"n": k, ...} becomes {"n": k + 1, "instance": I}
- *   "bytes"   the session becomes the bytes of INPUT0 as application/x-raw
+ *   "bytes"   the session becomes the bytes of the input as application/x-raw
  *   "delete"  deletes it
  *   "fail"    sets an update, then fails 400: nothing may be stored
  * infer_batch does the same per request (the manifest may add batching).
@@ -55,9 +55,9 @@ static int add_bytes(corral_response *res, const char *name, const void *p, size
 
 static int one(state *st, const corral_request *req, corral_response *res)
 {
-    const corral_tensor *in = corral_request_input(req, "INPUT0");
+    const corral_tensor *in = corral_request_ninputs(req) ? corral_request_input_at(req, 0) : NULL;
     if (!in)
-        return corral_bad_request(res, "INPUT0 is required");
+        return corral_bad_request(res, "an input is required");
     int rc = corral_response_add_output(res, "OUTPUT0", in->dtype, in->shape, in->ndim, in->data, in->size,
                                         CORRAL_BORROW);
     if (rc < 0)
