@@ -123,7 +123,7 @@ static CURL *open_request(const char *method, const char *path, const char *cont
     CURL *c = curl_easy_init();
     curl_easy_setopt(c, CURLOPT_URL, url); /* copied */
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (strcmp(method, "POST") == 0) {
+    if (strcmp(method, "POST") == 0 || body) { /* PUT and PATCH send theirs the same way */
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     }
@@ -1207,6 +1207,23 @@ int cli__report_failure(long status, const char *body, size_t len)
     return report_failure(&r);
 }
 
+char *cli__read_body(const char *arg, size_t *len)
+{
+    return read_body(arg, len);
+}
+
+int cli__call(const char *method, const char *path, const char *content_type, const void *body, size_t len,
+              cli__answer *out)
+{
+    response r;
+    if (request(method, path, content_type, body, len, &r) < 0)
+        return -1;
+    out->status = r.status;
+    snprintf(out->content_type, sizeof out->content_type, "%s", r.content_type);
+    out->body = sb_take(&r.body, &out->len);
+    return 0;
+}
+
 int cli_main(int argc, char **argv)
 {
     static const struct {
@@ -1215,7 +1232,7 @@ int cli_main(int argc, char **argv)
     } verbs[] = {{"ls", cmd_ls},       {"ps", cmd_ps},         {"load", cmd_load},
                  {"unload", cmd_unload}, {"scale", cmd_scale}, {"infer", cmd_infer},
                  {"generate", cmd_generate}, {"logs", cmd_logs}, {"events", cmd_events},
-                 {"top", cli__top}, {"pull", cli__pull}};
+                 {"top", cli__top}, {"pull", cli__pull}, {"session", cli__session}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (strcmp(argv[0], verbs[i].verb) == 0) {
             curl_global_init(CURL_GLOBAL_DEFAULT);

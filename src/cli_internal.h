@@ -25,6 +25,24 @@ int cli__report_failure(long status, const char *body, size_t len);
 /* bytes as "512B", "1.5KiB", "3.0GiB". */
 void cli__human_size(double bytes, char *buf, size_t len);
 
+/* The argument of a JSON|@FILE|- operand: the text itself, the file's bytes, or stdin's (malloc'd); NULL after saying why. */
+char *cli__read_body(const char *arg, size_t *len);
+
+/* A whole answer: its status, content type and body (malloc'd, NUL-terminated past len). */
+typedef struct cli__answer {
+    long status;
+    char content_type[128];
+    char *body;
+    size_t len;
+} cli__answer;
+
+/* Performs method on path with body (of content_type; NULL: none). Returns 0 with out filled, or -1 after saying why. */
+int cli__call(const char *method, const char *path, const char *content_type, const void *body, size_t len,
+              cli__answer *out);
+
+/* corral session ls|get|put|patch|rm ... (cli_session.c); returns the exit status. */
+int cli__session(int argc, char **argv);
+
 /* corral top [--once] [--interval S]; returns the exit status. */
 int cli__top(int argc, char **argv);
 /* corral pull URL --sha256 HEX [--name NAME] [--json], or pull NAME (cli_pull.c); returns the exit status. */

@@ -128,6 +128,15 @@ static const char usage[] =
     "                                    errors/s, p50/p99 latency of the interval (default 1 s),\n"
     "                                    memory; q or Ctrl-C quits. Not on a terminal, or with\n"
     "                                    --once: one plain table after one interval\n"
+    "  session ls [--json]               the context store's sessions: id, type, size, time left\n"
+    "  session get ID                    a session's content, as stored, to stdout\n"
+    "  session put ID [FILE|-] [--ttl S] [--content-type T] [--json]\n"
+    "                                    create or replace a session from FILE or stdin; without\n"
+    "                                    --content-type, application/json when the bytes parse as JSON,\n"
+    "                                    else application/octet-stream (docs/sessions.md)\n"
+    "  session patch ID JSON|@FILE|- [--ttl S] [--json]\n"
+    "                                    merge a JSON merge patch (RFC 7386) into a JSON session\n"
+    "  session rm ID                     delete a session\n"
     "\n"
     "  --help, --version\n";
 

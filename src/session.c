@@ -76,7 +76,7 @@ static struct {
     int durable;
     session *dirty_head, *dirty_tail;
     size_t n_dirty;
-    int batch_in_flight;
+    int batches_in_flight; /* one at a time from the timer; session_store_flush may add one */
     uv_timer_t flush_timer;
     int flush_armed;
 } S;
@@ -304,7 +304,7 @@ static void mark_dirty(session *s)
         S.dirty_head = s;
     S.dirty_tail = s;
     S.n_dirty++;
-    if (S.loop && !S.flush_armed && !S.batch_in_flight) {
+    if (S.loop && !S.flush_armed && !S.batches_in_flight) {
         S.flush_armed = 1;
         uv_timer_start(&S.flush_timer, on_flush, SESSION_FLUSH_MS, 0);
     }
@@ -554,15 +554,17 @@ int session_restore(const char *id, size_t idlen, const char *content_type, cons
     char why[256];
     size_t typelen = strlen(content_type);
     if (!session_id_valid(id, idlen, why, sizeof why) || !session_content_type_valid(content_type, typelen) ||
-        len > S.cfg.max_size || expires_ms <= S.now())
+        len > S.cfg.max_size)
         return -1;
     uint64_t hash = id_hash(id, idlen);
     if (table_get(id, idlen, hash))
         return 0; /* written since the start: newer */
-    size_t cost = session_cost(idlen, typelen, len);
-    if (S.bytes + cost > S.cfg.memory)
-        return -1;
     session *s = entry_new(id, idlen, hash, content_type, typelen, data, len, expires_ms);
+    if (expires_ms <= S.now() || S.bytes + s->cost > S.cfg.memory) {
+        mark_dirty(s); /* not live: deleted from the file too, which keeps matching the store */
+        entry_release(s);
+        return -1;
+    }
     int durable = S.durable;
     S.durable = 0; /* it is in the file already */
     entry_attach(s);
@@ -657,16 +659,17 @@ static void on_batch_written(state_session_batch *b)
     free(b->ops);
     free(b->error);
     free(b);
-    S.batch_in_flight = 0;
-    if (S.n_dirty && S.loop && !S.flush_armed) {
+    S.batches_in_flight--;
+    if (S.n_dirty && S.loop && !S.flush_armed && !S.batches_in_flight) {
         S.flush_armed = 1;
         uv_timer_start(&S.flush_timer, on_flush, SESSION_FLUSH_MS, 0);
     }
 }
 
-void session_store_flush(void)
+/* Hands the marked sessions to the state file as one batch. */
+static void flush_batch(void)
 {
-    if (!S.durable || !S.n_dirty || S.batch_in_flight)
+    if (!S.durable || !S.n_dirty)
         return;
     state_session_batch *b = xcalloc(1, sizeof *b);
     b->ops = xmalloc(S.n_dirty * sizeof *b->ops);
@@ -691,15 +694,21 @@ void session_store_flush(void)
     b->n = n;
     b->data = held;
     b->on_written = on_batch_written;
-    S.batch_in_flight = 1;
+    S.batches_in_flight++;
     state_note_sessions(b);
+}
+
+void session_store_flush(void)
+{
+    flush_batch(); /* even while one is being written: state.c writes them in order */
 }
 
 static void on_flush(uv_timer_t *t)
 {
     (void)t;
     S.flush_armed = 0;
-    session_store_flush();
+    if (!S.batches_in_flight) /* else on_batch_written arms the timer again */
+        flush_batch();
 }
 
 void session_store_durable(void)

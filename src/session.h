@@ -132,7 +132,8 @@ int64_t session_now_ms(void);
  * is queued to the state file now (before state_close, at exit).
  * session_restore: a session read back at start; one already in the store
  * (written since the start) is newer and wins. Returns 0, or -1 when it does
- * not fit or is not valid.
+ * not fit, has expired or is not valid (one that does not fit or has
+ * expired is then deleted from the state file).
  */
 #define SESSION_FLUSH_MS 100
 void session_store_durable(void);

@@ -8,10 +8,12 @@
  */
 #include "check.h"
 #include "session.h"
+#include "state.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int64_t fake_now = 1764600000000; /* 2025-12-01T14:40:00Z */
 static int64_t fake_clock(void)
@@ -381,9 +383,76 @@ static void the_timer_expires_on_a_loop(void)
     CHECK(uv_loop_close(&loop) == 0);
 }
 
+static int state_closed;
+static void on_state_closed(void)
+{
+    state_closed = 1;
+}
+
+/* Durable: changes reach the state file in batches, coalesced per id (a deleted session is deleted, one
+ * deleted and written again is written), the last ones on the flush before the file closes. */
+static void a_durable_store_writes_its_changes_in_batches(void)
+{
+    char dir[] = "/tmp/corral-test-session-XXXXXX", path[128];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/state.db", dir);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    session_config cfg = {.default_ttl_s = 60, .max_ttl_s = 600, .memory = 1 << 20, .max_size = 1000, .evict = 1};
+    session_store_init(&loop, &cfg);
+    session_store_durable();
+    state_start(&loop, path, NULL);
+    char msg[256];
+    CHECK(put("a", "1", 0, msg) == 0);
+    CHECK(put("b", "2", 0, msg) == 0);
+    CHECK(put("c", "3", 0, msg) == 0);
+    CHECK(session_delete("b", 1) == 0);
+    CHECK(put("c", "33", 0, msg) == 0);
+    CHECK(put("d", "4", 0, msg) == 0);
+    CHECK(session_delete("d", 1) == 0);
+    CHECK(put("d", "44", 0, msg) == 0);
+    uv_timer_t stop;
+    uv_timer_init(&loop, &stop);
+    uv_timer_start(&stop, on_stop, 400, 0); /* a few flush intervals */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(put("e", "5", 0, msg) == 0);
+    CHECK(session_delete("a", 1) == 0);
+    session_store_flush(); /* what is left, as the daemon does at exit */
+    state_close(on_state_closed);
+    uv_close((uv_handle_t *)&stop, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(state_closed);
+    session_store_close();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+
+    state_db *db;
+    state_snapshot snap;
+    char *report;
+    CHECK(state_db_open(path, 0, &db, &snap, &report) == 0);
+    free(report);
+    state_session_limits lim = {.memory = 1 << 20, .max_size = 1000, .cost = session_cost};
+    state_session *got;
+    size_t n;
+    CHECK(state_db_read_sessions(db, 0, &lim, &got, &n, &report) == 0);
+    free(report);
+    char ids[64] = "", *p = ids;
+    for (size_t i = 0; i < n; i++)
+        p += snprintf(p, sizeof ids - (size_t)(p - ids), "%s=%.*s,", got[i].id, (int)got[i].len, got[i].data);
+    /* read back by expiry, latest first: e, d, c (written after a and b's put... a is deleted) */
+    CHECK(n == 3);
+    CHECK_STR_CONTAINS(ids, "c=33,");
+    CHECK_STR_CONTAINS(ids, "d=44,");
+    CHECK_STR_CONTAINS(ids, "e=5,");
+    state_sessions_free(got, n);
+    state_db_close(db);
+    unlink(path);
+    rmdir(dir);
+}
+
 CHECK_MAIN(CASE(ids_are_checked_like_model_names), CASE(put_find_replace_delete), CASE(bad_writes_change_nothing),
            CASE(finds_count_hits_and_misses_and_mark_recent_use), CASE(lru_eviction_order),
            CASE(eviction_skips_pinned_and_507_without_room), CASE(eviction_off_answers_507),
            CASE(expiry_on_the_clock), CASE(the_heap_keeps_expiry_order), CASE(pinned_sessions_outlive_their_removal),
            CASE(list_is_in_id_order_without_the_expired), CASE(restore_fits_and_yields_to_newer),
-           CASE(the_timer_expires_on_a_loop))
+           CASE(the_timer_expires_on_a_loop), CASE(a_durable_store_writes_its_changes_in_batches))
