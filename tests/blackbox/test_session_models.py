@@ -204,6 +204,7 @@ def test_a_refused_update_leaves_the_answer_and_the_session(corral):
     assert r.status_code == 200, r.text
     assert stored(d, "small") == {"items": []}
     wait_for(lambda: "update of session 'small' that was not stored (413)" in d.log(), what="the warning")
+    assert "\ncorral_session_updates_refused_total 1\n" in d.get("/metrics").text
 
 
 def test_batches_carry_each_requests_session(corral):

@@ -30,6 +30,18 @@ static void put(const char *id, const char *type, const char *data)
     CHECK(session_put(id, strlen(id), type, (const uint8_t *)data, strlen(data), 0, &created, msg, sizeof msg) == 0);
 }
 
+/* A fresh store holding id (JSON text, or NULL for none), and a job that carries id. */
+static job *carrying(const char *id, const char *text, uint8_t kind)
+{
+    store();
+    if (text)
+        put(id, SESSION_JSON, text);
+    char why[256];
+    job *j = job_new(NULL, kind, 0);
+    CHECK(sessreq_attach(j, id, strlen(id), why, sizeof why) == 0);
+    return j;
+}
+
 static const char *content(const char *id)
 {
     static char buf[256];
@@ -101,11 +113,7 @@ static void meta_for_json_bytes_and_absent(void)
 
 static void snapshot_and_pin(void)
 {
-    store();
-    put("s", SESSION_JSON, "1");
-    char why[256];
-    job *j = job_new(NULL, PROTO_INFER, 0);
-    CHECK(sessreq_attach(j, "s", 1, why, sizeof why) == 0);
+    job *j = carrying("s", "1", PROTO_INFER);
     CHECK(session_delete("s", 1) == 0); /* gone from the store, still valid under the pin */
     char *m = meta_of(j);
     CHECK_STR_CONTAINS(m, "\"json\":1}");
@@ -125,10 +133,7 @@ static int stage(job *j, const char *text)
 
 static void updates_are_checked(void)
 {
-    store();
-    char why[256];
-    job *j = job_new(NULL, PROTO_INFER, 0);
-    CHECK(sessreq_attach(j, "u", 1, why, sizeof why) == 0);
+    job *j = carrying("u", NULL, PROTO_INFER);
     const char *bad[] = {
         "[1]", "{}", "{\"json\":1,\"delete\":true}", "{\"json\":1,\"base64\":\"\",\"content_type\":\"a/b\"}",
         "{\"json\":1,\"content_type\":\"a/b\"}", "{\"base64\":\"aA==\"}",
@@ -166,11 +171,7 @@ static void updates_are_checked(void)
 
 static void refusals_change_nothing(void)
 {
-    store();
-    put("r", SESSION_JSON, "\"before\"");
-    char why[256];
-    job *j = job_new(NULL, PROTO_INFER, 0);
-    CHECK(sessreq_attach(j, "r", 1, why, sizeof why) == 0);
+    job *j = carrying("r", "\"before\"", PROTO_INFER);
     uint64_t before = sessreq_refused();
     CHECK(stage(j, "{\"json\":\"0123456789012345678901234567890123456789012345678901234567890123456789\"}") == 0);
     CHECK(sessreq_commit(j->sess, "m") == 413);
@@ -195,10 +196,8 @@ static uint8_t *frame_body(const char *meta, const char *data, size_t *len)
 
 static void frames_stage_their_update(void)
 {
-    store();
+    job *j = carrying("f", NULL, PROTO_GENERATE);
     char why[256];
-    job *j = job_new(NULL, PROTO_GENERATE, 0);
-    CHECK(sessreq_attach(j, "f", 1, why, sizeof why) == 0);
     size_t len;
     uint8_t *b = frame_body("{\"content_type\":\"text/plain\",\"session\":{\"json\":[7]}}", "body", &len);
     CHECK(sessreq_stage_frame(j->sess, PROTO_GENERATE_RESULT, b, len, why, sizeof why) == 0);
