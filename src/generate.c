@@ -499,7 +499,7 @@ static void stream_chunk(api_pending *base, job *j, const job_chunk *c)
  * A Triton flavour's whole answer (a GENERATE_RESULT): a JSON object is the
  * response, or generate_stream's one event; any other type is refused.
  */
-static int triton_whole(stream_pending *s, uint8_t *body, size_t len)
+static int triton_whole(stream_pending *s, job *j, uint8_t *body, size_t len)
 {
     h2o_req_t *req = s->base.req;
     const char *name = model_name(s->base.model);
@@ -510,6 +510,7 @@ static int triton_whole(stream_pending *s, uint8_t *body, size_t len)
     if (whole_parts(&s->base, body, len, &ct, &data, &data_len) < 0)
         return 1;
     if (!is_json_type(ct)) {
+        sessreq_drop(j->sess); /* the client gets an error: the model's update is not stored */
         http_error(req, 500, 0,
                    "model '%s' answered with content type '%s'; Triton's generate endpoints take one JSON object "
                    "(application/json) or a stream of them",
@@ -519,6 +520,7 @@ static int triton_whole(stream_pending *s, uint8_t *body, size_t len)
     h2o_iovec_t obj[TRITON_IOV];
     int n = triton_object(s, data, data_len, obj);
     if (n < 0) {
+        sessreq_drop(j->sess); /* the client gets an error: the model's update is not stored */
         http_error(req, 500, 0, "model '%s' answered with a body that is not a JSON object; Triton's generate "
                                 "endpoints take one JSON object",
                    name);
@@ -546,11 +548,12 @@ static int triton_whole(stream_pending *s, uint8_t *body, size_t len)
 }
 
 /* GENERATE_TRITON at END: the one event is the answer. */
-static void triton_one_end(stream_pending *s)
+static void triton_one_end(stream_pending *s, job *j)
 {
     h2o_req_t *req = s->base.req;
     const char *name = model_name(s->base.model);
     if (!s->one_body) {
+        sessreq_drop(j->sess); /* the client gets an error: the model's update is not stored */
         http_error(req, 500, 0, "model '%s' ended its stream without a response", name);
         return;
     }
@@ -559,16 +562,17 @@ static void triton_one_end(stream_pending *s)
     s->one_body = NULL;
     h2o_iovec_t obj[TRITON_IOV];
     int n = triton_object(s, s->one_data, s->one_len, obj);
-    if (n < 0)
+    if (n < 0) {
+        sessreq_drop(j->sess); /* the client gets an error: the model's update is not stored */
         http_error(req, 500, 0, "model '%s' streamed an event that is not a JSON object; Triton's generate "
                                 "endpoints take JSON objects", name);
-    else
+    } else {
         http_sendv(req, 200, "application/json", obj, (size_t)n);
+    }
 }
 
 static int stream_respond(api_pending *base, job *j, int status, const char *msg, uint8_t *body, size_t len)
 {
-    (void)j;
     stream_pending *s = (stream_pending *)base;
     if (!s->started) {
         if (status != 200) { /* an error before the stream: an ordinary error response */
@@ -576,9 +580,9 @@ static int stream_respond(api_pending *base, job *j, int status, const char *msg
             return 0;
         }
         if (body) /* a whole answer */
-            return s->flavour == GENERATE_V1 ? whole_respond(base, body, len) : triton_whole(s, body, len);
+            return s->flavour == GENERATE_V1 ? whole_respond(base, body, len) : triton_whole(s, j, body, len);
         if (s->flavour == GENERATE_TRITON) {
-            triton_one_end(s);
+            triton_one_end(s, j);
             return 0;
         }
         start_stream(s, 1, NULL); /* END before any chunk: an empty event stream */

@@ -221,6 +221,12 @@ int sessreq_commit(sessreq *r, const char *model)
     return status;
 }
 
+void sessreq_drop(sessreq *r)
+{
+    if (r)
+        clear_staged(r);
+}
+
 uint64_t sessreq_refused(void)
 {
     return refused;

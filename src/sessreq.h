@@ -72,6 +72,13 @@ int sessreq_stage_frame(sessreq *r, uint8_t type, const uint8_t *body, size_t le
  */
 int sessreq_commit(sessreq *r, const char *model);
 
+/*
+ * Forgets the staged update: the daemon answered the client with an error
+ * although the worker's answer arrived (an answer that does not fit the
+ * endpoint). NULL is fine.
+ */
+void sessreq_drop(sessreq *r);
+
 /* Updates the store refused since the start. */
 uint64_t sessreq_refused(void);
 

@@ -166,6 +166,10 @@ def test_generate_body_and_header_name_the_session(counter):
     r = counter.post("/v2/models/counter/generate", {"session": "g", "mode": "read"})
     assert r.status_code == 200, r.text
     assert len(r.json()["seen"]["content"]["items"]) == 3
+    # an answer the endpoint refuses (500) stores nothing, though the model's update came with it
+    r = counter.post("/v2/models/counter/generate", {"session": "g", "as_list": True})
+    assert r.status_code == 500 and "not a JSON object" in r.text, r.text
+    assert len(stored(counter, "g")["items"]) == 3
 
 
 def test_a_stream_stores_its_update_at_its_end(counter):
@@ -291,3 +295,44 @@ def test_c_model_stream_update_goes_with_its_end(c_model):
     r = d.post("/v1/models/sc/generate", {"session": "cs"})  # collected into one answer: the update too
     assert r.status_code == 200, r.text
     assert stored(d, "cs") == {"streamed": 6}
+
+
+DECOUPLED = '''
+import corral
+
+class Turns(corral.Model):
+    def generate(self, request):
+        s = request.session
+        n = s.content["n"] if s is not None and s.exists else 0
+        def events():
+            yield {"n": n}
+            if s is not None:
+                s.update({"n": n + 1})
+        return events()
+
+if __name__ == "__main__":
+    corral.run(Turns)
+'''
+
+
+def test_grpc_stream_to_a_decoupled_model_carries_the_session(corral):
+    corral.add("turns", None, manifest="runtime: python\nentrypoint: worker.py\ndecoupled: true\n",
+               files={"worker.py": DECOUPLED})
+    d = loaded(corral.start(), "turns")
+    pb, _ = grpc_stubs.load()
+    stub, channel = grpc_stubs.stub(d.grpc_port)
+    try:
+        def req():
+            r = pb.ModelInferRequest(model_name="turns", inputs=[
+                pb.ModelInferRequest.InferInputTensor(name="x", datatype="INT32", shape=[1],
+                                                      contents=pb.InferTensorContents(int_contents=[0]))])
+            r.parameters["session"].string_param = "dec"
+            return r
+        for want in (0, 1):
+            (resp,) = list(stub.ModelStreamInfer(iter([req()]), timeout=30))
+            assert resp.error_message == "", resp.error_message
+            (n,) = struct.unpack("<q", resp.infer_response.raw_output_contents[0])
+            assert n == want
+        assert stored(d, "dec") == {"n": 2}
+    finally:
+        channel.close()

@@ -18,7 +18,7 @@ generate: the body {"mode": ..., "events": n} (a JSON body naming its
 session with "session", or a raw one with the Session-Id header): a stream
 of n events when the client takes one (the update set after the first),
 else one JSON object, the update sent with corral.Response(session=...).
-"fail_after" raises after the update is set.
+"fail_after" raises after the update is set; "as_list" answers a list.
 """
 
 import json
@@ -101,6 +101,8 @@ class Counter(corral.Model):
                     yield {"i": i}
             return events()
         value = self.next_value(s, parameters) if s is not None else None
+        if parameters.get("as_list"):  # not an object: Triton's generate answers 500
+            answer = [answer]
         if value is None:
             return answer
         return corral.Response(answer, session=value)
