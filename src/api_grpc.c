@@ -697,12 +697,12 @@ static int build_job(greq *g, rpc *r, model *m, job **out, char *err, size_t err
         j->sess = sess;
         sb meta;
         sb_init(&meta, 96 + (sess ? sessreq_meta_size(sess) : 0));
-        sb_adds(&meta, "{\"id\":\"\",\"content_type\":\"application/json\",\"stream\":true");
-        if (sess) {
-            sb_addc(&meta, ',');
+        sb_addc(&meta, '{');
+        if (sess) { /* first, as infer.c puts it (sessreq.h) */
             sessreq_meta(&meta, sess);
+            sb_addc(&meta, ',');
         }
-        sb_addc(&meta, '}');
+        sb_adds(&meta, "\"id\":\"\",\"content_type\":\"application/json\",\"stream\":true}");
         job_piece body = {g->gen_body, text_len};
         int rc = job_build_frame(j, meta.p, meta.len, &body, 1, NULL);
         sb_free(&meta);

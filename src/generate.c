@@ -751,14 +751,15 @@ void generate_handle(h2o_req_t *req, model *m, generate_flavour flavour)
     }
     sb meta;
     sb_init(&meta, 128 + (j->sess ? sessreq_meta_size(j->sess) : 0));
-    sb_adds(&meta, "{\"id\":\"\",\"content_type\":");
+    sb_addc(&meta, '{');
+    if (j->sess) { /* first, as infer.c puts it (sessreq.h) */
+        sessreq_meta(&meta, j->sess);
+        sb_addc(&meta, ',');
+    }
+    sb_adds(&meta, "\"id\":\"\",\"content_type\":");
     sb_json_str(&meta, ct, ct_len);
     if (stream)
         sb_adds(&meta, ",\"stream\":true");
-    if (j->sess) {
-        sb_addc(&meta, ',');
-        sessreq_meta(&meta, j->sess);
-    }
     sb_addc(&meta, '}');
     job_piece body = {(const uint8_t *)req->entity.base, req->entity.len};
     int rc = job_build_frame(j, meta.p, meta.len, &body, 1, NULL);

@@ -404,7 +404,17 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     if (json_array_size(inputs) > INFER_MAX_TENSORS)
         BAD("at most %d inputs per request", INFER_MAX_TENSORS);
 
-    sb_adds(&meta, "{\"id\":");
+    /* The session goes first: the C SDK takes it out of the meta by hand, before jansson reads the rest
+     * (sessreq.h, "The meta"). */
+    sb_addc(&meta, '{');
+    size_t sess_at = meta.len, sess_len = 0; /* the session's member inside meta, copied into a batch entry */
+    if (j->sess) {
+        sb_reserve(&meta, 1 + sessreq_meta_size(j->sess));
+        sessreq_meta(&meta, j->sess);
+        sess_len = meta.len - sess_at;
+        sb_addc(&meta, ',');
+    }
+    sb_adds(&meta, "\"id\":");
     if (id)
         sb_json_str(&meta, json_string_value(id), json_string_length(id));
     else
@@ -423,13 +433,6 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         sb_adds(&meta, "{}");
     }
     params_len = meta.len - params_at;
-    size_t sess_at = meta.len; /* the session's member inside meta, copied into a batch entry */
-    if (j->sess) {
-        sb_reserve(&meta, 1 + sessreq_meta_size(j->sess));
-        sb_addc(&meta, ',');
-        sessreq_meta(&meta, j->sess);
-    }
-    size_t sess_len = meta.len - sess_at;
     sb_adds(&meta, ",\"inputs\":[");
     size_t i;
     json_t *input;
@@ -676,7 +679,10 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
             sb_adds(&bt, "\"\"");
         sb_adds(&bt, ",\"parameters\":");
         sb_add(&bt, meta.p + params_at, params_len);
-        sb_add(&bt, meta.p + sess_at, sess_len);
+        if (sess_len) {
+            sb_addc(&bt, ',');
+            sb_add(&bt, meta.p + sess_at, sess_len);
+        }
         if (opts->requested) {
             sb_adds(&bt, ",\"outputs\":[");
             size_t k;

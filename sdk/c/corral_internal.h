@@ -155,18 +155,26 @@ void corral__flight_set_views(corral__flight *f, corral_request *batch, corral_r
 /* ---- corral_request.c ---- */
 
 /* One request of a BATCH, from its meta's `batch` list. */
-/* The session a request names (corral_session.c). */
+/* The session a request names (corral_session.c). Everything owned. */
 typedef struct corral__session {
-    const char *id;           /* owned by the meta */
+    char *id;
     int exists;
-    const char *content_type; /* owned by the meta; NULL when it does not exist */
-    const json_t *json;       /* a JSON session's value, owned by the meta; NULL for bytes */
-    uint8_t *bytes;           /* owned: a bytes session's content, or a JSON one's text once asked for */
+    char *content_type; /* NULL when it does not exist */
+    json_t *json;       /* a JSON session's value once parsed (or as the general path read it); NULL for bytes */
+    uint8_t *bytes;     /* a bytes session's content, or a JSON one's text (NUL-terminated) */
     size_t len;
+    int text_unparsed;  /* bytes hold JSON text not parsed yet (the fast path) */
 } corral__session;
 
 /* Reads a meta's "session" (NULL: none, *out NULL). Returns 0, -EPROTO with why, or -ENOMEM. */
 int corral__session_parse(const json_t *raw, corral__session **out, const char **why);
+/*
+ * The fast path: when meta (meta_len bytes, writable) begins with the
+ * session member in the daemon's form, takes it out (*out; the meta is
+ * rewritten without it and *meta_len shortened) and returns 1; 0 when it
+ * does not (nothing changed); -EPROTO for bad base64, -ENOMEM.
+ */
+int corral__session_cut(char *meta, size_t *meta_len, corral__session **out);
 void corral__session_free(corral__session *s);
 
 typedef struct corral__batch_entry {

@@ -306,6 +306,12 @@ int corral__request_parse(corral_request *req, corral_response *res, const char 
     *what = NULL;
     if (proto_split_body(req->body, req->body_len, &meta, &meta_len, &req->data, &req->data_len) < 0)
         return proto_fail(req, what, "body is shorter than its meta length");
+    /* The meta lies in alloc, which is ours to rewrite: the session member may be cut out of it first. */
+    int cut = corral__session_cut((char *)meta, &meta_len, &req->session);
+    if (cut == -EPROTO)
+        return proto_fail(req, what, "the session's base64 is malformed");
+    if (cut < 0)
+        return corral_response_error(res, 500, "MemoryError", "out of memory");
     req->meta = json_loadb(meta, meta_len, 0, &err);
     if (!json_is_object(req->meta))
         return proto_fail(req, what, "meta is not a JSON object");
@@ -322,7 +328,7 @@ int corral__request_parse(corral_request *req, corral_response *res, const char 
     if (!req->parameters)
         return corral_response_error(res, 500, "MemoryError", "out of memory");
     const char *why = NULL;
-    int src = corral__session_parse(json_object_get(req->meta, "session"), &req->session, &why);
+    int src = req->session ? 0 : corral__session_parse(json_object_get(req->meta, "session"), &req->session, &why);
     if (src == -EPROTO)
         return proto_fail(req, what, "%s", why);
     if (src < 0)

@@ -5,17 +5,20 @@
  * infer: OUTPUT0 is the first input (an echo); SESSION (BYTES, one element) is what
  * the request's session held: its compact JSON text or its bytes, or
  * "absent" / "none". parameters.mode:
- *   (none)    read only: no update (the bench's request)
+ *   (none)    read only: no update
+ *   "read"    the bench's: reads the session's text in place (no parse), answers OUTPUT0 alone
  *   "count"   the JSON session {"n": k, ...} becomes {"n": k + 1, "instance": I}
  *   "bytes"   the session becomes the bytes of the input as application/x-raw
  *   "delete"  deletes it
  *   "fail"    sets an update, then fails 400: nothing may be stored
- * infer_batch does the same per request (the manifest may add batching).
+ * A request that names no session gets no update (and the SDK refuses one
+ * with -ENOENT, which this model checks). infer_batch does the same per request (the manifest may add batching).
  * generate: a stream of two events, the update ({"streamed": n}) set
  * between them, so it travels with the stream's end.
  */
 #include "corral_worker.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +65,13 @@ static int one(state *st, const corral_request *req, corral_response *res)
                                         CORRAL_BORROW);
     if (rc < 0)
         return rc;
+    const char *mode = corral_param_string(corral_request_parameters(req), "mode", "");
+    if (strcmp(mode, "read") == 0) { /* the bench's: the session's text read where it lies, the echo answered */
+        size_t n;
+        const char *type;
+        const char *text = corral_request_session(req, &n, &type);
+        return text && (n == 0 || text[n] != 0) ? corral_bad_request(res, "the session's text is cut short") : 0;
+    }
     size_t len;
     const char *type;
     const void *content = corral_request_session(req, &len, &type);
@@ -72,7 +82,8 @@ static int one(state *st, const corral_request *req, corral_response *res)
                        corral_request_session_id(req) ? 6 : 4);
     if (rc < 0)
         return rc;
-    const char *mode = corral_param_string(corral_request_parameters(req), "mode", "");
+    if (!corral_request_session_id(req)) /* nothing to update: the setters would say -ENOENT */
+        return corral_response_set_session_json(res, json_null(), 0) == -ENOENT ? 0 : -EINVAL;
     if (strcmp(mode, "count") == 0) {
         const json_t *j = corral_request_session_json(req);
         json_int_t n = json_integer_value(json_object_get(j, "n"));
