@@ -137,6 +137,13 @@ def test_ttl_from_query_or_header_and_its_bounds(corral):
     assert int(get(d, "a").headers["Session-TTL"]) <= 59
 
 
+def test_ttl_flags_take_durations(corral):
+    d = corral.start("--session-ttl", "2m", "--session-max-ttl", "1h")
+    assert put(d, "a", 1).json()["expires_in"] == 120
+    assert put(d, "a", 1, params={"ttl": "3600"}).status_code == 200
+    assert put(d, "a", 1, params={"ttl": "3601"}).status_code == 400
+
+
 def test_expiry_by_the_timer(corral):
     d = corral.start("--log-level", "debug")
     put(d, "short", "x", ctype="text/plain", params={"ttl": "1"})
@@ -145,7 +152,7 @@ def test_expiry_by_the_timer(corral):
     start = time.monotonic()
     # /metrics reads the counters only: the session goes because the timer fired, not because it was looked up
     wait_for(lambda: metric(d, "corral_sessions") == 1, timeout=5, what="the 1 s session to expire")
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 4  # 1 s, and a generous bound for a loaded machine
     assert metric(d, "corral_session_expirations_total") == 1
     assert get(d, "short").status_code == 404 and get(d, "long").status_code == 200
     assert "session short expired" in d.log() and "session short created" in d.log()
