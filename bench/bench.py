@@ -6,7 +6,7 @@
 
 Runs the measurements of issues #4, #10 (streaming), #11 (GET /metrics),
 #12 (batching and wake-ups, in the serving section), #13 (client shared
-memory) and #14 (gRPC) on this machine,
+memory), #14 (gRPC) and #16 (sessions) on this machine,
 side by side with the peers started here on loopback, writes
 build/bench/results.json, then docs/benchmarks.md and docs/bench-*.png
 from it (bench/report.py). Every process it starts is
@@ -43,6 +43,7 @@ SECTIONS = [
     ("metrics", "10. GET /metrics", M.metrics),
     ("clientshm", "11. client shared memory", M.clientshm),
     ("grpc", "12. gRPC", M.grpc),
+    ("sessions", "13. sessions", M.sessions),
 ]
 
 

@@ -2,7 +2,7 @@
  * bench_tool.h — what the bench's C tools share (sse_reader, stream_rtt,
  * metrics_scrape, worker_rtt, pingpong): the clocks, dying with a reason,
  * whole writes, percentiles, and (with BENCH_HTTP_READER defined) the
- * buffered line reader of the two HTTP clients. Header-only, because each
+ * buffered line reader of the HTTP clients and their Content-Length answers. Header-only, because each
  * tool is built by one `cc` of its own file (bench/measure.py); a tool
  * defines BENCH_TOOL, its name for messages, before including it.
  */
@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -95,6 +96,12 @@ static inline void print_first_end(double *t_first, double *t_end, size_t n, dou
 }
 
 #ifdef BENCH_HTTP_READER
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
 /* The connection read line by line: rbuf[rpos, rend) holds bytes read and not yet parsed. */
 #define READ_BUFFER (256 * 1024)
 /* Longest status line, header or chunk-size line accepted. */
@@ -103,6 +110,20 @@ static inline void print_first_end(double *t_first, double *t_end, size_t n, dou
 static int conn_fd;
 static char *rbuf;
 static size_t rpos, rend;
+
+/* Connects conn_fd to 127.0.0.1:port, with TCP_NODELAY. */
+static inline void http_connect(int port)
+{
+    conn_fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (conn_fd < 0)
+        die("socket");
+    int one = 1;
+    setsockopt(conn_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(conn_fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        die("connect to 127.0.0.1");
+}
 
 /* Reads more bytes into rbuf, keeping the unparsed ones. */
 static inline void fill(void)
@@ -142,6 +163,65 @@ static inline const char *next_line(size_t *len)
             fail("a line longer than 64 KiB");
         fill();
     }
+}
+/* Largest answer body accepted: far above any the bench asks for. */
+#define MAX_BODY (1024L * 1024 * 1024)
+
+/*
+ * Reads one answer: status line, headers, then Content-Length bytes of
+ * body into *body (grown to the largest answer so far, *cap its size).
+ * Returns the status, with *len the body's length. Fails on a chunked
+ * answer, one without Content-Length, or one that closes the connection.
+ */
+static inline int http_read_answer(char **body, size_t *cap, size_t *len)
+{
+    size_t n;
+    const char *line = next_line(&n);
+    if (n < 12 || strncmp(line, "HTTP/1.1 ", 9) != 0) {
+        fprintf(stderr, "%s: the server answered \"%.*s\"\n", BENCH_TOOL, (int)n, line);
+        exit(1);
+    }
+    int status = atoi(line + 9);
+    long length = -1;
+    while ((line = next_line(&n)) && n > 0) {
+        if (n >= 15 && strncasecmp(line, "content-length:", 15) == 0)
+            length = strtol(line + 15, NULL, 10);
+        if (n >= 18 && strncasecmp(line, "transfer-encoding:", 18) == 0)
+            fail("the answer is chunked; this client reads only Content-Length bodies");
+        if (n >= 11 && strncasecmp(line, "connection:", 11) == 0 && memmem(line, n, "close", 5))
+            fail("the server closes the connection after this answer: no keep-alive");
+    }
+    if (length < 0 || length > MAX_BODY)
+        fail("the answer has no Content-Length, or one above 1 GiB");
+    if ((size_t)length > *cap) {
+        free(*body);
+        *cap = (size_t)length;
+        *body = malloc(*cap);
+        if (!*body)
+            die("out of memory");
+    }
+    size_t got = 0;
+    while (got < (size_t)length) {
+        if (rpos == rend) {
+            /* Large bodies go straight from the socket into place, not through rbuf. */
+            rpos = rend = 0;
+            ssize_t r = read(conn_fd, *body + got, (size_t)length - got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r == 0)
+                fail("the server closed the connection in the middle of a body");
+            if (r < 0)
+                die("read from the server");
+            got += (size_t)r;
+            continue;
+        }
+        size_t take = rend - rpos < (size_t)length - got ? rend - rpos : (size_t)length - got;
+        memcpy(*body + got, rbuf + rpos, take);
+        rpos += take;
+        got += take;
+    }
+    *len = (size_t)length;
+    return status;
 }
 #endif
 

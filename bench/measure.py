@@ -1983,3 +1983,44 @@ def grpc(cfg: Config, ws: Workspace) -> dict:
             "grpc_request_bytes": taken[("echo-c", "grpc", cfg.grpc_connections[0])][0]["request_bytes"],
             "connections": cfg.grpc_connections, "channels": cfg.grpc_channels, "threads": cfg.grpc_threads,
             "series": series, "tensors": tensors, "perf": profiles if cfg.perf else None, "floors": floors}
+
+
+# ---- sessions (issue 16, item 6) ----
+
+SESSION_COUNT = 10000
+SESSION_BYTES = 4096
+
+
+def session_c_manifest() -> str:
+    return ("# tests/models/session_c (C SDK): an echo that reads the session a request names and updates\n"
+            "# nothing unless asked (parameters.mode).\n"
+            "runtime: exec\nentrypoint: session_c\ninstances: 1\nkeep_alive: -1\nmax_queue: 256\n")
+
+
+def sessions(cfg: Config, ws: Workspace) -> dict:
+    """Issue #16, item 6: 10,000 JSON sessions of 4 KiB each PUT into one daemon's store, then one
+    keep-alive connection sends a C echo (tests/models/session_c, 1 instance) pairs of requests, one
+    without a session and one naming a random one of them, in random order within each pair; the added
+    latency is the difference of the two kinds' medians (and p99s), over cfg.rtt_requests pairs."""
+    exe = build_c_tool("session_load", [])
+    repo = ws.repo("sessions", {"session-c": (ROOT / "tests" / "models" / "session_c", session_c_manifest())})
+    d = H.Corral("sessions", repo, ws.logs)
+    try:
+        d.load("session-c")
+        fill = run_tool("session_load fill (PUT the sessions)", exe,
+                        ["fill", str(d.port), str(SESSION_COUNT), str(SESSION_BYTES)])
+        print(f"  {SESSION_COUNT} sessions of {SESSION_BYTES} bytes PUT in {fill['seconds']:.1f} s", flush=True)
+        runs = []
+        for r in range(cfg.reps):
+            res = run_tool("session_load run (pairs with and without a session)", exe,
+                           ["run", str(d.port), "session-c", str(SESSION_COUNT), str(cfg.rtt_requests),
+                            str(max(cfg.rtt_requests // 10, 100))])
+            runs.append(res)
+            print(f"  run {r + 1}/{cfg.reps}: without p50 {res['without']['p50_us']:.1f} µs, with p50 "
+                  f"{res['with']['p50_us']:.1f} µs: added {res['added_p50_us']:+.1f} µs at p50, "
+                  f"{res['added_p99_us']:+.1f} µs at p99", flush=True)
+        best = sorted(runs, key=lambda x: x["added_p50_us"])[len(runs) // 2]  # the median run
+        return {"sessions": SESSION_COUNT, "session_bytes": SESSION_BYTES, "fill": fill, "runs": runs,
+                "median_run": best}
+    finally:
+        d.stop()

@@ -42,61 +42,16 @@
 #define BENCH_HTTP_READER
 #include "bench_tool.h"
 
-/* Largest body accepted: far above any registry's exposition. */
-#define MAX_BODY (1024L * 1024 * 1024)
-
-
 static char *body;      /* the last answer's body */
 static size_t body_cap; /* bytes allocated at body; grows only when an answer is larger */
 
-/* Reads one answer: status line, headers, then Content-Length bytes of body. Returns the body's length. */
+/* Reads one answer, which must be a 200. Returns the body's length. */
 static size_t read_answer(void)
 {
     size_t len;
-    const char *line = next_line(&len);
-    if (len < 12 || strncmp(line, "HTTP/1.1 200", 12) != 0) {
-        fprintf(stderr, "metrics_scrape: the server answered \"%.*s\"\n", (int)len, line);
-        exit(1);
-    }
-    long length = -1;
-    while ((line = next_line(&len)) && len > 0) {
-        if (len >= 15 && strncasecmp(line, "content-length:", 15) == 0)
-            length = strtol(line + 15, NULL, 10);
-        if (len >= 18 && strncasecmp(line, "transfer-encoding:", 18) == 0)
-            fail("the answer is chunked; this client reads only Content-Length bodies");
-        if (len >= 11 && strncasecmp(line, "connection:", 11) == 0 && memmem(line, len, "close", 5))
-            fail("the server closes the connection after this answer: no keep-alive");
-    }
-    if (length < 0 || length > MAX_BODY)
-        fail("the answer has no Content-Length, or one above 1 GiB");
-    if ((size_t)length > body_cap) {
-        free(body);
-        body_cap = (size_t)length;
-        body = malloc(body_cap);
-        if (!body)
-            die("out of memory");
-    }
-    size_t got = 0;
-    while (got < (size_t)length) {
-        if (rpos == rend) {
-            /* Large bodies go straight from the socket into place, not through rbuf. */
-            rpos = rend = 0;
-            ssize_t r = read(conn_fd, body + got, (size_t)length - got);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r == 0)
-                fail("the server closed the connection in the middle of a body");
-            if (r < 0)
-                die("read from the server");
-            got += (size_t)r;
-            continue;
-        }
-        size_t take = rend - rpos < (size_t)length - got ? rend - rpos : (size_t)length - got;
-        memcpy(body + got, rbuf + rpos, take);
-        rpos += take;
-        got += take;
-    }
-    return (size_t)length;
+    if (http_read_answer(&body, &body_cap, &len) != 200)
+        fail("the server did not answer 200");
+    return len;
 }
 
 static void usage(void)
@@ -154,15 +109,7 @@ int main(int argc, char **argv)
     if (!rbuf || !times)
         die("out of memory");
 
-    conn_fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (conn_fd < 0)
-        die("socket");
-    int one = 1;
-    setsockopt(conn_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(conn_fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        die("connect to 127.0.0.1");
+    http_connect(port);
 
     double cpu0 = cpu_s(), wall0 = now_us();
     size_t bytes = 0, bytes_min = (size_t)-1, bytes_max = 0;

@@ -40,6 +40,7 @@ GOAL_METRICS_CPU_MS = 3.0
 # Issue #13, item 7: 64 MiB in and out through client shared memory.
 GOAL_SHM_MB_S = 5000.0
 GOAL_SHM_MIB = 64
+GOAL_SESSION_ADDED_US = 50.0
 # Issue #14, item 5: large tensors over gRPC, at least 30 times the reference proof of concept's figure.
 GRPC_REFERENCE_MB_S = 31.92
 GRPC_GOAL_FACTOR = 30
@@ -133,7 +134,7 @@ def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
 # ---- access to results ----
 
 SECTIONS = ["queue", "serving", "worker_rtt", "cold_start", "memory", "recovery", "idle", "streaming", "metrics",
-            "clientshm", "grpc"]
+            "clientshm", "grpc", "sessions"]
 
 
 def scfg(res: dict, key: str) -> dict:
@@ -973,6 +974,7 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
     gl = goals(res)
     gl += [g for g in [clientshm_goal(res)] if g]
     gl += grpc_goals(res)
+    gl += [g for g in [sessions_goal(res)] if g]
     gl12 = batching_goals(res)
     w("## Goals\n")
     w("The targets of issues #4, #10 (streaming), #11 (GET /metrics), #13 (client shared memory), #14 (gRPC) and #12 "
@@ -1298,6 +1300,7 @@ def render(res: dict, plots: Dict[str, bool]) -> str:
     render_metrics(res, w)
     render_clientshm(res, w)
     render_grpc(res, w)
+    render_sessions(res, w)
 
     # shortfalls
     w("## Where corral falls short\n")
@@ -1721,12 +1724,52 @@ def render_clientshm(res: dict, w) -> None:
     w(table(["server", "tensor", "HTTP binary, MB/s", "HTTP, ms", "shared memory, MB/s", "shared memory, ms",
              "shared memory ÷ HTTP", "one memcpy, MB/s"], rows, "llrrrrrr"))
     w("")
-    g = clientshm_goal(res)
-    if g:
-        w(table(["goal", "target", "measured", ""], [[g.name, g.target, g.measured, verdict(g.ok)]], "llll"))
-        w("")
-        if g.why:
-            w(g.why + "\n")
+    render_goal(clientshm_goal(res), w)
+
+
+def render_goal(g: Optional[Goal], w) -> None:
+    """A section's own goal as a one-row table, and why it fell short."""
+    if not g:
+        return
+    w(table(["goal", "target", "measured", ""], [[g.name, g.target, g.measured, verdict(g.ok)]], "llll"))
+    w("")
+    if g.why:
+        w(g.why + "\n")
+
+
+def sessions_goal(res: dict) -> Optional[Goal]:
+    """Issue #16, item 6: what carrying a session adds to a request, p50."""
+    ss = res.get("sessions")
+    if not ss:
+        return None
+    added = ss["median_run"]["added_p50_us"]
+    return Goal(f"added latency of a request carrying a 4 KiB session, p50, {ss['sessions']:,} sessions stored "
+                f"(section 13)", f"≤ {f_int(GOAL_SESSION_ADDED_US)} µs", f"{f_num(added)} µs",
+                added <= GOAL_SESSION_ADDED_US)
+
+
+def render_sessions(res: dict, w) -> None:
+    """Section 13: a request carrying a session against one that carries none (issue #16)."""
+    ss = res.get("sessions")
+    if not ss:
+        return
+    w("## 13. Sessions\n")
+    w(f"{ss['sessions']:,} JSON sessions of {ss['session_bytes']:,} bytes each are PUT into one daemon's context "
+      f"store (`/v1/sessions`, [sessions.md](sessions.md)); then one keep-alive connection (`bench/session_load.c`) "
+      "sends a C echo (`tests/models/session_c`, 1 instance, reading the session and updating nothing) pairs of "
+      "small FP32 requests, one without a session and one with `parameters.session` naming a random one of them, "
+      "in random order within each pair, one request at a time. *Added* is the difference of the two kinds' "
+      "figures: the store's lookup, the pin, and the 4 KiB copied into the worker's frame and parsed by the SDK. "
+      "Each row is one run; the goal takes the median run.\n")
+    rows = []
+    for i, r in enumerate(ss["runs"]):
+        rows.append([str(i + 1), f_int(r["without"]["requests"]), f_num(r["without"]["p50_us"]),
+                     f_num(r["with"]["p50_us"]), f_signed(r["added_p50_us"]), f_num(r["without"]["p99_us"]),
+                     f_num(r["with"]["p99_us"]), f_signed(r["added_p99_us"])])
+    w(table(["run", "pairs", "without, p50 µs", "with, p50 µs", "added, p50 µs", "without, p99 µs",
+             "with, p99 µs", "added, p99 µs"], rows, "lrrrrrrr"))
+    w("")
+    render_goal(sessions_goal(res), w)
 
 
 def clientshm_goal(res: dict) -> Optional[Goal]:

@@ -190,15 +190,7 @@ int main(int argc, char **argv)
     if (!rbuf)
         die("out of memory");
 
-    conn_fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (conn_fd < 0)
-        die("socket");
-    int one = 1;
-    setsockopt(conn_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(conn_fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        die("connect to 127.0.0.1");
+    http_connect(port);
 
     double cpu0 = cpu_s();
     if (first) {

@@ -32,6 +32,8 @@
 #include "model.h"
 #include "pbjson.h"
 #include "proto.h"
+#include "sb.h"
+#include "sessreq.h"
 #include "shm.h"
 #include "utf8.h"
 #include "xmalloc.h"
@@ -549,6 +551,7 @@ static int answer_infer(greq *g, job *j, uint8_t **body, size_t len)
             snprintf(msg, sizeof msg, "%s; instance %d (pid %d) is replaced", err, g->inst_id, g->inst_pid);
         else
             snprintf(msg, sizeof msg, "%s", err);
+        sessreq_drop(j->sess); /* the client gets an error: the model's update is not stored */
         greq_error(g, status, msg);
         return status == 502;
     }
@@ -675,12 +678,15 @@ static int build_job(greq *g, rpc *r, model *m, job **out, char *err, size_t err
     if (!status && decoupled) { /* checked as tensors: now the JSON object its generate takes */
         int priority = j->priority;
         uint64_t deadline = j->deadline_ms;
+        sessreq *sess = j->sess; /* the session parameters.session named, pinned: the generate carries it */
+        j->sess = NULL;
         job_free(j);
         j = NULL;
         char *text, why[600];
         size_t text_len;
         status = grpc_generate_body(in, &g->req, &text, &text_len, why, sizeof why);
         if (status) {
+            sessreq_free(sess);
             snprintf(err, errlen, "model '%s': %s", model_name(m), why);
             return status;
         }
@@ -688,9 +694,18 @@ static int build_job(greq *g, rpc *r, model *m, job **out, char *err, size_t err
         j = job_new(m, PROTO_GENERATE, priority);
         j->deadline_ms = deadline;
         j->stream = 1;
-        static const char meta[] = "{\"id\":\"\",\"content_type\":\"application/json\",\"stream\":true}";
+        j->sess = sess;
+        sb meta;
+        sb_init(&meta, 96 + (sess ? sessreq_meta_size(sess) : 0));
+        sb_addc(&meta, '{');
+        if (sess) { /* first, as infer.c puts it (sessreq.h) */
+            sessreq_meta(&meta, sess);
+            sb_addc(&meta, ',');
+        }
+        sb_adds(&meta, "\"id\":\"\",\"content_type\":\"application/json\",\"stream\":true}");
         job_piece body = {g->gen_body, text_len};
-        int rc = job_build_frame(j, meta, sizeof meta - 1, &body, 1, NULL);
+        int rc = job_build_frame(j, meta.p, meta.len, &body, 1, NULL);
+        sb_free(&meta);
         if (rc < 0) {
             snprintf(err, errlen, "model '%s': the request is %s", model_name(m),
                      rc == -EFBIG ? "larger than the worker protocol's 1 GiB frame limit" : "too large for memory now");

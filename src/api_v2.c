@@ -19,6 +19,7 @@
 #include "infer.h"
 #include "log.h"
 #include "proto.h"
+#include "sessreq.h"
 #include "utf8.h"
 
 #include "shm.h"
@@ -66,6 +67,7 @@ static int infer_respond(api_pending *base, job *j, int status, const char *msg,
         return 1;
     }
     if (status != 200) {
+        sessreq_drop(j->sess); /* the client gets an error: the model's update is not stored */
         http_error(req, status, status == 503 ? 1 : 0, "%s", err);
         return 0;
     }

@@ -7,6 +7,7 @@
 #include "model.h"
 #include "proto.h"
 #include "sb.h"
+#include "sessreq.h"
 #include "xmalloc.h"
 
 #include <stdio.h>
@@ -330,6 +331,7 @@ static int split_results(const char *model, const batch_entry *const *entries, i
             if (pass == 1) {
                 parts[i].status = 200;
                 parts[i].body = result_body(t, n, entries[i], 0, 0, &parts[i].len);
+                parts[i].session = json_incref(json_object_get(r, "session"));
             }
             off += used;
         }
@@ -348,6 +350,7 @@ void batch_parts_free(batch_part *parts, int n)
     for (int i = 0; i < n; i++) {
         free(parts[i].msg);
         free(parts[i].body);
+        json_decref(parts[i].session);
         parts[i] = (batch_part){0};
     }
 }
@@ -399,11 +402,19 @@ int batch_split(const char *model, const batch_entry *const *entries, int n, uin
             goto done;
         }
     }
+    json_t *sessions = json_object_get(meta, "sessions");
+    if (sessions && (!json_is_array(sessions) || json_array_size(sessions) != (size_t)n)) {
+        snprintf(why, sizeof why, "its sessions are not an array of one entry per request (%d)", n);
+        free(t);
+        goto broken;
+    }
     uint64_t row = 0;
     for (int i = 0; i < n; i++) {
         uint64_t r = entries[i] ? entries[i]->rows : 0;
         parts[i].status = 200;
         parts[i].body = result_body(t, nout, entries[i], row, r, &parts[i].len);
+        json_t *u = json_array_get(sessions, (size_t)i);
+        parts[i].session = json_is_null(u) ? NULL : json_incref(u);
         row += r;
     }
     free(t);
@@ -438,6 +449,15 @@ void batch_answer(job *b, int status, const char *msg, uint8_t type, uint8_t *bo
         b->result_broken = rc < 0; /* a protocol error: the instance replaces the worker */
     } else {
         for (int i = 0; i < b->nmembers; i++) {
+            job *j = b->members[i];
+            char bad[300];
+            if (j && j->sess && parts[i].session && parts[i].status == 200 &&
+                sessreq_stage(j->sess, parts[i].session, bad, sizeof bad) < 0) {
+                snprintf(why, sizeof why, "model '%s' sent a malformed answer to a batch: %s", model_name(b->model),
+                         bad);
+                answer_member(b, i, 502, why, NULL, 0);
+                continue; /* its body is freed with the parts */
+            }
             answer_member(b, i, parts[i].status, parts[i].msg, parts[i].body, parts[i].len);
             parts[i].body = NULL; /* passed on */
         }

@@ -75,13 +75,16 @@ typedef struct batch_part {
     char *msg;     /* owned */
     uint8_t *body; /* owned: an INFER_RESULT body (meta length, meta, data) of its rows and outputs */
     size_t len;
+    json_t *session; /* a reference: the worker's update of the request's session (sessreq.h); NULL: none */
 } batch_part;
 
 /*
  * Splits a worker's 200 INFER_RESULT answer to a batch of n requests whose
  * entries (in batch order; NULL for one that needs no part) hold rows rows
  * in all: every output into each request's rows (only the outputs it asked
- * for), or the per-request results handed out. The body is the frame's
+ * for), or the per-request results handed out; with each part, the
+ * session update the answer gave it (a result's "session", or the i-th of
+ * a whole answer's "sessions", null for none). The body is the frame's
  * (meta only when its data came in shared memory: shm_data). Pure: no
  * jobs, no model (model names it in messages), so tests and the fuzzer
  * drive it with hostile answers. Returns 0 with parts filled (free them

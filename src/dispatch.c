@@ -11,6 +11,7 @@
 #include "batch.h"
 #include "clock.h"
 #include "log.h"
+#include "sessreq.h"
 
 #include <stdio.h>
 
@@ -160,6 +161,10 @@ void dispatch_stream_started(job *j)
 static void count_answer(job *j, int status, const char *msg, uint8_t type, uint8_t *body, size_t len)
 {
     j->answer_cb(j, status, msg, type, body, len);
+    /* The model's session update is stored once the whole answer went to a client that waited for it
+     * (sessreq.h); a failed request, or one whose client left, changes nothing. */
+    if (j->sess && status == 200 && !j->result_broken && !j->failed_status && !j->client_gone && !j->counted)
+        sessreq_commit(j->sess, j->model->name);
     if (j->counted) /* cannot happen: a job is answered once; kept so a slip cannot count twice */
         return;
     j->counted = 1;

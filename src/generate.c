@@ -22,6 +22,7 @@
 #include "inst.h"
 #include "proto.h"
 #include "sb.h"
+#include "sessreq.h"
 #include "xmalloc.h"
 
 #include <assert.h>
@@ -498,7 +499,7 @@ static void stream_chunk(api_pending *base, job *j, const job_chunk *c)
  * A Triton flavour's whole answer (a GENERATE_RESULT): a JSON object is the
  * response, or generate_stream's one event; any other type is refused.
  */
-static int triton_whole(stream_pending *s, uint8_t *body, size_t len)
+static int triton_whole(stream_pending *s, job *j, uint8_t *body, size_t len)
 {
     h2o_req_t *req = s->base.req;
     const char *name = model_name(s->base.model);
@@ -509,6 +510,7 @@ static int triton_whole(stream_pending *s, uint8_t *body, size_t len)
     if (whole_parts(&s->base, body, len, &ct, &data, &data_len) < 0)
         return 1;
     if (!is_json_type(ct)) {
+        sessreq_drop(j->sess); /* the client gets an error: the model's update is not stored */
         http_error(req, 500, 0,
                    "model '%s' answered with content type '%s'; Triton's generate endpoints take one JSON object "
                    "(application/json) or a stream of them",
@@ -518,6 +520,7 @@ static int triton_whole(stream_pending *s, uint8_t *body, size_t len)
     h2o_iovec_t obj[TRITON_IOV];
     int n = triton_object(s, data, data_len, obj);
     if (n < 0) {
+        sessreq_drop(j->sess); /* the client gets an error: the model's update is not stored */
         http_error(req, 500, 0, "model '%s' answered with a body that is not a JSON object; Triton's generate "
                                 "endpoints take one JSON object",
                    name);
@@ -545,11 +548,12 @@ static int triton_whole(stream_pending *s, uint8_t *body, size_t len)
 }
 
 /* GENERATE_TRITON at END: the one event is the answer. */
-static void triton_one_end(stream_pending *s)
+static void triton_one_end(stream_pending *s, job *j)
 {
     h2o_req_t *req = s->base.req;
     const char *name = model_name(s->base.model);
     if (!s->one_body) {
+        sessreq_drop(j->sess); /* the client gets an error: the model's update is not stored */
         http_error(req, 500, 0, "model '%s' ended its stream without a response", name);
         return;
     }
@@ -558,16 +562,17 @@ static void triton_one_end(stream_pending *s)
     s->one_body = NULL;
     h2o_iovec_t obj[TRITON_IOV];
     int n = triton_object(s, s->one_data, s->one_len, obj);
-    if (n < 0)
+    if (n < 0) {
+        sessreq_drop(j->sess); /* the client gets an error: the model's update is not stored */
         http_error(req, 500, 0, "model '%s' streamed an event that is not a JSON object; Triton's generate "
                                 "endpoints take JSON objects", name);
-    else
+    } else {
         http_sendv(req, 200, "application/json", obj, (size_t)n);
+    }
 }
 
 static int stream_respond(api_pending *base, job *j, int status, const char *msg, uint8_t *body, size_t len)
 {
-    (void)j;
     stream_pending *s = (stream_pending *)base;
     if (!s->started) {
         if (status != 200) { /* an error before the stream: an ordinary error response */
@@ -575,9 +580,9 @@ static int stream_respond(api_pending *base, job *j, int status, const char *msg
             return 0;
         }
         if (body) /* a whole answer */
-            return s->flavour == GENERATE_V1 ? whole_respond(base, body, len) : triton_whole(s, body, len);
+            return s->flavour == GENERATE_V1 ? whole_respond(base, body, len) : triton_whole(s, j, body, len);
         if (s->flavour == GENERATE_TRITON) {
-            triton_one_end(s);
+            triton_one_end(s, j);
             return 0;
         }
         start_stream(s, 1, NULL); /* END before any chunk: an empty event stream */
@@ -638,12 +643,36 @@ static int body_priority(h2o_req_t *req, model *m, json_t *root)
 }
 
 /*
+ * The session a JSON body names ("session": "ID"), copied into the
+ * request's pool, over the Session-Id header's (which any body may use);
+ * naming two different ones is a 400. Returns 0, or -1 after answering.
+ */
+static int body_session(h2o_req_t *req, model *m, json_t *root, h2o_iovec_t *sess)
+{
+    json_t *v = json_object_get(root, "session");
+    if (!v)
+        return 0;
+    if (!json_is_string(v)) {
+        http_error(req, 400, 0, "model '%s': \"session\" must be a string, the id of a session", model_name(m));
+        return -1;
+    }
+    size_t n = json_string_length(v);
+    if (sess->base && !h2o_memis(sess->base, sess->len, json_string_value(v), n)) {
+        http_error(req, 400, 0, "model '%s': the body's \"session\" and the Session-Id header name different "
+                   "sessions", model_name(m));
+        return -1;
+    }
+    *sess = h2o_strdup(&req->pool, json_string_value(v), n);
+    return 0;
+}
+
+/*
  * /v1: the body goes in whatever type the client sent; a JSON one must
  * parse, and may ask for a stream ("stream": true) as Accept may.
  * Returns 0, or -1 after answering.
  */
 static int v1_options(h2o_req_t *req, model *m, const char **ct, size_t *ct_len, int *priority, int *stream,
-                      int *ndjson)
+                      int *ndjson, h2o_iovec_t *sess)
 {
     ssize_t ci = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
     *ct = "application/octet-stream";
@@ -667,6 +696,8 @@ static int v1_options(h2o_req_t *req, model *m, const char **ct, size_t *ct_len,
     }
     if (st)
         *stream = json_is_true(st) || (*stream && !json_is_false(st));
+    if (rc >= 0)
+        rc = body_session(req, m, root, sess);
     json_decref(root);
     return rc < 0 ? -1 : 0;
 }
@@ -678,7 +709,7 @@ static int v1_options(h2o_req_t *req, model *m, const char **ct, size_t *ct_len,
  * stream, so that /generate can tell a second response from the first.
  * Returns 0, or -1 after answering.
  */
-static int triton_options(h2o_req_t *req, model *m, int *priority)
+static int triton_options(h2o_req_t *req, model *m, int *priority, h2o_iovec_t *sess)
 {
     json_t *root = parse_body(req, m, JSON_DECODE_ANY); /* a scalar gets the message below */
     if (!root)
@@ -689,6 +720,8 @@ static int triton_options(h2o_req_t *req, model *m, int *priority)
         rc = -1;
     } else {
         rc = *priority = body_priority(req, m, root);
+        if (rc >= 0)
+            rc = body_session(req, m, root, sess);
     }
     json_decref(root);
     return rc < 0 ? -1 : 0;
@@ -703,18 +736,31 @@ void generate_handle(h2o_req_t *req, model *m, generate_flavour flavour)
     const char *ct = "application/json";
     size_t ct_len = strlen(ct);
     int priority = 0, stream = 1, ndjson = 0;
-    if (flavour == GENERATE_V1 ? v1_options(req, m, &ct, &ct_len, &priority, &stream, &ndjson) < 0
-                               : triton_options(req, m, &priority) < 0)
+    const h2o_iovec_t *hs = http_header(req, "session-id");
+    h2o_iovec_t sess = hs ? *hs : h2o_iovec_init(NULL, 0);
+    if (flavour == GENERATE_V1 ? v1_options(req, m, &ct, &ct_len, &priority, &stream, &ndjson, &sess) < 0
+                               : triton_options(req, m, &priority, &sess) < 0)
         return;
+    job *j = job_new(m, PROTO_GENERATE, priority);
+    j->stream = (uint8_t)stream;
+    char why[300];
+    if (sess.base && sessreq_attach(j, sess.base, sess.len, why, sizeof why) < 0) {
+        job_free(j);
+        http_error(req, 400, 0, "model '%s': the request's session: %s", model_name(m), why);
+        return;
+    }
     sb meta;
-    sb_init(&meta, 128);
-    sb_adds(&meta, "{\"id\":\"\",\"content_type\":");
+    sb_init(&meta, 128 + (j->sess ? sessreq_meta_size(j->sess) : 0));
+    sb_addc(&meta, '{');
+    if (j->sess) { /* first, as infer.c puts it (sessreq.h) */
+        sessreq_meta(&meta, j->sess);
+        sb_addc(&meta, ',');
+    }
+    sb_adds(&meta, "\"id\":\"\",\"content_type\":");
     sb_json_str(&meta, ct, ct_len);
     if (stream)
         sb_adds(&meta, ",\"stream\":true");
     sb_addc(&meta, '}');
-    job *j = job_new(m, PROTO_GENERATE, priority);
-    j->stream = (uint8_t)stream;
     job_piece body = {(const uint8_t *)req->entity.base, req->entity.len};
     int rc = job_build_frame(j, meta.p, meta.len, &body, 1, NULL);
     size_t total = 4 + meta.len + req->entity.len;

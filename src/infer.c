@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "proto.h"
 #include "sb.h"
+#include "sessreq.h"
 #include "tensor.h"
 #include "utf8.h"
 #include "xmalloc.h"
@@ -391,6 +392,11 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     opts->binary_all = json_is_true(bdo);
     if (refused_parameter(params, why, sizeof why))
         BAD("%s", why);
+    json_t *sess = json_object_get(params, "session");
+    if (sess && !json_is_string(sess))
+        BAD("parameters.session must be a string, the id of a session");
+    if (sess && sessreq_attach(j, json_string_value(sess), json_string_length(sess), why, sizeof why) < 0)
+        BAD("parameters.session: %s", why);
 
     json_t *inputs = json_object_get(root, "inputs");
     if (!json_is_array(inputs) || json_array_size(inputs) == 0)
@@ -398,7 +404,17 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     if (json_array_size(inputs) > INFER_MAX_TENSORS)
         BAD("at most %d inputs per request", INFER_MAX_TENSORS);
 
-    sb_adds(&meta, "{\"id\":");
+    /* The session goes first: the C SDK takes it out of the meta by hand, before jansson reads the rest
+     * (sessreq.h, "The meta"). */
+    sb_addc(&meta, '{');
+    size_t sess_at = meta.len, sess_len = 0; /* the session's member inside meta, copied into a batch entry */
+    if (j->sess) {
+        sb_reserve(&meta, 1 + sessreq_meta_size(j->sess));
+        sessreq_meta(&meta, j->sess);
+        sess_len = meta.len - sess_at;
+        sb_addc(&meta, ',');
+    }
+    sb_adds(&meta, "\"id\":");
     if (id)
         sb_json_str(&meta, json_string_value(id), json_string_length(id));
     else
@@ -663,6 +679,10 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
             sb_adds(&bt, "\"\"");
         sb_adds(&bt, ",\"parameters\":");
         sb_add(&bt, meta.p + params_at, params_len);
+        if (sess_len) {
+            sb_addc(&bt, ',');
+            sb_add(&bt, meta.p + sess_at, sess_len);
+        }
         if (opts->requested) {
             sb_adds(&bt, ",\"outputs\":[");
             size_t k;

@@ -22,6 +22,7 @@
 #include "lines.h"
 #include "log.h"
 #include "procfs.h"
+#include "sessreq.h"
 #include "shm.h"
 #include "utf8.h"
 #include "xmalloc.h"
@@ -590,11 +591,19 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
             break; /* a protocol error: the worker is being killed */
         const job *s = inst_find_inflight(in, h->id);
         /* Only a worker whose HELLO says it streams may end a stream, as only it may send CHUNK. */
-        if (s && h->type == PROTO_END && (!s->stream || !in->cur.streams || h->length)) {
+        if (s && h->type == PROTO_END && (!s->stream || !in->cur.streams)) {
             inst_protocol_error(in, "sent END for request %llu, %s", (unsigned long long)h->id,
-                                h->length           ? "with a body"
-                                : !in->cur.streams ? "though its HELLO did not say \"stream\": true"
-                                                   : "which is not streamed");
+                                !in->cur.streams ? "though its HELLO did not say \"stream\": true"
+                                                 : "which is not streamed");
+            break;
+        }
+        /* An END's body is empty, or a meta alone (a session update, sessreq.h); another body is an error even
+         * for a request that carries no session. */
+        char why[256];
+        if (s && h->type != PROTO_ERROR && !s->answered && (s->sess || (h->type == PROTO_END && h->length)) &&
+            sessreq_stage_frame(s->sess, h->type, body, h->length, why, sizeof why) < 0) {
+            inst_protocol_error(in, "sent a %s for request %llu that does not parse: %s", proto_type_name(h->type),
+                                (unsigned long long)h->id, why);
             break;
         }
         if (s && h->type == PROTO_GENERATE_RESULT && s->streaming) {

@@ -4,6 +4,7 @@
 #include "job.h"
 
 #include "proto.h"
+#include "sessreq.h"
 #include "shm.h"
 #include "xmalloc.h"
 
@@ -149,6 +150,7 @@ void job_free(job *j)
     if (j->on_free)
         j->on_free(j);
     shm_unref(j->shm);
+    sessreq_free(j->sess);
     free(j->frame);
     free(j->pieces);
     free(j->data_owned);

@@ -111,6 +111,7 @@ struct job {
      * brings to a batch, and the batch it travels in once sent. A batch
      * (kind PROTO_BATCH): its members, in row order, and their rows. */
     struct batch_entry *bentry; /* owned, released by on_free */
+    struct sessreq *sess;       /* the session the request carries (sessreq.h); owned; NULL: none */
     job *batch;                 /* not owned */
     job **members;              /* owned array; the members are answered and freed by batch_answer */
     int nmembers;

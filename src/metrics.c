@@ -3,6 +3,7 @@
  */
 #include "metrics.h"
 #include "session.h"
+#include "sessreq.h"
 
 #include "inst.h"
 #include "model.h"
@@ -321,6 +322,9 @@ static void session_families(sb *out)
          "Sessions evicted, least recently used first, to make room under --session-memory.", st.evictions},
         {"corral_session_expirations_total", "counter", "Sessions removed because their ttl passed.",
          st.expirations},
+        {"corral_session_updates_refused_total", "counter",
+         "Models' session updates the store refused (too large, no room, a ttl past the maximum); the answers stood.",
+         sessreq_refused()},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         family(out, f[i].name, f[i].type, f[i].help);

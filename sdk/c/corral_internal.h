@@ -155,12 +155,35 @@ void corral__flight_set_views(corral__flight *f, corral_request *batch, corral_r
 /* ---- corral_request.c ---- */
 
 /* One request of a BATCH, from its meta's `batch` list. */
+/* The session a request names (corral_session.c). Everything owned. */
+typedef struct corral__session {
+    char *id;
+    int exists;
+    char *content_type; /* NULL when it does not exist */
+    json_t *json;       /* a JSON session's value once parsed (or as the general path read it); NULL for bytes */
+    uint8_t *bytes;     /* a bytes session's content, or a JSON one's text (NUL-terminated) */
+    size_t len;
+    int text_unparsed;  /* bytes hold JSON text not parsed yet (the fast path) */
+} corral__session;
+
+/* Reads a meta's "session" (NULL: none, *out NULL). Returns 0, -EPROTO with why, or -ENOMEM. */
+int corral__session_parse(const json_t *raw, corral__session **out, const char **why);
+/*
+ * The fast path: when meta (meta_len bytes, writable) begins with the
+ * session member in the daemon's form, takes it out (*out; the meta is
+ * rewritten without it and *meta_len shortened) and returns 1; 0 when it
+ * does not (nothing changed); -EPROTO for bad base64, -ENOMEM.
+ */
+int corral__session_cut(char *meta, size_t *meta_len, corral__session **out);
+void corral__session_free(corral__session *s);
+
 typedef struct corral__batch_entry {
     uint64_t id;           /* the daemon's id for the request (never the client's) */
     const char *client_id; /* owned by the batch's meta */
     int64_t rows;          /* its rows of every input */
     json_t *parameters;    /* owned reference */
     const json_t *wanted;  /* owned by the batch's meta: its output names, or NULL for all */
+    corral__session *session; /* owned; NULL: it names none */
 } corral__batch_entry;
 
 struct corral_request {
@@ -188,6 +211,9 @@ struct corral_request {
     int body_json_parsed;
 
     int stream; /* GENERATE meta "stream": true */
+
+    corral__session *session; /* the session it names; NULL: none. Owned unless session_borrowed (a batch view's) */
+    int session_borrowed;
 
     /* A BATCH: its requests in batch order (nbatch >= 1 once parsed). */
     corral__batch_entry *batch; /* owned */
@@ -258,6 +284,8 @@ struct corral_response {
     size_t collect_cap;        /* bytes allocated at body_owned while chunks are collected */
     char *stream_type;         /* owned: a byte stream's content type */
 
+    json_t *session_update; /* owned: the update of the request's session, in its wire form; NULL: none */
+
     int status; /* 0 until an error is recorded */
     char *error_type;    /* owned */
     char *error_message; /* owned */
@@ -274,6 +302,9 @@ typedef struct corral__encoded {
     int iovcnt;
     struct iovec small[3];
 } corral__encoded;
+
+/* Adds res's session update to meta (as "session"); 0 or -ENOMEM. */
+int corral__session_update_into(const corral_response *res, json_t *meta);
 
 void corral__response_init(corral_response *res, uint8_t request_type);
 void corral__response_close(corral_response *res);

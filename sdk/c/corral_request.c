@@ -48,8 +48,12 @@ void corral__request_free(corral_request *req)
 {
     if (!req)
         return;
-    for (size_t i = 0; i < req->nbatch; i++)
+    for (size_t i = 0; i < req->nbatch; i++) {
         json_decref(req->batch[i].parameters);
+        corral__session_free(req->batch[i].session);
+    }
+    if (!req->session_borrowed)
+        corral__session_free(req->session);
     free(req->batch);
     for (size_t i = 0; req->copies && i < req->ninputs; i++)
         free(req->copies[i]);
@@ -259,6 +263,12 @@ static int parse_batch_entries(corral_request *req, corral_response *res, const 
         req->nbatch = i + 1;
         if (!e->parameters)
             return corral_response_error(res, 500, "MemoryError", "out of memory");
+        const char *why = NULL;
+        int rc = corral__session_parse(json_object_get(spec, "session"), &e->session, &why);
+        if (rc == -EPROTO)
+            return proto_fail(req, what, "BATCH entry %zu: %s", i, why);
+        if (rc < 0)
+            return corral_response_error(res, 500, "MemoryError", "out of memory");
     }
     /* The batch answers to its first request's id and parameters (corral_worker.h). */
     json_decref(req->parameters);
@@ -296,6 +306,12 @@ int corral__request_parse(corral_request *req, corral_response *res, const char 
     *what = NULL;
     if (proto_split_body(req->body, req->body_len, &meta, &meta_len, &req->data, &req->data_len) < 0)
         return proto_fail(req, what, "body is shorter than its meta length");
+    /* The meta lies in alloc, which is ours to rewrite: the session member may be cut out of it first. */
+    int cut = corral__session_cut((char *)meta, &meta_len, &req->session);
+    if (cut == -EPROTO)
+        return proto_fail(req, what, "the session's base64 is malformed");
+    if (cut < 0)
+        return corral_response_error(res, 500, "MemoryError", "out of memory");
     req->meta = json_loadb(meta, meta_len, 0, &err);
     if (!json_is_object(req->meta))
         return proto_fail(req, what, "meta is not a JSON object");
@@ -310,6 +326,12 @@ int corral__request_parse(corral_request *req, corral_response *res, const char 
         return proto_fail(req, what, "meta 'parameters' is not an object");
     req->parameters = params ? json_incref(params) : json_object();
     if (!req->parameters)
+        return corral_response_error(res, 500, "MemoryError", "out of memory");
+    const char *why = NULL;
+    int src = req->session ? 0 : corral__session_parse(json_object_get(req->meta, "session"), &req->session, &why);
+    if (src == -EPROTO)
+        return proto_fail(req, what, "%s", why);
+    if (src < 0)
         return corral_response_error(res, 500, "MemoryError", "out of memory");
 
     if (req->type == PROTO_GENERATE) {
@@ -385,6 +407,8 @@ corral_request **corral__batch_views(const corral_request *batch)
         v->client_id = e->client_id;
         v->parameters = json_incref(e->parameters);
         v->wanted = e->wanted;
+        v->session = e->session;
+        v->session_borrowed = 1;
         v->content_type = "application/octet-stream";
         v->batch_of = batch;
         v->view_rows = e->rows;

@@ -45,6 +45,8 @@ void corral__response_close(corral_response *res)
     free(res->stream_type);
     free(res->error_type);
     free(res->error_message);
+    json_decref(res->session_update);
+    res->session_update = NULL;
     res->stream_type = res->error_type = res->error_message = NULL;
 }
 
@@ -308,7 +310,7 @@ static int encode_infer(corral_response *res, const corral_request *req, corral_
         json_decref(meta);
         return -ENOMEM;
     }
-    if (describe_outputs(res, req, list, &data_len, &kept) < 0) {
+    if (describe_outputs(res, req, list, &data_len, &kept) < 0 || corral__session_update_into(res, meta) < 0) {
         json_decref(meta);
         return -ENOMEM;
     }
@@ -349,7 +351,8 @@ static int encode_results(corral_response *const *res, size_t n, corral__encoded
             goto nomem;
         }
         /* The _new setters take the reference even when they fail. */
-        if (json_object_set_new(entry, res[i]->status ? "error" : "outputs", body) < 0) {
+        if (json_object_set_new(entry, res[i]->status ? "error" : "outputs", body) < 0 ||
+            (!res[i]->status && corral__session_update_into(res[i], entry) < 0)) {
             json_decref(entry);
             goto nomem;
         }
@@ -370,7 +373,15 @@ nomem:
 
 static int encode_generate(corral_response *res, corral__encoded *enc)
 {
-    if (res->streamed) { /* the chunks are out: END closes the stream */
+    if (res->streamed) { /* the chunks are out: END closes the stream, with the session's update as its meta */
+        if (res->session_update) {
+            json_t *meta = json_object();
+            if (!meta || corral__session_update_into(res, meta) < 0) {
+                json_decref(meta);
+                return -ENOMEM;
+            }
+            return encode_meta(enc, PROTO_END, meta, 0, 0);
+        }
         enc->type = PROTO_END;
         enc->iov = enc->small;
         enc->iovcnt = 0;
@@ -382,8 +393,10 @@ static int encode_generate(corral_response *res, corral__encoded *enc)
                      : res->content_type                        ? res->content_type
                                                                 : "application/octet-stream";
     json_t *meta = json_pack("{s:s}", "content_type", ct);
-    if (!meta)
+    if (!meta || corral__session_update_into(res, meta) < 0) {
+        json_decref(meta);
         return -ENOMEM;
+    }
     int rc = encode_meta(enc, PROTO_GENERATE_RESULT, meta, 1, res->body_len);
     if (rc < 0)
         return rc;

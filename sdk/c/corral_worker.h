@@ -301,6 +301,46 @@ CORRAL_API const char *corral_request_content_type(const corral_request *req); /
  */
 CORRAL_API const json_t *corral_request_json(const corral_request *req);
 
+/* ---- sessions ------------------------------------------------------------ */
+
+/*
+ * Sessions (docs/sessions.md). A request may name a session of the
+ * daemon's context store (parameters.session on infer, "session" in a
+ * generate body or its Session-Id header); the request carries its content
+ * as the daemon had it when it accepted the request. A session that does
+ * not exist is no error: it is named, and absent.
+ *
+ * corral_request_session_id: its id, or NULL when the request names none.
+ * corral_request_session_exists: whether it existed.
+ * corral_request_session: its content (len bytes, NUL-terminated for a JSON
+ *   session, whose content is then its compact JSON text) and content type
+ *   ("application/json" for JSON); NULL when it names none or the session
+ *   does not exist. Owned by req.
+ * corral_request_session_json: a JSON session's value, NULL otherwise. Owned by req.
+ * For infer_batch, each request has its own; infer given a whole batch
+ * sees the first request's (and cannot update the others': use infer_batch).
+ *
+ * The response may update it; the daemon stores the update only once the
+ * request has succeeded (a recorded error, a client that left: no change).
+ * The last call wins; a stream's update goes with its end, so it may be set
+ * at any time before generate returns.
+ * corral_response_set_session: content_type NULL or "application/json":
+ *   data is JSON text (checked: -EINVAL when it does not parse); any other
+ *   type (1 to 255 bytes of printable ASCII): data is stored as bytes.
+ * corral_response_set_session_json: value (not stolen) as the JSON content.
+ * corral_response_delete_session: deletes the session.
+ * ttl_s: seconds until it expires (0: the daemon's --session-ttl). Each
+ * returns 0, -ENOENT (the request names no session), -EINVAL or -ENOMEM.
+ */
+CORRAL_API const char *corral_request_session_id(const corral_request *req);
+CORRAL_API int corral_request_session_exists(const corral_request *req);
+CORRAL_API const void *corral_request_session(const corral_request *req, size_t *len, const char **content_type);
+CORRAL_API const json_t *corral_request_session_json(const corral_request *req);
+CORRAL_API int corral_response_set_session(corral_response *res, const char *content_type, const void *data,
+                                           size_t len, int64_t ttl_s);
+CORRAL_API int corral_response_set_session_json(corral_response *res, const json_t *value, int64_t ttl_s);
+CORRAL_API int corral_response_delete_session(corral_response *res);
+
 /* ---- tensors and datatypes ------------------------------------------------ */
 
 CORRAL_API const char *corral_dtype_name(corral_dtype dtype); /* "FP32"; "INVALID" */

@@ -3,7 +3,9 @@
  * piece of JSON the daemon produced is strict JSON in valid UTF-8 (jansson
  * parses it, and utf8_valid accepts every byte), and the check that an
  * error message becomes such JSON through the one error writer; and a
- * model's declared tensors for the targets that check requests against them.
+ * model's declared tensors for the targets that check requests against them;
+ * and a context store holding a JSON session "j" and a bytes session "b",
+ * for the targets whose requests may name one (parameters.session).
  * A failed check aborts, which libFuzzer reports as a crash.
  */
 #ifndef CORRAL_FUZZ_H
@@ -14,6 +16,7 @@
 #include "job.h"
 #include "proto.h"
 #include "sb.h"
+#include "session.h"
 #include "utf8.h"
 
 #include <jansson.h>
@@ -99,6 +102,23 @@ static inline const decl_list *fuzz_decl(const char *text)
         abort();
     json_decref(j);
     return l;
+}
+
+/* Sets the store up once, as the daemon does at start, with one session of each kind. */
+static inline void fuzz_session_store(void)
+{
+    static int ready;
+    if (ready)
+        return;
+    ready = 1;
+    session_config cfg = {.default_ttl_s = 3600, .max_ttl_s = 86400, .memory = 1 << 20, .max_size = 4096, .evict = 1};
+    session_store_init(NULL, &cfg);
+    int created;
+    char msg[256];
+    if (session_put("j", 1, SESSION_JSON, (const uint8_t *)"{\"a\":[1,\"\\u00e9\"]}", 18, 0, &created, msg,
+                    sizeof msg) ||
+        session_put("b", 1, "audio/wav", (const uint8_t *)"\0\xff\x80RIFF", 7, 0, &created, msg, sizeof msg))
+        abort();
 }
 
 #endif

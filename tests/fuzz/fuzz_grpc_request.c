@@ -206,6 +206,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                       .max_batch_size = strcmp(in->model_version, "batch") == 0 ? 4 : 0,
                       .inputs_decl = decl ? declared(0) : NULL,
                       .outputs_decl = decl ? declared(1) : NULL};
+    fuzz_session_store();
     job *j = job_new(NULL, PROTO_INFER, 0);
     infer_opts opts = {0};
     status = infer_parse_request(&ii, j, &opts, err, sizeof err);

@@ -91,6 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     in.body = data + 3;
     in.len = size - 3;
+    fuzz_session_store();
     job *j = job_new(NULL, PROTO_INFER, 0);
     infer_opts opts = {0};
     char err[1024];

@@ -45,10 +45,18 @@ while the client is behind), else collected into one reply.
 ``request.cancelled`` turns true once the client has gone or the deadline has
 passed; a streaming generator is then closed at its next ``yield``.
 
+A request may name a session of the daemon's context store: ``request.session``
+(a ``corral.Session``: ``id``, ``exists``, ``content``, ``content_type``,
+``body``; None when it names none) is its content as the request was accepted,
+and ``request.session.update(value)`` (or ``Response(..., session=value)``;
+``corral.DELETE`` deletes) is stored once the request has succeeded
+(docs/sessions.md, "Sessions and models").
+
 The worker protocol is docs/worker-protocol.md.
 """
 
 from ._model import BadRequest, Context, Model, Request, Response, Stream
+from ._session import DELETE, Session
 from ._tensor import DATATYPES, Tensor, np as _np
 from ._worker import SDK_VERSION as __version__
 from ._worker import run
@@ -60,10 +68,12 @@ __all__ = [
     "BadRequest",
     "Context",
     "DATATYPES",
+    "DELETE",
     "HAVE_NUMPY",
     "Model",
     "Request",
     "Response",
+    "Session",
     "Stream",
     "Tensor",
     "run",

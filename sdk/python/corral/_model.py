@@ -11,6 +11,8 @@ import json as _json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Union
 
+from ._session import Session, update_of
+
 JSON_CONTENT_TYPE = "application/json"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 BINARY_CONTENT_TYPE = "application/octet-stream"
@@ -98,15 +100,21 @@ class Request:
             their tensors concatenated along dimension 0.
         batch_ids: the client's request id of each request, as ``batch_sizes``.
         batch_parameters: the ``parameters`` of each request, as ``batch_sizes``.
+        session: the ``corral.Session`` the request names (``parameters.session``
+            on infer, ``"session"`` in a generate body or its ``Session-Id``
+            header), or None when it names none. Read it; record an update
+            with ``request.session.update(value)`` (docs/sessions.md).
+        batch_sessions: the session of each request, as ``batch_sizes``.
 
     For a batch handed whole to ``infer``, ``id`` and ``parameters`` are the
     first request's (each request keeps its own: read ``batch_parameters``
-    when they may differ) and ``outputs`` is the union of every request's
+    and ``batch_sessions`` when they may differ; ``session`` is the first
+    request's too) and ``outputs`` is the union of every request's
     selection (None when any of them asked for all).
     """
 
     __slots__ = ("id", "inputs", "parameters", "outputs", "body", "content_type", "_json", "_json_parsed", "_cancel",
-                 "_batch_sizes", "_batch_ids", "_batch_parameters")
+                 "_batch_sizes", "_batch_ids", "_batch_parameters", "session", "_batch_sessions")
 
     def __init__(
         self,
@@ -119,6 +127,8 @@ class Request:
         batch_sizes: Optional[List[int]] = None,
         batch_ids: Optional[List[str]] = None,
         batch_parameters: Optional[List[Dict[str, Any]]] = None,
+        session: Optional[Session] = None,
+        batch_sessions: Optional[List[Optional[Session]]] = None,
     ) -> None:
         self.id = id
         self.inputs: Dict[str, Any] = inputs if inputs is not None else {}
@@ -132,6 +142,8 @@ class Request:
         self._batch_sizes = batch_sizes
         self._batch_ids = batch_ids
         self._batch_parameters = batch_parameters
+        self.session = session
+        self._batch_sessions = batch_sessions
 
     @property
     def batch_sizes(self) -> List[int]:
@@ -157,6 +169,13 @@ class Request:
         if self._batch_parameters is None:
             self._batch_parameters = [self.parameters]
         return self._batch_parameters
+
+    @property
+    def batch_sessions(self) -> List[Optional[Session]]:
+        """The session of each request held (``[session]`` for one request; None for one that names none)."""
+        if self._batch_sessions is None:
+            self._batch_sessions = [self.session]
+        return self._batch_sessions
 
     @property
     def cancelled(self) -> bool:
@@ -186,6 +205,9 @@ class Request:
         )
 
 
+_NO_UPDATE: Any = object()
+
+
 class Response:
     """A ``generate`` result with an explicit content type.
 
@@ -193,11 +215,19 @@ class Response:
     JSON). Without ``content_type`` the type follows the body: bytes ->
     ``application/octet-stream``, str -> ``text/plain; charset=utf-8``,
     dict/list -> ``application/json``.
+
+    ``session``, when given, is the update of the request's session, as
+    ``request.session.update(session)`` would record it (a JSON value, bytes
+    of ``session_content_type``, or ``corral.DELETE``; ``session_ttl`` in
+    seconds). A request that names no session has nothing to update: it is
+    dropped.
     """
 
-    __slots__ = ("body", "content_type")
+    __slots__ = ("body", "content_type", "session_update")
 
-    def __init__(self, body: Union[bytes, bytearray, memoryview, str, dict, list], content_type: Optional[str] = None) -> None:
+    def __init__(self, body: Union[bytes, bytearray, memoryview, str, dict, list], content_type: Optional[str] = None,
+                 *, session: Any = _NO_UPDATE, session_content_type: Optional[str] = None,
+                 session_ttl: Optional[int] = None) -> None:
         if isinstance(body, str):
             data: bytes = body.encode("utf-8")
             default_type = TEXT_CONTENT_TYPE
@@ -211,6 +241,8 @@ class Response:
             raise TypeError(f"Response body must be bytes, str, dict or list, not {type(body).__name__}")
         self.body: bytes = data
         self.content_type: str = content_type or default_type
+        self.session_update: Optional[Dict[str, Any]] = (
+            None if session is _NO_UPDATE else update_of(session, session_content_type, session_ttl))
 
     def __repr__(self) -> str:
         return f"Response({len(self.body)} bytes, content_type={self.content_type!r})"

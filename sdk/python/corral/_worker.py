@@ -56,6 +56,7 @@ from ._model import (
     iter_chunks,
     overrides,
 )
+from ._session import Session, session_from_meta, sessions_list, with_update
 from ._tensor import check_inputs, decode_inputs, decode_tensor, encode_output, split_rows
 
 SDK_VERSION = "0.1.0"
@@ -112,14 +113,16 @@ def _is_count(value: Any) -> bool:
 class _Entry:
     """One request of a BATCH, from its meta's ``batch`` list (checked on the reader thread)."""
 
-    __slots__ = ("id", "client_id", "rows", "parameters", "outputs")
+    __slots__ = ("id", "client_id", "rows", "parameters", "outputs", "session")
 
-    def __init__(self, id: int, client_id: str, rows: int, parameters: Dict[str, Any], outputs: Optional[List[str]]) -> None:
+    def __init__(self, id: int, client_id: str, rows: int, parameters: Dict[str, Any], outputs: Optional[List[str]],
+                 session: Optional[Session] = None) -> None:
         self.id = id
         self.client_id = client_id
         self.rows = rows
         self.parameters = parameters
         self.outputs = outputs
+        self.session = session
 
 
 def parse_batch(meta: Dict[str, Any], batch_id: int) -> List[_Entry]:
@@ -158,7 +161,8 @@ def parse_batch(meta: Dict[str, Any], batch_id: int) -> List[_Entry]:
         outputs = item.get("outputs")
         if outputs is not None and (not isinstance(outputs, list) or not all(isinstance(n, str) for n in outputs)):
             raise proto.ProtocolError(f"{where}: 'outputs' must be a list of names")
-        entries.append(_Entry(request_id, client_id, rows, parameters, outputs or None))
+        entries.append(_Entry(request_id, client_id, rows, parameters, outputs or None,
+                              session_from_meta(item.get("session"), where)))
     total = sum(entry.rows for entry in entries)
     specs = meta.get("inputs")
     for spec in specs if isinstance(specs, list) else ():
@@ -483,6 +487,9 @@ class Worker:
             raise proto.ProtocolError(f"{name} before LOAD")
         meta, data = proto.split_body(body)
         batch = parse_batch(meta, frame_id) if frame_type == proto.BATCH else None
+        # Checked here, on the reader, as the batch is: a malformed one is the daemon's fault (a protocol error).
+        # The meta keeps the Session itself, for the request built where the model runs.
+        meta["session"] = session_from_meta(meta.get("session"), f"{name} {frame_id}")
         if flags & proto.FLAG_SHM_DATA:
             data = self._shared_input(meta, data, name)
         active = _Active()
@@ -544,13 +551,14 @@ class Worker:
                 assert batch is not None
                 reply_type, parts = proto.INFER_RESULT, self._infer_batch(meta, data, batch, active)
             else:
-                result = self._call_generate(meta, data, active)
+                request, result = self._call_generate(meta, data, active)
                 chunks = result if isinstance(result, Stream) else iter_chunks(result)
                 if chunks is not None and meta.get("stream") is True:
-                    self._stream(frame_id, chunks, active)
+                    self._stream(frame_id, chunks, active, request.session)
                     return
-                content_type, body = _generate_result(result)
-                reply_type, parts = proto.GENERATE_RESULT, proto.meta_parts({"content_type": content_type}) + [body]
+                content_type, body = _generate_result(result, request.session)
+                reply_meta = with_update({"content_type": content_type}, request.session)
+                reply_type, parts = proto.GENERATE_RESULT, proto.meta_parts(reply_meta) + [body]
             length = sum(memoryview(part).nbytes for part in parts)
             if length > proto.MAX_BODY:  # checked before shared memory, which has the same limit
                 raise ValueError(f"result of {length} bytes exceeds the {proto.MAX_BODY}-byte frame limit")
@@ -581,7 +589,7 @@ class Worker:
         name = self._ctx.name if self._ctx is not None else "?"
         return BadRequest(f"model {name} does not implement {method}")
 
-    def _stream(self, frame_id: int, chunks: Any, active: _Active) -> None:
+    def _stream(self, frame_id: int, chunks: Any, active: _Active, session: Optional[Session] = None) -> None:
         """Sends a generator's chunks as CHUNK frames as it yields them, then END (or ERROR if it raises).
 
         A chunk waits while the stream's window is full (the client is
@@ -617,7 +625,10 @@ class Worker:
             self._finish(frame_id, proto.ERROR, [proto.dumps(body)])
             return
         _close(chunks)  # GeneratorExit at the model's yield, when it stopped early
-        self._finish(frame_id, proto.END, [])
+        # An update recorded during the stream travels with END (a meta alone); a cancelled stream's is dropped
+        # by the daemon, which stores only for a client that got the whole stream.
+        update = with_update({}, session)
+        self._finish(frame_id, proto.END, proto.meta_parts(update) if update else [])
 
     def _take_window(self, active: _Active, cost: int) -> bool:
         """Waits until cost more bytes fit the stream's window (a chunk alone always fits); False when cancelled."""
@@ -639,6 +650,7 @@ class Worker:
             inputs=decode_inputs(meta.get("inputs"), data),
             parameters=parameters if isinstance(parameters, dict) else {},
             outputs=requested or None,
+            session=meta.get("session"),
         )
         request._cancel = active.cancel if active is not None else None
         model = self._model
@@ -656,7 +668,7 @@ class Worker:
         else:
             raise self._not_implemented("infer")
         specs, buffers = _encode_outputs(result, request.outputs, method)
-        return proto.meta_parts({"outputs": specs}) + buffers
+        return proto.meta_parts(with_update({"outputs": specs}, request.session)) + buffers
 
     def _infer_batch(self, meta: Dict[str, Any], data: memoryview, batch: List[_Entry], active: _Active) -> List[Any]:
         """A BATCH -> the parts of its one INFER_RESULT; raises for an ERROR that fails every request of it."""
@@ -674,12 +686,18 @@ class Worker:
             batch_sizes=[entry.rows for entry in batch],
             batch_ids=[entry.client_id for entry in batch],
             batch_parameters=[entry.parameters for entry in batch],
+            session=batch[0].session,
+            batch_sessions=[entry.session for entry in batch],
         )
         request._cancel = active.cancel
         result = model.infer(request)
         if not isinstance(result, Mapping) or all(name in result for entry in batch for name in entry.outputs or ()):
             specs, buffers = _encode_outputs(result, union)
-            return proto.meta_parts({"outputs": specs}) + buffers  # the daemon splits the rows
+            reply: Dict[str, Any] = {"outputs": specs}
+            updates = sessions_list(request.batch_sessions)
+            if updates is not None:
+                reply["sessions"] = updates
+            return proto.meta_parts(reply) + buffers  # the daemon splits the rows
         # Some request asked for an output the model does not produce: that
         # request alone fails (400, as it would alone), so the rows are split here.
         return self._split_result(result, batch)
@@ -698,6 +716,7 @@ class Worker:
                 parameters=entry.parameters,
                 outputs=entry.outputs,
                 batch_sizes=[entry.rows],
+                session=entry.session,
             )
             request._cancel = active.cancel
             requests.append(request)
@@ -717,7 +736,7 @@ class Worker:
             except Exception as err:
                 entries.append(_failed(err))
                 continue
-            entries.append({"outputs": specs})
+            entries.append(with_update({"outputs": specs}, request.session))
             buffers.extend(data_parts)
         return proto.meta_parts({"results": entries}) + buffers
 
@@ -759,7 +778,7 @@ class Worker:
             except Exception as err:
                 entries.append(_failed(err))
                 continue
-            entries.append({"outputs": specs})
+            entries.append(with_update({"outputs": specs}, entry.session))
             buffers.extend(data_parts)
         return proto.meta_parts({"results": entries}) + buffers
 
@@ -771,11 +790,12 @@ class Worker:
             parameters=parameters if isinstance(parameters, dict) else {},
             body=bytes(data),
             content_type=str(content_type) if content_type else None,
+            session=meta.get("session"),
         )
         request._cancel = active.cancel
         if not overrides(self._model, "generate"):
             raise self._not_implemented("generate")
-        return self._model.generate(request)
+        return request, self._model.generate(request)
 
 
 def _close(chunks: Any) -> None:
@@ -801,13 +821,15 @@ def _encode_chunk(chunk: Any, default_type: Optional[str]) -> Tuple[str, bytes, 
     raise TypeError(f"generate yielded a {type(chunk).__name__}; chunks must be bytes, str or dict")
 
 
-def _generate_result(result: Any) -> Tuple[str, Any]:
-    """What generate returned -> (content type, body bytes)."""
+def _generate_result(result: Any, session: Optional[Session] = None) -> Tuple[str, Any]:
+    """What generate returned -> (content type, body bytes); a Response's session update is recorded on session."""
     chunks = result if isinstance(result, Stream) else iter_chunks(result)
     if chunks is None:
         if result is None:
             return BINARY_CONTENT_TYPE, b""
         response = result if isinstance(result, Response) else Response(result)
+        if response.session_update is not None and session is not None:
+            session._update = response.session_update
         return response.content_type, response.body
     # The client did not ask for a stream: the chunks are collected into one answer.
     pieces: List[bytes] = []
