@@ -710,9 +710,20 @@ static void check_load_done(model *m)
     }
 }
 
-/* mf (owned) with its override (owned, or NULL) becomes what the model loads with. */
+void model_take_scan_dirs(model *m)
+{
+    if (!m->scan_dir)
+        return;
+    free(m->dir);
+    free(m->variant_dir);
+    m->dir = xstrdup(m->scan_dir);
+    m->variant_dir = m->scan_variant_dir ? xstrdup(m->scan_variant_dir) : NULL;
+}
+
+/* mf (owned) with its override (owned, or NULL), of the last scan, becomes what the model loads with. */
 static void install_manifest(model *m, manifest *mf, json_t *override)
 {
+    model_take_scan_dirs(m);
     manifest_free(m->mf);
     manifest_free(m->next_mf);
     m->next_mf = NULL;
@@ -846,6 +857,7 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
         m->mf = m->next_mf;
         m->next_mf = NULL;
         m->changed = 0;
+        model_take_scan_dirs(m);
     }
     if (!m->mf) {
         snprintf(msg, msglen, "model '%s' is unavailable: %s", m->name, m->broken ? m->broken : "no manifest");
@@ -899,7 +911,9 @@ static int load_config(model *m, const json_t *config, int instances, lifecycle_
     /* model.yaml as it is now, alone first: a broken file is the model's fault (503), not the config's (400).
      * A variant's keys are those its last resolution found (the explicit load rescans first). */
     char path[4200], label[300], err[1024];
-    snprintf(path, sizeof path, "%s/model.yaml", m->variant_dir ? m->variant_dir : m->dir);
+    const char *own_dir = m->scan_dir ? (m->scan_variant_dir ? m->scan_variant_dir : m->scan_dir)
+                                      : (m->variant_dir ? m->variant_dir : m->dir);
+    snprintf(path, sizeof path, "%s/model.yaml", own_dir);
     manifest *mf = NULL;
     uint64_t digest = m->from && m->keys ? manifest_keys_digest(m->keys) : 0;
     int broken = !m->from ? manifest_load(path, m->name, &mf, err, sizeof err)

@@ -105,6 +105,10 @@ struct model {
     json_t *keys;           /* the manifest's keys as last resolved (repo_entry.keys), or NULL when broken */
     char *from;             /* a variant's base, or NULL */
     char *variant_dir;      /* a variant's own directory (CORRAL_VARIANT_DIR), or NULL */
+    /* Where the last scan with a valid manifest found dir and variant_dir: they become dir and
+     * variant_dir when a manifest of that scan is installed (a running model keeps its own: a
+     * restarted instance runs the code its manifest names) */
+    char *scan_dir, *scan_variant_dir;
     json_t *spec;           /* a model created at run time: its keys as created, with from; NULL: it lives on disk */
     uint64_t created_seq;   /* with spec: creation order, bases before their variants (variant.c) */
     int deleting;           /* with spec: a DELETE is unloading it; removed once unloaded */
@@ -162,6 +166,8 @@ void model_emit_instance(const char *kind, model *m, const inst *in, json_t *ext
 void model_emit_scaled(model *m, int from, int to, const char *why);
 /* Lets go of the labels read for classification (model_labels); the next call reads them again. */
 void model_drop_labels(model *m);
+/* dir and variant_dir become the last scan's (scan_dir): a manifest of that scan is being installed. */
+void model_take_scan_dirs(model *m);
 /* Answers every queued job with status and msg. */
 void model_fail_queue(model *m, int status, const char *msg);
 /* Calls and empties a list of lifecycle waiters. */

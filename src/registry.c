@@ -86,6 +86,8 @@ static void timers_closed(uv_handle_t *h)
     free(m->from);
     free(m->variant_dir);
     json_decref(m->spec);
+    free(m->scan_dir);
+    free(m->scan_variant_dir);
     free(m->slots);
     logring_free(&m->logs);
     free(m);
@@ -122,6 +124,12 @@ void registry_apply_entry(model *m, repo_entry *e)
     m->broken = e->error;
     e->error = NULL;
     m->removed = 0;
+    if (e->mf) {
+        free(m->scan_dir);
+        free(m->scan_variant_dir);
+        m->scan_dir = xstrdup(e->dir);
+        m->scan_variant_dir = e->variant_dir ? xstrdup(e->variant_dir) : NULL;
+    }
     if (!e->mf) {
         if (running || m->override) { /* a load's config keeps its manifest until the next explicit load */
             m->changed = 1;
@@ -149,10 +157,7 @@ void registry_apply_entry(model *m, repo_entry *e)
         manifest_free(m->mf);
         m->mf = e->mf;
         m->changed = 0;
-        free(m->dir);
-        m->dir = xstrdup(e->dir);
-        free(m->variant_dir);
-        m->variant_dir = e->variant_dir ? xstrdup(e->variant_dir) : NULL;
+        model_take_scan_dirs(m);
     }
     e->mf = NULL;
 }
@@ -184,6 +189,8 @@ int registry_rescan(void)
             m = registry_model_new(&v[i]);
             if (v[i].error)
                 log_error("model %s: unavailable: %s", v[i].name, v[i].error);
+            else if (v[i].from)
+                log_info("model %s: discovered in %s, a variant of %s", v[i].name, v[i].variant_dir, v[i].from);
             else
                 log_info("model %s: discovered in %s", v[i].name, v[i].dir);
         } else if (v[i].error && (!m->broken || strcmp(m->broken, v[i].error) != 0)) {

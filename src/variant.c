@@ -259,17 +259,17 @@ void variant_restore(const state_snapshot *s)
             model *base = model_find(from, strlen(from));
             if (!base)
                 continue;
-            repo_entry e;
             json_t *spec = json_deep_copy(r->spec);
             char err[300];
-            int status = manifest_check_runtime_keys(spec, r->name, err, sizeof err) ? 400 : resolve(r->name, spec, base, NULL, &e);
-            if (status == 400 && !e.name) { /* a record no create would have accepted */
+            if (manifest_check_runtime_keys(spec, r->name, err, sizeof err) < 0) { /* no create would accept it */
                 log_warn("state: model %s created at run time is not created again: %s", r->name, err);
                 json_decref(spec);
                 done[i] = progress = 1;
                 continue;
             }
-            if (status)
+            repo_entry e;
+            /* Created even when its keys no longer fit its base: unavailable, with the reason, until they do. */
+            if (resolve(r->name, spec, base, NULL, &e))
                 log_warn("state: model %s created at run time is created again, but is unavailable: %s", r->name,
                          e.error);
             model *m = add(&e, spec);

@@ -165,6 +165,19 @@ def test_a_changed_base_marks_its_variants_changed(corral):
     assert not index(d)["v"]["changed"]
 
 
+def test_a_model_that_becomes_a_variant_runs_its_bases_code_from_its_next_load(corral):
+    base = corral.add("base", "variant_ctx")
+    m = corral.add("m", "variant_ctx")
+    d = corral.start()
+    assert gen(d, "m")["model_dir"] == str(m.resolve())
+    (m / "model.yaml").write_text("from: base\nparameters:\n  z: 1\n")
+    assert index(d)["m"]["changed"]
+    assert gen(d, "m")["model_dir"] == str(m.resolve())     # the running instances keep their code
+    assert unload(d, "m").status_code == 200
+    c = gen(d, "m")                                          # a lazy load: the manifest, and the code, of the scan
+    assert (c["model_dir"], c["variant_dir"], c["parameters"]["z"]) == (str(base.resolve()), str(m.resolve()), 1)
+
+
 def test_a_load_config_applies_over_a_variants_keys(corral):
     corral.add("base", "steerable", manifest=ctl_manifest({"tag": "base", "other": 1}))
     corral.add("v", manifest="from: base\nparameters:\n  tag: v\n")
@@ -359,6 +372,26 @@ def test_runtime_variants_are_kept_across_a_restart_with_state(corral, tmp_path)
     wait_for(lambda: "created again, from base" in d.log(), what="rt restored")
     assert d.get("/v1/models/rt2").status_code == 404
     assert d.model("rt")["from"] == "base"
+
+
+def test_a_runtime_variant_whose_base_is_gone_at_a_restart_waits_for_it(corral, tmp_path):
+    base = corral.add("base2", "steerable", manifest=ctl_manifest({"tag": "b2"}))
+    state = tmp_path / "state.db"
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "state file" in d.log(), what="the state file opened")
+    assert create(d, {"name": "rt", "from": "base2"}).status_code == 201
+    assert d.stop() == 0
+    kept = tmp_path / "kept"
+    shutil.move(str(base), str(kept))
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "which is not in the repository now; not created (its record is kept)" in d.log(),
+             what="the missing base logged")
+    assert d.get("/v1/models/rt").status_code == 404
+    assert d.stop() == 0
+    shutil.move(str(kept), str(base))
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "created again, from base2" in d.log(), what="rt restored")
+    assert out(infer(d, "rt"), "TAG") == "b2"
 
 
 def test_without_state_runtime_variants_are_lost(corral):
