@@ -329,6 +329,18 @@ def test_a_directory_with_a_runtime_models_name_waits(corral):
     assert out(infer(d, "rt"), "TAG") == "disk"
 
 
+def test_a_changed_base_marks_its_runtime_variants_changed(corral):
+    base = corral.add("base", "steerable", manifest=ctl_manifest({"tag": "one"}))
+    d = corral.start()
+    assert create(d, {"name": "rt", "from": "base", "parameters": {"other": 1}}).status_code == 201
+    assert out(infer(d, "rt"), "TAG") == "one"
+    (base / "model.yaml").write_text(ctl_manifest({"tag": "two"}))
+    assert index(d)["rt"]["changed"]
+    assert out(infer(d, "rt"), "TAG") == "one"
+    assert unload(d, "rt").status_code == 200 and load(d, "rt").status_code == 200
+    assert out(infer(d, "rt"), "TAG") == "two" and not d.model("rt")["changed"]
+
+
 def test_an_eager_runtime_variant_loads_at_once(corral):
     corral.add("base", "steerable", manifest=ctl_manifest())
     d = corral.start()
@@ -361,6 +373,8 @@ def test_runtime_variants_are_kept_across_a_restart_with_state(corral, tmp_path)
     assert delete(d, "gone").status_code == 200
     assert d.stop() == 0
     d = corral.start("--state", str(state))
+    # Created again once the state file is read, a moment after the daemon listens.
+    wait_for(lambda: d.get("/v1/models/rt2").status_code == 200, what="rt2 created again")
     d.wait_state("rt2", "ready")
     assert len(d.model("rt2")["instances"]) == 2
     assert d.model("rt")["origin"] == "runtime" and d.model("rt")["state"] == "unloaded"
