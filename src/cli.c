@@ -981,6 +981,9 @@ static void event_detail(const char *kind, json_t *d, sb *out)
             sb_adds(out, ": ");
             add_printable(out, jstr(d, "reason"));
         }
+    } else if (strcmp(kind, "model.created") == 0) {
+        sb_printf(out, "%sfrom ", sep);
+        add_printable(out, jstr(d, "base") ? jstr(d, "base") : "?");
     } else if (strcmp(kind, "model.scaled") == 0) {
         sb_printf(out, "%s%lld -> %lld instances (by ", sep, jint(d, "from"), jint(d, "to"));
         add_printable(out, jstr(d, "by") ? jstr(d, "by") : "?");

@@ -6,6 +6,7 @@
  */
 #include "variant.h"
 
+#include "events.h"
 #include "model_internal.h"
 #include "repo.h"
 #include "state.h"
@@ -149,6 +150,7 @@ int variant_create(const json_t *body, model **out, char *msg, size_t msglen)
     model *m = add(&e, spec);
     state_note_created(m->name, m->spec);
     MODEL_LOG(LOG_INFO, m, "model %s: created at run time from %s", m->name, m->from);
+    events_emit("model.created", json_pack("{s:s,s:s}", "model", m->name, "base", m->from));
     if (m->mf->load_eager) {
         char ignored[1200];
         model_load(m, 0, NULL, ignored, sizeof ignored); /* a failure is the model's state, as for any eager model */
@@ -164,6 +166,7 @@ static void on_delete_unloaded(void *ctx, int status, const char *msg)
     (void)msg;
     model *m = ctx;
     MODEL_LOG(LOG_INFO, m, "model %s: deleted", m->name);
+    events_emit("model.deleted", json_pack("{s:s}", "model", m->name));
     if (m->nslots == 0)
         registry_model_remove(m);
     /* else: can't happen (every slot is removed before an unload is done); the next rescan drops it */

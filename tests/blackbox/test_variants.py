@@ -298,6 +298,23 @@ def test_delete_a_runtime_variant(corral):
     assert create(d, {"name": "rt", "from": "base"}).status_code == 201
 
 
+def test_create_and_delete_are_events(corral):
+    from test_observability import SSE
+    corral.add("base", "steerable", manifest=ctl_manifest())
+    d = corral.start()
+    sse = SSE(d)
+    try:
+        assert create(d, {"name": "rt", "from": "base"}).status_code == 201
+        assert out(infer(d, "rt"), "TAG") == ""
+        assert delete(d, "rt").status_code == 200
+        seen = sse.until(lambda ev: ev[1] == "model.deleted")
+    finally:
+        sse.close()
+    kinds = [(kind, data["model"]) for _, kind, data in seen]
+    assert kinds[0] == ("model.created", "rt") and seen[0][2]["base"] == "base", seen
+    assert kinds.index(("model.unloaded", "rt")) < kinds.index(("model.deleted", "rt")), kinds
+
+
 def test_delete_with_requests_queued_answers_them_503(corral):
     corral.add("base", "steerable", manifest=ctl_manifest())
     d = corral.start()
