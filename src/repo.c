@@ -91,8 +91,21 @@ static int entry_cmp(const void *a, const void *b)
 typedef struct scan_tree {
     json_t *own;
     uint64_t digest;
-    int state; /* 0: not resolved yet, 1: being resolved (on the chain), 2: done */
+    int state;   /* 0: not resolved yet, 1: being resolved (on the chain), 2: done */
+    char *cycle; /* "a loop: x -> y -> x" when the entry is broken by a loop or too long a chain, which its
+                  * variants are told as it is (owned) */
 } scan_tree;
+
+/* An entry and its tree while they are sorted together. */
+typedef struct scanned {
+    repo_entry e;
+    scan_tree t;
+} scanned;
+
+static int scanned_cmp(const void *a, const void *b)
+{
+    return entry_cmp(&((const scanned *)a)->e, &((const scanned *)b)->e);
+}
 
 static ssize_t find_entry(const repo_entry *v, size_t n, const char *name)
 {
@@ -163,18 +176,22 @@ static void resolve(repo_entry *v, scan_tree *t, size_t n, size_t i, size_t *cha
         goto done;
     }
     if (t[b].state == 1 || depth + 1 >= REPO_MAX_CHAIN) {
-        set_error(e, "%s: key 'from': %s: %s", yaml, t[b].state == 1 ? "a loop" : "a chain of more than 16 variants",
-                  chain_buf);
+        char cycle[1200];
+        snprintf(cycle, sizeof cycle, "%s: %s", t[b].state == 1 ? "a loop" : "a chain of more than 16 variants",
+                 chain_buf);
+        t[i].cycle = xstrdup(cycle);
+        set_error(e, "%s: key 'from': %s", yaml, cycle);
         goto done;
     }
     resolve(v, t, n, (size_t)b, chain, depth + 1);
     if (!v[b].keys) {
-        /* The base's own error says which file; a loop found below names the whole chain already. */
-        const char *why = v[b].error ? v[b].error : "unavailable";
-        if (strstr(why, "key 'from': a loop") || strstr(why, "key 'from': a chain"))
-            set_error(e, "%s: key 'from': %s", yaml, strstr(why, "key 'from': ") + strlen("key 'from': "));
-        else
-            set_error(e, "%s: key 'from': base model '%s' is broken: %s", yaml, from, why);
+        if (t[b].cycle) { /* found below, naming the whole chain already */
+            t[i].cycle = xstrdup(t[b].cycle);
+            set_error(e, "%s: key 'from': %s", yaml, t[b].cycle);
+        } else { /* the base's own error says which file */
+            set_error(e, "%s: key 'from': base model '%s' is broken: %s", yaml, from,
+                      v[b].error ? v[b].error : "unavailable");
+        }
         goto done;
     }
     json_t *keys = manifest_inherit(v[b].keys, t[i].own);
@@ -206,8 +223,7 @@ int repo_scan(const char *models_dir, repo_entry **out, size_t *n)
         return rc;
     }
     size_t cap = 16, count = 0;
-    repo_entry *ve = xmalloc(cap * sizeof *ve);
-    scan_tree *te = xmalloc(cap * sizeof *te); /* te[i] is ve[i]'s own tree */
+    scanned *sc = xmalloc(cap * sizeof *sc);
     struct dirent *e;
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.')
@@ -229,13 +245,11 @@ int repo_scan(const char *models_dir, repo_entry **out, size_t *n)
             continue;
         if (count == cap) {
             cap *= 2;
-            ve = xrealloc(ve, cap * sizeof *ve);
-            te = xrealloc(te, cap * sizeof *te);
+            sc = xrealloc(sc, cap * sizeof *sc);
         }
-        repo_entry *r = &ve[count];
-        scan_tree *tr = &te[count++];
-        memset(r, 0, sizeof *r);
-        memset(tr, 0, sizeof *tr);
+        memset(&sc[count], 0, sizeof sc[count]);
+        repo_entry *r = &sc[count].e;
+        scan_tree *tr = &sc[count++].t;
         r->dir = xstrdup(dir);
         /* Only read here: validated once every name is known, as a variant needs its base's keys. */
         char err[1024];
@@ -246,25 +260,14 @@ int repo_scan(const char *models_dir, repo_entry **out, size_t *n)
         r->name = xstrdup(own_name ? json_string_value(nm) : e->d_name);
     }
     closedir(d);
-    /* Sorted by entry_cmp, each tree moving with its entry (repositories hold tens of models). */
-    size_t *order = xmalloc((count ? count : 1) * sizeof *order);
-    for (size_t i = 0; i < count; i++)
-        order[i] = i;
-    for (size_t i = 1; i < count; i++)
-        for (size_t k = i; k > 0 && entry_cmp(&ve[order[k - 1]], &ve[order[k]]) > 0; k--) {
-            size_t x = order[k];
-            order[k] = order[k - 1];
-            order[k - 1] = x;
-        }
+    qsort(sc, count, sizeof *sc, scanned_cmp);
     repo_entry *v = xmalloc((count ? count : 1) * sizeof *v);
     scan_tree *t = xmalloc((count ? count : 1) * sizeof *t);
     for (size_t i = 0; i < count; i++) {
-        v[i] = ve[order[i]];
-        t[i] = te[order[i]];
+        v[i] = sc[i].e;
+        t[i] = sc[i].t;
     }
-    free(ve);
-    free(te);
-    free(order);
+    free(sc);
     /*
      * Two directories claiming one name: the first in entry_cmp order keeps
      * it; the others are listed under their directory's name with the
@@ -312,8 +315,10 @@ int repo_scan(const char *models_dir, repo_entry **out, size_t *n)
     size_t chain[REPO_MAX_CHAIN + 1];
     for (size_t i = 0; i < count; i++)
         resolve(v, t, count, i, chain, 0);
-    for (size_t i = 0; i < count; i++)
+    for (size_t i = 0; i < count; i++) {
         json_decref(t[i].own);
+        free(t[i].cycle);
+    }
     free(t);
     /* Names changed for the losers of a conflict: sort again (no tree travels now). */
     qsort(v, count, sizeof *v, entry_cmp);
