@@ -20,7 +20,6 @@
 #include "log.h"
 #include "proto.h"
 #include "utf8.h"
-#include "variant.h"
 
 #include "shm.h"
 

@@ -806,7 +806,8 @@ json_t *manifest_inherit(const json_t *base, const json_t *variant)
             continue;
         json_t *mine = json_object_get(out, key);
         if (strcmp(key, "parameters") == 0 && json_is_object(v) && json_is_object(mine)) {
-            json_t *merged = json_copy(mine); /* one level: the variant's value of a parameter replaces the base's whole */
+            /* one level: the variant's value of a parameter replaces the base's whole */
+            json_t *merged = json_copy(mine);
             json_object_update(merged, v);
             json_object_set_new(out, key, merged);
         } else {

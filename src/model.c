@@ -84,6 +84,11 @@ int model_changed(const model *m)
     return m->changed;
 }
 
+int model_is_runtime(const model *m)
+{
+    return m->spec != NULL;
+}
+
 model_state model_get_state(const model *m)
 {
     return m->state;

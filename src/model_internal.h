@@ -233,7 +233,8 @@ void dispatch_arm_idle_timer(model *m);
 /* ---- registry.c ---- */
 
 struct repo_entry;
-/* A new model in the list, in name order, from a scanned (or created) entry; registry_apply_entry gives it its manifest. */
+/* A new model in the list, in name order, from a scanned (or created) entry; registry_apply_entry
+ * gives it its manifest. */
 model *registry_model_new(const struct repo_entry *e);
 /* Takes e's manifest, keys or error: a changed manifest of a running model applies at its next load. */
 void registry_apply_entry(model *m, struct repo_entry *e);

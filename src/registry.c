@@ -101,7 +101,8 @@ void registry_model_remove(model *m)
             break;
         }
     }
-    MODEL_LOG(LOG_INFO, m, "model %s: removed from the %s", m->name, m->spec ? "models created at run time" : "repository");
+    MODEL_LOG(LOG_INFO, m, "model %s: removed from the %s", m->name,
+              m->spec ? "models created at run time" : "repository");
     if (m->pulling) { /* its source's pull goes on, and nobody waits for it */
         pull_detach(m->pulling);
         m->pulling = NULL;

@@ -19,16 +19,6 @@
 
 static uint64_t next_seq = 1;
 
-int model_is_runtime(const model *m)
-{
-    return m->spec != NULL;
-}
-
-const char *model_from(const model *m)
-{
-    return m->from;
-}
-
 static void entry_clear(repo_entry *e)
 {
     free(e->name);
@@ -95,14 +85,15 @@ int variant_create(const json_t *body, model **out, char *msg, size_t msglen)
 {
     *out = NULL;
     if (!json_is_object(body)) {
-        snprintf(msg, msglen, "create request body must be a JSON object: {\"name\": NAME, \"from\": BASE, ...model.yaml "
-                              "keys}");
+        snprintf(msg, msglen,
+                 "create request body must be a JSON object: {\"name\": NAME, \"from\": BASE, ...model.yaml keys}");
         return 400;
     }
     json_t *jname = json_object_get(body, "name"), *jfrom = json_object_get(body, "from");
     if (!json_is_string(jname) || !json_is_string(jfrom)) {
-        snprintf(msg, msglen, "create request: '%s' is required, a string: %s", !json_is_string(jname) ? "name" : "from",
-                 !json_is_string(jname) ? "the new model's name" : "the name of the model it is a variant of");
+        int no_name = !json_is_string(jname);
+        snprintf(msg, msglen, "create request: '%s' is required, a string: %s", no_name ? "name" : "from",
+                 no_name ? "the new model's name" : "the name of the model it is a variant of");
         return 400;
     }
     const char *name = json_string_value(jname), *from = json_string_value(jfrom);

@@ -43,9 +43,4 @@ int variant_create(const json_t *body, model **out, char *msg, size_t msglen);
  */
 int variant_delete(model *m, lifecycle_waiter *w, char *msg, size_t msglen);
 
-/* Whether m was created at run time. */
-int model_is_runtime(const model *m);
-/* The base a variant (declared or created) derives from, or NULL. */
-const char *model_from(const model *m);
-
 #endif
