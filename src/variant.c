@@ -19,6 +19,9 @@
 
 static uint64_t next_seq = 1;
 
+/* The most models created at run time at once: what a state file reads back of a table. */
+#define VARIANT_MAX_RUNTIME STATE_MAX_ROWS
+
 static void entry_clear(repo_entry *e)
 {
     free(e->name);
@@ -116,6 +119,24 @@ int variant_create(const json_t *body, model **out, char *msg, size_t msglen)
     if (manifest_check_runtime_keys(spec, label, msg, msglen) < 0) {
         json_decref(spec);
         return 400;
+    }
+    /* What is kept, in memory and in the state file, is bounded: the keys as the state file stores one record, and
+     * the models as many as it reads back. */
+    char *encoded = state_encode_config(spec);
+    size_t spec_len = encoded ? strlen(encoded) : 0;
+    free(encoded);
+    size_t runtime = 0;
+    for (const model *o = R.head; o; o = o->next)
+        runtime += o->spec != NULL;
+    if (spec_len > STATE_MAX_CONFIG || runtime >= VARIANT_MAX_RUNTIME) {
+        if (spec_len > STATE_MAX_CONFIG)
+            snprintf(msg, msglen, "%s: its keys are %zu bytes of JSON, more than the %d a model created at run time "
+                     "may have", label, spec_len, STATE_MAX_CONFIG);
+        else
+            snprintf(msg, msglen, "%s: %d models created at run time exist already, the most there may be; delete "
+                     "one first", label, VARIANT_MAX_RUNTIME);
+        json_decref(spec);
+        return spec_len > STATE_MAX_CONFIG ? 413 : 409;
     }
     registry_rescan(); /* a directory added since the last scan has the name first */
     const model *taken = model_find(name, strlen(name));

@@ -272,6 +272,8 @@ def test_create_refuses_what_is_not_valid_and_changes_nothing(corral):
     r = requests.post(d.url("/v1/models"), data=b"{not json", headers={"Content-Type": "application/json"}, timeout=10)
     error_of(r, 400, "malformed JSON")
     error_of(d.post("/v1/models", {"name": "x", "from": "base", "name2": 1}), 400, "name2")
+    error_of(create(d, {"name": "x", "from": "base", "parameters": {"big": "x" * (1 << 20)}}), 413, "x",
+             "more than the 1048576")
     assert d.get("/v1/models").json() == before
     assert d.get("/v1/models/x").status_code == 404
 
