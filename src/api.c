@@ -253,9 +253,9 @@ static const api_route routes[] = {
     {"/v2/models/{model_name}/generate_stream", API_POST, api_v2},
     {"/v2/models/{model_name}/versions/{model_version}/generate_stream", API_POST, api_v2},
     {"/v1/events", API_GET, api_v1},
-    {"/v1/models", API_GET, api_v1},
+    {"/v1/models", API_GET | API_POST, api_v1},
     {"/v1/models/pull", API_POST, api_v1}, /* before /v1/models/{model_name} */
-    {"/v1/models/{model_name}", API_GET, api_v1},
+    {"/v1/models/{model_name}", API_GET | API_DELETE, api_v1},
     {"/v1/models/{model_name}/generate", API_POST, api_v1},
     {"/v1/models/{model_name}/scale", API_POST, api_v1},
     {"/v1/models/{model_name}/logs", API_GET, api_v1},

@@ -1,6 +1,7 @@
 /*
  * api_v1 — corral's own endpoints: model status with per-instance detail,
- * free-form generate (generate.c), scaling and the workers' logs.
+ * free-form generate (generate.c), scaling, the workers' logs, and models
+ * created and deleted at run time (variant.h).
  */
 #include "api.h"
 #include "api_session.h"
@@ -11,6 +12,7 @@
 #include "proto.h"
 #include "pull.h"
 #include "sb.h"
+#include "variant.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -108,6 +110,58 @@ static void handle_pull(h2o_req_t *req)
     }
 }
 
+/* POST /v1/models: a variant created at run time, answered 201 with its view. */
+static void handle_create(h2o_req_t *req)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(req->entity.base ? req->entity.base : "", req->entity.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        http_error(req, 400, 0, "create request: malformed JSON: %s", jerr.text);
+        return;
+    }
+    model *m;
+    char msg[1600];
+    int status = variant_create(root, &m, msg, sizeof msg);
+    json_decref(root);
+    if (status)
+        http_error(req, status, status == 503, "%s", msg);
+    else
+        http_send_json(req, 201, model_to_json(m));
+}
+
+/* DELETE /v1/models/{name}: answered once the model is unloaded and gone. */
+typedef struct delete_pending {
+    api_pending base;
+    const char *name; /* in the request's pool: the model is freed once removed */
+} delete_pending;
+
+static void on_deleted(void *ctx, int status, const char *msg)
+{
+    delete_pending *p = ctx;
+    p->base.waiting = 0;
+    if (!p->base.req)
+        return;
+    if (status == 200)
+        http_send_json(p->base.req, 200, json_pack("{s:s,s:b}", "name", p->name, "deleted", 1));
+    else
+        http_error(p->base.req, status, 1, "%s", msg);
+}
+
+static void handle_delete(h2o_req_t *req, model *m)
+{
+    delete_pending *p = (delete_pending *)api_pending_new(req, m, sizeof *p);
+    p->base.waiter.on_done = on_deleted;
+    p->base.waiter.ctx = p;
+    p->base.waiting = 1;
+    p->name = h2o_strdup(&req->pool, model_name(m), SIZE_MAX).base;
+    char msg[1200];
+    int status = variant_delete(m, &p->base.waiter, msg, sizeof msg);
+    if (status) {
+        p->base.waiting = 0;
+        http_error(req, status, 0, "%s", msg);
+    }
+}
+
 int api_v1(h2o_req_t *req, const api_path *p)
 {
     int get = METHOD_IS(req, "GET") || METHOD_IS(req, "HEAD");
@@ -128,8 +182,12 @@ int api_v1(h2o_req_t *req, const api_path *p)
         return 0;
     }
     if (p->n == 2) {
+        if (post) {
+            handle_create(req);
+            return 0;
+        }
         if (!get) {
-            http_method_not_allowed(req, "GET");
+            http_method_not_allowed(req, "GET, POST");
             return 0;
         }
         json_t *list = json_array();
@@ -147,8 +205,12 @@ int api_v1(h2o_req_t *req, const api_path *p)
     if (!m)
         return 0;
     if (p->n == 3) {
+        if (METHOD_IS(req, "DELETE")) {
+            handle_delete(req, m);
+            return 0;
+        }
         if (!get) {
-            http_method_not_allowed(req, "GET");
+            http_method_not_allowed(req, "GET, DELETE");
             return 0;
         }
         registry_sample_rss(m);

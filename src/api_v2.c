@@ -472,6 +472,7 @@ json_t *api_repository_index(int ready_only)
                               triton_state(m), "corral_state", model_state_name(model_get_state(m)), "reason",
                               utf8_json_string(reason ? reason : "", reason ? strlen(reason) : 0));
         json_object_set_new(e, "changed", json_boolean(model_changed(m)));
+        json_object_set_new(e, "origin", json_string(model_is_runtime(m) ? "runtime" : "repository"));
         json_array_append_new(out, e);
     }
     return out;

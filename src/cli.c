@@ -325,18 +325,100 @@ static int cmd_load(int argc, char **argv)
     return 0;
 }
 
-static int cmd_unload(int argc, char **argv)
+/* A verb of one model name and no body: method on path_fmt (with the name), then "<done> NAME". */
+static int name_verb(int argc, char **argv, const char *usage, const char *method, const char *path_fmt,
+                     const char *done)
 {
-    if (need_name(argc, argv, "unload NAME") < 0)
+    if (need_name(argc, argv, usage) < 0)
         return 2;
+    if (argc > 2) {
+        fprintf(stderr, "corral: unknown argument '%s' (usage: corral %s)\n", argv[2], usage);
+        return 2;
+    }
     char path[512];
-    snprintf(path, sizeof path, "/v2/repository/models/%s/unload", argv[1]);
+    snprintf(path, sizeof path, path_fmt, argv[1]);
     json_t *j;
-    if (call_json("POST", path, NULL, &j))
+    if (call_json(method, path, NULL, &j))
         return 1;
     json_decref(j);
-    printf("unloaded %s\n", argv[1]);
+    printf("%s %s\n", done, argv[1]);
     return 0;
+}
+
+static int cmd_unload(int argc, char **argv)
+{
+    return name_verb(argc, argv, "unload NAME", "POST", "/v2/repository/models/%s/unload", "unloaded");
+}
+
+/* corral create NAME --from BASE [--param k=v]... [--instances N] [--json]: POST /v1/models. */
+static int cmd_create(int argc, char **argv)
+{
+    static const char usage[] = "create NAME --from BASE [--param k=v]... [--instances N] [--json]";
+    if (need_name(argc, argv, usage) < 0)
+        return 2;
+    json_t *body = json_pack("{s:s}", "name", argv[1]);
+    json_t *params = json_object();
+    int json_out = 0, rc = 2;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json_out = 1;
+        } else if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) {
+            json_object_set_new(body, "from", json_string(argv[++i]));
+        } else if (strcmp(argv[i], "--instances") == 0 && i + 1 < argc) {
+            int n = atoi(argv[++i]);
+            if (n < 1) {
+                fprintf(stderr, "corral: --instances needs a positive integer\n");
+                goto done;
+            }
+            json_object_set_new(body, "instances", json_integer(n));
+        } else if (strcmp(argv[i], "--param") == 0 && i + 1 < argc) {
+            const char *kv = argv[++i], *eq = strchr(kv, '=');
+            if (!eq || eq == kv) {
+                fprintf(stderr, "corral: --param needs k=v, not '%s'\n", kv);
+                goto done;
+            }
+            /* The value as JSON when it is JSON (3, true, [1, 2], "x"), else as the text it is. */
+            json_t *v = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
+            if (!v)
+                v = json_string(eq + 1);
+            if (!v) {
+                fprintf(stderr, "corral: --param %.*s: the value must be UTF-8 text\n", (int)(eq - kv), kv);
+                goto done;
+            }
+            char key[256];
+            snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
+            json_object_set_new(params, key, v);
+        } else {
+            fprintf(stderr, "corral: unknown argument '%s' for create (usage: corral %s)\n", argv[i], usage);
+            goto done;
+        }
+    }
+    if (!json_object_get(body, "from")) {
+        fprintf(stderr, "corral: usage: corral %s (--from names the model it is a variant of)\n", usage);
+        goto done;
+    }
+    if (json_object_size(params))
+        json_object_set(body, "parameters", params);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_t *j;
+    rc = call_json("POST", "/v1/models", text, &j);
+    free(text);
+    if (rc)
+        goto done;
+    if (json_out)
+        print_json(j);
+    else
+        printf("created %s from %s\n", argv[1], json_string_value(json_object_get(body, "from")));
+    json_decref(j);
+done:
+    json_decref(params);
+    json_decref(body);
+    return rc;
+}
+
+static int cmd_delete(int argc, char **argv)
+{
+    return name_verb(argc, argv, "delete NAME", "DELETE", "/v1/models/%s", "deleted");
 }
 
 static int cmd_scale(int argc, char **argv)
@@ -899,6 +981,9 @@ static void event_detail(const char *kind, json_t *d, sb *out)
             sb_adds(out, ": ");
             add_printable(out, jstr(d, "reason"));
         }
+    } else if (strcmp(kind, "model.created") == 0) {
+        sb_printf(out, "%sfrom ", sep);
+        add_printable(out, jstr(d, "base") ? jstr(d, "base") : "?");
     } else if (strcmp(kind, "model.scaled") == 0) {
         sb_printf(out, "%s%lld -> %lld instances (by ", sep, jint(d, "from"), jint(d, "to"));
         add_printable(out, jstr(d, "by") ? jstr(d, "by") : "?");
@@ -1232,7 +1317,8 @@ int cli_main(int argc, char **argv)
     } verbs[] = {{"ls", cmd_ls},       {"ps", cmd_ps},         {"load", cmd_load},
                  {"unload", cmd_unload}, {"scale", cmd_scale}, {"infer", cmd_infer},
                  {"generate", cmd_generate}, {"logs", cmd_logs}, {"events", cmd_events},
-                 {"top", cli__top}, {"pull", cli__pull}, {"session", cli__session}};
+                 {"top", cli__top}, {"pull", cli__pull}, {"session", cli__session}, {"create", cmd_create},
+                 {"delete", cmd_delete}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (strcmp(argv[0], verbs[i].verb) == 0) {
             curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -34,6 +34,14 @@ uint64_t manifest_digest(const void *data, size_t len)
     return h;
 }
 
+uint64_t manifest_keys_digest(const json_t *keys)
+{
+    char *text = json_dumps(keys, JSON_COMPACT | JSON_SORT_KEYS);
+    uint64_t h = text ? manifest_digest(text, strlen(text)) : 0;
+    free(text);
+    return h;
+}
+
 int parse_duration_ms(const char *s, int64_t *ms)
 {
     char *end;
@@ -367,9 +375,12 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
                                       "max_instances", "concurrency", "pipeline", "load", "keep_alive", "timeout",
                                       "stream_timeout", "load_timeout", "max_queue", "priority_levels", "default_priority",
                                       "batching", "restart", "health", "limits", "parameters", "inputs",
-                                      "outputs", "description", "version", "decoupled", "source", NULL};
+                                      "outputs", "description", "version", "decoupled", "source", "from", NULL};
     if (check_keys(c, root, NULL, top) < 0)
         return -EINVAL;
+    if (json_object_get(root, "from"))
+        return fail(c, "from", "a variant is read with its base, by the repository scan (docs/repository.md, "
+                               "\"Variants\"), not on its own");
     if (get_string(c, root, "name", dirname, &m->name) < 0)
         return -EINVAL;
     if (!model_name_valid(m->name, strlen(m->name)))
@@ -655,6 +666,7 @@ static const struct {
     {"env", "it chooses the program the daemon runs; edit model.yaml"},
     {"load", "it applies at daemon start only"},
     {"source", "it says where `corral pull` fetches the model from; edit model.yaml"},
+    {"from", "a variant's base is chosen when it is declared or created"},
 };
 
 static int parse_tree(vctx *c, json_t *root, const json_t *override, const char *dirname, manifest *m)
@@ -697,16 +709,13 @@ int manifest_load_override(const char *path, const char *dirname, const json_t *
     return rc;
 }
 
-int manifest_parse_override(const char *path, const unsigned char *text, size_t len, const char *dirname,
-                            const json_t *override, manifest **out, char *err, size_t errlen)
+int manifest_parse_tree(const char *path, const unsigned char *text, size_t len, json_t **out, char *err,
+                        size_t errlen)
 {
-    vctx c = {.path = path, .err = err, .errlen = errlen};
-    manifest *m = NULL;
-    json_t *root = NULL;
     yaml_parser_t parser;
     yaml_document_t doc;
     int have_doc = 0, rc = -EINVAL;
-
+    *out = NULL;
     if (len > MANIFEST_MAX_BYTES) {
         snprintf(err, errlen, "%s: larger than %d bytes", path, MANIFEST_MAX_BYTES);
         return -EINVAL;
@@ -724,26 +733,119 @@ int manifest_parse_override(const char *path, const unsigned char *text, size_t 
         snprintf(err, errlen, "%s: must be a mapping of keys to values", path);
         goto fail;
     }
-    root = node_to_json(&doc, top, 0);
-    if (!root) {
+    *out = node_to_json(&doc, top, 0);
+    if (!*out) {
         snprintf(err, errlen, "%s: unsupported YAML (keys must be plain scalars, nesting at most 64 deep)", path);
         goto fail;
     }
-    m = xcalloc(1, sizeof *m);
-    m->digest = manifest_digest(text, len);
-    if (parse_tree(&c, root, override, dirname, m) < 0)
-        goto fail;
-    *out = m;
-    m = NULL;
     rc = 0;
 fail:
     utf8_trim_partial(err);
-    manifest_free(m);
-    json_decref(root);
     if (have_doc)
         yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     return rc;
+}
+
+int manifest_load_tree(const char *path, json_t **out, uint64_t *digest, char *err, size_t errlen)
+{
+    unsigned char *text = NULL;
+    size_t len = 0;
+    *out = NULL;
+    int rc = read_manifest(path, &text, &len, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = manifest_parse_tree(path, text, len, out, err, errlen);
+    *digest = manifest_digest(text, len);
+    free(text);
+    return rc;
+}
+
+int manifest_from_tree(const char *path, const json_t *root, const char *dirname, const json_t *override,
+                       uint64_t digest, manifest **out, char *err, size_t errlen)
+{
+    vctx c = {.path = path, .err = err, .errlen = errlen};
+    manifest *m = xcalloc(1, sizeof *m);
+    m->digest = digest;
+    /* jansson's getters take non-const pointers; validation only reads the tree. */
+    if (parse_tree(&c, (json_t *)root, override, dirname, m) < 0) {
+        utf8_trim_partial(err);
+        manifest_free(m);
+        return -EINVAL;
+    }
+    *out = m;
+    return 0;
+}
+
+int manifest_parse_override(const char *path, const unsigned char *text, size_t len, const char *dirname,
+                            const json_t *override, manifest **out, char *err, size_t errlen)
+{
+    json_t *root = NULL;
+    int rc = manifest_parse_tree(path, text, len, &root, err, errlen);
+    if (rc == 0)
+        rc = manifest_from_tree(path, root, dirname, override, manifest_digest(text, len), out, err, errlen);
+    json_decref(root);
+    return rc;
+}
+
+/* ---- variants ---- */
+
+json_t *manifest_inherit(const json_t *base, const json_t *variant)
+{
+    json_t *out = json_deep_copy(base);
+    if (!json_is_object(out)) {
+        json_decref(out);
+        out = json_object();
+    }
+    json_object_del(out, "name"); /* a variant has a name of its own: its directory's, or its own name key */
+    json_object_del(out, "from");
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)variant, key, v) {
+        if (strcmp(key, "from") == 0)
+            continue;
+        json_t *mine = json_object_get(out, key);
+        if (strcmp(key, "parameters") == 0 && json_is_object(v) && json_is_object(mine)) {
+            /* one level: the variant's value of a parameter replaces the base's whole */
+            json_t *merged = json_copy(mine);
+            json_object_update(merged, v);
+            json_object_set_new(out, key, merged);
+        } else {
+            json_object_set_new(out, key, json_deep_copy(v));
+        }
+    }
+    return out;
+}
+
+int manifest_from_name(const json_t *keys, const char **from)
+{
+    json_t *v = json_object_get(keys, "from");
+    *from = NULL;
+    if (!v)
+        return 0;
+    if (!json_is_string(v) || !model_name_valid(json_string_value(v), json_string_length(v)))
+        return -EINVAL;
+    *from = json_string_value(v);
+    return 1;
+}
+
+int manifest_check_runtime_keys(const json_t *keys, const char *label, char *err, size_t errlen)
+{
+    if (!json_is_object(keys)) {
+        snprintf(err, errlen, "%s: must be a JSON object of model.yaml keys", label);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < sizeof fixed_keys / sizeof fixed_keys[0]; i++) {
+        const char *k = fixed_keys[i].key;
+        /* a variant's own name and base are the create's; eager or lazy is its own choice */
+        if (strcmp(k, "name") == 0 || strcmp(k, "from") == 0 || strcmp(k, "load") == 0)
+            continue;
+        if (json_object_get((json_t *)keys, k)) {
+            snprintf(err, errlen, "%s: key '%s': cannot be set at run time: %s", label, k, fixed_keys[i].why);
+            return -EINVAL;
+        }
+    }
+    return 0;
 }
 
 void manifest_free(manifest *m)

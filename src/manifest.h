@@ -84,6 +84,44 @@ int manifest_load_override(const char *path, const char *dirname, const json_t *
 void manifest_free(manifest *m);
 
 /*
+ * The steps of manifest_parse_override, for the repository scan, which
+ * resolves a variant's keys against its base's before validating them:
+ * manifest_parse_tree turns the YAML bytes into a new JSON tree (no key
+ * checked); manifest_load_tree does the same for a file, with the digest
+ * of its bytes; manifest_from_tree validates a tree (root is not changed)
+ * with override merged over it, as manifest_parse_override does, and
+ * gives the manifest the digest passed. Messages as manifest_load's.
+ */
+int manifest_parse_tree(const char *path, const unsigned char *text, size_t len, json_t **out, char *err,
+                        size_t errlen);
+int manifest_load_tree(const char *path, json_t **out, uint64_t *digest, char *err, size_t errlen);
+int manifest_from_tree(const char *path, const json_t *root, const char *dirname, const json_t *override,
+                       uint64_t digest, manifest **out, char *err, size_t errlen);
+
+/*
+ * Variants (docs/repository.md, "Variants"). A manifest with `from: NAME`
+ * is a variant of the model NAME: it runs NAME's code with NAME's keys,
+ * its own keys overriding.
+ *
+ * manifest_inherit returns the keys of a variant as a new tree: every key
+ * of base (the base's keys, its own inheritance already resolved) but
+ * `name` and `from`, then every key of variant but `from` replacing the
+ * base's whole, except `parameters`, merged one level: the variant's
+ * parameters are set over the base's, key by key. Pure.
+ *
+ * manifest_from_name: whether keys names a base: 0 (no `from`), 1 with
+ * *from set (borrowed from keys), or -EINVAL when `from` is not a model name.
+ *
+ * manifest_check_runtime_keys: the keys of a variant created at run time
+ * may not choose the program the daemon runs (runtime, entrypoint, python,
+ * args, env) or where its files are pulled from (source), as a load's
+ * config may not: 0, or -EINVAL with "<label>: key 'env': ..." in err.
+ */
+json_t *manifest_inherit(const json_t *base, const json_t *variant);
+int manifest_from_name(const json_t *keys, const char **from);
+int manifest_check_runtime_keys(const json_t *keys, const char *label, char *err, size_t errlen);
+
+/*
  * RFC 7386's JSON merge patch of patch over target, as a new tree: an
  * object patch merges key by key (recursively), a null member removes the
  * key, anything else replaces target whole. NULL when patch nests more
@@ -114,5 +152,7 @@ void model_name_error(const char *s, size_t n, char *msg, size_t msglen);
 
 /* FNV-1a over a byte range; used to notice changed manifests. */
 uint64_t manifest_digest(const void *data, size_t len);
+/* The digest of a variant's resolved keys (their compact JSON, keys sorted): a change to its base changes it. */
+uint64_t manifest_keys_digest(const json_t *keys);
 
 #endif

@@ -84,6 +84,11 @@ int model_changed(const model *m)
     return m->changed;
 }
 
+int model_is_runtime(const model *m)
+{
+    return m->spec != NULL;
+}
+
 model_state model_get_state(const model *m)
 {
     return m->state;
@@ -268,6 +273,7 @@ int model_start_slot(model *m, inst *in)
     env_set(&env, &nenv, kv);
     env_dir(&env, &nenv, "CORRAL_SAMPLES_DIR", R.samples_abs);
     env_dir(&env, &nenv, "CORRAL_EXTERNAL_MODELS_DIR", R.external_abs);
+    env_dir(&env, &nenv, "CORRAL_VARIANT_DIR", m->variant_dir); /* a variant's own files; unset for any other */
     for (char **e = mf->env; *e; e++)
         env_set(&env, &nenv, *e);
 
@@ -291,6 +297,8 @@ int model_start_slot(model *m, inst *in)
                              utf8_json_string(m->dir, strlen(m->dir)),
                              "instance_id", in->id, "device", "cpu", "concurrency", mf->concurrency,
                              "stream_window", (int)PROTO_STREAM_WINDOW, "parameters", mf->parameters);
+    if (m->variant_dir)
+        json_object_set_new(load, "variant_dir", utf8_json_string(m->variant_dir, strlen(m->variant_dir)));
     char *load_json = json_dumps(load, JSON_COMPACT);
     json_decref(load);
 
@@ -707,9 +715,20 @@ static void check_load_done(model *m)
     }
 }
 
-/* mf (owned) with its override (owned, or NULL) becomes what the model loads with. */
+void model_take_scan_dirs(model *m)
+{
+    if (!m->scan_dir)
+        return;
+    free(m->dir);
+    free(m->variant_dir);
+    m->dir = xstrdup(m->scan_dir);
+    m->variant_dir = m->scan_variant_dir ? xstrdup(m->scan_variant_dir) : NULL;
+}
+
+/* mf (owned) with its override (owned, or NULL), of the last scan, becomes what the model loads with. */
 static void install_manifest(model *m, manifest *mf, json_t *override)
 {
+    model_take_scan_dirs(m);
     manifest_free(m->mf);
     manifest_free(m->next_mf);
     m->next_mf = NULL;
@@ -843,6 +862,7 @@ int model_load(model *m, int instances, lifecycle_waiter *w, char *msg, size_t m
         m->mf = m->next_mf;
         m->next_mf = NULL;
         m->changed = 0;
+        model_take_scan_dirs(m);
     }
     if (!m->mf) {
         snprintf(msg, msglen, "model '%s' is unavailable: %s", m->name, m->broken ? m->broken : "no manifest");
@@ -893,11 +913,20 @@ static int load_config(model *m, const json_t *config, int instances, lifecycle_
     int refused = load_refused(m, msg, msglen);
     if (refused)
         return refused;
-    /* model.yaml as it is now, alone first: a broken file is the model's fault (503), not the config's (400). */
+    /* model.yaml as it is now, alone first: a broken file is the model's fault (503), not the config's (400).
+     * A variant's keys are those its last resolution found (the explicit load rescans first). */
     char path[4200], label[300], err[1024];
-    snprintf(path, sizeof path, "%s/model.yaml", m->dir);
+    const char *own_dir = m->scan_dir ? (m->scan_variant_dir ? m->scan_variant_dir : m->scan_dir)
+                                      : (m->variant_dir ? m->variant_dir : m->dir);
+    snprintf(path, sizeof path, "%s/model.yaml", own_dir);
     manifest *mf = NULL;
-    if (manifest_load(path, m->name, &mf, err, sizeof err) < 0) {
+    uint64_t digest = m->from && m->keys ? manifest_keys_digest(m->keys) : 0;
+    int broken = !m->from ? manifest_load(path, m->name, &mf, err, sizeof err)
+                 : m->keys ? manifest_from_tree(path, m->keys, m->name, NULL, digest, &mf, err, sizeof err)
+                           : -1;
+    if (m->from && !m->keys)
+        snprintf(err, sizeof err, "%s", m->broken ? m->broken : "its base is unavailable");
+    if (broken < 0) {
         snprintf(msg, msglen, "model '%s' is unavailable: %s", m->name, err);
         return 503;
     }
@@ -905,7 +934,8 @@ static int load_config(model *m, const json_t *config, int instances, lifecycle_
         manifest_free(mf);
         mf = NULL;
         snprintf(label, sizeof label, "model '%s': the load's config", m->name);
-        if (manifest_load_override(path, m->name, config, label, &mf, msg, msglen) < 0)
+        if ((m->from ? manifest_from_tree(label, m->keys, m->name, config, digest, &mf, msg, msglen)
+                     : manifest_load_override(path, m->name, config, label, &mf, msg, msglen)) < 0)
             return 400;
     }
     json_t *override = config ? json_deep_copy(config) : NULL;
@@ -1077,6 +1107,11 @@ json_t *model_to_json(model *m)
                           reason ? utf8_json_string(reason, strlen(reason)) : json_null(), "changed", m->changed,
                           "queue", (json_int_t)m->queue.count, "target_instances", m->target, "instances", insts);
     json_object_set_new(o, "dir", utf8_json_string(m->dir, strlen(m->dir)));
+    json_object_set_new(o, "origin", json_string(m->spec ? "runtime" : "repository"));
+    if (m->from)
+        json_object_set_new(o, "from", json_string(m->from)); /* a model name (manifest_from_name): ASCII */
+    if (m->variant_dir)
+        json_object_set_new(o, "variant_dir", utf8_json_string(m->variant_dir, strlen(m->variant_dir)));
     if (m->broken)
         json_object_set_new(o, "manifest_error", utf8_json_string(m->broken, strlen(m->broken)));
     if (mf) {

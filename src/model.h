@@ -3,8 +3,9 @@
  * load, unload, scaling, supervision of its instances, and dispatch of its
  * queued jobs to idle instances. Implemented by registry.c (the list,
  * rescans, the tick, the memory budget, shutdown), model.c (one model's
- * lifecycle and its instances) and dispatch.c (submit, dispatch, deadlines),
- * which share model_internal.h.
+ * lifecycle and its instances), dispatch.c (submit, dispatch, deadlines)
+ * and variant.c (models created at run time, variant.h), which share
+ * model_internal.h.
  *
  * State machine (docs/supervision.md):
  *   unloaded -> loading -> ready -> unloading -> unloaded
@@ -86,6 +87,8 @@ const char *model_name(const model *m);
 model_state model_get_state(const model *m);
 /* Whether the manifest on disk differs from the one the model runs (it applies at the next load). */
 int model_changed(const model *m);
+/* Whether the model was created at run time (variant.h), not found in the repository. */
+int model_is_runtime(const model *m);
 const char *model_state_name(model_state s);
 /* Reason for failed, or NULL. */
 const char *model_reason(const model *m);

@@ -1,6 +1,6 @@
 /*
- * model_internal — what registry.c, model.c and dispatch.c share, and no
- * other file sees: the model struct, the registry's state, and the
+ * model_internal — what registry.c, model.c, dispatch.c and variant.c
+ * share, and no other file sees: the model struct, the registry's state, and the
  * functions one of the three calls in another. The public contract is
  * model.h.
  *
@@ -12,6 +12,8 @@
  *               restart budget (restart_delay), worker logs, /v1 views
  *   dispatch.c  submit and cancel, dispatch to instances, the deadline
  *               and keep_alive timers
+ *   variant.c   models created at run time (variant.h): created, resolved
+ *               against their base at every rescan, deleted, restored
  *
  * A shared function carries the prefix of the file that defines it.
  * Loop thread only.
@@ -99,6 +101,19 @@ struct model {
     uint64_t log_refill_ms;
     uint64_t log_held_lines, log_held_bytes; /* held back from the daemon's log since it last took one */
     struct pull *pulling;   /* its source being pulled before its first instance starts (--pull-on-load); not owned */
+    /* Variants (docs/repository.md, "Variants"): dir is the code's directory, the base's for a variant */
+    json_t *keys;           /* the manifest's keys as last resolved (repo_entry.keys), or NULL when broken */
+    char *from;             /* a variant's base, or NULL */
+    char *variant_dir;      /* a variant's own directory (CORRAL_VARIANT_DIR), or NULL */
+    /* Where the last scan with a valid manifest found dir and variant_dir: they become dir and
+     * variant_dir when a manifest of that scan is installed (a running model keeps its own: a
+     * restarted instance runs the code its manifest names) */
+    char *scan_dir, *scan_variant_dir;
+    json_t *spec;           /* a model created at run time: its keys as created, with from; NULL: it lives on disk */
+    uint64_t created_seq;   /* with spec: creation order, bases before their variants (variant.c) */
+    int deleting;           /* with spec: a DELETE is unloading it; removed once unloaded */
+    int shadow_logged;      /* with spec: a directory of its name on disk was refused, and that logged */
+    lifecycle_waiter delete_waiter; /* with deleting: removes the model once its unload is done */
     model *next;
 };
 
@@ -134,6 +149,14 @@ static inline void answer_job(job *j, int status, const char *msg)
     job_free(j);
 }
 
+/* ---- variant.c ---- */
+
+/* After a rescan: every run-time model resolved again against its base, bases first. */
+void variant_rescan(void);
+struct state_snapshot;
+/* At start, before the loads of the state file are restored: the run-time models it records are created again. */
+void variant_restore(const struct state_snapshot *s);
+
 /* ---- model.c ---- */
 
 void model_set_state(model *m, model_state s, const char *reason);
@@ -143,6 +166,8 @@ void model_emit_instance(const char *kind, model *m, const inst *in, json_t *ext
 void model_emit_scaled(model *m, int from, int to, const char *why);
 /* Lets go of the labels read for classification (model_labels); the next call reads them again. */
 void model_drop_labels(model *m);
+/* dir and variant_dir become the last scan's (scan_dir): a manifest of that scan is being installed. */
+void model_take_scan_dirs(model *m);
 /* Answers every queued job with status and msg. */
 void model_fail_queue(model *m, int status, const char *msg);
 /* Calls and empties a list of lifecycle waiters. */
@@ -206,6 +231,15 @@ void dispatch_stream_started(job *j);
 void dispatch_arm_idle_timer(model *m);
 
 /* ---- registry.c ---- */
+
+struct repo_entry;
+/* A new model in the list, in name order, from a scanned (or created) entry; registry_apply_entry
+ * gives it its manifest. */
+model *registry_model_new(const struct repo_entry *e);
+/* Takes e's manifest, keys or error: a changed manifest of a running model applies at its next load. */
+void registry_apply_entry(model *m, struct repo_entry *e);
+/* Out of the list, and freed once its timers are closed: only for a model with no slot. */
+void registry_model_remove(model *m);
 
 /* With --memory-budget, unloads idle models to make room for m: 0, or 503 with msg. */
 int registry_fit_memory_budget(model *m, int instances, char *msg, size_t msglen);

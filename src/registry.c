@@ -47,11 +47,12 @@ model *model_next(model *m)
     return m ? m->next : R.head;
 }
 
-static model *model_new(const repo_entry *e)
+model *registry_model_new(const repo_entry *e)
 {
     model *m = xcalloc(1, sizeof *m);
     m->name = xstrdup(e->name);
     m->dir = xstrdup(e->dir);
+    m->variant_dir = e->variant_dir ? xstrdup(e->variant_dir) : NULL;
     m->state = MODEL_UNLOADED;
     uv_timer_init(R.loop, &m->idle_timer);
     m->idle_timer.data = m;
@@ -81,12 +82,18 @@ static void timers_closed(uv_handle_t *h)
     free(m->broken);
     free(m->name);
     free(m->dir);
+    json_decref(m->keys);
+    free(m->from);
+    free(m->variant_dir);
+    json_decref(m->spec);
+    free(m->scan_dir);
+    free(m->scan_variant_dir);
     free(m->slots);
     logring_free(&m->logs);
     free(m);
 }
 
-static void model_remove(model *m)
+void registry_model_remove(model *m)
 {
     for (model **p = &R.head; *p; p = &(*p)->next) {
         if (*p == m) {
@@ -94,7 +101,8 @@ static void model_remove(model *m)
             break;
         }
     }
-    MODEL_LOG(LOG_INFO, m, "model %s: removed from the repository", m->name);
+    MODEL_LOG(LOG_INFO, m, "model %s: removed from the %s", m->name,
+              m->spec ? "models created at run time" : "repository");
     if (m->pulling) { /* its source's pull goes on, and nobody waits for it */
         pull_detach(m->pulling);
         m->pulling = NULL;
@@ -104,14 +112,25 @@ static void model_remove(model *m)
     uv_close((uv_handle_t *)&m->batch_timer, timers_closed);
 }
 
-/* Takes ownership of e's manifest or error. */
-static void model_apply_entry(model *m, repo_entry *e)
+/* Takes ownership of e's manifest, keys or error. */
+void registry_apply_entry(model *m, repo_entry *e)
 {
     int running = m->state != MODEL_UNLOADED && m->state != MODEL_FAILED;
+    json_decref(m->keys);
+    m->keys = e->keys;
+    e->keys = NULL;
+    free(m->from);
+    m->from = e->from ? xstrdup(e->from) : NULL;
     free(m->broken);
     m->broken = e->error;
     e->error = NULL;
     m->removed = 0;
+    if (e->mf) {
+        free(m->scan_dir);
+        free(m->scan_variant_dir);
+        m->scan_dir = xstrdup(e->dir);
+        m->scan_variant_dir = e->variant_dir ? xstrdup(e->variant_dir) : NULL;
+    }
     if (!e->mf) {
         if (running || m->override) { /* a load's config keeps its manifest until the next explicit load */
             m->changed = 1;
@@ -139,8 +158,7 @@ static void model_apply_entry(model *m, repo_entry *e)
         manifest_free(m->mf);
         m->mf = e->mf;
         m->changed = 0;
-        free(m->dir);
-        m->dir = xstrdup(e->dir);
+        model_take_scan_dirs(m);
     }
     e->mf = NULL;
 }
@@ -157,26 +175,37 @@ int registry_rescan(void)
         return rc;
     }
     for (model *m = R.head; m; m = m->next)
-        m->removed = 1;
+        m->removed = !m->spec; /* a model created at run time is not on disk */
     for (size_t i = 0; i < n; i++) {
         model *m = model_find(v[i].name, strlen(v[i].name));
+        if (m && m->spec) { /* the name was taken at run time first: the directory waits until it is deleted */
+            if (!m->shadow_logged)
+                log_error("model repository: %s is refused: a model named '%s' was created at run time; delete it "
+                          "(corral delete %s) and the directory is served from the next scan",
+                          v[i].variant_dir ? v[i].variant_dir : v[i].dir, v[i].name, v[i].name);
+            m->shadow_logged = 1;
+            continue;
+        }
         if (!m) {
-            m = model_new(&v[i]);
+            m = registry_model_new(&v[i]);
             if (v[i].error)
                 log_error("model %s: unavailable: %s", v[i].name, v[i].error);
+            else if (v[i].from)
+                log_info("model %s: discovered in %s, a variant of %s", v[i].name, v[i].variant_dir, v[i].from);
             else
                 log_info("model %s: discovered in %s", v[i].name, v[i].dir);
         } else if (v[i].error && (!m->broken || strcmp(m->broken, v[i].error) != 0)) {
             log_error("model %s: unavailable: %s", v[i].name, v[i].error);
         }
-        model_apply_entry(m, &v[i]);
+        registry_apply_entry(m, &v[i]);
     }
     repo_entries_free(v, n);
     for (model *m = R.head, *next; m; m = next) {
         next = m->next;
         if (m->removed && (m->state == MODEL_UNLOADED || m->state == MODEL_FAILED) && m->nslots == 0)
-            model_remove(m);
+            registry_model_remove(m);
     }
+    variant_rescan(); /* after the disk's models: their keys are what run-time models derive from */
     return 0;
 }
 
@@ -234,6 +263,7 @@ void registry_restore(const state_snapshot *s)
 {
     if (R.shutting_down)
         return;
+    variant_restore(s); /* first: a run-time model recorded as loaded loads again below */
     for (size_t i = 0; i < s->n_models; i++) {
         const state_model *r = &s->models[i];
         model *m = model_find(r->name, strlen(r->name));

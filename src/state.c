@@ -44,8 +44,13 @@ void state_snapshot_free(state_snapshot *s)
         free(s->pulls[i].url);
         free(s->pulls[i].sha256);
     }
+    for (size_t i = 0; i < s->n_runtime; i++) {
+        free(s->runtime[i].name);
+        json_decref(s->runtime[i].spec);
+    }
     free(s->models);
     free(s->pulls);
+    free(s->runtime);
     *s = (state_snapshot){0};
 }
 
@@ -148,6 +153,16 @@ void state_plan(state_snapshot *s, int (*noted)(const char *name, void *ctx), vo
         }
     }
     s->n_models = kept;
+    kept = 0;
+    for (size_t i = 0; i < s->n_runtime; i++) {
+        if (noted(s->runtime[i].name, ctx)) {
+            free(s->runtime[i].name);
+            json_decref(s->runtime[i].spec);
+        } else {
+            s->runtime[kept++] = s->runtime[i];
+        }
+    }
+    s->n_runtime = kept;
 }
 
 void state_op_free(state_op *op)
@@ -162,10 +177,15 @@ void state_op_free(state_op *op)
     free(op);
 }
 
+/* The table an op writes: 0 models, 1 pulls, 2 runtime_models. */
+static int op_table(const state_op *op)
+{
+    return op->kind == STATE_PUT_PULL ? 1 : op->kind == STATE_PUT_RUNTIME || op->kind == STATE_DEL_RUNTIME ? 2 : 0;
+}
+
 static int same_record(const state_op *a, const state_op *b)
 {
-    int a_pull = a->kind == STATE_PUT_PULL, b_pull = b->kind == STATE_PUT_PULL;
-    return a_pull == b_pull && strcmp(a->name, b->name) == 0;
+    return op_table(a) == op_table(b) && strcmp(a->name, b->name) == 0;
 }
 
 void state_queue_put(state_op **head, state_op *op)
@@ -249,6 +269,8 @@ static const char schema[] = "BEGIN IMMEDIATE;"
                              "CREATE TABLE IF NOT EXISTS sessions ("
                              " id TEXT PRIMARY KEY NOT NULL, content_type TEXT NOT NULL, data BLOB NOT NULL,"
                              " expires_ms INTEGER NOT NULL);"
+                             "CREATE TABLE IF NOT EXISTS runtime_models ("
+                             " name TEXT PRIMARY KEY NOT NULL, spec TEXT NOT NULL, created_at INTEGER NOT NULL);"
                              "PRAGMA user_version = 2;"
                              "COMMIT;";
 
@@ -291,15 +313,44 @@ static void read_pull_row(sqlite3_stmt *st, state_snapshot *snap, size_t *skippe
     snap->pulls[snap->n_pulls++] = (state_pull){xstrdup(f[0]), xstrdup(f[1]), xstrdup(f[2])};
 }
 
-/* Reads both tables into snap, skipping (and reporting) rows that do not decode. SQLite's result. */
+/* A run-time model's row: a model name and a spec that is a JSON object naming its base. */
+static void read_runtime_row(sqlite3_stmt *st, state_snapshot *snap, size_t *skipped, char *why, size_t whylen)
+{
+    const char *name = (const char *)sqlite3_column_text(st, 0);
+    size_t name_len = (size_t)sqlite3_column_bytes(st, 0);
+    const char *spec = (const char *)sqlite3_column_text(st, 1);
+    size_t spec_len = (size_t)sqlite3_column_bytes(st, 1);
+    state_model decoded;
+    /* the same checks as a load's record: a name, a JSON object of at most STATE_MAX_CONFIG bytes */
+    if (!spec || state_decode_model(name, name_len, 0, spec, spec_len, &decoded, why, whylen) < 0) {
+        if (!spec)
+            snprintf(why, whylen, "a run-time model's record has no spec");
+        (*skipped)++;
+        return;
+    }
+    const char *from;
+    if (manifest_from_name(decoded.config, &from) != 1) {
+        snprintf(why, whylen, "run-time model %s: its spec names no base ('from')", decoded.name);
+        free(decoded.name);
+        json_decref(decoded.config);
+        (*skipped)++;
+        return;
+    }
+    if (snap->n_runtime % 16 == 0)
+        snap->runtime = xrealloc(snap->runtime, (snap->n_runtime + 16) * sizeof *snap->runtime);
+    snap->runtime[snap->n_runtime++] = (state_runtime){decoded.name, decoded.config};
+}
+
+/* Reads the tables into snap, skipping (and reporting) rows that do not decode. SQLite's result. */
 static int read_tables(sqlite3 *c, const char *path, state_snapshot *snap, sb *report, char *msg, size_t msglen)
 {
-    static const char *const select[2] = {"SELECT name, instances, config FROM models ORDER BY name",
-                                          "SELECT name, url, sha256 FROM pulls ORDER BY name"};
+    static const char *const select[3] = {"SELECT name, instances, config FROM models ORDER BY name",
+                                          "SELECT name, url, sha256 FROM pulls ORDER BY name",
+                                          "SELECT name, spec FROM runtime_models ORDER BY created_at, name"};
     size_t skipped = 0, over = 0;
     char why[512] = "";
     int rc = SQLITE_OK;
-    for (int table = 0; table < 2 && rc == SQLITE_OK; table++) {
+    for (int table = 0; table < 3 && rc == SQLITE_OK; table++) {
         sqlite3_stmt *st = NULL;
         rc = sqlite3_prepare_v2(c, select[table], -1, &st, NULL);
         while (rc == SQLITE_OK) {
@@ -307,12 +358,14 @@ static int read_tables(sqlite3 *c, const char *path, state_snapshot *snap, sb *r
             if (rc != SQLITE_ROW)
                 break;
             rc = SQLITE_OK;
-            if ((table == 0 ? snap->n_models : snap->n_pulls) == STATE_MAX_ROWS)
+            if ((table == 0 ? snap->n_models : table == 1 ? snap->n_pulls : snap->n_runtime) == STATE_MAX_ROWS)
                 over++;
             else if (table == 0)
                 read_model_row(st, snap, &skipped, why, sizeof why);
-            else
+            else if (table == 1)
                 read_pull_row(st, snap, &skipped, why, sizeof why);
+            else
+                read_runtime_row(st, snap, &skipped, why, sizeof why);
         }
         if (rc == SQLITE_DONE)
             rc = SQLITE_OK;
@@ -482,6 +535,8 @@ int state_db_apply(state_db *db, state_op *op)
             "INSERT OR REPLACE INTO models (name, instances, config, updated_at) VALUES (?1, ?2, ?3, ?4)",
         [STATE_DEL_MODEL] = "DELETE FROM models WHERE name = ?1",
         [STATE_PUT_PULL] = "INSERT OR REPLACE INTO pulls (name, url, sha256, pulled_at) VALUES (?1, ?2, ?3, ?4)",
+        [STATE_PUT_RUNTIME] = "INSERT OR REPLACE INTO runtime_models (name, spec, created_at) VALUES (?1, ?2, ?3)",
+        [STATE_DEL_RUNTIME] = "DELETE FROM runtime_models WHERE name = ?1",
     };
     sqlite3 *c = db->conn;
     sqlite3_stmt *st = NULL;
@@ -498,6 +553,9 @@ int state_db_apply(state_db *db, state_op *op)
             sqlite3_bind_text(st, 2, op->url, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 3, op->sha256, -1, SQLITE_STATIC);
             sqlite3_bind_int64(st, 4, op->at);
+        } else if (op->kind == STATE_PUT_RUNTIME) {
+            sqlite3_bind_text(st, 2, op->config, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 3, op->at);
         }
         rc = sqlite3_step(st);
         if (rc == SQLITE_DONE)
@@ -808,8 +866,9 @@ static void on_opened(uv_work_t *w, int status)
             if (!S.closing)
                 SR.on_sessions(S.restored, S.n_restored);
         }
-        log_info("state file %s: %zu model%s to load again, %zu pulled model%s recorded", S.path, S.snap.n_models,
-                 S.snap.n_models == 1 ? "" : "s", S.snap.n_pulls, S.snap.n_pulls == 1 ? "" : "s");
+        log_info("state file %s: %zu model%s to load again, %zu pulled model%s and %zu created at run time recorded",
+                 S.path, S.snap.n_models, S.snap.n_models == 1 ? "" : "s", S.snap.n_pulls,
+                 S.snap.n_pulls == 1 ? "" : "s", S.snap.n_runtime);
         state_plan(&S.snap, was_noted, NULL);
         if (!S.closing && S.on_restore)
             S.on_restore(&S.snap);
@@ -949,15 +1008,21 @@ void state_note_loaded(const char *name, int instances, const json_t *config)
     queue_op(op);
 }
 
-void state_note_unloaded(const char *name)
+/* A change that is only a name: a record removed. */
+static void queue_removal(state_op_kind kind, const char *name)
 {
     assert(model_name_valid(name, strlen(name)));
     if (!accepting())
         return;
     state_op *op = xcalloc(1, sizeof *op);
-    op->kind = STATE_DEL_MODEL;
+    op->kind = kind;
     op->name = xstrdup(name);
     queue_op(op);
+}
+
+void state_note_unloaded(const char *name)
+{
+    queue_removal(STATE_DEL_MODEL, name);
 }
 
 int state_note_pull(const char *name, const char *url, const char *sha256)
@@ -994,6 +1059,30 @@ void state_note_sessions(state_session_batch *b)
         S.batches = b;
     S.batches_tail = b;
     pump();
+}
+
+void state_note_created(const char *name, const json_t *spec)
+{
+    assert(model_name_valid(name, strlen(name)));
+    if (!accepting())
+        return;
+    char *encoded = state_encode_config(spec);
+    if (!encoded || strlen(encoded) > STATE_MAX_CONFIG) {
+        log_warn("state file %s: model %s: its keys are larger than %d bytes: not recorded, it will not be created "
+                 "again after a restart", S.path, name, STATE_MAX_CONFIG);
+        free(encoded);
+        return;
+    }
+    state_op *op = xcalloc(1, sizeof *op);
+    op->kind = STATE_PUT_RUNTIME;
+    op->name = xstrdup(name);
+    op->config = encoded;
+    queue_op(op);
+}
+
+void state_note_deleted(const char *name)
+{
+    queue_removal(STATE_DEL_RUNTIME, name);
 }
 
 void state_close(void (*on_done)(void))

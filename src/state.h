@@ -34,7 +34,7 @@
 #include <uv.h>
 
 #define STATE_DEFAULT_NAME "corral-state.db"
-#define STATE_SCHEMA_VERSION 2 /* 2: the sessions table */
+#define STATE_SCHEMA_VERSION 2 /* 2: the sessions table (runtime_models, created when absent, came with it) */
 #define STATE_MAX_ROWS 4096
 #define STATE_MAX_CONFIG (1 << 20)
 #define STATE_MAX_URL 4096
@@ -51,12 +51,20 @@ typedef struct state_pull {
     char *name, *url, *sha256; /* owned */
 } state_pull;
 
+/* A model created at run time (POST /v1/models, variant.h). */
+typedef struct state_runtime {
+    char *name;   /* owned */
+    json_t *spec; /* its keys as created, `from` among them (a JSON object, owned) */
+} state_runtime;
+
 /* What a state file holds, as read at start. */
 typedef struct state_snapshot {
     state_model *models;
     size_t n_models;
     state_pull *pulls;
     size_t n_pulls;
+    state_runtime *runtime;
+    size_t n_runtime;
 } state_snapshot;
 
 void state_snapshot_free(state_snapshot *s);
@@ -88,6 +96,14 @@ void state_note_unloaded(const char *name);
  * or -EINVAL (logged) for a name, URL or digest that is not valid.
  */
 int state_note_pull(const char *name, const char *url, const char *sha256);
+
+/*
+ * A model was created at run time with spec (its keys with `from`, a JSON
+ * object; not stolen): recorded, to be created again at the next start.
+ * state_note_deleted removes the record.
+ */
+void state_note_created(const char *name, const json_t *spec);
+void state_note_deleted(const char *name);
 
 /*
  * Writes what is still queued, closes the file and calls on_done (at once
@@ -163,8 +179,8 @@ int state_decode_model(const char *name, size_t name_len, int64_t instances, con
 int state_pull_valid(const char *name, const char *url, const char *sha256, char *err, size_t errlen);
 
 /*
- * The restore plan: removes from s->models every model for which
- * noted(name, ctx) is true (changed since start), keeping the order.
+ * The restore plan: removes from s->models and s->runtime every model for
+ * which noted(name, ctx) is true (changed since start), keeping the order.
  */
 void state_plan(state_snapshot *s, int (*noted)(const char *name, void *ctx), void *ctx);
 
@@ -173,13 +189,15 @@ typedef enum state_op_kind {
     STATE_PUT_MODEL, /* name loaded, with instances and config */
     STATE_DEL_MODEL, /* name's record removed */
     STATE_PUT_PULL,  /* name pulled from url with sha256 */
+    STATE_PUT_RUNTIME, /* name created at run time, its spec in config */
+    STATE_DEL_RUNTIME, /* name's run-time record removed */
 } state_op_kind;
 
 typedef struct state_op {
     state_op_kind kind;
     char *name;       /* owned */
     int instances;    /* STATE_PUT_MODEL */
-    char *config;     /* STATE_PUT_MODEL: encoded (state_encode_config), or NULL; owned */
+    char *config;     /* STATE_PUT_MODEL: encoded (state_encode_config), or NULL; STATE_PUT_RUNTIME: the spec; owned */
     char *url;        /* STATE_PUT_PULL; owned */
     char *sha256;     /* STATE_PUT_PULL; owned */
     int64_t at;       /* when, in Unix seconds */
@@ -192,7 +210,8 @@ void state_op_free(state_op *op);
 /*
  * Appends op to the queue at *head, or replaces the queued change to the
  * same record (the models table for STATE_PUT_MODEL and STATE_DEL_MODEL,
- * the pulls table for STATE_PUT_PULL) in its place, freeing that one.
+ * the pulls table for STATE_PUT_PULL, the runtime_models table for
+ * STATE_PUT_RUNTIME and STATE_DEL_RUNTIME) in its place, freeing that one.
  */
 void state_queue_put(state_op **head, state_op *op);
 

@@ -72,6 +72,8 @@ corral_ctx *corral__ctx_new(const json_t *load)
     int dirs = env_dir("CORRAL_SAMPLES_DIR", &ctx->samples_dir);
     if (dirs == 0)
         dirs = env_dir("CORRAL_EXTERNAL_MODELS_DIR", &ctx->external_models_dir);
+    if (dirs == 0)
+        dirs = env_dir("CORRAL_VARIANT_DIR", &ctx->variant_dir);
     if (!ctx->model_name || !ctx->model_dir || !ctx->device || !ctx->parameters || dirs < 0) {
         corral__ctx_free(ctx);
         return NULL;
@@ -88,6 +90,7 @@ void corral__ctx_free(corral_ctx *ctx)
     free(ctx->device);
     free(ctx->samples_dir);
     free(ctx->external_models_dir);
+    free(ctx->variant_dir);
     json_decref(ctx->parameters);
     json_decref(ctx->inputs);
     json_decref(ctx->outputs);
@@ -129,6 +132,11 @@ const char *corral_ctx_samples_dir(const corral_ctx *ctx)
 const char *corral_ctx_external_models_dir(const corral_ctx *ctx)
 {
     return ctx->external_models_dir;
+}
+
+const char *corral_ctx_variant_dir(const corral_ctx *ctx)
+{
+    return ctx->variant_dir;
 }
 
 int corral_ctx_instance_id(const corral_ctx *ctx)

@@ -336,6 +336,7 @@ struct corral_ctx {
     char *device;     /* owned */
     char *samples_dir;         /* owned; NULL: the daemon has none */
     char *external_models_dir; /* owned; NULL: none */
+    char *variant_dir;         /* owned; NULL: the model is not a variant */
     int instance_id;
     int concurrency;
     json_t *parameters; /* owned */

@@ -189,6 +189,13 @@ CORRAL_API const char *corral_ctx_samples_dir(const corral_ctx *ctx);
  * Owned by ctx.
  */
 CORRAL_API const char *corral_ctx_external_models_dir(const corral_ctx *ctx);
+/*
+ * A variant's own directory ($CORRAL_VARIANT_DIR; docs/repository.md,
+ * "Variants"): its model.yaml and extra files, while corral_ctx_model_dir
+ * is the base's, where the code runs. Absolute; NULL when the model is not
+ * a variant (or is created at run time from one that is not). Owned by ctx.
+ */
+CORRAL_API const char *corral_ctx_variant_dir(const corral_ctx *ctx);
 CORRAL_API int corral_ctx_instance_id(const corral_ctx *ctx);
 CORRAL_API const char *corral_ctx_device(const corral_ctx *ctx); /* "cpu" unless told */
 CORRAL_API int corral_ctx_concurrency(const corral_ctx *ctx);

@@ -127,7 +127,7 @@ def test_v1_errors(corral):
     assert_error(d.post("/v1/models/" + "x" * 200 + "/generate", {"a": 1}), 400, "invalid model name")
     assert_error(d.get("/v1/models/echo/frobnicate"), 404)
     assert_error(d.get("/v1/nothing"), 404)
-    for method, path, allowed in [("POST", "/v1/models", "GET"), ("DELETE", "/v1/models/echo", "GET"),
+    for method, path, allowed in [("PUT", "/v1/models", "GET, POST"), ("PUT", "/v1/models/echo", "GET, DELETE"),
                                   ("GET", "/v1/models/echo/generate", "POST"), ("GET", "/v1/models/echo/scale", "POST"),
                                   ("POST", "/v1/models/echo/logs", "GET")]:
         r = d.http.request(method, d.url(path), timeout=10)

@@ -146,7 +146,7 @@ def test_entrypoint_serves_the_app_layout_and_stops_on_sigterm(app, entrypoint):
     assert re.search(r"listening on http://0\.0\.0\.0:\d+", e.log())  # every interface, as a container must
     http = requests.Session()
     index = {m["name"] for m in http.post(base + "/v2/repository/index", json={}, timeout=30).json()}
-    assert {"echo", "echo-c", "tokens", "tts-espeak", "reader", "mounted"} <= index
+    assert {"echo", "echo-c", "tokens", "tts-espeak", "tts-fr", "reader", "mounted"} <= index
     link = app / "models" / "mounted"
     assert link.is_symlink() and link.resolve() == (app / "external_models" / "mounted").resolve()
     r = http.post(base + "/v2/repository/models/reader/load", json={}, timeout=60)

@@ -111,6 +111,13 @@ def drive_every_operation(d) -> list[dict]:
     assert call("PUT", "/v1/sessions/full", data=b'"' + b"y" * 3500 + b'"', headers=js).status_code == 507
     assert call("DELETE", "/v1/sessions/voice").status_code == 200
     assert call("DELETE", "/v1/sessions/voice").status_code == 404
+    assert post("/v1/models", {"name": "echo-v", "from": "echo", "parameters": {"prefix": "v"}}).status_code == 201
+    assert post("/v1/models", {"name": "echo-v", "from": "echo"}).status_code == 409
+    assert post("/v1/models", {"name": "echo-w", "from": "nope"}).status_code == 404
+    assert post("/v1/models", {"name": "echo-w", "from": "echo", "frobnicate": 1}).status_code == 400
+    assert call("DELETE", "/v1/models/echo-v").status_code == 200
+    assert call("DELETE", "/v1/models/echo-v").status_code == 404
+    assert call("DELETE", "/v1/models/echo").status_code == 409
     assert get("/metrics").status_code == 200
     assert get("/openapi.json").status_code == 200
     assert get("/openapi.yaml").status_code == 200

@@ -68,7 +68,7 @@ def test_both_sdks_get_absolute_directories(corral, tmp_path):
     assert {k: py[k] for k in want} == want
     assert py["sample"] == "sample a"
     c = generate(d, "dirs", {"sample": "a.txt"})
-    assert c == {**want, "sample": "sample a"}
+    assert {k: c[k] for k in (*want, "sample", "variant_dir")} == {**want, "sample": "sample a", "variant_dir": None}
     r = d.post("/v1/models/dirs/generate", {"sample": "../x"}, timeout=30)
     assert r.status_code == 400, r.text
 
@@ -76,9 +76,12 @@ def test_both_sdks_get_absolute_directories(corral, tmp_path):
 def test_without_directories_workers_are_told_none(corral):
     corral.add("dirs", "dirs_c")
     # What the daemon inherited is not passed on as if it were the daemon's own.
-    d = corral.start(env={"CORRAL_SAMPLES_DIR": "/inherited", "CORRAL_EXTERNAL_MODELS_DIR": "/inherited"})
+    d = corral.start(env={"CORRAL_SAMPLES_DIR": "/inherited", "CORRAL_EXTERNAL_MODELS_DIR": "/inherited",
+                          "CORRAL_VARIANT_DIR": "/inherited"})
     loaded(d, "dirs")
-    assert generate(d, "dirs") == {"samples_dir": None, "external_models_dir": None}
+    c = generate(d, "dirs")
+    assert {k: c[k] for k in ("samples_dir", "external_models_dir", "variant_dir")} == \
+        {"samples_dir": None, "external_models_dir": None, "variant_dir": None}
     corral.add("reader", "reads_samples")
     index(d)
     r = load(d, "reader")

@@ -61,6 +61,12 @@ class Context:
             (``--external-models``), or ``None``. A model that fetches its own weights
             writes them to a directory of its own there (see docs/sdk.md); the next
             rescan links it into the repository.
+        variant_dir: absolute path of the variant's own directory when the model is a
+            variant of another (``from:`` in its model.yaml; docs/repository.md,
+            "Variants"): ``model_dir`` is then the base's directory, where the code
+            runs, and this one holds the variant's model.yaml and extra files.
+            ``None`` for a model that is not a variant, and for a variant created at
+            run time from a model that is not one.
     """
 
     name: str
@@ -71,6 +77,7 @@ class Context:
     concurrency: int = 1
     samples_dir: Optional[str] = None
     external_models_dir: Optional[str] = None
+    variant_dir: Optional[str] = None
 
 
 class Request:

@@ -339,6 +339,7 @@ class Worker:
                 concurrency=self._concurrency(meta),
                 samples_dir=env.get("CORRAL_SAMPLES_DIR") or None,
                 external_models_dir=env.get("CORRAL_EXTERNAL_MODELS_DIR") or None,
+                variant_dir=str(meta.get("variant_dir") or env.get("CORRAL_VARIANT_DIR") or "") or None,
             )
             factory = self._model_factory
             model = factory() if isinstance(factory, type) else factory

@@ -1,7 +1,8 @@
 /*
  * dirs_c — test fixture for the C SDK's view of the daemon's shared
  * directories. generate answers {"samples_dir": ..., "external_models_dir":
- * ...} (null for one the daemon has none of), and, when the request's JSON
+ * ..., "variant_dir": ..., "model_dir": ..., "model": ...} (null for one
+ * the daemon has none of), and, when the request's JSON
  * names a "sample" file, "sample": that file's text, read from the samples
  * directory (a name with a '/' or "..", or one too long, is refused).
  */
@@ -30,8 +31,11 @@ static int dirs_generate(void *state, const corral_request *req, corral_response
 {
     const corral_ctx *ctx = state;
     const char *samples = corral_ctx_samples_dir(ctx);
-    json_t *answer = json_pack("{s:o, s:o}", "samples_dir", dir_or_null(samples), "external_models_dir",
-                               dir_or_null(corral_ctx_external_models_dir(ctx)));
+    json_t *answer = json_pack("{s:o, s:o, s:o, s:o, s:o}", "samples_dir", dir_or_null(samples), "external_models_dir",
+                               dir_or_null(corral_ctx_external_models_dir(ctx)), "variant_dir",
+                               dir_or_null(corral_ctx_variant_dir(ctx)), "model_dir",
+                               dir_or_null(corral_ctx_model_dir(ctx)), "model",
+                               dir_or_null(corral_ctx_model_name(ctx)));
     if (!answer)
         return -ENOMEM;
     const char *sample = json_string_value(json_object_get(corral_request_json(req), "sample"));
