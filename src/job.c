@@ -146,12 +146,15 @@ void job_free(job *j)
     if (!j)
         return;
     job_deadline_untrack(j);
+    if (j->on_release)
+        j->on_release(j);
     if (j->on_free)
         j->on_free(j);
     shm_unref(j->shm);
     free(j->frame);
     free(j->pieces);
     free(j->data_owned);
+    free(j->seq_str);
     free(j);
 }
 

@@ -73,6 +73,11 @@ size_t model_queue_depth(const model *m)
     return m->queue.count;
 }
 
+size_t model_sequences_active(const model *m)
+{
+    return m->seqs.live;
+}
+
 int model_instances(const model *m, inst *const **slots)
 {
     *slots = m->slots;
@@ -159,6 +164,7 @@ void model_emit_scaled(model *m, int from, int to, const char *why)
 
 void model_fail_queue(model *m, int status, const char *msg)
 {
+    dispatch_drop_sequences(m, status, msg);
     job *j;
     while ((j = job_queue_pop(&m->queue)))
         answer_job(j, status, msg);
@@ -538,6 +544,7 @@ static void on_exited(inst *in)
 {
     model *m = in->data;
     slot *s = slot_of(in);
+    dispatch_sequences_lost(m, in);
     emit_exited(m, in, s->retire || s->replace || m->state == MODEL_UNLOADING || m->state == MODEL_UNLOADED ||
                            m->state == MODEL_FAILED || R.shutting_down);
     /* During shutdown a crashed instance is still replaced while its model has queued work to drain. */
@@ -602,7 +609,9 @@ static void on_job_finished(inst *in)
             in->rss_bytes = rss;
         registry_check_memory_limit(m, in);
     }
-    if ((s->retire || s->replace || m->state == MODEL_UNLOADING) && in->inflight == 0 && in->state == INST_READY)
+    /* A retiring instance serves its live sequences to their end (or idle release) first. */
+    if ((s->retire || s->replace || m->state == MODEL_UNLOADING) && in->inflight == 0 && in->state == INST_READY &&
+        (s->sequences == 0 || s->replace || m->state == MODEL_UNLOADING))
         inst_stop(in, R.stop_grace_ms);
     dispatch_jobs(m);
     if (R.shutting_down)
@@ -1029,19 +1038,19 @@ static int scale_to(model *m, int instances, char *msg, size_t msglen)
         }
         active++;
     }
-    /* Retire the highest ids first, idle ones before busy ones. */
-    for (int pass = 0; pass < 2 && active > instances; pass++) {
+    /* Retire the highest ids first: idle ones, then busy ones without live sequences, then the rest. */
+    for (int pass = 0; pass < 3 && active > instances; pass++) {
         for (int i = m->nslots - 1; i >= 0 && active > instances; i--) {
             inst *in = m->slots[i];
             slot *s = slot_of(in);
-            if (s->retire || (pass == 0 && in->inflight > 0))
+            if (s->retire || (pass == 0 && (in->inflight > 0 || s->sequences > 0)) || (pass == 1 && s->sequences > 0))
                 continue;
             s->retire = 1;
             active--;
             uv_timer_stop(&s->restart_timer);
             if (in->state == INST_IDLE)
                 remove_slot(m, in);
-            else if (in->inflight == 0)
+            else if (in->inflight == 0 && s->sequences == 0) /* else once they end (dispatch.c) */
                 inst_stop(in, R.stop_grace_ms);
         }
     }

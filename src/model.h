@@ -161,6 +161,8 @@ struct model_stats;
 const struct model_stats *model_stats_get(const model *m);
 /* Requests waiting in the model's queue. */
 size_t model_queue_depth(const model *m);
+/* Live sequences of the model (docs/sessions.md, "Sequences"). */
+size_t model_sequences_active(const model *m);
 /* The model's instances (slots), in id order of creation: sets *slots and returns how many. */
 int model_instances(const model *m, inst *const **slots);
 

@@ -48,7 +48,7 @@ passed; a streaming generator is then closed at its next ``yield``.
 The worker protocol is docs/worker-protocol.md.
 """
 
-from ._model import BadRequest, Context, Model, Request, Response, Stream
+from ._model import BadRequest, Context, Model, Request, Response, Sequence, Stream
 from ._tensor import DATATYPES, Tensor, np as _np
 from ._worker import SDK_VERSION as __version__
 from ._worker import run
@@ -64,6 +64,7 @@ __all__ = [
     "Model",
     "Request",
     "Response",
+    "Sequence",
     "Stream",
     "Tensor",
     "run",

@@ -51,6 +51,7 @@ from ._model import (
     Model,
     Request,
     Response,
+    Sequence as SequenceInfo,
     Stream,
     dumps_json,
     iter_chunks,
@@ -103,6 +104,15 @@ def _failed(err: BaseException) -> Dict[str, Any]:
     if body["status"] == 500:
         traceback.print_exception(type(err), err, err.__traceback__)
     return {"error": body}
+
+
+def _sequence(meta: Any) -> Optional[SequenceInfo]:
+    """An INFER meta's "sequence" ({"id", "start", "end"}) as request.sequence; None when absent."""
+    if meta is None:
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("id"), (int, str)) or isinstance(meta.get("id"), bool):
+        raise proto.ProtocolError(f"INFER with a malformed sequence {meta!r:.200}")
+    return SequenceInfo(meta["id"], meta.get("start") is True, meta.get("end") is True)
 
 
 def _is_count(value: Any) -> bool:
@@ -306,6 +316,7 @@ class Worker:
             hello["shm"] = True
         hello["stream"] = True  # streams GENERATE answers, obeys CANCEL and CREDIT
         hello["batch"] = True  # takes BATCH; the daemon sends one only to a model with batching
+        hello["sequence"] = True  # takes SEQUENCE_END, handed to Model.end_sequence
         self._send_json(proto.HELLO, 0, hello)
         if self._health is not None:
             threading.Thread(target=self._health_loop, name="corral-health", daemon=True).start()
@@ -431,6 +442,8 @@ class Worker:
                 self._accept_request(frame_type, frame_id, body, flags)
             elif frame_type in (proto.CANCEL, proto.CREDIT):
                 self._control(frame_type, frame_id, body)
+            elif frame_type == proto.SEQUENCE_END:
+                self._accept_sequence_end(frame_id, body)
             elif frame_type == proto.LOAD:
                 self._accept_load(body)
             elif frame_type == proto.SHUTDOWN:
@@ -457,6 +470,25 @@ class Worker:
             else:
                 active.unacked = max(0, active.unacked - proto.U32.unpack_from(body)[0])
             active.cond.notify_all()
+
+    def _accept_sequence_end(self, frame_id: int, body: memoryview) -> None:
+        """SEQUENCE_END: {"sequence_id", "reason"}; after the sequence's last answer, so never beside its requests."""
+        meta = proto.parse_json_object(body)
+        sequence_id, reason = meta.get("sequence_id"), meta.get("reason")
+        if frame_id != 0 or not isinstance(sequence_id, (int, str)) or isinstance(sequence_id, bool) \
+                or not isinstance(reason, str):
+            raise proto.ProtocolError("SEQUENCE_END needs id 0 and a body {\"sequence_id\": int or str, \"reason\": str}")
+        if self._inline or self._executor is None:
+            self._end_sequence(sequence_id, reason)
+        else:
+            self._executor.submit(self._end_sequence, sequence_id, reason)
+
+    def _end_sequence(self, sequence_id: Any, reason: str) -> None:
+        self._loaded.wait()
+        try:
+            self._model.end_sequence(sequence_id, reason)
+        except Exception:  # the model's own fault: logged, the worker goes on
+            traceback.print_exc()
 
     def _accept_load(self, body: memoryview) -> None:
         meta = proto.parse_json_object(body)
@@ -641,6 +673,7 @@ class Worker:
             outputs=requested or None,
         )
         request._cancel = active.cancel if active is not None else None
+        request.sequence = _sequence(meta.get("sequence"))
         model = self._model
         method = "infer"
         if overrides(model, "infer"):
