@@ -515,6 +515,8 @@ class Worker:
             raise proto.ProtocolError(f"{name} before LOAD")
         meta, data = proto.split_body(body)
         batch = parse_batch(meta, frame_id) if frame_type == proto.BATCH else None
+        if frame_type == proto.INFER:
+            _sequence(meta.get("sequence"))  # a malformed one is the daemon's protocol error, found here
         if flags & proto.FLAG_SHM_DATA:
             data = self._shared_input(meta, data, name)
         active = _Active()
