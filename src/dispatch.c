@@ -13,6 +13,7 @@
 #include "log.h"
 #include "sb.h"
 #include "seq.h"
+#include "utf8.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -288,13 +289,22 @@ static void send_alone(model *m, inst *in, job *j)
 
 static void seq_timer_fire(uv_timer_t *t);
 
-/* The id as messages show it: the integer, or at most 64 bytes of the string (the error writer escapes it). */
+/*
+ * The id as messages and log lines show it: the integer, or at most 64
+ * bytes of the string with control characters as '?' (a text log line
+ * stays one line; the error writer escapes the rest). len is at least 72.
+ */
 static const char *seq_id_text(const seq *s, char *buf, size_t len)
 {
-    if (s->str)
-        snprintf(buf, len, "%.64s%s", s->str, s->str_len > 64 ? "..." : "");
-    else
+    if (!s->str) {
         snprintf(buf, len, "%llu", (unsigned long long)s->num);
+        return buf;
+    }
+    size_t n = s->str_len > 64 ? 64 : s->str_len;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (unsigned char)s->str[i] < 0x20 || s->str[i] == 0x7f ? '?' : s->str[i];
+    snprintf(buf + n, len - n, "%s", s->str_len > 64 ? "..." : "");
+    utf8_trim_partial(buf);
     return buf;
 }
 
@@ -451,7 +461,7 @@ static void seq_timer_fire(uv_timer_t *t)
 /* Whether a queued job's client left: answered 503 (the caller took it out of where it waited). */
 static int left_while_waiting(job *j)
 {
-    if (!j->client_alive || j->client_alive(j))
+    if (!j->waited || !j->client_alive || j->client_alive(j))
         return 0;
     j->client_gone = 1;
     return 1;
@@ -544,8 +554,8 @@ static int admit_sequence(model *m, job *j, seq *s)
     char id[96];
     j->on_release = on_sequence_job_released;
     if (s && s->state == SEQ_LIVE) {
-        if (j->seq_start)
-            MODEL_LOG(LOG_WARN, m, "model %s: sequence %s started again before it ended; the previous one ends "
+        if (j->seq_start && LOG_DEBUG <= log_threshold) /* debug: a client's habit must not flood the log */
+            MODEL_LOG(LOG_DEBUG, m, "model %s: sequence %s started again before it ended; the previous one ends "
                       "early and the new one follows it on instance %d", m->name, seq_id_text(s, id, sizeof id),
                       s->inst ? ((inst *)s->inst)->id : -1);
         s->closing = j->seq_end;
@@ -768,6 +778,11 @@ static int admit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
             snprintf(msg, msglen, "model '%s' failed: %s", m->name, m->reason);
             return 503;
         }
+    }
+    if (j->seq_start && (!s || s->state == SEQ_LOST) && m->seqs.live >= SEQ_LIVE_MAX) {
+        snprintf(msg, msglen, "model '%s' has %zu live sequences, the most it keeps; end some (sequence_end) or "
+                 "let them idle out (max_sequence_idle)", m->name, m->seqs.live);
+        return 503;
     }
     if (m->queue.count + m->seqs.waiting >= (size_t)m->mf->max_queue) {
         snprintf(msg, msglen, "model '%s' has %zu requests waiting (max_queue %d)", m->name,

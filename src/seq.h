@@ -26,6 +26,8 @@
 
 /* The longest string sequence id, in bytes. */
 #define SEQ_ID_MAX 256
+/* The most live sequences a model keeps: a start past it is refused (503), so memory stays bounded. */
+#define SEQ_LIVE_MAX 65536
 /* The most lost marks a model keeps; past it the oldest is forgotten. */
 #define SEQ_LOST_MAX 4096
 

@@ -321,6 +321,13 @@ int corral__request_parse(corral_request *req, corral_response *res, const char 
         return 0;
     }
     req->content_type = "application/octet-stream";
+    const json_t *seq = json_object_get(req->meta, "sequence");
+    if (seq) {
+        const json_t *sid = json_object_get(seq, "id");
+        if (!json_is_object(seq) || !(json_is_string(sid) || (json_is_integer(sid) && json_integer_value(sid) >= 0)))
+            return proto_fail(req, what, "meta 'sequence' is not {\"id\": integer or string, \"start\", \"end\"}");
+        req->sequence = seq;
+    }
     int rc;
     if (req->type == PROTO_BATCH && (rc = parse_batch_entries(req, res, what)) < 0)
         return rc;
@@ -417,6 +424,11 @@ const char *corral_request_id(const corral_request *req)
 const json_t *corral_request_parameters(const corral_request *req)
 {
     return req->parameters;
+}
+
+const json_t *corral_request_sequence(const corral_request *req)
+{
+    return req->sequence;
 }
 
 size_t corral_request_ninputs(const corral_request *req)

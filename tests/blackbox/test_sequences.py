@@ -331,3 +331,19 @@ def test_sequences_over_grpc(corral):
         assert total(stub.ModelInfer(req("g", 4), timeout=30)) == 5
     finally:
         channel.close()
+
+
+def test_c_sdk_sees_the_sequence_and_its_release(corral):
+    corral.add("cseq", "sequences_c")
+    d = corral.start()
+
+    def answer(**params):
+        r = d.post("/v2/models/cseq/infer", {"inputs": [tensor("X", "INT32", [1], [0])], "parameters": params})
+        assert r.status_code == 200, r.text
+        return {o["name"]: o["data"][0] for o in r.json()["outputs"]}
+
+    assert json.loads(answer(sequence_id="c1", sequence_start=True)["SEQ"]) == {"id": "c1", "start": True,
+                                                                                 "end": False}
+    assert json.loads(answer(sequence_id="c1")["SEQ"])["start"] is False
+    # max_sequence_idle: 300ms in its manifest: the C model's end_sequence is called.
+    wait_for(lambda: answer()["RELEASED"] == '"c1" idle\n', timeout=5, what="end_sequence in the C model")
