@@ -241,6 +241,11 @@ inst *dispatch_pick(model *m)
     return pick(m, 0);
 }
 
+inst *dispatch_pick_start(model *m)
+{
+    return pick(m, 1);
+}
+
 /*
  * Every instance holds its concurrency: the one to pipeline j to (inst.h,
  * inst_pipeline_room), or NULL. A pipelined request is committed to its
@@ -680,7 +685,7 @@ void dispatch_jobs(model *m)
         job *head = job_queue_peek(&m->queue);
         inst *best;
         if (head->seq) { /* a sequence's start: never batched or pipelined */
-            if (!(best = pick(m, 1)))
+            if (!(best = dispatch_pick_start(m)))
                 return;
         } else {
             best = dispatch_pick(m);
@@ -721,7 +726,7 @@ void dispatch_jobs(model *m)
 static void idle_fire(uv_timer_t *t)
 {
     model *m = t->data;
-    if (m->state != MODEL_READY || m->queue.count)
+    if (m->state != MODEL_READY || m->queue.count || m->seqs.waiting)
         return;
     for (int i = 0; i < m->nslots; i++)
         if (m->slots[i]->inflight)
@@ -733,7 +738,7 @@ static void idle_fire(uv_timer_t *t)
 
 void dispatch_arm_idle_timer(model *m)
 {
-    if (!m->mf || m->mf->keep_alive_ms < 0 || m->state != MODEL_READY || m->queue.count)
+    if (!m->mf || m->mf->keep_alive_ms < 0 || m->state != MODEL_READY || m->queue.count || m->seqs.waiting)
         return;
     for (int i = 0; i < m->nslots; i++)
         if (m->slots[i]->inflight)

@@ -70,7 +70,7 @@ const struct model_stats *model_stats_get(const model *m)
 
 size_t model_queue_depth(const model *m)
 {
-    return m->queue.count;
+    return m->queue.count + m->seqs.waiting; /* a sequence's requests wait in its FIFO, not the queue */
 }
 
 size_t model_sequences_active(const model *m)
@@ -1084,7 +1084,7 @@ json_t *model_to_json(model *m)
     json_t *o = json_pack("{s:s, s:s, s:o, s:b, s:I, s:i, s:o}", "name", m->name, "state",
                           model_state_name(m->state), "reason",
                           reason ? utf8_json_string(reason, strlen(reason)) : json_null(), "changed", m->changed,
-                          "queue", (json_int_t)m->queue.count, "target_instances", m->target, "instances", insts);
+                          "queue", (json_int_t)model_queue_depth(m), "target_instances", m->target, "instances", insts);
     json_object_set_new(o, "dir", utf8_json_string(m->dir, strlen(m->dir)));
     if (m->broken)
         json_object_set_new(o, "manifest_error", utf8_json_string(m->broken, strlen(m->broken)));

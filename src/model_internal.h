@@ -202,6 +202,8 @@ void restart_record(uint64_t *restarts_at, int *nrestarts, uint64_t now);
  * instances take turns). NULL when none has room. Reads only; tests/unit/test_dispatch.c.
  */
 inst *dispatch_pick(model *m);
+/* The instance for a sequence's start: as dispatch_pick, the fewest live sequences first (slot.sequences). */
+inst *dispatch_pick_start(model *m);
 /* Hands queued jobs to ready instances while one has room. */
 void dispatch_jobs(model *m);
 /* j's first chunk arrived: from now on its deadline is its stream_timeout. */

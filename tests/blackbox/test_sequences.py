@@ -363,6 +363,7 @@ def test_unload_drops_sequences(corral):
                                                   "parameters": {"sequence_id": 5}}, close=True)
     time.sleep(0.2)
     assert gauge(d, "acc") == 1
+    assert d.model("acc")["queue"] == 1  # the request waiting in the sequence's FIFO counts as queued
     unloading = threading.Thread(target=lambda: d.post("/v2/repository/models/acc/unload", {}))
     unloading.start()
     status, body = read_answer(waiting)
