@@ -320,6 +320,11 @@ def test_sequences_over_grpc(corral):
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "inference request for sequence 11 to model 'acc' must specify the START flag" in e.value.details()
         assert total(stub.ModelInfer(req("g", 4), timeout=30)) == 5
+        # ModelStreamInfer, as tritonclient's async_stream_infer sends a sequence: answered in order.
+        stream = [req(12, 1, sequence_start=True), req(12, 2), req(12, 3), req(12, 4, sequence_end=True)]
+        answers = list(stub.ModelStreamInfer(iter(stream), timeout=30))
+        assert [a.error_message for a in answers] == [""] * 4
+        assert [total(a.infer_response) for a in answers] == [1, 3, 6, 10]
     finally:
         channel.close()
 
