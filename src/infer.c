@@ -168,7 +168,7 @@ static const char *const output_params[] = {"binary_data", "classification", "sh
  * most SEQ_ID_MAX bytes, sequence_start and sequence_end booleans, which
  * need an id. A message, or NULL when they are fine.
  */
-static const char *sequence_parameters(json_t *params, job *j, char *why, size_t len)
+const char *infer_sequence_parameters(json_t *params, job *j, char *why, size_t len)
 {
     static const char *const flags[] = {"sequence_start", "sequence_end"};
     int set[2] = {0, 0};
@@ -212,6 +212,19 @@ static const char *sequence_parameters(json_t *params, job *j, char *why, size_t
     j->seq_start = (uint8_t)set[0];
     j->seq_end = (uint8_t)set[1];
     return NULL;
+}
+
+void infer_sequence_meta(sb *meta, const job *j)
+{
+    if (!job_in_sequence(j))
+        return;
+    sb_adds(meta, ",\"sequence\":{\"id\":");
+    if (j->seq_str)
+        sb_json_str(meta, j->seq_str, j->seq_str_len);
+    else
+        sb_u64(meta, j->seq_num);
+    sb_adds(meta, j->seq_start ? ",\"start\":true" : ",\"start\":false");
+    sb_adds(meta, j->seq_end ? ",\"end\":true}" : ",\"end\":false}");
 }
 
 /* Triton's reserved request parameters that corral does not serve: a message, or NULL when params are fine. */
@@ -423,7 +436,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     if (bdo && !json_is_boolean(bdo))
         BAD("parameters.binary_data_output must be a boolean");
     opts->binary_all = json_is_true(bdo);
-    if (refused_parameter(params, why, sizeof why) || sequence_parameters(params, j, why, sizeof why))
+    if (refused_parameter(params, why, sizeof why) || infer_sequence_parameters(params, j, why, sizeof why))
         BAD("%s", why);
 
     json_t *inputs = json_object_get(root, "inputs");
@@ -451,15 +464,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         sb_adds(&meta, "{}");
     }
     params_len = meta.len - params_at;
-    if (job_in_sequence(j)) { /* the worker keeps per-sequence state by it (docs/worker-protocol.md) */
-        sb_adds(&meta, ",\"sequence\":{\"id\":");
-        if (j->seq_str)
-            sb_json_str(&meta, j->seq_str, j->seq_str_len);
-        else
-            sb_u64(&meta, j->seq_num);
-        sb_adds(&meta, j->seq_start ? ",\"start\":true" : ",\"start\":false");
-        sb_adds(&meta, j->seq_end ? ",\"end\":true}" : ",\"end\":false}");
-    }
+    infer_sequence_meta(&meta, j);
     sb_adds(&meta, ",\"inputs\":[");
     size_t i;
     json_t *input;

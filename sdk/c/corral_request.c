@@ -312,6 +312,13 @@ int corral__request_parse(corral_request *req, corral_response *res, const char 
     if (!req->parameters)
         return corral_response_error(res, 500, "MemoryError", "out of memory");
 
+    const json_t *seq = json_object_get(req->meta, "sequence");
+    if (seq) {
+        const json_t *sid = json_object_get(seq, "id");
+        if (!json_is_object(seq) || !(json_is_string(sid) || (json_is_integer(sid) && json_integer_value(sid) >= 0)))
+            return proto_fail(req, what, "meta 'sequence' is not {\"id\": integer or string, \"start\", \"end\"}");
+        req->sequence = seq;
+    }
     if (req->type == PROTO_GENERATE) {
         const json_t *ct = json_object_get(req->meta, "content_type");
         if (ct && !json_is_string(ct))
@@ -321,13 +328,6 @@ int corral__request_parse(corral_request *req, corral_response *res, const char 
         return 0;
     }
     req->content_type = "application/octet-stream";
-    const json_t *seq = json_object_get(req->meta, "sequence");
-    if (seq) {
-        const json_t *sid = json_object_get(seq, "id");
-        if (!json_is_object(seq) || !(json_is_string(sid) || (json_is_integer(sid) && json_integer_value(sid) >= 0)))
-            return proto_fail(req, what, "meta 'sequence' is not {\"id\": integer or string, \"start\", \"end\"}");
-        req->sequence = seq;
-    }
     int rc;
     if (req->type == PROTO_BATCH && (rc = parse_batch_entries(req, res, what)) < 0)
         return rc;

@@ -250,9 +250,9 @@ CORRAL_API const char *corral_request_id(const corral_request *req);
 CORRAL_API const json_t *corral_request_parameters(const corral_request *req);
 
 /*
- * The Triton sequence the request belongs to: {"id": integer or string,
- * "start": bool, "end": bool} (owned by req), or NULL for a request of no
- * sequence. Every request of one sequence comes to the same instance, one
+ * The Triton sequence the request belongs to (infer, or Triton's
+ * generate): {"id": integer or string, "start": bool, "end": bool} (owned
+ * by req), or NULL for a request of no sequence. Every request of one sequence comes to the same instance, one
  * at a time and in order (docs/sessions.md, "Sequences"); never in a batch.
  */
 CORRAL_API const json_t *corral_request_sequence(const corral_request *req);

@@ -378,3 +378,25 @@ def test_unload_drops_sequences(corral):
     d.wait_state("acc", "unloaded")
     assert gauge(d, "acc") == 0
     error(step(d, "acc", 5), 400, "must specify the START flag")  # an unloaded model knows no sequence
+
+
+def test_triton_generate_takes_sequences(corral):
+    corral.add("acc", "accumulator", manifest=manifest(instances=2))
+
+    def gen(x, path="generate", **params):
+        return d.post(f"/v2/models/acc/{path}", {"x": x, "parameters": params})
+
+    d = corral.start()
+    r = gen(2, sequence_id="g", sequence_start=True)
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert (first["sum"], first["seq"]) == (2, "'g'")
+    r = gen(3, path="generate_stream", sequence_id="g")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream"), r.text
+    event = json.loads(r.text.split("data: ", 1)[1].split("\n", 1)[0])
+    assert (event["sum"], event["instance"]) == (5, first["instance"])
+    r = gen(1, sequence_id="g", sequence_end=True)
+    assert r.status_code == 200 and r.json()["sum"] == 6, r.text
+    error(gen(1, sequence_id="g"), 400, "inference request for sequence g to model 'acc' must specify the START")
+    error(gen(1, sequence_start=True), 400, "parameters.sequence_start needs a parameters.sequence_id")
+    error(gen(1, sequence_id=[1]), 400, "parameters.sequence_id must be an unsigned integer or a string")

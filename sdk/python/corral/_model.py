@@ -124,7 +124,8 @@ class Request:
         batch_ids: the client's request id of each request, as ``batch_sizes``.
         batch_parameters: the ``parameters`` of each request, as ``batch_sizes``.
         sequence: the ``corral.Sequence`` the request belongs to, or None
-            (infer only; a sequence's request never travels in a batch).
+            (infer, and Triton's generate; a sequence's request never
+            travels in a batch).
 
     For a batch handed whole to ``infer``, ``id`` and ``parameters`` are the
     first request's (each request keeps its own: read ``batch_parameters``

@@ -515,7 +515,7 @@ class Worker:
             raise proto.ProtocolError(f"{name} before LOAD")
         meta, data = proto.split_body(body)
         batch = parse_batch(meta, frame_id) if frame_type == proto.BATCH else None
-        if frame_type == proto.INFER:
+        if frame_type != proto.BATCH:
             _sequence(meta.get("sequence"))  # a malformed one is the daemon's protocol error, found here
         if flags & proto.FLAG_SHM_DATA:
             data = self._shared_input(meta, data, name)
@@ -808,6 +808,7 @@ class Worker:
             content_type=str(content_type) if content_type else None,
         )
         request._cancel = active.cancel
+        request.sequence = _sequence(meta.get("sequence"))
         if not overrides(self._model, "generate"):
             raise self._not_implemented("generate")
         return self._model.generate(request)

@@ -22,14 +22,8 @@ class Accumulator(corral.Model):
         with self.lock, open(self.log_path, "a") as f:
             f.write(f"{self.instance} {os.getpid()} {text}\n")
 
-    def infer(self, request):
-        seq = request.sequence
-        x = int(request.inputs["X"].tolist()[0])
-        if seq is None:
-            return {"SUM": corral.Tensor("INT64", [1], [x]), "STEP": corral.Tensor("INT64", [1], [0]),
-                    "INSTANCE": corral.Tensor("INT64", [1], [self.instance]),
-                    "PID": corral.Tensor("INT64", [1], [os.getpid()]),
-                    "STARTED": corral.Tensor("INT64", [1], [0]), "SEQ": corral.Tensor("BYTES", [1], [b""])}
+    def step(self, seq, x, parameters):
+        """One request of sequence seq adding x: (sum, step, whether the instance knew the sequence)."""
         key = seq.id
         known = key in self.sums
         if seq.start:
@@ -38,7 +32,7 @@ class Accumulator(corral.Model):
             self.steps[key] = 0
         elif not known:
             raise corral.BadRequest(f"sequence {key!r} is unknown to instance {self.instance}")
-        sleep_ms = request.parameters.get("sleep_ms", 0)
+        sleep_ms = parameters.get("sleep_ms", 0)
         if sleep_ms:
             time.sleep(sleep_ms / 1000)
         self.sums[key] += x
@@ -48,13 +42,27 @@ class Accumulator(corral.Model):
             self.log(f"end {key!r}")
             del self.sums[key]
             del self.steps[key]
-        if request.parameters.get("fail"):
+        if parameters.get("fail"):
             raise corral.BadRequest("asked to fail")
+        return total, step, known
+
+    def infer(self, request):
+        seq = request.sequence
+        x = int(request.inputs["X"].tolist()[0])
+        total, step, known = self.step(seq, x, request.parameters) if seq else (x, 0, False)
         return {"SUM": corral.Tensor("INT64", [1], [total]), "STEP": corral.Tensor("INT64", [1], [step]),
                 "INSTANCE": corral.Tensor("INT64", [1], [self.instance]),
                 "PID": corral.Tensor("INT64", [1], [os.getpid()]),
                 "STARTED": corral.Tensor("INT64", [1], [int(known)]),
-                "SEQ": corral.Tensor("BYTES", [1], [repr(key).encode()])}
+                "SEQ": corral.Tensor("BYTES", [1], [repr(seq.id).encode() if seq else b""])}
+
+    def generate(self, request):
+        """Triton's generate: {"x": n} adds n to the sequence named in the request's parameters."""
+        seq = request.sequence
+        if seq is None:
+            raise corral.BadRequest("generate takes a sequence")
+        total, step, _ = self.step(seq, int((request.json or {}).get("x", 0)), request.parameters)
+        return {"sum": total, "step": step, "instance": self.instance, "seq": repr(seq.id)}
 
     def end_sequence(self, sequence_id, reason):
         self.log(f"released {sequence_id!r} {reason}")
