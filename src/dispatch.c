@@ -525,6 +525,7 @@ void dispatch_sequences_lost(model *m, inst *in)
             seq_mark_lost(&m->seqs, s, msg, until);
         }
     }
+    seq_trim_lost(&m->seqs);
     seq_arm(m);
 }
 

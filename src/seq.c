@@ -173,7 +173,10 @@ void seq_mark_lost(seq_table *t, seq *s, const char *msg, uint64_t until_ms)
     free(s->lost_msg);
     s->lost_msg = xstrdup(msg);
     seq_set_list(t, s, SEQ_LIST_LOST, until_ms);
-    /* Bounded memory: past SEQ_LOST_MAX marks the oldest is forgotten (then its id gets Triton's 400). */
+}
+
+void seq_trim_lost(seq_table *t)
+{
     while (t->lists[SEQ_LIST_LOST].count > SEQ_LOST_MAX)
         seq_remove(t, t->lists[SEQ_LIST_LOST].head);
 }

@@ -95,6 +95,12 @@ static inline seq *seq_list_head(const seq_table *t, int list)
 
 /* A LIVE entry becomes a lost mark with msg (copied) until until_ms; its FIFO must be empty. */
 void seq_mark_lost(seq_table *t, seq *s, const char *msg, uint64_t until_ms);
+/*
+ * Bounded memory: past SEQ_LOST_MAX marks the oldest are forgotten (their
+ * ids then get Triton's 400). Separate from seq_mark_lost so that a walk
+ * over the table can mark many without entries vanishing under it.
+ */
+void seq_trim_lost(seq_table *t);
 /* A lost mark becomes a LIVE entry again (a new start of its id), on no list, pinned nowhere. */
 void seq_revive(seq_table *t, seq *s);
 

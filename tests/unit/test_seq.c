@@ -105,6 +105,8 @@ static void lost_marks_are_bounded(void)
     seq_table_init(&t);
     for (uint64_t i = 1; i <= SEQ_LOST_MAX + 10; i++)
         seq_mark_lost(&t, seq_add(&t, i, NULL, 0), "gone", 1000 + i);
+    CHECK(t.lists[SEQ_LIST_LOST].count == SEQ_LOST_MAX + 10); /* marked during a walk: nothing vanishes */
+    seq_trim_lost(&t);
     CHECK(t.lists[SEQ_LIST_LOST].count == SEQ_LOST_MAX && t.count == SEQ_LOST_MAX && t.live == 0);
     CHECK(seq_find(&t, 10, NULL, 0) == NULL);    /* the oldest were forgotten */
     CHECK(seq_find(&t, 11, NULL, 0) != NULL);
