@@ -551,7 +551,8 @@ static int handle_shm(h2o_req_t *req, const api_path *p, int get, int post)
 
 const char *const api_v2_extensions[] = {"binary_tensor_data", "model_repository", "generate", "statistics",
                                          "logging", "model_configuration", "classification",
-                                         "system_shared_memory", "schedule_policy", NULL};
+                                         "system_shared_memory", "schedule_policy", "sequence",
+                                         "sequence(string_id)", NULL};
 
 int api_v2(h2o_req_t *req, const api_path *p)
 {

@@ -11,13 +11,20 @@
 #include "batch.h"
 #include "clock.h"
 #include "log.h"
+#include "sb.h"
+#include "seq.h"
 #include "sessreq.h"
+#include "utf8.h"
 
+#include <assert.h>
 #include <stdio.h>
+#include <string.h>
 
 /* ---- deadlines ---- */
 
 static void deadline_fire(uv_timer_t *t);
+static const char *seq_id_text(const seq *s, char *buf, size_t len);
+static void seq_settle(model *m, seq *s);
 
 static void arm_deadline_timer(void)
 {
@@ -72,6 +79,20 @@ static void deadline_fire(uv_timer_t *t)
                     inst_kill(in, "a batch's requests all exceeded their deadlines");
                 }
             }
+            continue;
+        }
+        if (j->seq_waiting) {
+            seq *s = j->seq;
+            char id[96];
+            snprintf(msg, sizeof msg,
+                     "model '%s': deadline of %lld ms exceeded while waiting behind earlier requests of sequence %s "
+                     "(waited %lld ms)",
+                     m->name, budget, seq_id_text(s, id, sizeof id), (long long)(now - j->enqueued_ms));
+            seq_fifo_remove(&m->seqs, s, j);
+            j->seq = NULL;
+            j->on_release = NULL;
+            seq_settle(m, s); /* may free s */
+            answer_job(j, 504, msg);
             continue;
         }
         if (j->queued) {
@@ -198,7 +219,12 @@ static int takes_work(inst *in)
     return inst_ready(in) && !slot_of(in)->retire && !slot_of(in)->replace;
 }
 
-inst *dispatch_pick(model *m)
+/*
+ * The ready instance with room for the next job (dispatch_pick), or with
+ * by_sequences for a sequence's start: the fewest live sequences first,
+ * then the fewest in flight.
+ */
+static inst *pick(model *m, int by_sequences)
 {
     inst *best = NULL;
     int concurrency = m->mf ? m->mf->concurrency : 1;
@@ -206,12 +232,23 @@ inst *dispatch_pick(model *m)
         inst *in = m->slots[(m->rr + k) % m->nslots];
         if (!takes_work(in) || in->inflight >= concurrency)
             continue;
-        if (!best || in->inflight < best->inflight)
+        int fewer = by_sequences ? slot_of(in)->sequences - (best ? slot_of(best)->sequences : 0) : 0;
+        if (!best || fewer < 0 || (fewer == 0 && in->inflight < best->inflight))
             best = in;
-        if (in->inflight == 0)
+        if (!by_sequences && in->inflight == 0)
             break;
     }
     return best;
+}
+
+inst *dispatch_pick(model *m)
+{
+    return pick(m, 0);
+}
+
+inst *dispatch_pick_start(model *m)
+{
+    return pick(m, 1);
 }
 
 /*
@@ -230,6 +267,326 @@ static inst *pick_pipeline(model *m, const job *j)
             best = in;
     }
     return best;
+}
+
+/* Sends one request, in no batch, to in (which has room, or takes it pipelined). */
+static void send_alone(model *m, inst *in, job *j)
+{
+    in->last_busy_ms = now_ms();
+    j->sent_us = now_us();
+    metrics_dispatched(&m->stats, j->sent_us - j->accepted_us);
+    metrics_executed(&m->stats, 1);
+    inst_send(in, j);
+    if (inst_can_cancel(in) && !uv_is_active((uv_handle_t *)&R.watch_timer))
+        uv_timer_start(&R.watch_timer, watch_clients, WATCH_MS, WATCH_MS);
+}
+
+/* ---- sequences (seq.h; docs/sessions.md, "Sequences") ---- */
+
+/*
+ * A sequence's requests go to the instance that took its start, one at a
+ * time and in arrival order: while one runs (or, for a start, waits in the
+ * model's queue) the others wait in the sequence's FIFO, never in the
+ * model's queue, a batch or a pipeline. A start goes to the ready instance
+ * with the fewest live sequences. max_sequence_idle after its last answer,
+ * with nothing of it waiting, the sequence is released and its worker
+ * told (SEQUENCE_END). When its instance's process ends, the sequence is
+ * lost: its requests get 409 until the mark is forgotten, or a new start.
+ */
+
+/* A lost mark outlives the sequence's idle time, so a client that comes back late still learns why. */
+#define SEQ_LOST_KEEP_MS 60000
+
+static void seq_timer_fire(uv_timer_t *t);
+
+/*
+ * The id as messages and log lines show it: the integer, or at most 64
+ * bytes of the string with control characters as '?' (a text log line
+ * stays one line; the error writer escapes the rest). len is at least 72.
+ */
+static const char *seq_id_text(const seq *s, char *buf, size_t len)
+{
+    if (!s->str) {
+        snprintf(buf, len, "%llu", (unsigned long long)s->num);
+        return buf;
+    }
+    size_t n = s->str_len > 64 ? 64 : s->str_len;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (unsigned char)s->str[i] < 0x20 || s->str[i] == 0x7f ? '?' : s->str[i];
+    snprintf(buf + n, len - n, "%s", s->str_len > 64 ? "..." : "");
+    utf8_trim_partial(buf);
+    return buf;
+}
+
+static void seq_arm(model *m)
+{
+    uint64_t at = seq_next_deadline(&m->seqs), now = now_ms();
+    if (!at)
+        uv_timer_stop(&m->seq_timer);
+    else
+        uv_timer_start(&m->seq_timer, seq_timer_fire, at > now ? at - now : 0, 0);
+}
+
+/* Takes s off its instance; a retiring instance stops once its last sequence has gone and nothing runs. */
+static void seq_unpin(model *m, seq *s)
+{
+    inst *in = s->inst;
+    s->inst = NULL;
+    if (!in)
+        return;
+    slot *sl = slot_of(in);
+    assert(sl->sequences > 0);
+    sl->sequences--;
+    if (sl->retire && sl->sequences == 0 && in->inflight == 0 && in->state == INST_READY)
+        inst_stop(in, R.stop_grace_ms);
+    (void)m;
+}
+
+/* The daemon ends a live sequence itself (why: "idle"): its worker is told, so it can free the sequence's state. */
+static void seq_release(model *m, seq *s, const char *why)
+{
+    char id[96];
+    inst *in = s->inst;
+    if (in && inst_ready(in)) {
+        sb b;
+        sb_init(&b, 64);
+        sb_adds(&b, "{\"sequence_id\":");
+        if (s->str)
+            sb_json_str(&b, s->str, s->str_len);
+        else
+            sb_u64(&b, s->num);
+        sb_adds(&b, ",\"reason\":");
+        sb_json_str(&b, why, strlen(why));
+        sb_addc(&b, '}');
+        inst_sequence_end(in, (const uint8_t *)b.p, b.len);
+        sb_free(&b);
+    }
+    if (LOG_DEBUG <= log_threshold)
+        MODEL_LOG(LOG_DEBUG, m, "model %s: sequence %s released (%s) from instance %d", m->name,
+                  seq_id_text(s, id, sizeof id), why, in ? in->id : -1);
+    seq_unpin(m, s);
+    seq_remove(&m->seqs, s);
+}
+
+/* Answers a job waiting in a FIFO, which was taken out of it first: it lets go of the sequence before it is freed. */
+static void answer_detached(job *j, int status, const char *msg)
+{
+    j->seq = NULL;
+    j->on_release = NULL;
+    answer_job(j, status, msg);
+}
+
+/* Triton's answer to a request of a sequence it does not know, without START. */
+static void seq_unknown_msg(const model *m, const job *j, char *msg, size_t len)
+{
+    if (j->seq_str)
+        snprintf(msg, len,
+                 "inference request for sequence %.64s%s to model '%s' must specify the START flag on the first "
+                 "request of the sequence",
+                 j->seq_str, j->seq_str_len > 64 ? "..." : "", m->name);
+    else
+        snprintf(msg, len,
+                 "inference request for sequence %llu to model '%s' must specify the START flag on the first "
+                 "request of the sequence",
+                 (unsigned long long)j->seq_num, m->name);
+}
+
+/*
+ * Puts a live sequence where its state says, once nothing of it runs:
+ * requests waiting: ready for its instance; an END done: ended; else idle
+ * until max_sequence_idle from now.
+ */
+static void seq_settle(model *m, seq *s)
+{
+    char id[96];
+    if (s->state != SEQ_LIVE || s->running) {
+        if (s->state == SEQ_LIVE)
+            seq_set_list(&m->seqs, s, SEQ_LIST_NONE, 0);
+        return;
+    }
+    if (s->fifo_head) {
+        seq_set_list(&m->seqs, s, SEQ_LIST_READY, 0);
+        return;
+    }
+    if (s->closing) {
+        if (LOG_DEBUG <= log_threshold)
+            MODEL_LOG(LOG_DEBUG, m, "model %s: sequence %s ended", m->name, seq_id_text(s, id, sizeof id));
+        seq_unpin(m, s);
+        seq_remove(&m->seqs, s);
+        return;
+    }
+    seq_set_list(&m->seqs, s, SEQ_LIST_IDLE, now_ms() + (uint64_t)m->mf->max_sequence_idle_ms);
+    seq_arm(m);
+}
+
+/*
+ * job_free's hook for a job of a sequence: the request that ran (or
+ * waited in the model's queue, a start) has gone, so the next may go.
+ */
+static void on_sequence_job_released(job *j)
+{
+    seq *s = j->seq;
+    model *m = j->model;
+    j->seq = NULL;
+    if (j->seq_waiting)
+        seq_fifo_remove(&m->seqs, s, j);
+    if (s->running != j) {
+        seq_settle(m, s);
+        return;
+    }
+    s->running = NULL;
+    if (s->state != SEQ_LIVE)
+        return;
+    if (!s->inst) {
+        /* Its start never reached an instance (a deadline, a client gone): the sequence never began. */
+        char msg[512];
+        job *w;
+        while ((w = seq_fifo_pop(&m->seqs, s))) {
+            seq_unknown_msg(m, w, msg, sizeof msg);
+            answer_detached(w, 400, msg);
+        }
+        seq_remove(&m->seqs, s);
+        return;
+    }
+    int ready = s->fifo_head != NULL;
+    seq_settle(m, s); /* may free s */
+    if (ready) /* dispatched from the loop, not from inside the answer that freed j */
+        uv_timer_start(&m->seq_timer, seq_timer_fire, 0, 0);
+}
+
+static void seq_timer_fire(uv_timer_t *t)
+{
+    model *m = t->data;
+    uint64_t now = now_ms();
+    seq *s;
+    while ((s = seq_list_head(&m->seqs, SEQ_LIST_IDLE)) && s->until_ms <= now)
+        seq_release(m, s, "idle");
+    while ((s = seq_list_head(&m->seqs, SEQ_LIST_LOST)) && s->until_ms <= now)
+        seq_remove(&m->seqs, s);
+    seq_arm(m);
+    dispatch_jobs(m);
+    dispatch_arm_idle_timer(m);
+}
+
+/* Whether a queued job's client left: answered 503 (the caller took it out of where it waited). */
+static int left_while_waiting(job *j)
+{
+    if (!j->waited || !j->client_alive || j->client_alive(j))
+        return 0;
+    j->client_gone = 1;
+    return 1;
+}
+
+/* Sends the next request of each ready sequence whose instance has room. */
+static void dispatch_sequences(model *m)
+{
+    int concurrency = m->mf ? m->mf->concurrency : 1;
+    for (seq *s = seq_list_head(&m->seqs, SEQ_LIST_READY), *next; s; s = next) {
+        next = s->lnext;
+        inst *in = s->inst;
+        assert(in && !s->running);
+        /* A retiring instance still serves its sequences; one being replaced loses them at its exit. */
+        if (!inst_ready(in) || slot_of(in)->replace || in->inflight >= concurrency)
+            continue;
+        job *j;
+        while ((j = seq_fifo_pop(&m->seqs, s)) && left_while_waiting(j))
+            answer_detached(j, 503, "the client went away while the request waited for its sequence");
+        if (!j) {
+            seq_settle(m, s);
+            continue;
+        }
+        s->running = j;
+        seq_set_list(&m->seqs, s, SEQ_LIST_NONE, 0);
+        send_alone(m, in, j);
+    }
+}
+
+void dispatch_sequences_lost(model *m, inst *in)
+{
+    char text[600], msg[1024], id[96];
+    inst_exit_reason(in, 0, text, sizeof text);
+    uint64_t until = now_ms() + (uint64_t)(m->mf && m->mf->max_sequence_idle_ms > SEQ_LOST_KEEP_MS
+                                               ? m->mf->max_sequence_idle_ms
+                                               : SEQ_LOST_KEEP_MS);
+    for (size_t b = 0; b < m->seqs.nbuckets; b++) {
+        for (seq *s = m->seqs.buckets[b], *next; s; s = next) {
+            next = s->hnext;
+            if (s->state != SEQ_LIVE || s->inst != in)
+                continue;
+            snprintf(msg, sizeof msg,
+                     "model '%s': sequence %s was pinned to instance %d (pid %d), which %s; the sequence's state is "
+                     "gone: start it again with sequence_start",
+                     m->name, seq_id_text(s, id, sizeof id), in->id, in->pid, text);
+            job *w;
+            while ((w = seq_fifo_pop(&m->seqs, s)))
+                answer_detached(w, 409, msg);
+            if (s->running) { /* answered by the exit already; it lets go of the sequence when freed */
+                s->running->seq = NULL;
+                s->running->on_release = NULL;
+            }
+            MODEL_LOG(LOG_DEBUG, m, "model %s: sequence %s lost with instance %d (pid %d)", m->name, id, in->id,
+                      in->pid);
+            seq_unpin(m, s);
+            seq_mark_lost(&m->seqs, s, msg, until);
+        }
+    }
+    seq_trim_lost(&m->seqs);
+    seq_arm(m);
+}
+
+void dispatch_drop_sequences(model *m, int status, const char *msg)
+{
+    for (size_t b = 0; b < m->seqs.nbuckets; b++) {
+        for (seq *s = m->seqs.buckets[b]; s; s = s->hnext) {
+            job *w;
+            while ((w = seq_fifo_pop(&m->seqs, s)))
+                answer_detached(w, status, msg);
+            if (s->running) {
+                s->running->seq = NULL;
+                s->running->on_release = NULL;
+            }
+            if (s->inst)
+                slot_of(s->inst)->sequences--;
+        }
+    }
+    seq_table_free(&m->seqs);
+    uv_timer_stop(&m->seq_timer);
+}
+
+/*
+ * Admits a request of a sequence (after the model's own checks): a start
+ * of an unknown or lost id begins the sequence and queues in the model; a
+ * request of a live one (a start too: Triton ends the old sequence and the
+ * new one follows it on the same instance) waits in its FIFO. Returns 1
+ * when j was taken.
+ */
+static int admit_sequence(model *m, job *j, seq *s)
+{
+    char id[96];
+    j->on_release = on_sequence_job_released;
+    if (s && s->state == SEQ_LIVE) {
+        if (j->seq_start && LOG_DEBUG <= log_threshold) /* debug: a client's habit must not flood the log */
+            MODEL_LOG(LOG_DEBUG, m, "model %s: sequence %s started again before it ended; the previous one ends "
+                      "early and the new one follows it on instance %d", m->name, seq_id_text(s, id, sizeof id),
+                      s->inst ? ((inst *)s->inst)->id : -1);
+        s->closing = j->seq_end;
+        j->seq = s;
+        seq_fifo_push(&m->seqs, s, j);
+        if (!s->running)
+            seq_settle(m, s);
+        dispatch_jobs(m);
+        return 1;
+    }
+    if (s)
+        seq_revive(&m->seqs, s);
+    else
+        s = seq_add(&m->seqs, j->seq_num, j->seq_str, j->seq_str_len);
+    s->closing = j->seq_end;
+    s->running = j;
+    j->seq = s;
+    if (LOG_DEBUG <= log_threshold)
+        MODEL_LOG(LOG_DEBUG, m, "model %s: sequence %s started", m->name, seq_id_text(s, id, sizeof id));
+    return 0;
 }
 
 /* ---- dynamic batching (batch.h has the mechanics) ---- */
@@ -328,18 +685,27 @@ static int dispatch_batch(model *m, inst *in)
 
 void dispatch_jobs(model *m)
 {
+    if (m->seqs.lists[SEQ_LIST_READY].count)
+        dispatch_sequences(m);
     while (m->queue.count) {
-        inst *best = dispatch_pick(m);
-        if (!best && !(best = pick_pipeline(m, job_queue_peek(&m->queue))))
-            return;
-        if (m->mf && m->mf->max_batch_size > 0 && inst_can_batch(best)) {
-            int sent = dispatch_batch(m, best);
-            if (sent == 0)
-                return; /* the batch waits for more, or for its delay */
-            if (sent == 1) {
-                if (inst_can_cancel(best) && !uv_is_active((uv_handle_t *)&R.watch_timer))
-                    uv_timer_start(&R.watch_timer, watch_clients, WATCH_MS, WATCH_MS);
-                continue;
+        job *head = job_queue_peek(&m->queue);
+        inst *best;
+        if (head->seq) { /* a sequence's start: never batched or pipelined */
+            if (!(best = dispatch_pick_start(m)))
+                return;
+        } else {
+            best = dispatch_pick(m);
+            if (!best && !(best = pick_pipeline(m, head)))
+                return;
+            if (m->mf && m->mf->max_batch_size > 0 && inst_can_batch(best)) {
+                int sent = dispatch_batch(m, best);
+                if (sent == 0)
+                    return; /* the batch waits for more, or for its delay */
+                if (sent == 1) {
+                    if (inst_can_cancel(best) && !uv_is_active((uv_handle_t *)&R.watch_timer))
+                        uv_timer_start(&R.watch_timer, watch_clients, WATCH_MS, WATCH_MS);
+                    continue;
+                }
             }
         }
         job *j = job_queue_pop(&m->queue);
@@ -348,21 +714,25 @@ void dispatch_jobs(model *m)
             answer_job(j, 503, "the client went away while the request was queued");
             continue;
         }
+        if (j->seq) {
+            seq *s = j->seq;
+            s->inst = best;
+            slot_of(best)->sequences++;
+            if (LOG_DEBUG <= log_threshold) {
+                char id[96];
+                MODEL_LOG(LOG_DEBUG, m, "model %s: sequence %s pinned to instance %d (pid %d)", m->name,
+                          seq_id_text(s, id, sizeof id), best->id, best->pid);
+            }
+        }
         m->rr = (m->rr + 1) % m->nslots;
-        best->last_busy_ms = now_ms();
-        j->sent_us = now_us();
-        metrics_dispatched(&m->stats, j->sent_us - j->accepted_us);
-        metrics_executed(&m->stats, 1);
-        inst_send(best, j);
-        if (inst_can_cancel(best) && !uv_is_active((uv_handle_t *)&R.watch_timer))
-            uv_timer_start(&R.watch_timer, watch_clients, WATCH_MS, WATCH_MS);
+        send_alone(m, best, j);
     }
 }
 
 static void idle_fire(uv_timer_t *t)
 {
     model *m = t->data;
-    if (m->state != MODEL_READY || m->queue.count)
+    if (m->state != MODEL_READY || m->queue.count || m->seqs.waiting)
         return;
     for (int i = 0; i < m->nslots; i++)
         if (m->slots[i]->inflight)
@@ -374,7 +744,7 @@ static void idle_fire(uv_timer_t *t)
 
 void dispatch_arm_idle_timer(model *m)
 {
-    if (!m->mf || m->mf->keep_alive_ms < 0 || m->state != MODEL_READY || m->queue.count)
+    if (!m->mf || m->mf->keep_alive_ms < 0 || m->state != MODEL_READY || m->queue.count || m->seqs.waiting)
         return;
     for (int i = 0; i < m->nslots; i++)
         if (m->slots[i]->inflight)
@@ -399,6 +769,18 @@ static int admit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
         snprintf(msg, msglen, "model '%s' is unloading", m->name);
         return 503;
     }
+    seq *s = NULL;
+    if (job_in_sequence(j)) {
+        s = seq_find(&m->seqs, j->seq_num, j->seq_str, j->seq_str_len);
+        if (!j->seq_start && s && s->state == SEQ_LOST) {
+            snprintf(msg, msglen, "%s", s->lost_msg);
+            return 409;
+        }
+        if (!j->seq_start && (!s || s->closing)) {
+            seq_unknown_msg(m, j, msg, msglen);
+            return 400;
+        }
+    }
     if (m->state == MODEL_UNLOADED) {
         int rc = model_load(m, 0, NULL, msg, msglen);
         if (rc)
@@ -408,9 +790,14 @@ static int admit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
             return 503;
         }
     }
-    if (m->queue.count >= (size_t)m->mf->max_queue) {
-        snprintf(msg, msglen, "model '%s' has %zu requests waiting (max_queue %d)", m->name, m->queue.count,
-                 m->mf->max_queue);
+    if (j->seq_start && (!s || s->state == SEQ_LOST) && m->seqs.live >= SEQ_LIVE_MAX) {
+        snprintf(msg, msglen, "model '%s' has %zu live sequences, the most it keeps; end some (sequence_end) or "
+                 "let them idle out (max_sequence_idle)", m->name, m->seqs.live);
+        return 503;
+    }
+    if (m->queue.count + m->seqs.waiting >= (size_t)m->mf->max_queue) {
+        snprintf(msg, msglen, "model '%s' has %zu requests waiting (max_queue %d)", m->name,
+                 m->queue.count + m->seqs.waiting, m->mf->max_queue);
         return 503;
     }
     if (j->priority == 0)
@@ -424,6 +811,10 @@ static int admit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
     job_deadline_track(j);
     arm_deadline_timer();
     uv_timer_stop(&m->idle_timer);
+    if (job_in_sequence(j) && admit_sequence(m, j, s)) {
+        j->waited = 1;
+        return 0;
+    }
     job_queue_push(&m->queue, j);
     dispatch_jobs(m);
     j->waited = 1; /* harmless when already sent: only queued jobs are checked */
@@ -442,6 +833,17 @@ int model_submit(model *m, job *j, char *msg, size_t msglen, int *retry_after)
 int model_cancel(job *j)
 {
     j->client_gone = 1;
+    if (j->seq_waiting) {
+        model *m = j->model;
+        seq *s = j->seq;
+        seq_fifo_remove(&m->seqs, s, j);
+        j->seq = NULL;
+        j->on_release = NULL;
+        seq_settle(m, s);
+        metrics_answered(&m->stats, FAIL_CANCELED, 1, now_us() - j->accepted_us, -1, -1);
+        j->counted = 1;
+        return 1;
+    }
     if (!j->queued) {
         if (j->inst)
             inst_cancel(j->inst, j); /* the worker stops, when it can be told: the instance is free sooner */

@@ -16,6 +16,8 @@
  */
 #include "generate.h"
 
+#include "infer.h"
+
 #include "api.h"
 #include "clock.h"
 #include "http.h"
@@ -709,14 +711,19 @@ static int v1_options(h2o_req_t *req, model *m, const char **ct, size_t *ct_len,
  * stream, so that /generate can tell a second response from the first.
  * Returns 0, or -1 after answering.
  */
-static int triton_options(h2o_req_t *req, model *m, int *priority, h2o_iovec_t *sess)
+static int triton_options(h2o_req_t *req, model *m, int *priority, h2o_iovec_t *sess, job *j)
 {
     json_t *root = parse_body(req, m, JSON_DECODE_ANY); /* a scalar gets the message below */
     if (!root)
         return -1;
     int rc = 0;
+    char why[320];
     if (!json_is_object(root)) {
         http_error(req, 400, 0, "model '%s': the generate request body must be a JSON object", model_name(m));
+        rc = -1;
+    } else if (infer_sequence_parameters(json_object_get(root, "parameters"), j, why, sizeof why)) {
+        /* Triton's sequences, as on infer (docs/sessions.md) */
+        http_error(req, 400, 0, "model '%s': %s", model_name(m), why);
         rc = -1;
     } else {
         rc = *priority = body_priority(req, m, root);
@@ -738,10 +745,13 @@ void generate_handle(h2o_req_t *req, model *m, generate_flavour flavour)
     int priority = 0, stream = 1, ndjson = 0;
     const h2o_iovec_t *hs = http_header(req, "session-id");
     h2o_iovec_t sess = hs ? *hs : h2o_iovec_init(NULL, 0);
+    job *j = job_new(m, PROTO_GENERATE, 0);
     if (flavour == GENERATE_V1 ? v1_options(req, m, &ct, &ct_len, &priority, &stream, &ndjson, &sess) < 0
-                               : triton_options(req, m, &priority, &sess) < 0)
+                               : triton_options(req, m, &priority, &sess, j) < 0) {
+        job_free(j);
         return;
-    job *j = job_new(m, PROTO_GENERATE, priority);
+    }
+    j->priority = priority;
     j->stream = (uint8_t)stream;
     char why[300];
     if (sess.base && sessreq_attach(j, sess.base, sess.len, why, sizeof why) < 0) {
@@ -760,6 +770,7 @@ void generate_handle(h2o_req_t *req, model *m, generate_flavour flavour)
     sb_json_str(&meta, ct, ct_len);
     if (stream)
         sb_adds(&meta, ",\"stream\":true");
+    infer_sequence_meta(&meta, j);
     sb_addc(&meta, '}');
     job_piece body = {(const uint8_t *)req->entity.base, req->entity.len};
     int rc = job_build_frame(j, meta.p, meta.len, &body, 1, NULL);

@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "proto.h"
 #include "sb.h"
+#include "seq.h"
 #include "sessreq.h"
 #include "tensor.h"
 #include "utf8.h"
@@ -162,28 +163,74 @@ static const char *const output_keys[] = {"name", "parameters", NULL};
 static const char *const output_params[] = {"binary_data", "classification", "shared_memory_region",
                                             "shared_memory_byte_size", "shared_memory_offset", NULL};
 
-/* Triton's reserved request parameters that corral does not serve: a message, or NULL when params are fine. */
-static const char *refused_parameter(json_t *params, char *why, size_t len)
+/*
+ * Triton's sequence parameters (docs/sessions.md, "Sequences") into j:
+ * sequence_id an unsigned integer (0: none) or a string (empty: none) of at
+ * most SEQ_ID_MAX bytes, sequence_start and sequence_end booleans, which
+ * need an id. A message, or NULL when they are fine.
+ */
+const char *infer_sequence_parameters(json_t *params, job *j, char *why, size_t len)
 {
-    json_t *seq = json_object_get(params, "sequence_id");
-    if (seq && !(json_is_integer(seq) && json_integer_value(seq) == 0) &&
-        !(json_is_string(seq) && json_string_length(seq) == 0)) {
-        snprintf(why, len, "parameters.sequence_id: sequences (stateful models) are not supported yet; send no "
-                           "sequence_id, or 0");
-        return why;
-    }
     static const char *const flags[] = {"sequence_start", "sequence_end"};
+    int set[2] = {0, 0};
     for (size_t i = 0; i < 2; i++) {
         json_t *f = json_object_get(params, flags[i]);
         if (f && !json_is_boolean(f)) {
             snprintf(why, len, "parameters.%s must be true or false", flags[i]);
             return why;
         }
-        if (json_is_true(f)) {
-            snprintf(why, len, "parameters.%s: sequences (stateful models) are not supported yet", flags[i]);
+        set[i] = json_is_true(f);
+    }
+    json_t *id = json_object_get(params, "sequence_id");
+    if (json_is_integer(id)) {
+        if (json_integer_value(id) < 0) {
+            snprintf(why, len, "parameters.sequence_id must be an unsigned integer or a string, not %lld",
+                     (long long)json_integer_value(id));
             return why;
         }
+        j->seq_num = (uint64_t)json_integer_value(id);
+    } else if (json_is_string(id)) {
+        size_t n = json_string_length(id);
+        if (n > SEQ_ID_MAX) {
+            snprintf(why, len, "parameters.sequence_id is a string of %zu bytes; at most %d are allowed", n,
+                     SEQ_ID_MAX);
+            return why;
+        }
+        if (n) {
+            j->seq_str = xmalloc(n + 1);
+            memcpy(j->seq_str, json_string_value(id), n + 1);
+            j->seq_str_len = (uint32_t)n;
+        }
+    } else if (id) {
+        snprintf(why, len, "parameters.sequence_id must be an unsigned integer or a string (0 or \"\" for none)");
+        return why;
     }
+    if ((set[0] || set[1]) && !job_in_sequence(j)) {
+        snprintf(why, len, "parameters.%s needs a parameters.sequence_id (a non-zero integer or a non-empty string)",
+                 flags[set[0] ? 0 : 1]);
+        return why;
+    }
+    j->seq_start = (uint8_t)set[0];
+    j->seq_end = (uint8_t)set[1];
+    return NULL;
+}
+
+void infer_sequence_meta(sb *meta, const job *j)
+{
+    if (!job_in_sequence(j))
+        return;
+    sb_adds(meta, ",\"sequence\":{\"id\":");
+    if (j->seq_str)
+        sb_json_str(meta, j->seq_str, j->seq_str_len);
+    else
+        sb_u64(meta, j->seq_num);
+    sb_adds(meta, j->seq_start ? ",\"start\":true" : ",\"start\":false");
+    sb_adds(meta, j->seq_end ? ",\"end\":true}" : ",\"end\":false}");
+}
+
+/* Triton's reserved request parameters that corral does not serve: a message, or NULL when params are fine. */
+static const char *refused_parameter(json_t *params, char *why, size_t len)
+{
     const char *key;
     json_t *v;
     json_object_foreach(params, key, v) {
@@ -341,7 +388,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     sb_init(&data, 256);
     /* With batching, what this request brings to a batch (batch.h), as text at offsets; dropped if it cannot
      * batch. Built beside the meta, then allocated once. */
-    int batchable = in->max_batch_size > 0;
+    int batchable = in->max_batch_size > 0; /* a sequence's request goes alone: decided below, once parsed */
     int64_t batch_rows = -1;
     sb bt = {0}; /* untouched (no allocation) unless batchable */
     if (batchable)
@@ -390,7 +437,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
     if (bdo && !json_is_boolean(bdo))
         BAD("parameters.binary_data_output must be a boolean");
     opts->binary_all = json_is_true(bdo);
-    if (refused_parameter(params, why, sizeof why))
+    if (refused_parameter(params, why, sizeof why) || infer_sequence_parameters(params, j, why, sizeof why))
         BAD("%s", why);
     json_t *sess = json_object_get(params, "session");
     if (sess && !json_is_string(sess))
@@ -433,6 +480,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         sb_adds(&meta, "{}");
     }
     params_len = meta.len - params_at;
+    infer_sequence_meta(&meta, j);
     sb_adds(&meta, ",\"inputs\":[");
     size_t i;
     json_t *input;
@@ -667,7 +715,7 @@ int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *e
         status = 503;
         BAD("cannot allocate %zu bytes for the request now", 4 + meta.len + data_total);
     }
-    if (batchable && batch_rows > 0 && batch_rows <= in->max_batch_size) {
+    if (batchable && batch_rows > 0 && batch_rows <= in->max_batch_size && !job_in_sequence(j)) {
         /* The signature: every input's spec and dims as written, NULs included (equal bytes batch together). */
         size_t sig_off = spec_off[0], sig_len = bt.len - spec_off[0];
         /* Its part of the batch meta: the client's id, parameters (as already written into meta) and outputs. */

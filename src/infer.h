@@ -89,6 +89,18 @@ typedef struct infer_input {
  */
 int infer_parse_request(const infer_input *in, job *j, infer_opts *opts, char *err, size_t errlen);
 
+/*
+ * Triton's sequence parameters of a request (params: its "parameters"
+ * object, or NULL) into j: sequence_id (an unsigned integer, 0 for none,
+ * or a string of at most SEQ_ID_MAX bytes, "" for none), sequence_start
+ * and sequence_end (booleans, which need an id). Returns NULL, or why
+ * they are wrong, written into why (docs/sessions.md, "Sequences").
+ */
+const char *infer_sequence_parameters(json_t *params, job *j, char *why, size_t len);
+/* Appends ,"sequence":{"id","start","end"} to a request's meta when j names a sequence (docs/worker-protocol.md). */
+struct sb;
+void infer_sequence_meta(struct sb *meta, const job *j);
+
 /* The first key of object o (NULL: none) not listed in known (NULL-terminated), or NULL. */
 const char *infer_unknown_key(json_t *o, const char *const *known);
 

@@ -539,6 +539,8 @@ static void on_frame(inst *in, const proto_header *h, uint8_t *body)
         in->cur.streams = json_is_true(json_object_get(hello, "stream"));
         /* It takes BATCH (docs/worker-protocol.md, "Batches"). */
         in->cur.batches = json_is_true(json_object_get(hello, "batch"));
+        /* It wants SEQUENCE_END when the daemon releases a sequence (docs/worker-protocol.md, "Sequences"). */
+        in->cur.sequences = json_is_true(json_object_get(hello, "sequence"));
         json_decref(hello);
         break;
     }

@@ -127,6 +127,7 @@ typedef struct inst_proc {
     int shm;             /* the worker's HELLO says it maps them */
     int streams;         /* the worker's HELLO says it streams and obeys CANCEL and CREDIT */
     int batches;         /* the worker's HELLO says it takes BATCH */
+    int sequences;       /* the worker's HELLO says it takes SEQUENCE_END */
     uint64_t shm_in_job; /* the request whose data is in the input region; 0 when free */
     uint64_t shm_out_job; /* the request allowed to answer in the output region; 0 when free */
     size_t shm_used[2];  /* the most bytes each region carried since its pages were last released */
@@ -285,6 +286,14 @@ void inst_abandon(inst *in, job *j);
 int inst_can_cancel(const inst *in);
 /* Whether the worker takes BATCH (its HELLO said "batch": true). */
 int inst_can_batch(const inst *in);
+
+/*
+ * Tells the worker that the daemon released one of its sequences
+ * (SEQUENCE_END, id 0, body the JSON {"sequence_id", "reason"}), after
+ * every frame already sent on the request socket. No-op unless its HELLO
+ * said "sequence": true and it still runs.
+ */
+void inst_sequence_end(inst *in, const uint8_t *body, size_t len);
 
 /*
  * Tells the worker to give up j (CANCEL). The job stays in flight until the

@@ -34,6 +34,12 @@ int inst_can_batch(const inst *in)
     return in->cur.batches && !in->exited;
 }
 
+void inst_sequence_end(inst *in, const uint8_t *body, size_t len)
+{
+    if (in->cur.sequences && !in->exited && in->state == INST_READY)
+        chan_writer_send(&in->wr, PROTO_SEQUENCE_END, 0, body, len); /* behind the sequence's requests */
+}
+
 /* CANCEL and CREDIT go where PING goes: the worker reads its health socket on a thread that never runs model code. */
 static chan_writer *control_writer(inst *in)
 {

@@ -147,6 +147,8 @@ void job_free(job *j)
     if (!j)
         return;
     job_deadline_untrack(j);
+    if (j->on_release)
+        j->on_release(j);
     if (j->on_free)
         j->on_free(j);
     shm_unref(j->shm);
@@ -154,6 +156,7 @@ void job_free(job *j)
     free(j->frame);
     free(j->pieces);
     free(j->data_owned);
+    free(j->seq_str);
     free(j);
 }
 

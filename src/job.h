@@ -22,6 +22,7 @@
 
 struct model;
 struct inst;
+struct seq;
 typedef struct job job;
 
 /* A piece of a frame's tensor data: len bytes at ptr. */
@@ -121,7 +122,22 @@ struct job {
      * waited in the queue is sent, so abandoned work never reaches a worker. */
     int (*client_alive)(job *j);
     void *ctx;            /* the caller's; not owned */
+    /* Triton's sequences (seq.h): the request's sequence_id (seq_str, owned, for a string id; else seq_num,
+     * 0 for none) and flags as parsed (infer.c); once admitted, the sequence it belongs to. */
+    uint64_t seq_num;
+    char *seq_str;
+    uint32_t seq_str_len;
+    uint8_t seq_start, seq_end;
+    uint8_t seq_waiting;  /* 1 while linked into its sequence's FIFO (next/prev) */
+    struct seq *seq;      /* not owned: the model's sequence table owns it */
+    void (*on_release)(job *j); /* called by job_free before anything is freed: the scheduler lets go of it */
 };
+
+/* Whether the request names a sequence. */
+static inline int job_in_sequence(const job *j)
+{
+    return j->seq_num || j->seq_str;
+}
 
 typedef struct job_queue {
     job *head[JOB_MAX_LEVELS + 1]; /* index = priority level, 1..levels */

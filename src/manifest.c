@@ -375,7 +375,8 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
                                       "max_instances", "concurrency", "pipeline", "load", "keep_alive", "timeout",
                                       "stream_timeout", "load_timeout", "max_queue", "priority_levels", "default_priority",
                                       "batching", "restart", "health", "limits", "parameters", "inputs",
-                                      "outputs", "description", "version", "decoupled", "source", "from", NULL};
+                                      "outputs", "description", "version", "decoupled", "source", "from",
+                                      "max_sequence_idle", NULL};
     if (check_keys(c, root, NULL, top) < 0)
         return -EINVAL;
     if (json_object_get(root, "from"))
@@ -480,8 +481,12 @@ static int validate(vctx *c, json_t *root, const char *dirname, manifest *m)
     if (get_duration(c, root, "keep_alive", "keep_alive", 5 * 60000, 1, &m->keep_alive_ms) < 0 ||
         get_duration(c, root, "timeout", "timeout", 60000, 0, &m->timeout_ms) < 0 ||
         get_duration(c, root, "stream_timeout", "stream_timeout", 3600000, 1, &m->stream_timeout_ms) < 0 ||
-        get_duration(c, root, "load_timeout", "load_timeout", 10 * 60000, 0, &m->load_timeout_ms) < 0)
+        get_duration(c, root, "load_timeout", "load_timeout", 10 * 60000, 0, &m->load_timeout_ms) < 0 ||
+        get_duration(c, root, "max_sequence_idle", "max_sequence_idle", 1000, 0, &m->max_sequence_idle_ms) < 0)
         return -EINVAL;
+    if (m->max_sequence_idle_ms == 0)
+        return fail(c, "max_sequence_idle", "must be greater than zero");
+    m->sequence_declared = json_object_get(root, "max_sequence_idle") != NULL;
     if (m->timeout_ms == 0)
         return fail(c, "timeout", "must be greater than zero");
     if (m->load_timeout_ms == 0)

@@ -36,6 +36,8 @@ typedef struct manifest {
     int64_t timeout_ms;
     int64_t stream_timeout_ms; /* a streamed response's run after its first chunk; -1: none */
     int64_t load_timeout_ms;
+    int64_t max_sequence_idle_ms; /* a live sequence with nothing queued or running is released after this */
+    int sequence_declared;        /* max_sequence_idle was written: Triton's config shows sequence_batching */
     int max_queue;
     int priority_levels;
     int default_priority;

@@ -409,6 +409,12 @@ void metrics_render(sb *out)
         sb_adds(out, "\"} ");
         u64_line(out, model_queue_depth(m));
     }
+    family(out, "corral_sequences_active", "gauge", "Live sequences of the model (Triton's sequence_id), each pinned to one instance.");
+    for (model *m = model_next(NULL); m; m = model_next(m)) {
+        series(out, "corral_sequences_active", "", model_name(m));
+        sb_adds(out, "\"} ");
+        u64_line(out, model_sequences_active(m));
+    }
     family(out, "corral_instances", "gauge", "The model's instances by state.");
     for (model *m = model_next(NULL); m; m = model_next(m)) {
         int count[INST_STOPPING + 1] = {0};

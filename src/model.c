@@ -70,7 +70,12 @@ const struct model_stats *model_stats_get(const model *m)
 
 size_t model_queue_depth(const model *m)
 {
-    return m->queue.count;
+    return m->queue.count + m->seqs.waiting; /* a sequence's requests wait in its FIFO, not the queue */
+}
+
+size_t model_sequences_active(const model *m)
+{
+    return m->seqs.live;
 }
 
 int model_instances(const model *m, inst *const **slots)
@@ -164,6 +169,7 @@ void model_emit_scaled(model *m, int from, int to, const char *why)
 
 void model_fail_queue(model *m, int status, const char *msg)
 {
+    dispatch_drop_sequences(m, status, msg);
     job *j;
     while ((j = job_queue_pop(&m->queue)))
         answer_job(j, status, msg);
@@ -546,6 +552,7 @@ static void on_exited(inst *in)
 {
     model *m = in->data;
     slot *s = slot_of(in);
+    dispatch_sequences_lost(m, in);
     emit_exited(m, in, s->retire || s->replace || m->state == MODEL_UNLOADING || m->state == MODEL_UNLOADED ||
                            m->state == MODEL_FAILED || R.shutting_down);
     /* During shutdown a crashed instance is still replaced while its model has queued work to drain. */
@@ -610,7 +617,9 @@ static void on_job_finished(inst *in)
             in->rss_bytes = rss;
         registry_check_memory_limit(m, in);
     }
-    if ((s->retire || s->replace || m->state == MODEL_UNLOADING) && in->inflight == 0 && in->state == INST_READY)
+    /* A retiring instance serves its live sequences to their end (or idle release) first. */
+    if ((s->retire || s->replace || m->state == MODEL_UNLOADING) && in->inflight == 0 && in->state == INST_READY &&
+        (s->sequences == 0 || s->replace || m->state == MODEL_UNLOADING))
         inst_stop(in, R.stop_grace_ms);
     dispatch_jobs(m);
     if (R.shutting_down)
@@ -1059,19 +1068,19 @@ static int scale_to(model *m, int instances, char *msg, size_t msglen)
         }
         active++;
     }
-    /* Retire the highest ids first, idle ones before busy ones. */
-    for (int pass = 0; pass < 2 && active > instances; pass++) {
+    /* Retire the highest ids first: idle ones, then busy ones without live sequences, then the rest. */
+    for (int pass = 0; pass < 3 && active > instances; pass++) {
         for (int i = m->nslots - 1; i >= 0 && active > instances; i--) {
             inst *in = m->slots[i];
             slot *s = slot_of(in);
-            if (s->retire || (pass == 0 && in->inflight > 0))
+            if (s->retire || (pass == 0 && (in->inflight > 0 || s->sequences > 0)) || (pass == 1 && s->sequences > 0))
                 continue;
             s->retire = 1;
             active--;
             uv_timer_stop(&s->restart_timer);
             if (in->state == INST_IDLE)
                 remove_slot(m, in);
-            else if (in->inflight == 0)
+            else if (in->inflight == 0 && s->sequences == 0) /* else once they end (dispatch.c) */
                 inst_stop(in, R.stop_grace_ms);
         }
     }
@@ -1105,7 +1114,7 @@ json_t *model_to_json(model *m)
     json_t *o = json_pack("{s:s, s:s, s:o, s:b, s:I, s:i, s:o}", "name", m->name, "state",
                           model_state_name(m->state), "reason",
                           reason ? utf8_json_string(reason, strlen(reason)) : json_null(), "changed", m->changed,
-                          "queue", (json_int_t)m->queue.count, "target_instances", m->target, "instances", insts);
+                          "queue", (json_int_t)model_queue_depth(m), "target_instances", m->target, "instances", insts);
     json_object_set_new(o, "dir", utf8_json_string(m->dir, strlen(m->dir)));
     json_object_set_new(o, "origin", json_string(m->spec ? "runtime" : "repository"));
     if (m->from)

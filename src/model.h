@@ -162,8 +162,10 @@ void model_forget_waiter(model *m, lifecycle_waiter *w);
 struct model_stats;
 /* What the metrics count about the model (metrics.h). */
 const struct model_stats *model_stats_get(const model *m);
-/* Requests waiting in the model's queue. */
+/* Requests waiting: in the model's queue and in its sequences' FIFOs. */
 size_t model_queue_depth(const model *m);
+/* Live sequences of the model (docs/sessions.md, "Sequences"). */
+size_t model_sequences_active(const model *m);
 /* The model's instances (slots), in id order of creation: sets *slots and returns how many. */
 int model_instances(const model *m, inst *const **slots);
 

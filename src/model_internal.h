@@ -35,6 +35,7 @@
 #include "logring.h"
 #include "metrics.h"
 #include "model.h"
+#include "seq.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -53,6 +54,7 @@ typedef struct slot {
     int replace;              /* stopped on purpose (deadline, memory): restart at once, not a crash */
     int replace_cause;        /* with replace: RESTART_DEADLINE or RESTART_MEMORY (metrics.h) */
     int restarts;             /* processes started after the first */
+    int sequences;            /* live sequences pinned to it (dispatch.c): a retiring slot waits for them */
 } slot;
 
 /* The slot an instance of slots[] belongs to. */
@@ -81,6 +83,8 @@ struct model {
     int target;
     int rr;
     job_queue queue;
+    seq_table seqs;         /* live sequences, their FIFOs and lost marks (dispatch.c) */
+    uv_timer_t seq_timer;   /* the next idle release or lost mark to forget; 0 to dispatch ready sequences */
     lifecycle_waiter *load_waiters;
     lifecycle_waiter *unload_waiters;
     uv_timer_t idle_timer;
@@ -223,12 +227,22 @@ void restart_record(uint64_t *restarts_at, int *nrestarts, uint64_t now);
  * instances take turns). NULL when none has room. Reads only; tests/unit/test_dispatch.c.
  */
 inst *dispatch_pick(model *m);
+/* The instance for a sequence's start: as dispatch_pick, the fewest live sequences first (slot.sequences). */
+inst *dispatch_pick_start(model *m);
 /* Hands queued jobs to ready instances while one has room. */
 void dispatch_jobs(model *m);
 /* j's first chunk arrived: from now on its deadline is its stream_timeout. */
 void dispatch_stream_started(job *j);
 /* Arms the keep_alive timer of a ready model with nothing queued or running. */
 void dispatch_arm_idle_timer(model *m);
+/*
+ * The process of in is gone (its exit, before any restart): every live
+ * sequence pinned to it is lost. Its waiting requests are answered 409,
+ * and so is each next request of it without sequence_start, for a while.
+ */
+void dispatch_sequences_lost(model *m, inst *in);
+/* Drops every sequence (unload, failure, drain): waiting requests get status and msg. */
+void dispatch_drop_sequences(model *m, int status, const char *msg);
 
 /* ---- registry.c ---- */
 

@@ -119,6 +119,11 @@ json_t *modelcfg_json(const char *name, const manifest *mf, const json_t *inputs
     json_object_set_new(o, "batch_output", json_array());
     if (batching)
         json_object_set_new(o, "dynamic_batching", dynamic_batching_json(mf));
+    if (mf->sequence_declared) /* every model takes sequences; one that tunes them shows it as Triton would */
+        json_object_set_new(o, "sequence_batching",
+                            json_pack("{s:I,s:[],s:[],s:b}", "max_sequence_idle_microseconds",
+                                      (json_int_t)mf->max_sequence_idle_ms * 1000, "control_input", "state",
+                                      "iterative_sequence", 0));
     json_object_set_new(o, "instance_group",
                         json_pack("[{s:s, s:s, s:i, s:[], s:[], s:[], s:b, s:s}]", "name", group, "kind", "KIND_CPU",
                                   "count", mf->instances, "gpus", "secondary_devices", "profile", "passive", 0,

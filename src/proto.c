@@ -51,7 +51,7 @@ int proto_type_known(uint8_t type)
     switch (type) {
     case PROTO_HELLO: case PROTO_LOAD: case PROTO_READY:
     case PROTO_INFER: case PROTO_INFER_RESULT: case PROTO_GENERATE: case PROTO_GENERATE_RESULT:
-    case PROTO_CHUNK: case PROTO_END: case PROTO_CANCEL: case PROTO_BATCH: case PROTO_CREDIT:
+    case PROTO_CHUNK: case PROTO_END: case PROTO_CANCEL: case PROTO_BATCH: case PROTO_CREDIT: case PROTO_SEQUENCE_END:
     case PROTO_ERROR: case PROTO_PING: case PROTO_PONG: case PROTO_SHUTDOWN: case PROTO_SHM:
         return 1;
     default:
@@ -79,6 +79,7 @@ const char *proto_type_name(uint8_t type)
     case PROTO_CANCEL: return "CANCEL";
     case PROTO_BATCH: return "BATCH";
     case PROTO_CREDIT: return "CREDIT";
+    case PROTO_SEQUENCE_END: return "SEQUENCE_END";
     case PROTO_ERROR: return "ERROR";
     case PROTO_PING: return "PING";
     case PROTO_PONG: return "PONG";

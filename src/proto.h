@@ -43,6 +43,7 @@ enum proto_type {
     PROTO_CANCEL = 0x16, /* the daemon gave up on a request: stop it, answer once */
     PROTO_BATCH = 0x17,  /* several requests' INFERs in one tensor message */
     PROTO_CREDIT = 0x18, /* the daemon sent on this many bytes of a stream: u32 body */
+    PROTO_SEQUENCE_END = 0x19, /* the daemon released a sequence (idle): JSON body; only to a worker that asked */
     PROTO_ERROR = 0x1f,
     PROTO_PING = 0x20,
     PROTO_PONG = 0x21,

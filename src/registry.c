@@ -58,6 +58,9 @@ model *registry_model_new(const repo_entry *e)
     m->idle_timer.data = m;
     uv_timer_init(R.loop, &m->batch_timer);
     m->batch_timer.data = m;
+    uv_timer_init(R.loop, &m->seq_timer);
+    m->seq_timer.data = m;
+    seq_table_init(&m->seqs);
     job_queue_init(&m->queue, 1);
     /* Insert in name order so listings are stable. */
     model **p = &R.head;
@@ -73,6 +76,7 @@ static void timers_closed(uv_handle_t *h)
     model *m = h->data;
     if (--m->timers_open > 0)
         return;
+    seq_table_free(&m->seqs); /* emptied by the unload before a model is removed */
     manifest_free(m->mf);
     manifest_free(m->next_mf);
     model_drop_labels(m);
@@ -107,9 +111,10 @@ void registry_model_remove(model *m)
         pull_detach(m->pulling);
         m->pulling = NULL;
     }
-    m->timers_open = 2;
+    m->timers_open = 3;
     uv_close((uv_handle_t *)&m->idle_timer, timers_closed);
     uv_close((uv_handle_t *)&m->batch_timer, timers_closed);
+    uv_close((uv_handle_t *)&m->seq_timer, timers_closed);
 }
 
 /* Takes ownership of e's manifest, keys or error. */
@@ -366,7 +371,8 @@ static void autoscale(model *m, uint64_t now)
         return;
     for (int i = m->nslots - 1; i >= 0; i--) {
         inst *in = m->slots[i];
-        if (slot_of(in)->retire || in->state != INST_READY || in->inflight || now - in->last_busy_ms < AUTOSCALE_IDLE_MS)
+        if (slot_of(in)->retire || in->state != INST_READY || in->inflight || slot_of(in)->sequences ||
+            now - in->last_busy_ms < AUTOSCALE_IDLE_MS)
             continue;
         MODEL_LOG(LOG_INFO, m, "model %s: instance %d idle for %d s; scaling back to %d", m->name, in->id,
                  AUTOSCALE_IDLE_MS / 1000, active - 1);
@@ -508,7 +514,7 @@ void registry_check_shutdown_done(void)
 /* Once a model has no request queued or running during shutdown, its workers go. */
 void registry_drain_model(model *m)
 {
-    if (m->queue.count)
+    if (m->queue.count || m->seqs.waiting)
         return;
     for (int i = 0; i < m->nslots; i++)
         if (m->slots[i]->inflight)

@@ -201,6 +201,7 @@ struct corral_request {
     json_t *parameters;     /* owned reference */
     const char *client_id;  /* owned by meta */
     const json_t *wanted;   /* owned by meta: requested output names, or NULL for all */
+    const json_t *sequence; /* owned by meta: {"id", "start", "end"}, or NULL: no sequence */
     const char *content_type; /* owned by meta, or a literal */
 
     corral_tensor *inputs; /* owned */

@@ -334,6 +334,13 @@ int corral__request_parse(corral_request *req, corral_response *res, const char 
     if (src < 0)
         return corral_response_error(res, 500, "MemoryError", "out of memory");
 
+    const json_t *seq = json_object_get(req->meta, "sequence");
+    if (seq) {
+        const json_t *sid = json_object_get(seq, "id");
+        if (!json_is_object(seq) || !(json_is_string(sid) || (json_is_integer(sid) && json_integer_value(sid) >= 0)))
+            return proto_fail(req, what, "meta 'sequence' is not {\"id\": integer or string, \"start\", \"end\"}");
+        req->sequence = seq;
+    }
     if (req->type == PROTO_GENERATE) {
         const json_t *ct = json_object_get(req->meta, "content_type");
         if (ct && !json_is_string(ct))
@@ -441,6 +448,11 @@ const char *corral_request_id(const corral_request *req)
 const json_t *corral_request_parameters(const corral_request *req)
 {
     return req->parameters;
+}
+
+const json_t *corral_request_sequence(const corral_request *req)
+{
+    return req->sequence;
 }
 
 size_t corral_request_ninputs(const corral_request *req)

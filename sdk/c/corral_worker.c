@@ -329,6 +329,22 @@ static void control(worker *w, const corral__frame *f, const char *where)
                     (unsigned long long)f->h.id, f->h.length);
 }
 
+/* SEQUENCE_END: id 0, {"sequence_id": integer or string, "reason": string}; sent only when the HELLO asked. */
+static void on_sequence_end(worker *w, const corral__frame *f)
+{
+    json_error_t err;
+    json_t *msg = json_loadb((const char *)f->body, f->h.length, 0, &err);
+    const json_t *sid = json_object_get(msg, "sequence_id");
+    const char *reason = json_string_value(json_object_get(msg, "reason"));
+    if (!w->ops->end_sequence || f->h.id != 0 || !reason ||
+        !(json_is_string(sid) || (json_is_integer(sid) && json_integer_value(sid) >= 0)))
+        corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: SEQUENCE_END (id %llu, %u-byte body) %s",
+                    (unsigned long long)f->h.id, f->h.length,
+                    w->ops->end_sequence ? "is not {\"sequence_id\", \"reason\"} with id 0" : "was not asked for");
+    w->ops->end_sequence(w->state, sid, reason);
+    json_decref(msg);
+}
+
 static void dispatch(worker *w, corral__frame *f)
 {
     switch (f->h.type) {
@@ -353,6 +369,9 @@ static void dispatch(worker *w, corral__frame *f)
     case PROTO_CANCEL:
     case PROTO_CREDIT:
         control(w, f, "");
+        break;
+    case PROTO_SEQUENCE_END:
+        on_sequence_end(w, f);
         break;
     default:
         corral__die(CORRAL_EXIT_PROTOCOL, "corral: protocol error: unexpected %s frame from the daemon%s",
@@ -473,6 +492,11 @@ static void send_hello(worker *w)
     json_t *hello = json_pack("{s:i,s:s,s:s,s:I,s:b,s:b}", "protocol", PROTO_VERSION, "sdk", "c", "sdk_version",
                               CORRAL_SDK_VERSION, "pid", (json_int_t)getpid(), "stream", 1, "batch", 1);
     if (hello && w->shm[0].fd >= 0 && json_object_set_new(hello, "shm", json_true()) < 0) {
+        json_decref(hello);
+        hello = NULL;
+    }
+    /* sequence: the model frees per-sequence state when the daemon releases a sequence (end_sequence). */
+    if (hello && w->ops->end_sequence && json_object_set_new(hello, "sequence", json_true()) < 0) {
         json_decref(hello);
         hello = NULL;
     }

@@ -160,6 +160,16 @@ typedef struct corral_model_ops {
     int (*generate)(void *state, const corral_request *req, corral_response *res);
     void (*unload)(void *state);
     int (*infer_batch)(void *state, const corral_request *const *reqs, corral_response *const *res, size_t n);
+    /*
+     * Optional: the daemon released one of the model's Triton sequences
+     * itself (reason "idle": no request of it for max_sequence_idle; see
+     * corral_request_sequence): free what is kept for it. sequence_id is
+     * the JSON integer or string the requests carried (owned by the SDK,
+     * valid during the call). Called on the SDK's reader thread after the
+     * sequence's last request returned, so it may run beside requests of
+     * other sequences. Set, it makes the HELLO ask for these calls.
+     */
+    void (*end_sequence)(void *state, const json_t *sequence_id, const char *reason);
 } corral_model_ops;
 
 /*
@@ -245,6 +255,14 @@ CORRAL_API int corral_param_bool(const json_t *obj, const char *key, int def);
 CORRAL_API const char *corral_request_id(const corral_request *req);
 /* Request parameters (an object, possibly empty; owned by req); a batch's first request's. */
 CORRAL_API const json_t *corral_request_parameters(const corral_request *req);
+
+/*
+ * The Triton sequence the request belongs to (infer, or Triton's
+ * generate): {"id": integer or string, "start": bool, "end": bool} (owned
+ * by req), or NULL for a request of no sequence. Every request of one sequence comes to the same instance, one
+ * at a time and in order (docs/sessions.md, "Sequences"); never in a batch.
+ */
+CORRAL_API const json_t *corral_request_sequence(const corral_request *req);
 
 /* infer: inputs in the order the client sent them. */
 CORRAL_API size_t corral_request_ninputs(const corral_request *req);

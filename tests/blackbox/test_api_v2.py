@@ -185,7 +185,7 @@ def test_server_metadata_and_health(corral):
     # Exactly what is implemented: a new extension must be listed here, one dropped must not stay listed.
     assert sorted(meta["extensions"]) == sorted([
         "binary_tensor_data", "model_repository", "generate", "statistics", "logging", "model_configuration",
-        "classification", "system_shared_memory", "schedule_policy"]), meta
+        "classification", "system_shared_memory", "schedule_policy", "sequence", "sequence(string_id)"]), meta
     r = d.get("/v2/health/live")
     assert r.status_code == 200 and r.json() == {"live": True}, r.text
     r = d.get("/v2/health/ready")

@@ -532,7 +532,8 @@ def test_request_parameters(g):
     x = [inp("X", "INT32", [1], int_contents=[0])]
     fails(g.ModelInfer, request("ctl", x, priority=99), SC.INVALID_ARGUMENT, "parameters.priority 99 is out of range")
     fails(g.ModelInfer, request("ctl", x, priority=-1), SC.INVALID_ARGUMENT, "parameters.priority")
-    fails(g.ModelInfer, request("ctl", x, sequence_id=5), SC.INVALID_ARGUMENT, "sequence_id", "not supported")
+    fails(g.ModelInfer, request("ctl", x, sequence_id=5), SC.INVALID_ARGUMENT,
+          "inference request for sequence 5 to model 'ctl' must specify the START flag")
     assert bytes_items(outputs(g.ModelInfer(request("ctl", x, priority=0, sequence_id=0), timeout=60))["TAG"][2]) \
         == [b"file"]
     # parameters reach the model: its BadRequest is INVALID_ARGUMENT, its exception INTERNAL, with their text

@@ -307,13 +307,15 @@ def test_repository_index_ready_filter_and_refusals(corral):
 # ---------------------------------------------------------------- inference request audit
 
 
-def test_sequences_are_refused_until_they_are_supported(corral):
+def test_sequence_parameters_are_checked(corral):
     corral.add("ctl", "steerable", manifest=ctl_manifest())
     d = corral.start()
-    for params, needle in [({"sequence_id": 7}, "parameters.sequence_id: sequences"),
-                           ({"sequence_id": "abc"}, "parameters.sequence_id: sequences"),
-                           ({"sequence_start": True}, "parameters.sequence_start: sequences"),
-                           ({"sequence_end": True}, "parameters.sequence_end: sequences"),
+    for params, needle in [({"sequence_id": 7}, "inference request for sequence 7 to model 'ctl' must specify the "
+                                                "START flag on the first request of the sequence"),
+                           ({"sequence_id": -3}, "parameters.sequence_id must be an unsigned integer or a string"),
+                           ({"sequence_id": 1.5}, "parameters.sequence_id must be an unsigned integer or a string"),
+                           ({"sequence_start": True}, "parameters.sequence_start needs a parameters.sequence_id"),
+                           ({"sequence_id": 0, "sequence_end": True}, "parameters.sequence_end needs"),
                            ({"sequence_end": 1}, "parameters.sequence_end must be true or false"),
                            ({"triton_enable_empty_final_response": True}, "reserved for Triton")]:
         assert_error(infer(d, "ctl", **params), 400, "model 'ctl'", needle)

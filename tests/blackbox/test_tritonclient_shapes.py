@@ -436,8 +436,8 @@ def test_requested_outputs_json_and_binary_and_request_parameters(client_and_dae
 def test_errors_reach_the_client_as_its_exception(client_and_daemon):
     c, d = client_and_daemon
     with pytest.raises(ServerError) as e:
-        c.infer("ctl", [InferInput("X", [1], "INT32").set_data([0])], sequence_id=42, sequence_start=True)
-    assert e.value.status == "400" and "sequences" in e.value.msg and "'ctl'" in e.value.msg
+        c.infer("ctl", [InferInput("X", [1], "INT32").set_data([0])], sequence_id=42)
+    assert e.value.status == "400" and "must specify the START flag" in e.value.msg and "'ctl'" in e.value.msg
     with pytest.raises(ServerError) as e:
         c.infer("nosuch", [InferInput("X", [1], "INT32").set_data([0])])
     assert e.value.status == "404"

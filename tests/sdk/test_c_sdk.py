@@ -38,11 +38,13 @@ BATCH_DIR = ROOT / "tests" / "models" / "infer_batch_c"
 ECHO_BIN = Path(os.environ.get("CORRAL_ECHO_C_BIN", ECHO_DIR / "echo-c"))
 TTS_BIN = Path(os.environ.get("CORRAL_TTS_ESPEAK_BIN", TTS_DIR / "tts-espeak"))
 BATCH_BIN = Path(os.environ.get("CORRAL_INFER_BATCH_C_BIN", BATCH_DIR / "infer_batch_c"))
+SEQ_DIR = ROOT / "tests" / "models" / "sequences_c"
+SEQ_BIN = Path(os.environ.get("CORRAL_SEQUENCES_C_BIN", SEQ_DIR / "sequences_c"))
 
 HEADER = struct.Struct("<IBBHQ")
 HELLO, LOAD, READY = 0x01, 0x02, 0x03
 INFER, INFER_RESULT, GENERATE, GENERATE_RESULT = 0x10, 0x11, 0x12, 0x13
-CHUNK, END, CANCEL, BATCH, CREDIT = 0x14, 0x15, 0x16, 0x17, 0x18
+CHUNK, END, CANCEL, BATCH, CREDIT, SEQUENCE_END = 0x14, 0x15, 0x16, 0x17, 0x18, 0x19
 ERROR, PING, PONG, SHUTDOWN = 0x1F, 0x20, 0x21, 0x22
 SHM = 0x30  # reserved
 
@@ -183,10 +185,11 @@ class Worker:
         return self.next_id
 
     def send_infer(self, inputs: list[tuple[str, str, list[int], bytes]], outputs: Optional[list[str]] = None,
-                   parameters: Optional[dict] = None, id_: Optional[int] = None) -> int:
+                   parameters: Optional[dict] = None, id_: Optional[int] = None, **extra) -> int:
         id_ = id_ or self.new_id()
         meta: dict = {"id": f"req-{id_}", "parameters": parameters or {},
-                      "inputs": [{"name": n, "datatype": d, "shape": s, "size": len(b)} for n, d, s, b in inputs]}
+                      "inputs": [{"name": n, "datatype": d, "shape": s, "size": len(b)} for n, d, s, b in inputs],
+                      **extra}
         if outputs is not None:
             meta["outputs"] = outputs
         self.send(INFER, id_, tensor_body(meta, b"".join(b for *_, b in inputs)))
@@ -287,7 +290,7 @@ def spawn() -> Iterator:
     started: list[Worker] = []
 
     def make(binary: Path = ECHO_BIN, **kwargs) -> Worker:
-        w = Worker(binary, {ECHO_BIN: ECHO_DIR, BATCH_BIN: BATCH_DIR}.get(binary, TTS_DIR), **kwargs)
+        w = Worker(binary, {ECHO_BIN: ECHO_DIR, BATCH_BIN: BATCH_DIR, SEQ_BIN: SEQ_DIR}.get(binary, TTS_DIR), **kwargs)
         started.append(w)
         return w
 
@@ -705,6 +708,57 @@ def test_malformed_cancel_or_credit_is_a_protocol_error(spawn, frame, health):
     w.control(*frame)
     assert w.wait() == 2
     assert "protocol error" in w.stderr_text()
+
+
+# ---------------------------------------------------------------- sequences_c
+
+
+def test_request_sequence_and_end_sequence(spawn):
+    w = spawn(SEQ_BIN)
+    assert w.hello()["sequence"] is True  # the model has end_sequence: the daemon may send SEQUENCE_END
+    w.load()
+    w.expect(READY, 0)
+
+    def answer(**extra):
+        out = w.infer([], **extra)
+        return decode_bytes(out["SEQ"][2])[0].decode(), decode_bytes(out["RELEASED"][2])[0].decode()
+
+    assert answer() == ("null", "")
+    assert answer(sequence={"id": 7, "start": True, "end": False})[0] == '{"end":false,"id":7,"start":true}'
+    assert answer(sequence={"id": "conv", "start": False, "end": True})[0] == '{"end":true,"id":"conv","start":false}'
+    w.send(SEQUENCE_END, 0, json.dumps({"sequence_id": 7, "reason": "idle"}).encode())
+    w.send(SEQUENCE_END, 0, json.dumps({"sequence_id": "conv", "reason": "idle"}).encode())
+    assert answer()[1] == '7 idle\n"conv" idle\n'
+
+
+def test_echo_c_never_asks_for_sequence_end(spawn):
+    w = spawn()
+    assert "sequence" not in w.hello()  # no end_sequence: no SEQUENCE_END
+    w.load()
+    w.expect(READY, 0)
+    w.send(SEQUENCE_END, 0, json.dumps({"sequence_id": 7, "reason": "idle"}).encode())
+    assert w.wait() == 2
+    assert "SEQUENCE_END" in w.stderr_text() and "was not asked for" in w.stderr_text()
+
+
+@pytest.mark.parametrize("frame", [(SEQUENCE_END, 3, b'{"sequence_id": 7, "reason": "idle"}'),
+                                   (SEQUENCE_END, 0, b'{"sequence_id": -1, "reason": "idle"}'),
+                                   (SEQUENCE_END, 0, b'{"sequence_id": 7}'),
+                                   (SEQUENCE_END, 0, b'not json')])
+def test_malformed_sequence_end_is_a_protocol_error(spawn, frame):
+    w = spawn(SEQ_BIN)
+    w.start()
+    w.send(*frame)
+    assert w.wait() == 2
+    assert "protocol error" in w.stderr_text()
+
+
+def test_malformed_sequence_meta_is_a_protocol_error(spawn):
+    w = spawn(SEQ_BIN)
+    w.start()
+    w.send_infer([], sequence={"id": True})
+    assert w.wait() == 2
+    assert "meta 'sequence'" in w.stderr_text()
 
 
 def test_shutdown_finishes_work_then_unloads_and_exits_0(spawn):

@@ -39,7 +39,7 @@ ECHO_WORKER = REPO / "examples" / "models" / "echo" / "worker.py"
 HEADER = struct.Struct("<IBBHQ")
 HELLO, LOAD, READY = 0x01, 0x02, 0x03
 INFER, INFER_RESULT, GENERATE, GENERATE_RESULT = 0x10, 0x11, 0x12, 0x13
-CANCEL, BATCH, CREDIT = 0x16, 0x17, 0x18
+CANCEL, BATCH, CREDIT, SEQUENCE_END = 0x16, 0x17, 0x18, 0x19
 ERROR, PING, PONG, SHUTDOWN = 0x1F, 0x20, 0x21, 0x22
 SHM = 0x30  # reserved: no version-1 peer sends it
 
@@ -302,6 +302,10 @@ class FakeDaemon:
         if outputs is not None:
             meta["outputs"] = outputs
         self.send(INFER, frame_id, body_with_meta(meta, b"".join(raw for _, _, _, raw in inputs)))
+
+    def send_infer_meta(self, frame_id: int, **meta: Any) -> None:
+        """An INFER with no tensors and meta's keys besides id and parameters (a sequence, say)."""
+        self.send(INFER, frame_id, body_with_meta({"id": f"req-{frame_id}", "parameters": {}, "inputs": [], **meta}))
 
     def infer(self, frame_id: int, inputs: Sequence[Tuple[str, str, List[int], bytes]] = (), **kw: Any) -> Any:
         self.send_infer(frame_id, inputs, **kw)
@@ -836,6 +840,63 @@ def test_concurrency_1_serialises_requests(spawn: Any) -> None:
 )
 def test_protocol_errors_close_the_connection(spawn: Any, frame: Dict[str, Any]) -> None:
     d = spawn()
+    d.start()
+    d.send(**frame)
+    assert d.wait_exit() == 2
+    assert "protocol error" in d.log()
+
+
+SEQUENCES = '''
+import corral
+
+class Sequences(corral.Model):
+    def load(self, ctx):
+        self.released = []
+    def infer(self, request):
+        seq = request.sequence
+        if seq is None:
+            return {"seq": ["none"], "released": [repr(self.released)]}
+        return {"seq": [repr((seq.id, seq.start, seq.end))], "released": [repr(self.released)]}
+    def end_sequence(self, sequence_id, reason):
+        self.released.append((sequence_id, reason))
+        if sequence_id == "boom":
+            raise RuntimeError("end_sequence failed")
+
+corral.run(Sequences)
+'''
+
+
+def test_request_sequence_and_end_sequence(spawn: Any) -> None:
+    d = spawn(SEQUENCES)
+    hello = json.loads(d.expect(HELLO, 0))
+    assert hello["sequence"] is True  # the daemon sends SEQUENCE_END only to a worker that says so
+    d.load()
+    d.expect(READY, 0)
+
+    def answer(frame_id: int, **meta: Any) -> Tuple[str, str]:
+        d.send_infer_meta(frame_id, **meta)
+        out = parse_tensors(d.expect(INFER_RESULT, frame_id))
+        return out["seq"][2][4:].decode(), out["released"][2][4:].decode()
+
+    assert answer(1) == ("none", "[]")
+    assert answer(2, sequence={"id": 7, "start": True, "end": False})[0] == "(7, True, False)"
+    assert answer(3, sequence={"id": "conv", "start": False, "end": True})[0] == "('conv', False, True)"
+    d.send(SEQUENCE_END, 0, json.dumps({"sequence_id": 7, "reason": "idle"}).encode())
+    d.send(SEQUENCE_END, 0, json.dumps({"sequence_id": "boom", "reason": "idle"}).encode())
+    assert answer(4)[1] == "[(7, 'idle'), ('boom', 'idle')]"  # in order, and its exception did not end the worker
+    assert "end_sequence failed" in d.log()
+
+
+@pytest.mark.parametrize("frame", [
+    pytest.param(dict(frame_type=SEQUENCE_END, frame_id=3, body=b'{"sequence_id": 1, "reason": "idle"}'), id="id"),
+    pytest.param(dict(frame_type=SEQUENCE_END, body=b'{"sequence_id": true, "reason": "idle"}'), id="bool-id"),
+    pytest.param(dict(frame_type=SEQUENCE_END, body=b'{"sequence_id": 1}'), id="no-reason"),
+    pytest.param(dict(frame_type=INFER, frame_id=1,
+                      body=body_with_meta({"id": "", "parameters": {}, "inputs": [], "sequence": {"id": [1]}})),
+                 id="infer-bad-sequence"),
+])
+def test_malformed_sequence_frames_are_protocol_errors(spawn: Any, frame: Dict[str, Any]) -> None:
+    d = spawn(SEQUENCES)
     d.start()
     d.send(**frame)
     assert d.wait_exit() == 2

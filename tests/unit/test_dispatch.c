@@ -2,7 +2,8 @@
  * Unit tests of dispatch_pick, the scheduler's choice of instance: the
  * least busy ready instance, turns among equally busy ones from the
  * round-robin cursor, the concurrency cap, and the slots that take no work
- * (starting, exited, retiring, being replaced). The slots are plain
+ * (starting, exited, retiring, being replaced); and dispatch_pick_start,
+ * a sequence's start to the fewest live sequences. The slots are plain
  * structs here: no process, no loop.
  */
 #include "check.h"
@@ -98,6 +99,26 @@ static void none_without_slots(void)
     CHECK(dispatch_pick(&m) == NULL);
 }
 
+static void a_start_goes_to_the_fewest_sequences(void)
+{
+    setup(4);
+    int seqs[N] = {2, 1, 1, 3}, busy[N] = {0, 2, 1, 0};
+    for (int i = 0; i < N; i++) {
+        slots[i].sequences = seqs[i];
+        slots[i].in.inflight = busy[i];
+    }
+    CHECK(dispatch_pick_start(&m) == ptrs[2]); /* 1 and 2 have one each; 2 has less in flight */
+    CHECK(dispatch_pick(&m) == ptrs[0]);       /* other requests ignore sequences */
+    slots[2].in.inflight = 4;                  /* at its concurrency */
+    CHECK(dispatch_pick_start(&m) == ptrs[1]);
+    slots[1].retire = 1;                       /* a retiring instance takes no new start */
+    CHECK(dispatch_pick_start(&m) == ptrs[0]);
+    for (int i = 0; i < N; i++)
+        slots[i].in.inflight = 4;
+    CHECK(dispatch_pick_start(&m) == NULL);    /* a start waits; it is never pipelined */
+}
+
 CHECK_MAIN(CASE(an_idle_instance_from_the_cursor_on), CASE(the_least_busy_instance),
            CASE(none_when_every_instance_is_at_its_concurrency), CASE(skips_slots_that_take_no_work),
-           CASE(a_model_without_a_manifest_runs_one_at_a_time), CASE(none_without_slots))
+           CASE(a_model_without_a_manifest_runs_one_at_a_time), CASE(none_without_slots),
+           CASE(a_start_goes_to_the_fewest_sequences))

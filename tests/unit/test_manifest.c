@@ -88,6 +88,7 @@ static void minimal_defaults(void)
     CHECK(m->instances == 1 && m->max_instances == 1 && m->concurrency == 1 && m->pipeline == 1);
     CHECK(!m->load_eager);
     CHECK(m->keep_alive_ms == 300000);
+    CHECK(m->max_sequence_idle_ms == 1000 && !m->sequence_declared); /* Triton's default, 1 s */
     CHECK(m->timeout_ms == 60000);
     CHECK(m->load_timeout_ms == 600000);
     CHECK(m->max_queue == 64);
@@ -123,6 +124,7 @@ static void every_key(void)
                        "pipeline: 0\n"
                        "load: eager\n"
                        "keep_alive: -1\n"
+                       "max_sequence_idle: 30s\n"
                        "timeout: 250ms\n"
                        "load_timeout: 2m\n"
                        "max_queue: 7\n"
@@ -148,6 +150,7 @@ static void every_key(void)
     CHECK(m->instances == 2 && m->max_instances == 5 && m->concurrency == 3 && m->pipeline == 0);
     CHECK(m->load_eager);
     CHECK(m->keep_alive_ms == -1);
+    CHECK(m->max_sequence_idle_ms == 30000 && m->sequence_declared);
     CHECK(m->timeout_ms == 250 && m->load_timeout_ms == 120000);
     CHECK(m->max_queue == 7 && m->priority_levels == 5 && m->default_priority == 4);
     CHECK(m->max_batch_size == 8 && m->max_queue_delay_ms == 5);
@@ -184,6 +187,8 @@ static void errors(void)
         {"runtime: exec\nentrypoint: run\ntimeout: 00215323334426900701\n", "key 'timeout': must be a duration"},
         {"runtime: exec\nentrypoint: run\nkeep_alive: 1e300\n", "key 'keep_alive'"},
         {"runtime: python\nentrypoint: w.py\nkeep_alive: forever\n", "key 'keep_alive'"},
+        {"runtime: python\nentrypoint: w.py\nmax_sequence_idle: 0\n", "key 'max_sequence_idle': must be greater"},
+        {"runtime: python\nentrypoint: w.py\nmax_sequence_idle: -1\n", "key 'max_sequence_idle': must be a duration"},
         {"runtime: python\nentrypoint: w.py\nload: sometimes\n", "key 'load': must be 'lazy' or 'eager'"},
         {"runtime: python\nentrypoint: w.py\ninstnaces: 2\n", "key 'instnaces': unknown key"},
         {"runtime: python\nentrypoint: w.py\nrestart: {max_restart: 1}\n", "key 'restart.max_restart': unknown key"},

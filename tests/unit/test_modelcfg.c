@@ -48,6 +48,7 @@ static void plain_model(void)
     CHECK(strcmp(str(c, "backend"), "python") == 0);
     CHECK(json_integer_value(json_object_get(c, "max_batch_size")) == 0);
     CHECK(json_object_get(c, "dynamic_batching") == NULL); /* unset unless the manifest batches */
+    CHECK(json_object_get(c, "sequence_batching") == NULL); /* unset unless the manifest tunes sequences */
     json_t *in = json_array_get(json_object_get(c, "input"), 0);
     CHECK(strcmp(str(in, "name"), "IN") == 0 && strcmp(str(in, "data_type"), "TYPE_FP32") == 0);
     json_t *dims = json_object_get(in, "dims"); /* no batching: the whole shape */
@@ -74,7 +75,7 @@ static void plain_model(void)
 static void batching_model(void)
 {
     manifest *m = parse("runtime: exec\nentrypoint: ./w\ntimeout: 2s\nmax_queue: 9\npriority_levels: 4\n"
-                        "default_priority: 3\n"
+                        "default_priority: 3\nmax_sequence_idle: 250ms\n"
                         "batching: {max_batch_size: 16, max_queue_delay: 5ms, preferred_batch_sizes: [4, 8]}\n");
     CHECK(m != NULL);
     if (!m)
@@ -90,6 +91,8 @@ static void batching_model(void)
     CHECK(json_array_size(json_object_get(c, "output")) == 0);
     json_t *db = json_object_get(c, "dynamic_batching");
     CHECK(json_integer_value(json_object_get(db, "max_queue_delay_microseconds")) == 5000);
+    json_t *sb = json_object_get(c, "sequence_batching");
+    CHECK(json_integer_value(json_object_get(sb, "max_sequence_idle_microseconds")) == 250000);
     json_t *pref = json_object_get(db, "preferred_batch_size");
     CHECK(json_array_size(pref) == 2 && json_integer_value(json_array_get(pref, 1)) == 8);
     CHECK(json_integer_value(json_object_get(db, "priority_levels")) == 4);

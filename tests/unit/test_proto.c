@@ -89,9 +89,10 @@ static void types(void)
     int known = 0;
     for (int t = 0; t < 256; t++)
         known += proto_type_known((uint8_t)t);
-    CHECK(known == 17);
+    CHECK(known == 18);
     CHECK(!proto_type_reserved(PROTO_BATCH) && proto_type_reserved(PROTO_SHM));
     CHECK(!proto_type_reserved(PROTO_CHUNK) && !proto_type_reserved(PROTO_CANCEL) && proto_type_known(PROTO_CREDIT));
+    CHECK(proto_type_known(PROTO_SEQUENCE_END) && strcmp(proto_type_name(PROTO_SEQUENCE_END), "SEQUENCE_END") == 0);
     CHECK(!proto_type_reserved(PROTO_INFER));
     CHECK(strcmp(proto_type_name(PROTO_GENERATE_RESULT), "GENERATE_RESULT") == 0);
     CHECK(strcmp(proto_type_name(0x7f), "UNKNOWN") == 0);

@@ -55,7 +55,7 @@ and ``request.session.update(value)`` (or ``Response(..., session=value)``;
 The worker protocol is docs/worker-protocol.md.
 """
 
-from ._model import BadRequest, Context, Model, Request, Response, Stream
+from ._model import BadRequest, Context, Model, Request, Response, Sequence, Stream
 from ._session import DELETE, Session
 from ._tensor import DATATYPES, Tensor, np as _np
 from ._worker import SDK_VERSION as __version__
@@ -73,6 +73,7 @@ __all__ = [
     "Model",
     "Request",
     "Response",
+    "Sequence",
     "Session",
     "Stream",
     "Tensor",

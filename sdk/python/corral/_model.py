@@ -80,6 +80,31 @@ class Context:
     variant_dir: Optional[str] = None
 
 
+class Sequence:
+    """The sequence a request belongs to (Triton's ``sequence_id``, ``sequence_start``, ``sequence_end``).
+
+    Every request of one sequence comes to the same instance, one at a time
+    and in order, so a model may keep per-sequence state keyed by ``id``:
+    create it when ``start`` is true, free it when ``end`` is true (or when
+    the daemon calls ``Model.end_sequence`` for a sequence it released).
+
+    Attributes:
+        id: the sequence id, an int or a str.
+        start: this request starts the sequence (state kept for the id is stale).
+        end: this request is the sequence's last.
+    """
+
+    __slots__ = ("id", "start", "end")
+
+    def __init__(self, id: Any, start: bool = False, end: bool = False) -> None:
+        self.id = id
+        self.start = start
+        self.end = end
+
+    def __repr__(self) -> str:
+        return f"Sequence(id={self.id!r}, start={self.start!r}, end={self.end!r})"
+
+
 class Request:
     """One request handed to ``Model.infer``, ``Model.infer_batch`` or ``Model.generate``.
 
@@ -112,6 +137,9 @@ class Request:
             header), or None when it names none. Read it; record an update
             with ``request.session.update(value)`` (docs/sessions.md).
         batch_sessions: the session of each request, as ``batch_sizes``.
+        sequence: the ``corral.Sequence`` the request belongs to, or None
+            (infer, and Triton's generate; a sequence's request never
+            travels in a batch).
 
     For a batch handed whole to ``infer``, ``id`` and ``parameters`` are the
     first request's (each request keeps its own: read ``batch_parameters``
@@ -121,7 +149,7 @@ class Request:
     """
 
     __slots__ = ("id", "inputs", "parameters", "outputs", "body", "content_type", "_json", "_json_parsed", "_cancel",
-                 "_batch_sizes", "_batch_ids", "_batch_parameters", "session", "_batch_sessions")
+                 "_batch_sizes", "_batch_ids", "_batch_parameters", "session", "_batch_sessions", "sequence")
 
     def __init__(
         self,
@@ -151,6 +179,7 @@ class Request:
         self._batch_parameters = batch_parameters
         self.session = session
         self._batch_sessions = batch_sessions
+        self.sequence: Optional[Sequence] = None
 
     @property
     def batch_sizes(self) -> List[int]:
@@ -355,6 +384,14 @@ class Model:
 
     def unload(self) -> None:
         """Releases resources on a graceful stop; the process exits right after."""
+
+    def end_sequence(self, sequence_id: Any, reason: str) -> None:
+        """The daemon released a sequence without a request ending it; free what is kept for it.
+
+        ``reason`` is ``"idle"`` (no request of it for the model's
+        ``max_sequence_idle``). Called after the sequence's last request has
+        been answered; an exception is logged and ignored.
+        """
 
 
 def overrides(model: Any, method: str) -> bool:

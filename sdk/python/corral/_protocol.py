@@ -40,6 +40,7 @@ PONG = 0x21
 SHUTDOWN = 0x22
 SHM = 0x30
 CREDIT = 0x18
+SEQUENCE_END = 0x19  # the daemon released a sequence (idle); sent only to a worker whose HELLO says "sequence"
 
 # A stream's window (the daemon's PROTO_STREAM_WINDOW, also sent in LOAD as
 # stream_window): the most bytes of CHUNK frames, headers included, sent and
@@ -66,6 +67,7 @@ TYPE_NAMES = {
     CANCEL: "CANCEL",
     BATCH: "BATCH",
     CREDIT: "CREDIT",
+    SEQUENCE_END: "SEQUENCE_END",
     ERROR: "ERROR",
     PING: "PING",
     PONG: "PONG",

@@ -51,6 +51,7 @@ from ._model import (
     Model,
     Request,
     Response,
+    Sequence as SequenceInfo,
     Stream,
     dumps_json,
     iter_chunks,
@@ -104,6 +105,15 @@ def _failed(err: BaseException) -> Dict[str, Any]:
     if body["status"] == 500:
         traceback.print_exception(type(err), err, err.__traceback__)
     return {"error": body}
+
+
+def _sequence(meta: Any) -> Optional[SequenceInfo]:
+    """An INFER meta's "sequence" ({"id", "start", "end"}) as request.sequence; None when absent."""
+    if meta is None:
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("id"), (int, str)) or isinstance(meta.get("id"), bool):
+        raise proto.ProtocolError(f"INFER with a malformed sequence {meta!r:.200}")
+    return SequenceInfo(meta["id"], meta.get("start") is True, meta.get("end") is True)
 
 
 def _is_count(value: Any) -> bool:
@@ -310,6 +320,7 @@ class Worker:
             hello["shm"] = True
         hello["stream"] = True  # streams GENERATE answers, obeys CANCEL and CREDIT
         hello["batch"] = True  # takes BATCH; the daemon sends one only to a model with batching
+        hello["sequence"] = True  # takes SEQUENCE_END, handed to Model.end_sequence
         self._send_json(proto.HELLO, 0, hello)
         if self._health is not None:
             threading.Thread(target=self._health_loop, name="corral-health", daemon=True).start()
@@ -436,6 +447,8 @@ class Worker:
                 self._accept_request(frame_type, frame_id, body, flags)
             elif frame_type in (proto.CANCEL, proto.CREDIT):
                 self._control(frame_type, frame_id, body)
+            elif frame_type == proto.SEQUENCE_END:
+                self._accept_sequence_end(frame_id, body)
             elif frame_type == proto.LOAD:
                 self._accept_load(body)
             elif frame_type == proto.SHUTDOWN:
@@ -462,6 +475,25 @@ class Worker:
             else:
                 active.unacked = max(0, active.unacked - proto.U32.unpack_from(body)[0])
             active.cond.notify_all()
+
+    def _accept_sequence_end(self, frame_id: int, body: memoryview) -> None:
+        """SEQUENCE_END: {"sequence_id", "reason"}; after the sequence's last answer, so never beside its requests."""
+        meta = proto.parse_json_object(body)
+        sequence_id, reason = meta.get("sequence_id"), meta.get("reason")
+        if frame_id != 0 or not isinstance(sequence_id, (int, str)) or isinstance(sequence_id, bool) \
+                or not isinstance(reason, str):
+            raise proto.ProtocolError("SEQUENCE_END needs id 0 and a body {\"sequence_id\": int or str, \"reason\": str}")
+        if self._inline or self._executor is None:
+            self._end_sequence(sequence_id, reason)
+        else:
+            self._executor.submit(self._end_sequence, sequence_id, reason)
+
+    def _end_sequence(self, sequence_id: Any, reason: str) -> None:
+        self._loaded.wait()
+        try:
+            self._model.end_sequence(sequence_id, reason)
+        except Exception:  # the model's own fault: logged, the worker goes on
+            traceback.print_exc()
 
     def _accept_load(self, body: memoryview) -> None:
         meta = proto.parse_json_object(body)
@@ -491,6 +523,8 @@ class Worker:
         # Checked here, on the reader, as the batch is: a malformed one is the daemon's fault (a protocol error).
         # The meta keeps the Session itself, for the request built where the model runs.
         meta["session"] = session_from_meta(meta.get("session"), f"{name} {frame_id}")
+        if frame_type != proto.BATCH:
+            _sequence(meta.get("sequence"))  # a malformed one is the daemon's protocol error, found here
         if flags & proto.FLAG_SHM_DATA:
             data = self._shared_input(meta, data, name)
         active = _Active()
@@ -654,6 +688,7 @@ class Worker:
             session=meta.get("session"),
         )
         request._cancel = active.cancel if active is not None else None
+        request.sequence = _sequence(meta.get("sequence"))
         model = self._model
         method = "infer"
         if overrides(model, "infer"):
@@ -794,6 +829,7 @@ class Worker:
             session=meta.get("session"),
         )
         request._cancel = active.cancel
+        request.sequence = _sequence(meta.get("sequence"))
         if not overrides(self._model, "generate"):
             raise self._not_implemented("generate")
         return request, self._model.generate(request)
