@@ -680,6 +680,8 @@ static int build_job(greq *g, rpc *r, model *m, job **out, char *err, size_t err
         uint64_t deadline = j->deadline_ms;
         sessreq *sess = j->sess; /* the session parameters.session named, pinned: the generate carries it */
         j->sess = NULL;
+        job seqof = {0}; /* and its sequence, as Triton's generate takes one (docs/sessions.md) */
+        job_move_sequence(&seqof, j);
         job_free(j);
         j = NULL;
         char *text, why[600];
@@ -687,6 +689,7 @@ static int build_job(greq *g, rpc *r, model *m, job **out, char *err, size_t err
         status = grpc_generate_body(in, &g->req, &text, &text_len, why, sizeof why);
         if (status) {
             sessreq_free(sess);
+            free(seqof.seq_str);
             snprintf(err, errlen, "model '%s': %s", model_name(m), why);
             return status;
         }
@@ -695,6 +698,7 @@ static int build_job(greq *g, rpc *r, model *m, job **out, char *err, size_t err
         j->deadline_ms = deadline;
         j->stream = 1;
         j->sess = sess;
+        job_move_sequence(j, &seqof);
         sb meta;
         sb_init(&meta, 96 + (sess ? sessreq_meta_size(sess) : 0));
         sb_addc(&meta, '{');
@@ -702,7 +706,9 @@ static int build_job(greq *g, rpc *r, model *m, job **out, char *err, size_t err
             sessreq_meta(&meta, sess);
             sb_addc(&meta, ',');
         }
-        sb_adds(&meta, "\"id\":\"\",\"content_type\":\"application/json\",\"stream\":true}");
+        sb_adds(&meta, "\"id\":\"\",\"content_type\":\"application/json\",\"stream\":true");
+        infer_sequence_meta(&meta, j);
+        sb_addc(&meta, '}');
         job_piece body = {g->gen_body, text_len};
         int rc = job_build_frame(j, meta.p, meta.len, &body, 1, NULL);
         sb_free(&meta);

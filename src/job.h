@@ -133,6 +133,19 @@ struct job {
     void (*on_release)(job *j); /* called by job_free before anything is freed: the scheduler lets go of it */
 };
 
+/* Moves the sequence a not yet admitted request names (its id and flags) from one job to another. */
+static inline void job_move_sequence(job *to, job *from)
+{
+    to->seq_num = from->seq_num;
+    to->seq_str = from->seq_str;
+    to->seq_str_len = from->seq_str_len;
+    to->seq_start = from->seq_start;
+    to->seq_end = from->seq_end;
+    from->seq_num = 0;
+    from->seq_str = NULL;
+    from->seq_str_len = 0;
+}
+
 /* Whether the request names a sequence. */
 static inline int job_in_sequence(const job *j)
 {

@@ -400,3 +400,37 @@ def test_triton_generate_takes_sequences(corral):
     error(gen(1, sequence_id="g"), 400, "inference request for sequence g to model 'acc' must specify the START")
     error(gen(1, sequence_start=True), 400, "parameters.sequence_start needs a parameters.sequence_id")
     error(gen(1, sequence_id=[1]), 400, "parameters.sequence_id must be an unsigned integer or a string")
+
+
+def test_sequences_over_grpc_to_a_decoupled_model(corral):
+    """ModelStreamInfer to a decoupled model goes to its generate: the sequence goes with it."""
+    corral.add("acc", "accumulator", manifest=manifest(instances=2, decoupled="true"))
+    d = corral.start()
+    pb, _ = grpc_stubs.load()
+    stub, channel = grpc_stubs.stub(d.grpc_port)
+    try:
+        def req(seq, x, **flags):
+            params = {"sequence_id": pb.InferParameter(int64_param=seq)}
+            for k, v in flags.items():
+                params[k] = pb.InferParameter(bool_param=v)
+            return pb.ModelInferRequest(
+                model_name="acc", parameters=params, id=f"r{x}",
+                inputs=[pb.ModelInferRequest.InferInputTensor(name="x", datatype="INT32", shape=[1],
+                                                              contents=pb.InferTensorContents(int_contents=[x]))])
+
+        def out(resp, name):
+            i = [o.name for o in resp.outputs].index(name)
+            return int.from_bytes(resp.raw_output_contents[i], "little", signed=True)
+
+        stream = [req(21, 2, sequence_start=True), req(21, 3), req(21, 4, sequence_end=True), req(21, 1)]
+        answers = list(stub.ModelStreamInfer(iter(stream), timeout=30))
+        # Decoupled answers come as they are made: the refused one (an END was accepted before it) at once.
+        refused = [a for a in answers if a.error_message]
+        assert len(refused) == 1 and "inference request for sequence 21 to model 'acc' must specify the START " \
+            "flag" in refused[0].error_message, answers
+        ok = [a.infer_response for a in answers if not a.error_message]
+        assert [r.id for r in ok] == ["r2", "r3", "r4"], answers  # one at a time, in order
+        assert [out(r, "sum") for r in ok] == [2, 5, 9]
+        assert len({out(r, "instance") for r in ok}) == 1
+    finally:
+        channel.close()
