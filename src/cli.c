@@ -496,13 +496,13 @@ static int cmd_infer(int argc, char **argv)
 /* ---- generate ---- */
 
 #define GENERATE_USAGE                                                                                                \
-    "generate NAME (JSON|@FILE|- | --text TEXT) [--voice V] [--rate N] [--stream] [-o FILE]"
+    "generate NAME (JSON|@FILE|- | --text TEXT) [--voice V] [--rate N] [--session ID] [--stream] [-o FILE]"
 
 typedef struct gen_args {
     const char *model;
     const char *input; /* JSON|@FILE|-, or NULL */
     const char *out;   /* -o FILE, or NULL for stdout */
-    const char *text, *voice;
+    const char *text, *voice, *session;
     long long rate; /* 0: not given */
     int stream;
 } gen_args;
@@ -539,6 +539,8 @@ static int parse_generate(int argc, char **argv, gen_args *a)
             value = &a->text;
         else if (strcmp(arg, "--voice") == 0)
             value = &a->voice;
+        else if (strcmp(arg, "--session") == 0)
+            value = &a->session;
         else if (strcmp(arg, "--rate") == 0)
             value = &rate;
         else if (strcmp(arg, "--stream") == 0) {
@@ -586,7 +588,8 @@ static int set_string(json_t *obj, const char *key, const char *flag, const char
 /*
  * The request body. The argument goes as it is unless a flag sets a key of
  * it: --text, --voice and --rate set "text", "voice" and "rate" (the
- * tts-espeak example's keys) and --stream sets "stream": true, in the
+ * tts-espeak example's keys), --session sets "session" (the session the
+ * request carries, docs/sessions.md) and --stream sets "stream": true, in the
  * argument's JSON object (the flags win over its keys) or in a new one.
  * --stream on a body that is not a JSON object leaves it as it is, and the
  * Accept header alone asks for the stream. Returns 0, -EINVAL after a
@@ -598,7 +601,11 @@ static int generate_body(const gen_args *a, char **body, size_t *len)
     size_t raw_len = 0;
     if (a->input && !(raw = read_body(a->input, &raw_len)))
         return -EIO;
-    const char *key_flag = a->text ? "--text" : a->voice ? "--voice" : a->rate ? "--rate" : NULL;
+    const char *key_flag = a->text      ? "--text"
+                           : a->voice   ? "--voice"
+                           : a->rate    ? "--rate"
+                           : a->session ? "--session"
+                                        : NULL;
     if (!key_flag && !a->stream) {
         *body = raw;
         *len = raw_len;
@@ -619,7 +626,8 @@ static int generate_body(const gen_args *a, char **body, size_t *len)
     }
     free(raw);
     if ((a->text && set_string(obj, "text", "--text", a->text) < 0) ||
-        (a->voice && set_string(obj, "voice", "--voice", a->voice) < 0)) {
+        (a->voice && set_string(obj, "voice", "--voice", a->voice) < 0) ||
+        (a->session && set_string(obj, "session", "--session", a->session) < 0)) {
         json_decref(obj);
         return -EINVAL;
     }

@@ -336,3 +336,23 @@ def test_grpc_stream_to_a_decoupled_model_carries_the_session(corral):
         assert stored(d, "dec") == {"n": 2}
     finally:
         channel.close()
+
+
+def test_cli_generate_names_the_session(counter):
+    """`corral generate NAME ... --session ID` carries the session; the update is stored as over HTTP."""
+    import os
+    import subprocess
+
+    from conftest import BIN
+    put(counter, "cli", {"items": [4]})
+    env = dict(os.environ, CORRAL_URL=counter.base)
+    env.pop("CORRAL_TOKEN", None)
+    p = subprocess.run([BIN, "generate", "counter", "{}", "--session", "cli"], capture_output=True, env=env,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    body = json.loads(p.stdout)
+    assert body["seen"]["content"] == {"items": [4]}
+    assert stored(counter, "cli") == {"items": [4, body["instance"]]}
+    p = subprocess.run([BIN, "generate", "counter", "[1]", "--session", "cli"], capture_output=True, env=env,
+                       timeout=30)
+    assert p.returncode != 0 and b"--session sets a key of a JSON object" in p.stderr, p.stderr
