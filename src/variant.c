@@ -150,8 +150,14 @@ int variant_create(const json_t *body, model **out, char *msg, size_t msglen)
         json_decref(spec);
         return 409;
     }
+    const model *base = model_find(from, strlen(from));
+    if (base && base->deleting) { /* it would be left behind, created from a model that is gone */
+        snprintf(msg, msglen, "%s: key 'from': model '%s' is being deleted", label, from);
+        json_decref(spec);
+        return 409;
+    }
     repo_entry e;
-    int status = resolve(name, spec, model_find(from, strlen(from)), NULL, &e);
+    int status = resolve(name, spec, base, NULL, &e);
     if (status) {
         snprintf(msg, msglen, "%s", e.error);
         utf8_trim_partial(msg);
@@ -274,6 +280,12 @@ void variant_restore(const state_snapshot *s)
             model *base = model_find(from, strlen(from));
             if (!base)
                 continue;
+            if (base->deleting) {
+                log_warn("state: model %s created at run time is not created again: its base %s is being deleted",
+                         r->name, from);
+                done[i] = 1;
+                continue;
+            }
             json_t *spec = json_deep_copy(r->spec);
             char err[300];
             if (manifest_check_runtime_keys(spec, r->name, err, sizeof err) < 0) { /* no create would accept it */

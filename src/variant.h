@@ -30,7 +30,7 @@
  * 0 with *out (loading at once when its keys say `load: eager`), or 400 (a
  * body, name or key that is not valid: nothing changed), 404 (from names no
  * model), 409 (the name is taken, on disk or at run time; the base is
- * broken) or 503 (the daemon is stopping), with msg.
+ * broken or being deleted) or 503 (the daemon is stopping), with msg.
  */
 int variant_create(const json_t *body, model **out, char *msg, size_t msglen);
 

@@ -436,6 +436,19 @@ def test_without_state_runtime_variants_are_lost(corral):
     assert d.get("/v1/models/rt").status_code == 404
 
 
+def test_a_variant_of_a_model_being_deleted_is_refused(corral):
+    corral.add("base", "steerable", manifest=ctl_manifest({"unload_delay": 3}))
+    d = corral.start()
+    assert create(d, {"name": "v1", "from": "base"}).status_code == 201
+    assert load(d, "v1").status_code == 200
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        gone = pool.submit(delete, d, "v1")
+        wait_for(lambda: d.model("v1")["state"] == "unloading", what="v1 unloading")
+        error_of(create(d, {"name": "v2", "from": "v1"}), 409, "'v1'", "being deleted")
+        assert gone.result().status_code == 200
+    assert d.get("/v1/models/v2").status_code == 404
+
+
 @pytest.mark.parametrize("scope", ["all", "management"])
 def test_create_and_delete_need_the_token(corral, scope):
     corral.add("base", "steerable", manifest=ctl_manifest())
