@@ -449,6 +449,22 @@ def test_a_variant_of_a_model_being_deleted_is_refused(corral):
     assert d.get("/v1/models/v2").status_code == 404
 
 
+def test_a_runtime_models_load_record_does_not_load_a_disk_model_of_its_name(corral, tmp_path):
+    corral.add("base", "steerable", manifest=ctl_manifest({"tag": "base"}))
+    state = tmp_path / "state.db"
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "state file" in d.log(), what="the state file opened")
+    assert create(d, {"name": "rt", "from": "base"}).status_code == 201
+    assert load(d, "rt", {"instances": 2}).status_code == 200
+    assert d.stop() == 0
+    corral.add("rt", "steerable", manifest=ctl_manifest({"tag": "disk"}))
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "a model of that name is in the repository now" in d.log(), what="the run-time model skipped")
+    wait_for(lambda: "not loaded: its load record is the run-time model's" in d.log(), what="its load skipped")
+    m = d.model("rt")
+    assert m["origin"] == "repository" and m["state"] == "unloaded", m
+
+
 @pytest.mark.parametrize("scope", ["all", "management"])
 def test_create_and_delete_need_the_token(corral, scope):
     corral.add("base", "steerable", manifest=ctl_manifest())
