@@ -6,6 +6,7 @@
  */
 #include "variant.h"
 
+#include "api.h"
 #include "events.h"
 #include "model_internal.h"
 #include "repo.h"
@@ -105,6 +106,11 @@ int variant_create(const json_t *body, model **out, char *msg, size_t msglen)
         char why[300];
         model_name_error(bad_name ? name : from, json_string_length(bad_name ? jname : jfrom), why, sizeof why);
         snprintf(msg, msglen, "create request: '%s': %s", bad_name ? "name" : "from", why);
+        return 400;
+    }
+    char reserved[400];
+    if (api_model_name_reserved(name, json_string_length(jname), reserved, sizeof reserved)) {
+        snprintf(msg, msglen, "create request: 'name': %s", reserved);
         return 400;
     }
     if (R.shutting_down) {

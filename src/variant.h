@@ -28,7 +28,8 @@
 /*
  * Creates the model body names: {"name", "from", ...manifest keys}. Returns
  * 0 with *out (loading at once when its keys say `load: eager`), or 400 (a
- * body, name or key that is not valid: nothing changed), 404 (from names no
+ * body, name or key that is not valid, a name a route reserves
+ * (api_model_name_reserved): nothing changed), 404 (from names no
  * model), 409 (the name is taken, on disk or at run time; the base is
  * broken or being deleted) or 503 (the daemon is stopping), with msg.
  */

@@ -436,6 +436,27 @@ def test_without_state_runtime_variants_are_lost(corral):
     assert d.get("/v1/models/rt").status_code == 404
 
 
+def test_names_the_routes_take_are_refused(corral):
+    corral.add("base", "steerable", manifest=ctl_manifest())
+    corral.add("pull", "steerable", manifest=ctl_manifest())
+    corral.add("disk", "steerable", manifest=ctl_manifest() + "name: stats\n")
+    corral.external.mkdir()
+    d = corral.start("--pull-allow", "127.0.0.1", external=True)
+    for name, route in (("pull", "/v1/models/pull"), ("stats", "/v2/models/stats")):
+        error_of(create(d, {"name": name, "from": "base"}), 400, f"'{name}'", "reserved", route)
+        listed = {m["name"]: m for m in d.get("/v1/models").json()["models"]}
+        assert name in listed, listed
+        msg = listed[name]["manifest_error"]
+        assert "reserved" in msg and route in msg, msg
+        assert listed[name]["origin"] == "repository", listed[name]
+        # A pull would only fetch a model the scan marks broken: refused before anything is fetched.
+        r = d.post("/v1/models/pull", {"url": "http://127.0.0.1:9/m.tar.gz", "sha256": "0" * 64, "name": name})
+        error_of(r, 400, f"'{name}'", "reserved", route)
+    # Other names are free, a literal segment that no {model_name} route shares too.
+    assert create(d, {"name": "pulls", "from": "base"}).status_code == 201
+    assert create(d, {"name": "events", "from": "base"}).status_code == 201
+
+
 def test_a_variant_of_a_model_being_deleted_is_refused(corral):
     corral.add("base", "steerable", manifest=ctl_manifest({"unload_delay": 3}))
     d = corral.start()
