@@ -230,6 +230,32 @@ int variant_delete(model *m, lifecycle_waiter *w, char *msg, size_t msglen)
     return 0;
 }
 
+/* How many deletes of a model not there yet were remembered while the state file was read: bounded. */
+static size_t absent_deletes;
+
+int variant_delete_absent(const char *name, size_t len, char *msg, size_t msglen)
+{
+    if (!state_restoring()) {
+        snprintf(msg, msglen, "unknown model '%.*s'", (int)len, name);
+        return 404;
+    }
+    if (absent_deletes >= VARIANT_MAX_RUNTIME) {
+        snprintf(msg, msglen, "model '%.*s' is not there yet: the state file is still being read; try again once it "
+                 "is", (int)len, name);
+        return 503;
+    }
+    absent_deletes++;
+    char copy[256]; /* a valid name is at most 128 bytes */
+    snprintf(copy, sizeof copy, "%.*s", (int)len, name);
+    state_note_deleted(copy);  /* noted before the restore: the file's record is not created again, and goes */
+    state_note_unloaded(copy); /* and its load record, as a delete's unload removes it */
+    log_info("model %s: deleted before the state file was read: a model it records as created at run time under "
+             "this name is not created again", copy);
+    snprintf(msg, msglen, "unknown model '%.*s': the state file is still being read; a model created at run time "
+             "that it records under this name is not created again", (int)len, name);
+    return 404;
+}
+
 static int by_seq(const void *a, const void *b)
 {
     const model *x = *(model *const *)a, *y = *(model *const *)b;

@@ -44,4 +44,13 @@ int variant_create(const json_t *body, model **out, char *msg, size_t msglen);
  */
 int variant_delete(model *m, lifecycle_waiter *w, char *msg, size_t msglen);
 
+/*
+ * A DELETE of name (len bytes, a valid name) that no model has: 404 with
+ * msg. While the state file is still being read (state_restoring), the
+ * delete is remembered first: a run-time model the file records under
+ * name is not created again, and its records go. 503 past 4,096 of
+ * those (what is remembered is bounded).
+ */
+int variant_delete_absent(const char *name, size_t len, char *msg, size_t msglen);
+
 #endif

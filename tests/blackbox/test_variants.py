@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 
@@ -434,6 +435,45 @@ def test_without_state_runtime_variants_are_lost(corral):
     assert d.stop() == 0
     d = corral.start()
     assert d.get("/v1/models/rt").status_code == 404
+
+
+def slow_to_read(state, rows=200_000):
+    """Fills state's sessions table so that reading it at start takes a second or more: the window in which the
+    daemon listens before the file is restored."""
+    far = int(time.time() * 1000) + 10 ** 9
+    c = sqlite3.connect(str(state))
+    blob = b"x" * 900
+    c.executemany("INSERT INTO sessions (id, content_type, data, expires_ms) VALUES (?, 'application/octet-stream', "
+                  "?, ?)", ((f"s{i}", blob, far) for i in range(rows)))
+    c.commit()
+    c.close()
+
+
+def test_a_delete_or_create_before_the_restore_is_not_undone_by_it(corral, tmp_path):
+    corral.add("base", "steerable", manifest=ctl_manifest({"tag": "base"}))
+    state = tmp_path / "state.db"
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "state file" in d.log(), what="the state file opened")
+    for name, tag in (("victim", "old"), ("kept", "kept"), ("renewed", "old")):
+        assert create(d, {"name": name, "from": "base", "parameters": {"tag": tag}}).status_code == 201
+    assert d.stop() == 0
+    slow_to_read(state)
+    d = corral.start("--state", str(state))
+    # In the window: victim is only in the file, so the DELETE finds no model; it is remembered all the same.
+    error_of(delete(d, "victim"), 404, "victim", "state file is still being read", "not created again")
+    r = create(d, {"name": "renewed", "from": "base", "parameters": {"tag": "new"}})
+    restored = "created at run time recorded" in d.log()
+    assert not restored, "the state file was read before the requests: the window was missed"
+    assert r.status_code == 201, r.text
+    wait_for(lambda: "created at run time recorded" in d.log(), timeout=60, what="the state file read")
+    wait_for(lambda: "state: model kept created again" in d.log(), what="kept restored")
+    assert d.get("/v1/models/victim").status_code == 404
+    assert out(infer(d, "renewed"), "TAG") == "new"
+    assert d.stop() == 0
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "state: model kept created again" in d.log(), timeout=60, what="kept restored")
+    assert d.get("/v1/models/victim").status_code == 404
+    assert out(infer(d, "renewed"), "TAG") == "new"
 
 
 def test_names_the_routes_take_are_refused(corral):
