@@ -301,6 +301,16 @@ void variant_restore(const state_snapshot *s)
             if (done[i])
                 continue;
             const char *from = json_string_value(json_object_get(r->spec, "from"));
+            char why[400];
+            if (api_model_name_reserved(r->name, strlen(r->name), why, sizeof why)) {
+                /* Recorded by a corral that did not reserve it: unreachable, so not even a DELETE could remove it. */
+                log_warn("state: model %s created at run time is not created again: %s; its records are removed",
+                         r->name, why);
+                state_note_deleted(r->name);
+                state_note_unloaded(r->name);
+                done[i] = 1;
+                continue;
+            }
             const model *taken = model_find(r->name, strlen(r->name));
             if (taken) {
                 log_warn("state: model %s was created at run time before the restart, but a model of that name is "

@@ -497,6 +497,30 @@ def test_names_the_routes_take_are_refused(corral):
     assert create(d, {"name": "events", "from": "base"}).status_code == 201
 
 
+def test_a_recorded_run_time_model_of_a_reserved_name_is_not_created_and_its_record_goes(corral, tmp_path):
+    corral.add("base", "steerable", manifest=ctl_manifest())
+    state = tmp_path / "state.db"
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "state file" in d.log(), what="the state file opened")
+    assert create(d, {"name": "rt", "from": "base"}).status_code == 201
+    assert d.stop() == 0
+    # As an older corral, which did not reserve the name, recorded it.
+    c = sqlite3.connect(str(state))
+    c.execute("INSERT INTO runtime_models (name, spec, created_at) VALUES ('pull', '{\"from\":\"base\"}', 1)")
+    c.commit()
+    c.close()
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "state: model rt created again" in d.log(), what="rt restored")
+    wait_for(lambda: "state: model pull created at run time is not created again: the name 'pull' is reserved"
+             in d.log(), what="pull refused")
+    assert "pull" not in [m["name"] for m in d.get("/v1/models").json()["models"]]
+    assert d.stop() == 0
+    c = sqlite3.connect(str(state))
+    names = [r[0] for r in c.execute("SELECT name FROM runtime_models")]
+    c.close()
+    assert names == ["rt"], names
+
+
 def test_a_variant_of_a_model_being_deleted_is_refused(corral):
     corral.add("base", "steerable", manifest=ctl_manifest({"unload_delay": 3}))
     d = corral.start()
