@@ -269,6 +269,58 @@ const api_route *api_routes(size_t *n)
     return routes;
 }
 
+/* Segment i of template t ("/a/{x}/b": 0 is "a"), *len long; NULL past its end. */
+static const char *template_segment(const char *t, int i, size_t *len)
+{
+    for (;;) {
+        if (*t != '/' || !t[1])
+            return NULL;
+        t++;
+        const char *end = strchr(t, '/');
+        *len = end ? (size_t)(end - t) : strlen(t);
+        if (i-- == 0)
+            return t;
+        t += *len;
+    }
+}
+
+/* Whether templates a and b have the same first n segments, as written. */
+static int same_prefix(const char *a, const char *b, int n)
+{
+    for (int i = 0; i < n; i++) {
+        size_t la, lb;
+        const char *sa = template_segment(a, i, &la), *sb = template_segment(b, i, &lb);
+        if (!sa || !sb || la != lb || memcmp(sa, sb, la) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+int api_model_name_reserved(const char *name, size_t len, char *why, size_t whylen)
+{
+    static const char param[] = "{model_name}";
+    const size_t n = sizeof routes / sizeof routes[0];
+    for (size_t i = 0; i < n; i++) {
+        size_t sl;
+        const char *s;
+        for (int k = 0; (s = template_segment(routes[i].path, k, &sl)); k++) {
+            if (*s == '{' || sl != len || memcmp(s, name, len) != 0) /* a literal segment only */
+                continue;
+            for (size_t j = 0; j < n; j++) {
+                size_t pl;
+                const char *p = template_segment(routes[j].path, k, &pl);
+                if (p && pl == sizeof param - 1 && memcmp(p, param, pl) == 0 &&
+                    same_prefix(routes[i].path, routes[j].path, k)) {
+                    snprintf(why, whylen, "the name '%.*s' is reserved: %s is an endpoint of its own, so the "
+                             "model's %s would never be reached", (int)len, name, routes[i].path, routes[j].path);
+                    return 1;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 /* Whether template t ("/a/{x}/b", "/" for none) matches seg[0..n). */
 static int template_matches(const char *t, const h2o_iovec_t *seg, int n)
 {

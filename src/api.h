@@ -97,6 +97,14 @@ const char *api_route_allow(unsigned methods);
 unsigned api_method_bit(const char *method, size_t len);
 /* The name of one method bit, upper case ("GET"), or NULL. */
 const char *api_method_name(unsigned bit);
+/*
+ * Whether a model may not be named name (len bytes): it is a literal
+ * segment of a route at the place where another route with the same
+ * segments before it takes {model_name} (/v1/models/pull, /v2/models/stats),
+ * so that route would never reach the model. 1 with why naming both
+ * routes, else 0 (why untouched). Pure; derived from the table.
+ */
+int api_model_name_reserved(const char *name, size_t len, char *why, size_t whylen);
 
 /* Whether segment i of p is the literal lit; whether req's method is lit. */
 #define SEG_IS(p, i, lit) ((p)->n > (i) && h2o_memis((p)->seg[i].base, (p)->seg[i].len, H2O_STRLIT(lit)))

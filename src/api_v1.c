@@ -201,6 +201,13 @@ int api_v1(h2o_req_t *req, const api_path *p)
         return -1;
     if (p->n == 4 && !SEG_IS(p, 3, "generate") && !SEG_IS(p, 3, "scale") && !SEG_IS(p, 3, "logs"))
         return -1;
+    if (p->n == 3 && METHOD_IS(req, "DELETE") && model_name_valid(p->seg[2].base, p->seg[2].len) &&
+        !model_find(p->seg[2].base, p->seg[2].len)) {
+        char msg[600];
+        int status = variant_delete_absent(p->seg[2].base, p->seg[2].len, msg, sizeof msg);
+        http_error(req, status, status == 503, "%s", msg);
+        return 0;
+    }
     model *m = api_model_or_error(req, p->seg[2]);
     if (!m)
         return 0;

@@ -25,6 +25,7 @@
 #include "pull.h"
 #include "state.h"
 
+#include "api.h"
 #include "events.h"
 #include "log.h"
 #include "manifest.h"
@@ -1255,6 +1256,8 @@ int pull_start(const char *url, const char *sha256_hex, const char *name, pull_d
         snprintf(err, errlen, "'%.200s' is not a valid model name ([A-Za-z0-9][A-Za-z0-9._-]{0,127})", name);
         return 400;
     }
+    if (api_model_name_reserved(name, strlen(name), err, errlen)) /* the scan would only mark it broken */
+        return 400;
     struct stat st;
     char where[PATH_MAX];
     for (pull *p = P.active; p; p = p->next)

@@ -264,11 +264,21 @@ int registry_init(uv_loop_t *loop, const registry_config *cfg)
     return 0;
 }
 
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 void registry_restore(const state_snapshot *s)
 {
     if (R.shutting_down)
         return;
     variant_restore(s); /* first: a run-time model recorded as loaded loads again below */
+    /* The names recorded as created at run time, sorted: a load record of one is that model's, never a disk one's. */
+    const char **runtime = xmalloc((s->n_runtime ? s->n_runtime : 1) * sizeof *runtime);
+    for (size_t i = 0; i < s->n_runtime; i++)
+        runtime[i] = s->runtime[i].name;
+    qsort(runtime, s->n_runtime, sizeof *runtime, by_name);
     for (size_t i = 0; i < s->n_models; i++) {
         const state_model *r = &s->models[i];
         model *m = model_find(r->name, strlen(r->name));
@@ -276,6 +286,13 @@ void registry_restore(const state_snapshot *s)
             log_warn("state: model %s was loaded before the restart but is not in the repository now; not loaded "
                      "(its record is kept, for a repository that comes back)",
                      r->name);
+            continue;
+        }
+        if (!m->spec && bsearch(&r->name, runtime, s->n_runtime, sizeof *runtime, by_name)) {
+            /* variant_restore left the run-time model out (a directory has its name now): its load, config and
+             * count are not the directory's to take. */
+            MODEL_LOG(LOG_WARN, m, "state: model %s in the repository is not loaded: its load record is the run-time "
+                      "model's of that name, which was not created again (both records are kept)", r->name);
             continue;
         }
         char msg[1200];
@@ -297,6 +314,7 @@ void registry_restore(const state_snapshot *s)
                      "%s --name %s` fetches it again",
                      p->name, p->url, p->url, p->sha256, p->name);
     }
+    free(runtime);
 }
 
 /* ---- memory and autoscaling ---- */

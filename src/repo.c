@@ -3,6 +3,7 @@
  */
 #include "repo.h"
 
+#include "api.h"
 #include "log.h"
 #include "utf8.h"
 #include "xmalloc.h"
@@ -258,6 +259,9 @@ int repo_scan(const char *models_dir, repo_entry **out, size_t *n)
         json_t *nm = json_object_get(tr->own, "name");
         int own_name = json_is_string(nm) && model_name_valid(json_string_value(nm), json_string_length(nm));
         r->name = xstrdup(own_name ? json_string_value(nm) : e->d_name);
+        char why[400];
+        if (!r->error && api_model_name_reserved(r->name, strlen(r->name), why, sizeof why))
+            set_error(r, "%s: %s: %s", yaml, own_name ? "key 'name'" : "the directory's name (no key 'name')", why);
     }
     closedir(d);
     qsort(sc, count, sizeof *sc, scanned_cmp);

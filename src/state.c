@@ -1085,6 +1085,11 @@ void state_note_deleted(const char *name)
     queue_removal(STATE_DEL_RUNTIME, name);
 }
 
+int state_restoring(void)
+{
+    return S.phase == STATE_OPENING && !S.closing;
+}
+
 void state_close(void (*on_done)(void))
 {
     S.closing = 1;

@@ -104,6 +104,12 @@ int state_note_pull(const char *name, const char *url, const char *sha256);
  */
 void state_note_created(const char *name, const json_t *spec);
 void state_note_deleted(const char *name);
+/*
+ * Whether the file is still being read: a change noted now wins over the
+ * file's record of the same name (state_start), even the removal of a
+ * record only the file holds yet.
+ */
+int state_restoring(void);
 
 /*
  * Writes what is still queued, closes the file and calls on_done (at once

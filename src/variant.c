@@ -6,6 +6,7 @@
  */
 #include "variant.h"
 
+#include "api.h"
 #include "events.h"
 #include "model_internal.h"
 #include "repo.h"
@@ -107,6 +108,11 @@ int variant_create(const json_t *body, model **out, char *msg, size_t msglen)
         snprintf(msg, msglen, "create request: '%s': %s", bad_name ? "name" : "from", why);
         return 400;
     }
+    char reserved[400];
+    if (api_model_name_reserved(name, json_string_length(jname), reserved, sizeof reserved)) {
+        snprintf(msg, msglen, "create request: 'name': %s", reserved);
+        return 400;
+    }
     if (R.shutting_down) {
         snprintf(msg, msglen, "model '%s': corral is shutting down", name);
         return 503;
@@ -150,8 +156,14 @@ int variant_create(const json_t *body, model **out, char *msg, size_t msglen)
         json_decref(spec);
         return 409;
     }
+    const model *base = model_find(from, strlen(from));
+    if (base && base->deleting) { /* it would be left behind, created from a model that is gone */
+        snprintf(msg, msglen, "%s: key 'from': model '%s' is being deleted", label, from);
+        json_decref(spec);
+        return 409;
+    }
     repo_entry e;
-    int status = resolve(name, spec, model_find(from, strlen(from)), NULL, &e);
+    int status = resolve(name, spec, base, NULL, &e);
     if (status) {
         snprintf(msg, msglen, "%s", e.error);
         utf8_trim_partial(msg);
@@ -218,6 +230,32 @@ int variant_delete(model *m, lifecycle_waiter *w, char *msg, size_t msglen)
     return 0;
 }
 
+/* How many deletes of a model not there yet were remembered while the state file was read: bounded. */
+static size_t absent_deletes;
+
+int variant_delete_absent(const char *name, size_t len, char *msg, size_t msglen)
+{
+    if (!state_restoring()) {
+        snprintf(msg, msglen, "unknown model '%.*s'", (int)len, name);
+        return 404;
+    }
+    if (absent_deletes >= VARIANT_MAX_RUNTIME) {
+        snprintf(msg, msglen, "model '%.*s' is not there yet: the state file is still being read; try again once it "
+                 "is", (int)len, name);
+        return 503;
+    }
+    absent_deletes++;
+    char copy[256]; /* a valid name is at most 128 bytes */
+    snprintf(copy, sizeof copy, "%.*s", (int)len, name);
+    state_note_deleted(copy);  /* noted before the restore: the file's record is not created again, and goes */
+    state_note_unloaded(copy); /* and its load record, as a delete's unload removes it */
+    log_info("model %s: deleted before the state file was read: a model it records as created at run time under "
+             "this name is not created again", copy);
+    snprintf(msg, msglen, "unknown model '%.*s': the state file is still being read; a model created at run time "
+             "that it records under this name is not created again", (int)len, name);
+    return 404;
+}
+
 static int by_seq(const void *a, const void *b)
 {
     const model *x = *(model *const *)a, *y = *(model *const *)b;
@@ -263,6 +301,16 @@ void variant_restore(const state_snapshot *s)
             if (done[i])
                 continue;
             const char *from = json_string_value(json_object_get(r->spec, "from"));
+            char why[400];
+            if (api_model_name_reserved(r->name, strlen(r->name), why, sizeof why)) {
+                /* Recorded by a corral that did not reserve it: unreachable, so not even a DELETE could remove it. */
+                log_warn("state: model %s created at run time is not created again: %s; its records are removed",
+                         r->name, why);
+                state_note_deleted(r->name);
+                state_note_unloaded(r->name);
+                done[i] = 1;
+                continue;
+            }
             const model *taken = model_find(r->name, strlen(r->name));
             if (taken) {
                 log_warn("state: model %s was created at run time before the restart, but a model of that name is "
@@ -274,6 +322,12 @@ void variant_restore(const state_snapshot *s)
             model *base = model_find(from, strlen(from));
             if (!base)
                 continue;
+            if (base->deleting) {
+                log_warn("state: model %s created at run time is not created again: its base %s is being deleted",
+                         r->name, from);
+                done[i] = 1;
+                continue;
+            }
             json_t *spec = json_deep_copy(r->spec);
             char err[300];
             if (manifest_check_runtime_keys(spec, r->name, err, sizeof err) < 0) { /* no create would accept it */

@@ -28,9 +28,10 @@
 /*
  * Creates the model body names: {"name", "from", ...manifest keys}. Returns
  * 0 with *out (loading at once when its keys say `load: eager`), or 400 (a
- * body, name or key that is not valid: nothing changed), 404 (from names no
+ * body, name or key that is not valid, a name a route reserves
+ * (api_model_name_reserved): nothing changed), 404 (from names no
  * model), 409 (the name is taken, on disk or at run time; the base is
- * broken) or 503 (the daemon is stopping), with msg.
+ * broken or being deleted) or 503 (the daemon is stopping), with msg.
  */
 int variant_create(const json_t *body, model **out, char *msg, size_t msglen);
 
@@ -42,5 +43,14 @@ int variant_create(const json_t *body, model **out, char *msg, size_t msglen);
  * from, or one being deleted already.
  */
 int variant_delete(model *m, lifecycle_waiter *w, char *msg, size_t msglen);
+
+/*
+ * A DELETE of name (len bytes, a valid name) that no model has: 404 with
+ * msg. While the state file is still being read (state_restoring), the
+ * delete is remembered first: a run-time model the file records under
+ * name is not created again, and its records go. 503 past 4,096 of
+ * those (what is remembered is bounded).
+ */
+int variant_delete_absent(const char *name, size_t len, char *msg, size_t msglen);
 
 #endif

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 
@@ -434,6 +435,119 @@ def test_without_state_runtime_variants_are_lost(corral):
     assert d.stop() == 0
     d = corral.start()
     assert d.get("/v1/models/rt").status_code == 404
+
+
+def slow_to_read(state, rows=200_000):
+    """Fills state's sessions table so that reading it at start takes a second or more: the window in which the
+    daemon listens before the file is restored."""
+    far = int(time.time() * 1000) + 10 ** 9
+    c = sqlite3.connect(str(state))
+    blob = b"x" * 900
+    c.executemany("INSERT INTO sessions (id, content_type, data, expires_ms) VALUES (?, 'application/octet-stream', "
+                  "?, ?)", ((f"s{i}", blob, far) for i in range(rows)))
+    c.commit()
+    c.close()
+
+
+def test_a_delete_or_create_before_the_restore_is_not_undone_by_it(corral, tmp_path):
+    corral.add("base", "steerable", manifest=ctl_manifest({"tag": "base"}))
+    state = tmp_path / "state.db"
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "state file" in d.log(), what="the state file opened")
+    for name, tag in (("victim", "old"), ("kept", "kept"), ("renewed", "old")):
+        assert create(d, {"name": name, "from": "base", "parameters": {"tag": tag}}).status_code == 201
+    assert d.stop() == 0
+    slow_to_read(state)
+    d = corral.start("--state", str(state))
+    # In the window: victim is only in the file, so the DELETE finds no model; it is remembered all the same.
+    error_of(delete(d, "victim"), 404, "victim", "state file is still being read", "not created again")
+    r = create(d, {"name": "renewed", "from": "base", "parameters": {"tag": "new"}})
+    restored = "created at run time recorded" in d.log()
+    assert not restored, "the state file was read before the requests: the window was missed"
+    assert r.status_code == 201, r.text
+    wait_for(lambda: "created at run time recorded" in d.log(), timeout=60, what="the state file read")
+    wait_for(lambda: "state: model kept created again" in d.log(), what="kept restored")
+    assert d.get("/v1/models/victim").status_code == 404
+    assert out(infer(d, "renewed"), "TAG") == "new"
+    assert d.stop() == 0
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "state: model kept created again" in d.log(), timeout=60, what="kept restored")
+    assert d.get("/v1/models/victim").status_code == 404
+    assert out(infer(d, "renewed"), "TAG") == "new"
+
+
+def test_names_the_routes_take_are_refused(corral):
+    corral.add("base", "steerable", manifest=ctl_manifest())
+    corral.add("pull", "steerable", manifest=ctl_manifest())
+    corral.add("disk", "steerable", manifest=ctl_manifest() + "name: stats\n")
+    corral.external.mkdir()
+    d = corral.start("--pull-allow", "127.0.0.1", external=True)
+    for name, route in (("pull", "/v1/models/pull"), ("stats", "/v2/models/stats")):
+        error_of(create(d, {"name": name, "from": "base"}), 400, f"'{name}'", "reserved", route)
+        listed = {m["name"]: m for m in d.get("/v1/models").json()["models"]}
+        assert name in listed, listed
+        msg = listed[name]["manifest_error"]
+        assert "reserved" in msg and route in msg, msg
+        assert listed[name]["origin"] == "repository", listed[name]
+        # A pull would only fetch a model the scan marks broken: refused before anything is fetched.
+        r = d.post("/v1/models/pull", {"url": "http://127.0.0.1:9/m.tar.gz", "sha256": "0" * 64, "name": name})
+        error_of(r, 400, f"'{name}'", "reserved", route)
+    # Other names are free, a literal segment that no {model_name} route shares too.
+    assert create(d, {"name": "pulls", "from": "base"}).status_code == 201
+    assert create(d, {"name": "events", "from": "base"}).status_code == 201
+
+
+def test_a_recorded_run_time_model_of_a_reserved_name_is_not_created_and_its_record_goes(corral, tmp_path):
+    corral.add("base", "steerable", manifest=ctl_manifest())
+    state = tmp_path / "state.db"
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "state file" in d.log(), what="the state file opened")
+    assert create(d, {"name": "rt", "from": "base"}).status_code == 201
+    assert d.stop() == 0
+    # As an older corral, which did not reserve the name, recorded it.
+    c = sqlite3.connect(str(state))
+    c.execute("INSERT INTO runtime_models (name, spec, created_at) VALUES ('pull', '{\"from\":\"base\"}', 1)")
+    c.commit()
+    c.close()
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "state: model rt created again" in d.log(), what="rt restored")
+    wait_for(lambda: "state: model pull created at run time is not created again: the name 'pull' is reserved"
+             in d.log(), what="pull refused")
+    assert "pull" not in [m["name"] for m in d.get("/v1/models").json()["models"]]
+    assert d.stop() == 0
+    c = sqlite3.connect(str(state))
+    names = [r[0] for r in c.execute("SELECT name FROM runtime_models")]
+    c.close()
+    assert names == ["rt"], names
+
+
+def test_a_variant_of_a_model_being_deleted_is_refused(corral):
+    corral.add("base", "steerable", manifest=ctl_manifest({"unload_delay": 3}))
+    d = corral.start()
+    assert create(d, {"name": "v1", "from": "base"}).status_code == 201
+    assert load(d, "v1").status_code == 200
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        gone = pool.submit(delete, d, "v1")
+        wait_for(lambda: d.model("v1")["state"] == "unloading", what="v1 unloading")
+        error_of(create(d, {"name": "v2", "from": "v1"}), 409, "'v1'", "being deleted")
+        assert gone.result().status_code == 200
+    assert d.get("/v1/models/v2").status_code == 404
+
+
+def test_a_runtime_models_load_record_does_not_load_a_disk_model_of_its_name(corral, tmp_path):
+    corral.add("base", "steerable", manifest=ctl_manifest({"tag": "base"}))
+    state = tmp_path / "state.db"
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "state file" in d.log(), what="the state file opened")
+    assert create(d, {"name": "rt", "from": "base"}).status_code == 201
+    assert load(d, "rt", {"instances": 2}).status_code == 200
+    assert d.stop() == 0
+    corral.add("rt", "steerable", manifest=ctl_manifest({"tag": "disk"}))
+    d = corral.start("--state", str(state))
+    wait_for(lambda: "a model of that name is in the repository now" in d.log(), what="the run-time model skipped")
+    wait_for(lambda: "not loaded: its load record is the run-time model's" in d.log(), what="its load skipped")
+    m = d.model("rt")
+    assert m["origin"] == "repository" and m["state"] == "unloaded", m
 
 
 @pytest.mark.parametrize("scope", ["all", "management"])

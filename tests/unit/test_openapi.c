@@ -276,5 +276,24 @@ static void route_matching(void)
     CHECK(api_method_name(API_GET | API_POST) == NULL);
 }
 
+/* A model name that a literal route shadows where another takes {model_name}: derived from the table. */
+static void reserved_model_names(void)
+{
+    char why[300] = "";
+    CHECK(api_model_name_reserved(H2O_STRLIT("pull"), why, sizeof why));
+    CHECK(strstr(why, "'pull'") && strstr(why, "/v1/models/pull") && strstr(why, "/v1/models/{model_name}"));
+    CHECK(api_model_name_reserved(H2O_STRLIT("stats"), why, sizeof why));
+    CHECK(strstr(why, "/v2/models/stats") && strstr(why, "/v2/models/{model_name}"));
+    /* literal segments no {model_name} route shares a position with, and near misses */
+    const char *free_names[] = {"echo", "pull2", "pul", "events", "sessions", "models", "v1", "v2", "repository",
+                                "index", "infer", "ready", "health", "metrics", "{model_name}"};
+    for (size_t i = 0; i < sizeof free_names / sizeof free_names[0]; i++) {
+        why[0] = 0;
+        CHECK(!api_model_name_reserved(free_names[i], strlen(free_names[i]), why, sizeof why));
+        CHECK(why[0] == 0);
+    }
+}
+
 CHECK_MAIN(CASE(embedded_is_the_file), CASE(paths_are_the_routes), CASE(refs_resolve),
-           CASE(served_yaml_has_address_and_version), CASE(conversion_rules), CASE(route_matching))
+           CASE(served_yaml_has_address_and_version), CASE(conversion_rules), CASE(route_matching),
+           CASE(reserved_model_names))
