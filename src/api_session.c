@@ -253,7 +253,7 @@ static void handle_put(h2o_req_t *req, const char *id, size_t idlen)
     h2o_iovec_t whole = {NULL, 0};
     int has_type;
     h2o_iovec_t type = media_type(req, &whole, &has_type);
-    if (!has_type || type_is(type, SESSION_JSON)) {
+    if (!has_type || session_type_is_json(type.base, type.len)) {
         json_t *v = parse_json_body(req, id, "the body");
         if (v)
             put_json(req, id, idlen, v, ttl, 0);
@@ -285,7 +285,7 @@ static void handle_patch(h2o_req_t *req, const char *id, size_t idlen)
     h2o_iovec_t whole;
     int has_type;
     h2o_iovec_t type = media_type(req, &whole, &has_type);
-    if (has_type && !type_is(type, "application/merge-patch+json") && !type_is(type, SESSION_JSON)) {
+    if (has_type && !type_is(type, "application/merge-patch+json") && !session_type_is_json(type.base, type.len)) {
         http_error(req, 415, 0,
                    "session '%s': PATCH takes a JSON merge patch (RFC 7386) as application/merge-patch+json or "
                    "application/json, not '%.*s'",

@@ -22,6 +22,7 @@
  */
 #include "session.h"
 
+#include "access.h"
 #include "log.h"
 #include "manifest.h"
 #include "state.h"
@@ -32,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 
 #define NO_INDEX UINT32_MAX
@@ -112,6 +114,14 @@ int session_id_valid(const char *id, size_t len, char *why, size_t whylen)
     utf8_shown(id, len, shown, sizeof shown);
     snprintf(why, whylen, "invalid session id '%s': ids match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", shown);
     return 0;
+}
+
+int session_type_is_json(const char *type, size_t len)
+{
+    const char *media;
+    size_t media_len;
+    access_body_kind_of(type, len, &media, &media_len);
+    return media_len == strlen(SESSION_JSON) && strncasecmp(media, SESSION_JSON, media_len) == 0;
 }
 
 int session_content_type_valid(const char *type, size_t len)

@@ -56,6 +56,14 @@ const session_config *session_store_config(void);
 /* Whether id (len bytes) is a valid session id; fills why (for a 400) when not. */
 int session_id_valid(const char *id, size_t len, char *why, size_t whylen);
 
+/*
+ * Whether a content type (len bytes, parameters allowed) names JSON: its
+ * media type is application/json, in any case. A PUT of such a body and a
+ * model's update of such a type are both JSON sessions (stored as
+ * SESSION_JSON), never bytes.
+ */
+int session_type_is_json(const char *type, size_t len);
+
 /* Whether a content type (len bytes) may be stored: 1 to 255 bytes of printable ASCII. */
 int session_content_type_valid(const char *type, size_t len);
 

@@ -58,6 +58,13 @@ static void ids_are_checked_like_model_names(void)
     CHECK(session_id_valid(longid, 128, why, sizeof why));
     CHECK(!session_id_valid(longid, 129, why, sizeof why));
     CHECK(session_content_type_valid("audio/wav", 9));
+    /* JSON by its media type, in any case, parameters ignored: one helper for PUT and a model's update */
+    CHECK(session_type_is_json("application/json", 16));
+    CHECK(session_type_is_json("APPLICATION/JSON", 16));
+    CHECK(session_type_is_json(" application/json ; charset=utf-8", 34));
+    CHECK(!session_type_is_json("application/jsonl", 17));
+    CHECK(!session_type_is_json("application/json-seq", 20));
+    CHECK(!session_type_is_json("text/json", 9));
     CHECK(!session_content_type_valid("", 0));
     CHECK(!session_content_type_valid("a\nb", 3));
 }
