@@ -21,7 +21,7 @@
 #include <strings.h>
 #include <time.h>
 
-#define ID_METHODS "GET, HEAD, PUT, PATCH, DELETE"
+#define ID_METHODS "GET, PUT, PATCH, DELETE" /* as the route table answers (api.c) */
 
 /* ---- pure parts ---- */
 
@@ -379,7 +379,7 @@ static void on_listed(const session *s, void *ctx)
 static void handle_list(h2o_req_t *req)
 {
     if (!METHOD_IS(req, "GET") && !METHOD_IS(req, "HEAD")) {
-        http_method_not_allowed(req, "GET, HEAD");
+        http_method_not_allowed(req, "GET");
         return;
     }
     if (req->query_at != SIZE_MAX && req->query_at + 1 < req->path.len) {
