@@ -344,6 +344,16 @@ static void handle_id(h2o_req_t *req, h2o_iovec_t seg)
     if (request_ttl(req, 0, id) < 0)
         return;
     session *s = session_find(id, seg.len, 0);
+    if (!s && del && session_restoring()) {
+        /* the state file may hold it, not yet read: the store remembers the delete, so it is not restored */
+        if (session_delete(id, seg.len) == 503)
+            http_error(req, 503, 0, "session '%s': the state file's sessions are still being read and too many "
+                                    "sessions have changed meanwhile; try again once they are restored", id);
+        else
+            http_error(req, 404, 0, "no session '%s' (the state file's sessions are still being read; "
+                                    "it will not be restored)", id);
+        return;
+    }
     if (!s) {
         http_error(req, 404, 0, "no session '%s'", id);
         return;
@@ -399,6 +409,8 @@ static void handle_list(h2o_req_t *req)
     sb_u64(&out, st.count);
     sb_adds(&out, ",\"bytes\":");
     sb_u64(&out, st.bytes);
+    sb_adds(&out, ",\"retained_bytes\":");
+    sb_u64(&out, st.retained);
     sb_adds(&out, ",\"memory\":");
     sb_u64(&out, cfg->memory);
     sb_adds(&out, ",\"max_size\":");

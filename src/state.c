@@ -859,6 +859,8 @@ static void on_opened(uv_work_t *w, int status)
         state_session_batch *b = S.batches;
         S.batches = S.batches_tail = NULL;
         batches_done(b);
+        if (SR.on_sessions && !S.closing)
+            SR.on_sessions(NULL, 0); /* none to restore: the store stops waiting for them */
     } else {
         S.phase = STATE_OPEN;
         if (SR.on_sessions) {
