@@ -594,10 +594,56 @@ static void changes_while_the_file_is_read_win(void)
     rmdir(dir);
 }
 
+/* A JSON row that is not one JSON value (a damaged file) is not restored, so it cannot inject keys into the
+ * worker frames that carry the session as it is; a valid one comes back compact. */
+static void damaged_json_rows_are_dropped(void)
+{
+    char dir[] = "/tmp/corral-test-session-XXXXXX", path[128];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/state.db", dir);
+    int64_t later = (int64_t)time(NULL) * 1000 + 600000;
+    const char *bad[] = {"{},\"id\":\"x\"", "{\"a\":1,\"a\":2}", "", "[1"};
+    state_session_op ops[6];
+    char ids[4][8];
+    for (int i = 0; i < 4; i++) {
+        snprintf(ids[i], sizeof ids[i], "bad%d", i);
+        ops[i] = (state_session_op){.id = ids[i], .id_len = 4, .content_type = SESSION_JSON,
+                                    .data = (const uint8_t *)bad[i], .len = strlen(bad[i]), .expires_ms = later};
+    }
+    ops[4] = (state_session_op){.id = "spaced", .id_len = 6, .content_type = SESSION_JSON,
+                                .data = (const uint8_t *)"{ \"a\" :\n [1, 2] }", .len = 17, .expires_ms = later};
+    ops[5] = (state_session_op){.id = "bytes", .id_len = 5, .content_type = "text/plain",
+                                .data = (const uint8_t *)"{},", .len = 3, .expires_ms = later};
+    state_db *db = db_with_rows(path, ops, 6);
+    char *report;
+    state_session_limits lim = {.memory = 1 << 20, .max_size = 1000, .cost = session_cost};
+    state_session *got;
+    size_t n;
+    CHECK(state_db_read_sessions(db, 0, &lim, &got, &n, &report) == 0);
+    CHECK(report != NULL);
+    if (report)
+        CHECK_STR_CONTAINS(report, "4 session records that are not valid skipped and removed");
+    free(report);
+    CHECK(n == 2);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(got[i].id, "spaced") == 0)
+            CHECK(got[i].len == 11 && memcmp(got[i].data, "{\"a\":[1,2]}", 11) == 0 && got[i].data[got[i].len] == 0);
+        else
+            CHECK(strcmp(got[i].id, "bytes") == 0 && got[i].len == 3);
+    state_sessions_free(got, n);
+    state_db_close(db);
+    char left[256];
+    file_sessions(path, left, sizeof left);
+    CHECK(strstr(left, "bad") == NULL); /* removed from the file too */
+    unlink(path);
+    rmdir(dir);
+}
+
 CHECK_MAIN(CASE(ids_are_checked_like_model_names), CASE(put_find_replace_delete), CASE(bad_writes_change_nothing),
            CASE(finds_count_hits_and_misses_and_mark_recent_use), CASE(lru_eviction_order),
            CASE(eviction_skips_pinned_and_507_without_room), CASE(eviction_off_answers_507),
            CASE(expiry_on_the_clock), CASE(the_heap_keeps_expiry_order), CASE(pinned_sessions_outlive_their_removal),
            CASE(list_is_in_id_order_without_the_expired), CASE(restore_fits_and_yields_to_newer),
            CASE(the_timer_expires_on_a_loop), CASE(a_durable_store_writes_its_changes_in_batches),
-           CASE(held_versions_count_against_the_ceiling), CASE(changes_while_the_file_is_read_win))
+           CASE(held_versions_count_against_the_ceiling), CASE(changes_while_the_file_is_read_win),
+           CASE(damaged_json_rows_are_dropped))
