@@ -639,6 +639,29 @@ static void damaged_json_rows_are_dropped(void)
     rmdir(dir);
 }
 
+/* The ids noted while restoring are bounded: past SESSION_RESTORE_TOUCHED_MAX another id's write or delete is a
+ * 503 (never a change the restore would undo); a noted id may still change; after the restore all may. */
+static void the_restore_window_notes_a_bounded_set(void)
+{
+    store(1 << 20, 1);
+    session_store_durable(); /* no state file started: batches are dropped at once */
+    char id[16], msg[256];
+    int all_404 = 1;
+    for (int i = 0; i < SESSION_RESTORE_TOUCHED_MAX; i++) {
+        snprintf(id, sizeof id, "d%d", i);
+        all_404 &= session_delete(id, strlen(id)) == 404;
+    }
+    CHECK(all_404);
+    CHECK(put("another", "1", 0, msg) == 503);
+    CHECK_STR_CONTAINS(msg, "still being read");
+    CHECK(session_delete("another", 7) == 503);
+    CHECK(put("d7", "1", 0, msg) == 0); /* noted already */
+    session_restore_done();
+    CHECK(!session_restoring());
+    CHECK(put("another", "1", 0, msg) == 0);
+    session_store_close();
+}
+
 CHECK_MAIN(CASE(ids_are_checked_like_model_names), CASE(put_find_replace_delete), CASE(bad_writes_change_nothing),
            CASE(finds_count_hits_and_misses_and_mark_recent_use), CASE(lru_eviction_order),
            CASE(eviction_skips_pinned_and_507_without_room), CASE(eviction_off_answers_507),
@@ -646,4 +669,5 @@ CHECK_MAIN(CASE(ids_are_checked_like_model_names), CASE(put_find_replace_delete)
            CASE(list_is_in_id_order_without_the_expired), CASE(restore_fits_and_yields_to_newer),
            CASE(the_timer_expires_on_a_loop), CASE(a_durable_store_writes_its_changes_in_batches),
            CASE(held_versions_count_against_the_ceiling), CASE(changes_while_the_file_is_read_win),
-           CASE(damaged_json_rows_are_dropped))
+           CASE(damaged_json_rows_are_dropped),
+           CASE(the_restore_window_notes_a_bounded_set))
