@@ -21,7 +21,7 @@
 #include <strings.h>
 #include <time.h>
 
-#define ID_METHODS "GET, HEAD, PUT, PATCH, DELETE"
+#define ID_METHODS "GET, PUT, PATCH, DELETE" /* as the route table answers (api.c) */
 
 /* ---- pure parts ---- */
 
@@ -253,7 +253,7 @@ static void handle_put(h2o_req_t *req, const char *id, size_t idlen)
     h2o_iovec_t whole = {NULL, 0};
     int has_type;
     h2o_iovec_t type = media_type(req, &whole, &has_type);
-    if (!has_type || type_is(type, SESSION_JSON)) {
+    if (!has_type || session_type_is_json(type.base, type.len)) {
         json_t *v = parse_json_body(req, id, "the body");
         if (v)
             put_json(req, id, idlen, v, ttl, 0);
@@ -285,7 +285,7 @@ static void handle_patch(h2o_req_t *req, const char *id, size_t idlen)
     h2o_iovec_t whole;
     int has_type;
     h2o_iovec_t type = media_type(req, &whole, &has_type);
-    if (has_type && !type_is(type, "application/merge-patch+json") && !type_is(type, SESSION_JSON)) {
+    if (has_type && !type_is(type, "application/merge-patch+json") && !session_type_is_json(type.base, type.len)) {
         http_error(req, 415, 0,
                    "session '%s': PATCH takes a JSON merge patch (RFC 7386) as application/merge-patch+json or "
                    "application/json, not '%.*s'",
@@ -344,6 +344,16 @@ static void handle_id(h2o_req_t *req, h2o_iovec_t seg)
     if (request_ttl(req, 0, id) < 0)
         return;
     session *s = session_find(id, seg.len, 0);
+    if (!s && del && session_restoring()) {
+        /* the state file may hold it, not yet read: the store remembers the delete, so it is not restored */
+        if (session_delete(id, seg.len) == 503)
+            http_error(req, 503, 0, "session '%s': the state file's sessions are still being read and too many "
+                                    "sessions have changed meanwhile; try again once they are restored", id);
+        else
+            http_error(req, 404, 0, "no session '%s' (the state file's sessions are still being read; "
+                                    "it will not be restored)", id);
+        return;
+    }
     if (!s) {
         http_error(req, 404, 0, "no session '%s'", id);
         return;
@@ -379,7 +389,7 @@ static void on_listed(const session *s, void *ctx)
 static void handle_list(h2o_req_t *req)
 {
     if (!METHOD_IS(req, "GET") && !METHOD_IS(req, "HEAD")) {
-        http_method_not_allowed(req, "GET, HEAD");
+        http_method_not_allowed(req, "GET");
         return;
     }
     if (req->query_at != SIZE_MAX && req->query_at + 1 < req->path.len) {
@@ -399,6 +409,8 @@ static void handle_list(h2o_req_t *req)
     sb_u64(&out, st.count);
     sb_adds(&out, ",\"bytes\":");
     sb_u64(&out, st.bytes);
+    sb_adds(&out, ",\"retained_bytes\":");
+    sb_u64(&out, st.retained);
     sb_adds(&out, ",\"memory\":");
     sb_u64(&out, cfg->memory);
     sb_adds(&out, ",\"max_size\":");

@@ -314,6 +314,10 @@ static void session_families(sb *out)
         {"corral_sessions", "gauge", "Sessions in the context store.", st.count},
         {"corral_session_bytes", "gauge", "What the sessions count against --session-memory, bookkeeping included.",
          st.bytes},
+        {"corral_session_retained_bytes", "gauge",
+         "Replaced or deleted sessions that requests or the state file still hold; they count against "
+         "--session-memory too.",
+         st.retained},
         {"corral_session_memory_limit_bytes", "gauge", "The context store's ceiling, --session-memory.",
          session_store_config()->memory},
         {"corral_session_hits_total", "counter", "Requests that named a session that was there.", st.hits},

@@ -68,6 +68,7 @@ static void on_sessions_restored(const state_session *s, size_t n)
     for (size_t i = 0; i < n; i++)
         if (session_restore(s[i].id, strlen(s[i].id), s[i].content_type, s[i].data, s[i].len, s[i].expires_ms) < 0)
             skipped++;
+    session_restore_done(); /* from now on the store's own changes are the newer ones */
     if (skipped)
         log_warn("state: %zu restored sessions did not fit the session store and were dropped", skipped);
 }

@@ -15,13 +15,19 @@
  * - live == in the hash table == in the LRU list == in the heap
  *   (heap_index != NO_INDEX); S.count and S.bytes sum the live entries.
  * - an entry is freed once it is not live, not pinned, not in a batch being
- *   written and not waiting in the dirty list (entry_release).
+ *   written and not waiting in the dirty list (entry_release). Until then a
+ *   detached entry's cost is in S.retained, which make_room counts with
+ *   S.bytes: held versions cannot take the store past --session-memory.
+ * - a removed entry held by the dirty list alone is replaced by a tombstone
+ *   (its id only), which is all its deletion from the state file needs.
+ * - while restoring (session.h), every id put or removed is in S.touched.
  * - dirty: with a state file, the entries whose change is not yet handed to
  *   it. A live dirty entry is written; a dead one is deleted unless a live
  *   entry of its id exists then (which is dirty itself, and written).
  */
 #include "session.h"
 
+#include "access.h"
 #include "log.h"
 #include "manifest.h"
 #include "state.h"
@@ -32,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 
 #define NO_INDEX UINT32_MAX
@@ -49,6 +56,7 @@ struct session {
     uint32_t pins;     /* requests holding it */
     uint32_t batches;  /* state-file batches holding it */
     uint8_t live, dirty;
+    uint8_t retained; /* its cost is in S.retained: taken out of the store, still held */
     /* read-only once made: a state-file batch reads them on the thread pool */
     uint16_t id_len;
     uint16_t type_len;
@@ -71,6 +79,7 @@ static struct {
     uv_timer_t expiry_timer;
     int64_t armed_for; /* the heap top's expiry the timer is set for; 0: none */
     uint64_t count, bytes;
+    uint64_t retained; /* entries out of the store still held by a pin, a batch or the dirty list */
     uint64_t hits, misses, evictions, expirations;
     /* durability */
     int durable;
@@ -79,6 +88,15 @@ static struct {
     int batches_in_flight; /* one at a time from the timer; session_store_flush may add one */
     uv_timer_t flush_timer;
     int flush_armed;
+    /* until the state file's sessions are restored: the ids written or removed meanwhile */
+    int restoring;
+    struct touched {
+        struct touched *next;
+        uint64_t hash;
+        size_t len;
+        char id[];
+    } **touched;
+    size_t n_touched;
 } S;
 
 static int64_t wall_ms(void)
@@ -112,6 +130,14 @@ int session_id_valid(const char *id, size_t len, char *why, size_t whylen)
     utf8_shown(id, len, shown, sizeof shown);
     snprintf(why, whylen, "invalid session id '%s': ids match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", shown);
     return 0;
+}
+
+int session_type_is_json(const char *type, size_t len)
+{
+    const char *media;
+    size_t media_len;
+    access_body_kind_of(type, len, &media, &media_len);
+    return media_len == strlen(SESSION_JSON) && strncasecmp(media, SESSION_JSON, media_len) == 0;
 }
 
 int session_content_type_valid(const char *type, size_t len)
@@ -314,8 +340,81 @@ static void mark_dirty(session *s)
 
 static void entry_release(session *s)
 {
-    if (!s->live && !s->pins && !s->batches && !s->dirty)
-        free(s);
+    if (s->live || s->pins || s->batches || s->dirty)
+        return;
+    if (s->retained)
+        S.retained -= s->cost;
+    free(s);
+}
+
+static session *entry_new(const char *id, size_t idlen, uint64_t hash, const char *type, size_t typelen,
+                          const uint8_t *data, size_t len, int64_t expires_ms);
+
+/* Queues the deletion of id for the state file: an entry of the id alone, counted as retained until written. */
+static void tombstone(const char *id, size_t idlen, uint64_t hash)
+{
+    session *t = entry_new(id, idlen, hash, "", 0, NULL, 0, 0);
+    t->retained = 1;
+    S.retained += t->cost;
+    mark_dirty(t);
+    entry_release(t); /* without a state file it goes at once */
+}
+
+/* ---- the ids touched while the state file's sessions are restored ---- */
+
+#define TOUCHED_BUCKETS 4096
+
+static int touched_has(const char *id, size_t len, uint64_t hash)
+{
+    for (struct touched *t = S.touched[hash & (TOUCHED_BUCKETS - 1)]; t; t = t->next)
+        if (t->hash == hash && t->len == len && memcmp(t->id, id, len) == 0)
+            return 1;
+    return 0;
+}
+
+/* Whether id may be touched now: not restoring, already noted, or room for one more. */
+static int touched_room(const char *id, size_t len, uint64_t hash)
+{
+    return !S.restoring || S.n_touched < SESSION_RESTORE_TOUCHED_MAX || touched_has(id, len, hash);
+}
+
+/* Notes id as changed since the start, so the file's older copy is not restored (touched_room said yes). */
+static void touch(const char *id, size_t len, uint64_t hash)
+{
+    if (!S.restoring || touched_has(id, len, hash) || S.n_touched >= SESSION_RESTORE_TOUCHED_MAX)
+        return;
+    struct touched *t = xmalloc(sizeof *t + len);
+    t->hash = hash;
+    t->len = len;
+    memcpy(t->id, id, len);
+    struct touched **b = &S.touched[hash & (TOUCHED_BUCKETS - 1)];
+    t->next = *b;
+    *b = t;
+    S.n_touched++;
+}
+
+static void touched_free(void)
+{
+    if (!S.touched)
+        return;
+    for (size_t i = 0; i < TOUCHED_BUCKETS; i++)
+        for (struct touched *t = S.touched[i], *next; t; t = next) {
+            next = t->next;
+            free(t);
+        }
+    free(S.touched);
+    S.touched = NULL;
+    S.n_touched = 0;
+    S.restoring = 0;
+}
+
+static int touched_refuse(const char *id, size_t len, char *msg, size_t msglen)
+{
+    snprintf(msg, msglen,
+             "session %.*s: the state file's sessions are still being read and %d other sessions have changed "
+             "meanwhile; try again once they are restored",
+             (int)len, id, SESSION_RESTORE_TOUCHED_MAX);
+    return 503;
 }
 
 /* Takes a live entry out of the store; why names it for the debug log (NULL: replaced, not logged). */
@@ -328,10 +427,17 @@ static void entry_detach(session *s, const char *why)
     s->live = 0;
     S.count--;
     S.bytes -= s->cost;
+    s->retained = 1; /* until the last holder lets go (entry_release) */
+    S.retained += s->cost;
+    touch(s->id, s->id_len, s->hash);
     if (why) {
         log_debug("session %s %s (%zu bytes; the store holds %llu sessions, %llu of %llu bytes)", s->id, why, s->size,
                   (unsigned long long)S.count, (unsigned long long)S.bytes, (unsigned long long)S.cfg.memory);
-        mark_dirty(s); /* gone: deleted from the state file */
+        if (S.durable && !s->pins && !s->batches) {
+            dirty_unlink(s);
+            tombstone(s->id, s->id_len, s->hash); /* gone: deleted from the state file; the content is freed */
+        } else
+            mark_dirty(s); /* gone: deleted from the state file */
     } else {
         dirty_unlink(s); /* replaced: its successor is written instead */
     }
@@ -474,32 +580,43 @@ int64_t session_expires_ms(const session *s)
     return s->expires_ms;
 }
 
+/* What evicting s frees now: its cost, less the tombstone that deletes it from the state file. */
+static uint64_t evict_frees(const session *s)
+{
+    return s->cost - (S.durable ? session_cost(s->id_len, 0, 0) : 0);
+}
+
 /*
  * Makes room for need more bytes, old (the entry being replaced, or NULL)
- * leaving: evicts least recently used unpinned entries, or returns 507
- * having changed nothing.
+ * leaving: evicts least recently used entries that free their memory when
+ * evicted (not pinned, not being written to the state file), or returns 507
+ * having changed nothing. What the store holds is the live entries and the
+ * retained ones (replaced or removed, still held): both count.
  */
 static int make_room(uint64_t need, const session *old, char *msg, size_t msglen)
 {
-    uint64_t used = S.bytes - (old ? old->cost : 0);
+    uint64_t old_frees = old && !old->pins && !old->batches ? old->cost : 0;
+    uint64_t used = S.bytes + S.retained - old_frees;
     if (used + need <= S.cfg.memory)
         return 0;
     uint64_t freeable = 0;
     if (S.cfg.evict)
         for (session *s = S.lru_tail; s && used - freeable + need > S.cfg.memory; s = s->lru_prev)
-            if (!s->pins && s != old)
-                freeable += s->cost;
+            if (!s->pins && !s->batches && s != old)
+                freeable += evict_frees(s);
     if (used - freeable + need > S.cfg.memory) {
         snprintf(msg, msglen,
-                 "the session store is full: %llu of --session-memory %llu bytes are used and %llu more are needed%s; "
+                 "the session store is full: %llu of --session-memory %llu bytes are used (%llu of them by replaced "
+                 "or deleted sessions that requests still hold) and %llu more are needed%s; "
                  "raise --session-memory or delete sessions",
-                 (unsigned long long)S.bytes, (unsigned long long)S.cfg.memory, (unsigned long long)need,
+                 (unsigned long long)(S.bytes + S.retained), (unsigned long long)S.cfg.memory,
+                 (unsigned long long)S.retained, (unsigned long long)need,
                  S.cfg.evict ? " (sessions in use by requests cannot be evicted)" : " (--session-evict off)");
         return 507;
     }
-    for (session *s = S.lru_tail, *prev; s && S.bytes - (old ? old->cost : 0) + need > S.cfg.memory; s = prev) {
+    for (session *s = S.lru_tail, *prev; s && S.bytes + S.retained - old_frees + need > S.cfg.memory; s = prev) {
         prev = s->lru_prev;
-        if (s->pins || s == old)
+        if (s->pins || s->batches || s == old)
             continue;
         S.evictions++;
         entry_detach(s, "evicted (least recently used)");
@@ -530,6 +647,8 @@ int session_put(const char *id, size_t idlen, const char *content_type, const ui
         return 413;
     }
     uint64_t hash = id_hash(id, idlen);
+    if (!touched_room(id, idlen, hash))
+        return touched_refuse(id, idlen, msg, msglen);
     session *old = lookup(id, idlen, hash);
     size_t cost = session_cost(idlen, typelen, len);
     int rc = make_room(cost, old, msg, msglen);
@@ -543,6 +662,7 @@ int session_put(const char *id, size_t idlen, const char *content_type, const ui
     else
         log_debug("session %s created (%zu bytes, %s)", s->id, len, s->type);
     *created = !old;
+    touch(id, idlen, hash);
     entry_attach(s);
     rearm();
     return 0;
@@ -559,12 +679,15 @@ int session_restore(const char *id, size_t idlen, const char *content_type, cons
     uint64_t hash = id_hash(id, idlen);
     if (table_get(id, idlen, hash))
         return 0; /* written since the start: newer */
-    session *s = entry_new(id, idlen, hash, content_type, typelen, data, len, expires_ms);
-    if (expires_ms <= S.now() || S.bytes + s->cost > S.cfg.memory) {
-        mark_dirty(s); /* not live: deleted from the file too, which keeps matching the store */
-        entry_release(s);
+    if (S.restoring && touched_has(id, idlen, hash)) {
+        tombstone(id, idlen, hash); /* written and removed, or deleted, since the start: gone from the file too */
+        return 0;
+    }
+    if (expires_ms <= S.now() || S.bytes + S.retained + session_cost(idlen, typelen, len) > S.cfg.memory) {
+        tombstone(id, idlen, hash); /* not live: deleted from the file too, which keeps matching the store */
         return -1;
     }
+    session *s = entry_new(id, idlen, hash, content_type, typelen, data, len, expires_ms);
     int durable = S.durable;
     S.durable = 0; /* it is in the file already */
     entry_attach(s);
@@ -573,11 +696,28 @@ int session_restore(const char *id, size_t idlen, const char *content_type, cons
     return 0;
 }
 
+void session_restore_done(void)
+{
+    touched_free();
+}
+
+int session_restoring(void)
+{
+    return S.restoring;
+}
+
 int session_delete(const char *id, size_t len)
 {
-    session *s = len <= UINT16_MAX ? lookup(id, len, id_hash(id, len)) : NULL;
-    if (!s)
+    if (len > UINT16_MAX)
         return 404;
+    uint64_t hash = id_hash(id, len);
+    if (!touched_room(id, len, hash))
+        return 503;
+    session *s = lookup(id, len, hash);
+    if (!s) {
+        touch(id, len, hash); /* the state file may hold it, not yet read: it is not restored */
+        return 404;
+    }
     entry_detach(s, "deleted");
     rearm();
     return 0;
@@ -638,6 +778,7 @@ void session_stats_get(session_stats *out)
 {
     *out = (session_stats){.count = S.count,
                            .bytes = S.bytes,
+                           .retained = S.retained,
                            .hits = S.hits,
                            .misses = S.misses,
                            .evictions = S.evictions,
@@ -714,6 +855,8 @@ static void on_flush(uv_timer_t *t)
 void session_store_durable(void)
 {
     S.durable = 1;
+    S.restoring = 1;
+    S.touched = xcalloc(TOUCHED_BUCKETS, sizeof *S.touched);
 }
 
 void session_store_close(void)
@@ -727,6 +870,7 @@ void session_store_close(void)
         dirty_unlink(s);
         entry_release(s);
     }
+    touched_free();
     free(S.buckets);
     free(S.heap);
     if (S.loop) {

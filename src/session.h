@@ -12,7 +12,8 @@
  *   against --session-memory. A write that would pass it evicts the least
  *   recently used sessions that are not pinned; when that is not enough (or
  *   eviction is off) the write fails with 507 and a message saying so,
- *   and nothing changes. A write larger than --session-max-size fails with 413.
+ *   and nothing changes. A replaced or removed session still held (a pin,
+ *   a state-file batch) counts until let go (session_stats.retained). A write larger than --session-max-size fails with 413.
  * - Expiry. Each session expires ttl seconds after its last write (reads do
  *   not extend it); one timer, armed for the earliest expiry (a min-heap),
  *   removes expired sessions; a session past its expiry is never returned,
@@ -56,6 +57,14 @@ const session_config *session_store_config(void);
 /* Whether id (len bytes) is a valid session id; fills why (for a 400) when not. */
 int session_id_valid(const char *id, size_t len, char *why, size_t whylen);
 
+/*
+ * Whether a content type (len bytes, parameters allowed) names JSON: its
+ * media type is application/json, in any case. A PUT of such a body and a
+ * model's update of such a type are both JSON sessions (stored as
+ * SESSION_JSON), never bytes.
+ */
+int session_type_is_json(const char *type, size_t len);
+
 /* Whether a content type (len bytes) may be stored: 1 to 255 bytes of printable ASCII. */
 int session_content_type_valid(const char *type, size_t len);
 
@@ -85,7 +94,10 @@ int64_t session_expires_ms(const session *s);
 int session_put(const char *id, size_t idlen, const char *content_type, const uint8_t *data, size_t len,
                 int64_t ttl_s, int *created, char *msg, size_t msglen);
 
-/* Removes the session; returns 0, or 404 when there is none. */
+/*
+ * Removes the session; returns 0, or 404 when there is none, or 503 while
+ * restoring (see session_restore) when too many ids changed meanwhile.
+ */
 int session_delete(const char *id, size_t len);
 
 /*
@@ -102,6 +114,8 @@ void session_list(void (*fn)(const session *s, void *ctx), void *ctx);
 
 typedef struct session_stats {
     uint64_t count, bytes;      /* live sessions, and what they count against the ceiling */
+    uint64_t retained;          /* replaced or removed sessions still held (a request, a state-file batch);
+                                   they count against the ceiling too, but are not evictable */
     uint64_t hits, misses;      /* requests that named a session, by whether it was there */
     uint64_t evictions, expirations;
 } session_stats;
@@ -130,13 +144,24 @@ int64_t session_now_ms(void);
  * queued for the state file, written in batches (at most every
  * SESSION_FLUSH_MS, one transaction each). session_store_flush: hands what
  * is queued to the state file now (before state_close, at exit).
- * session_restore: a session read back at start; one already in the store
- * (written since the start) is newer and wins. Returns 0, or -1 when it does
+ * session_restore: a session read back at start; one already in the store,
+ * or changed since the start, is newer and wins. Returns 0, or -1 when it does
  * not fit, has expired or is not valid (one that does not fit or has
  * expired is then deleted from the state file).
  */
 #define SESSION_FLUSH_MS 100
+/*
+ * From session_store_durable until session_restore_done the store is
+ * restoring: it notes every id put, deleted (found or not), evicted or
+ * expired, and session_restore neither restores those ids nor keeps their
+ * rows (the change since the start wins, a delete included). At most
+ * SESSION_RESTORE_TOUCHED_MAX ids are noted; a put or delete of another id
+ * is then refused with 503 until the restore is done.
+ */
+#define SESSION_RESTORE_TOUCHED_MAX 65536
 void session_store_durable(void);
+void session_restore_done(void);
+int session_restoring(void);
 void session_store_flush(void);
 int session_restore(const char *id, size_t idlen, const char *content_type, const uint8_t *data, size_t len,
                     int64_t expires_ms);

@@ -145,7 +145,7 @@ int sessreq_stage(sessreq *r, json_t *u, char *why, size_t whylen)
     } else if (b) {
         if (!json_is_string(b) || !json_is_string(ct) ||
             !session_content_type_valid(json_string_value(ct), json_string_length(ct)) ||
-            strncmp(json_string_value(ct), SESSION_JSON, strlen(SESSION_JSON)) == 0) {
+            session_type_is_json(json_string_value(ct), json_string_length(ct))) {
             snprintf(why, whylen, "its session update's base64 needs a string content_type of 1 to 255 bytes of "
                                   "printable ASCII, not application/json (send json for that)");
             return -1;
@@ -205,7 +205,11 @@ int sessreq_commit(sessreq *r, const char *model)
     int status = 0;
     char msg[512] = "";
     if (r->op == UPDATE_DELETE) {
-        session_delete(r->id, r->idlen); /* already gone is as good */
+        if (session_delete(r->id, r->idlen) == 503) { /* already gone (404) is as good */
+            status = 503;
+            snprintf(msg, sizeof msg, "the state file's sessions are still being read and too many sessions have "
+                                      "changed meanwhile");
+        }
     } else {
         int created;
         status = session_put(r->id, r->idlen, r->content_type ? r->content_type : SESSION_JSON, r->data, r->len,

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "sb.h"
+#include "session.h"
 #include "xmalloc.h"
 
 #include <assert.h>
@@ -634,6 +635,28 @@ static int column_printable(sqlite3_stmt *st, int i, size_t max)
     return 1;
 }
 
+/*
+ * A JSON session's stored text made what the store keeps: one JSON value
+ * (no duplicate keys), as compact text. Returns -1 when it is not one.
+ */
+static int json_row_compact(state_session *s)
+{
+    json_t *v = json_loadb((const char *)s->data, s->len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+    char *compact = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    if (!compact)
+        return -1;
+    size_t len = strlen(compact);
+    if (len != s->len || memcmp(compact, s->data, len) != 0) {
+        free(s->data);
+        s->data = (uint8_t *)compact;
+        s->len = len;
+    } else {
+        free(compact);
+    }
+    return 0;
+}
+
 int state_db_read_sessions(state_db *db, int64_t now_ms, const state_session_limits *limits, state_session **out,
                            size_t *n, char **report)
 {
@@ -686,6 +709,20 @@ int state_db_read_sessions(state_db *db, int64_t now_ms, const state_session_lim
             memcpy(s->data, sqlite3_column_blob(st, 3), len);
         s->data[len] = 0;
         s->expires_ms = sqlite3_column_int64(st, 4);
+        if (strcmp(s->content_type, SESSION_JSON) == 0 && json_row_compact(s) < 0) {
+            /* a JSON session goes into worker frames as it is: a damaged row must not */
+            free(s->id);
+            free(s->content_type);
+            free(s->data);
+            (*n)--;
+            used -= cost;
+            n_invalid++;
+            if (n_gone == cap) {
+                cap = cap ? cap * 2 : 64;
+                gone = xrealloc(gone, cap * sizeof *gone);
+            }
+            gone[n_gone++] = sqlite3_column_int64(st, 0);
+        }
     }
     if (rc == SQLITE_DONE)
         rc = SQLITE_OK;
@@ -859,6 +896,8 @@ static void on_opened(uv_work_t *w, int status)
         state_session_batch *b = S.batches;
         S.batches = S.batches_tail = NULL;
         batches_done(b);
+        if (SR.on_sessions && !S.closing)
+            SR.on_sessions(NULL, 0); /* none to restore: the store stops waiting for them */
     } else {
         S.phase = STATE_OPEN;
         if (SR.on_sessions) {

@@ -294,7 +294,7 @@ def test_patch_errors_change_nothing(corral):
 def test_list_and_methods(corral):
     d = corral.start("--session-memory", "1MiB", "--session-max-size", "4KiB")
     empty = listing(d)
-    assert empty == {"sessions": [], "count": 0, "bytes": 0, "memory": 1 << 20, "max_size": 4096}
+    assert empty == {"sessions": [], "count": 0, "bytes": 0, "retained_bytes": 0, "memory": 1 << 20, "max_size": 4096}
     for sid in ["m", "b", "a", "Z", "a0"]:
         put(d, sid, {"id": sid}, params={"ttl": "100"})
     l = listing(d)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static int64_t fake_now = 1764600000000; /* 2025-12-01T14:40:00Z */
@@ -58,6 +59,13 @@ static void ids_are_checked_like_model_names(void)
     CHECK(session_id_valid(longid, 128, why, sizeof why));
     CHECK(!session_id_valid(longid, 129, why, sizeof why));
     CHECK(session_content_type_valid("audio/wav", 9));
+    /* JSON by its media type, in any case, parameters ignored: one helper for PUT and a model's update */
+    CHECK(session_type_is_json("application/json", 16));
+    CHECK(session_type_is_json("APPLICATION/JSON", 16));
+    CHECK(session_type_is_json(" application/json ; charset=utf-8", 34));
+    CHECK(!session_type_is_json("application/jsonl", 17));
+    CHECK(!session_type_is_json("application/json-seq", 20));
+    CHECK(!session_type_is_json("text/json", 9));
     CHECK(!session_content_type_valid("", 0));
     CHECK(!session_content_type_valid("a\nb", 3));
 }
@@ -389,6 +397,20 @@ static void on_state_closed(void)
     state_closed = 1;
 }
 
+/* Ends a durable store on loop as the daemon does at exit: what is left flushed, the state file closed. */
+static void close_durable(uv_loop_t *loop, uv_timer_t *stop)
+{
+    session_store_flush();
+    state_closed = 0;
+    state_close(on_state_closed);
+    uv_close((uv_handle_t *)stop, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    CHECK(state_closed);
+    session_store_close();
+    uv_run(loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(loop) == 0);
+}
+
 /* Durable: changes reach the state file in batches, coalesced per id (a deleted session is deleted, one
  * deleted and written again is written), the last ones on the flush before the file closes. */
 static void a_durable_store_writes_its_changes_in_batches(void)
@@ -417,14 +439,7 @@ static void a_durable_store_writes_its_changes_in_batches(void)
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(put("e", "5", 0, msg) == 0);
     CHECK(session_delete("a", 1) == 0);
-    session_store_flush(); /* what is left, as the daemon does at exit */
-    state_close(on_state_closed);
-    uv_close((uv_handle_t *)&stop, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CHECK(state_closed);
-    session_store_close();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CHECK(uv_loop_close(&loop) == 0);
+    close_durable(&loop, &stop);
 
     state_db *db;
     state_snapshot snap;
@@ -450,9 +465,209 @@ static void a_durable_store_writes_its_changes_in_batches(void)
     rmdir(dir);
 }
 
+/* A replaced or deleted session that a request still holds counts against --session-memory until let go:
+ * a client that pins each version (a slow GET, a queued request) cannot grow memory past the ceiling. */
+static void held_versions_count_against_the_ceiling(void)
+{
+    char big[501], msg[256];
+    memset(big, '1', 500);
+    big[500] = 0;
+    size_t c = cost("big", 500);
+    store(2 * c + c / 2, 1);
+    CHECK(put("big", big, 0, msg) == 0);
+    session *v1 = find("big");
+    session_pin(v1);
+    CHECK(put("big", big, 0, msg) == 0); /* v1 held: c retained, c live */
+    session_stats st;
+    session_stats_get(&st);
+    CHECK(st.bytes == c && st.retained == c);
+    session *v2 = find("big");
+    session_pin(v2);
+    CHECK(put("big", big, 0, msg) == 507); /* v1 and v2 held, no room for v3 */
+    CHECK_STR_CONTAINS(msg, "replaced or deleted sessions that requests still hold");
+    CHECK(find("big") == v2);
+    CHECK(session_delete("big", 3) == 0); /* deleted, still held: still counted */
+    session_stats_get(&st);
+    CHECK(st.count == 0 && st.bytes == 0 && st.retained == 2 * c);
+    CHECK(put("x", big, 0, msg) == 507);
+    session_unpin(v1);
+    session_unpin(v2);
+    session_stats_get(&st);
+    CHECK(st.retained == 0);
+    CHECK(put("x", big, 0, msg) == 0);
+    session_store_close();
+}
+
+static void on_restored(const state_session *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        session_restore(s[i].id, strlen(s[i].id), s[i].content_type, s[i].data, s[i].len, s[i].expires_ms);
+    session_restore_done();
+}
+
+/* The state file at path (made when absent), open, with n session rows written into it. */
+static state_db *db_with_rows(const char *path, state_session_op *ops, size_t n)
+{
+    state_db *db;
+    state_snapshot snap;
+    char *report;
+    CHECK(state_db_open(path, 0, &db, &snap, &report) == 0);
+    free(report);
+    state_snapshot_free(&snap);
+    state_session_batch b = {.ops = ops, .n = n};
+    if (n)
+        CHECK(state_db_apply_sessions(db, &b) == 0);
+    free(b.error);
+    return db;
+}
+
+/* The ids and contents of the file's sessions, "id=content," each. */
+static void file_sessions(const char *path, char *ids, size_t cap)
+{
+    state_db *db = db_with_rows(path, NULL, 0);
+    char *report;
+    state_session_limits lim = {.memory = 1 << 20, .max_size = 1000, .cost = session_cost};
+    state_session *got;
+    size_t n;
+    CHECK(state_db_read_sessions(db, 0, &lim, &got, &n, &report) == 0);
+    free(report);
+    char *p = ids;
+    *p = 0;
+    for (size_t i = 0; i < n; i++)
+        p += snprintf(p, cap - (size_t)(p - ids), "%s=%.*s,", got[i].id, (int)got[i].len, got[i].data);
+    state_sessions_free(got, n);
+    state_db_close(db);
+}
+
+/* The daemon listens before the state file is read: a session put and deleted, or deleted while only the file
+ * holds it, in that window stays deleted (in the store and in the file); one written then keeps its write. */
+static void changes_while_the_file_is_read_win(void)
+{
+    char dir[] = "/tmp/corral-test-session-XXXXXX", path[128];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/state.db", dir);
+    int64_t later = (int64_t)time(NULL) * 1000 + 600000; /* the wall clock: the state file reads by it */
+    state_session_op ops[] = {
+        {.id = "victim", .id_len = 6, .content_type = SESSION_JSON, .data = (const uint8_t *)"\"old\"", .len = 5,
+         .expires_ms = later},
+        {.id = "gone", .id_len = 4, .content_type = SESSION_JSON, .data = (const uint8_t *)"\"old\"", .len = 5,
+         .expires_ms = later},
+        {.id = "kept", .id_len = 4, .content_type = SESSION_JSON, .data = (const uint8_t *)"\"old\"", .len = 5,
+         .expires_ms = later},
+        {.id = "other", .id_len = 5, .content_type = SESSION_JSON, .data = (const uint8_t *)"\"old\"", .len = 5,
+         .expires_ms = later},
+    };
+    state_db_close(db_with_rows(path, ops, 4));
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    session_config cfg = {.default_ttl_s = 60, .max_ttl_s = 600, .memory = 1 << 20, .max_size = 1000, .evict = 1};
+    session_store_init(&loop, &cfg);
+    session_store_durable();
+    state_restore_sessions(&(state_session_limits){.memory = 1 << 20, .max_size = 1000, .cost = session_cost},
+                           on_restored);
+    state_start(&loop, path, NULL);
+    /* the window: the file is read on the thread pool, its callback runs in uv_run */
+    char msg[256];
+    CHECK(session_restoring());
+    CHECK(put("victim", "\"new\"", 0, msg) == 0);
+    CHECK(session_delete("victim", 6) == 0);
+    CHECK(session_delete("gone", 4) == 404);
+    CHECK(put("kept", "\"new\"", 0, msg) == 0);
+    uv_timer_t stop;
+    uv_timer_init(&loop, &stop);
+    uv_timer_start(&stop, on_stop, 400, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(!session_restoring());
+    CHECK(find("victim") == NULL);
+    CHECK(find("gone") == NULL);
+    CHECK(find("kept") && memcmp(session_data(find("kept")), "\"new\"", 5) == 0);
+    CHECK(find("other") && memcmp(session_data(find("other")), "\"old\"", 5) == 0);
+    close_durable(&loop, &stop);
+    char ids[128];
+    file_sessions(path, ids, sizeof ids);
+    CHECK(strstr(ids, "victim=") == NULL);
+    CHECK(strstr(ids, "gone=") == NULL);
+    CHECK_STR_CONTAINS(ids, "kept=\"new\",");
+    CHECK_STR_CONTAINS(ids, "other=\"old\",");
+    unlink(path);
+    rmdir(dir);
+}
+
+/* A JSON row that is not one JSON value (a damaged file) is not restored, so it cannot inject keys into the
+ * worker frames that carry the session as it is; a valid one comes back compact. */
+static void damaged_json_rows_are_dropped(void)
+{
+    char dir[] = "/tmp/corral-test-session-XXXXXX", path[128];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/state.db", dir);
+    int64_t later = (int64_t)time(NULL) * 1000 + 600000;
+    const char *bad[] = {"{},\"id\":\"x\"", "{\"a\":1,\"a\":2}", "", "[1"};
+    state_session_op ops[6];
+    char ids[4][8];
+    for (int i = 0; i < 4; i++) {
+        snprintf(ids[i], sizeof ids[i], "bad%d", i);
+        ops[i] = (state_session_op){.id = ids[i], .id_len = 4, .content_type = SESSION_JSON,
+                                    .data = (const uint8_t *)bad[i], .len = strlen(bad[i]), .expires_ms = later};
+    }
+    ops[4] = (state_session_op){.id = "spaced", .id_len = 6, .content_type = SESSION_JSON,
+                                .data = (const uint8_t *)"{ \"a\" :\n [1, 2] }", .len = 17, .expires_ms = later};
+    ops[5] = (state_session_op){.id = "bytes", .id_len = 5, .content_type = "text/plain",
+                                .data = (const uint8_t *)"{},", .len = 3, .expires_ms = later};
+    state_db *db = db_with_rows(path, ops, 6);
+    char *report;
+    state_session_limits lim = {.memory = 1 << 20, .max_size = 1000, .cost = session_cost};
+    state_session *got;
+    size_t n;
+    CHECK(state_db_read_sessions(db, 0, &lim, &got, &n, &report) == 0);
+    CHECK(report != NULL);
+    if (report)
+        CHECK_STR_CONTAINS(report, "4 session records that are not valid skipped and removed");
+    free(report);
+    CHECK(n == 2);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(got[i].id, "spaced") == 0)
+            CHECK(got[i].len == 11 && memcmp(got[i].data, "{\"a\":[1,2]}", 11) == 0 && got[i].data[got[i].len] == 0);
+        else
+            CHECK(strcmp(got[i].id, "bytes") == 0 && got[i].len == 3);
+    state_sessions_free(got, n);
+    state_db_close(db);
+    char left[256];
+    file_sessions(path, left, sizeof left);
+    CHECK(strstr(left, "bad") == NULL); /* removed from the file too */
+    unlink(path);
+    rmdir(dir);
+}
+
+/* The ids noted while restoring are bounded: past SESSION_RESTORE_TOUCHED_MAX another id's write or delete is a
+ * 503 (never a change the restore would undo); a noted id may still change; after the restore all may. */
+static void the_restore_window_notes_a_bounded_set(void)
+{
+    store(1 << 20, 1);
+    session_store_durable(); /* no state file started: batches are dropped at once */
+    char id[16], msg[256];
+    int all_404 = 1;
+    for (int i = 0; i < SESSION_RESTORE_TOUCHED_MAX; i++) {
+        snprintf(id, sizeof id, "d%d", i);
+        all_404 &= session_delete(id, strlen(id)) == 404;
+    }
+    CHECK(all_404);
+    CHECK(put("another", "1", 0, msg) == 503);
+    CHECK_STR_CONTAINS(msg, "still being read");
+    CHECK(session_delete("another", 7) == 503);
+    CHECK(put("d7", "1", 0, msg) == 0); /* noted already */
+    session_restore_done();
+    CHECK(!session_restoring());
+    CHECK(put("another", "1", 0, msg) == 0);
+    session_store_close();
+}
+
 CHECK_MAIN(CASE(ids_are_checked_like_model_names), CASE(put_find_replace_delete), CASE(bad_writes_change_nothing),
            CASE(finds_count_hits_and_misses_and_mark_recent_use), CASE(lru_eviction_order),
            CASE(eviction_skips_pinned_and_507_without_room), CASE(eviction_off_answers_507),
            CASE(expiry_on_the_clock), CASE(the_heap_keeps_expiry_order), CASE(pinned_sessions_outlive_their_removal),
            CASE(list_is_in_id_order_without_the_expired), CASE(restore_fits_and_yields_to_newer),
-           CASE(the_timer_expires_on_a_loop), CASE(a_durable_store_writes_its_changes_in_batches))
+           CASE(the_timer_expires_on_a_loop), CASE(a_durable_store_writes_its_changes_in_batches),
+           CASE(held_versions_count_against_the_ceiling), CASE(changes_while_the_file_is_read_win),
+           CASE(damaged_json_rows_are_dropped),
+           CASE(the_restore_window_notes_a_bounded_set))

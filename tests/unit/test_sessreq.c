@@ -141,6 +141,9 @@ static void updates_are_checked(void)
         "{\"base64\":\"aA==\",\"content_type\":\"a/b\\n\"}", "{\"base64\":5,\"content_type\":\"a/b\"}",
         "{\"json\":1,\"ttl\":0}", "{\"json\":1,\"ttl\":\"5\"}", "{\"delete\":1}", "{\"delete\":false}",
         "{\"json\":1,\"extra\":2}",
+        /* JSON in any case or with parameters, as a PUT takes it: sent as json, never as bytes */
+        "{\"base64\":\"aA==\",\"content_type\":\"APPLICATION/JSON\"}",
+        "{\"base64\":\"aA==\",\"content_type\":\"Application/Json; charset=utf-8\"}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = stage(j, bad[i]);
