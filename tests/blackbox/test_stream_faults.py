@@ -289,6 +289,9 @@ def test_exactly_a_window_uncredited_is_allowed_and_one_chunk_more_is_not(corral
     # the same, with one more chunk, as small as an event can be
     s = raw_post(d, "/v1/models/raw/generate", {"stream": True, "script": fill + [{"size": 2}, END]}, rcvbuf=4096)
     window_filled(d, 2)
+    # Read only once the daemon has taken the chunk past the window (it kills the worker for it): a client
+    # reading sooner would let the daemon credit the window back first, and the chunk would be within it.
+    wait_for(lambda: not alive(pid), timeout=10, what=f"pid {pid} to be killed for the overrun")
     with s:
         status, data, ended = dechunk(read_to_eof(s))
     assert b" 200 " in status and ended, status
