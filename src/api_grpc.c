@@ -698,6 +698,7 @@ static int build_job(greq *g, rpc *r, model *m, job **out, char *err, size_t err
         j->deadline_ms = deadline;
         j->stream = 1;
         j->sess = sess;
+        j->sess_free = sessreq_free;
         job_move_sequence(j, &seqof);
         sb meta;
         sb_init(&meta, 96 + (sess ? sessreq_meta_size(sess) : 0));

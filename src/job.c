@@ -4,7 +4,6 @@
 #include "job.h"
 
 #include "proto.h"
-#include "sessreq.h"
 #include "shm.h"
 #include "xmalloc.h"
 
@@ -152,7 +151,8 @@ void job_free(job *j)
     if (j->on_free)
         j->on_free(j);
     shm_unref(j->shm);
-    sessreq_free(j->sess);
+    if (j->sess)
+        j->sess_free(j->sess);
     free(j->frame);
     free(j->pieces);
     free(j->data_owned);

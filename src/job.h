@@ -113,6 +113,7 @@ struct job {
      * (kind PROTO_BATCH): its members, in row order, and their rows. */
     struct batch_entry *bentry; /* owned, released by on_free */
     struct sessreq *sess;       /* the session the request carries (sessreq.h); owned; NULL: none */
+    void (*sess_free)(struct sessreq *r); /* frees sess (sessreq.c sets it): job.c knows nothing of sessions */
     job *batch;                 /* not owned */
     job **members;              /* owned array; the members are answered and freed by batch_answer */
     int nmembers;

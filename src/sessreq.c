@@ -49,6 +49,7 @@ int sessreq_attach(job *j, const char *id, size_t len, char *why, size_t whylen)
         session_pin(r->s);
     sessreq_free(j->sess);
     j->sess = r;
+    j->sess_free = sessreq_free;
     return 0;
 }
 
